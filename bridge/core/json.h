@@ -1,0 +1,114 @@
+/* jsmn wrapper. json.c is the one translation unit that holds jsmn's
+ * implementation; every other file sees only declarations (JSMN_HEADER).
+ *
+ * json_parse() tokenizes with a fixed token budget (no allocation per call)
+ * and then validates what jsmn does not: RFC 8259 grammar of every primitive
+ * and of the separators between tokens, escapes and UTF-8 inside strings
+ * (no raw control characters), nesting depth, a single top-level value that
+ * spans the whole input. Python's bare NaN, Infinity and -Infinity are
+ * accepted as primitives; json_emit() writes them as null. */
+#ifndef C2M_JSON_H
+#define C2M_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef JSMN_HEADER
+#define JSMN_HEADER
+#endif
+#include <jsmn.h>
+
+#include "jsonw.h"
+
+#define JSON_MAX_DEPTH 64
+
+/* Why a document was rejected (also used as counter indexes). */
+enum json_reason {
+	JSON_OK = 0,
+	JSON_E_EMPTY = 1,     /* empty or whitespace only */
+	JSON_E_SYNTAX = 2,    /* not JSON (jsmn error, bad primitive, separators,
+	                         trailing garbage, embedded NUL, ...) */
+	JSON_E_UTF8 = 3,      /* invalid UTF-8 or raw control character */
+	JSON_E_DEPTH = 4,     /* nesting deeper than JSON_MAX_DEPTH */
+	JSON_E_TOKENS = 5,    /* more tokens than the parser's budget */
+	JSON_E_NOT_OBJECT = 6,/* top-level value is not an object */
+	JSON_REASON_COUNT
+};
+
+/* Short snake_case name of a reason ("invalid_json", "invalid_utf8",
+ * "too_deep", "too_many_tokens", "not_object", "empty"). */
+const char *json_reason_name(int reason);
+
+/* A parsed document: tokens borrowed from the parser, bytes borrowed from
+ * the caller. Valid until the next json_parse() on the same parser. */
+struct json_doc {
+	const char *buf;
+	size_t len;
+	const jsmntok_t *tok;
+	int ntok;
+};
+
+struct json_parser;
+
+/* Creates a parser owning a token array of max_tokens entries. */
+struct json_parser *json_parser_create(unsigned max_tokens);
+void json_parser_destroy(struct json_parser *p);
+
+/* Tokenizes and validates buf[0..len) (borrowed). Returns JSON_OK or a
+ * json_reason. require_object: the top-level value must be an object. */
+int json_parse(struct json_parser *p, const char *buf, size_t len,
+               bool require_object, struct json_doc *out);
+
+/* --- navigation (indexes into doc->tok; -1 means absent) --- */
+
+/* Index of the first token after the subtree rooted at i. */
+int json_skip(const struct json_doc *d, int i);
+/* Value token of key in object obj (keys compared after unescaping), or -1.
+ * Returns -1 when obj is not an object. */
+int json_obj_get(const struct json_doc *d, int obj, const char *key);
+/* Index of the n-th element (0-based) of array/object-value iteration:
+ * for arrays the element, for objects the key (its value is key+1). */
+int json_child(const struct json_doc *d, int parent, int n);
+
+bool json_is_null(const struct json_doc *d, int i);
+bool json_is_string(const struct json_doc *d, int i);
+bool json_is_object(const struct json_doc *d, int i);
+bool json_is_array(const struct json_doc *d, int i);
+/* true for a number primitive (not NaN/Infinity, not true/false/null). */
+bool json_is_number(const struct json_doc *d, int i);
+/* true for NaN, Infinity, -Infinity */
+bool json_is_nonfinite(const struct json_doc *d, int i);
+/* number of children (array elements / object keys) */
+int json_size(const struct json_doc *d, int i);
+
+/* Raw bytes of token i (strings: without quotes, still escaped). */
+const char *json_raw(const struct json_doc *d, int i, size_t *len);
+/* Raw bytes of the whole value at i including quotes for strings. */
+const char *json_raw_value(const struct json_doc *d, int i, size_t *len);
+
+/* Compares the unescaped string token i with s. */
+bool json_str_eq(const struct json_doc *d, int i, const char *s);
+/* Unescapes string token i into dst (cap bytes incl. NUL, copied). Returns
+ * the length, BR_ETYPE if not a string, BR_ETRUNC if it did not fit (dst
+ * then holds a prefix cut on a UTF-8 boundary), BR_EINVAL if it contains
+ * NUL (\u0000). */
+int json_str_get(const struct json_doc *d, int i, char *dst, size_t cap);
+/* Integer value (an integral number such as 5, -3 or 20.0); BR_ETYPE if
+ * not a number, BR_ERANGE if not integral or out of int64 range. */
+int json_get_int64(const struct json_doc *d, int i, int64_t *out);
+/* Finite number value; BR_ETYPE otherwise. */
+int json_get_double(const struct json_doc *d, int i, double *out);
+/* Boolean; BR_ETYPE otherwise. */
+int json_get_bool(const struct json_doc *d, int i, bool *out);
+
+/* Writes the value at i to w as compact JSON: canonical separators, strings
+ * copied verbatim (already valid), NaN/Infinity as null.
+ * budget == 0: no limit. Otherwise, when the value would exceed budget
+ * bytes, it is cut: strings at a UTF-8 boundary (never inside an escape),
+ * arrays and objects after the last whole member that fits; *truncated is
+ * then set to true (it is never reset). Returns 0 or the writer's error. */
+int json_emit(const struct json_doc *d, int i, struct jsonw *w, size_t budget,
+              bool *truncated);
+
+#endif

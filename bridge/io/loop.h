@@ -1,0 +1,53 @@
+/* The event loop: owns the libwebsockets context (the only poll), timers,
+ * the signal fd, and the thread-safe wake-up used by the MQTT thread. */
+#ifndef C2M_LOOP_H
+#define C2M_LOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct loop;
+struct loop_timer;
+
+/* TLS settings for https/wss peers (borrowed strings). */
+struct tls_opts {
+	const char *ca;
+	const char *cert;
+	const char *key;
+	bool insecure;
+};
+
+/* Creates the lws context (no listening socket, no extensions, OpenSSL
+ * initialised), blocks SIGINT/SIGTERM/SIGHUP into a signalfd watched by the
+ * loop, ignores SIGPIPE. */
+struct loop *loop_create(void);
+void loop_destroy(struct loop *l);
+
+/* Services until loop_quit(). Returns 0. */
+int loop_run(struct loop *l);
+/* Makes loop_run() return after the current iteration. */
+void loop_quit(struct loop *l);
+
+/* Thread-safe: makes the loop call the wake callback soon (from the loop
+ * thread). Safe to call from any thread. */
+void loop_wake(struct loop *l);
+void loop_set_wake_cb(struct loop *l, void (*cb)(void *ud), void *ud);
+/* Called in the loop thread for each SIGINT/SIGTERM/SIGHUP received. */
+void loop_set_signal_cb(struct loop *l, void (*cb)(void *ud, int signo),
+                        void *ud);
+
+/* One-shot timers owned by the caller's object. */
+struct loop_timer *loop_timer_create(struct loop *l, void (*cb)(void *ud),
+                                     void *ud);
+/* (Re)arms the timer to fire once after delay_ms; replaces a pending arm. */
+void loop_timer_arm(struct loop_timer *t, int64_t delay_ms);
+void loop_timer_cancel(struct loop_timer *t);
+bool loop_timer_pending(const struct loop_timer *t);
+void loop_timer_destroy(struct loop_timer *t);
+
+/* Wall clock, ms since the epoch. */
+int64_t loop_now_ms(void);
+/* Monotonic clock, ms. */
+int64_t loop_mono_ms(void);
+
+#endif

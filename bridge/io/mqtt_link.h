@@ -1,0 +1,92 @@
+/* The broker link: libmosquitto in its own thread (mosquitto_loop_start,
+ * started before connect_async), publishing from the loop thread. Owns the
+ * bounded outgoing queue: nothing is handed to libmosquitto while the
+ * broker is away, so nothing is handed over and forgotten. Callbacks from
+ * the mosquitto thread only set flags and wake the loop; every mqtt_link_cb
+ * runs in the loop thread from mqtt_link_service(). */
+#ifndef C2M_MQTT_LINK_H
+#define C2M_MQTT_LINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loop.h"
+#include "outq.h"
+
+struct mqtt_link;
+
+struct mqtt_link_cfg {
+	const char *host;
+	int port;
+	bool tls;
+	struct tls_opts tls_opts;
+	const char *client_id;
+	const char *username;   /* NULL: none */
+	const char *password;   /* secret; never logged */
+	int protocol;           /* 5 or 4 (3.1.1) */
+	int keepalive_s;        /* default 30 */
+	const char *will_topic; /* retained QoS 1 will */
+	const char *will_payload;
+	unsigned window;        /* max messages handed to libmosquitto and not
+	                           yet acknowledged/written; default 1000 */
+	size_t queue_max_messages;
+	size_t queue_max_bytes;
+};
+
+struct mqtt_link_cb {
+	/* CONNACK accepted. session_present as reported by the broker. */
+	void (*on_connected)(void *ud, bool session_present);
+	/* the link is gone (reason for the log) */
+	void (*on_disconnected)(void *ud, const char *why);
+	/* a message on a subscribed topic (borrowed) */
+	void (*on_message)(void *ud, const char *topic, const void *payload,
+	                   size_t len);
+};
+
+struct mqtt_link_stats {
+	bool connected;
+	uint64_t connects;
+	uint64_t disconnects;
+	uint64_t published[MSG_CLASS_COUNT]; /* handed to libmosquitto */
+	uint64_t dropped[MSG_CLASS_COUNT];   /* dropped by the queue bound */
+	size_t queued;                       /* waiting in our queue */
+	size_t queued_bytes;
+	unsigned inflight;                   /* handed, not yet done */
+};
+
+/* Creates the link (copies cfg). Wakes l when the mosquitto thread has
+ * news; the owner then calls mqtt_link_service(). */
+struct mqtt_link *mqtt_link_create(struct loop *l,
+                                   const struct mqtt_link_cfg *cfg,
+                                   const struct mqtt_link_cb *cb, void *ud);
+/* Starts the mosquitto thread and the (re)connect cycle. */
+int mqtt_link_start(struct mqtt_link *m);
+
+/* Publishes a copy of msg: straight to libmosquitto when connected and the
+ * window allows, else into the bounded queue (in order). Never blocks.
+ * Returns 0, or BR_EFULL when the bound dropped msg itself. */
+int mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg);
+
+/* Loop thread: delivers pending callbacks and drains the queue while the
+ * window allows. Call after every wake and periodically. */
+void mqtt_link_service(struct mqtt_link *m);
+
+/* Subscribes (QoS 1) on every (re)connect. */
+int mqtt_link_subscribe(struct mqtt_link *m, const char *topic);
+
+/* Largest packet the broker accepts (CONNACK maximum packet size), or 0
+ * when the broker did not say. */
+uint32_t mqtt_link_max_packet(const struct mqtt_link *m);
+
+bool mqtt_link_connected(const struct mqtt_link *m);
+void mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s);
+
+/* Shutdown: drains the queue for at most timeout_ms, publishes last (e.g.
+ * bridge/state offline; may be NULL), disconnects cleanly and stops the
+ * thread. Blocks the caller for at most about timeout_ms + 200 ms. */
+void mqtt_link_shutdown(struct mqtt_link *m, const struct out_msg *last,
+                        int timeout_ms);
+void mqtt_link_destroy(struct mqtt_link *m);
+
+#endif

@@ -1,0 +1,6 @@
+/* placeholder until app.c lands */
+int
+main(void)
+{
+	return 1;
+}
