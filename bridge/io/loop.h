@@ -6,16 +6,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tlsopts.h"
+
 struct loop;
 struct loop_timer;
 
-/* TLS settings for https/wss peers (borrowed strings). */
-struct tls_opts {
-	const char *ca;
-	const char *cert;
-	const char *key;
-	bool insecure;
-};
 
 /* Creates the lws context (no listening socket, no extensions, OpenSSL
  * initialised), blocks SIGINT/SIGTERM/SIGHUP into a signalfd watched by the

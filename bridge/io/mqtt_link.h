@@ -2,8 +2,10 @@
  * started before connect_async), publishing from the loop thread. Owns the
  * bounded outgoing queue: nothing is handed to libmosquitto while the
  * broker is away, so nothing is handed over and forgotten. Callbacks from
- * the mosquitto thread only set flags and wake the loop; every mqtt_link_cb
- * runs in the loop thread from mqtt_link_service(). */
+ * the mosquitto thread only set flags and call cfg->wake; every mqtt_link_cb
+ * runs in the owner's thread from mqtt_link_service(). Independent of the
+ * loop module: the owner wires wake to loop_wake() and calls
+ * mqtt_link_service() after each wake and at least once a second. */
 #ifndef C2M_MQTT_LINK_H
 #define C2M_MQTT_LINK_H
 
@@ -11,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "loop.h"
 #include "outq.h"
+#include "tlsopts.h"
 
 struct mqtt_link;
 
@@ -32,6 +34,10 @@ struct mqtt_link_cfg {
 	                           yet acknowledged/written; default 1000 */
 	size_t queue_max_messages;
 	size_t queue_max_bytes;
+	/* Called from the mosquitto thread when there is news for
+	 * mqtt_link_service(); must be thread-safe (e.g. loop_wake). */
+	void (*wake)(void *wake_ud);
+	void *wake_ud;
 };
 
 struct mqtt_link_cb {
@@ -55,10 +61,8 @@ struct mqtt_link_stats {
 	unsigned inflight;                   /* handed, not yet done */
 };
 
-/* Creates the link (copies cfg). Wakes l when the mosquitto thread has
- * news; the owner then calls mqtt_link_service(). */
-struct mqtt_link *mqtt_link_create(struct loop *l,
-                                   const struct mqtt_link_cfg *cfg,
+/* Creates the link (copies cfg and its strings). */
+struct mqtt_link *mqtt_link_create(const struct mqtt_link_cfg *cfg,
                                    const struct mqtt_link_cb *cb, void *ud);
 /* Starts the mosquitto thread and the (re)connect cycle. */
 int mqtt_link_start(struct mqtt_link *m);
@@ -68,8 +72,9 @@ int mqtt_link_start(struct mqtt_link *m);
  * Returns 0, or BR_EFULL when the bound dropped msg itself. */
 int mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg);
 
-/* Loop thread: delivers pending callbacks and drains the queue while the
- * window allows. Call after every wake and periodically. */
+/* Owner's thread: delivers pending callbacks, drains the queue while the
+ * window allows, runs the CONNACK watchdog. Call after every wake and at
+ * least once a second. */
 void mqtt_link_service(struct mqtt_link *m);
 
 /* Subscribes (QoS 1) on every (re)connect. */
