@@ -1,0 +1,260 @@
+/* MQTT topic building. Ids come from ComfyUI clients and are hostile by
+ * default: after topic_sanitize() only [A-Za-z0-9._:-] remain, so no id
+ * can add a level ('/'), a wildcard ('+', '#'), a NUL, a '$' system topic
+ * or invalid UTF-8 to a topic. */
+#include "topic.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "err.h"
+
+/* Longest prefix accepted, in bytes. */
+#define TOPIC_PREFIX_MAX 128
+/* '_' + 8 hex digits appended to cut ids. */
+#define TOPIC_HASH_SUFFIX_LEN 9
+
+static bool
+id_char_allowed(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+	    || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':'
+	    || c == '-';
+}
+
+/* 32-bit FNV-1a: cheap, stable across builds, good enough to keep long
+ * ids with a shared prefix apart (not a defence against chosen
+ * collisions; the raw id stays in the payload anyway). */
+static uint32_t
+fnv1a32(const char *data, size_t len)
+{
+	uint32_t hash = 2166136261u;
+	for (size_t i = 0; i < len; i++) {
+		hash ^= (unsigned char) data[i];
+		hash *= 16777619u;
+	}
+	return hash;
+}
+
+size_t
+topic_sanitize(char *dst, size_t cap, const char *id, size_t len)
+{
+	if (cap == 0)
+		return 0;
+	size_t limit = cap - 1 < TOPIC_ID_MAX ? cap - 1 : TOPIC_ID_MAX;
+	if (limit == 0) {
+		dst[0] = '\0';
+		return 0;
+	}
+	if (len == 0) {
+		dst[0] = '_';
+		dst[1] = '\0';
+		return 1;
+	}
+
+	size_t keep = len;
+	bool hashed = false;
+	if (len > limit) {
+		/* A buffer too small even for the suffix just cuts. */
+		hashed = limit > TOPIC_HASH_SUFFIX_LEN;
+		keep = hashed ? limit - TOPIC_HASH_SUFFIX_LEN : limit;
+	}
+	for (size_t i = 0; i < keep; i++) {
+		unsigned char c = (unsigned char) id[i];
+		dst[i] = id_char_allowed(c) ? (char) c : '_';
+	}
+	/* Explicit although '$' is already outside the allowed set: a
+	 * leading '$' would put the topic in the broker's system tree. */
+	if (dst[0] == '$')
+		dst[0] = '_';
+	if (!hashed) {
+		dst[keep] = '\0';
+		return keep;
+	}
+	static const char hex[] = "0123456789abcdef";
+	uint32_t hash = fnv1a32(id, len);
+	dst[keep] = '_';
+	for (size_t i = 0; i < 8; i++)
+		dst[keep + 1 + i] = hex[(hash >> (28 - 4 * i)) & 0xfu];
+	dst[limit] = '\0';
+	return limit;
+}
+
+/* Decodes one UTF-8 sequence at s (s[0] != 0) into *cp. Returns its length,
+ * or 0 when malformed: truncated, overlong, surrogate or above U+10FFFF. */
+static size_t
+utf8_decode(const unsigned char *s, uint32_t *cp)
+{
+	size_t n;
+	uint32_t min;
+	if (s[0] < 0x80) {
+		*cp = s[0];
+		return 1;
+	} else if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		n = 2;
+		min = 0x80;
+		*cp = s[0] & 0x1fu;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		n = 3;
+		min = 0x800;
+		*cp = s[0] & 0x0fu;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4;
+		min = 0x10000;
+		*cp = s[0] & 0x07u;
+	} else {
+		return 0;
+	}
+	for (size_t i = 1; i < n; i++) {
+		/* A NUL terminator fails this test, so no over-read. */
+		if ((s[i] & 0xc0u) != 0x80u)
+			return 0;
+		*cp = (*cp << 6) | (s[i] & 0x3fu);
+	}
+	if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/* Code points libmosquitto's topic check (mosquitto_validate_utf8)
+ * refuses although they are valid UTF-8: controls and non-characters.
+ * Refusing them here turns a runtime publish failure into a config
+ * error. */
+static bool
+mosquitto_refuses(uint32_t cp)
+{
+	if (cp <= 0x1f || (cp >= 0x7f && cp <= 0x9f))
+		return true;
+	if (cp >= 0xfdd0 && cp <= 0xfdef)
+		return true;
+	return (cp & 0xfffeu) == 0xfffeu;
+}
+
+bool
+topic_prefix_valid(const char *prefix)
+{
+	if (prefix == NULL || prefix[0] == '\0' || prefix[0] == '$')
+		return false;
+	size_t len = strnlen(prefix, TOPIC_PREFIX_MAX + 1);
+	if (len > TOPIC_PREFIX_MAX)
+		return false;
+	if (prefix[0] == '/' || prefix[len - 1] == '/')
+		return false;
+
+	const unsigned char *s = (const unsigned char *) prefix;
+	for (size_t i = 0; i < len;) {
+		if (s[i] == '+' || s[i] == '#')
+			return false;
+		if (s[i] == '/' && s[i + 1] == '/')
+			return false;
+		uint32_t cp;
+		size_t n = utf8_decode(s + i, &cp);
+		if (n == 0 || mosquitto_refuses(cp))
+			return false;
+		i += n;
+	}
+	return true;
+}
+
+/* Bounded appender: records overflow instead of writing past cap. */
+struct topic_buf {
+	char *dst;
+	size_t cap;
+	size_t len;
+	bool overflow;
+};
+
+static void
+put(struct topic_buf *tb, const char *s, size_t n)
+{
+	if (tb->overflow)
+		return;
+	/* len < cap holds while not overflowed; keep one byte for NUL. */
+	if (n > tb->cap - tb->len - 1) {
+		tb->overflow = true;
+		return;
+	}
+	memcpy(tb->dst + tb->len, s, n);
+	tb->len += n;
+}
+
+static void
+put_str(struct topic_buf *tb, const char *s)
+{
+	put(tb, s, strlen(s));
+}
+
+static void
+put_id(struct topic_buf *tb, const char *id, size_t len)
+{
+	char clean[TOPIC_ID_MAX + 1];
+	size_t n = topic_sanitize(
+	    clean, sizeof(clean), id != NULL ? id : "", id != NULL ? len : 0);
+	put(tb, clean, n);
+}
+
+static void
+put_base(struct topic_buf *tb, const char *prefix, const char *instance)
+{
+	put_str(tb, prefix);
+	put(tb, "/", 1);
+	put_str(tb, instance);
+}
+
+/* Terminates the topic; on overflow leaves an empty string so that a
+ * caller ignoring the error never publishes to a cut-off topic. */
+static int
+finish(struct topic_buf *tb)
+{
+	if (tb->cap == 0)
+		return BR_ETRUNC;
+	if (tb->overflow || tb->len > INT_MAX) {
+		tb->dst[0] = '\0';
+		return BR_ETRUNC;
+	}
+	tb->dst[tb->len] = '\0';
+	return (int) tb->len;
+}
+
+int
+topic_join(char *dst, size_t cap, const char *prefix, const char *instance,
+    const char *rest)
+{
+	struct topic_buf tb = { dst, cap, 0, cap == 0 };
+	put_base(&tb, prefix, instance);
+	if (rest != NULL) {
+		put(&tb, "/", 1);
+		put_str(&tb, rest);
+	}
+	return finish(&tb);
+}
+
+int
+topic_prompt(char *dst, size_t cap, const char *prefix, const char *instance,
+    const char *prompt_id, size_t id_len, const char *leaf, const char *type,
+    size_t type_len)
+{
+	struct topic_buf tb = { dst, cap, 0, cap == 0 };
+	put_base(&tb, prefix, instance);
+	put_str(&tb, "/prompt/");
+	put_id(&tb, prompt_id, id_len);
+	put(&tb, "/", 1);
+	put_str(&tb, leaf);
+	if (type != NULL) {
+		put(&tb, "/", 1);
+		put_id(&tb, type, type_len);
+	}
+	return finish(&tb);
+}
+
+int
+topic_event(char *dst, size_t cap, const char *prefix, const char *instance,
+    const char *type, size_t type_len)
+{
+	struct topic_buf tb = { dst, cap, 0, cap == 0 };
+	put_base(&tb, prefix, instance);
+	put_str(&tb, "/event/");
+	put_id(&tb, type, type_len);
+	return finish(&tb);
+}
