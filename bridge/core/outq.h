@@ -12,10 +12,10 @@
 #include <stdint.h>
 
 enum msg_class {
-	MSG_CRITICAL = 0,  /* terminal events, completion, state, bridge/* */
+	MSG_CRITICAL = 0, /* terminal events, completion, state, bridge/... */
 	MSG_LIFECYCLE = 1, /* other prompt events, queue, event/<type> */
-	MSG_PROGRESS = 2,  /* progress, progress_state (coalesced) */
-	MSG_PREVIEW = 3,   /* preview images */
+	MSG_PROGRESS = 2, /* progress, progress_state (coalesced) */
+	MSG_PREVIEW = 3, /* preview images */
 	MSG_CLASS_COUNT
 };
 
@@ -25,11 +25,11 @@ const char *msg_class_name(int cls);
 /* MQTT 5 properties (dropped for 3.1.1). Strings are copied. */
 struct out_props {
 	const char *content_type; /* e.g. "application/json"; NULL: none */
-	bool utf8;                /* payload format indicator 1 */
-	uint32_t expiry_s;        /* message expiry interval; 0: none */
-	const char *instance;     /* user property "instance"; NULL: absent */
-	const char *type;         /* user property "type" */
-	const char *prompt_id;    /* user property "prompt_id" */
+	bool utf8; /* payload format indicator 1 */
+	uint32_t expiry_s; /* message expiry interval; 0: none */
+	const char *instance; /* user property "instance"; NULL: absent */
+	const char *type; /* user property "type" */
+	const char *prompt_id; /* user property "prompt_id" */
 };
 
 struct out_msg {
@@ -49,16 +49,19 @@ struct out_msg {
 struct outq;
 
 /* Creates a queue bounded by max_msgs messages and max_bytes bytes (topic
- * + payload + property strings). */
+ * + payload + property strings; the coalesce key is not counted). 0 means
+ * no bound of that kind. */
 struct outq *outq_create(size_t max_msgs, size_t max_bytes);
 void outq_destroy(struct outq *q);
 
-/* Appends a copy of m. When a bound would be exceeded, drops queued
- * messages of the lowest class present (oldest first) as long as that class
- * is lower than or equal to m's class; if that is not enough, m itself is
- * dropped. Every drop is counted. Returns 0, or BR_EFULL when m was
- * dropped, or BR_ENOMEM. Entries are recycled, so steady-state pushing of
- * small messages does not allocate. */
+/* Appends a copy of m. A queued message with the same coalesce key is
+ * removed first (counted by outq_coalesced, not as a drop). When a bound
+ * would be exceeded, drops queued messages of the lowest class present
+ * (oldest first) as long as that class is lower than or equal to m's class;
+ * if even that could not make room, m itself is dropped and nothing else.
+ * Every drop is counted. Returns 0, or BR_EFULL when m was dropped, or
+ * BR_ENOMEM. Entries are recycled, so steady-state pushing of small
+ * messages does not allocate. */
 int outq_push(struct outq *q, const struct out_msg *m);
 
 /* The oldest message (borrowed, valid until pop/push/destroy), or NULL. */
@@ -70,5 +73,8 @@ size_t outq_bytes(const struct outq *q);
 uint64_t outq_dropped(const struct outq *q, enum msg_class cls);
 /* Number of messages removed because a newer one had the same key. */
 uint64_t outq_coalesced(const struct outq *q);
+/* Entries allocated so far (recycled entries are not counted): lets tests
+ * check that steady-state push/pop does not allocate. */
+uint64_t outq_allocations(const struct outq *q);
 
 #endif
