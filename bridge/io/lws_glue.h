@@ -1,0 +1,43 @@
+/* io-internal: what loop.c, ws_client.c and http_client.c share about the
+ * one libwebsockets context. Never included outside bridge/io. */
+#ifndef C2M_LWS_GLUE_H
+#define C2M_LWS_GLUE_H
+
+#include <stdint.h>
+
+#include <libwebsockets.h>
+
+#include "loop.h"
+#include "tlsopts.h"
+
+#define C2M_LWS_PROTO_WS   "comfy-ws"
+#define C2M_LWS_PROTO_HTTP "comfy-http"
+
+/* Every user pointer handed to lws (connect info .userdata) starts with this
+ * tag. lws 4.1 delivers LWS_CALLBACK_WSI_DESTROY to protocols[0] of the
+ * vhost, not to the wsi's own protocol, so loop.c routes it by tag. */
+enum glue_kind {
+	GLUE_KIND_WS = 0x63327731,
+	GLUE_KIND_HTTP = 0x63326831,
+};
+
+struct glue_user {
+	uint32_t kind;
+};
+
+/* The loop's lws context (borrowed; lives until loop_destroy). */
+struct lws_context *loop_lws_context(struct loop *l);
+
+/* A vhost whose client TLS context uses tls->ca/cert/key: the default vhost
+ * when none is set, else one created on first use and cached by those paths
+ * until loop_destroy. Returns NULL if lws could not load them. */
+struct lws_vhost *loop_lws_client_vhost(
+    struct loop *l, const struct tls_opts *tls);
+
+/* Protocol callbacks listed in loop.c's protocols table. */
+int ws_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
+    void *user, void *in, size_t len);
+int http_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
+    void *user, void *in, size_t len);
+
+#endif
