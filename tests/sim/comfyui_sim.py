@@ -1,0 +1,1395 @@
+#!/usr/bin/python3
+"""ComfyUI server simulator for comfy2mqtt's tests and README demo.
+
+Speaks ComfyUI's WebSocket and HTTP protocol as described in
+/work/shared/comfyui/protocol.md (v0.21.0 by default, v0.0.2 on request):
+the /ws registry with its reconnect race, feature-flag negotiation, one FIFO
+send queue with targeted and broadcast frames, a prompt queue and an execution
+worker that produces the frame sequence of §1.7, history, and the HTTP routes
+the bridge uses.  Control endpoints under /_sim/ let tests replay recorded
+traces, inject arbitrary or malformed frames, drop connections and edit the
+queue and history.
+
+Only the standard library and aiohttp (Debian's python3-aiohttp 3.8.4) are
+used.  Run with /usr/bin/python3; see tests/sim/README.md.
+"""
+
+import argparse
+import asyncio
+import base64
+import heapq
+import itertools
+import json
+import os
+import signal
+import struct
+import sys
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from aiohttp import WSMsgType, web
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TRACES_DIR = REPO_ROOT / "tests" / "data" / "traces"
+
+FOREIGN_CLIENT_ID = "sim-browser"
+DEFAULT_STEPS = 20
+TRACE_ORDER_TOPOLOGICAL = ["4", "6", "7", "5", "3", "8", "9"]  # v0.1.0+
+TRACE_ORDER_RECURSIVE = ["5", "4", "7", "6", "3", "8", "9"]  # before v0.1.0
+SENSITIVE_EXTRA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+
+# An 8x8 baseline JPEG: previews only need to be a real image, not a big one.
+TINY_JPEG = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkz"
+    "ODdASFxOQERXRTc4UG1RV19iZ2hnPk1xeXBkeFxlZ2P/2wBDARESEhgVGC8aGi9jQjhCY2NjY2Nj"
+    "Y2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2P/wAARCAAIAAgD"
+    "ASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUF"
+    "BAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0"
+    "NTY3ODk6Q0RFRkdISUpTVFVWV1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKj"
+    "pKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi4+Tl5ufo6erx8vP09fb3+Pn6/8QA"
+    "HwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAECAxEE"
+    "BSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZH"
+    "SElKU1RVVldYWVpjZGVmZ2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0"
+    "tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq8vP09fb3+Pn6/9oADAMBAAIRAxEAPwCt"
+    "RRRXmHvH/9k="
+)
+
+# The server flags of v0.21.0 (tests/data/http-samples/features.json).
+SERVER_FEATURES = {
+    "supports_preview_metadata": True,
+    "max_upload_size": 104857600.0,
+    "extension": {"manager": {"supports_v4": True}},
+    "node_replacements": True,
+    "assets": False,
+}
+
+# The default text-to-image graph of the traces, used for replayed prompts.
+DEFAULT_WORKFLOW = {
+    "3": {"class_type": "KSampler", "inputs": {
+        "cfg": 7.0, "denoise": 1.0, "latent_image": ["5", 0], "model": ["4", 0],
+        "negative": ["7", 0], "positive": ["6", 0], "sampler_name": "euler",
+        "scheduler": "normal", "seed": 8566257, "steps": 20}},
+    "4": {"class_type": "CheckpointLoaderSimple",
+          "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+    "5": {"class_type": "EmptyLatentImage",
+          "inputs": {"batch_size": 1, "height": 512, "width": 512}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {
+        "clip": ["4", 1], "text": "a lighthouse on a cliff at dusk, volumetric light"}},
+    "7": {"class_type": "CLIPTextEncode",
+          "inputs": {"clip": ["4", 1], "text": "blurry, lowres, watermark"}},
+    "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+    "9": {"class_type": "SaveImage",
+          "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
+}
+
+OOM_MESSAGE = (
+    "Allocation on device \nThis error means you ran out of memory on your GPU.\n\n"
+    "TIPS: If the workflow worked before you might have accidentally set the "
+    "batch_size to a large number.")
+OOM_TRACEBACK = [
+    '  File "/opt/ComfyUI/execution.py", line 535, in execute\n'
+    "    output_data, output_ui, has_subgraph, has_pending_tasks = await get_output_data(...)\n",
+    '  File "/opt/ComfyUI/execution.py", line 335, in get_output_data\n'
+    "    return_values = await _async_map_node_over_list(...)\n",
+    '  File "/opt/ComfyUI/nodes.py", line 1572, in sample\n    return common_ksampler(...)\n',
+    '  File "/opt/ComfyUI/comfy/samplers.py", line 1180, in sample\n    return sample(...)\n',
+]
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch, as ComfyUI's timestamps."""
+    return int(time.time() * 1000)
+
+
+def dumps(obj: Any) -> str:
+    """Serialise like ComfyUI (json.dumps defaults: ", " / ": ", ensure_ascii)."""
+    return json.dumps(obj)
+
+
+def parse_version(text: str) -> tuple:
+    """'0.21.0' -> (0, 21, 0)."""
+    return tuple(int(part) for part in text.split("."))
+
+
+def make_png() -> bytes:
+    """A valid 1x1 grey PNG built with the standard library."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack("!I", len(body)) + kind + body + struct.pack("!I", crc)
+    header = struct.pack("!IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\x80")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
+            + chunk(b"IEND", b""))
+
+
+TINY_PNG = make_png()
+
+
+def encode_ws_frames(opcode: int, payload: bytes, fragment: Optional[int] = None) -> bytes:
+    """RFC 6455 server frames (unmasked) for one message.
+
+    With `fragment`, the message is split into chunks of that many bytes: the
+    first frame carries `opcode`, the rest are continuation frames (opcode 0),
+    and only the last has FIN set.  aiohttp never fragments, so tests that need
+    fragmented or invalid frames get them written straight to the transport.
+    """
+    if fragment and fragment > 0:
+        chunks = [payload[i:i + fragment] for i in range(0, len(payload), fragment)]
+    else:
+        chunks = [payload]
+    chunks = chunks or [b""]
+    out = bytearray()
+    for index, piece in enumerate(chunks):
+        fin = 0x80 if index == len(chunks) - 1 else 0
+        out.append(fin | (opcode if index == 0 else 0))
+        size = len(piece)
+        if size < 126:
+            out.append(size)
+        elif size < 65536:
+            out.append(126)
+            out += struct.pack("!H", size)
+        else:
+            out.append(127)
+            out += struct.pack("!Q", size)
+        out += piece
+    return bytes(out)
+
+
+def build_trace_binary(desc: dict) -> bytes:
+    """Build a binary frame from a trace descriptor (tests/data/traces/README.md)."""
+    frame = bytearray(bytes.fromhex(desc["binary_hex_header"]))
+    event_type = desc.get("event_type")
+    if event_type == 4:
+        frame += desc["metadata_json"].encode("utf-8")
+    elif event_type == 3:
+        frame += desc["text"].encode("utf-8")
+    if event_type in (1, 4):
+        magic = bytes.fromhex(desc.get("image_magic_hex", ""))
+        image = magic + b"\x00" * max(0, desc["image_len"] - len(magic))
+        frame += image
+    frame += b"\x00" * max(0, desc["frame_len"] - len(frame))
+    if len(frame) != desc["frame_len"]:
+        raise ValueError("binary descriptor lengths disagree: %r" % desc)
+    return bytes(frame)
+
+
+def is_output_node(node: dict) -> bool:
+    """SaveImage-like nodes produce UI output (an `executed` frame)."""
+    return "Save" in str(node.get("class_type", ""))
+
+
+def current_inputs_of(node: dict) -> dict:
+    """execution_error's current_inputs: each input as a one-item list, str() of links."""
+    out = {}
+    for name, value in (node.get("inputs") or {}).items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[name] = [value]
+        else:
+            out[name] = ["<output %s of node %s>" % (value[1], value[0])
+                         if isinstance(value, list) and len(value) == 2 else str(value)]
+    return out
+
+
+@dataclass
+class Outgoing:
+    """One frame on the server's FIFO send queue.
+
+    target: a clientId, or None to broadcast to every registered socket.
+    raw: write RFC 6455 frames straight to the transport (needed for
+    fragmentation and for TEXT frames whose payload is not valid UTF-8).
+    done: resolved with the number of sockets the frame was written to.
+    """
+    target: Optional[str]
+    payload: Union[str, bytes]
+    binary: bool = False
+    raw: bool = False
+    fragment: Optional[int] = None
+    done: Optional[asyncio.Future] = None
+
+
+@dataclass
+class SimSocket:
+    """One accepted WebSocket connection."""
+    serial: int
+    client_id: str
+    ws: web.WebSocketResponse
+    transport: Any
+    connected_at: float
+    feature_flags: Optional[dict] = None  # what this socket negotiated, if it did
+    text_frames: int = 0
+
+
+@dataclass
+class PendingEntry:
+    """A queue_pending item; executable ones were POSTed and the worker runs them."""
+    item: list
+    executable: bool
+    seq: int = 0
+
+    def key(self):
+        return (self.item[0], self.seq)
+
+    def __lt__(self, other):
+        return self.key() < other.key()
+
+
+@dataclass
+class RunRecord:
+    """A queue_running item plus what its history entry will need."""
+    item: list
+    messages: list = field(default_factory=list)
+    outputs: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    last_node: Optional[str] = None
+    finished: bool = False  # replay model: a history entry was already written
+
+    @property
+    def prompt_id(self) -> str:
+        return self.item[1]
+
+    @property
+    def client_id(self) -> Optional[str]:
+        extra = self.item[3] if isinstance(self.item[3], dict) else {}
+        return extra.get("client_id")
+
+    def to_json(self) -> dict:
+        return {"item": self.item, "messages": self.messages, "outputs": self.outputs,
+                "meta": self.meta, "last_node": self.last_node}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "RunRecord":
+        return cls(item=obj["item"], messages=obj.get("messages", []),
+                   outputs=obj.get("outputs", {}), meta=obj.get("meta", {}),
+                   last_node=obj.get("last_node"))
+
+
+class PromptFailed(Exception):
+    """The simulated node raised (outcome "error")."""
+
+    def __init__(self, node_id: str):
+        super().__init__(node_id)
+        self.node_id = node_id
+
+
+class PromptInterrupted(Exception):
+    """POST /interrupt (or outcome "interrupt") took effect at this node."""
+
+    def __init__(self, node_id: str):
+        super().__init__(node_id)
+        self.node_id = node_id
+
+
+class Server:
+    """All simulator state: sockets, send queue, prompt queue, history, worker."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.version_text = args.server_version
+        self.version = parse_version(args.server_version)
+        self.traces_dir = Path(args.traces_dir)
+        # Registry semantics of §1.4: clientId -> newest socket, with metadata.
+        self.registry: Dict[str, SimSocket] = {}
+        self.metadata: Dict[str, dict] = {}
+        self.sockets: Dict[int, SimSocket] = {}
+        self.serials = itertools.count(1)
+        self.connects = 0
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        # Prompt queue and history.
+        self.pending: List[PendingEntry] = []
+        self.pending_seq = itertools.count()
+        self.running: List[RunRecord] = []
+        self.history: Dict[str, dict] = {}
+        self.number = 0
+        self.image_counter = 1
+        self.queue_changed = asyncio.Event()
+        self.interrupt = asyncio.Event()
+        self.releases: Dict[str, asyncio.Event] = {}
+        self.holding: List[str] = []
+        self.tasks: List[asyncio.Task] = []
+
+    # ---- protocol version gates -------------------------------------------
+
+    @property
+    def has_timestamps(self) -> bool:
+        """timestamp on execution_* and execution_success exist since v0.0.3."""
+        return self.version >= (0, 0, 3)
+
+    @property
+    def has_display_node(self) -> bool:
+        """display_node, meta and topological order since v0.1.0."""
+        return self.version >= (0, 1, 0)
+
+    @property
+    def has_feature_flags(self) -> bool:
+        """feature_flags, /features, progress_state and type 4 since v0.3.45."""
+        return self.version >= (0, 3, 45)
+
+    # ---- state file ---------------------------------------------------------
+
+    def save_state(self) -> None:
+        """Persist history, queue and counters (atomically) if --state-file is set."""
+        path = self.args.state_file
+        if not path:
+            return
+        state = {
+            "number": self.number,
+            "image_counter": self.image_counter,
+            "history": [[pid, entry] for pid, entry in self.history.items()],
+            "running": [rec.to_json() for rec in self.running],
+            "pending": [{"item": e.item, "executable": e.executable}
+                        for e in sorted(self.pending)],
+        }
+        tmp = "%s.tmp%d" % (path, os.getpid())
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(state, fh)
+        os.replace(tmp, path)
+
+    def load_state(self) -> None:
+        """Load the state file, then settle the prompt that was running when saved."""
+        path = self.args.state_file
+        if not path or not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as fh:
+            state = json.load(fh)
+        self.number = state.get("number", 0)
+        self.image_counter = state.get("image_counter", 1)
+        self.history = {pid: entry for pid, entry in state.get("history", [])}
+        for obj in state.get("pending", []):
+            self.push_pending(obj["item"], obj.get("executable", False))
+        outcome = self.args.finish_running_as or "vanish"
+        for obj in state.get("running", []):
+            self.finish_saved_run(RunRecord.from_json(obj), outcome)
+        self.save_state()
+
+    def finish_saved_run(self, rec: RunRecord, outcome: str) -> None:
+        """Write the history a prompt would have if it ended while we were down."""
+        if outcome == "vanish":
+            return
+        pid = rec.prompt_id
+        prompt = rec.item[2] if isinstance(rec.item[2], dict) else {}
+        if not rec.messages:
+            rec.messages = [["execution_start", self.stamp({"prompt_id": pid})],
+                            ["execution_cached", self.stamp({"nodes": [], "prompt_id": pid})]]
+        node_id = self.sampler_node(prompt) or rec.last_node or next(iter(prompt), "")
+        executed = [n for n in self.node_order(prompt) if n != node_id][:4]
+        if outcome == "success":
+            for nid, node in prompt.items():
+                if is_output_node(node) and nid not in rec.outputs:
+                    self.record_output(rec, nid, self.image_output())
+            if self.has_timestamps:
+                rec.messages.append(["execution_success", self.stamp({"prompt_id": pid})])
+        elif outcome == "error":
+            rec.messages.append(["execution_error",
+                                 self.error_data(pid, node_id, prompt, executed)])
+        else:
+            rec.messages.append(["execution_interrupted",
+                                 self.interrupted_data(pid, node_id, prompt, executed)])
+        self.write_history(rec, outcome == "success")
+
+    # ---- queue and history model -------------------------------------------
+
+    def queue_remaining(self) -> int:
+        """pending + running, as get_queue_info()."""
+        return len(self.pending) + len(self.running)
+
+    def status_data(self) -> dict:
+        return {"status": {"exec_info": {"queue_remaining": self.queue_remaining()}}}
+
+    def push_pending(self, item: list, executable: bool) -> None:
+        heapq.heappush(self.pending, PendingEntry(item, executable, next(self.pending_seq)))
+        self.queue_changed.set()
+
+    def remove_pending(self, entry: PendingEntry) -> None:
+        self.pending.remove(entry)
+        heapq.heapify(self.pending)
+
+    def find_pending(self, prompt_id: str) -> Optional[PendingEntry]:
+        return next((e for e in self.pending if e.item[1] == prompt_id), None)
+
+    def find_running(self, prompt_id: str) -> Optional[RunRecord]:
+        return next((r for r in self.running if r.prompt_id == prompt_id), None)
+
+    def next_number(self) -> int:
+        number = self.number
+        self.number += 1
+        return number
+
+    def stamp(self, data: dict) -> dict:
+        """Add a timestamp to an execution_* payload on servers that have them."""
+        if self.has_timestamps:
+            data["timestamp"] = now_ms()
+        return data
+
+    def image_output(self) -> dict:
+        name = "ComfyUI_%05d_.png" % self.image_counter
+        self.image_counter += 1
+        return {"images": [{"filename": name, "subfolder": "", "type": "output"}]}
+
+    def record_output(self, rec: RunRecord, node_id: str, output: Any) -> None:
+        rec.outputs[node_id] = output
+        rec.meta[node_id] = {"node_id": node_id, "display_node": node_id,
+                             "parent_node": None, "real_node_id": node_id}
+
+    def write_history(self, rec: RunRecord, success: bool, leave_queue: bool = True) -> None:
+        """Write the §4.4 entry for a finished prompt and (by default) drop it
+        from running, as ComfyUI's task_done does in one step."""
+        entry = {
+            "prompt": rec.item,
+            "outputs": rec.outputs,
+            "status": {"status_str": "success" if success else "error",
+                       "completed": success, "messages": rec.messages},
+        }
+        if self.has_display_node:
+            entry["meta"] = rec.meta
+        self.history.pop(rec.prompt_id, None)  # a duplicate id moves to the end
+        self.history[rec.prompt_id] = entry
+        rec.finished = True
+        if leave_queue and rec in self.running:
+            self.running.remove(rec)
+        self.queue_changed.set()
+        self.save_state()
+
+    # ---- sending --------------------------------------------------------------
+
+    def enqueue(self, target: Optional[str], payload: Union[str, bytes], binary: bool = False,
+                raw: bool = False, fragment: Optional[int] = None,
+                wait: bool = False) -> Optional[asyncio.Future]:
+        """Put a frame on the FIFO send queue; optionally return a delivery future."""
+        done = asyncio.get_running_loop().create_future() if wait else None
+        self.outbox.put_nowait(Outgoing(target, payload, binary, raw, fragment, done))
+        return done
+
+    def send_json(self, target: Optional[str], msg_type: str, data: Any) -> None:
+        """Queue a {"type", "data"} frame for a clientId (None = broadcast)."""
+        self.enqueue(target, dumps({"type": msg_type, "data": data}))
+
+    def broadcast_status(self) -> None:
+        """status frames go to every socket."""
+        self.send_json(None, "status", self.status_data())
+
+    def send_for_prompt(self, client_id: Optional[str], msg_type: str, data: Any,
+                        broadcast_without_client: bool) -> None:
+        """Route an execution frame per §1.6: to the prompt's client, or for a
+        prompt without client_id either broadcast or to nobody."""
+        if client_id is not None:
+            self.send_json(client_id, msg_type, data)
+        elif broadcast_without_client:
+            self.send_json(None, msg_type, data)
+
+    async def sender(self) -> None:
+        """The one task that drains the send queue, socket after socket, in order."""
+        while True:
+            out = await self.outbox.get()
+            if out.target is None:
+                targets = list(self.registry.values())
+            else:
+                sock = self.registry.get(out.target)
+                targets = [sock] if sock else []  # unregistered id: silently dropped
+            written = 0
+            for sock in targets:
+                if await self.write_frame(sock, out):
+                    written += 1
+            if out.done is not None and not out.done.done():
+                out.done.set_result(written)
+
+    async def write_frame(self, sock: SimSocket, out: Outgoing) -> bool:
+        """Write one frame to one socket; failures are ignored like ComfyUI does."""
+        if sock.ws.closed or sock.transport is None or sock.transport.is_closing():
+            return False
+        try:
+            if out.raw or out.fragment:
+                payload = out.payload if isinstance(out.payload, bytes) else out.payload.encode()
+                sock.transport.write(encode_ws_frames(2 if out.binary else 1, payload,
+                                                      out.fragment))
+            elif out.binary:
+                await sock.ws.send_bytes(out.payload)
+            else:
+                await sock.ws.send_str(out.payload)
+        except (ConnectionError, RuntimeError, OSError):
+            return False
+        return True
+
+    # ---- WebSocket ----------------------------------------------------------
+
+    async def ws_handler(self, request: web.Request) -> web.WebSocketResponse:
+        """GET /ws?clientId=X with ComfyUI's registry semantics (§1.2–§1.4)."""
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        sid = request.rel_url.query.get("clientId", "") or uuid.uuid4().hex
+        sock = SimSocket(next(self.serials), sid, ws, request.transport, time.time())
+        # Reuse replaces the entry without closing the older socket.
+        self.registry[sid] = sock
+        self.metadata[sid] = {"feature_flags": {}}
+        self.sockets[sock.serial] = sock
+        self.connects += 1
+        try:
+            await ws.send_str(dumps({"type": "status", "data": dict(
+                self.status_data(), sid=sid)}))
+            owner = self.running[0] if self.running else None
+            if owner and owner.client_id == sid and owner.last_node is not None:
+                await ws.send_str(dumps({"type": "executing",
+                                         "data": {"node": owner.last_node}}))
+            await self.read_client_frames(sock)
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            # The real race: whichever socket ends, its id leaves the registry,
+            # even when the entry already points to a newer socket.
+            self.registry.pop(sid, None)
+            self.metadata.pop(sid, None)
+            self.sockets.pop(sock.serial, None)
+        return ws
+
+    async def read_client_frames(self, sock: SimSocket) -> None:
+        """Handle client text frames: only a first JSON object can negotiate flags."""
+        first_message = True
+        async for msg in sock.ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                data = json.loads(msg.data)
+                if not isinstance(data, dict):
+                    continue  # like ComfyUI's data.get() failing: slot not used up
+                if first_message and data.get("type") == "feature_flags" \
+                        and self.has_feature_flags:
+                    flags = data.get("data", {})
+                    sock.feature_flags = flags
+                    if sock.client_id in self.metadata:
+                        self.metadata[sock.client_id]["feature_flags"] = flags
+                    target = self.registry.get(sock.client_id)
+                    if target is not None:
+                        await target.ws.send_str(dumps({"type": "feature_flags",
+                                                        "data": SERVER_FEATURES}))
+                first_message = False
+            except ValueError:
+                pass
+            finally:
+                sock.text_frames += 1
+
+    def wants_metadata_previews(self, client_id: Optional[str]) -> bool:
+        """Does the registered socket of client_id accept type 4 previews?"""
+        if client_id is None or not self.has_feature_flags:
+            return False
+        flags = self.metadata.get(client_id, {}).get("feature_flags")
+        return isinstance(flags, dict) and flags.get("supports_preview_metadata") is True
+
+    # ---- execution worker ---------------------------------------------------
+
+    def node_order(self, prompt: dict) -> List[str]:
+        """Scheduler order: the traces' order for the default graph, else key order."""
+        order = TRACE_ORDER_TOPOLOGICAL if self.has_display_node else TRACE_ORDER_RECURSIVE
+        if all(node in prompt for node in order):
+            return order + [node for node in prompt if node not in order]
+        return list(prompt)
+
+    @staticmethod
+    def sampler_node(prompt: dict) -> Optional[str]:
+        """Node "3", else the first node with a `steps` input."""
+        if "3" in prompt:
+            return "3"
+        for node_id, node in prompt.items():
+            if isinstance(node, dict) and "steps" in (node.get("inputs") or {}):
+                return node_id
+        return None
+
+    def error_data(self, pid: str, node_id: str, prompt: dict, executed: List[str]) -> dict:
+        """An execution_error payload shaped like traces/c_execution_error.jsonl."""
+        node = prompt.get(node_id, {})
+        return self.stamp({
+            "prompt_id": pid, "node_id": node_id,
+            "node_type": node.get("class_type", ""), "executed": list(executed),
+            "exception_message": OOM_MESSAGE, "exception_type": "torch.OutOfMemoryError",
+            "traceback": OOM_TRACEBACK, "current_inputs": current_inputs_of(node),
+            "current_outputs": list(prompt),
+        })
+
+    def interrupted_data(self, pid: str, node_id: str, prompt: dict,
+                         executed: List[str]) -> dict:
+        node = prompt.get(node_id, {})
+        return self.stamp({"prompt_id": pid, "node_id": node_id,
+                           "node_type": node.get("class_type", ""),
+                           "executed": list(executed)})
+
+    async def worker(self) -> None:
+        """Run executable pending prompts one at a time, lowest number first."""
+        while True:
+            entry = self.take_next()
+            if entry is None:
+                self.queue_changed.clear()
+                await self.queue_changed.wait()
+                continue
+            await self.execute(entry.item)
+
+    def take_next(self) -> Optional[PendingEntry]:
+        if self.running:
+            return None
+        runnable = [e for e in self.pending if e.executable]
+        if not runnable:
+            return None
+        entry = min(runnable)
+        self.remove_pending(entry)
+        return entry
+
+    async def execute(self, item: list) -> None:
+        """Produce §1.7's frame sequence for one prompt, then history and status."""
+        pid, prompt, extra = item[1], item[2], item[3]
+        sim = extra.get("sim") if isinstance(extra.get("sim"), dict) else {}
+        rec = RunRecord(item=item)
+        self.running = [rec]
+        self.interrupt.clear()
+        self.save_state()
+        self.broadcast_status()  # taken: same count
+
+        cid = rec.client_id
+        run = PromptRun(self, rec, prompt, sim)
+        start = self.stamp({"prompt_id": pid})
+        rec.messages.append(["execution_start", start])
+        self.send_for_prompt(cid, "execution_start", start, False)
+        cached = self.stamp({"nodes": [], "prompt_id": pid})
+        rec.messages.append(["execution_cached", cached])
+        self.send_for_prompt(cid, "execution_cached", cached, False)
+
+        outcome, node_id = await run.run_nodes()
+        if sim.get("hold"):
+            self.save_state()
+            interrupted = await self.hold(pid)
+            if interrupted and outcome == "success":
+                outcome, node_id = "interrupted", run.executed[-1] if run.executed else ""
+        self.finish(rec, run, outcome, node_id)
+
+    async def hold(self, pid: str) -> bool:
+        """Pause before the terminal event until /_sim/release or /interrupt."""
+        release = self.releases.setdefault(pid, asyncio.Event())
+        self.holding.append(pid)
+        try:
+            waiters = [asyncio.ensure_future(release.wait()),
+                       asyncio.ensure_future(self.interrupt.wait())]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            return not release.is_set()
+        finally:
+            self.holding.remove(pid)
+            self.releases.pop(pid, None)
+
+    def finish(self, rec: RunRecord, run: "PromptRun", outcome: str, node_id: str) -> None:
+        """Terminal event, history, status, executing null: §1.7 steps 6–8."""
+        pid, cid, prompt = rec.prompt_id, rec.client_id, run.prompt
+        if outcome == "success":
+            if self.has_timestamps:
+                data = self.stamp({"prompt_id": pid})
+                rec.messages.append(["execution_success", data])
+                self.send_for_prompt(cid, "execution_success", data, False)
+        elif outcome == "error":
+            data = self.error_data(pid, node_id, prompt, run.executed)
+            rec.messages.append(["execution_error", data])
+            self.send_for_prompt(cid, "execution_error", data, False)
+        else:
+            data = self.interrupted_data(pid, node_id, prompt, run.executed)
+            rec.messages.append(["execution_interrupted", data])
+            self.send_for_prompt(cid, "execution_interrupted", data, True)
+        self.write_history(rec, outcome == "success")
+        self.broadcast_status()
+        self.send_for_prompt(cid, "executing", {"node": None, "prompt_id": pid}, False)
+
+    # ---- replay ---------------------------------------------------------------
+
+    def resolve_trace(self, name: str) -> Path:
+        """A trace name without .jsonl (in --traces-dir) or a path."""
+        candidate = Path(name)
+        if candidate.suffix == ".jsonl" or "/" in name:
+            return candidate if candidate.is_absolute() else self.traces_dir / candidate
+        return self.traces_dir / (name + ".jsonl")
+
+    def default_target(self) -> Optional[str]:
+        """The clientId of the most recently connected registered socket."""
+        socks = sorted(self.registry.values(), key=lambda s: s.serial)
+        return socks[-1].client_id if socks else None
+
+
+class PromptRun:
+    """The node-by-node part of one worker execution (§1.7 step 5)."""
+
+    def __init__(self, server: Server, rec: RunRecord, prompt: dict, sim: dict):
+        self.server = server
+        self.rec = rec
+        self.prompt = prompt
+        self.pid = rec.prompt_id
+        self.cid = rec.client_id
+        self.outcome = sim.get("outcome", "success")
+        self.steps = int(sim.get("steps", DEFAULT_STEPS))
+        self.step_s = float(sim.get("step_ms", server.args.step_ms)) / 1000.0
+        self.previews = bool(sim.get("previews", False))
+        self.sampler = server.sampler_node(prompt)
+        self.states: Dict[str, dict] = {}
+        self.executed: List[str] = []
+
+    def send(self, msg_type: str, data: Any, broadcast_without_client: bool) -> None:
+        self.server.send_for_prompt(self.cid, msg_type, data, broadcast_without_client)
+
+    def progress_state(self, node_id: str, value, maximum, state: str) -> None:
+        """Send the cumulative progress_state snapshot (v0.3.45+)."""
+        if not self.server.has_feature_flags:
+            return
+        self.states[node_id] = {
+            "value": value, "max": maximum, "state": state, "node_id": node_id,
+            "prompt_id": self.pid, "display_node_id": node_id, "parent_node_id": None,
+            "real_node_id": node_id}
+        self.send("progress_state", {"prompt_id": self.pid, "nodes": dict(self.states)}, True)
+
+    def executing(self, node_id: str) -> None:
+        data = {"node": node_id}
+        if self.server.has_display_node:
+            data["display_node"] = node_id
+        data["prompt_id"] = self.pid
+        self.rec.last_node = node_id
+        self.send("executing", data, False)
+
+    def check_interrupt(self, node_id: str) -> None:
+        if self.server.interrupt.is_set():
+            raise PromptInterrupted(node_id)
+
+    async def run_nodes(self):
+        """Run every node; return (outcome, node_id) with outcome success/error/interrupted."""
+        try:
+            for node_id in self.server.node_order(self.prompt):
+                await self.run_node(node_id)
+        except PromptFailed as exc:
+            return "error", exc.node_id
+        except PromptInterrupted as exc:
+            return "interrupted", exc.node_id
+        return "success", None
+
+    async def run_node(self, node_id: str) -> None:
+        node = self.prompt.get(node_id) or {}
+        self.progress_state(node_id, 0.0, 1.0, "running")
+        self.executing(node_id)
+        self.check_interrupt(node_id)
+        if node_id == self.sampler:
+            await self.sample(node_id)
+            finished = (self.steps, self.steps)
+        else:
+            await asyncio.sleep(self.step_s)
+            self.check_interrupt(node_id)
+            finished = (1.0, 1.0)
+        if is_output_node(node):
+            output = self.server.image_output()
+            self.server.record_output(self.rec, node_id, output)
+            data = {"node": node_id}
+            if self.server.has_display_node:
+                data["display_node"] = node_id
+            data.update({"output": output, "prompt_id": self.pid})
+            self.send("executed", data, False)
+        self.progress_state(node_id, finished[0], finished[1], "finished")
+        self.executed.append(node_id)
+
+    async def sample(self, node_id: str) -> None:
+        """The sampler: `steps` progress updates with optional previews."""
+        if self.outcome == "error":
+            raise PromptFailed(node_id)
+        for step in range(1, self.steps + 1):
+            await asyncio.sleep(self.step_s)
+            self.check_interrupt(node_id)
+            if self.outcome == "interrupt" and step > self.steps // 2:
+                raise PromptInterrupted(node_id)
+            self.progress_state(node_id, step, self.steps, "running")
+            metadata = self.previews and self.server.wants_metadata_previews(self.cid)
+            if metadata:
+                self.server.enqueue(self.cid, self.preview_type4(node_id), binary=True)
+            self.send("progress", {"value": step, "max": self.steps,
+                                   "prompt_id": self.pid, "node": node_id}, True)
+            if self.previews and not metadata:
+                target = self.cid  # None: broadcast, as for prompts without client
+                self.server.enqueue(target, struct.pack("!II", 1, 1) + TINY_JPEG, binary=True)
+
+    def preview_type4(self, node_id: str) -> bytes:
+        meta = dumps({"node_id": node_id, "prompt_id": self.pid, "display_node_id": node_id,
+                      "parent_node_id": None, "real_node_id": node_id,
+                      "image_type": "image/jpeg"}).encode()
+        return struct.pack("!II", 4, len(meta)) + meta + TINY_JPEG
+
+
+class ReplayModel:
+    """Keeps /queue and /history consistent with a trace while it is replayed."""
+
+    def __init__(self, server: Server, frames: List[dict], target: Optional[str]):
+        self.server = server
+        self.target = target
+        self.order: List[str] = []  # prompt ids in order of first appearance
+        self.owned = set()  # named by frames only a prompt's own client gets
+        for frame in frames:
+            pid = self.prompt_of(frame)
+            if pid and pid not in self.order:
+                self.order.append(pid)
+            if pid and frame.get("type") in ("execution_start", "execution_cached", "executing",
+                                             "executed", "execution_success", "execution_error"):
+                self.owned.add(pid)
+        self.assigned = set()  # ids this replay put in the model or saw named
+        self.involved: List[str] = []
+        self.records: Dict[str, RunRecord] = {}
+
+    @staticmethod
+    def prompt_of(frame: dict) -> Optional[str]:
+        """The prompt id a trace line names, if any."""
+        if "binary_hex_header" in frame:
+            meta = frame.get("metadata")
+            return meta.get("prompt_id") if isinstance(meta, dict) else None
+        data = frame.get("data")
+        pid = data.get("prompt_id") if isinstance(data, dict) else None
+        return pid if isinstance(pid, str) else None
+
+    def involve(self, pid: str) -> None:
+        if pid not in self.involved:
+            self.involved.append(pid)
+        self.assigned.add(pid)
+
+    def new_item(self, pid: str, foreign: bool) -> list:
+        extra = {"create_time": now_ms()}
+        if foreign:
+            extra["client_id"] = FOREIGN_CLIENT_ID
+        elif pid in self.owned and self.target is not None:
+            extra["client_id"] = self.target
+        return [self.server.next_number(), pid, json.loads(dumps(DEFAULT_WORKFLOW)), extra, ["9"]]
+
+    def record(self, pid: str) -> RunRecord:
+        rec = self.server.find_running(pid) or self.records.get(pid)
+        if rec is None:
+            entry = self.server.find_pending(pid)
+            rec = RunRecord(item=entry.item if entry else self.new_item(pid, False))
+        self.records[pid] = rec
+        return rec
+
+    def apply(self, frame: dict, upcoming: List[dict]) -> None:
+        """Update the model for one frame, before it is sent."""
+        if "binary_hex_header" not in frame and frame.get("type") == "status":
+            self.on_status(frame, upcoming)
+            return
+        pid = self.prompt_of(frame)
+        if pid is None:
+            return
+        if pid not in self.assigned or self.server.find_pending(pid):
+            self.start(pid)
+        self.involve(pid)
+        self.on_prompt_frame(pid, frame)
+
+    def on_status(self, frame: dict, upcoming: List[dict]) -> None:
+        try:
+            count = int(frame["data"]["status"]["exec_info"]["queue_remaining"])
+        except (KeyError, TypeError, ValueError):
+            return
+        server = self.server
+        delta = count - server.queue_remaining()
+        if delta > 0:
+            for _ in range(delta):
+                self.add_pending(upcoming)
+        elif delta == 0:
+            if not server.running and server.pending:
+                self.start(min(server.pending).item[1])
+        else:
+            for _ in range(-delta):
+                if server.running:
+                    self.close_running(server.running[0])
+                elif server.pending:
+                    server.remove_pending(min(server.pending))
+        server.save_state()
+
+    def add_pending(self, upcoming: List[dict]) -> None:
+        """Queue the next prompt the trace names later, else a foreign one."""
+        later = []
+        for frame in upcoming:
+            pid = self.prompt_of(frame)
+            if pid and pid not in later:
+                later.append(pid)
+        pid = next((p for p in later if p not in self.assigned), None)
+        foreign = pid is None
+        if foreign:
+            pid = str(uuid.uuid4())
+        self.server.push_pending(self.new_item(pid, foreign), False)
+        self.involve(pid)
+
+    def start(self, pid: str) -> None:
+        """Move a prompt to running (finishing whatever the model had running)."""
+        server = self.server
+        for rec in list(server.running):
+            if rec.prompt_id != pid:
+                self.close_running(rec)
+        if server.find_running(pid):
+            return
+        rec = self.record(pid)
+        entry = server.find_pending(pid)
+        if entry is not None:
+            server.remove_pending(entry)
+        server.running.append(rec)
+        self.involve(pid)
+        server.save_state()
+
+    def close_running(self, rec: RunRecord) -> None:
+        """The prompt left the queue: success with what was seen, unless written."""
+        if not rec.finished:
+            self.server.write_history(rec, True)
+        elif rec in self.server.running:
+            self.server.running.remove(rec)
+            self.server.save_state()
+
+    def on_prompt_frame(self, pid: str, frame: dict) -> None:
+        if "binary_hex_header" in frame:
+            return
+        rec = self.record(pid)
+        msg_type, data = frame.get("type"), frame.get("data")
+        if msg_type in ("execution_start", "execution_cached"):
+            rec.messages.append([msg_type, data])
+        elif msg_type == "executing":
+            if data.get("node") is not None:
+                rec.last_node = data.get("display_node", data["node"])
+            elif not rec.finished:
+                self.finish(rec, "execution_success", None)  # old servers: the only end
+        elif msg_type == "executed":
+            self.server.record_output(rec, data.get("node"), data.get("output"))
+        elif msg_type in TERMINAL_EVENTS:
+            if msg_type == "execution_error" and "timestamp" not in data:
+                return  # "Execution Blocked": not terminal
+            self.finish(rec, msg_type, data)
+
+    def finish(self, rec: RunRecord, msg_type: str, data: Optional[dict]) -> None:
+        if data is not None:
+            rec.messages.append([msg_type, data])
+        # It stays counted as running until the status frame that drops it.
+        self.server.write_history(rec, msg_type == "execution_success", leave_queue=False)
+
+
+# ---- HTTP handlers ---------------------------------------------------------------
+
+
+async def read_json(request: web.Request, default: Any = None) -> Any:
+    """The request body as JSON; `default` for an empty body; ValueError if invalid."""
+    body = await request.read()
+    if not body.strip():
+        return default
+    return json.loads(body)
+
+
+def json_error(message: str, status: int = 400) -> web.Response:
+    return web.json_response({"error": message}, status=status, dumps=dumps)
+
+
+def reply(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=dumps)
+
+
+class Routes:
+    """aiohttp handlers bound to one Server."""
+
+    def __init__(self, server: Server):
+        self.s = server
+
+    def install(self, app: web.Application) -> None:
+        table = [
+            ("GET", "/ws", self.s.ws_handler),
+            ("GET", "/prompt", self.get_prompt),
+            ("POST", "/prompt", self.post_prompt),
+            ("GET", "/queue", self.get_queue),
+            ("POST", "/queue", self.post_queue),
+            ("GET", "/history", self.get_history),
+            ("GET", "/history/{prompt_id}", self.get_history_item),
+            ("POST", "/history", self.post_history),
+            ("POST", "/interrupt", self.post_interrupt),
+            ("GET", "/system_stats", self.get_system_stats),
+            ("GET", "/features", self.get_features),
+            ("GET", "/view", self.get_view),
+            ("POST", "/_sim/replay", self.sim_replay),
+            ("POST", "/_sim/send", self.sim_send),
+            ("POST", "/_sim/drop", self.sim_drop),
+            ("GET", "/_sim/clients", self.sim_clients),
+            ("GET", "/_sim/state", self.sim_state),
+            ("POST", "/_sim/history", self.sim_history),
+            ("POST", "/_sim/queue", self.sim_queue),
+            ("POST", "/_sim/release", self.sim_release),
+            ("POST", "/_sim/status", self.sim_status),
+        ]
+        for method, path, handler in table:
+            app.router.add_route(method, path, handler)
+            app.router.add_route(method, "/api" + path, handler)
+
+    # -- ComfyUI routes --
+
+    async def get_prompt(self, request: web.Request) -> web.Response:
+        return reply({"exec_info": {"queue_remaining": self.s.queue_remaining()}})
+
+    async def post_prompt(self, request: web.Request) -> web.Response:
+        """POST /prompt as server.py: number, front, prompt_id, client_id, extra_data."""
+        try:
+            body = json.loads(await request.read())
+        except ValueError as exc:
+            return web.Response(status=500, text="500 Internal Server Error\n%s" % exc)
+        if not isinstance(body, dict):
+            return web.Response(status=500, text="500 Internal Server Error")
+        s = self.s
+        if "number" in body:
+            number = float(body["number"])
+        else:
+            number = s.next_number()
+            if body.get("front"):
+                number = -number
+        if "prompt" not in body:
+            s.save_state()
+            error = {"type": "no_prompt", "message": "No prompt provided",
+                     "details": "No prompt provided", "extra_info": {}}
+            return reply({"error": error, "node_errors": {}}, status=400)
+        prompt = body["prompt"]
+        if not isinstance(prompt, dict) or not all(
+                isinstance(n, dict) and "class_type" in n for n in prompt.values()):
+            error = {"type": "invalid_prompt",
+                     "message": "Cannot execute because a node is missing the class_type property.",
+                     "details": "", "extra_info": {}}
+            return reply({"error": error, "node_errors": {}}, status=400)
+        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+        extra = body.get("extra_data") if isinstance(body.get("extra_data"), dict) else {}
+        extra = {k: v for k, v in extra.items() if k not in SENSITIVE_EXTRA_KEYS}
+        if "client_id" in body:
+            extra["client_id"] = body["client_id"]
+        extra["create_time"] = now_ms()
+        outputs = [nid for nid, node in prompt.items() if is_output_node(node)]
+        s.push_pending([number, prompt_id, prompt, extra, outputs], True)
+        s.save_state()
+        s.broadcast_status()
+        return reply({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+
+    async def get_queue(self, request: web.Request) -> web.Response:
+        return reply({"queue_running": [r.item for r in self.s.running],
+                      "queue_pending": [e.item for e in self.s.pending]})
+
+    async def post_queue(self, request: web.Request) -> web.Response:
+        """{"clear": true} and {"delete": [ids]}: pending only, status per change."""
+        try:
+            body = await read_json(request, {})
+        except ValueError:
+            return web.Response(status=500)
+        s = self.s
+        if isinstance(body, dict) and body.get("clear"):
+            self.wipe_pending()
+        if isinstance(body, dict) and isinstance(body.get("delete"), list):
+            for pid in body["delete"]:
+                entry = s.find_pending(pid)
+                if entry is None:
+                    continue
+                if len(s.pending) == 1:
+                    self.wipe_pending()  # ComfyUI's quirk: two status frames
+                else:
+                    s.remove_pending(entry)
+                s.save_state()
+                s.broadcast_status()
+        return web.Response(status=200)
+
+    def wipe_pending(self) -> None:
+        self.s.pending = []
+        self.s.save_state()
+        self.s.broadcast_status()
+
+    async def get_history(self, request: web.Request) -> web.Response:
+        """?max_items=K&offset=O with server.py's arithmetic (default offset -1)."""
+        try:
+            max_items = request.query.get("max_items")
+            max_items = int(max_items) if max_items is not None else None
+            offset = int(request.query.get("offset", -1))
+        except ValueError:
+            return web.Response(status=500)
+        history = self.s.history
+        if offset < 0 and max_items is not None:
+            offset = len(history) - max_items
+        out = {}
+        for index, (pid, entry) in enumerate(history.items()):
+            if index >= offset:
+                out[pid] = entry
+                if max_items is not None and len(out) >= max_items:
+                    break
+        return reply(out)
+
+    async def get_history_item(self, request: web.Request) -> web.Response:
+        pid = request.match_info["prompt_id"]
+        entry = self.s.history.get(pid)
+        return reply({pid: entry} if entry is not None else {})
+
+    async def post_history(self, request: web.Request) -> web.Response:
+        try:
+            body = await read_json(request, {})
+        except ValueError:
+            return web.Response(status=500)
+        if isinstance(body, dict) and body.get("clear"):
+            self.s.history.clear()
+        if isinstance(body, dict) and isinstance(body.get("delete"), list):
+            for pid in body["delete"]:
+                self.s.history.pop(pid, None)
+        self.s.save_state()
+        return web.Response(status=200)
+
+    async def post_interrupt(self, request: web.Request) -> web.Response:
+        """Interrupt the running prompt (only if it is `prompt_id` when given)."""
+        try:
+            body = await read_json(request, {})
+        except ValueError:
+            body = {}
+        wanted = body.get("prompt_id") if isinstance(body, dict) else None
+        running = self.s.running[0] if self.s.running else None
+        if running is not None and (wanted is None or wanted == running.prompt_id):
+            self.s.interrupt.set()
+        return web.Response(status=200)
+
+    async def get_system_stats(self, request: web.Request) -> web.Response:
+        system = {"os": "linux", "ram_total": 67255164928, "ram_free": 51396444160}
+        if self.s.version >= (0, 2, 0):
+            system["comfyui_version"] = self.s.version_text
+            system["required_frontend_version"] = "1.43.18"
+        system.update({
+            "python_version": sys.version, "pytorch_version": "2.9.1+cu128",
+            "embedded_python": False, "argv": ["main.py", "--port", str(request.url.port)]})
+        device = {"name": "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync", "type": "cuda",
+                  "index": 0, "vram_total": 25386352640, "vram_free": 19870203904,
+                  "torch_vram_total": 4496293888, "torch_vram_free": 203423744}
+        return reply({"system": system, "devices": [device]})
+
+    async def get_features(self, request: web.Request) -> web.Response:
+        if not self.s.has_feature_flags:
+            raise web.HTTPNotFound()
+        return reply(SERVER_FEATURES)
+
+    async def get_view(self, request: web.Request) -> web.Response:
+        if not request.query.get("filename"):
+            return web.Response(status=400)
+        return web.Response(body=TINY_PNG, content_type="image/png")
+
+    # -- control endpoints --
+
+    async def sim_replay(self, request: web.Request) -> web.Response:
+        """Send a trace to one socket, frame by frame, optionally updating the model."""
+        s = self.s
+        try:
+            body = await read_json(request, {})
+            lines = s.resolve_trace(str(body["trace"])).read_text(encoding="utf-8").splitlines()
+            frames = [json.loads(line) for line in lines if line.strip()]
+            lines = [line for line in lines if line.strip()]
+        except (KeyError, OSError, ValueError, TypeError) as exc:
+            return json_error("bad replay request: %s" % exc)
+        target = body.get("client_id") or s.default_target()
+        interval = float(body.get("interval_ms", 1)) / 1000.0
+        model = ReplayModel(s, frames, target) if body.get("update_model", True) else None
+        sent = 0
+        for index, (line, frame) in enumerate(zip(lines, frames)):
+            if model is not None:
+                model.apply(frame, frames[index + 1:])
+            if target is not None:
+                if "binary_hex_header" in frame:
+                    done = s.enqueue(target, build_trace_binary(frame), binary=True, wait=True)
+                else:
+                    done = s.enqueue(target, line, wait=True)
+                sent += await done
+            if interval > 0:
+                await asyncio.sleep(interval)
+        prompts = model.involved if model is not None else self.named_prompts(frames)
+        return reply({"sent": sent, "prompts": prompts})
+
+    @staticmethod
+    def named_prompts(frames: List[dict]) -> List[str]:
+        out: List[str] = []
+        for frame in frames:
+            pid = ReplayModel.prompt_of(frame)
+            if pid and pid not in out:
+                out.append(pid)
+        return out
+
+    async def sim_send(self, request: web.Request) -> web.Response:
+        """Queue arbitrary frames (text, raw bytes as TEXT, binary, huge) to a socket."""
+        s = self.s
+        try:
+            body = await read_json(request, {})
+            target = body.get("client_id")
+            fragment = body.get("fragment")
+            fragment = int(fragment) if fragment else None
+            specs = list(body.get("frames", []))
+            if body.get("huge_text_bytes"):
+                specs.append({"huge_text_bytes": body["huge_text_bytes"]})
+            futures = [self.queue_spec(target, spec, fragment) for spec in specs]
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            return json_error("bad send request: %s" % exc)
+        results = await asyncio.gather(*futures)
+        return reply({"sent": sum(results)})
+
+    def queue_spec(self, target: Optional[str], spec: dict,
+                   fragment: Optional[int]) -> asyncio.Future:
+        s = self.s
+        if "text" in spec:
+            return s.enqueue(target, spec["text"], fragment=fragment, wait=True)
+        if "text_b64" in spec:
+            return s.enqueue(target, base64.b64decode(spec["text_b64"]), raw=True,
+                             fragment=fragment, wait=True)
+        if "binary_b64" in spec:
+            return s.enqueue(target, base64.b64decode(spec["binary_b64"]), binary=True,
+                             fragment=fragment, wait=True)
+        if "huge_text_bytes" in spec:
+            return s.enqueue(target, huge_text(int(spec["huge_text_bytes"])),
+                             fragment=fragment, wait=True)
+        raise ValueError("frame needs text, text_b64, binary_b64 or huge_text_bytes")
+
+    async def sim_drop(self, request: web.Request) -> web.Response:
+        """Abort TCP connections without a close frame (all sockets of an id, or all)."""
+        try:
+            body = await read_json(request, {})
+        except ValueError as exc:
+            return json_error(str(exc))
+        wanted = body.get("client_id") if isinstance(body, dict) else None
+        dropped = 0
+        for sock in list(self.s.sockets.values()):
+            if wanted is None or sock.client_id == wanted:
+                if sock.transport is not None:
+                    sock.transport.abort()
+                dropped += 1
+        return reply({"dropped": dropped})
+
+    async def sim_clients(self, request: web.Request) -> web.Response:
+        s = self.s
+        sockets = [{
+            "serial": sock.serial, "client_id": sock.client_id,
+            "registered": s.registry.get(sock.client_id) is sock,
+            "feature_flags": sock.feature_flags if sock.feature_flags is not None else {},
+            "text_frames": sock.text_frames, "connected_at": sock.connected_at,
+        } for sock in sorted(s.sockets.values(), key=lambda x: x.serial)]
+        return reply({"registry": {cid: sock.serial for cid, sock in s.registry.items()},
+                      "sockets": sockets, "connects": s.connects})
+
+    async def sim_state(self, request: web.Request) -> web.Response:
+        s = self.s
+        return reply({"holding": list(s.holding),
+                      "running": [r.prompt_id for r in s.running],
+                      "pending": [e.item[1] for e in sorted(s.pending)],
+                      "history": list(s.history), "number": s.number})
+
+    async def sim_history(self, request: web.Request) -> web.Response:
+        try:
+            body = await read_json(request, {})
+            pid = str(body["prompt_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return json_error("bad history request: %s" % exc)
+        if body.get("delete"):
+            self.s.history.pop(pid, None)
+        else:
+            self.s.history[pid] = body.get("entry")
+        self.s.save_state()
+        return reply({"ok": True})
+
+    async def sim_queue(self, request: web.Request) -> web.Response:
+        """Replace queue_running / queue_pending with raw items (never executed)."""
+        s = self.s
+        try:
+            body = await read_json(request, {})
+            if "running" in body:
+                s.running = [RunRecord(item=list(item)) for item in body["running"]]
+            if "pending" in body:
+                s.pending = []
+                for item in body["pending"]:
+                    s.push_pending(list(item), False)
+        except (ValueError, TypeError, AttributeError) as exc:
+            return json_error("bad queue request: %s" % exc)
+        s.queue_changed.set()
+        s.save_state()
+        return reply({"ok": True})
+
+    async def sim_release(self, request: web.Request) -> web.Response:
+        try:
+            body = await read_json(request, {})
+            pid = str(body["prompt_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return json_error("bad release request: %s" % exc)
+        was_holding = pid in self.s.holding
+        self.s.releases.setdefault(pid, asyncio.Event()).set()
+        return reply({"released": was_holding})
+
+    async def sim_status(self, request: web.Request) -> web.Response:
+        self.s.broadcast_status()
+        return reply({"queue_remaining": self.s.queue_remaining()})
+
+
+def huge_text(size: int) -> str:
+    """A valid JSON text frame of `size` bytes (at least the envelope's length)."""
+    head, tail = '{"type": "sim.huge", "data": {"pad": "', '"}}'
+    return head + "x" * max(0, size - len(head) - len(tail)) + tail
+
+
+@web.middleware
+async def not_found_middleware(request: web.Request, handler):
+    """Everything that is not a route answers 404 (also wrong methods)."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed:
+        raise web.HTTPNotFound()
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="ComfyUI protocol simulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file")
+    parser.add_argument("--state-file")
+    parser.add_argument("--traces-dir", default=str(DEFAULT_TRACES_DIR))
+    parser.add_argument("--server-version", default="0.21.0")
+    parser.add_argument("--step-ms", type=float, default=20.0)
+    parser.add_argument("--finish-running-as",
+                        choices=["success", "error", "interrupted", "vanish"],
+                        help="how the prompt running at the last save ends on restart "
+                             "(default: vanish)")
+    args = parser.parse_args(argv)
+    try:
+        parse_version(args.server_version)
+    except ValueError:
+        parser.error("--server-version must look like 0.21.0")
+    return args
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Start the server, announce the port, run until SIGTERM/SIGINT."""
+    server = Server(args)
+    server.load_state()
+    app = web.Application(middlewares=[not_found_middleware], client_max_size=64 * 1024 ** 2)
+    Routes(server).install(app)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = runner.addresses[0][1]
+    server.tasks = [asyncio.ensure_future(server.sender()),
+                    asyncio.ensure_future(server.worker())]
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("%d\n" % port)
+        os.replace(tmp, args.port_file)
+    print("LISTENING %d" % port, flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    # Like ComfyUI exiting: connections drop without a close frame.
+    for sock in list(server.sockets.values()):
+        if sock.transport is not None:
+            sock.transport.abort()
+    for task in server.tasks:
+        task.cancel()
+    try:
+        await asyncio.wait_for(runner.cleanup(), 2.0)
+    except asyncio.TimeoutError:
+        pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
