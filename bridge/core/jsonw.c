@@ -1,0 +1,449 @@
+/* Bounded JSON writer. Every write goes through put(), which refuses a piece
+ * that would not leave room for the terminating NUL; the first refusal makes
+ * the error sticky so the output is a clean prefix, never a spliced one. */
+#include "jsonw.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "utf8.h"
+
+static void
+fail(struct jsonw *w, int err)
+{
+	if (w->err == 0)
+		w->err = err;
+}
+
+static void
+put(struct jsonw *w, const char *s, size_t n)
+{
+	if (w->err)
+		return;
+	if (w->cap == 0 || n > w->cap - 1 - w->len) {
+		fail(w, BR_ETRUNC);
+		return;
+	}
+	memcpy(w->buf + w->len, s, n);
+	w->len += n;
+	w->buf[w->len] = '\0';
+}
+
+static void
+put_char(struct jsonw *w, char c)
+{
+	put(w, &c, 1);
+}
+
+void
+jsonw_init(struct jsonw *w, char *buf, size_t cap)
+{
+	w->buf = buf;
+	w->cap = cap;
+	jsonw_reset(w);
+}
+
+void
+jsonw_reset(struct jsonw *w)
+{
+	w->len = 0;
+	w->err = 0;
+	w->depth = 0;
+	w->after_key = false;
+	memset(w->has_items, 0, sizeof(w->has_items));
+	if (w->cap > 0)
+		w->buf[0] = '\0';
+	else
+		w->err = BR_ETRUNC; /* not even room for the NUL */
+}
+
+static bool
+in_object(const struct jsonw *w)
+{
+	return w->depth > 0 && (w->has_items[w->depth] & JSONW_IS_OBJECT);
+}
+
+size_t
+jsonw_sep_len(const struct jsonw *w)
+{
+	if (w->after_key || w->depth == 0)
+		return 0;
+	return (w->has_items[w->depth] & JSONW_HAS_ITEMS) ? 1 : 0;
+}
+
+/* Writes the separator a value needs; false when the value must not be
+ * written (sticky error, or a value where a key is required). */
+static bool
+begin_value(struct jsonw *w)
+{
+	if (w->err)
+		return false;
+	if (w->after_key) {
+		w->after_key = false;
+		return true;
+	}
+	uint8_t *flags = &w->has_items[w->depth];
+	if (in_object(w) || (w->depth == 0 && (*flags & JSONW_HAS_ITEMS))) {
+		/* a value without key, or a second top-level value */
+		fail(w, BR_ESTATE);
+		return false;
+	}
+	if (*flags & JSONW_HAS_ITEMS)
+		put_char(w, ',');
+	*flags |= JSONW_HAS_ITEMS;
+	return w->err == 0;
+}
+
+static void
+open_container(struct jsonw *w, char c, uint8_t kind)
+{
+	if (!begin_value(w))
+		return;
+	if (w->depth + 1 >= JSONW_MAX_DEPTH) {
+		fail(w, BR_EDEPTH);
+		return;
+	}
+	put_char(w, c);
+	w->depth++;
+	w->has_items[w->depth] = kind;
+}
+
+static void
+close_container(struct jsonw *w, char c, uint8_t kind)
+{
+	if (w->err)
+		return;
+	if (w->depth == 0 || w->after_key
+	    || (w->has_items[w->depth] & JSONW_IS_OBJECT) != kind) {
+		fail(w, BR_ESTATE);
+		return;
+	}
+	put_char(w, c);
+	w->depth--;
+}
+
+void
+jsonw_obj_begin(struct jsonw *w)
+{
+	open_container(w, '{', JSONW_IS_OBJECT);
+}
+
+void
+jsonw_obj_end(struct jsonw *w)
+{
+	close_container(w, '}', JSONW_IS_OBJECT);
+}
+
+void
+jsonw_arr_begin(struct jsonw *w)
+{
+	open_container(w, '[', 0);
+}
+
+void
+jsonw_arr_end(struct jsonw *w)
+{
+	close_container(w, ']', 0);
+}
+
+/* Writes s[0..n) escaped, without quotes. Runs of bytes that need no
+ * escaping are copied with one put() so plain ASCII costs one memcpy. */
+static void
+put_escaped(struct jsonw *w, const char *str, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *s = (const unsigned char *) str;
+	size_t run = 0, i = 0;
+	while (i < n && !w->err) {
+		unsigned char c = s[i];
+		if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+			i++;
+			continue;
+		}
+		uint32_t cp;
+		if (c >= 0x80) {
+			size_t seq = utf8_decode(s + i, n - i, &cp);
+			if (seq > 0) {
+				i += seq;
+				continue;
+			}
+		}
+		put(w, str + run, i - run);
+		char esc[6] = { '\\', 0 };
+		switch (c) {
+		case '"':
+		case '\\':
+			esc[1] = (char) c;
+			put(w, esc, 2);
+			break;
+		case '\n':
+			put(w, "\\n", 2);
+			break;
+		case '\t':
+			put(w, "\\t", 2);
+			break;
+		case '\r':
+			put(w, "\\r", 2);
+			break;
+		case '\b':
+			put(w, "\\b", 2);
+			break;
+		case '\f':
+			put(w, "\\f", 2);
+			break;
+		default:
+			if (c < 0x20) {
+				memcpy(esc, "\\u00", 4);
+				esc[4] = hex[c >> 4];
+				esc[5] = hex[c & 0xF];
+				put(w, esc, 6);
+			} else {
+				/* one U+FFFD per byte that starts no valid
+				 * sequence */
+				put(w, "\xEF\xBF\xBD", 3);
+			}
+			break;
+		}
+		i++;
+		run = i;
+	}
+	put(w, str + run, i - run);
+}
+
+static void
+put_quoted(struct jsonw *w, const char *s, size_t n)
+{
+	put_char(w, '"');
+	put_escaped(w, s, n);
+	put_char(w, '"');
+}
+
+void
+jsonw_key(struct jsonw *w, const char *k)
+{
+	if (w->err)
+		return;
+	if (!in_object(w) || w->after_key) {
+		fail(w, BR_ESTATE);
+		return;
+	}
+	if (w->has_items[w->depth] & JSONW_HAS_ITEMS)
+		put_char(w, ',');
+	w->has_items[w->depth] |= JSONW_HAS_ITEMS;
+	put_quoted(w, k, strlen(k));
+	put_char(w, ':');
+	w->after_key = true;
+}
+
+void
+jsonw_key_raw(struct jsonw *w, const char *escaped, size_t n)
+{
+	if (w->err)
+		return;
+	if (!in_object(w) || w->after_key) {
+		fail(w, BR_ESTATE);
+		return;
+	}
+	if (w->has_items[w->depth] & JSONW_HAS_ITEMS)
+		put_char(w, ',');
+	w->has_items[w->depth] |= JSONW_HAS_ITEMS;
+	put_char(w, '"');
+	put(w, escaped, n);
+	put(w, "\":", 2);
+	w->after_key = true;
+}
+
+void
+jsonw_str(struct jsonw *w, const char *s)
+{
+	jsonw_strn(w, s, strlen(s));
+}
+
+void
+jsonw_strn(struct jsonw *w, const char *s, size_t n)
+{
+	if (begin_value(w))
+		put_quoted(w, s, n);
+}
+
+void
+jsonw_strn_max(struct jsonw *w, const char *s, size_t n, size_t max_bytes,
+    bool *truncated)
+{
+	size_t keep = utf8_cut(s, n, max_bytes);
+	if (keep < n && truncated)
+		*truncated = true;
+	jsonw_strn(w, s, keep);
+}
+
+void
+jsonw_str_raw(struct jsonw *w, const char *escaped, size_t n)
+{
+	if (!begin_value(w))
+		return;
+	put_char(w, '"');
+	put(w, escaped, n);
+	put_char(w, '"');
+}
+
+void
+jsonw_int(struct jsonw *w, int64_t v)
+{
+	char tmp[24];
+	int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
+	if (begin_value(w))
+		put(w, tmp, (size_t) n);
+}
+
+void
+jsonw_uint(struct jsonw *w, uint64_t v)
+{
+	char tmp[24];
+	int n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
+	if (begin_value(w))
+		put(w, tmp, (size_t) n);
+}
+
+void
+jsonw_double(struct jsonw *w, double v)
+{
+	if (!isfinite(v)) {
+		jsonw_null(w);
+		return;
+	}
+	/* 15 significant digits always survive decimal -> double -> decimal,
+	 * so the first precision that reads back as v is the shortest. */
+	char tmp[32];
+	int n = 0;
+	for (int prec = 15; prec <= 17; prec++) {
+		n = snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+		if (strtod(tmp, NULL) == v)
+			break;
+	}
+	if (begin_value(w))
+		put(w, tmp, (size_t) n);
+}
+
+void
+jsonw_fixed(struct jsonw *w, double v, int decimals)
+{
+	if (!isfinite(v)) {
+		jsonw_null(w);
+		return;
+	}
+	if (decimals < 0)
+		decimals = 0;
+	if (decimals > 17)
+		decimals = 17;
+	/* DBL_MAX has 309 integer digits. */
+	char tmp[352];
+	int n = snprintf(tmp, sizeof(tmp), "%.*f", decimals, v);
+	if (begin_value(w))
+		put(w, tmp, (size_t) n);
+}
+
+void
+jsonw_bool(struct jsonw *w, bool v)
+{
+	if (begin_value(w))
+		put(w, v ? "true" : "false", v ? 4 : 5);
+}
+
+void
+jsonw_null(struct jsonw *w)
+{
+	if (begin_value(w))
+		put(w, "null", 4);
+}
+
+void
+jsonw_raw(struct jsonw *w, const char *json, size_t n)
+{
+	if (begin_value(w))
+		put(w, json, n);
+}
+
+void
+jsonw_kstr(struct jsonw *w, const char *k, const char *s)
+{
+	jsonw_key(w, k);
+	jsonw_str(w, s);
+}
+
+void
+jsonw_kstrn(struct jsonw *w, const char *k, const char *s, size_t n)
+{
+	jsonw_key(w, k);
+	jsonw_strn(w, s, n);
+}
+
+void
+jsonw_kint(struct jsonw *w, const char *k, int64_t v)
+{
+	jsonw_key(w, k);
+	jsonw_int(w, v);
+}
+
+void
+jsonw_kbool(struct jsonw *w, const char *k, bool v)
+{
+	jsonw_key(w, k);
+	jsonw_bool(w, v);
+}
+
+void
+jsonw_knull(struct jsonw *w, const char *k)
+{
+	jsonw_key(w, k);
+	jsonw_null(w);
+}
+
+void
+jsonw_kraw(struct jsonw *w, const char *k, const char *json, size_t n)
+{
+	jsonw_key(w, k);
+	jsonw_raw(w, json, n);
+}
+
+size_t
+jsonw_room(const struct jsonw *w)
+{
+	if (w->err || w->cap == 0)
+		return 0;
+	return w->cap - 1 - w->len;
+}
+
+struct jsonw_mark
+jsonw_mark(const struct jsonw *w)
+{
+	struct jsonw_mark m
+	    = { w->len, w->depth, w->after_key, w->has_items[w->depth] };
+	return m;
+}
+
+void
+jsonw_rewind(struct jsonw *w, const struct jsonw_mark *m)
+{
+	if (m->len > w->len || m->depth < 0 || m->depth >= JSONW_MAX_DEPTH)
+		return;
+	w->len = m->len;
+	if (w->cap > 0)
+		w->buf[w->len] = '\0';
+	w->depth = m->depth;
+	w->after_key = m->after_key;
+	w->has_items[w->depth] = m->has_items;
+}
+
+int
+jsonw_finish(const struct jsonw *w)
+{
+	if (w->err)
+		return w->err;
+	if (w->depth != 0 || w->after_key)
+		return BR_ESTATE;
+	return 0;
+}

@@ -1,0 +1,692 @@
+/* JSON parser/validator, navigation and emission, against the shared traces
+ * and against hostile input. */
+#include "test.h"
+
+#include <dirent.h>
+
+#include "err.h"
+#include "json.h"
+
+static struct json_parser *big; /* 16384 tokens, like the bridge */
+static struct json_parser *check; /* re-parses what was emitted */
+
+static int
+parse_n(const char *s, size_t n, bool require_object, struct json_doc *d)
+{
+	return json_parse(big, s, n, require_object, d);
+}
+
+static int
+parse(const char *s, bool require_object)
+{
+	struct json_doc d;
+	return parse_n(s, strlen(s), require_object, &d);
+}
+
+/* Copies s without the whitespace outside strings: the compact form. */
+static size_t
+strip_ws(const char *s, size_t n, char *out)
+{
+	size_t k = 0;
+	bool in_str = false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (in_str) {
+			out[k++] = c;
+			if (c == '\\')
+				out[k++] = s[++i];
+			else if (c == '"')
+				in_str = false;
+			continue;
+		}
+		if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+			continue;
+		if (c == '"')
+			in_str = true;
+		out[k++] = c;
+	}
+	return k;
+}
+
+/* Emits value i of d into out (cap bytes); returns the writer's result. */
+static int
+emit(const struct json_doc *d, int i, size_t budget, char *out, size_t cap,
+    bool *truncated)
+{
+	struct jsonw w;
+	jsonw_init(&w, out, cap);
+	*truncated = false;
+	return json_emit(d, i, &w, budget, truncated);
+}
+
+static int
+reparse(const char *s)
+{
+	struct json_doc d;
+	return json_parse(check, s, strlen(s), false, &d);
+}
+
+/* ---------------------------------------------------------------------- */
+
+static int trace_lines, trace_text_frames, trace_text_by_substring;
+
+static void
+check_trace_line(const char *line, size_t n)
+{
+	struct json_doc d;
+	int rc = parse_n(line, n, true, &d);
+	CHECK_INT(rc, JSON_OK);
+	if (rc != JSON_OK) {
+		fprintf(
+		    stderr, "  line: %.*s\n", (int) (n > 200 ? 200 : n), line);
+		return;
+	}
+	trace_lines++;
+	if (json_obj_get(&d, 0, "binary_hex_header") >= 0)
+		return;
+	trace_text_frames++;
+	CHECK(json_is_string(&d, json_obj_get(&d, 0, "type")));
+
+	char *out = malloc(n + 64), *again = malloc(n + 64),
+	     *compact = malloc(n + 1);
+	bool trunc;
+	CHECK_INT(emit(&d, 0, 0, out, n + 64, &trunc), 0);
+	CHECK(!trunc);
+	size_t clen = strip_ws(line, n, compact);
+	CHECK_MEM(out, strlen(out), compact, clen);
+
+	struct json_doc d2;
+	CHECK_INT(json_parse(check, out, strlen(out), true, &d2), JSON_OK);
+	CHECK_INT(d2.ntok, d.ntok);
+	CHECK_INT(emit(&d2, 0, 0, again, n + 64, &trunc), 0);
+	CHECK_STR(again, out);
+
+	/* a budget of half the compact size cuts it, still valid */
+	size_t budget = clen / 2;
+	CHECK_INT(emit(&d, 0, budget, out, n + 64, &trunc), 0);
+	CHECK(trunc);
+	CHECK(strlen(out) <= budget);
+	CHECK_INT(reparse(out), JSON_OK);
+	free(out);
+	free(again);
+	free(compact);
+}
+
+static void
+test_traces(void)
+{
+	const char *dir = test_traces_dir();
+	DIR *dp = opendir(dir);
+	CHECK(dp != NULL);
+	if (!dp)
+		return;
+	int files = 0;
+	struct dirent *de;
+	while ((de = readdir(dp)) != NULL) {
+		size_t nl = strlen(de->d_name);
+		if (nl < 6 || strcmp(de->d_name + nl - 6, ".jsonl") != 0)
+			continue;
+		char path[1024];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		size_t len;
+		char *text = test_read_file(path, &len);
+		files++;
+		char *p = text;
+		while (p < text + len) {
+			char *eol = memchr(p, '\n', (size_t) (text + len - p));
+			size_t n = eol ? (size_t) (eol - p)
+			               : (size_t) (text + len - p);
+			if (n > 0) {
+				/* memmem on a line copy: the line has no NUL
+				 */
+				char *copy = malloc(n + 1);
+				memcpy(copy, p, n);
+				copy[n] = '\0';
+				if (!strstr(copy, "\"binary_hex_header\""))
+					trace_text_by_substring++;
+				check_trace_line(copy, n);
+				free(copy);
+			}
+			p += n + 1;
+		}
+		free(text);
+	}
+	closedir(dp);
+	CHECK(files > 0);
+	CHECK(trace_text_frames > 0);
+	CHECK_INT(trace_text_frames, trace_text_by_substring);
+	fprintf(stderr, "traces: %d files, %d lines, %d text frames\n", files,
+	    trace_lines, trace_text_frames);
+}
+
+/* ---------------------------------------------------------------------- */
+
+struct bad_case {
+	const char *in;
+	size_t len; /* 0: strlen */
+	int want;
+};
+
+static void
+test_rejects(void)
+{
+	static const struct bad_case cases[] = {
+		{ "", 0, JSON_E_EMPTY }, { " \t\r\n ", 0, JSON_E_EMPTY },
+		{ "{\"a\":\"\xff\"}", 0, JSON_E_UTF8 },
+		{ "{\"a\":\"\xc0\xaf\"}", 0, JSON_E_UTF8 },
+		{ "{\"a\":\"\xed\xa0\x80\"}", 0, JSON_E_UTF8 },
+		{ "{\"a\":\"\xf4\x90\x80\x80\"}", 0, JSON_E_UTF8 },
+		{ "{\"a\":\"\xe2\x82\"}", 0, JSON_E_UTF8 },
+		{ "{\"\xff\":1}", 0, JSON_E_UTF8 },
+		{ "{\"a\":\"x\ny\"}", 0, JSON_E_UTF8 },
+		{ "{\"a\":\"tab\there\"}", 0, JSON_E_UTF8 },
+		{ "{\"a\":\"\x01\"}", 0, JSON_E_UTF8 },
+		{ "{\"a\":\"\\x\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\u12G4\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\u12\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\ud800\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\ud800x\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\udc00\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\ud800\\u0041\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\ud800\\n\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\'\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":1.2.3}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":tru}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":truex}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":nul}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":01}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":-}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":1.}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":.5}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":+1}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":1e}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":1e+}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":0x10}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":nan}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":-NaN}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":infinity}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":hello}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":1 \"b\":2}", 0, JSON_E_SYNTAX },
+		{ "[1 2]", 0, JSON_E_SYNTAX },
+		{ "{\"a\":{} \"b\":2}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":1,}", 0, JSON_E_SYNTAX },
+		{ "[1,2,]", 0, JSON_E_SYNTAX }, { "[,1]", 0, JSON_E_SYNTAX },
+		{ "[1,,2]", 0, JSON_E_SYNTAX },
+		{ "{,\"a\":1}", 0, JSON_E_SYNTAX },
+		{ "{\"a\" 1}", 0, JSON_E_SYNTAX },
+		{ "{\"a\"::1}", 0, JSON_E_SYNTAX },
+		{ "{\"a\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":1,\"b\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":1,\"b\":}", 0, JSON_E_SYNTAX },
+		{ "{a:1}", 0, JSON_E_SYNTAX }, { "{1:1}", 0, JSON_E_SYNTAX },
+		{ "{{}:1}", 0, JSON_E_SYNTAX }, { "{[]:1}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":1} xyz", 0, JSON_E_SYNTAX },
+		{ "{\"a\":1}}", 0, JSON_E_SYNTAX },
+		{ "{}{}", 0, JSON_E_SYNTAX }, { "{} {}", 0, JSON_E_SYNTAX },
+		{ "[1]:", 0, JSON_E_SYNTAX }, { "[1:2]", 0, JSON_E_SYNTAX },
+		{ "1 2", 0, JSON_E_SYNTAX },
+		{ "{\"a\":1}\0{{{{", 12, JSON_E_SYNTAX },
+		{ "{\"a\":1}\0", 8, JSON_E_SYNTAX },
+		{ "{\"a\":\"b\0c\"}", 11, JSON_E_SYNTAX },
+		{ "\0", 1, JSON_E_SYNTAX }, { "{\"a\":1", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"1}", 0, JSON_E_SYNTAX },
+		{ "{]", 0, JSON_E_SYNTAX }, { "]", 0, JSON_E_SYNTAX },
+		{ ",", 0, JSON_E_SYNTAX }, { ":", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\xff}", 0, JSON_E_SYNTAX },
+		{ "\xef\xbb\xbf{}", 0, JSON_E_SYNTAX }, /* BOM is not JSON */
+		{ "{\"a\":1}\f", 0, JSON_E_SYNTAX }, /* \f is not JSON ws */
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		const struct bad_case *c = &cases[k];
+		size_t n = c->len ? c->len : strlen(c->in);
+		struct json_doc d;
+		int rc = json_parse(big, c->in, n, false, &d);
+		if (rc != c->want)
+			fprintf(
+			    stderr, "  case %zu: %.*s\n", k, (int) n, c->in);
+		CHECK_INT(rc, c->want);
+	}
+}
+
+static void
+test_accepts(void)
+{
+	static const char *const good[] = {
+		"{}",
+		" \r\n\t{ } \n",
+		"[]",
+		"0",
+		"-0",
+		"1e5",
+		"-1.5E-3",
+		"1E+2",
+		"\"\"",
+		"true",
+		"null",
+		"{\"a\":[1,{\"b\":[]},\"c\",true,false,null]}",
+		"{\"a\" : 1 , \"b\" : [ 1 , 2 ] }",
+		"{\"a\": \"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00\"}",
+		"{\"\\u0000\": \"\\u0000\"}",
+		"{\"a\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \x7f\"}",
+		"{\"a\":\"\\uDBFF\\uDFFF\"}",
+		"{\"a\":1,\"a\":2}", /* duplicate keys are JSON */
+		"[NaN, Infinity, -Infinity]",
+	};
+	for (size_t k = 0; k < sizeof(good) / sizeof(good[0]); k++) {
+		int rc = parse(good[k], false);
+		if (rc != JSON_OK)
+			fprintf(stderr, "  case %zu: %s\n", k, good[k]);
+		CHECK_INT(rc, JSON_OK);
+	}
+}
+
+static void
+test_require_object(void)
+{
+	CHECK_INT(parse("[1,2]", true), JSON_E_NOT_OBJECT);
+	CHECK_INT(parse("\"s\"", true), JSON_E_NOT_OBJECT);
+	CHECK_INT(parse("3", true), JSON_E_NOT_OBJECT);
+	CHECK_INT(parse("[1,2]", false), JSON_OK);
+	CHECK_INT(parse("{\"a\":[1]}", true), JSON_OK);
+	/* a broken array is a syntax error first */
+	CHECK_INT(parse("[1,]", true), JSON_E_SYNTAX);
+}
+
+static char *
+nested(int depth, const char *open, const char *close)
+{
+	char *s = malloc((size_t) depth * 2 + 1);
+	for (int k = 0; k < depth; k++) {
+		s[k] = open[k % 2];
+		s[2 * depth - 1 - k] = close[k % 2];
+	}
+	s[2 * depth] = '\0';
+	return s;
+}
+
+static void
+test_depth(void)
+{
+	char *ok = nested(JSON_MAX_DEPTH, "[[", "]]");
+	char *deep = nested(JSON_MAX_DEPTH + 1, "[[", "]]");
+	CHECK_INT(parse(ok, false), JSON_OK);
+	CHECK_INT(parse(deep, false), JSON_E_DEPTH);
+	free(ok);
+	free(deep);
+
+	/* objects count too: {"k":{"k":...}} */
+	char buf[1024];
+	for (int depth = JSON_MAX_DEPTH; depth <= JSON_MAX_DEPTH + 1;
+	     depth++) {
+		size_t n = 0;
+		for (int k = 0; k < depth - 1; k++)
+			n += (size_t) sprintf(buf + n, "{\"k\":");
+		n += (size_t) sprintf(buf + n, "[]");
+		for (int k = 0; k < depth - 1; k++)
+			buf[n++] = '}';
+		buf[n] = '\0';
+		CHECK_INT(parse(buf, true),
+		    depth == JSON_MAX_DEPTH ? JSON_OK : JSON_E_DEPTH);
+	}
+	/* very deep input costs no recursion and fails cleanly */
+	char *huge = nested(200000, "[{", "]}");
+	CHECK(parse(huge, false) != JSON_OK);
+	free(huge);
+}
+
+static void
+test_tokens(void)
+{
+	struct json_parser *small = json_parser_create(8);
+	CHECK(small != NULL);
+	struct json_doc d;
+	const char *many = "{\"a\":[1,2,3,4,5,6,7,8,9]}";
+	CHECK_INT(
+	    json_parse(small, many, strlen(many), true, &d), JSON_E_TOKENS);
+	const char *few = "{\"a\":[1,2,3]}";
+	CHECK_INT(json_parse(small, few, strlen(few), true, &d), JSON_OK);
+	CHECK_INT(d.ntok, 6);
+	CHECK_INT(json_size(&d, json_obj_get(&d, 0, "a")), 3);
+	/* exactly at the budget */
+	const char *eight = "[1,2,3,4,5,6,7]";
+	CHECK_INT(json_parse(small, eight, strlen(eight), false, &d), JSON_OK);
+	CHECK_INT(d.ntok, 8);
+	json_parser_destroy(small);
+	CHECK(json_parser_create(0) == NULL);
+}
+
+static void
+test_reason_names(void)
+{
+	CHECK_STR(json_reason_name(JSON_OK), "ok");
+	CHECK_STR(json_reason_name(JSON_E_EMPTY), "empty");
+	CHECK_STR(json_reason_name(JSON_E_SYNTAX), "invalid_json");
+	CHECK_STR(json_reason_name(JSON_E_UTF8), "invalid_utf8");
+	CHECK_STR(json_reason_name(JSON_E_DEPTH), "too_deep");
+	CHECK_STR(json_reason_name(JSON_E_TOKENS), "too_many_tokens");
+	CHECK_STR(json_reason_name(JSON_E_NOT_OBJECT), "not_object");
+	CHECK(json_reason_name(JSON_REASON_COUNT) != NULL);
+	CHECK(json_reason_name(-1) != NULL);
+}
+
+/* ---------------------------------------------------------------------- */
+
+static void
+test_navigation(void)
+{
+	const char *s = "{\"type\": \"progress\", \"data\": {\"value\": 20.0, "
+	                "\"max\": 2e1, \"nested\": {\"x\": [1, [2, 3], {}]}, "
+	                "\"t\\u0061b\": \"v\", \"k\\\"q\": 1, \"ok\": true, "
+	                "\"no\": false, \"nil\": null, \"n\": NaN}}";
+	struct json_doc d;
+	CHECK_INT(parse_n(s, strlen(s), true, &d), JSON_OK);
+	int data = json_obj_get(&d, 0, "data");
+	CHECK(json_is_object(&d, data));
+	CHECK_INT(json_size(&d, 0), 2);
+	CHECK_INT(json_size(&d, data), 9);
+	CHECK(json_str_eq(&d, json_obj_get(&d, 0, "type"), "progress"));
+	CHECK(!json_str_eq(&d, json_obj_get(&d, 0, "type"), "progres"));
+	CHECK(!json_str_eq(&d, json_obj_get(&d, 0, "type"), "progressx"));
+	CHECK_INT(json_obj_get(&d, 0, "value"), -1); /* not a root key */
+	CHECK_INT(json_obj_get(&d, data, "missing"), -1);
+	CHECK_INT(json_obj_get(&d, json_obj_get(&d, 0, "type"), "x"), -1);
+	CHECK_INT(json_obj_get(&d, 999, "x"), -1);
+
+	/* keys compared after unescaping */
+	CHECK(json_str_eq(&d, json_obj_get(&d, data, "tab"), "v"));
+	int kq = json_obj_get(&d, data, "k\"q");
+	int64_t v = 0;
+	CHECK_INT(json_get_int64(&d, kq, &v), 0);
+	CHECK_INT(v, 1);
+
+	int nestedv = json_obj_get(&d, data, "nested");
+	int x = json_obj_get(&d, nestedv, "x");
+	CHECK(json_is_array(&d, x));
+	CHECK_INT(json_size(&d, x), 3);
+	int e1 = json_child(&d, x, 1);
+	CHECK(json_is_array(&d, e1));
+	CHECK_INT(json_get_int64(&d, json_child(&d, e1, 1), &v), 0);
+	CHECK_INT(v, 3);
+	CHECK(json_is_object(&d, json_child(&d, x, 2)));
+	CHECK_INT(json_child(&d, x, 3), -1);
+	CHECK_INT(json_child(&d, x, -1), -1);
+	/* object children are keys */
+	CHECK(json_str_eq(&d, json_child(&d, data, 1), "max"));
+	CHECK(json_str_eq(&d, json_child(&d, data, 3), "tab"));
+	/* skip lands on the next sibling key */
+	CHECK_INT(json_skip(&d, nestedv), json_child(&d, data, 3));
+	CHECK_INT(json_skip(&d, 0), d.ntok);
+
+	bool b = false;
+	CHECK_INT(json_get_bool(&d, json_obj_get(&d, data, "ok"), &b), 0);
+	CHECK(b);
+	CHECK_INT(json_get_bool(&d, json_obj_get(&d, data, "no"), &b), 0);
+	CHECK(!b);
+	CHECK_INT(
+	    json_get_bool(&d, json_obj_get(&d, data, "nil"), &b), BR_ETYPE);
+	CHECK(json_is_null(&d, json_obj_get(&d, data, "nil")));
+	CHECK(!json_is_null(&d, json_obj_get(&d, data, "no")));
+	int nan = json_obj_get(&d, data, "n");
+	CHECK(json_is_nonfinite(&d, nan));
+	CHECK(!json_is_number(&d, nan));
+	CHECK_INT(json_get_int64(&d, nan, &v), BR_ETYPE);
+	double dv;
+	CHECK_INT(json_get_double(&d, nan, &dv), BR_ETYPE);
+	CHECK_INT(
+	    json_get_double(&d, json_obj_get(&d, data, "value"), &dv), 0);
+	CHECK(dv == 20.0);
+
+	size_t len;
+	const char *raw = json_raw(&d, json_child(&d, data, 3), &len);
+	CHECK_MEM(raw, len, "t\\u0061b", 8);
+	raw = json_raw_value(&d, json_child(&d, data, 3), &len);
+	CHECK_MEM(raw, len, "\"t\\u0061b\"", 10);
+	raw = json_raw_value(&d, e1, &len);
+	CHECK_MEM(raw, len, "[2, 3]", 6);
+	raw = json_raw(&d, -1, &len);
+	CHECK(raw == NULL && len == 0);
+}
+
+static void
+get_int(const char *num, int want_rc, int64_t want)
+{
+	char buf[96];
+	snprintf(buf, sizeof(buf), "[%s]", num);
+	struct json_doc d;
+	int rc = parse_n(buf, strlen(buf), false, &d);
+	CHECK_INT(rc, JSON_OK);
+	if (rc != JSON_OK)
+		return;
+	int64_t v = 12345;
+	rc = json_get_int64(&d, 1, &v);
+	if (rc != want_rc)
+		fprintf(stderr, "  number %s\n", num);
+	CHECK_INT(rc, want_rc);
+	if (want_rc == 0)
+		CHECK_INT(v, want);
+}
+
+static void
+test_int64(void)
+{
+	get_int("20", 0, 20);
+	get_int("20.0", 0, 20);
+	get_int("2e1", 0, 20);
+	get_int("2E+1", 0, 20);
+	get_int("200e-1", 0, 20);
+	get_int("0.2e2", 0, 20);
+	get_int("-3", 0, -3);
+	get_int("-0", 0, 0);
+	get_int("0.000", 0, 0);
+	get_int("0e99999999999999999999", 0, 0);
+	get_int("9223372036854775807", 0, INT64_MAX);
+	get_int("-9223372036854775808", 0, INT64_MIN);
+	get_int("9223372036854775807.000", 0, INT64_MAX);
+	get_int("922337203685477580.7e1", 0, INT64_MAX);
+	get_int("9223372036854775808", BR_ERANGE, 0);
+	get_int("-9223372036854775809", BR_ERANGE, 0);
+	get_int("1e19", BR_ERANGE, 0);
+	get_int("1e99999999999999999999", BR_ERANGE, 0);
+	get_int("20.5", BR_ERANGE, 0);
+	get_int("1e-2", BR_ERANGE, 0);
+	get_int("1e-99999999999999999999", BR_ERANGE, 0);
+	get_int("\"20\"", BR_ETYPE, 0);
+	get_int("true", BR_ETYPE, 0);
+	get_int("null", BR_ETYPE, 0);
+	get_int("Infinity", BR_ETYPE, 0);
+	get_int("-Infinity", BR_ETYPE, 0);
+	get_int("[]", BR_ETYPE, 0);
+}
+
+static void
+test_str_get(void)
+{
+	const char *s = "[\"plain\", \"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\", "
+	                "\"\\u00e9\\u20ac\\ud83d\\ude00\", \"x\\u0000y\", "
+	                "\"caf\xc3\xa9\xe2\x82\xac\", 5]";
+	struct json_doc d;
+	CHECK_INT(parse_n(s, strlen(s), false, &d), JSON_OK);
+	char out[64];
+	CHECK_INT(json_str_get(&d, 1, out, sizeof(out)), 5);
+	CHECK_STR(out, "plain");
+	CHECK_INT(json_str_get(&d, 2, out, sizeof(out)), 12);
+	CHECK_STR(out, "a\"b\\c/d\b\f\n\r\t");
+	CHECK_INT(json_str_get(&d, 3, out, sizeof(out)), 9);
+	CHECK_STR(out, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+	CHECK(json_str_eq(&d, 3, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"));
+	CHECK(!json_str_eq(&d, 3, "\xc3\xa9\xe2\x82\xac"));
+	CHECK_INT(json_str_get(&d, 4, out, sizeof(out)), BR_EINVAL);
+	CHECK(!json_str_eq(&d, 4, "x"));
+	CHECK_INT(json_str_get(&d, 6, out, sizeof(out)), BR_ETYPE);
+	/* truncation keeps whole characters: "é€😀" into 6 bytes -> "é€" */
+	CHECK_INT(json_str_get(&d, 3, out, 6), BR_ETRUNC);
+	CHECK_STR(out, "\xc3\xa9\xe2\x82\xac");
+	CHECK_INT(json_str_get(&d, 3, out, 5), BR_ETRUNC);
+	CHECK_STR(out, "\xc3\xa9");
+	CHECK_INT(json_str_get(&d, 5, out, 5), BR_ETRUNC);
+	CHECK_STR(out, "caf");
+	CHECK_INT(json_str_get(&d, 1, out, 6), 5);
+	CHECK_INT(json_str_get(&d, 1, out, 5), BR_ETRUNC);
+	CHECK_STR(out, "plai");
+}
+
+/* ---------------------------------------------------------------------- */
+
+static void
+test_emit_nonfinite(void)
+{
+	const char *s = "{\"a\": NaN, \"b\": [Infinity, -Infinity, 1.5], "
+	                "\"c\" : -0.0}";
+	struct json_doc d;
+	CHECK_INT(parse_n(s, strlen(s), true, &d), JSON_OK);
+	CHECK(json_is_nonfinite(&d, json_obj_get(&d, 0, "a")));
+	char out[128];
+	bool trunc;
+	CHECK_INT(emit(&d, 0, 0, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "{\"a\":null,\"b\":[null,null,1.5],\"c\":-0.0}");
+	CHECK(!trunc);
+	CHECK_INT(reparse(out), JSON_OK);
+}
+
+static void
+test_emit_into_container(void)
+{
+	const char *s = "{\"x\": [1, 2], \"y\": \"s\"}";
+	struct json_doc d;
+	CHECK_INT(parse_n(s, strlen(s), true, &d), JSON_OK);
+	char out[128];
+	struct jsonw w;
+	bool trunc = false;
+	jsonw_init(&w, out, sizeof(out));
+	jsonw_arr_begin(&w);
+	jsonw_int(&w, 0);
+	CHECK_INT(json_emit(&d, json_obj_get(&d, 0, "x"), &w, 0, &trunc), 0);
+	CHECK_INT(json_emit(&d, 0, &w, 0, &trunc), 0);
+	jsonw_obj_begin(&w);
+	jsonw_key(&w, "k");
+	CHECK_INT(json_emit(&d, json_obj_get(&d, 0, "y"), &w, 0, &trunc), 0);
+	jsonw_key(&w, "cut");
+	/* the budget counts the value, not the comma or key before it */
+	CHECK_INT(json_emit(&d, json_obj_get(&d, 0, "x"), &w, 4, &trunc), 0);
+	jsonw_obj_end(&w);
+	jsonw_arr_end(&w);
+	CHECK_INT(jsonw_finish(&w), 0);
+	CHECK_STR(out,
+	    "[0,[1,2],{\"x\":[1,2],\"y\":\"s\"},{\"k\":\"s\","
+	    "\"cut\":[1]}]");
+	CHECK(trunc);
+	CHECK_INT(reparse(out), JSON_OK);
+
+	/* a writer that is too small reports it */
+	char tiny[10];
+	jsonw_init(&w, tiny, sizeof(tiny));
+	trunc = false;
+	CHECK_INT(json_emit(&d, 0, &w, 0, &trunc), BR_ETRUNC);
+	CHECK(strlen(tiny) < sizeof(tiny));
+}
+
+/* Emits value i with every budget from 1 to past its full size: each result
+ * re-parses, is no longer than the budget (beyond the minimal form), is cut
+ * exactly when the budget is short, and cuts arrays/objects into a prefix
+ * of whole members. */
+static void
+sweep_budgets(const char *doc, bool string_prefix)
+{
+	struct json_doc d;
+	CHECK_INT(parse_n(doc, strlen(doc), false, &d), JSON_OK);
+	char full[1024], out[1024];
+	bool trunc;
+	CHECK_INT(emit(&d, 0, 0, full, sizeof(full), &trunc), 0);
+	size_t flen = strlen(full);
+	for (size_t budget = 1; budget <= flen + 2; budget++) {
+		CHECK_INT(emit(&d, 0, budget, out, sizeof(out), &trunc), 0);
+		size_t olen = strlen(out);
+		int rc = reparse(out);
+		if (rc != JSON_OK)
+			fprintf(stderr, "  budget %zu: %s\n", budget, out);
+		CHECK_INT(rc, JSON_OK);
+		if (budget >= flen) {
+			CHECK(!trunc);
+			CHECK_STR(out, full);
+			continue;
+		}
+		CHECK(trunc);
+		CHECK(olen <= budget || olen == 2);
+		if (string_prefix) {
+			/* the cut content is a prefix of the full content */
+			CHECK(olen >= 2 && strncmp(out, full, olen - 1) == 0);
+		} else {
+			/* a prefix of whole members: full minus the closer */
+			CHECK(strncmp(out, full, olen - 1) == 0);
+			CHECK(full[olen - 1] == ',' || olen == 2);
+		}
+	}
+}
+
+static void
+test_emit_budgets(void)
+{
+	/* multibyte characters and every kind of escape near each cut */
+	sweep_budgets("\"a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\\n\\u00e9"
+	              "\\ud83d\\ude00\\\"x\\\\\"",
+	    true);
+	sweep_budgets("\"\\ud83d\\ude00\\ud83d\\ude00\"", true);
+	sweep_budgets("[1, \"two\", [3, 4], {\"five\": 5}, null, NaN, "
+	              "\"\xf0\x9f\x98\x80\"]",
+	    false);
+	sweep_budgets("{\"a\": {\"b\": {\"c\": [1, 2, 3]}}, \"d\": \"long "
+	              "string value\", \"e\": [{\"f\": []}]}",
+	    false);
+	sweep_budgets("{\"traceback\": [\"  File \\\"main.py\\\", line 1\\n\","
+	              " \"  File \\\"x.py\\\"\\n\", \"Error: \xc3\xa9\"]}",
+	    false);
+
+	/* scalars that cannot be cut become null */
+	struct json_doc d;
+	char out[64];
+	bool trunc;
+	CHECK_INT(parse_n("12345678", 8, false, &d), JSON_OK);
+	CHECK_INT(emit(&d, 0, 5, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "null");
+	CHECK(trunc);
+	CHECK_INT(emit(&d, 0, 8, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "12345678");
+	CHECK(!trunc);
+	/* a string shorter budget than its quotes still gives "" */
+	CHECK_INT(parse_n("\"abc\"", 5, false, &d), JSON_OK);
+	CHECK_INT(emit(&d, 0, 1, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "\"\"");
+	CHECK(trunc);
+	/* the truncated flag is never reset by json_emit */
+	trunc = true;
+	struct jsonw w;
+	jsonw_init(&w, out, sizeof(out));
+	CHECK_INT(json_emit(&d, 0, &w, 0, &trunc), 0);
+	CHECK(trunc);
+}
+
+int
+main(void)
+{
+	big = json_parser_create(16384);
+	check = json_parser_create(16384);
+	if (!big || !check)
+		return 2;
+	RUN(test_traces);
+	RUN(test_rejects);
+	RUN(test_accepts);
+	RUN(test_require_object);
+	RUN(test_depth);
+	RUN(test_tokens);
+	RUN(test_reason_names);
+	RUN(test_navigation);
+	RUN(test_int64);
+	RUN(test_str_get);
+	RUN(test_emit_nonfinite);
+	RUN(test_emit_into_container);
+	RUN(test_emit_budgets);
+	json_parser_destroy(big);
+	json_parser_destroy(check);
+	TEST_MAIN_END();
+}

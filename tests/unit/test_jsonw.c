@@ -1,0 +1,330 @@
+/* Bounded JSON writer: escaping, commas, numbers, overflow behaviour. */
+#include "test.h"
+
+#include <math.h>
+
+#include "err.h"
+#include "jsonw.h"
+
+static void
+test_escaping_controls(void)
+{
+	char buf[512];
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	char all[32];
+	for (int c = 0; c < 32; c++)
+		all[c] = (char) c;
+	jsonw_strn(&w, all, sizeof(all));
+	CHECK_INT(jsonw_finish(&w), 0);
+	CHECK_STR(buf,
+	    "\"\\u0000\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006"
+	    "\\u0007\\b\\t\\n\\u000b\\f\\r\\u000e\\u000f\\u0010"
+	    "\\u0011\\u0012\\u0013\\u0014\\u0015\\u0016\\u0017"
+	    "\\u0018\\u0019\\u001a\\u001b\\u001c\\u001d\\u001e"
+	    "\\u001f\"");
+}
+
+static void
+test_escaping_quotes_and_utf8(void)
+{
+	char buf[256];
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_kstr(&w, "k\"ey\\", "say \"hi\" \\ / caf\xC3\xA9 \x7F");
+	jsonw_obj_end(&w);
+	CHECK_INT(jsonw_finish(&w), 0);
+	CHECK_STR(buf,
+	    "{\"k\\\"ey\\\\\":\"say \\\"hi\\\" \\\\ / caf\xC3\xA9 "
+	    "\x7F\"}");
+	CHECK_INT(w.len, strlen(buf));
+}
+
+static void
+test_invalid_utf8_replaced(void)
+{
+	char buf[256];
+	struct jsonw w;
+	const char *rep = "\xEF\xBF\xBD";
+	char want[128];
+
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_str(&w,
+	    "a\xFF"
+	    "b");
+	snprintf(want, sizeof(want), "\"a%sb\"", rep);
+	CHECK_STR(buf, want);
+
+	/* overlong, encoded surrogate, > U+10FFFF, truncated sequence */
+	jsonw_reset(&w);
+	jsonw_arr_begin(&w);
+	jsonw_str(&w, "\xC0\xAF");
+	jsonw_str(&w, "\xED\xA0\x80");
+	jsonw_str(&w, "\xF4\x90\x80\x80");
+	jsonw_str(&w, "x\xE2\x82");
+	jsonw_arr_end(&w);
+	CHECK_INT(jsonw_finish(&w), 0);
+	snprintf(want, sizeof(want),
+	    "[\"%s%s\",\"%s%s%s\",\"%s%s%s%s\",\"x%s%s\"]", rep, rep, rep, rep,
+	    rep, rep, rep, rep, rep, rep, rep);
+	CHECK_STR(buf, want);
+
+	/* valid multi-byte text is kept as is */
+	jsonw_reset(&w);
+	jsonw_str(&w, "\xE2\x82\xAC\xF0\x9F\x98\x80");
+	CHECK_STR(buf, "\"\xE2\x82\xAC\xF0\x9F\x98\x80\"");
+}
+
+static void
+test_commas_nested(void)
+{
+	char buf[256];
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_kint(&w, "a", 1);
+	jsonw_key(&w, "b");
+	jsonw_arr_begin(&w);
+	jsonw_int(&w, -2);
+	jsonw_obj_begin(&w);
+	jsonw_obj_end(&w);
+	jsonw_arr_begin(&w);
+	jsonw_arr_end(&w);
+	jsonw_obj_begin(&w);
+	jsonw_knull(&w, "c");
+	jsonw_kbool(&w, "d", false);
+	jsonw_obj_end(&w);
+	jsonw_uint(&w, UINT64_MAX);
+	jsonw_arr_end(&w);
+	jsonw_kbool(&w, "e", true);
+	jsonw_kraw(&w, "f", "[1,2]", 5);
+	jsonw_kstrn(&w, "g", "xyz", 2);
+	jsonw_obj_end(&w);
+	CHECK_INT(jsonw_finish(&w), 0);
+	CHECK_STR(buf,
+	    "{\"a\":1,\"b\":[-2,{},[],{\"c\":null,\"d\":false},"
+	    "18446744073709551615],\"e\":true,\"f\":[1,2],"
+	    "\"g\":\"xy\"}");
+	CHECK_INT(w.depth, 0);
+}
+
+static void
+test_state_errors(void)
+{
+	char buf[64];
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	CHECK_INT(jsonw_finish(&w), BR_ESTATE); /* unclosed */
+	jsonw_int(&w, 1); /* value without key */
+	CHECK_INT(w.err, BR_ESTATE);
+
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_arr_begin(&w);
+	jsonw_obj_end(&w); /* mismatched close */
+	CHECK_INT(jsonw_finish(&w), BR_ESTATE);
+
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_int(&w, 1);
+	jsonw_int(&w, 2); /* second top-level value */
+	CHECK_INT(jsonw_finish(&w), BR_ESTATE);
+	CHECK_STR(buf, "1");
+
+	char deep[256];
+	jsonw_init(&w, deep, sizeof(deep));
+	for (int k = 0; k < JSONW_MAX_DEPTH + 5; k++)
+		jsonw_arr_begin(&w);
+	CHECK_INT(jsonw_finish(&w), BR_EDEPTH);
+	CHECK(w.len < JSONW_MAX_DEPTH);
+}
+
+static void
+test_doubles(void)
+{
+	char buf[512];
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_arr_begin(&w);
+	jsonw_double(&w, 0.1);
+	jsonw_double(&w, 1e-05);
+	jsonw_double(&w, 25.0);
+	jsonw_double(&w, 0.30000000000000004);
+	jsonw_double(&w, -1.5e300);
+	jsonw_double(&w, NAN);
+	jsonw_double(&w, INFINITY);
+	jsonw_double(&w, -INFINITY);
+	jsonw_fixed(&w, 25.0, 1);
+	jsonw_fixed(&w, 2.0 / 3.0, 2);
+	jsonw_fixed(&w, 7.6, 0);
+	jsonw_fixed(&w, NAN, 1);
+	jsonw_arr_end(&w);
+	CHECK_INT(jsonw_finish(&w), 0);
+	CHECK_STR(buf,
+	    "[0.1,1e-05,25,0.30000000000000004,-1.5e+300,null,"
+	    "null,null,25.0,0.67,8,null]");
+
+	/* shortest form reads back exactly */
+	const double vals[] = { 1.0 / 3.0, 123456789.123, 5e-324,
+		1.7976931348623157e308, -0.0, 100 };
+	for (size_t k = 0; k < sizeof(vals) / sizeof(vals[0]); k++) {
+		jsonw_reset(&w);
+		jsonw_double(&w, vals[k]);
+		CHECK(strtod(buf, NULL) == vals[k]);
+		CHECK(w.len <= 24);
+	}
+}
+
+static void
+test_ints(void)
+{
+	char buf[64];
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_arr_begin(&w);
+	jsonw_int(&w, INT64_MIN);
+	jsonw_int(&w, 0);
+	jsonw_uint(&w, 7);
+	jsonw_arr_end(&w);
+	CHECK_STR(buf, "[-9223372036854775808,0,7]");
+}
+
+/* Writes a document of every kind of value into exactly cap bytes followed
+ * by canaries; returns the writer's error. */
+static int
+write_into(size_t cap, char *out, size_t out_size)
+{
+	char area[300];
+	memset(area, '#', sizeof(area));
+	struct jsonw w;
+	jsonw_init(&w, area, cap);
+	jsonw_obj_begin(&w);
+	jsonw_kstr(&w, "text", "line\nwith \"quotes\" and \xC3\xA9\x01");
+	jsonw_kint(&w, "n", -1234567);
+	jsonw_key(&w, "list");
+	jsonw_arr_begin(&w);
+	jsonw_double(&w, 3.25);
+	jsonw_fixed(&w, 99.5, 1);
+	jsonw_bool(&w, true);
+	jsonw_null(&w);
+	jsonw_str(&w, "\xFF");
+	jsonw_arr_end(&w);
+	jsonw_kraw(&w, "raw", "{\"x\":[]}", 8);
+	jsonw_obj_end(&w);
+	for (size_t k = cap; k < sizeof(area); k++)
+		if (area[k] != '#')
+			return 99; /* wrote past cap */
+	if (cap > 0 && (area[w.len] != '\0' || w.len >= cap))
+		return 98; /* not NUL-terminated inside cap */
+	if (cap > 0 && strlen(area) != w.len)
+		return 97;
+	CHECK(jsonw_room(&w) == 0 || w.err == 0);
+	if (out)
+		snprintf(out, out_size, "%s", cap > 0 ? area : "");
+	return jsonw_finish(&w);
+}
+
+static void
+test_overflow(void)
+{
+	char full[300];
+	CHECK_INT(write_into(250, full, sizeof(full)), 0);
+	size_t need = strlen(full) + 1;
+	CHECK_STR(full,
+	    "{\"text\":\"line\\nwith \\\"quotes\\\" and \xC3\xA9"
+	    "\\u0001\",\"n\":-1234567,\"list\":[3.25,99.5,true,"
+	    "null,\"\xEF\xBF\xBD\"],\"raw\":{\"x\":[]}}");
+	CHECK_INT(write_into(need, NULL, 0), 0);
+	for (size_t cap = 0; cap < need; cap++) {
+		char part[300];
+		int rc = write_into(cap, part, sizeof(part));
+		CHECK_INT(rc, BR_ETRUNC);
+		/* what was written is a prefix of the full output */
+		CHECK(strncmp(full, part, strlen(part)) == 0);
+	}
+}
+
+static void
+test_sticky_and_reset(void)
+{
+	char buf[8];
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_arr_begin(&w);
+	jsonw_str(&w, "too long for this");
+	CHECK_INT(w.err, BR_ETRUNC);
+	char before[sizeof(buf)];
+	memcpy(before, buf, sizeof(buf));
+	size_t len_before = w.len;
+	jsonw_int(&w, 1); /* would fit, but the error is sticky */
+	CHECK_MEM(buf, sizeof(buf), before, sizeof(before));
+	CHECK_INT(w.len, len_before);
+	CHECK(strncmp(buf, "[\"too", strlen(buf)) == 0);
+	CHECK_INT(jsonw_room(&w), 0);
+	jsonw_reset(&w);
+	CHECK_INT(w.err, 0);
+	CHECK_STR(buf, "");
+	jsonw_int(&w, 42);
+	CHECK_INT(jsonw_finish(&w), 0);
+	CHECK_STR(buf, "42");
+	CHECK_INT(jsonw_room(&w), 5);
+}
+
+static void
+test_strn_max(void)
+{
+	char buf[64];
+	struct jsonw w;
+	bool cut = false;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_arr_begin(&w);
+	/* "é€" is 5 bytes; 4 must drop the whole € */
+	jsonw_strn_max(&w, "\xC3\xA9\xE2\x82\xAC", 5, 4, &cut);
+	CHECK(cut);
+	cut = false;
+	jsonw_strn_max(&w, "abc", 3, 3, &cut);
+	CHECK(!cut);
+	jsonw_arr_end(&w);
+	CHECK_STR(buf, "[\"\xC3\xA9\",\"abc\"]");
+}
+
+static void
+test_raw_pieces_and_rewind(void)
+{
+	char buf[64];
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	CHECK_INT(jsonw_sep_len(&w), 0);
+	jsonw_key_raw(&w, "a\\n", 3);
+	CHECK_INT(jsonw_sep_len(&w), 0);
+	jsonw_str_raw(&w, "x\\u00e9", 7);
+	CHECK_INT(jsonw_sep_len(&w), 1);
+	struct jsonw_mark m = jsonw_mark(&w);
+	jsonw_key(&w, "dropped");
+	jsonw_arr_begin(&w);
+	jsonw_int(&w, 1);
+	jsonw_rewind(&w, &m);
+	CHECK_STR(buf, "{\"a\\n\":\"x\\u00e9\"");
+	jsonw_kint(&w, "b", 2);
+	jsonw_obj_end(&w);
+	CHECK_INT(jsonw_finish(&w), 0);
+	CHECK_STR(buf, "{\"a\\n\":\"x\\u00e9\",\"b\":2}");
+}
+
+int
+main(void)
+{
+	RUN(test_escaping_controls);
+	RUN(test_escaping_quotes_and_utf8);
+	RUN(test_invalid_utf8_replaced);
+	RUN(test_commas_nested);
+	RUN(test_state_errors);
+	RUN(test_doubles);
+	RUN(test_ints);
+	RUN(test_overflow);
+	RUN(test_sticky_and_reset);
+	RUN(test_strn_max);
+	RUN(test_raw_pieces_and_rewind);
+	TEST_MAIN_END();
+}

@@ -1,0 +1,115 @@
+/* UTF-8 helpers: strict decoding boundaries, validation, safe cutting. */
+#include "test.h"
+#include "utf8.h"
+
+static size_t
+dec(const char *s, size_t n, uint32_t *cp)
+{
+	return utf8_decode((const unsigned char *) s, n, cp);
+}
+
+static void
+test_decode_boundaries(void)
+{
+	uint32_t cp = 0;
+	CHECK_INT(dec("A", 1, &cp), 1);
+	CHECK_INT(cp, 'A');
+	CHECK_INT(dec("\xC2\x80", 2, &cp), 2);
+	CHECK_INT(cp, 0x80);
+	CHECK_INT(dec("\xDF\xBF", 2, &cp), 2);
+	CHECK_INT(cp, 0x7FF);
+	CHECK_INT(dec("\xE0\xA0\x80", 3, &cp), 3);
+	CHECK_INT(cp, 0x800);
+	CHECK_INT(dec("\xED\x9F\xBF", 3, &cp), 3);
+	CHECK_INT(cp, 0xD7FF);
+	CHECK_INT(dec("\xEE\x80\x80", 3, &cp), 3);
+	CHECK_INT(cp, 0xE000);
+	CHECK_INT(dec("\xEF\xBF\xBF", 3, &cp), 3);
+	CHECK_INT(cp, 0xFFFF);
+	CHECK_INT(dec("\xF0\x90\x80\x80", 4, &cp), 4);
+	CHECK_INT(cp, 0x10000);
+	CHECK_INT(dec("\xF4\x8F\xBF\xBF", 4, &cp), 4);
+	CHECK_INT(cp, 0x10FFFF);
+	CHECK_INT(dec("\xF0\x9F\x98\x80", 4, &cp), 4);
+	CHECK_INT(cp, 0x1F600);
+}
+
+static void
+test_decode_rejects(void)
+{
+	uint32_t cp;
+	CHECK_INT(dec("", 0, &cp), 0);
+	CHECK_INT(dec("\x80", 1, &cp), 0); /* lone continuation */
+	CHECK_INT(dec("\xC0\xAF", 2, &cp), 0); /* overlong '/' */
+	CHECK_INT(dec("\xC1\xBF", 2, &cp), 0); /* overlong */
+	CHECK_INT(dec("\xE0\x9F\xBF", 3, &cp), 0); /* overlong 3-byte */
+	CHECK_INT(dec("\xF0\x8F\xBF\xBF", 4, &cp), 0); /* overlong 4-byte */
+	CHECK_INT(dec("\xED\xA0\x80", 3, &cp), 0); /* U+D800 */
+	CHECK_INT(dec("\xED\xBF\xBF", 3, &cp), 0); /* U+DFFF */
+	CHECK_INT(dec("\xF4\x90\x80\x80", 4, &cp), 0); /* U+110000 */
+	CHECK_INT(dec("\xF5\x80\x80\x80", 4, &cp), 0);
+	CHECK_INT(dec("\xFF", 1, &cp), 0);
+	CHECK_INT(dec("\xFE", 1, &cp), 0);
+	CHECK_INT(dec("\xE2\x82", 2, &cp), 0); /* truncated */
+	CHECK_INT(dec("\xE2\x28\xA1", 3, &cp), 0); /* bad continuation */
+	CHECK_INT(dec("\xF0\x9F\x98", 3, &cp), 0);
+}
+
+static void
+test_valid(void)
+{
+	CHECK(utf8_valid("", 0));
+	CHECK(utf8_valid("plain ascii", 11));
+	CHECK(utf8_valid("a\0b", 3));
+	CHECK(utf8_valid("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80", 14));
+	CHECK(!utf8_valid("caf\xC3", 4));
+	CHECK(!utf8_valid("\xFF", 1));
+	CHECK(!utf8_valid("x\xC0\xAFy", 4));
+	CHECK(!utf8_valid("\xED\xA0\x80", 3));
+	CHECK(!utf8_valid("\xF4\x90\x80\x80", 4));
+}
+
+static void
+test_cut(void)
+{
+	/* "aé€😀" = 1 + 2 + 3 + 4 bytes */
+	const char *s = "a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80";
+	size_t n = strlen(s);
+	const size_t want[] = { 0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 10 };
+	for (size_t max = 0; max <= n; max++)
+		CHECK_INT(utf8_cut(s, n, max), want[max]);
+	CHECK_INT(utf8_cut(s, n, 1000), n);
+	/* every cut of valid text is itself valid */
+	for (size_t max = 0; max <= n; max++)
+		CHECK(utf8_valid(s, utf8_cut(s, n, max)));
+}
+
+static void
+test_encode_roundtrip(void)
+{
+	const uint32_t cps[] = { 0, 0x7F, 0x80, 0x7FF, 0x800, 0xD7FF, 0xE000,
+		0xFFFD, 0xFFFF, 0x10000, 0x1F600, 0x10FFFF };
+	for (size_t k = 0; k < sizeof(cps) / sizeof(cps[0]); k++) {
+		unsigned char buf[4];
+		uint32_t back = 0xFFFFFFFF;
+		size_t n = utf8_encode(cps[k], buf);
+		CHECK(n >= 1 && n <= 4);
+		CHECK_INT(utf8_decode(buf, n, &back), n);
+		CHECK_INT(back, cps[k]);
+	}
+	unsigned char buf[4];
+	CHECK_INT(utf8_encode(0xD800, buf), 0);
+	CHECK_INT(utf8_encode(0xDFFF, buf), 0);
+	CHECK_INT(utf8_encode(0x110000, buf), 0);
+}
+
+int
+main(void)
+{
+	RUN(test_decode_boundaries);
+	RUN(test_decode_rejects);
+	RUN(test_valid);
+	RUN(test_cut);
+	RUN(test_encode_roundtrip);
+	TEST_MAIN_END();
+}
