@@ -1,6 +1,460 @@
-/* placeholder until app.c lands */
-int
-main(void)
+/* comfy2mqtt: wiring. Parses the options, builds the loop, the ComfyUI
+ * WebSocket and HTTP clients, the broker link and the pure engine, and
+ * connects their callbacks. Everything interesting lives in the modules. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "engine.h"
+#include "event.h"
+#include "err.h"
+#include "http_client.h"
+#include "jsonw.h"
+#include "log.h"
+#include "loop.h"
+#include "mqtt_link.h"
+#include "reasm.h"
+#include "ws_client.h"
+
+#define HTTP_TIMEOUT_MS 10000
+#define HTTP_MAX_BODY (64u * 1024 * 1024)
+#define REASM_INITIAL (64 * 1024)
+#define SHUTDOWN_FLUSH_MS 1500
+#define SERVICE_INTERVAL_MS 1000
+
+static const char feature_flags_frame[] =
+	"{\"type\":\"feature_flags\",\"data\":{\"supports_preview_metadata\":"
+	"true}}";
+
+struct app {
+	struct config cfg;
+	struct loop *loop;
+	struct engine *engine;
+	struct ws_client *ws;
+	struct http_client *http;
+	struct mqtt_link *mqtt;
+	struct reasm *reasm;
+	struct loop_timer *tick_timer;
+	struct loop_timer *service_timer;
+	struct loop_timer *shutdown_timer;
+	int64_t tick_armed_for;
+	bool stopping;
+	char comfy_public[600];
+};
+
+struct http_req {
+	struct app *app;
+	enum engine_http_kind kind;
+	char tag[PROMPT_ID_MAX + 1];
+	bool has_tag;
+};
+
+static void
+fill_health(struct app *a, struct engine_health_io *h)
 {
-	return 1;
+	struct mqtt_link_stats s;
+	memset(h, 0, sizeof(*h));
+	if (!a->mqtt)
+		return;
+	mqtt_link_get_stats(a->mqtt, &s);
+	h->mqtt_connected = s.connected;
+	h->mqtt_reconnects = s.connects > 0 ? s.connects - 1 : 0;
+	h->comfyui_reconnects = a->ws ? ws_client_reconnects(a->ws) : 0;
+	memcpy(h->published, s.published, sizeof(h->published));
+	memcpy(h->dropped, s.dropped, sizeof(h->dropped));
+	h->queue_depth = s.queued;
+	h->queue_bytes = s.queued_bytes;
+}
+
+/* Re-arms the engine tick when the engine has something due earlier. */
+static void
+arm_tick(struct app *a)
+{
+	int64_t due = engine_due(a->engine);
+	if (due <= 0)
+		return;
+	if (loop_timer_pending(a->tick_timer) && a->tick_armed_for <= due)
+		return;
+	int64_t delay = due - loop_now_ms();
+	a->tick_armed_for = due;
+	loop_timer_arm(a->tick_timer, delay > 0 ? delay : 0);
+}
+
+static void
+on_tick(void *ud)
+{
+	struct app *a = ud;
+	struct engine_health_io h;
+	fill_health(a, &h);
+	engine_tick(a->engine, loop_now_ms(), &h);
+	a->tick_armed_for = 0;
+	arm_tick(a);
+}
+
+/* --- engine -> world --- */
+
+static void
+do_publish(void *ud, const struct out_msg *m)
+{
+	struct app *a = ud;
+	if (a->mqtt)
+		mqtt_link_publish(a->mqtt, m);
+}
+
+static void
+http_done(void *ud, int status, const char *body, size_t len)
+{
+	struct http_req *r = ud;
+	struct app *a = r->app;
+	engine_on_http(a->engine, r->kind, r->has_tag ? r->tag : NULL, status,
+	               body, len, loop_now_ms());
+	free(r);
+	arm_tick(a);
+}
+
+static void
+do_http_get(void *ud, enum engine_http_kind kind, const char *path,
+            const char *tag)
+{
+	struct app *a = ud;
+	struct http_req *r = calloc(1, sizeof(*r));
+	if (!r) {
+		engine_on_http(a->engine, kind, tag, BR_ENOMEM, "", 0,
+		               loop_now_ms());
+		return;
+	}
+	r->app = a;
+	r->kind = kind;
+	if (tag) {
+		snprintf(r->tag, sizeof(r->tag), "%s", tag);
+		r->has_tag = true;
+	}
+	int rc = http_client_get(a->http, path, HTTP_TIMEOUT_MS, http_done, r);
+	if (rc != 0) {
+		free(r);
+		engine_on_http(a->engine, kind, tag, rc, "", 0, loop_now_ms());
+	}
+}
+
+static bool
+event_allowed(void *ud, const char *type, size_t len)
+{
+	return config_event_allowed(ud, type, len);
+}
+
+static void
+write_options(void *ud, void *w)
+{
+	config_write_json(ud, w);
+}
+
+/* --- ComfyUI WebSocket -> engine --- */
+
+static void
+ws_up(void *ud)
+{
+	struct app *a = ud;
+	reasm_reset(a->reasm);
+	engine_on_upstream(a->engine, true, loop_now_ms());
+	arm_tick(a);
+}
+
+static void
+ws_down(void *ud, const char *why)
+{
+	struct app *a = ud;
+	reasm_reset(a->reasm);
+	engine_on_upstream(a->engine, false, loop_now_ms());
+	(void) why;
+}
+
+static void
+ws_chunk(void *ud, const void *buf, size_t len, bool first, bool final,
+         bool binary)
+{
+	struct app *a = ud;
+	int rc = reasm_feed(a->reasm, buf, len, first, final, binary);
+	if (rc == REASM_DONE) {
+		size_t n;
+		bool bin;
+		const uint8_t *msg = reasm_msg(a->reasm, &n, &bin);
+		if (bin)
+			engine_on_binary(a->engine, msg, n, loop_now_ms());
+		else
+			engine_on_text(a->engine, (const char *) msg, n,
+			               loop_now_ms());
+		arm_tick(a);
+	} else if (rc == REASM_OVERSIZE || rc == REASM_NOMEM) {
+		engine_on_oversize(a->engine, len, binary);
+	}
+}
+
+/* --- broker link -> engine --- */
+
+static void
+mqtt_connected(void *ud, bool session_present)
+{
+	struct app *a = ud;
+	engine_set_max_packet(a->engine, mqtt_link_max_packet(a->mqtt));
+	engine_on_broker_connected(a->engine, session_present, loop_now_ms());
+}
+
+static void
+mqtt_disconnected(void *ud, const char *why)
+{
+	(void) ud;
+	(void) why;
+}
+
+static void
+mqtt_message(void *ud, const char *topic, const void *payload, size_t len)
+{
+	(void) ud;
+	(void) topic;
+	(void) payload;
+	(void) len;
+}
+
+static void
+wake(void *ud)
+{
+	loop_wake(ud);
+}
+
+static void
+on_wake(void *ud)
+{
+	struct app *a = ud;
+	if (a->mqtt)
+		mqtt_link_service(a->mqtt);
+}
+
+static void
+on_service(void *ud)
+{
+	struct app *a = ud;
+	mqtt_link_service(a->mqtt);
+	loop_timer_arm(a->service_timer, SERVICE_INTERVAL_MS);
+}
+
+/* --- shutdown --- */
+
+static void
+hard_exit(int signo)
+{
+	(void) signo;
+	_exit(1);
+}
+
+static void
+finish_shutdown(void *ud)
+{
+	struct app *a = ud;
+	struct out_msg offline;
+	engine_offline_msg(a->engine, &offline);
+	mqtt_link_shutdown(a->mqtt, &offline, SHUTDOWN_FLUSH_MS);
+	loop_quit(a->loop);
+}
+
+static void
+on_signal(void *ud, int signo)
+{
+	struct app *a = ud;
+	if (a->stopping) {
+		hard_exit(signo);
+		return;
+	}
+	a->stopping = true;
+	log_info("bridge", "signal %d: shutting down", signo);
+	engine_print_line(a->engine, "Shutting down...");
+	/* A second signal during the (blocking) flush exits at once. */
+	struct sigaction sa = { 0 };
+	sa.sa_handler = hard_exit;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	ws_client_stop(a->ws);
+	/* let the loop send the close frame, then flush and leave */
+	loop_timer_arm(a->shutdown_timer, 50);
+}
+
+/* --- setup --- */
+
+static int
+setup(struct app *a)
+{
+	struct config *c = &a->cfg;
+	url_format_public(&c->comfy, a->comfy_public,
+	                  sizeof(a->comfy_public));
+
+	a->loop = loop_create();
+	if (!a->loop)
+		return BR_EIO;
+	loop_set_wake_cb(a->loop, on_wake, a);
+	loop_set_signal_cb(a->loop, on_signal, a);
+	a->tick_timer = loop_timer_create(a->loop, on_tick, a);
+	a->service_timer = loop_timer_create(a->loop, on_service, a);
+	a->shutdown_timer = loop_timer_create(a->loop, finish_shutdown, a);
+	a->reasm = reasm_create(REASM_INITIAL, c->max_frame_bytes);
+	if (!a->tick_timer || !a->service_timer || !a->shutdown_timer ||
+	    !a->reasm)
+		return BR_ENOMEM;
+
+	struct engine_cfg ec = {
+		.prefix = c->prefix,
+		.instance = c->instance,
+		.client_id = c->client_id,
+		.mqtt_client_id = c->mqtt_client_id,
+		.comfyui_public = a->comfy_public,
+		.mqtt_protocol = c->mqtt_protocol,
+		.state_ttl_s = c->state_ttl,
+		.max_tokens = c->max_tokens,
+		.history_items = c->history_items,
+		.health_interval_s = c->health_interval,
+		.previews = c->previews,
+		.preview_max_bytes = c->preview_max_bytes,
+		.preview_rate = c->preview_rate,
+		.event_allowed = event_allowed,
+		.event_allowed_ud = c,
+		.print = c->print ? stdout : NULL,
+		.print_timestamps = c->print_timestamps,
+		.write_options = write_options,
+		.write_options_ud = c,
+	};
+	struct engine_io eio = { .publish = do_publish,
+		                 .http_get = do_http_get,
+		                 .ud = a };
+
+	char will_topic[600];
+	snprintf(will_topic, sizeof(will_topic), "%s/%s/bridge/state",
+	         c->prefix, c->instance);
+	struct mqtt_link_cfg mc = {
+		.host = c->broker.host,
+		.port = c->broker.port,
+		.tls = c->broker.tls,
+		.tls_opts = { c->tls_ca, c->tls_cert, c->tls_key,
+		              c->tls_insecure },
+		.client_id = c->mqtt_client_id,
+		.username = c->mqtt_username,
+		.password = c->mqtt_password,
+		.protocol = c->mqtt_protocol,
+		.keepalive_s = c->mqtt_keepalive,
+		.will_topic = will_topic,
+		.will_payload = "offline",
+		.window = 1000,
+		.queue_max_messages = c->queue_max_messages,
+		.queue_max_bytes = c->queue_max_bytes,
+		.wake = wake,
+		.wake_ud = a->loop,
+	};
+	struct mqtt_link_cb mcb = { .on_connected = mqtt_connected,
+		                    .on_disconnected = mqtt_disconnected,
+		                    .on_message = mqtt_message };
+	a->mqtt = mqtt_link_create(&mc, &mcb, a);
+	if (!a->mqtt)
+		return BR_ENOMEM;
+	/* the engine publishes retained start-up state into the link's queue */
+	a->engine = engine_create(&ec, &eio, loop_now_ms());
+	if (!a->engine)
+		return BR_ENOMEM;
+
+	struct tls_opts tls = { c->tls_ca, c->tls_cert, c->tls_key,
+		                c->tls_insecure };
+	a->http = http_client_create(a->loop, &c->comfy, c->comfyui_header,
+	                             c->n_comfyui_headers, &tls,
+	                             HTTP_MAX_BODY);
+	struct ws_client_cfg wc = {
+		.base = &c->comfy,
+		.client_id = c->client_id,
+		.headers = c->comfyui_header,
+		.n_headers = c->n_comfyui_headers,
+		.first_frame = feature_flags_frame,
+		.tls = tls,
+		.ping_interval_s = 20,
+		.pong_timeout_s = 10,
+		.handshake_timeout_s = 10,
+		.stable_s = 60,
+	};
+	struct ws_client_cb wcb = { .on_up = ws_up,
+		                    .on_down = ws_down,
+		                    .on_chunk = ws_chunk };
+	a->ws = ws_client_create(a->loop, &wc, &wcb, a);
+	if (!a->http || !a->ws)
+		return BR_ENOMEM;
+
+	if (mqtt_link_start(a->mqtt) != 0)
+		return BR_EIO;
+	if (ws_client_start(a->ws) != 0)
+		return BR_EIO;
+	loop_timer_arm(a->service_timer, SERVICE_INTERVAL_MS);
+	arm_tick(a);
+	return 0;
+}
+
+static void
+teardown(struct app *a)
+{
+	if (a->ws)
+		ws_client_destroy(a->ws);
+	if (a->http)
+		http_client_destroy(a->http);
+	if (a->tick_timer)
+		loop_timer_destroy(a->tick_timer);
+	if (a->service_timer)
+		loop_timer_destroy(a->service_timer);
+	if (a->shutdown_timer)
+		loop_timer_destroy(a->shutdown_timer);
+	if (a->mqtt)
+		mqtt_link_destroy(a->mqtt);
+	if (a->engine)
+		engine_destroy(a->engine);
+	if (a->reasm)
+		reasm_destroy(a->reasm);
+	if (a->loop)
+		loop_destroy(a->loop);
+	config_free(&a->cfg);
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct app app;
+	char err[512] = "";
+	int exit_code = 0;
+
+	int rc = config_load(&app.cfg, argc, argv, NULL, err, sizeof(err),
+	                     stdout);
+	if (rc == CONFIG_EXIT_OK) {
+		config_free(&app.cfg);
+		return 0;
+	}
+	if (rc != CONFIG_OK) {
+		fprintf(stderr, "comfy2mqtt: %s\n", err);
+		config_free(&app.cfg);
+		return rc;
+	}
+	log_setup(app.cfg.log_level, app.cfg.log_format);
+	char public_url[600];
+	url_format_public(&app.cfg.comfy, public_url, sizeof(public_url));
+	log_info("bridge", "comfy2mqtt %s: ComfyUI %s, instance %s, "
+	         "client id %s", C2M_VERSION, public_url, app.cfg.instance,
+	         app.cfg.client_id);
+
+	rc = setup(&app);
+	if (rc != 0) {
+		log_error("bridge", "start-up failed: %s", br_strerror(rc));
+		exit_code = 1;
+	} else {
+		loop_run(app.loop);
+	}
+	teardown(&app);
+	return exit_code;
 }

@@ -1,0 +1,124 @@
+/* The bridge's pure core: ComfyUI frames and HTTP bodies in, MQTT messages
+ * and HTTP requests out. It owns the prompt tracker, the queue snapshot,
+ * the polling/resync logic of contract §4.1-§4.2, seq numbering, the
+ * retained-topic memory used to republish after a broker reconnect, and the
+ * --print output. It never touches a socket: the adapters call it and
+ * carry out what it asks through struct engine_io. Time is passed in. */
+#ifndef C2M_ENGINE_H
+#define C2M_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "outq.h"
+
+/* What the engine asks the HTTP side to fetch. */
+enum engine_http_kind {
+	EHTTP_QUEUE = 0,        /* GET /queue */
+	EHTTP_HISTORY_ID = 1,   /* GET /history/<id> (tag = the prompt id) */
+	EHTTP_HISTORY_LIST = 2, /* GET /history?max_items=N */
+	EHTTP_SYSTEM_STATS = 3, /* GET /system_stats */
+};
+
+struct engine_io {
+	/* Publish a message (the callee copies what it keeps). */
+	void (*publish)(void *ud, const struct out_msg *m);
+	/* Start GET path (starts with '/', relative to the ComfyUI base);
+	 * the answer comes back through engine_on_http(kind, tag). */
+	void (*http_get)(void *ud, enum engine_http_kind kind,
+	                 const char *path, const char *tag);
+	void *ud;
+};
+
+/* Link and queue facts the engine puts into bridge/health. */
+struct engine_health_io {
+	bool mqtt_connected;
+	uint64_t mqtt_reconnects;
+	uint64_t comfyui_reconnects;
+	uint64_t published[MSG_CLASS_COUNT];
+	uint64_t dropped[MSG_CLASS_COUNT];
+	size_t queue_depth;
+	size_t queue_bytes;
+};
+
+struct engine_cfg {
+	const char *prefix;
+	const char *instance;
+	const char *client_id;      /* our ComfyUI clientId */
+	const char *mqtt_client_id;
+	const char *comfyui_public; /* base URL without credentials */
+	int mqtt_protocol;          /* 5 or 4 */
+	int64_t state_ttl_s;
+	unsigned max_tokens;
+	unsigned history_items;
+	int health_interval_s;
+	bool previews;
+	size_t preview_max_bytes;
+	double preview_rate;
+	/* allow-list for event/ topics: returns true to publish type */
+	bool (*event_allowed)(void *ud, const char *type, size_t len);
+	void *event_allowed_ud;
+	FILE *print;        /* --print: human lines go here; NULL: off */
+	bool print_timestamps;
+	/* writes the options object's members for bridge/info (struct jsonw *) */
+	void (*write_options)(void *ud, void *jsonw);
+	void *write_options_ud;
+};
+
+struct engine;
+
+/* Creates the engine (copies cfg strings). now_ms: wall clock. */
+struct engine *engine_create(const struct engine_cfg *cfg,
+                             const struct engine_io *io, int64_t now_ms);
+void engine_destroy(struct engine *e);
+
+/* A complete WebSocket message (borrowed). */
+void engine_on_text(struct engine *e, const char *buf, size_t len,
+                    int64_t now_ms);
+void engine_on_binary(struct engine *e, const uint8_t *buf, size_t len,
+                      int64_t now_ms);
+/* A message over the frame cap was dropped by the reassembler. */
+void engine_on_oversize(struct engine *e, size_t len_so_far, bool binary);
+
+/* The ComfyUI WebSocket went up/down. */
+void engine_on_upstream(struct engine *e, bool up, int64_t now_ms);
+/* An HTTP answer (status < 0: no answer, an enum br_err). */
+void engine_on_http(struct engine *e, enum engine_http_kind kind,
+                    const char *tag, int status, const char *body,
+                    size_t len, int64_t now_ms);
+/* The broker accepted us (CONNACK). Publishes online, info, and
+ * republishes retained topics unless the broker kept our session. */
+void engine_on_broker_connected(struct engine *e, bool session_present,
+                                int64_t now_ms);
+/* Largest MQTT packet the broker takes (0: unknown). */
+void engine_set_max_packet(struct engine *e, uint32_t max_packet);
+
+/* Runs what is due (coalesced state, history retries, TTL clears,
+ * health). Returns the wall-clock ms of the next thing due. */
+int64_t engine_tick(struct engine *e, int64_t now_ms,
+                    const struct engine_health_io *h);
+
+/* Earliest wall-clock ms at which engine_tick() has work (updated by every
+ * call that schedules something); 0 when nothing is known. */
+int64_t engine_due(const struct engine *e);
+
+/* The message for bridge/state offline (for the will and shutdown);
+ * topic and payload borrowed from the engine. */
+void engine_offline_msg(struct engine *e, struct out_msg *m);
+/* Prints the shutdown line for --print. */
+void engine_print_line(struct engine *e, const char *line);
+
+/* Counters for tests and the health payload. */
+struct engine_counters {
+	uint64_t frames_text, frames_binary;
+	uint64_t rejected_total;
+	uint64_t published_events;
+	uint64_t terminals;
+	uint64_t resyncs, recovered, lost;
+	uint64_t http_failures;
+};
+void engine_get_counters(const struct engine *e, struct engine_counters *c);
+
+#endif

@@ -1,0 +1,227 @@
+#include "event.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "err.h"
+
+static const struct {
+	const char *name;
+	enum event_kind kind;
+} kinds[] = {
+	{ "status", EVK_STATUS },
+	{ "execution_start", EVK_EXECUTION_START },
+	{ "execution_cached", EVK_EXECUTION_CACHED },
+	{ "executing", EVK_EXECUTING },
+	{ "progress", EVK_PROGRESS },
+	{ "progress_state", EVK_PROGRESS_STATE },
+	{ "executed", EVK_EXECUTED },
+	{ "execution_success", EVK_EXECUTION_SUCCESS },
+	{ "execution_error", EVK_EXECUTION_ERROR },
+	{ "execution_interrupted", EVK_EXECUTION_INTERRUPTED },
+	{ "feature_flags", EVK_FEATURE_FLAGS },
+	{ "logs", EVK_LOGS },
+};
+
+const char *
+event_reject_name(int reason)
+{
+	switch (reason) {
+	case EVR_OK:
+		return "ok";
+	case EVR_MISSING_TYPE:
+		return "missing_type";
+	case EVR_BAD_FIELD:
+		return "bad_field";
+	}
+	return "unknown";
+}
+
+static enum event_kind
+kind_of(const char *type)
+{
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strcmp(kinds[i].name, type) == 0)
+			return kinds[i].kind;
+	return EVK_OTHER;
+}
+
+/* Copies an optional string member. Returns 0 when absent, 1 when copied,
+ * EVR_BAD_FIELD when present with another type (null allowed if
+ * null_ok), too long, or holding a NUL. */
+static int
+get_id(const struct json_doc *d, int obj, const char *key, char *dst,
+       size_t cap, size_t *len, bool null_ok, bool *is_null)
+{
+	int t = json_obj_get(d, obj, key);
+	if (t < 0)
+		return 0;
+	if (json_is_null(d, t)) {
+		if (is_null)
+			*is_null = true;
+		return null_ok ? 0 : EVR_BAD_FIELD;
+	}
+	int n = json_str_get(d, t, dst, cap);
+	if (n < 0)
+		return EVR_BAD_FIELD;
+	*len = (size_t) n;
+	return 1;
+}
+
+static double
+number_or_nan(const struct json_doc *d, int t, bool *ok)
+{
+	double v;
+	if (t < 0) {
+		*ok = false;
+		return NAN;
+	}
+	if (json_is_nonfinite(d, t))
+		return NAN;
+	if (json_get_double(d, t, &v) != 0) {
+		*ok = false;
+		return NAN;
+	}
+	return v;
+}
+
+static bool
+str_has_prefix(const struct json_doc *d, int t, const char *prefix)
+{
+	size_t n;
+	const char *raw = json_raw(d, t, &n);
+	size_t pl = strlen(prefix);
+	return json_is_string(d, t) && n >= pl && memcmp(raw, prefix, pl) == 0;
+}
+
+static int
+parse_data(const struct json_doc *d, struct comfy_event *ev)
+{
+	int data = ev->data;
+	int rc;
+
+	rc = get_id(d, data, "prompt_id", ev->prompt_id, sizeof(ev->prompt_id),
+	            &ev->prompt_len, true, NULL);
+	if (rc == EVR_BAD_FIELD)
+		return EVR_BAD_FIELD;
+	ev->has_prompt = rc == 1;
+
+	const char *node_key = "node";
+	if (ev->kind == EVK_EXECUTION_ERROR ||
+	    ev->kind == EVK_EXECUTION_INTERRUPTED)
+		node_key = "node_id";
+	if (ev->kind != EVK_OTHER && ev->kind != EVK_STATUS &&
+	    ev->kind != EVK_FEATURE_FLAGS && ev->kind != EVK_LOGS) {
+		rc = get_id(d, data, node_key, ev->node, sizeof(ev->node),
+		            &ev->node_len, true, &ev->node_null);
+		if (rc == EVR_BAD_FIELD)
+			return EVR_BAD_FIELD;
+		ev->has_node = rc == 1;
+	}
+
+	int ts = json_obj_get(d, data, "timestamp");
+	if (ts >= 0 && json_get_int64(d, ts, &ev->timestamp) == 0)
+		ev->has_timestamp = true;
+
+	switch (ev->kind) {
+	case EVK_STATUS: {
+		int st = json_obj_get(d, data, "status");
+		int ei = st >= 0 ? json_obj_get(d, st, "exec_info") : -1;
+		int qr = ei >= 0 ? json_obj_get(d, ei, "queue_remaining") : -1;
+		if (st >= 0 && !json_is_object(d, st))
+			return EVR_BAD_FIELD;
+		if (qr >= 0) {
+			if (json_get_int64(d, qr, &ev->queue_remaining) != 0 ||
+			    ev->queue_remaining < 0)
+				return EVR_BAD_FIELD;
+			ev->has_queue_remaining = true;
+		}
+		break;
+	}
+	case EVK_PROGRESS: {
+		bool ok = true;
+		ev->value = number_or_nan(d, json_obj_get(d, data, "value"),
+		                          &ok);
+		ev->max = number_or_nan(d, json_obj_get(d, data, "max"), &ok);
+		if (!ok)
+			return EVR_BAD_FIELD;
+		ev->has_progress = true;
+		break;
+	}
+	case EVK_EXECUTION_CACHED:
+		ev->nodes = json_obj_get(d, data, "nodes");
+		if (ev->nodes >= 0 && !json_is_array(d, ev->nodes))
+			return EVR_BAD_FIELD;
+		break;
+	case EVK_EXECUTED:
+		ev->output = json_obj_get(d, data, "output");
+		if (ev->output >= 0 && !json_is_object(d, ev->output) &&
+		    !json_is_null(d, ev->output))
+			return EVR_BAD_FIELD;
+		break;
+	case EVK_EXECUTION_ERROR:
+	case EVK_EXECUTION_INTERRUPTED:
+		ev->node_type = json_obj_get(d, data, "node_type");
+		ev->exception_type = json_obj_get(d, data, "exception_type");
+		ev->exception_message =
+			json_obj_get(d, data, "exception_message");
+		ev->traceback = json_obj_get(d, data, "traceback");
+		if (ev->kind == EVK_EXECUTION_ERROR && !ev->has_timestamp &&
+		    ((ev->exception_type >= 0 &&
+		      json_str_eq(d, ev->exception_type, "ExecutionBlocked")) ||
+		     (ev->exception_message >= 0 &&
+		      str_has_prefix(d, ev->exception_message,
+		                     "Execution Blocked"))))
+			ev->blocked = true;
+		break;
+	default:
+		break;
+	}
+	return EVR_OK;
+}
+
+int
+event_parse(const struct json_doc *d, struct comfy_event *ev)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->data = ev->nodes = ev->output = -1;
+	ev->node_type = ev->exception_type = ev->exception_message = -1;
+	ev->traceback = -1;
+	ev->value = ev->max = NAN;
+
+	int t = json_obj_get(d, 0, "type");
+	if (t < 0 || !json_is_string(d, t))
+		return EVR_MISSING_TYPE;
+	int n = json_str_get(d, t, ev->type, sizeof(ev->type));
+	if (n == BR_ETRUNC)
+		return EVR_BAD_FIELD;
+	if (n <= 0)
+		return EVR_MISSING_TYPE;
+	ev->type_len = (size_t) n;
+	ev->kind = kind_of(ev->type);
+
+	ev->data = json_obj_get(d, 0, "data");
+	if (ev->data < 0)
+		return ev->kind == EVK_OTHER ? EVR_OK : EVR_BAD_FIELD;
+	if (!json_is_object(d, ev->data)) {
+		/* custom nodes may send any JSON as data; core types never */
+		if (ev->kind != EVK_OTHER)
+			return EVR_BAD_FIELD;
+		return EVR_OK;
+	}
+	return parse_data(d, ev);
+}
+
+bool
+event_is_terminal(const struct comfy_event *ev)
+{
+	switch (ev->kind) {
+	case EVK_EXECUTION_SUCCESS:
+	case EVK_EXECUTION_INTERRUPTED:
+		return true;
+	case EVK_EXECUTION_ERROR:
+		return !ev->blocked;
+	default:
+		return false;
+	}
+}

@@ -1,0 +1,225 @@
+#include "tracker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+int
+dbuf_append(struct dbuf *b, const void *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 128;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (!p)
+			return BR_ENOMEM;
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+	return 0;
+}
+
+int
+dbuf_set(struct dbuf *b, const void *s, size_t n)
+{
+	b->len = 0;
+	return dbuf_append(b, s, n);
+}
+
+void
+dbuf_free(struct dbuf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+const char *
+prompt_status_name(enum prompt_status s)
+{
+	static const char *const names[] = { "queued", "running", "success",
+		                             "error",  "interrupted", "lost" };
+	return (unsigned) s < 6 ? names[s] : "unknown";
+}
+
+const char *
+prompt_source_name(enum prompt_source s)
+{
+	static const char *const names[] = { "live", "poll", "history" };
+	return (unsigned) s < 3 ? names[s] : "live";
+}
+
+struct tracker {
+	struct prompt *slots;
+	unsigned capacity;
+	int *buckets;
+	unsigned n_buckets;
+	int free_head; /* free slots chained through next_in_bucket */
+	unsigned count;
+};
+
+uint64_t
+tracker_hash(const char *id, size_t len)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char) id[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+struct tracker *
+tracker_create(unsigned capacity)
+{
+	struct tracker *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->capacity = capacity ? capacity : 1;
+	t->n_buckets = 1;
+	while (t->n_buckets < t->capacity * 2)
+		t->n_buckets *= 2;
+	t->slots = calloc(t->capacity, sizeof(*t->slots));
+	t->buckets = malloc(t->n_buckets * sizeof(*t->buckets));
+	if (!t->slots || !t->buckets) {
+		tracker_destroy(t);
+		return NULL;
+	}
+	for (unsigned i = 0; i < t->n_buckets; i++)
+		t->buckets[i] = -1;
+	for (unsigned i = 0; i < t->capacity; i++)
+		t->slots[i].next_in_bucket =
+			i + 1 < t->capacity ? (int) i + 1 : -1;
+	t->free_head = 0;
+	return t;
+}
+
+static void
+free_buffers(struct prompt *p)
+{
+	dbuf_free(&p->cached);
+	dbuf_free(&p->done);
+	dbuf_free(&p->node_ms);
+	dbuf_free(&p->error);
+	dbuf_free(&p->state);
+	for (unsigned i = 0; i < p->n_outputs; i++)
+		dbuf_free(&p->outputs[i].json);
+	free(p->outputs);
+}
+
+void
+tracker_destroy(struct tracker *t)
+{
+	if (!t)
+		return;
+	if (t->slots)
+		for (unsigned i = 0; i < t->capacity; i++)
+			if (t->slots[i].used)
+				free_buffers(&t->slots[i]);
+	free(t->slots);
+	free(t->buckets);
+	free(t);
+}
+
+struct prompt *
+tracker_find(struct tracker *t, const char *id, size_t len)
+{
+	uint64_t h = tracker_hash(id, len);
+	int i = t->buckets[h & (t->n_buckets - 1)];
+	while (i >= 0) {
+		struct prompt *p = &t->slots[i];
+		if (p->hash == h && p->id_len == len &&
+		    memcmp(p->id, id, len) == 0)
+			return p;
+		i = p->next_in_bucket;
+	}
+	return NULL;
+}
+
+void
+tracker_remove(struct tracker *t, struct prompt *p)
+{
+	int idx = (int) (p - t->slots);
+	int *link = &t->buckets[p->hash & (t->n_buckets - 1)];
+	while (*link >= 0 && *link != idx)
+		link = &t->slots[*link].next_in_bucket;
+	if (*link == idx)
+		*link = p->next_in_bucket;
+	free_buffers(p);
+	memset(p, 0, sizeof(*p));
+	p->next_in_bucket = t->free_head;
+	t->free_head = idx;
+	t->count--;
+}
+
+static struct prompt *
+pick_victim(struct tracker *t)
+{
+	struct prompt *finished = NULL, *queued = NULL, *any = NULL;
+	for (unsigned i = 0; i < t->capacity; i++) {
+		struct prompt *p = &t->slots[i];
+		if (!p->used)
+			continue;
+		if (p->terminal_sent) {
+			if (!finished || p->finished_at < finished->finished_at)
+				finished = p;
+		} else if (p->status == PS_QUEUED) {
+			if (!queued || p->queued_at < queued->queued_at)
+				queued = p;
+		} else if (!any) {
+			any = p;
+		}
+	}
+	return finished ? finished : queued ? queued : any;
+}
+
+struct prompt *
+tracker_get(struct tracker *t, const char *id, size_t len, bool *created)
+{
+	struct prompt *p = tracker_find(t, id, len);
+	*created = false;
+	if (p)
+		return p;
+	if (len > PROMPT_ID_MAX)
+		len = PROMPT_ID_MAX;
+	if (t->free_head < 0)
+		tracker_remove(t, pick_victim(t));
+	int idx = t->free_head;
+	p = &t->slots[idx];
+	t->free_head = p->next_in_bucket;
+	memset(p, 0, sizeof(*p));
+	memcpy(p->id, id, len);
+	p->id[len] = '\0';
+	p->id_len = len;
+	topic_sanitize(p->tid, sizeof(p->tid), id, len);
+	p->hash = tracker_hash(id, len);
+	p->used = true;
+	p->status = PS_QUEUED;
+	int *bucket = &t->buckets[p->hash & (t->n_buckets - 1)];
+	p->next_in_bucket = *bucket;
+	*bucket = idx;
+	t->count++;
+	*created = true;
+	return p;
+}
+
+struct prompt *
+tracker_next(struct tracker *t, unsigned *i)
+{
+	while (*i < t->capacity) {
+		struct prompt *p = &t->slots[(*i)++];
+		if (p->used)
+			return p;
+	}
+	return NULL;
+}
+
+unsigned
+tracker_count(const struct tracker *t)
+{
+	return t->count;
+}

@@ -1,0 +1,124 @@
+/* The prompt table: every prompt the bridge follows, found by id in O(1),
+ * bounded in size (finished prompts are evicted first, oldest first), with
+ * the per-prompt facts the state snapshot is built from. Pure. */
+#ifndef C2M_TRACKER_H
+#define C2M_TRACKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "topic.h"
+
+/* A growable byte buffer owned by its prompt. */
+struct dbuf {
+	char *p;
+	size_t len, cap;
+};
+
+/* Copies n bytes to the end; returns 0 or BR_ENOMEM. */
+int dbuf_append(struct dbuf *b, const void *s, size_t n);
+/* Replaces the content; returns 0 or BR_ENOMEM. */
+int dbuf_set(struct dbuf *b, const void *s, size_t n);
+void dbuf_free(struct dbuf *b);
+
+enum prompt_status {
+	PS_QUEUED = 0,
+	PS_RUNNING,
+	PS_SUCCESS,
+	PS_ERROR,
+	PS_INTERRUPTED,
+	PS_LOST,
+};
+
+enum prompt_source { SRC_LIVE = 0, SRC_POLL, SRC_HISTORY };
+
+const char *prompt_status_name(enum prompt_status s);
+const char *prompt_source_name(enum prompt_source s);
+
+#define PROMPT_RECENT_NODES 8
+#define PROMPT_MAX_OUTPUT_NODES 64
+
+struct prompt_node_time {
+	uint64_t node_hash;
+	int64_t started_at;
+};
+
+struct prompt_output {
+	char node[NODE_ID_MAX + 1];
+	struct dbuf json; /* the node's output object, with file urls */
+};
+
+struct prompt {
+	char id[PROMPT_ID_MAX + 1];
+	size_t id_len;
+	char tid[TOPIC_ID_MAX + 1]; /* sanitized for topics */
+	uint64_t hash;
+
+	enum prompt_status status;
+	enum prompt_source source; /* of the latest change */
+	bool queued_sent, start_sent, terminal_sent;
+	bool ours;      /* submitted with our client id: live events come */
+	bool has_number;
+	int64_t number;
+	char client_id[PROMPT_ID_MAX + 1];
+	bool has_client_id;
+
+	int64_t queued_at, started_at, finished_at; /* 0: unknown */
+	char node[NODE_ID_MAX + 1];
+	bool has_node;
+	char pnode[NODE_ID_MAX + 1];
+	bool has_progress;
+	double value, max;
+
+	struct prompt_node_time recent[PROMPT_RECENT_NODES];
+	unsigned recent_next;
+
+	struct dbuf cached;  /* JSON array members: "4","5" */
+	struct dbuf done;    /* JSON array members */
+	struct dbuf node_ms; /* JSON object members: "6":412 */
+	struct prompt_output *outputs; /* allocated on the first output */
+	unsigned n_outputs, cap_outputs;
+	bool outputs_truncated;
+	struct dbuf error;   /* a JSON object, empty when none */
+	struct dbuf state;   /* the last published state payload */
+
+	bool state_dirty;
+	int64_t state_published_at;
+	int64_t expire_at;       /* retained state expires (terminal only) */
+	int64_t history_due;     /* 0: no lookup scheduled */
+	unsigned history_tries;
+	bool history_inflight;
+	uint64_t queue_generation; /* last /queue poll that listed it */
+	int64_t last_preview_at;
+
+	/* table links */
+	int next_in_bucket;
+	bool used;
+};
+
+struct tracker;
+
+/* Creates a table for up to capacity prompts. */
+struct tracker *tracker_create(unsigned capacity);
+void tracker_destroy(struct tracker *t);
+
+/* The prompt with this raw id, or NULL. */
+struct prompt *tracker_find(struct tracker *t, const char *id, size_t len);
+/* Finds or creates (zeroed, status queued) the prompt; *created tells which.
+ * When full, evicts the finished prompt that finished first, else the
+ * oldest queued one. Never returns NULL for a valid id. */
+struct prompt *tracker_get(struct tracker *t, const char *id, size_t len,
+                           bool *created);
+/* Frees the prompt's buffers and its slot. */
+void tracker_remove(struct tracker *t, struct prompt *p);
+
+/* Iteration over used slots: start with i = 0, returns NULL at the end. */
+struct prompt *tracker_next(struct tracker *t, unsigned *i);
+unsigned tracker_count(const struct tracker *t);
+
+/* 64-bit FNV-1a of an id. */
+uint64_t tracker_hash(const char *id, size_t len);
+
+#endif
