@@ -15,16 +15,16 @@
 #include "topic.h"
 #include "tracker.h"
 
-#define MAX_PAYLOAD (256 * 1024)
-#define OUTBUF_CAP (MAX_PAYLOAD + 16 * 1024)
-#define TRACKER_CAPACITY 1024
-#define HTTP_MIN_TOKENS (1u << 18)
+#define MAX_PAYLOAD           (256 * 1024)
+#define OUTBUF_CAP            (MAX_PAYLOAD + 16 * 1024)
+#define TRACKER_CAPACITY      1024
+#define HTTP_MIN_TOKENS       (1u << 18)
 #define STATE_MIN_INTERVAL_MS 100
-#define HISTORY_GRACE_MS 1500
-#define PROGRESS_EXPIRY_S 60
-#define TRACEBACK_MAX 16384
-#define SEEN_RING 4096
-#define REJECT_LOG_MAX 5
+#define HISTORY_GRACE_MS      1500
+#define PROGRESS_EXPIRY_S     60
+#define TRACEBACK_MAX         16384
+#define SEEN_RING             4096
+#define REJECT_LOG_MAX        5
 
 enum reject_reason {
 	RJ_EMPTY = 0,
@@ -43,15 +43,23 @@ enum reject_reason {
 };
 
 static const char *const reject_names[RJ_COUNT] = {
-	"empty",          "invalid_json",     "invalid_utf8",
-	"too_deep",       "too_many_tokens",  "not_object",
-	"missing_type",   "bad_field",        "too_large",
-	"truncated_binary", "unknown_binary_type", "bad_image_format",
+	"empty",
+	"invalid_json",
+	"invalid_utf8",
+	"too_deep",
+	"too_many_tokens",
+	"not_object",
+	"missing_type",
+	"bad_field",
+	"too_large",
+	"truncated_binary",
+	"unknown_binary_type",
+	"bad_image_format",
 };
 
 /* Retry delays for failed HTTP requests: backoff as data. */
-static const int64_t http_backoff_ms[] = { 250, 500, 1000, 2000, 4000,
-	                                   8000, 16000, 30000 };
+static const int64_t http_backoff_ms[]
+    = { 250, 500, 1000, 2000, 4000, 8000, 16000, 30000 };
 #define HTTP_BACKOFF_N (sizeof(http_backoff_ms) / sizeof(http_backoff_ms[0]))
 
 struct engine {
@@ -59,7 +67,7 @@ struct engine {
 	char *prefix, *instance, *client_id, *mqtt_client_id, *comfy_url;
 	struct engine_io io;
 
-	struct json_parser *parser;      /* frames */
+	struct json_parser *parser; /* frames */
 	struct json_parser *http_parser; /* /queue and /history bodies */
 	struct tracker *tracker;
 
@@ -86,7 +94,7 @@ struct engine {
 	int64_t queue_remaining;
 	size_t last_queue_total;
 	struct dbuf queue_payload; /* retained copy */
-	struct dbuf queue_ids;     /* to detect changes */
+	struct dbuf queue_ids; /* to detect changes */
 	char running_id[PROMPT_ID_MAX + 1]; /* prompt executing live */
 
 	/* history list */
@@ -118,9 +126,8 @@ dupstr(const char *s)
 	return strdup(s ? s : "");
 }
 
-static void
-print_line(struct engine *e, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+static void print_line(struct engine *e, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void
 print_line(struct engine *e, const char *fmt, ...)
@@ -132,7 +139,7 @@ print_line(struct engine *e, const char *fmt, ...)
 		struct tm tm;
 		localtime_r(&now, &tm);
 		fprintf(e->cfg.print, "[%02d:%02d:%02d] ", tm.tm_hour,
-		        tm.tm_min, tm.tm_sec);
+		    tm.tm_min, tm.tm_sec);
 	}
 	va_list ap;
 	va_start(ap, fmt);
@@ -175,11 +182,11 @@ schedule(struct engine *e, int64_t t)
 static bool
 is_progress_type(const char *type)
 {
-	return strcmp(type, "progress") == 0 ||
-	       strcmp(type, "progress_state") == 0 ||
-	       strcmp(type, "progress_text") == 0 ||
-	       strcmp(type, "crystools.monitor") == 0 ||
-	       strcmp(type, "logs") == 0;
+	return strcmp(type, "progress") == 0
+	    || strcmp(type, "progress_state") == 0
+	    || strcmp(type, "progress_text") == 0
+	    || strcmp(type, "crystools.monitor") == 0
+	    || strcmp(type, "logs") == 0;
 }
 
 static bool
@@ -187,16 +194,16 @@ event_allowed(struct engine *e, const char *type)
 {
 	if (!e->cfg.event_allowed)
 		return true;
-	return e->cfg.event_allowed(e->cfg.event_allowed_ud, type,
-	                            strlen(type));
+	return e->cfg.event_allowed(
+	    e->cfg.event_allowed_ud, type, strlen(type));
 }
 
 /* Hands one message to the publisher. */
 static void
 emit(struct engine *e, enum msg_class cls, const char *topic,
-     const void *payload, size_t len, int qos, bool retain,
-     const char *content_type, uint32_t expiry, const char *type_prop,
-     const char *prompt_prop, const char *coalesce_key)
+    const void *payload, size_t len, int qos, bool retain,
+    const char *content_type, uint32_t expiry, const char *type_prop,
+    const char *prompt_prop, const char *coalesce_key)
 {
 	struct out_msg m = {
 		.cls = cls,
@@ -206,12 +213,12 @@ emit(struct engine *e, enum msg_class cls, const char *topic,
 		.qos = qos,
 		.retain = retain,
 		.props = { .content_type = content_type,
-		           .utf8 = content_type != NULL &&
-		                   strncmp(content_type, "image/", 6) != 0,
-		           .expiry_s = expiry,
-		           .instance = e->instance,
-		           .type = type_prop,
-		           .prompt_id = prompt_prop },
+		    .utf8 = content_type != NULL
+		        && strncmp(content_type, "image/", 6) != 0,
+		    .expiry_s = expiry,
+		    .instance = e->instance,
+		    .type = type_prop,
+		    .prompt_id = prompt_prop },
 		.coalesce_key = coalesce_key,
 	};
 	e->io.publish(e->io.ud, &m);
@@ -248,8 +255,8 @@ struct envelope {
 	const char *type;
 	const char *prompt_id; /* raw, NULL: none */
 	size_t prompt_len;
-	const char *tid;       /* sanitized prompt id for the topic */
-	const char *node;      /* NULL: null */
+	const char *tid; /* sanitized prompt id for the topic */
+	const char *node; /* NULL: null */
 	int64_t ts;
 	enum prompt_source source;
 	bool derived;
@@ -321,8 +328,8 @@ publish_envelope(struct engine *e, const struct envelope *ev)
 	}
 	jsonw_key(&w, "data");
 	if (ev->doc && ev->data_tok >= 0)
-		json_emit(ev->doc, ev->data_tok, &w, data_budget(e, &w),
-		          &truncated);
+		json_emit(
+		    ev->doc, ev->data_tok, &w, data_budget(e, &w), &truncated);
 	else if (ev->data_raw)
 		jsonw_raw(&w, ev->data_raw, ev->data_raw_len);
 	else
@@ -333,37 +340,38 @@ publish_envelope(struct engine *e, const struct envelope *ev)
 		jsonw_kbool(&w, "derived", true);
 	jsonw_obj_end(&w);
 	if (jsonw_finish(&w) != 0) {
-		log_warn("bridge", "%s event for %s does not fit in %zu bytes; "
-		         "dropped", ev->type, ev->tid ? ev->tid : "-",
-		         e->max_payload);
+		log_warn("bridge",
+		    "%s event for %s does not fit in %zu bytes; "
+		    "dropped",
+		    ev->type, ev->tid ? ev->tid : "-", e->max_payload);
 		return;
 	}
 	int rc;
 	if (ev->tid)
 		rc = topic_prompt(e->topic, sizeof(e->topic), e->prefix,
-		                  e->instance, ev->tid, strlen(ev->tid), "event",
-		                  ev->type, strlen(ev->type));
+		    e->instance, ev->tid, strlen(ev->tid), "event", ev->type,
+		    strlen(ev->type));
 	else
 		rc = topic_event(e->topic, sizeof(e->topic), e->prefix,
-		                 e->instance, ev->type, strlen(ev->type));
+		    e->instance, ev->type, strlen(ev->type));
 	if (rc < 0)
 		return;
 	const char *key = NULL;
 	if (ev->cls == MSG_PROGRESS) {
 		snprintf(e->key, sizeof(e->key), "%s|%s", e->topic,
-		         ev->node ? ev->node : "");
+		    ev->node ? ev->node : "");
 		key = e->key;
 	}
 	bool progress = is_progress_type(ev->type);
 	emit(e, ev->cls, e->topic, w.buf, w.len, ev->qos, false,
-	     "application/json", progress ? PROGRESS_EXPIRY_S : 0, ev->type,
-	     ev->prompt_id ? ev->prompt_id : NULL, key);
+	    "application/json", progress ? PROGRESS_EXPIRY_S : 0, ev->type,
+	    ev->prompt_id ? ev->prompt_id : NULL, key);
 	e->counters.published_events++;
 }
 
 static void
-envelope_init(struct envelope *ev, const char *type, int64_t ts,
-              enum prompt_source src)
+envelope_init(
+    struct envelope *ev, const char *type, int64_t ts, enum prompt_source src)
 {
 	memset(ev, 0, sizeof(*ev));
 	ev->type = type;
@@ -431,7 +439,7 @@ static void
 state_topic(struct engine *e, const struct prompt *p)
 {
 	topic_prompt(e->topic, sizeof(e->topic), e->prefix, e->instance,
-	             p->tid, strlen(p->tid), "state", NULL, 0);
+	    p->tid, strlen(p->tid), "state", NULL, 0);
 }
 
 static void
@@ -476,11 +484,10 @@ publish_state(struct engine *e, struct prompt *p, int64_t now)
 	}
 	w_str_list(&w, "nodes_cached", &p->cached);
 	w_str_list(&w, "nodes_done", &p->done);
-	jsonw_key(&w, "node_ms");
-	jsonw_obj_begin(&w);
 	if (p->node_ms.len)
-		jsonw_raw(&w, p->node_ms.p, p->node_ms.len);
-	jsonw_obj_end(&w);
+		jsonw_kraw(&w, "node_ms", p->node_ms.p, p->node_ms.len);
+	else
+		jsonw_kraw(&w, "node_ms", "{}", 2);
 	if (p->terminal_sent)
 		truncated |= w_outputs(&w, p, data_budget(e, &w) / 2);
 	else
@@ -496,15 +503,15 @@ publish_state(struct engine *e, struct prompt *p, int64_t now)
 	jsonw_obj_end(&w);
 	if (jsonw_finish(&w) != 0) {
 		log_warn("bridge", "state of %s does not fit; not published",
-		         p->tid);
+		    p->tid);
 		return;
 	}
 	dbuf_set(&p->state, w.buf, w.len);
 	state_topic(e, p);
 	snprintf(e->key, sizeof(e->key), "%s", e->topic);
 	emit(e, MSG_CRITICAL, e->topic, w.buf, w.len, 1, true,
-	     "application/json", (uint32_t) e->cfg.state_ttl_s, "state",
-	     p->id, e->key);
+	    "application/json", (uint32_t) e->cfg.state_ttl_s, "state", p->id,
+	    e->key);
 	p->state_dirty = false;
 	p->state_published_at = now;
 	if (p->terminal_sent) {
@@ -558,10 +565,11 @@ publish_completion(struct engine *e, struct prompt *p, int64_t now)
 		return;
 	}
 	if (topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-	               "completion") < 0)
+	        "completion")
+	    < 0)
 		return;
 	emit(e, MSG_CRITICAL, e->topic, w.buf, w.len, 1, false,
-	     "application/json", 0, "completion", p->id, NULL);
+	    "application/json", 0, "completion", p->id, NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -580,8 +588,8 @@ list_has(const struct dbuf *b, const char *node)
 	size_t pl = w.len;
 	while ((hit = strstr(hit, pat)) != NULL) {
 		bool start_ok = hit == b->p || hit[-1] == ',';
-		bool end_ok = hit[pl] == '\0' || hit[pl] == ',' ||
-		              hit[pl] == ':';
+		bool end_ok
+		    = hit[pl] == '\0' || hit[pl] == ',' || hit[pl] == ':';
 		if (start_ok && end_ok)
 			return true;
 		hit += pl;
@@ -625,17 +633,21 @@ node_done(struct prompt *p, const char *node, int64_t now)
 		struct jsonw w;
 		jsonw_init(&w, tmp, sizeof(tmp));
 		jsonw_str(&w, node);
-		int n = snprintf(tmp + w.len, sizeof(tmp) - w.len, ":%lld",
-		                 (long long) (now - t0));
-		if (p->node_ms.len)
-			dbuf_append(&p->node_ms, ",", 1);
+		int n = snprintf(tmp + w.len, sizeof(tmp) - w.len, ":%lld}",
+		    (long long) (now - t0));
+		/* node_ms holds a whole object: insert before its '}' */
+		if (p->node_ms.len > 2) {
+			p->node_ms.p[p->node_ms.len - 1] = ',';
+		} else {
+			dbuf_set(&p->node_ms, "{", 1);
+		}
 		dbuf_append(&p->node_ms, tmp, w.len + (size_t) n);
 	}
 }
 
 static void
-ensure_queued(struct engine *e, struct prompt *p, enum prompt_source src,
-              int64_t now)
+ensure_queued(
+    struct engine *e, struct prompt *p, enum prompt_source src, int64_t now)
 {
 	if (p->queued_sent)
 		return;
@@ -668,7 +680,7 @@ ensure_queued(struct engine *e, struct prompt *p, enum prompt_source src,
 /* A start we did not see live: from /queue or history. */
 static void
 derive_start(struct engine *e, struct prompt *p, enum prompt_source src,
-             int64_t started_at, int64_t now)
+    int64_t started_at, int64_t now)
 {
 	if (p->start_sent)
 		return;
@@ -696,8 +708,8 @@ derive_start(struct engine *e, struct prompt *p, enum prompt_source src,
 /* Builds p->error from an execution_error / execution_interrupted data
  * object. */
 static void
-set_error(struct engine *e, struct prompt *p, const struct json_doc *d,
-          int data)
+set_error(
+    struct engine *e, struct prompt *p, const struct json_doc *d, int data)
 {
 	char *buf = malloc(TRACEBACK_MAX + 8192);
 	if (!buf)
@@ -707,8 +719,7 @@ set_error(struct engine *e, struct prompt *p, const struct json_doc *d,
 	jsonw_init(&w, buf, TRACEBACK_MAX + 8192);
 	jsonw_obj_begin(&w);
 	static const char *const keys[] = { "node_id", "node_type",
-		                            "exception_type",
-		                            "exception_message" };
+		"exception_type", "exception_message" };
 	for (unsigned i = 0; i < 4; i++) {
 		int t = json_obj_get(d, data, keys[i]);
 		jsonw_key(&w, keys[i]);
@@ -737,9 +748,9 @@ url_encode(struct dbuf *out, const char *s)
 	static const char hex[] = "0123456789ABCDEF";
 	for (; *s; s++) {
 		unsigned char c = (unsigned char) *s;
-		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-		    (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-		    c == '.' || c == '~') {
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+		    || (c >= '0' && c <= '9') || c == '-' || c == '_'
+		    || c == '.' || c == '~') {
 			dbuf_append(out, s, 1);
 		} else {
 			char esc[3] = { '%', hex[c >> 4], hex[c & 15] };
@@ -751,15 +762,16 @@ url_encode(struct dbuf *out, const char *s)
 /* Emits a file reference object with an added "url". */
 static void
 emit_file_ref(struct engine *e, const struct json_doc *d, int obj,
-              struct jsonw *w, bool *truncated)
+    struct jsonw *w, bool *truncated)
 {
 	char fn[1024], sub[1024], type[64];
 	int fnt = json_obj_get(d, obj, "filename");
 	int subt = json_obj_get(d, obj, "subfolder");
 	int typet = json_obj_get(d, obj, "type");
-	if (fnt < 0 || json_str_get(d, fnt, fn, sizeof(fn)) < 0 ||
-	    (subt >= 0 && json_str_get(d, subt, sub, sizeof(sub)) < 0) ||
-	    (typet >= 0 && json_str_get(d, typet, type, sizeof(type)) < 0)) {
+	if (fnt < 0 || json_str_get(d, fnt, fn, sizeof(fn)) < 0
+	    || (subt >= 0 && json_str_get(d, subt, sub, sizeof(sub)) < 0)
+	    || (typet >= 0
+	        && json_str_get(d, typet, type, sizeof(type)) < 0)) {
 		json_emit(d, obj, w, 0, truncated);
 		return;
 	}
@@ -772,8 +784,8 @@ emit_file_ref(struct engine *e, const struct json_doc *d, int obj,
 	int k = obj + 1;
 	for (int i = 0; i < n; i++) {
 		char key[64];
-		if (json_str_get(d, k, key, sizeof(key)) < 0 ||
-		    strcmp(key, "url") == 0) {
+		if (json_str_get(d, k, key, sizeof(key)) < 0
+		    || strcmp(key, "url") == 0) {
 			k = json_skip(d, k + 1);
 			continue;
 		}
@@ -797,7 +809,7 @@ emit_file_ref(struct engine *e, const struct json_doc *d, int obj,
 /* Emits a node output object, adding urls to file references. */
 static void
 emit_output(struct engine *e, const struct json_doc *d, int out,
-            struct jsonw *w, bool *truncated)
+    struct jsonw *w, bool *truncated)
 {
 	if (!json_is_object(d, out)) {
 		json_emit(d, out, w, 0, truncated);
@@ -820,8 +832,8 @@ emit_output(struct engine *e, const struct json_doc *d, int out,
 			int m = json_size(d, v);
 			int el = v + 1;
 			for (int j = 0; j < m; j++) {
-				if (json_is_object(d, el) &&
-				    json_obj_get(d, el, "filename") >= 0)
+				if (json_is_object(d, el)
+				    && json_obj_get(d, el, "filename") >= 0)
 					emit_file_ref(e, d, el, w, truncated);
 				else
 					json_emit(d, el, w, 0, truncated);
@@ -847,7 +859,7 @@ count_images(const struct json_doc *d, int out)
 
 static void
 set_output(struct engine *e, struct prompt *p, const char *node,
-           const struct json_doc *d, int out)
+    const struct json_doc *d, int out)
 {
 	struct prompt_output *o = NULL;
 	for (unsigned i = 0; i < p->n_outputs; i++)
@@ -860,8 +872,8 @@ set_output(struct engine *e, struct prompt *p, const char *node,
 		}
 		if (p->n_outputs == p->cap_outputs) {
 			unsigned cap = p->cap_outputs ? p->cap_outputs * 2 : 4;
-			struct prompt_output *no =
-				realloc(p->outputs, cap * sizeof(*no));
+			struct prompt_output *no
+			    = realloc(p->outputs, cap * sizeof(*no));
 			if (!no)
 				return;
 			p->outputs = no;
@@ -889,9 +901,8 @@ set_output(struct engine *e, struct prompt *p, const char *node,
 /* The terminal step: event, state, completion; exactly once. */
 static void
 finish_prompt(struct engine *e, struct prompt *p, enum prompt_status st,
-              enum prompt_source src, const char *type,
-              const struct json_doc *d, int data, int64_t finished_at,
-              const char *node, bool derived, int64_t now)
+    enum prompt_source src, const char *type, const struct json_doc *d,
+    int data, int64_t finished_at, const char *node, bool derived, int64_t now)
 {
 	if (p->terminal_sent)
 		return;
@@ -929,8 +940,8 @@ finish_prompt(struct engine *e, struct prompt *p, enum prompt_status st,
 		jsonw_kstrn(&w, "prompt_id", p->id, p->id_len);
 		if (st == PS_LOST)
 			jsonw_kstr(&w, "reason",
-			           "not in queue or history after it left the "
-			           "queue or after a reconnect");
+			    "not in queue or history after it left the "
+			    "queue or after a reconnect");
 		else if (!derived)
 			w_nullable_int(&w, "timestamp", finished_at);
 		jsonw_obj_end(&w);
@@ -945,7 +956,7 @@ finish_prompt(struct engine *e, struct prompt *p, enum prompt_status st,
 	switch (st) {
 	case PS_SUCCESS:
 		print_line(e, "[SUCCESS] Prompt %s (%lld ms)", p->id,
-		           (long long) prompt_duration(p));
+		    (long long) prompt_duration(p));
 		break;
 	case PS_LOST:
 		print_line(e, "[LOST] Prompt %s", p->id);
@@ -963,9 +974,8 @@ finish_prompt(struct engine *e, struct prompt *p, enum prompt_status st,
 /* --print of error details */
 
 static void
-print_error(struct engine *e, const struct prompt *p,
-            const struct json_doc *d, const struct comfy_event *ev,
-            bool interrupted)
+print_error(struct engine *e, const struct prompt *p, const struct json_doc *d,
+    const struct comfy_event *ev, bool interrupted)
 {
 	if (!e->cfg.print)
 		return;
@@ -973,8 +983,8 @@ print_error(struct engine *e, const struct prompt *p,
 	if (ev->node_type >= 0)
 		json_str_get(d, ev->node_type, ntype, sizeof(ntype));
 	print_line(e, "[%s] Prompt %s, Node %s (%s)",
-	           interrupted ? "INTERRUPTED" : "ERROR", p->id,
-	           ev->has_node ? ev->node : "?", ntype);
+	    interrupted ? "INTERRUPTED" : "ERROR", p->id,
+	    ev->has_node ? ev->node : "?", ntype);
 	if (interrupted)
 		return;
 	if (ev->exception_type >= 0)
@@ -1017,11 +1027,11 @@ reject(struct engine *e, enum reject_reason r, const void *buf, size_t len)
 	if (e->rejected[r] <= REJECT_LOG_MAX) {
 		char ex[96];
 		log_warn("ws", "dropped a frame (%s, %zu bytes): %s%s",
-		         reject_names[r], len,
-		         log_excerpt(ex, sizeof(ex), buf, len),
-		         e->rejected[r] == REJECT_LOG_MAX
-		                 ? " (further ones are only counted)"
-		                 : "");
+		    reject_names[r], len,
+		    log_excerpt(ex, sizeof(ex), buf, len),
+		    e->rejected[r] == REJECT_LOG_MAX
+		        ? " (further ones are only counted)"
+		        : "");
 	}
 }
 
@@ -1053,7 +1063,7 @@ request_history_list(struct engine *e)
 	}
 	char path[64];
 	snprintf(path, sizeof(path), "/history?max_items=%u",
-	         e->cfg.history_items ? e->cfg.history_items : 20);
+	    e->cfg.history_items ? e->cfg.history_items : 20);
 	e->list_inflight = true;
 	e->list_pending = false;
 	e->io.http_get(e->io.ud, EHTTP_HISTORY_LIST, path, NULL);
@@ -1089,8 +1099,7 @@ prompt_for(struct engine *e, const char *id, size_t len, int64_t now)
 
 static void
 handle_prompt_event(struct engine *e, const struct json_doc *d,
-                    const struct comfy_event *ev, struct prompt *p,
-                    int64_t now)
+    const struct comfy_event *ev, struct prompt *p, int64_t now)
 {
 	struct envelope env;
 	envelope_init(&env, ev->type, now, SRC_LIVE);
@@ -1115,7 +1124,7 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 	}
 	if (p->terminal_sent && event_is_terminal(ev)) {
 		log_debug("bridge", "duplicate terminal %s for %s ignored",
-		          ev->type, p->tid);
+		    ev->type, p->tid);
 		return;
 	}
 	if (!p->terminal_sent)
@@ -1126,13 +1135,14 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 		publish_envelope(e, &env);
 		if (!p->start_sent) {
 			p->start_sent = true;
-			p->started_at = ev->has_timestamp ? ev->timestamp : now;
+			p->started_at
+			    = ev->has_timestamp ? ev->timestamp : now;
 		}
 		if (!p->terminal_sent) {
 			p->status = PS_RUNNING;
 			p->source = SRC_LIVE;
-			snprintf(e->running_id, sizeof(e->running_id), "%s",
-			         p->id);
+			snprintf(
+			    e->running_id, sizeof(e->running_id), "%s", p->id);
 			publish_state(e, p, now);
 		}
 		break;
@@ -1142,23 +1152,26 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 			char line[1024] = "";
 			size_t ll = 0;
 			int n = json_size(d, ev->nodes), t = ev->nodes + 1;
-			for (int i = 0; i < n && ll + 140 < sizeof(line); i++) {
+			for (int i = 0; i < n && ll + 140 < sizeof(line);
+			     i++) {
 				char node[NODE_ID_MAX + 1];
-				if (json_str_get(d, t, node, sizeof(node)) >= 0)
-					ll += (size_t) snprintf(
-						line + ll, sizeof(line) - ll,
-						"%s%s", i ? ", " : "", node);
+				if (json_str_get(d, t, node, sizeof(node))
+				    >= 0)
+					ll += (size_t) snprintf(line + ll,
+					    sizeof(line) - ll, "%s%s",
+					    i ? ", " : "", node);
 				t = json_skip(d, t);
 			}
 			if (n > 0)
 				print_line(e, "[CACHED] Prompt %s, Nodes %s",
-				           p->id, line);
+				    p->id, line);
 		}
 		if (ev->nodes >= 0) {
 			int n = json_size(d, ev->nodes), t = ev->nodes + 1;
 			for (int i = 0; i < n; i++) {
 				char node[NODE_ID_MAX + 1];
-				if (json_str_get(d, t, node, sizeof(node)) >= 0)
+				if (json_str_get(d, t, node, sizeof(node))
+				    >= 0)
 					list_add(&p->cached, node);
 				t = json_skip(d, t);
 			}
@@ -1170,26 +1183,27 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 	case EVK_EXECUTING:
 		if (ev->node_null || !ev->has_node) {
 			publish_envelope(e, &env);
-			print_line(e, "[EXECUTING] Prompt %s completed", p->id);
+			print_line(
+			    e, "[EXECUTING] Prompt %s completed", p->id);
 			if (!p->terminal_sent)
 				finish_prompt(e, p, PS_SUCCESS, SRC_LIVE,
-				              "execution_success", NULL, -1, 0,
-				              NULL, true, now);
+				    "execution_success", NULL, -1, 0, NULL,
+				    true, now);
 			break;
 		}
 		env.has_node_started = true;
 		env.node_started_at = now;
 		publish_envelope(e, &env);
-		print_line(e, "[EXECUTING] Prompt %s, Node %s", p->id,
-		           ev->node);
+		print_line(
+		    e, "[EXECUTING] Prompt %s, Node %s", p->id, ev->node);
 		if (p->has_node && strcmp(p->node, ev->node) != 0)
 			node_done(p, p->node, now);
 		snprintf(p->node, sizeof(p->node), "%s", ev->node);
 		p->has_node = true;
-		p->recent[p->recent_next++ % PROMPT_RECENT_NODES] =
-			(struct prompt_node_time){
-				tracker_hash(ev->node, ev->node_len), now
-			};
+		p->recent[p->recent_next++ % PROMPT_RECENT_NODES]
+		    = (struct prompt_node_time) {
+			      tracker_hash(ev->node, ev->node_len), now
+		      };
 		snprintf(e->running_id, sizeof(e->running_id), "%s", p->id);
 		if (!p->terminal_sent) {
 			if (p->status == PS_QUEUED) {
@@ -1212,24 +1226,23 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 		publish_envelope(e, &env);
 		if (isfinite(ev->value) && isfinite(ev->max))
 			print_line(e, "[PROGRESS] %g/%g (%.1f%%)", ev->value,
-			           ev->max,
-			           ev->max > 0 ? ev->value * 100.0 / ev->max
-			                       : 0.0);
+			    ev->max,
+			    ev->max > 0 ? ev->value * 100.0 / ev->max : 0.0);
 		if (p->terminal_sent)
 			break;
 		p->has_progress = true;
 		p->value = ev->value;
 		p->max = ev->max;
 		snprintf(p->pnode, sizeof(p->pnode), "%s",
-		         ev->has_node ? ev->node : "");
+		    ev->has_node ? ev->node : "");
 		if (p->status == PS_QUEUED)
 			p->status = PS_RUNNING;
 		if (now - p->state_published_at >= STATE_MIN_INTERVAL_MS)
 			publish_state(e, p, now);
 		else {
 			p->state_dirty = true;
-			schedule(e, p->state_published_at +
-			                    STATE_MIN_INTERVAL_MS);
+			schedule(
+			    e, p->state_published_at + STATE_MIN_INTERVAL_MS);
 		}
 		break;
 	}
@@ -1242,10 +1255,10 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 		publish_envelope(e, &env);
 		if (ev->has_node) {
 			print_line(e, "[EXECUTED] Node %s in prompt %s",
-			           ev->node, p->id);
+			    ev->node, p->id);
 			if (env.images > 0)
 				print_line(e, "  → Produced %lld image(s)",
-				           (long long) env.images);
+				    (long long) env.images);
 			if (ev->output >= 0 && json_is_object(d, ev->output))
 				set_output(e, p, ev->node, d, ev->output);
 			if (!p->terminal_sent && t0 > 0)
@@ -1256,9 +1269,9 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 		break;
 	}
 	case EVK_EXECUTION_SUCCESS:
-		finish_prompt(e, p, PS_SUCCESS, SRC_LIVE, ev->type, d, ev->data,
-		              ev->has_timestamp ? ev->timestamp : now, NULL,
-		              false, now);
+		finish_prompt(e, p, PS_SUCCESS, SRC_LIVE, ev->type, d,
+		    ev->data, ev->has_timestamp ? ev->timestamp : now, NULL,
+		    false, now);
 		break;
 	case EVK_EXECUTION_ERROR:
 		if (ev->blocked) {
@@ -1268,14 +1281,14 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 		}
 		print_error(e, p, d, ev, false);
 		finish_prompt(e, p, PS_ERROR, SRC_LIVE, ev->type, d, ev->data,
-		              ev->has_timestamp ? ev->timestamp : now,
-		              ev->has_node ? ev->node : NULL, false, now);
+		    ev->has_timestamp ? ev->timestamp : now,
+		    ev->has_node ? ev->node : NULL, false, now);
 		break;
 	case EVK_EXECUTION_INTERRUPTED:
 		print_error(e, p, d, ev, true);
 		finish_prompt(e, p, PS_INTERRUPTED, SRC_LIVE, ev->type, d,
-		              ev->data, ev->has_timestamp ? ev->timestamp : now,
-		              ev->has_node ? ev->node : NULL, false, now);
+		    ev->data, ev->has_timestamp ? ev->timestamp : now,
+		    ev->has_node ? ev->node : NULL, false, now);
 		break;
 	default:
 		publish_envelope(e, &env);
@@ -1285,7 +1298,7 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 
 static void
 handle_global_event(struct engine *e, const struct json_doc *d,
-                    const struct comfy_event *ev, int64_t now)
+    const struct comfy_event *ev, int64_t now)
 {
 	struct envelope env;
 	envelope_init(&env, ev->type, now, SRC_LIVE);
@@ -1295,7 +1308,7 @@ handle_global_event(struct engine *e, const struct json_doc *d,
 		publish_envelope(e, &env);
 		if (ev->has_queue_remaining) {
 			print_line(e, "[STATUS] Queue remaining: %lld",
-			           (long long) ev->queue_remaining);
+			    (long long) ev->queue_remaining);
 			e->queue_remaining = ev->queue_remaining;
 		}
 		request_poll(e);
@@ -1320,20 +1333,22 @@ engine_on_text(struct engine *e, const char *buf, size_t len, int64_t now)
 	}
 	rc = event_parse(&doc, &ev);
 	if (rc != EVR_OK) {
-		reject(e, rc == EVR_MISSING_TYPE ? RJ_MISSING_TYPE : RJ_BAD_FIELD,
-		       buf, len);
+		reject(e,
+		    rc == EVR_MISSING_TYPE ? RJ_MISSING_TYPE : RJ_BAD_FIELD,
+		    buf, len);
 		return;
 	}
 	if (ev.has_prompt) {
-		struct prompt *p = prompt_for(e, ev.prompt_id, ev.prompt_len,
-		                              now);
+		struct prompt *p
+		    = prompt_for(e, ev.prompt_id, ev.prompt_len, now);
 		handle_prompt_event(e, &doc, &ev, p, now);
 		return;
 	}
 	if (ev.kind == EVK_EXECUTING && ev.has_node && e->running_id[0]) {
-		/* the reconnect hint: no prompt id, the running prompt's node */
-		struct prompt *p = tracker_find(e->tracker, e->running_id,
-		                                strlen(e->running_id));
+		/* the reconnect hint: no prompt id, the running prompt's node
+		 */
+		struct prompt *p = tracker_find(
+		    e->tracker, e->running_id, strlen(e->running_id));
 		if (p) {
 			handle_prompt_event(e, &doc, &ev, p, now);
 			return;
@@ -1347,34 +1362,33 @@ engine_on_text(struct engine *e, const char *buf, size_t len, int64_t now)
 
 static void
 publish_preview(struct engine *e, struct prompt *p, const char *mime,
-                const uint8_t *img, size_t len, int64_t now)
+    const uint8_t *img, size_t len, int64_t now)
 {
 	if (len > e->cfg.preview_max_bytes || len > e->max_payload * 4) {
 		e->rejected[RJ_TOO_LARGE]++;
 		return;
 	}
 	double rate = e->cfg.preview_rate > 0 ? e->cfg.preview_rate : 2.0;
-	int64_t gap = (int64_t)(1000.0 / rate);
+	int64_t gap = (int64_t) (1000.0 / rate);
 	if (p) {
 		if (p->last_preview_at && now - p->last_preview_at < gap)
 			return;
 		p->last_preview_at = now;
-		topic_prompt(e->topic, sizeof(e->topic), e->prefix, e->instance,
-		             p->tid, strlen(p->tid), "preview", NULL, 0);
+		topic_prompt(e->topic, sizeof(e->topic), e->prefix,
+		    e->instance, p->tid, strlen(p->tid), "preview", NULL, 0);
 		snprintf(e->key, sizeof(e->key), "%s", e->topic);
 		emit(e, MSG_PREVIEW, e->topic, img, len, 0, false, mime, 0,
-		     "preview", p->id, e->key);
+		    "preview", p->id, e->key);
 	}
-	topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-	           "preview");
+	topic_join(
+	    e->topic, sizeof(e->topic), e->prefix, e->instance, "preview");
 	snprintf(e->key, sizeof(e->key), "%s", e->topic);
 	emit(e, MSG_PREVIEW, e->topic, img, len, 0, true, mime, 0, "preview",
-	     p ? p->id : NULL, e->key);
+	    p ? p->id : NULL, e->key);
 }
 
 void
-engine_on_binary(struct engine *e, const uint8_t *buf, size_t len,
-                 int64_t now)
+engine_on_binary(struct engine *e, const uint8_t *buf, size_t len, int64_t now)
 {
 	struct binframe bf;
 	e->counters.frames_binary++;
@@ -1417,10 +1431,11 @@ engine_on_binary(struct engine *e, const uint8_t *buf, size_t len,
 	if (bf.type == BINFRAME_PREVIEW_METADATA) {
 		struct json_doc doc;
 		char id[PROMPT_ID_MAX + 1], it[32];
-		if (json_parse(e->parser, bf.metadata, bf.metadata_len, true,
-		               &doc) != JSON_OK) {
-			reject(e, RJ_INVALID_JSON, bf.metadata,
-			       bf.metadata_len);
+		if (json_parse(
+		        e->parser, bf.metadata, bf.metadata_len, true, &doc)
+		    != JSON_OK) {
+			reject(
+			    e, RJ_INVALID_JSON, bf.metadata, bf.metadata_len);
 			return;
 		}
 		int t = json_obj_get(&doc, 0, "prompt_id");
@@ -1429,12 +1444,12 @@ engine_on_binary(struct engine *e, const uint8_t *buf, size_t len,
 			p = prompt_for(e, id, (size_t) n, now);
 		t = json_obj_get(&doc, 0, "image_type");
 		mime = "image/jpeg";
-		if (t >= 0 && json_str_get(&doc, t, it, sizeof(it)) > 0 &&
-		    strcmp(it, "image/png") == 0)
+		if (t >= 0 && json_str_get(&doc, t, it, sizeof(it)) > 0
+		    && strcmp(it, "image/png") == 0)
 			mime = "image/png";
 	} else if (e->running_id[0]) {
-		p = tracker_find(e->tracker, e->running_id,
-		                 strlen(e->running_id));
+		p = tracker_find(
+		    e->tracker, e->running_id, strlen(e->running_id));
 	}
 	publish_preview(e, p, mime, bf.image, bf.image_len, now);
 }
@@ -1445,9 +1460,10 @@ engine_on_oversize(struct engine *e, size_t len_so_far, bool binary)
 	e->rejected[RJ_TOO_LARGE]++;
 	e->counters.rejected_total++;
 	if (e->rejected[RJ_TOO_LARGE] <= REJECT_LOG_MAX)
-		log_warn("ws", "dropped a %s frame over the size cap (%zu "
-		         "bytes so far)", binary ? "binary" : "text",
-		         len_so_far);
+		log_warn("ws",
+		    "dropped a %s frame over the size cap (%zu "
+		    "bytes so far)",
+		    binary ? "binary" : "text", len_so_far);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1456,11 +1472,12 @@ engine_on_oversize(struct engine *e, size_t len_so_far, bool binary)
 static void
 publish_text(struct engine *e, const char *rest, const char *text)
 {
-	if (topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-	               rest) < 0)
+	if (topic_join(
+	        e->topic, sizeof(e->topic), e->prefix, e->instance, rest)
+	    < 0)
 		return;
 	emit(e, MSG_CRITICAL, e->topic, text, strlen(text), 1, true,
-	     "text/plain", 0, rest, NULL, e->topic);
+	    "text/plain", 0, rest, NULL, e->topic);
 }
 
 static void
@@ -1480,8 +1497,8 @@ publish_info(struct engine *e, int64_t now)
 		jsonw_knull(&w, "comfyui_version");
 	jsonw_kstr(&w, "client_id", e->client_id);
 	jsonw_kstr(&w, "mqtt_client_id", e->mqtt_client_id);
-	jsonw_kstr(&w, "mqtt_protocol",
-	           e->cfg.mqtt_protocol == 4 ? "3.1.1" : "5");
+	jsonw_kstr(
+	    &w, "mqtt_protocol", e->cfg.mqtt_protocol == 4 ? "3.1.1" : "5");
 	jsonw_kint(&w, "started_at", e->run);
 	jsonw_key(&w, "options");
 	jsonw_obj_begin(&w);
@@ -1493,29 +1510,30 @@ publish_info(struct engine *e, int64_t now)
 	if (jsonw_finish(&w) != 0)
 		return;
 	dbuf_set(&e->info_payload, w.buf, w.len);
-	topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-	           "bridge/info");
+	topic_join(
+	    e->topic, sizeof(e->topic), e->prefix, e->instance, "bridge/info");
 	emit(e, MSG_CRITICAL, e->topic, w.buf, w.len, 1, true,
-	     "application/json", 0, "info", NULL, e->topic);
+	    "application/json", 0, "info", NULL, e->topic);
 }
 
 static void
 republish_retained(struct engine *e)
 {
-	publish_text(e, "upstream/state", e->upstream_up ? "online" : "offline");
+	publish_text(
+	    e, "upstream/state", e->upstream_up ? "online" : "offline");
 	if (e->info_payload.len) {
 		topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-		           "bridge/info");
+		    "bridge/info");
 		emit(e, MSG_CRITICAL, e->topic, e->info_payload.p,
-		     e->info_payload.len, 1, true, "application/json", 0,
-		     "info", NULL, e->topic);
+		    e->info_payload.len, 1, true, "application/json", 0,
+		    "info", NULL, e->topic);
 	}
 	if (e->queue_payload.len) {
 		topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-		           "queue");
+		    "queue");
 		emit(e, MSG_LIFECYCLE, e->topic, e->queue_payload.p,
-		     e->queue_payload.len, 1, true, "application/json", 0,
-		     "queue", NULL, e->topic);
+		    e->queue_payload.len, 1, true, "application/json", 0,
+		    "queue", NULL, e->topic);
 	}
 	unsigned i = 0;
 	struct prompt *p;
@@ -1524,21 +1542,21 @@ republish_retained(struct engine *e)
 			continue;
 		state_topic(e, p);
 		emit(e, MSG_CRITICAL, e->topic, p->state.p, p->state.len, 1,
-		     true, "application/json", (uint32_t) e->cfg.state_ttl_s,
-		     "state", p->id, e->topic);
+		    true, "application/json", (uint32_t) e->cfg.state_ttl_s,
+		    "state", p->id, e->topic);
 	}
 }
 
 void
-engine_on_broker_connected(struct engine *e, bool session_present,
-                           int64_t now)
+engine_on_broker_connected(struct engine *e, bool session_present, int64_t now)
 {
 	bool republish = e->broker_ever_connected && !session_present;
 	e->broker_ever_connected = true;
 	publish_text(e, "bridge/state", "online");
 	if (republish) {
-		log_info("mqtt", "broker lost our session: republishing "
-		         "retained topics");
+		log_info("mqtt",
+		    "broker lost our session: republishing "
+		    "retained topics");
 		republish_retained(e);
 	}
 	(void) now;
@@ -1558,8 +1576,8 @@ void
 engine_offline_msg(struct engine *e, struct out_msg *m)
 {
 	static char topic[TOPIC_MAX];
-	topic_join(topic, sizeof(topic), e->prefix, e->instance,
-	           "bridge/state");
+	topic_join(
+	    topic, sizeof(topic), e->prefix, e->instance, "bridge/state");
 	memset(m, 0, sizeof(*m));
 	m->cls = MSG_CRITICAL;
 	m->topic = topic;
@@ -1597,14 +1615,15 @@ engine_on_upstream(struct engine *e, bool up, int64_t now)
 		/* §4.2: anything may have finished while we were away */
 		e->counters.resyncs++;
 		e->resyncing = true;
-		log_info("bridge", "resync after reconnect: reading the queue "
-		         "and history");
+		log_info("bridge",
+		    "resync after reconnect: reading the queue "
+		    "and history");
 	}
 	e->upstream_ever_up = true;
 	if (!e->comfyui_version[0] && !e->stats_requested) {
 		e->stats_requested = true;
-		e->io.http_get(e->io.ud, EHTTP_SYSTEM_STATS, "/system_stats",
-		               NULL);
+		e->io.http_get(
+		    e->io.ud, EHTTP_SYSTEM_STATS, "/system_stats", NULL);
 	}
 	request_history_list(e);
 	request_poll(e);
@@ -1652,8 +1671,10 @@ parse_queue_item(const struct json_doc *d, int item, struct queue_item *qi)
 		int extra = json_skip(d, prompt);
 		if (json_is_object(d, extra)) {
 			int c = json_obj_get(d, extra, "client_id");
-			if (c >= 0 && json_str_get(d, c, qi->client_id,
-			                           sizeof(qi->client_id)) >= 0)
+			if (c >= 0
+			    && json_str_get(
+			           d, c, qi->client_id, sizeof(qi->client_id))
+			        >= 0)
 				qi->has_client_id = true;
 			c = json_obj_get(d, extra, "create_time");
 			if (c >= 0)
@@ -1673,12 +1694,12 @@ cmp_items(const void *a, const void *b)
 }
 
 static void
-apply_queue_item(struct engine *e, const struct queue_item *qi, bool running,
-                 int64_t now)
+apply_queue_item(
+    struct engine *e, const struct queue_item *qi, bool running, int64_t now)
 {
 	bool created;
-	struct prompt *p = tracker_get(e->tracker, qi->id, qi->id_len,
-	                               &created);
+	struct prompt *p
+	    = tracker_get(e->tracker, qi->id, qi->id_len, &created);
 	if (created) {
 		p->source = SRC_POLL;
 		p->queued_at = qi->create_time > 0 ? qi->create_time : now;
@@ -1690,8 +1711,8 @@ apply_queue_item(struct engine *e, const struct queue_item *qi, bool running,
 	}
 	if (qi->has_client_id) {
 		p->has_client_id = true;
-		snprintf(p->client_id, sizeof(p->client_id), "%s",
-		         qi->client_id);
+		snprintf(
+		    p->client_id, sizeof(p->client_id), "%s", qi->client_id);
 		if (strcmp(qi->client_id, e->client_id) == 0)
 			p->ours = true;
 	}
@@ -1713,7 +1734,7 @@ apply_queue_item(struct engine *e, const struct queue_item *qi, bool running,
 
 static void
 publish_queue(struct engine *e, const struct queue_item *items, size_t n_run,
-              size_t n, int64_t now)
+    size_t n, int64_t now)
 {
 	struct dbuf ids = { 0 };
 	char tmp[32];
@@ -1723,8 +1744,8 @@ publish_queue(struct engine *e, const struct queue_item *items, size_t n_run,
 		dbuf_append(&ids, items[i].id, items[i].id_len);
 		dbuf_append(&ids, "\n", 1);
 	}
-	bool same = ids.len == e->queue_ids.len &&
-	            memcmp(ids.p, e->queue_ids.p, ids.len) == 0;
+	bool same = ids.len == e->queue_ids.len
+	    && memcmp(ids.p, e->queue_ids.p, ids.len) == 0;
 	if (same) {
 		dbuf_free(&ids);
 		return;
@@ -1751,9 +1772,10 @@ publish_queue(struct engine *e, const struct queue_item *items, size_t n_run,
 	if (jsonw_finish(&w) != 0)
 		return;
 	dbuf_set(&e->queue_payload, w.buf, w.len);
-	topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance, "queue");
+	topic_join(
+	    e->topic, sizeof(e->topic), e->prefix, e->instance, "queue");
 	emit(e, MSG_LIFECYCLE, e->topic, w.buf, w.len, 1, true,
-	     "application/json", 0, "queue", NULL, e->topic);
+	    "application/json", 0, "queue", NULL, e->topic);
 }
 
 static void
@@ -1767,11 +1789,11 @@ on_queue(struct engine *e, const char *body, size_t len, int64_t now)
 	int run = json_obj_get(&d, 0, "queue_running");
 	int pend = json_obj_get(&d, 0, "queue_pending");
 	size_t n_run = run >= 0 && json_is_array(&d, run)
-	                       ? (size_t) json_size(&d, run)
-	                       : 0;
+	    ? (size_t) json_size(&d, run)
+	    : 0;
 	size_t n_pend = pend >= 0 && json_is_array(&d, pend)
-	                        ? (size_t) json_size(&d, pend)
-	                        : 0;
+	    ? (size_t) json_size(&d, pend)
+	    : 0;
 	struct queue_item *items = calloc(n_run + n_pend + 1, sizeof(*items));
 	if (!items)
 		return;
@@ -1796,15 +1818,14 @@ on_queue(struct engine *e, const char *body, size_t len, int64_t now)
 	unsigned it = 0;
 	struct prompt *p;
 	while ((p = tracker_next(e->tracker, &it)) != NULL) {
-		if (p->terminal_sent || p->history_due || p->history_inflight ||
-		    p->queue_generation == e->queue_generation)
+		if (p->terminal_sent || p->history_due || p->history_inflight
+		    || p->queue_generation == e->queue_generation)
 			continue;
 		if (!p->queued_sent && !p->start_sent)
 			continue;
 		vanished = true;
-		p->history_due = now + (p->ours && !e->resyncing
-		                                ? HISTORY_GRACE_MS
-		                                : 0);
+		p->history_due
+		    = now + (p->ours && !e->resyncing ? HISTORY_GRACE_MS : 0);
 		schedule(e, p->history_due);
 	}
 	if (vanished || n < e->last_queue_total)
@@ -1818,7 +1839,7 @@ on_queue(struct engine *e, const char *body, size_t len, int64_t now)
 /* Reports a finished prompt read from a history entry. */
 static void
 apply_history_entry(struct engine *e, struct prompt *p,
-                    const struct json_doc *d, int entry, int64_t now)
+    const struct json_doc *d, int entry, int64_t now)
 {
 	int status = json_obj_get(d, entry, "status");
 	int outputs = json_obj_get(d, entry, "outputs");
@@ -1840,8 +1861,8 @@ apply_history_entry(struct engine *e, struct prompt *p,
 			int name = m + 1, data = json_skip(d, name);
 			int64_t ts = 0;
 			int tt = json_is_object(d, data)
-			                 ? json_obj_get(d, data, "timestamp")
-			                 : -1;
+			    ? json_obj_get(d, data, "timestamp")
+			    : -1;
 			if (tt >= 0)
 				json_get_int64(d, tt, &ts);
 			if (json_str_eq(d, name, "execution_start")) {
@@ -1854,8 +1875,8 @@ apply_history_entry(struct engine *e, struct prompt *p,
 				term = "execution_error";
 				term_data = data;
 				end_ts = ts;
-			} else if (json_str_eq(d, name,
-			                       "execution_interrupted")) {
+			} else if (json_str_eq(
+			               d, name, "execution_interrupted")) {
 				term = "execution_interrupted";
 				term_data = data;
 				end_ts = ts;
@@ -1870,7 +1891,8 @@ apply_history_entry(struct engine *e, struct prompt *p,
 	else if (!term && strcmp(status_str, "error") == 0)
 		st = PS_ERROR;
 	if (!term)
-		term = st == PS_ERROR ? "execution_error" : "execution_success";
+		term
+		    = st == PS_ERROR ? "execution_error" : "execution_success";
 
 	ensure_queued(e, p, SRC_HISTORY, now);
 	if (!p->start_sent)
@@ -1893,12 +1915,12 @@ apply_history_entry(struct engine *e, struct prompt *p,
 	}
 	e->counters.recovered++;
 	finish_prompt(e, p, st, SRC_HISTORY, term, term_data >= 0 ? d : NULL,
-	              term_data, end_ts, nodep, false, now);
+	    term_data, end_ts, nodep, false, now);
 }
 
 static void
-on_history_id(struct engine *e, const char *id, const char *body,
-              size_t len, int64_t now)
+on_history_id(struct engine *e, const char *id, const char *body, size_t len,
+    int64_t now)
 {
 	struct prompt *p = tracker_find(e->tracker, id, strlen(id));
 	if (!p)
@@ -1918,13 +1940,13 @@ on_history_id(struct engine *e, const char *id, const char *body,
 		apply_history_entry(e, p, &d, entry, now);
 		return;
 	}
-	if (p->queue_generation == e->queue_generation &&
-	    e->queue_generation != 0) {
+	if (p->queue_generation == e->queue_generation
+	    && e->queue_generation != 0) {
 		/* listed by the latest poll: still queued or running */
 		return;
 	}
 	finish_prompt(e, p, PS_LOST, SRC_HISTORY, "lost", NULL, -1, now, NULL,
-	              false, now);
+	    false, now);
 }
 
 static void
@@ -1955,8 +1977,8 @@ on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 			p = tracker_get(e->tracker, id, (size_t) il, &created);
 			p->source = SRC_HISTORY;
 			p->queued_at = 0;
-		} else if (p->ours && !e->resyncing &&
-		           p->queue_generation == e->queue_generation) {
+		} else if (p->ours && !e->resyncing
+		    && p->queue_generation == e->queue_generation) {
 			continue; /* still listed as queued: wait */
 		}
 		apply_history_entry(e, p, &d, k + 1, now);
@@ -1972,10 +1994,10 @@ on_system_stats(struct engine *e, const char *body, size_t len, int64_t now)
 	int sys = json_obj_get(&d, 0, "system");
 	int v = sys >= 0 ? json_obj_get(&d, sys, "comfyui_version") : -1;
 	char ver[64];
-	if (v >= 0 && json_str_get(&d, v, ver, sizeof(ver)) > 0 &&
-	    strcmp(ver, e->comfyui_version) != 0) {
-		snprintf(e->comfyui_version, sizeof(e->comfyui_version), "%s",
-		         ver);
+	if (v >= 0 && json_str_get(&d, v, ver, sizeof(ver)) > 0
+	    && strcmp(ver, e->comfyui_version) != 0) {
+		snprintf(
+		    e->comfyui_version, sizeof(e->comfyui_version), "%s", ver);
 		log_info("bridge", "ComfyUI version %s", ver);
 		publish_info(e, now);
 	}
@@ -1983,7 +2005,7 @@ on_system_stats(struct engine *e, const char *body, size_t len, int64_t now)
 
 void
 engine_on_http(struct engine *e, enum engine_http_kind kind, const char *tag,
-               int status, const char *body, size_t len, int64_t now)
+    int status, const char *body, size_t len, int64_t now)
 {
 	bool ok = status >= 200 && status < 300;
 	if (!ok && !(kind == EHTTP_HISTORY_ID && status == 404))
@@ -1995,9 +2017,10 @@ engine_on_http(struct engine *e, enum engine_http_kind kind, const char *tag,
 			e->poll_failures++;
 			e->poll_retry_at = now + backoff(e->poll_failures);
 			schedule(e, e->poll_retry_at);
-			log_debug("http", "GET /queue failed (%d); retry in "
-			          "%lld ms", status,
-			          (long long) (e->poll_retry_at - now));
+			log_debug("http",
+			    "GET /queue failed (%d); retry in "
+			    "%lld ms",
+			    status, (long long) (e->poll_retry_at - now));
 			return;
 		}
 		e->poll_failures = 0;
@@ -2006,19 +2029,19 @@ engine_on_http(struct engine *e, enum engine_http_kind kind, const char *tag,
 			request_poll(e);
 		break;
 	case EHTTP_HISTORY_ID: {
-		struct prompt *p = tag ? tracker_find(e->tracker, tag,
-		                                      strlen(tag))
-		                       : NULL;
+		struct prompt *p
+		    = tag ? tracker_find(e->tracker, tag, strlen(tag)) : NULL;
 		if (!ok && status != 404) {
 			if (p) {
 				p->history_inflight = false;
-				p->history_due = now + backoff(p->history_tries);
+				p->history_due
+				    = now + backoff(p->history_tries);
 				schedule(e, p->history_due);
 			}
 			return;
 		}
-		on_history_id(e, tag ? tag : "", ok ? body : "{}",
-		              ok ? len : 2, now);
+		on_history_id(
+		    e, tag ? tag : "", ok ? body : "{}", ok ? len : 2, now);
 		break;
 	}
 	case EHTTP_HISTORY_LIST:
@@ -2053,8 +2076,8 @@ publish_health(struct engine *e, int64_t now, const struct engine_health_io *h)
 	jsonw_kint(&w, "text", (int64_t) e->counters.frames_text);
 	jsonw_kint(&w, "binary", (int64_t) e->counters.frames_binary);
 	jsonw_obj_end(&w);
-	static const char *const cls[] = { "critical", "lifecycle", "progress",
-		                           "preview" };
+	static const char *const cls[]
+	    = { "critical", "lifecycle", "progress", "preview" };
 	jsonw_key(&w, "published");
 	jsonw_obj_begin(&w);
 	for (int i = 0; i < MSG_CLASS_COUNT; i++)
@@ -2081,8 +2104,8 @@ publish_health(struct engine *e, int64_t now, const struct engine_health_io *h)
 	jsonw_kint(&w, "mqtt", h ? (int64_t) h->mqtt_reconnects : 0);
 	jsonw_obj_end(&w);
 	jsonw_kint(&w, "resyncs", (int64_t) e->counters.resyncs);
-	jsonw_kint(&w, "recovered_from_history",
-	           (int64_t) e->counters.recovered);
+	jsonw_kint(
+	    &w, "recovered_from_history", (int64_t) e->counters.recovered);
 	jsonw_kint(&w, "lost", (int64_t) e->counters.lost);
 	jsonw_kint(&w, "http_failures", (int64_t) e->counters.http_failures);
 	jsonw_key(&w, "last_frame_age_s");
@@ -2095,16 +2118,17 @@ publish_health(struct engine *e, int64_t now, const struct engine_health_io *h)
 	if (jsonw_finish(&w) != 0)
 		return;
 	topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-	           "bridge/health");
+	    "bridge/health");
 	emit(e, MSG_LIFECYCLE, e->topic, w.buf, w.len, 0, true,
-	     "application/json", (uint32_t) e->cfg.health_interval_s * 3,
-	     "health", NULL, e->topic);
+	    "application/json", (uint32_t) e->cfg.health_interval_s * 3,
+	    "health", NULL, e->topic);
 	if (e->counters.rejected_total != e->last_logged_rejected) {
-		log_info("bridge", "health: %llu frames rejected in total, "
-		         "%llu prompts recovered from history, %llu lost",
-		         (unsigned long long) e->counters.rejected_total,
-		         (unsigned long long) e->counters.recovered,
-		         (unsigned long long) e->counters.lost);
+		log_info("bridge",
+		    "health: %llu frames rejected in total, "
+		    "%llu prompts recovered from history, %llu lost",
+		    (unsigned long long) e->counters.rejected_total,
+		    (unsigned long long) e->counters.recovered,
+		    (unsigned long long) e->counters.lost);
 		e->last_logged_rejected = e->counters.rejected_total;
 	}
 }
@@ -2132,15 +2156,15 @@ engine_tick(struct engine *e, int64_t now, const struct engine_health_io *h)
 	struct prompt *p;
 	while ((p = tracker_next(e->tracker, &i)) != NULL) {
 		if (p->state_dirty) {
-			int64_t due = p->state_published_at +
-			              STATE_MIN_INTERVAL_MS;
+			int64_t due
+			    = p->state_published_at + STATE_MIN_INTERVAL_MS;
 			if (now >= due)
 				publish_state(e, p, now);
 			else
 				next = min_due(next, due);
 		}
-		if (p->history_due && !p->terminal_sent &&
-		    !p->history_inflight && e->upstream_up) {
+		if (p->history_due && !p->terminal_sent && !p->history_inflight
+		    && e->upstream_up) {
 			if (now >= p->history_due) {
 				p->history_due = 0;
 				request_history(e, p);
@@ -2154,7 +2178,7 @@ engine_tick(struct engine *e, int64_t now, const struct engine_health_io *h)
 				 * honoured (3.1.1, some brokers) */
 				state_topic(e, p);
 				emit(e, MSG_CRITICAL, e->topic, "", 0, 1, true,
-				     NULL, 0, "state", p->id, e->topic);
+				    NULL, 0, "state", p->id, e->topic);
 				tracker_remove(e->tracker, p);
 				continue;
 			}
@@ -2163,8 +2187,8 @@ engine_tick(struct engine *e, int64_t now, const struct engine_health_io *h)
 	}
 	if (now >= e->next_health_at) {
 		publish_health(e, now, h);
-		e->next_health_at = now + (int64_t) e->cfg.health_interval_s *
-		                                  1000;
+		e->next_health_at
+		    = now + (int64_t) e->cfg.health_interval_s * 1000;
 	}
 	next = min_due(next, e->next_health_at);
 	e->due = next;
@@ -2181,8 +2205,8 @@ engine_due(const struct engine *e)
 /* life cycle */
 
 struct engine *
-engine_create(const struct engine_cfg *cfg, const struct engine_io *io,
-              int64_t now)
+engine_create(
+    const struct engine_cfg *cfg, const struct engine_io *io, int64_t now)
 {
 	struct engine *e = calloc(1, sizeof(*e));
 	if (!e)
@@ -2200,15 +2224,15 @@ engine_create(const struct engine_cfg *cfg, const struct engine_io *io,
 		e->cfg.state_ttl_s = 86400;
 	unsigned ht = cfg->max_tokens > HTTP_MIN_TOKENS ? cfg->max_tokens
 	                                                : HTTP_MIN_TOKENS;
-	e->parser = json_parser_create(cfg->max_tokens ? cfg->max_tokens
-	                                               : 8192);
+	e->parser
+	    = json_parser_create(cfg->max_tokens ? cfg->max_tokens : 8192);
 	e->http_parser = json_parser_create(ht);
 	e->tracker = tracker_create(TRACKER_CAPACITY);
 	e->max_payload = MAX_PAYLOAD;
 	e->obuf = malloc(OUTBUF_CAP);
-	if (!e->prefix || !e->instance || !e->client_id || !e->comfy_url ||
-	    !e->mqtt_client_id || !e->parser || !e->http_parser ||
-	    !e->tracker || !e->obuf) {
+	if (!e->prefix || !e->instance || !e->client_id || !e->comfy_url
+	    || !e->mqtt_client_id || !e->parser || !e->http_parser
+	    || !e->tracker || !e->obuf) {
 		engine_destroy(e);
 		return NULL;
 	}
