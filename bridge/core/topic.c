@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "utf8.h"
 
 /* Longest prefix accepted, in bytes. */
 #define TOPIC_PREFIX_MAX 128
@@ -81,42 +82,6 @@ topic_sanitize(char *dst, size_t cap, const char *id, size_t len)
 	return limit;
 }
 
-/* Decodes one UTF-8 sequence at s (s[0] != 0) into *cp. Returns its length,
- * or 0 when malformed: truncated, overlong, surrogate or above U+10FFFF. */
-static size_t
-utf8_decode(const unsigned char *s, uint32_t *cp)
-{
-	size_t n;
-	uint32_t min;
-	if (s[0] < 0x80) {
-		*cp = s[0];
-		return 1;
-	} else if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		n = 2;
-		min = 0x80;
-		*cp = s[0] & 0x1fu;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		n = 3;
-		min = 0x800;
-		*cp = s[0] & 0x0fu;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		n = 4;
-		min = 0x10000;
-		*cp = s[0] & 0x07u;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		/* A NUL terminator fails this test, so no over-read. */
-		if ((s[i] & 0xc0u) != 0x80u)
-			return 0;
-		*cp = (*cp << 6) | (s[i] & 0x3fu);
-	}
-	if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
 /* Code points libmosquitto's topic check (mosquitto_validate_utf8)
  * refuses although they are valid UTF-8: controls and non-characters.
  * Refusing them here turns a runtime publish failure into a config
@@ -149,7 +114,7 @@ topic_prefix_valid(const char *prefix)
 		if (s[i] == '/' && s[i + 1] == '/')
 			return false;
 		uint32_t cp;
-		size_t n = utf8_decode(s + i, &cp);
+		size_t n = utf8_decode(s + i, len - i, &cp);
 		if (n == 0 || mosquitto_refuses(cp))
 			return false;
 		i += n;
