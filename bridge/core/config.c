@@ -1680,6 +1680,8 @@ finish(struct loader *ld)
 	return rc;
 }
 
+/* c owns copies of every string it keeps; argv, envp and the files are
+ * only read. Queued warnings are logged once the log options are known. */
 int
 config_load(struct config *c, int argc, char **argv, char *const *envp,
     char *err, size_t errlen, FILE *out)
@@ -1781,6 +1783,7 @@ done:
 	return rc;
 }
 
+/* Frees and wipes (secrets included) everything c owns. */
 void
 config_free(struct config *c)
 {
@@ -1810,6 +1813,7 @@ config_free(struct config *c)
 	explicit_bzero(c, sizeof *c);
 }
 
+/* Reads type[0..len) only. */
 bool
 config_event_allowed(const struct config *c, const char *type, size_t len)
 {
@@ -1912,6 +1916,8 @@ write_option_json(const struct config *c, const struct opt *o, struct jsonw *w)
 	}
 }
 
+/* Copies values into w's buffer; passwords and header values are left
+ * out, URLs are written without credentials. */
 void
 config_write_json(const struct config *c, struct jsonw *w)
 {

@@ -19,6 +19,7 @@ static enum log_format current_format = LOG_FMT_TEXT;
 static const char *const level_upper[] = { "ERROR", "WARN", "INFO", "DEBUG" };
 static const char *const level_lower[] = { "error", "warn", "info", "debug" };
 
+/* Sets the process-wide level and format; nothing is kept from callers. */
 void
 log_setup(enum log_level level, enum log_format fmt)
 {
@@ -26,12 +27,14 @@ log_setup(enum log_level level, enum log_format fmt)
 	current_format = fmt;
 }
 
+/* The level set by log_setup (info until then). */
 enum log_level
 log_get_level(void)
 {
 	return current_level;
 }
 
+/* Reads s (borrowed) only. */
 int
 log_level_parse(const char *s)
 {
@@ -113,6 +116,8 @@ text_escape(char *dst, size_t cap, const char *msg)
 	return out;
 }
 
+/* Formats into stack buffers and writes one line at once: no allocation,
+ * src and the arguments are only read during the call. */
 void
 log_msg(enum log_level lvl, const char *src, const char *fmt, ...)
 {
@@ -161,6 +166,7 @@ log_msg(enum log_level lvl, const char *src, const char *fmt, ...)
 	fflush(stderr);
 }
 
+/* Reads len bytes of s (borrowed), writes into dst (caller-owned). */
 char *
 log_excerpt(char *dst, unsigned cap, const void *s, unsigned long len)
 {

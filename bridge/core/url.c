@@ -241,6 +241,7 @@ parse_userinfo(
 	return BR_OK;
 }
 
+/* Copies everything it keeps into u; s and schemes are only read. */
 int
 url_parse(const char *s, const char *schemes, struct url *u, char *err,
     unsigned errlen)
@@ -324,6 +325,7 @@ url_parse(const char *s, const char *schemes, struct url *u, char *err,
 	return BR_OK;
 }
 
+/* Writes into dst (caller-owned); never writes user or pass. */
 int
 url_format_public(const struct url *u, char *dst, unsigned cap)
 {
