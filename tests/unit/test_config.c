@@ -500,7 +500,8 @@ test_tls_files(void)
 {
 	struct config c;
 	const char *pem = write_temp("-----BEGIN CERTIFICATE-----\n");
-	char missing[300];
+	const char *file;
+	char missing[300], line[400];
 
 	CHECK_INT(load(&c, NULL, "--tls-ca", pem, "--tls-cert", pem,
 	              "--tls-key", pem, "--tls-insecure", NULL),
@@ -518,6 +519,13 @@ test_tls_files(void)
 	CHECK(contains(err, "--tls-cert: needs --tls-key"));
 	CHECK_INT(load_fail(NULL, "--tls-key", tmpdir, NULL), CONFIG_USAGE);
 	CHECK(contains(err, "is a directory"));
+
+	/* a check made after all sources still blames the file's line */
+	snprintf(line, sizeof line, "# tls\n\ntls-cert = %s\n", pem);
+	file = write_temp(line);
+	CHECK_INT(load_fail(NULL, "--config", file, NULL), CONFIG_BAD_FILE);
+	CHECK(contains(err, ":3: tls-cert: needs --tls-key"));
+	CHECK(contains(err, "hint: tls-cert = client.pem"));
 }
 
 static void
