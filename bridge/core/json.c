@@ -884,8 +884,9 @@ emit_value(struct emitter *e, int i, size_t limit, bool whole, int *next)
 		}
 		if (whole)
 			return false;
+		/* null (and NaN, which becomes null) lose nothing */
 		jsonw_null(e->w);
-		if (raw[0] != 'n')
+		if (raw[0] != 'n' && !nonfinite)
 			mark_truncated(e);
 		return true;
 	}

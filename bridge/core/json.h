@@ -26,13 +26,13 @@
 /* Why a document was rejected (also used as counter indexes). */
 enum json_reason {
 	JSON_OK = 0,
-	JSON_E_EMPTY = 1,     /* empty or whitespace only */
-	JSON_E_SYNTAX = 2,    /* not JSON (jsmn error, bad primitive, separators,
-	                         trailing garbage, embedded NUL, ...) */
-	JSON_E_UTF8 = 3,      /* invalid UTF-8 or raw control character */
-	JSON_E_DEPTH = 4,     /* nesting deeper than JSON_MAX_DEPTH */
-	JSON_E_TOKENS = 5,    /* more tokens than the parser's budget */
-	JSON_E_NOT_OBJECT = 6,/* top-level value is not an object */
+	JSON_E_EMPTY = 1, /* empty or whitespace only */
+	JSON_E_SYNTAX = 2, /* not JSON (jsmn error, bad primitive, separators,
+	                      trailing garbage, embedded NUL, ...) */
+	JSON_E_UTF8 = 3, /* invalid UTF-8 or raw control character */
+	JSON_E_DEPTH = 4, /* nesting deeper than JSON_MAX_DEPTH */
+	JSON_E_TOKENS = 5, /* more tokens than the parser's budget */
+	JSON_E_NOT_OBJECT = 6, /* top-level value is not an object */
 	JSON_REASON_COUNT
 };
 
@@ -58,7 +58,7 @@ void json_parser_destroy(struct json_parser *p);
 /* Tokenizes and validates buf[0..len) (borrowed). Returns JSON_OK or a
  * json_reason. require_object: the top-level value must be an object. */
 int json_parse(struct json_parser *p, const char *buf, size_t len,
-               bool require_object, struct json_doc *out);
+    bool require_object, struct json_doc *out);
 
 /* --- navigation (indexes into doc->tok; -1 means absent) --- */
 
@@ -97,7 +97,9 @@ int json_str_get(const struct json_doc *d, int i, char *dst, size_t cap);
 /* Integer value (an integral number such as 5, -3 or 20.0); BR_ETYPE if
  * not a number, BR_ERANGE if not integral or out of int64 range. */
 int json_get_int64(const struct json_doc *d, int i, int64_t *out);
-/* Finite number value; BR_ETYPE otherwise. */
+/* Finite number value; BR_ETYPE if not a number (NaN and Infinity
+ * included), BR_ERANGE if it overflows a double or is written with more than
+ * 127 characters. */
 int json_get_double(const struct json_doc *d, int i, double *out);
 /* Boolean; BR_ETYPE otherwise. */
 int json_get_bool(const struct json_doc *d, int i, bool *out);
@@ -107,8 +109,10 @@ int json_get_bool(const struct json_doc *d, int i, bool *out);
  * budget == 0: no limit. Otherwise, when the value would exceed budget
  * bytes, it is cut: strings at a UTF-8 boundary (never inside an escape),
  * arrays and objects after the last whole member that fits; *truncated is
- * then set to true (it is never reset). Returns 0 or the writer's error. */
+ * then set to true (it is never reset). Numbers and booleans that do not
+ * fit become null; nothing is cut below "", [], {} or null, which a budget
+ * smaller than that is exceeded by. Returns 0 or the writer's error. */
 int json_emit(const struct json_doc *d, int i, struct jsonw *w, size_t budget,
-              bool *truncated);
+    bool *truncated);
 
 #endif

@@ -1,0 +1,179 @@
+/* Fuzzes the JSON core: anything json_parse accepts must re-emit (with and
+ * without a budget) into JSON that json_parse accepts again, canonically;
+ * navigation and accessors must agree with each other. Any disagreement
+ * aborts, which libFuzzer reports as a crash. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "json.h"
+#include "jsonw.h"
+
+#define REQUIRE(cond)                                                         \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "fuzz_json: %s failed at line %d\n",  \
+			    #cond, __LINE__);                                 \
+			abort();                                              \
+		}                                                             \
+	} while (0)
+
+static struct json_parser *small_parser, *big_parser, *check_parser;
+
+/* Bytes a minimal form of a cut value may take beyond the budget. */
+static bool
+is_minimal(const char *s)
+{
+	return strcmp(s, "\"\"") == 0 || strcmp(s, "[]") == 0
+	    || strcmp(s, "{}") == 0 || strcmp(s, "null") == 0;
+}
+
+static void
+exercise_value(const struct json_doc *d, int i)
+{
+	char str[256];
+	int64_t iv;
+	double dv;
+	bool bv;
+	int irc = json_get_int64(d, i, &iv);
+	int drc = json_get_double(d, i, &dv);
+	if (irc == 0 && drc == 0)
+		REQUIRE(dv == (double) iv); /* both round the same integer */
+	if (irc == 0)
+		REQUIRE(json_is_number(d, i));
+	if (json_is_number(d, i))
+		REQUIRE(irc == 0 || irc == BR_ERANGE);
+	else
+		REQUIRE(irc == BR_ETYPE);
+	if (json_get_bool(d, i, &bv) == 0)
+		REQUIRE(!json_is_number(d, i) && !json_is_null(d, i));
+	int src = json_str_get(d, i, str, sizeof(str));
+	if (json_is_string(d, i)) {
+		REQUIRE(src >= 0 || src == BR_ETRUNC || src == BR_EINVAL);
+		if (src >= 0) {
+			REQUIRE(strlen(str) == (size_t) src);
+			REQUIRE(json_str_eq(d, i, str));
+		}
+	} else {
+		REQUIRE(src == BR_ETYPE);
+	}
+	size_t raw_len;
+	REQUIRE(json_raw_value(d, i, &raw_len) != NULL);
+	REQUIRE(raw_len <= d->len);
+}
+
+/* Walks the root's members: keys found by name lead to a key with the same
+ * text (the first one, with duplicates), children are in order. */
+static void
+exercise_members(const struct json_doc *d)
+{
+	int n = json_size(d, 0);
+	bool obj = json_is_object(d, 0);
+	int expect = 1;
+	for (int k = 0; k < n && k < 64; k++) {
+		int c = json_child(d, 0, k);
+		REQUIRE(c == expect);
+		int value = obj ? c + 1 : c;
+		REQUIRE(value < d->ntok);
+		expect = json_skip(d, value);
+		REQUIRE(expect > value && expect <= d->ntok);
+		exercise_value(d, value);
+		if (!obj)
+			continue;
+		char key[128];
+		if (json_str_get(d, c, key, sizeof(key)) < 0)
+			continue; /* long key or one with \u0000 */
+		int found = json_obj_get(d, 0, key);
+		REQUIRE(found > 0 && found <= value);
+		REQUIRE(json_str_eq(d, found - 1, key));
+	}
+	REQUIRE(json_child(d, 0, n) == -1);
+	if (n < 64)
+		REQUIRE(expect == json_skip(d, 0));
+}
+
+/* Emits the root and checks the output re-parses; with budget 0 it must be
+ * complete and canonical (emitting the re-parse gives the same bytes). */
+static void
+check_emit(const struct json_doc *d, size_t budget, char *out, size_t cap,
+    const char *full)
+{
+	struct jsonw w;
+	bool truncated = false;
+	jsonw_init(&w, out, cap);
+	REQUIRE(json_emit(d, 0, &w, budget, &truncated) == 0);
+	REQUIRE(jsonw_finish(&w) == 0);
+	size_t len = strlen(out);
+	REQUIRE(len == w.len);
+
+	struct json_doc again;
+	int rc = json_parse(check_parser, out, len, false, &again);
+	REQUIRE(rc == JSON_OK);
+	if (budget == 0) {
+		REQUIRE(!truncated);
+		REQUIRE(again.ntok == d->ntok);
+		char *second = malloc(cap);
+		REQUIRE(second != NULL);
+		jsonw_init(&w, second, cap);
+		REQUIRE(json_emit(&again, 0, &w, 0, &truncated) == 0);
+		REQUIRE(strcmp(second, out) == 0);
+		free(second);
+		return;
+	}
+	if (!truncated) {
+		/* only a minimal form may not fit and still be whole */
+		REQUIRE(strcmp(out, full) == 0);
+		REQUIRE(len <= budget || is_minimal(out));
+	} else {
+		REQUIRE(len <= budget || is_minimal(out));
+		REQUIRE(strlen(full) > budget);
+	}
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (!small_parser) {
+		small_parser = json_parser_create(16);
+		big_parser = json_parser_create(16384);
+		check_parser = json_parser_create(16384);
+		REQUIRE(small_parser && big_parser && check_parser);
+	}
+	const char *buf = (const char *) data;
+	struct json_doc d;
+
+	int small_rc = json_parse(small_parser, buf, size, false, &d);
+	REQUIRE(small_rc >= 0 && small_rc < JSON_REASON_COUNT);
+	int obj_rc = json_parse(big_parser, buf, size, true, &d);
+	int rc = json_parse(big_parser, buf, size, false, &d);
+	REQUIRE(rc >= 0 && rc < JSON_REASON_COUNT && rc != JSON_E_NOT_OBJECT);
+	/* a small token budget can only add "too many tokens" */
+	REQUIRE(small_rc == rc || small_rc == JSON_E_TOKENS);
+	if (rc != JSON_OK) {
+		REQUIRE(obj_rc == rc);
+		return 0;
+	}
+	REQUIRE(
+	    obj_rc == (json_is_object(&d, 0) ? JSON_OK : JSON_E_NOT_OBJECT));
+	REQUIRE(d.ntok >= 1 && json_skip(&d, 0) == d.ntok);
+
+	/* NaN -> null is the only growth: at most one byte per 3 input bytes
+	 */
+	size_t cap = 2 * size + 64;
+	char *full = malloc(cap), *out = malloc(cap);
+	REQUIRE(full && out);
+	check_emit(&d, 0, full, cap, NULL);
+	size_t flen = strlen(full);
+	const size_t budgets[] = { 1, 2, 5, flen / 2 + 1,
+		flen > 1 ? flen - 1 : 1, flen, flen + 1 };
+	for (size_t k = 0; k < sizeof(budgets) / sizeof(budgets[0]); k++)
+		check_emit(&d, budgets[k], out, cap, full);
+
+	exercise_members(&d);
+	free(full);
+	free(out);
+	return 0;
+}
