@@ -17,6 +17,7 @@ used.  Run with /usr/bin/python3; see tests/sim/README.md.
 import argparse
 import asyncio
 import base64
+import copy
 import heapq
 import itertools
 import json
@@ -232,7 +233,8 @@ class PendingEntry:
     seq: int = 0
 
     def key(self):
-        return (self.item[0], self.seq)
+        number = self.item[0] if isinstance(self.item[0], (int, float)) else 0
+        return (number, self.seq)
 
     def __lt__(self, other):
         return self.key() < other.key()
@@ -329,6 +331,11 @@ class Server:
         """feature_flags, /features, progress_state and type 4 since v0.3.45."""
         return self.version >= (0, 3, 45)
 
+    @property
+    def progress_state_leaks(self) -> bool:
+        """v0.3.45–v0.3.57 broadcast progress_state for every prompt (a bug)."""
+        return self.has_feature_flags and self.version < (0, 3, 58)
+
     # ---- state file ---------------------------------------------------------
 
     def save_state(self) -> None:
@@ -376,7 +383,8 @@ class Server:
             rec.messages = [["execution_start", self.stamp({"prompt_id": pid})],
                             ["execution_cached", self.stamp({"nodes": [], "prompt_id": pid})]]
         node_id = self.sampler_node(prompt) or rec.last_node or next(iter(prompt), "")
-        executed = [n for n in self.node_order(prompt) if n != node_id][:4]
+        order = self.node_order(prompt)
+        executed = order[:order.index(node_id)] if node_id in order else []
         if outcome == "success":
             for nid, node in prompt.items():
                 if is_output_node(node) and nid not in rec.outputs:
@@ -561,6 +569,8 @@ class Server:
                     sock.feature_flags = flags
                     if sock.client_id in self.metadata:
                         self.metadata[sock.client_id]["feature_flags"] = flags
+                    # ComfyUI replies through the registry, so after a reconnect
+                    # race the reply goes to whichever socket now owns the id.
                     target = self.registry.get(sock.client_id)
                     if target is not None:
                         await target.ws.send_str(dumps({"type": "feature_flags",
@@ -726,6 +736,9 @@ class PromptRun:
         self.step_s = float(sim.get("step_ms", server.args.step_ms)) / 1000.0
         self.previews = bool(sim.get("previews", False))
         self.sampler = server.sampler_node(prompt)
+        order = server.node_order(prompt)
+        # Where "error"/"interrupt" outcomes strike when there is no sampler.
+        self.last_node = order[-1] if order else None
         self.states: Dict[str, dict] = {}
         self.executed: List[str] = []
 
@@ -740,7 +753,11 @@ class PromptRun:
             "value": value, "max": maximum, "state": state, "node_id": node_id,
             "prompt_id": self.pid, "display_node_id": node_id, "parent_node_id": None,
             "real_node_id": node_id}
-        self.send("progress_state", {"prompt_id": self.pid, "nodes": dict(self.states)}, True)
+        data = {"prompt_id": self.pid, "nodes": dict(self.states)}
+        if self.server.progress_state_leaks:
+            self.server.send_json(None, "progress_state", data)
+        else:
+            self.send("progress_state", data, True)
 
     def executing(self, node_id: str) -> None:
         data = {"node": node_id}
@@ -770,6 +787,11 @@ class PromptRun:
         self.progress_state(node_id, 0.0, 1.0, "running")
         self.executing(node_id)
         self.check_interrupt(node_id)
+        if self.sampler is None and node_id == self.last_node:
+            if self.outcome == "error":
+                raise PromptFailed(node_id)
+            if self.outcome == "interrupt":
+                raise PromptInterrupted(node_id)
         if node_id == self.sampler:
             await self.sample(node_id)
             finished = (self.steps, self.steps)
@@ -815,7 +837,24 @@ class PromptRun:
 
 
 class ReplayModel:
-    """Keeps /queue and /history consistent with a trace while it is replayed."""
+    """Keeps /queue and /history consistent with a trace while it is replayed.
+
+    Applied to each frame before it is sent:
+    * `status` whose count rises by k: k prompts join pending, namely the next
+      prompt ids the trace names later and this replay has not placed yet, or
+      invented foreign ones (client_id "sim-browser") when there are none;
+    * `status` with the same count while nothing runs: the pending head runs;
+    * `status` whose count drops: the running prompt leaves the queue, with a
+      success history entry if no terminal frame wrote one;
+    * the first frame naming a prompt (execution_start, progress, ...) makes it
+      the running prompt;
+    * a terminal frame (execution_success, execution_error with timestamp,
+      execution_interrupted) writes its history entry from the prompt's
+      execution_start/execution_cached/terminal messages and executed outputs;
+      an `executing` null without one (old servers) writes a success entry.
+    Prompts named only by frames a prompt's own client receives get the target
+    socket's client_id; the others (e3: broadcast progress only) get none.
+    """
 
     def __init__(self, server: Server, frames: List[dict], target: Optional[str]):
         self.server = server
@@ -854,7 +893,7 @@ class ReplayModel:
             extra["client_id"] = FOREIGN_CLIENT_ID
         elif pid in self.owned and self.target is not None:
             extra["client_id"] = self.target
-        return [self.server.next_number(), pid, json.loads(dumps(DEFAULT_WORKFLOW)), extra, ["9"]]
+        return [self.server.next_number(), pid, copy.deepcopy(DEFAULT_WORKFLOW), extra, ["9"]]
 
     def record(self, pid: str) -> RunRecord:
         rec = self.server.find_running(pid) or self.records.get(pid)
@@ -1043,6 +1082,7 @@ class Routes:
         prompt = body["prompt"]
         if not isinstance(prompt, dict) or not all(
                 isinstance(n, dict) and "class_type" in n for n in prompt.values()):
+            s.save_state()
             error = {"type": "invalid_prompt",
                      "message": "Cannot execute because a node is missing the class_type property.",
                      "details": "", "extra_info": {}}
