@@ -187,6 +187,9 @@ ws_chunk(void *ud, const void *buf, size_t len, bool first, bool final,
 		else
 			engine_on_text(a->engine, (const char *) msg, n,
 			               loop_now_ms());
+		/* give a huge buffer back once it is consumed: flat RSS */
+		if (n > 4 * REASM_INITIAL)
+			reasm_reset(a->reasm);
 		arm_tick(a);
 	} else if (rc == REASM_OVERSIZE || rc == REASM_NOMEM) {
 		engine_on_oversize(a->engine, len, binary);

@@ -1294,6 +1294,9 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 		publish_envelope(e, &env);
 		break;
 	}
+	/* a prompt first learned from a frame that changes nothing else */
+	if (!p->terminal_sent && p->state.len == 0)
+		publish_state(e, p, now);
 }
 
 static void

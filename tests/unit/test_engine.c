@@ -1,0 +1,563 @@
+/* The engine end to end without sockets: trace frames and HTTP sample
+ * bodies in, MQTT messages and HTTP requests out. */
+#include <math.h>
+
+#include "engine.h"
+#include "json.h"
+#include "test.h"
+
+#define MAX_MSGS 4096
+#define MAX_REQS 256
+
+struct msg {
+	char topic[600];
+	char *payload;
+	size_t len;
+	int qos;
+	bool retain;
+	int cls;
+};
+
+struct req {
+	enum engine_http_kind kind;
+	char path[600];
+	char tag[300];
+	bool has_tag;
+};
+
+static struct msg msgs[MAX_MSGS];
+static int n_msgs;
+static struct req reqs[MAX_REQS];
+static int n_reqs;
+static struct json_parser *check_parser;
+
+static void
+reset_capture(void)
+{
+	for (int i = 0; i < n_msgs; i++)
+		free(msgs[i].payload);
+	n_msgs = 0;
+	n_reqs = 0;
+}
+
+static void
+cap_publish(void *ud, const struct out_msg *m)
+{
+	(void) ud;
+	if (n_msgs >= MAX_MSGS)
+		return;
+	struct msg *c = &msgs[n_msgs++];
+	snprintf(c->topic, sizeof(c->topic), "%s", m->topic);
+	c->payload = malloc(m->len + 1);
+	memcpy(c->payload, m->payload, m->len);
+	c->payload[m->len] = '\0';
+	c->len = m->len;
+	c->qos = m->qos;
+	c->retain = m->retain;
+	c->cls = m->cls;
+}
+
+static void
+cap_http(void *ud, enum engine_http_kind kind, const char *path,
+         const char *tag)
+{
+	(void) ud;
+	if (n_reqs >= MAX_REQS)
+		return;
+	struct req *r = &reqs[n_reqs++];
+	r->kind = kind;
+	snprintf(r->path, sizeof(r->path), "%s", path);
+	r->has_tag = tag != NULL;
+	snprintf(r->tag, sizeof(r->tag), "%s", tag ? tag : "");
+}
+
+static int64_t clock_ms = 1800000000000LL;
+
+static struct engine *
+make_engine(const char *client_id)
+{
+	struct engine_cfg cfg = {
+		.prefix = "comfyui",
+		.instance = "t",
+		.client_id = client_id,
+		.mqtt_client_id = "c2m-t",
+		.comfyui_public = "http://127.0.0.1:8188",
+		.mqtt_protocol = 5,
+		.state_ttl_s = 3600,
+		.max_tokens = 8192,
+		.history_items = 20,
+		.health_interval_s = 30,
+	};
+	struct engine_io io = { .publish = cap_publish,
+		                .http_get = cap_http };
+	reset_capture();
+	return engine_create(&cfg, &io, clock_ms);
+}
+
+static int
+count_topic(const char *suffix)
+{
+	int n = 0;
+	size_t sl = strlen(suffix);
+	for (int i = 0; i < n_msgs; i++) {
+		size_t tl = strlen(msgs[i].topic);
+		if (tl >= sl && strcmp(msgs[i].topic + tl - sl, suffix) == 0)
+			n++;
+	}
+	return n;
+}
+
+/* Last message whose topic ends with suffix. */
+static const struct msg *
+last_topic(const char *suffix)
+{
+	size_t sl = strlen(suffix);
+	for (int i = n_msgs - 1; i >= 0; i--) {
+		size_t tl = strlen(msgs[i].topic);
+		if (tl >= sl && strcmp(msgs[i].topic + tl - sl, suffix) == 0)
+			return &msgs[i];
+	}
+	return NULL;
+}
+
+static int
+count_terminals(void)
+{
+	return count_topic("/event/execution_success") +
+	       count_topic("/event/execution_error") +
+	       count_topic("/event/execution_interrupted") +
+	       count_topic("/event/lost");
+}
+
+/* Every payload is valid JSON (or the plain texts), every topic stays
+ * under comfyui/t/, seq strictly increases. */
+static void
+check_invariants(void)
+{
+	int64_t last_seq = 0;
+	for (int i = 0; i < n_msgs; i++) {
+		const struct msg *m = &msgs[i];
+		CHECK(strncmp(m->topic, "comfyui/t/", 10) == 0);
+		CHECK(strchr(m->topic, '+') == NULL &&
+		      strchr(m->topic, '#') == NULL);
+		if (m->len == 0 || strcmp(m->payload, "online") == 0 ||
+		    strcmp(m->payload, "offline") == 0)
+			continue;
+		struct json_doc d;
+		int rc = json_parse(check_parser, m->payload, m->len, true, &d);
+		if (rc != JSON_OK) {
+			TEST_FAIL("invalid JSON on %s: %.200s", m->topic,
+			          m->payload);
+			continue;
+		}
+		int s = json_obj_get(&d, 0, "seq");
+		int64_t seq = 0;
+		CHECK(s >= 0 && json_get_int64(&d, s, &seq) == 0);
+		if (seq <= last_seq)
+			TEST_FAIL("seq %lld after %lld on %s", (long long) seq,
+			          (long long) last_seq, m->topic);
+		last_seq = seq;
+	}
+}
+
+static bool
+payload_has(const struct msg *m, const char *needle)
+{
+	return m && strstr(m->payload, needle) != NULL;
+}
+
+/* Feeds every line of a trace: text lines as text frames, binary
+ * descriptors as binary frames built from their header only (enough for
+ * the engine, which does not look at image bytes without --previews). */
+static void
+feed_trace(struct engine *e, const char *name)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s.jsonl", test_traces_dir(), name);
+	size_t len;
+	char *buf = test_read_file(path, &len);
+	char *save = NULL;
+	for (char *line = strtok_r(buf, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		clock_ms += 5;
+		char *hex = strstr(line, "\"binary_hex_header\": \"");
+		if (!hex) {
+			engine_on_text(e, line, strlen(line), clock_ms);
+			continue;
+		}
+		hex += strlen("\"binary_hex_header\": \"");
+		uint8_t frame[4096];
+		size_t n = 0;
+		while (hex[0] != '"' && n < sizeof(frame)) {
+			unsigned v;
+			sscanf(hex, "%2x", &v);
+			frame[n++] = (uint8_t) v;
+			hex += 2;
+		}
+		engine_on_binary(e, frame, n, clock_ms);
+	}
+	free(buf);
+}
+
+static void
+test_trace_success(void)
+{
+	struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
+	feed_trace(e, "a_normal_txt2img");
+	CHECK_INT(count_terminals(), 1);
+	CHECK_INT(count_topic("/event/execution_success"), 1);
+	CHECK_INT(count_topic("/event/progress"), 11);
+	CHECK_INT(count_topic("/event/progress_state"), 25);
+	CHECK_INT(count_topic("/event/executing"), 8);
+	CHECK_INT(count_topic("/event/queued"), 1);
+	CHECK_INT(count_topic("/completion"), 1);
+	const struct msg *c = last_topic("/completion");
+	CHECK(payload_has(c, "\"event_type\":\"success\""));
+	CHECK(payload_has(c, "\"url\":\"http://127.0.0.1:8188/view?filename="
+	                     "ComfyUI_00001_.png&subfolder=&type=output\""));
+	const struct msg *s = last_topic("/state");
+	CHECK(s && s->retain && s->qos == 1);
+	CHECK(payload_has(s, "\"status\":\"success\""));
+	CHECK(payload_has(s, "\"nodes_done\":[\"4\",\"6\",\"7\",\"5\",\"3\","
+	                     "\"8\",\"9\"]"));
+	const struct msg *p = last_topic("/event/progress");
+	CHECK(payload_has(p, "\"percent\":100.0"));
+	CHECK(p && p->qos == 0 && !p->retain);
+	check_invariants();
+	engine_destroy(e);
+}
+
+static void
+test_trace_old_protocol(void)
+{
+	struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
+	feed_trace(e, "g_old_protocol_v0.0.2");
+	CHECK_INT(count_terminals(), 1);
+	const struct msg *t = last_topic("/event/execution_success");
+	CHECK(payload_has(t, "\"derived\":true"));
+	CHECK(payload_has(last_topic("/completion"), "\"success\""));
+	check_invariants();
+	engine_destroy(e);
+}
+
+static void
+test_trace_error_and_interrupt(void)
+{
+	struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
+	feed_trace(e, "c_execution_error");
+	CHECK_INT(count_terminals(), 1);
+	CHECK_INT(count_topic("/event/execution_error"), 1);
+	const struct msg *s = last_topic("/state");
+	CHECK(payload_has(s, "\"status\":\"error\""));
+	CHECK(payload_has(s, "\"exception_type\":\"torch.OutOfMemoryError\""));
+	CHECK(payload_has(last_topic("/completion"),
+	                  "\"event_type\":\"error\""));
+	check_invariants();
+	engine_destroy(e);
+
+	e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
+	feed_trace(e, "d_interrupted");
+	CHECK_INT(count_terminals(), 1);
+	CHECK(payload_has(last_topic("/completion"),
+	                  "\"event_type\":\"interrupted\""));
+	check_invariants();
+	engine_destroy(e);
+}
+
+static void
+test_trace_back_to_back_and_cached(void)
+{
+	struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
+	feed_trace(e, "e_back_to_back");
+	CHECK_INT(count_terminals(), 2);
+	CHECK_INT(count_topic("/completion"), 2);
+	check_invariants();
+	engine_destroy(e);
+
+	e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
+	feed_trace(e, "b_cached_reruns");
+	CHECK_INT(count_terminals(), 2);
+	CHECK_INT(count_topic("/completion"), 2);
+	check_invariants();
+	engine_destroy(e);
+}
+
+static void
+test_trace_custom_events(void)
+{
+	struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
+	feed_trace(e, "h_custom_and_unknown_events");
+	CHECK(count_topic("/event/crystools.monitor") > 0);
+	CHECK_INT(count_topic("/event/progress_text"), 1);
+	CHECK(count_topic("/event/cm-queue-status") >= 2);
+	struct engine_counters c;
+	engine_get_counters(e, &c);
+	CHECK_INT(c.rejected_total, 1); /* the synthetic binary type 7 */
+	check_invariants();
+	engine_destroy(e);
+}
+
+static char *
+sample(const char *name, size_t *len)
+{
+	char path[512];
+	const char *dir = getenv("C2M_SAMPLES_DIR");
+	snprintf(path, sizeof(path), "%s/%s", dir ? dir : "tests/data/http-samples",
+	         name);
+	return test_read_file(path, len);
+}
+
+static int
+find_req(enum engine_http_kind kind)
+{
+	for (int i = n_reqs - 1; i >= 0; i--)
+		if (reqs[i].kind == kind)
+			return i;
+	return -1;
+}
+
+static const char status1[] =
+	"{\"type\": \"status\", \"data\": {\"status\": {\"exec_info\": "
+	"{\"queue_remaining\": 4}}}}";
+
+/* A foreign prompt: seen only through /queue and /history. */
+static void
+test_foreign_prompt_from_poll_and_history(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	size_t len;
+	engine_on_upstream(e, true, clock_ms);
+	CHECK(find_req(EHTTP_SYSTEM_STATS) >= 0);
+	CHECK(find_req(EHTTP_HISTORY_LIST) >= 0);
+	CHECK(find_req(EHTTP_QUEUE) >= 0);
+	char *hist = sample("history_list.json", &len);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, hist, len, clock_ms);
+	free(hist);
+	/* the baseline: finished before we started, never reported */
+	CHECK_INT(count_topic("/completion"), 0);
+
+	char *q = sample("queue.json", &len);
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, q, len, clock_ms);
+	free(q);
+	CHECK_INT(count_topic("/event/queued"), 4);
+	CHECK_INT(count_topic("/event/execution_start"), 1);
+	const struct msg *st = last_topic("/event/execution_start");
+	CHECK(payload_has(st, "\"source\":\"poll\""));
+	const struct msg *qm = last_topic("/queue");
+	CHECK(qm && qm->retain);
+	CHECK(payload_has(qm, "\"running\":[\"e8d1c6b4-3a7f-4f2e-9b05-"
+	                      "1c6a8e3d7f92\"]"));
+	/* pending sorted by number (heap order in the sample: 6, 8, 7) */
+	CHECK(payload_has(qm, "\"queue_remaining\":4"));
+
+	/* a status frame triggers one poll; a second one while it is in
+	 * flight only marks one more as pending */
+	n_reqs = 0;
+	engine_on_text(e, status1, strlen(status1), clock_ms);
+	engine_on_text(e, status1, strlen(status1), clock_ms);
+	engine_on_text(e, status1, strlen(status1), clock_ms);
+	int polls = 0;
+	for (int i = 0; i < n_reqs; i++)
+		polls += reqs[i].kind == EHTTP_QUEUE;
+	CHECK_INT(polls, 1);
+
+	/* the queue empties: the running prompt finished, the pending ones
+	 * were deleted */
+	q = sample("queue_idle.json", &len);
+	n_reqs = 0;
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, q, len, clock_ms);
+	CHECK(find_req(EHTTP_QUEUE) >= 0); /* the pending poll */
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, q, len, clock_ms);
+	free(q);
+	engine_tick(e, clock_ms + 10, NULL);
+	int lookups = 0;
+	for (int i = 0; i < n_reqs; i++)
+		lookups += reqs[i].kind == EHTTP_HISTORY_ID;
+	CHECK_INT(lookups, 4);
+
+	/* answer: the running one is in history, the others are not */
+	char *h = sample("history_by_id_success.json", &len);
+	char *at = strstr(h, "8c2f6e1a-4b7d-4e3a-9f05-6d1c2b8a7e94");
+	memcpy(at, "e8d1c6b4-3a7f-4f2e-9b05-1c6a8e3d7f92", 36);
+	for (int i = 0; i < n_reqs; i++) {
+		if (reqs[i].kind != EHTTP_HISTORY_ID)
+			continue;
+		if (strcmp(reqs[i].tag, "e8d1c6b4-3a7f-4f2e-9b05-"
+		                        "1c6a8e3d7f92") == 0)
+			engine_on_http(e, EHTTP_HISTORY_ID, reqs[i].tag, 200, h,
+			               len, clock_ms + 20);
+		else
+			engine_on_http(e, EHTTP_HISTORY_ID, reqs[i].tag, 200,
+			               "{}", 2, clock_ms + 20);
+	}
+	free(h);
+	CHECK_INT(count_topic("/event/execution_success"), 1);
+	CHECK_INT(count_topic("/event/lost"), 3);
+	CHECK_INT(count_topic("/completion"), 4);
+	const struct msg *ok = last_topic("/event/execution_success");
+	CHECK(payload_has(ok, "\"source\":\"history\""));
+	struct engine_counters c;
+	engine_get_counters(e, &c);
+	CHECK_INT(c.lost, 3);
+	CHECK_INT(c.recovered, 1);
+	check_invariants();
+	engine_destroy(e);
+}
+
+/* A live prompt whose terminal frame was missed during a disconnect. */
+static void
+test_resync_after_reconnect(void)
+{
+	struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
+	engine_on_upstream(e, true, clock_ms);
+	static const char start[] =
+		"{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+		"\"8c2f6e1a-4b7d-4e3a-9f05-6d1c2b8a7e94\", \"timestamp\": "
+		"1778578200000}}";
+	engine_on_text(e, start, strlen(start), clock_ms);
+	engine_on_upstream(e, false, clock_ms + 100);
+	n_reqs = 0;
+	engine_on_upstream(e, true, clock_ms + 5000);
+	int qi = find_req(EHTTP_QUEUE);
+	CHECK(qi >= 0);
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200,
+	               "{\"queue_running\": [], \"queue_pending\": []}", 42,
+	               clock_ms + 5010);
+	engine_tick(e, clock_ms + 5020, NULL);
+	int hi = find_req(EHTTP_HISTORY_ID);
+	CHECK(hi >= 0);
+	if (hi >= 0) {
+		size_t len;
+		char *h = sample("history_by_id_success.json", &len);
+		engine_on_http(e, EHTTP_HISTORY_ID, reqs[hi].tag, 200, h, len,
+		               clock_ms + 5030);
+		free(h);
+	}
+	CHECK_INT(count_terminals(), 1);
+	CHECK(payload_has(last_topic("/event/execution_success"),
+	                  "\"source\":\"history\""));
+	/* a late live terminal for the same prompt is not published again */
+	static const char late[] =
+		"{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+		"\"8c2f6e1a-4b7d-4e3a-9f05-6d1c2b8a7e94\", \"timestamp\": "
+		"1778578205000}}";
+	engine_on_text(e, late, strlen(late), clock_ms + 6000);
+	CHECK_INT(count_terminals(), 1);
+	struct engine_counters c;
+	engine_get_counters(e, &c);
+	CHECK_INT(c.resyncs, 1);
+	check_invariants();
+	engine_destroy(e);
+}
+
+static void
+test_hostile_frames(void)
+{
+	struct engine *e = make_engine("x");
+	int before = n_msgs;
+	static const char *const bad[] = {
+		"",
+		"   ",
+		"not json",
+		"{\"type\": \"status\", \"data\": {}",
+		"[1, 2]",
+		"{\"data\": {}}",
+		"{\"type\": 5, \"data\": {}}",
+		"{\"type\": \"progress\", \"data\": {\"value\": \"x\", "
+		"\"max\": 2, \"prompt_id\": \"p\"}}",
+		"{\"type\": \"executing\", \"data\": {\"node\": 5, "
+		"\"prompt_id\": \"p\"}}",
+		"{\"type\": \"status\", \"data\": \"x\"}",
+		"{\"type\": \"x\", \"data\": {\"a\": \"\xff\xfe\"}}",
+		"{\"type\": \"x\", \"data\": {}} trailing",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		engine_on_text(e, bad[i], strlen(bad[i]), clock_ms);
+	CHECK_INT(n_msgs, before);
+	struct engine_counters c;
+	engine_get_counters(e, &c);
+	CHECK_INT(c.rejected_total, sizeof(bad) / sizeof(bad[0]));
+
+	/* an id full of topic metacharacters stays inside comfyui/t/ */
+	static const char evil[] =
+		"{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+		"\"../#/+/$SYS/a\\u0000b\", \"timestamp\": 1}}";
+	static const char evil2[] =
+		"{\"type\": \"exec/../#\", \"data\": {\"prompt_id\": "
+		"\"$SYS/+/#\", \"timestamp\": 1}}";
+	engine_on_text(e, evil, strlen(evil), clock_ms);
+	engine_on_text(e, evil2, strlen(evil2), clock_ms);
+	CHECK(n_msgs > before);
+		const struct msg *m = &msgs[n_msgs - 1];
+	CHECK(strstr(m->topic, "/prompt/_SYS____/event/exec_..__") != NULL);
+	check_invariants();
+
+	/* NaN / Infinity become null, nothing invalid goes out */
+	static const char nan_frame[] =
+		"{\"type\": \"progress\", \"data\": {\"value\": NaN, \"max\": "
+		"Infinity, \"prompt_id\": \"p1\", \"node\": \"3\"}}";
+	engine_on_text(e, nan_frame, strlen(nan_frame), clock_ms);
+	const struct msg *pm = last_topic("/event/progress");
+	CHECK(payload_has(pm, "\"percent\":null"));
+	CHECK(payload_has(pm, "\"value\":null,\"max\":null"));
+	check_invariants();
+	engine_destroy(e);
+}
+
+static void
+test_execution_blocked_not_terminal(void)
+{
+	struct engine *e = make_engine("x");
+	static const char blocked[] =
+		"{\"type\": \"execution_error\", \"data\": {\"prompt_id\": "
+		"\"p1\", \"node_id\": \"5\", \"node_type\": \"X\", "
+		"\"executed\": [], \"exception_message\": \"Execution "
+		"Blocked: no\", \"exception_type\": \"ExecutionBlocked\", "
+		"\"traceback\": [], \"current_inputs\": [], "
+		"\"current_outputs\": []}}";
+	static const char success[] =
+		"{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+		"\"p1\", \"timestamp\": 5}}";
+	engine_on_text(e, blocked, strlen(blocked), clock_ms);
+	CHECK_INT(count_topic("/completion"), 0);
+	CHECK_INT(count_topic("/event/execution_error"), 1);
+	CHECK(payload_has(last_topic("/state"), "\"status\":\"running\"") ||
+	      payload_has(last_topic("/state"), "\"status\":\"queued\""));
+	engine_on_text(e, success, strlen(success), clock_ms);
+	CHECK_INT(count_topic("/completion"), 1);
+	CHECK_INT(count_topic("/event/execution_success"), 1);
+	CHECK(payload_has(last_topic("/completion"), "\"success\""));
+	engine_destroy(e);
+}
+
+static void
+test_state_ttl_clears(void)
+{
+	struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
+	feed_trace(e, "a_normal_txt2img");
+	int before = count_topic("/state");
+	engine_tick(e, clock_ms + 3600 * 1000 + 10, NULL);
+	CHECK_INT(count_topic("/state"), before + 1);
+	const struct msg *s = last_topic("/state");
+	CHECK(s && s->len == 0 && s->retain);
+	engine_destroy(e);
+}
+
+int
+main(void)
+{
+	check_parser = json_parser_create(65536);
+	RUN(test_trace_success);
+	RUN(test_trace_old_protocol);
+	RUN(test_trace_error_and_interrupt);
+	RUN(test_trace_back_to_back_and_cached);
+	RUN(test_trace_custom_events);
+	RUN(test_foreign_prompt_from_poll_and_history);
+	RUN(test_resync_after_reconnect);
+	RUN(test_hostile_frames);
+	RUN(test_execution_blocked_not_terminal);
+	RUN(test_state_ttl_clears);
+	reset_capture();
+	json_parser_destroy(check_parser);
+	TEST_MAIN_END();
+}
