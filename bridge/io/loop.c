@@ -467,3 +467,94 @@ loop_lws_client_vhost(struct loop *l, const struct tls_opts *tls)
 		log_warn("loop", "out of memory caching TLS settings");
 	return tv->vh;
 }
+
+static bool
+is_tchar(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+	    || (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static int
+split_header(const char *s, struct glue_header *h)
+{
+	const char *colon = s, *v;
+	size_t nlen;
+
+	while (*colon != '\0' && is_tchar((unsigned char) *colon))
+		colon++;
+	if (colon == s || *colon != ':')
+		return BR_EINVAL;
+	for (v = colon + 1; *v != '\0'; v++)
+		if (*v == '\r' || *v == '\n')
+			return BR_EINVAL;
+	v = colon + 1;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	nlen = (size_t) (colon - s) + 1;
+	h->name = strndup(s, nlen);
+	h->value = strdup(v);
+	if (h->name == NULL || h->value == NULL)
+		return BR_ENOMEM;
+	return BR_OK;
+}
+
+int
+glue_headers_copy(
+    char *const *src, int n, struct glue_header **out, const char *log_src)
+{
+	struct glue_header *h;
+	int i, rc;
+
+	*out = NULL;
+	if (n <= 0)
+		return BR_OK;
+	h = calloc((size_t) n, sizeof(*h));
+	if (h == NULL)
+		return BR_ENOMEM;
+	for (i = 0; i < n; i++) {
+		rc = src[i] == NULL ? BR_EINVAL : split_header(src[i], &h[i]);
+		if (rc != BR_OK) {
+			if (rc == BR_EINVAL)
+				log_error(log_src,
+				    "extra header #%d is not \"Name: "
+				    "value\"",
+				    i + 1);
+			glue_headers_free(h, n);
+			return rc;
+		}
+	}
+	*out = h;
+	return BR_OK;
+}
+
+void
+glue_headers_free(struct glue_header *h, int n)
+{
+	int i;
+
+	if (h == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		free(h[i].name);
+		free(h[i].value);
+	}
+	free(h);
+}
+
+int
+glue_headers_append(
+    struct lws *wsi, const struct glue_header *h, int n, void *in, size_t len)
+{
+	unsigned char **p = in, *end = *p + len;
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (lws_add_http_header_by_name(wsi,
+		        (const unsigned char *) h[i].name,
+		        (const unsigned char *) h[i].value,
+		        (int) strlen(h[i].value), p, end)
+		    != 0)
+			return -1;
+	return 0;
+}

@@ -34,6 +34,24 @@ struct lws_context *loop_lws_context(struct loop *l);
 struct lws_vhost *loop_lws_client_vhost(
     struct loop *l, const struct tls_opts *tls);
 
+/* An extra request header split at the colon; name keeps the ':' as
+ * lws_add_http_header_by_name() wants it. */
+struct glue_header {
+	char *name;
+	char *value;
+};
+
+/* Validates "Name: value" strings (token name, no CR/LF in the value) and
+ * copies them into *out (freed with glue_headers_free). Logs the index of a
+ * bad header, never its value. Returns 0, BR_EINVAL or BR_ENOMEM. */
+int glue_headers_copy(
+    char *const *src, int n, struct glue_header **out, const char *log_src);
+void glue_headers_free(struct glue_header *h, int n);
+/* Appends them in LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER; in/len are
+ * that callback's. Returns 0, or -1 when they do not fit. */
+int glue_headers_append(
+    struct lws *wsi, const struct glue_header *h, int n, void *in, size_t len);
+
 /* Protocol callbacks listed in loop.c's protocols table. */
 int ws_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
     void *user, void *in, size_t len);

@@ -24,7 +24,8 @@ struct ws_client_cfg {
 	int ping_interval_s;          /* default 20 */
 	int pong_timeout_s;           /* default 10 */
 	int handshake_timeout_s;      /* default 10 */
-	size_t rx_buffer_size;        /* default 65536 */
+	int stable_s;                 /* up this long resets backoff; 60 */
+	size_t rx_buffer_size;        /* unused: the loop fixes 65536 */
 };
 
 struct ws_client_cb {

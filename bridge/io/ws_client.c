@@ -1,0 +1,552 @@
+/* The ComfyUI WebSocket client on the loop's lws context.
+ *
+ * One wsi at a time: a new connect is only started from the retry sul, and
+ * that sul is only armed once the previous wsi has been destroyed
+ * (LWS_CALLBACK_WSI_DESTROY). ComfyUI unregisters a clientId when *any*
+ * socket with that id ends (protocol.md §1.4), so overlapping the old and
+ * the new socket would orphan the new one. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+#include "lws_glue.h"
+#include "ws_client.h"
+
+#define LOG_SRC "ws"
+/* after the first failure of a series, log every Nth */
+#define FAIL_LOG_EVERY 10
+
+/* contract §4.4: 0.25 s doubling to 30 s */
+static const uint32_t backoff_ms[]
+    = { 250, 500, 1000, 2000, 4000, 8000, 16000, 30000 };
+#define BACKOFF_STEPS ((uint16_t) (sizeof(backoff_ms) / sizeof(backoff_ms[0])))
+
+struct ws_client {
+	struct glue_user tag; /* first: the lws user pointer is the client */
+	struct loop *loop;
+	struct lws_context *ctx;
+	struct lws_vhost *vhost;
+	struct ws_client_cb cb;
+	void *ud;
+
+	char *address; /* host for connect() and SNI */
+	char *host_hdr; /* host:port */
+	char *path; /* <prefix>/ws?clientId=<urlencoded> */
+	char *url_log; /* ws(s)://host:port<path> for log lines */
+	int port;
+	int ssl_flags;
+	bool insecure;
+	struct glue_header *headers;
+	int n_headers;
+	char *first_frame;
+	/* lws_write() masks the payload in place: each connect sends a fresh
+	 * copy from here (LWS_PRE bytes of headroom first) */
+	unsigned char *first_buf;
+	size_t first_len;
+
+	lws_retry_bo_t retry;
+	int handshake_timeout_s;
+	int stable_s;
+
+	lws_sorted_usec_list_t sul_connect;
+	lws_sorted_usec_list_t sul_handshake;
+	lws_sorted_usec_list_t sul_stable;
+	uint16_t retry_count;
+
+	struct lws *wsi;
+	bool running; /* started and not stopped: keep reconnecting */
+	bool wsi_alive; /* a wsi exists that WSI_DESTROY has not ended */
+	bool up; /* upgrade done, on_up called, on_down not yet */
+	bool was_up; /* the current attempt reached ESTABLISHED */
+	bool send_first; /* first frame still to be written */
+	bool send_close; /* close frame wanted at the next writable */
+	uint64_t reconnects;
+	unsigned fail_streak;
+	bool logged_cap;
+	char why[96];
+};
+
+static void connect_now(lws_sorted_usec_list_t *sul);
+
+static char *
+url_encode(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = strlen(s), i, o = 0;
+	char *d = malloc(n * 3 + 1);
+
+	if (d == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char) s[i];
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+		    || (c >= '0' && c <= '9') || c == '-' || c == '.'
+		    || c == '_' || c == '~') {
+			d[o++] = (char) c;
+			continue;
+		}
+		d[o++] = '%';
+		d[o++] = hex[c >> 4];
+		d[o++] = hex[c & 15];
+	}
+	d[o] = '\0';
+	return d;
+}
+
+static bool
+is_ipv6_literal(const char *host)
+{
+	return strchr(host, ':') != NULL;
+}
+
+static char *
+fmt_alloc(const char *fmt, ...)
+{
+	va_list ap;
+	char *d;
+
+	va_start(ap, fmt);
+	if (vasprintf(&d, fmt, ap) < 0)
+		d = NULL;
+	va_end(ap);
+	return d;
+}
+
+static int
+build_target(struct ws_client *c, const struct ws_client_cfg *cfg)
+{
+	const struct url *u = cfg->base;
+	bool v6 = is_ipv6_literal(u->host);
+	char *id = url_encode(cfg->client_id);
+
+	c->port = u->port;
+	c->address = strdup(u->host);
+	c->host_hdr = fmt_alloc(
+	    "%s%s%s:%d", v6 ? "[" : "", u->host, v6 ? "]" : "", u->port);
+	if (id != NULL)
+		c->path = fmt_alloc("%s/ws?clientId=%s", u->path, id);
+	free(id);
+	if (c->host_hdr != NULL && c->path != NULL)
+		c->url_log = fmt_alloc(
+		    "%s://%s%s", u->tls ? "wss" : "ws", c->host_hdr, c->path);
+	if (c->address == NULL || c->url_log == NULL)
+		return BR_ENOMEM;
+	return BR_OK;
+}
+
+static void
+free_client(struct ws_client *c)
+{
+	free(c->address);
+	free(c->host_hdr);
+	free(c->path);
+	free(c->url_log);
+	free(c->first_frame);
+	free(c->first_buf);
+	glue_headers_free(c->headers, c->n_headers);
+	free(c);
+}
+
+/* Copies every string of cfg it keeps; cfg->base is read only here. */
+struct ws_client *
+ws_client_create(struct loop *l, const struct ws_client_cfg *cfg,
+    const struct ws_client_cb *cb, void *ud)
+{
+	struct ws_client *c;
+	int ping, pong;
+
+	if (l == NULL || cfg == NULL || cfg->base == NULL
+	    || cfg->client_id == NULL || cb == NULL)
+		return NULL;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	c->tag.kind = GLUE_KIND_WS;
+	c->loop = l;
+	c->ctx = loop_lws_context(l);
+	c->cb = *cb;
+	c->ud = ud;
+	if (build_target(c, cfg) != BR_OK)
+		goto fail;
+	if (glue_headers_copy(
+	        cfg->headers, cfg->n_headers, &c->headers, LOG_SRC)
+	    != BR_OK)
+		goto fail;
+	c->n_headers = cfg->n_headers > 0 ? cfg->n_headers : 0;
+	if (cfg->first_frame != NULL && cfg->first_frame[0] != '\0') {
+		c->first_len = strlen(cfg->first_frame);
+		c->first_frame = strdup(cfg->first_frame);
+		c->first_buf = malloc(LWS_PRE + c->first_len);
+		if (c->first_frame == NULL || c->first_buf == NULL)
+			goto fail;
+	}
+	if (cfg->base->tls) {
+		c->ssl_flags = LCCSCF_USE_SSL;
+		c->insecure = cfg->tls.insecure;
+		if (c->insecure)
+			c->ssl_flags |= LCCSCF_ALLOW_SELFSIGNED
+			    | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK
+			    | LCCSCF_ALLOW_EXPIRED;
+	}
+	c->vhost = loop_lws_client_vhost(l, cfg->base->tls ? &cfg->tls : NULL);
+	if (c->vhost == NULL)
+		goto fail;
+
+	ping = cfg->ping_interval_s > 0 ? cfg->ping_interval_s : 20;
+	pong = cfg->pong_timeout_s > 0 ? cfg->pong_timeout_s : 10;
+	c->retry.retry_ms_table = backoff_ms;
+	c->retry.retry_ms_table_count = BACKOFF_STEPS;
+	c->retry.conceal_count = LWS_RETRY_CONCEAL_ALWAYS;
+	/* lws pings after `ping` idle seconds and hangs up when no PONG has
+	 * made the link valid again within ping + pong */
+	c->retry.secs_since_valid_ping = (uint16_t) ping;
+	c->retry.secs_since_valid_hangup = (uint16_t) (ping + pong);
+	c->retry.jitter_percent = 20;
+	c->handshake_timeout_s
+	    = cfg->handshake_timeout_s > 0 ? cfg->handshake_timeout_s : 10;
+	c->stable_s = cfg->stable_s > 0 ? cfg->stable_s : 60;
+	return c;
+
+fail:
+	free_client(c);
+	return NULL;
+}
+
+static void
+set_why(struct ws_client *c, const char *why)
+{
+	if (c->why[0] == '\0')
+		snprintf(c->why, sizeof(c->why), "%s", why);
+}
+
+/* Arms the next attempt unless one is armed, a wsi still exists (its
+ * WSI_DESTROY calls us again) or we were stopped. */
+static void
+schedule_retry(struct ws_client *c)
+{
+	if (!c->running || c->wsi_alive
+	    || !lws_dll2_is_detached(&c->sul_connect.list))
+		return;
+	lws_retry_sul_schedule(c->ctx, 0, &c->sul_connect, &c->retry,
+	    connect_now, &c->retry_count);
+}
+
+/* The up->down edge: exactly one on_down per on_up. */
+static void
+link_down(struct ws_client *c)
+{
+	if (!c->up)
+		return;
+	c->up = false;
+	c->send_first = false;
+	lws_sul_cancel(&c->sul_stable);
+	c->reconnects++;
+	if (c->running)
+		log_warn(LOG_SRC, "connection lost: %s",
+		    c->why[0] ? c->why : "closed");
+	else
+		log_info(LOG_SRC, "closed");
+	if (c->cb.on_down != NULL)
+		c->cb.on_down(c->ud, c->why[0] ? c->why : "closed");
+}
+
+static void
+log_failure(struct ws_client *c)
+{
+	bool capped = c->retry_count >= BACKOFF_STEPS;
+
+	c->fail_streak++;
+	if (c->fail_streak == 1)
+		log_warn(LOG_SRC, "cannot connect to %s: %s; retrying",
+		    c->url_log, c->why[0] ? c->why : "failed");
+	else if (c->fail_streak % FAIL_LOG_EVERY == 0
+	    || (capped && !c->logged_cap))
+		log_warn(LOG_SRC,
+		    "still cannot connect to %s after %u "
+		    "attempts: %s",
+		    c->url_log, c->fail_streak, c->why[0] ? c->why : "failed");
+	if (capped)
+		c->logged_cap = true;
+}
+
+/* The wsi of the current attempt is gone for good. */
+static void
+attempt_over(struct ws_client *c)
+{
+	c->wsi = NULL;
+	c->wsi_alive = false;
+	c->send_close = false;
+	lws_sul_cancel(&c->sul_handshake);
+	if (c->was_up) {
+		link_down(c);
+	} else if (c->running) {
+		c->reconnects++;
+		log_failure(c);
+	}
+	schedule_retry(c);
+}
+
+static void
+handshake_expired(lws_sorted_usec_list_t *sul)
+{
+	struct ws_client *c
+	    = lws_container_of(sul, struct ws_client, sul_handshake);
+
+	if (!c->wsi_alive || c->up || c->wsi == NULL)
+		return;
+	set_why(c, "no answer to the upgrade request");
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_AWAITING_SERVER_RESPONSE,
+	    LWS_TO_KILL_ASYNC);
+}
+
+static void
+link_stable(lws_sorted_usec_list_t *sul)
+{
+	struct ws_client *c
+	    = lws_container_of(sul, struct ws_client, sul_stable);
+
+	/* only a link that stayed up resets the backoff: a server that
+	 * accepts and drops at once keeps backing off */
+	c->retry_count = 0;
+}
+
+static void
+connect_now(lws_sorted_usec_list_t *sul)
+{
+	struct ws_client *c
+	    = lws_container_of(sul, struct ws_client, sul_connect);
+	struct lws_client_connect_info i;
+	struct lws *w;
+
+	if (!c->running || c->wsi_alive)
+		return;
+	memset(&i, 0, sizeof(i));
+	i.context = c->ctx;
+	i.vhost = c->vhost;
+	i.address = c->address;
+	i.port = c->port;
+	i.ssl_connection = c->ssl_flags;
+	i.path = c->path;
+	i.host = c->host_hdr;
+	/* no origin: ComfyUI rejects a loopback Host with a different Origin
+	 */
+	i.origin = NULL;
+	i.protocol = NULL;
+	i.local_protocol_name = C2M_LWS_PROTO_WS;
+	i.userdata = c;
+	i.pwsi = &c->wsi;
+	i.retry_and_idle_policy = &c->retry;
+	if (c->insecure)
+		log_warn(
+		    LOG_SRC, "TLS verification is off for %s", c->url_log);
+
+	c->why[0] = '\0';
+	c->was_up = false;
+	c->wsi_alive = true;
+	lws_sul_schedule(c->ctx, 0, &c->sul_handshake, handshake_expired,
+	    (lws_usec_t) c->handshake_timeout_s * LWS_US_PER_SEC);
+	w = lws_client_connect_via_info(&i);
+	if (w == NULL && c->wsi_alive) {
+		/* freed without WSI_DESTROY (e.g. failed before binding) */
+		set_why(c, "connect failed");
+		attempt_over(c);
+	}
+}
+
+/* Starts the first attempt now; idempotent while running. */
+int
+ws_client_start(struct ws_client *c)
+{
+	if (c == NULL)
+		return BR_EINVAL;
+	if (c->running)
+		return BR_OK;
+	c->running = true;
+	c->retry_count = 0;
+	c->fail_streak = 0;
+	c->logged_cap = false;
+	if (!c->wsi_alive)
+		lws_sul_schedule(c->ctx, 0, &c->sul_connect, connect_now, 1);
+	return BR_OK;
+}
+
+/* Ends the current wsi: politely with a close frame once up, else kill. */
+static void
+close_current(struct ws_client *c, const char *why)
+{
+	if (!c->wsi_alive || c->wsi == NULL)
+		return;
+	set_why(c, why);
+	if (c->up) {
+		c->send_close = true;
+		lws_callback_on_writable(c->wsi);
+		return;
+	}
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+void
+ws_client_stop(struct ws_client *c)
+{
+	if (c == NULL || !c->running)
+		return;
+	c->running = false;
+	lws_sul_cancel(&c->sul_connect);
+	lws_sul_cancel(&c->sul_stable);
+	close_current(c, "stopped");
+}
+
+void
+ws_client_reconnect(struct ws_client *c)
+{
+	if (c == NULL || !c->running)
+		return;
+	if (c->wsi_alive) {
+		close_current(c, "reconnect requested");
+		return;
+	}
+	lws_sul_schedule(c->ctx, 0, &c->sul_connect, connect_now, 1);
+}
+
+/* Frees c; a live wsi is detached (lws sees no user any more) and killed. */
+void
+ws_client_destroy(struct ws_client *c)
+{
+	if (c == NULL)
+		return;
+	c->running = false;
+	lws_sul_cancel(&c->sul_connect);
+	lws_sul_cancel(&c->sul_handshake);
+	lws_sul_cancel(&c->sul_stable);
+	if (c->wsi_alive && c->wsi != NULL) {
+		lws_set_wsi_user(c->wsi, NULL);
+		lws_set_timeout(
+		    c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+	}
+	free_client(c);
+}
+
+bool
+ws_client_is_up(const struct ws_client *c)
+{
+	return c != NULL && c->up;
+}
+
+uint64_t
+ws_client_reconnects(const struct ws_client *c)
+{
+	return c != NULL ? c->reconnects : 0;
+}
+
+static void
+established(struct ws_client *c, struct lws *wsi)
+{
+	lws_sul_cancel(&c->sul_handshake);
+	c->up = true;
+	c->was_up = true;
+	c->why[0] = '\0';
+	if (c->fail_streak > 0)
+		log_info(LOG_SRC, "connected to %s (after %u failed attempts)",
+		    c->url_log, c->fail_streak);
+	else
+		log_info(LOG_SRC, "connected to %s", c->url_log);
+	c->fail_streak = 0;
+	c->logged_cap = false;
+	lws_sul_schedule(c->ctx, 0, &c->sul_stable, link_stable,
+	    (lws_usec_t) c->stable_s * LWS_US_PER_SEC);
+	if (c->first_frame != NULL) {
+		c->send_first = true;
+		lws_callback_on_writable(wsi);
+	}
+	if (c->cb.on_up != NULL)
+		c->cb.on_up(c->ud);
+}
+
+static int
+writable(struct ws_client *c, struct lws *wsi)
+{
+	int n;
+
+	if (c->send_close) {
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+		return -1;
+	}
+	if (!c->send_first)
+		return 0;
+	c->send_first = false;
+	memcpy(c->first_buf + LWS_PRE, c->first_frame, c->first_len);
+	n = lws_write(
+	    wsi, c->first_buf + LWS_PRE, c->first_len, LWS_WRITE_TEXT);
+	if (n < (int) c->first_len) {
+		set_why(c, "cannot send the first frame");
+		return -1;
+	}
+	return 0;
+}
+
+int
+ws_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+    void *in, size_t len)
+{
+	struct ws_client *c = user;
+	char msg[64];
+
+	if (c == NULL || c->tag.kind != GLUE_KIND_WS)
+		return lws_callback_http_dummy(wsi, reason, NULL, in, len);
+
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+		return glue_headers_append(
+		    wsi, c->headers, c->n_headers, in, len);
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		c->wsi = wsi;
+		established(c, wsi);
+		return 0;
+	case LWS_CALLBACK_CLIENT_WRITEABLE:
+		return writable(c, wsi);
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		if (c->cb.on_chunk != NULL)
+			c->cb.on_chunk(c->ud, in, len,
+			    lws_is_first_fragment(wsi) != 0,
+			    lws_is_final_fragment(wsi) != 0
+			        && lws_remaining_packet_payload(wsi) == 0,
+			    lws_frame_is_binary(wsi) != 0);
+		return 0;
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		if (len >= 2) {
+			const unsigned char *p = in;
+			snprintf(msg, sizeof(msg), "peer closed (code %d)",
+			    (p[0] << 8) | p[1]);
+			set_why(c, msg);
+		} else {
+			set_why(c, "peer closed");
+		}
+		return 0;
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+		/* in is a NUL-terminated reason; len is not always set */
+		snprintf(msg, sizeof(msg), "%s",
+		    in != NULL ? (const char *) in : "");
+		set_why(c, msg[0] ? msg : "connection error");
+		schedule_retry(c);
+		return 0;
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		set_why(c, "connection closed");
+		link_down(c);
+		schedule_retry(c);
+		return 0;
+	case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
+		/* the only close callback a handshake timeout delivers */
+		set_why(c, "closed during the upgrade");
+		schedule_retry(c);
+		return 0;
+	case LWS_CALLBACK_WSI_DESTROY:
+		attempt_over(c);
+		return 0;
+	default:
+		break;
+	}
+	return lws_callback_http_dummy(wsi, reason, NULL, in, len);
+}
