@@ -1,0 +1,88 @@
+/* The prompt table: lookup, creation, eviction order, buffers. */
+#include "test.h"
+#include "tracker.h"
+
+static void
+test_find_and_get(void)
+{
+	struct tracker *t = tracker_create(8);
+	bool created;
+	struct prompt *p = tracker_get(t, "a/b", 3, &created);
+	CHECK(created && p);
+	CHECK_STR(p->id, "a/b");
+	CHECK_STR(p->tid, "a_b");
+	CHECK_INT(p->status, PS_QUEUED);
+	CHECK(tracker_get(t, "a/b", 3, &created) == p && !created);
+	CHECK(tracker_find(t, "a/b", 3) == p);
+	CHECK(tracker_find(t, "a/c", 3) == NULL);
+	CHECK_INT(tracker_count(t), 1);
+	dbuf_append(&p->done, "\"1\"", 3);
+	tracker_remove(t, p);
+	CHECK(tracker_find(t, "a/b", 3) == NULL);
+	CHECK_INT(tracker_count(t), 0);
+	tracker_destroy(t);
+}
+
+static void
+test_eviction_prefers_finished(void)
+{
+	struct tracker *t = tracker_create(4);
+	bool created;
+	char id[16];
+	for (int i = 0; i < 4; i++) {
+		snprintf(id, sizeof(id), "p%d", i);
+		struct prompt *p = tracker_get(t, id, strlen(id), &created);
+		p->queued_at = 100 + i;
+		if (i == 2 || i == 3) {
+			p->terminal_sent = true;
+			p->finished_at = i == 2 ? 500 : 400;
+		}
+	}
+	/* full: the prompt that finished first (p3) goes */
+	tracker_get(t, "p4", 2, &created)->queued_at = 200;
+	CHECK(created);
+	CHECK(tracker_find(t, "p3", 2) == NULL);
+	CHECK(tracker_find(t, "p2", 2) != NULL);
+	tracker_get(t, "p5", 2, &created)->queued_at = 201;
+	CHECK(tracker_find(t, "p2", 2) == NULL);
+	/* then the oldest queued one */
+	tracker_get(t, "p6", 2, &created);
+	CHECK(tracker_find(t, "p0", 2) == NULL);
+	CHECK(tracker_find(t, "p1", 2) != NULL);
+	CHECK_INT(tracker_count(t), 4);
+	unsigned i = 0, n = 0;
+	while (tracker_next(t, &i))
+		n++;
+	CHECK_INT(n, 4);
+	tracker_destroy(t);
+}
+
+static void
+test_many_ids_collide_safely(void)
+{
+	struct tracker *t = tracker_create(512);
+	bool created;
+	char id[32];
+	for (int i = 0; i < 2000; i++) {
+		snprintf(id, sizeof(id), "prompt-%d", i);
+		struct prompt *p = tracker_get(t, id, strlen(id), &created);
+		CHECK(p && created);
+		p->terminal_sent = true;
+		p->finished_at = i;
+	}
+	CHECK_INT(tracker_count(t), 512);
+	/* the newest 512 survive */
+	CHECK(tracker_find(t, "prompt-1999", 11) != NULL);
+	CHECK(tracker_find(t, "prompt-1488", 11) != NULL);
+	CHECK(tracker_find(t, "prompt-1487", 11) == NULL);
+	tracker_destroy(t);
+}
+
+int
+main(void)
+{
+	RUN(test_find_and_get);
+	RUN(test_eviction_prefers_finished);
+	RUN(test_many_ids_collide_safely);
+	TEST_MAIN_END();
+}
