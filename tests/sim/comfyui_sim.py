@@ -1243,7 +1243,6 @@ class Routes:
 
     async def sim_send(self, request: web.Request) -> web.Response:
         """Queue arbitrary frames (text, raw bytes as TEXT, binary, huge) to a socket."""
-        s = self.s
         try:
             body = await read_json(request, {})
             target = body.get("client_id")
