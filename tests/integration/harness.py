@@ -215,7 +215,7 @@ class Proc:
             env=env,
             cwd=SOURCE_DIR,
         )
-        self.argv = argv
+        self.cmdline = argv
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -475,7 +475,7 @@ class Bridge(Proc):
     def context(self, lines=40):
         """Text to append to assertion messages."""
         state = "running" if self.alive() else "exited with %s" % (self.proc.returncode if self.proc else None)
-        return "\n--- bridge (%s) %s\n--- stderr tail:\n%s" % (state, " ".join(self.argv()), self.stderr_tail(lines))
+        return "\n--- bridge (%s) %s\n--- stderr tail:\n%s" % (state, " ".join(self.cmdline if self.proc else self.argv()), self.stderr_tail(lines))
 
     def wait_connected(self, collector, sim=None, timeout=20):
         """Waits for retained bridge/state and upstream/state `online`, and
@@ -824,4 +824,35 @@ def seq_problems(collector, prefix=PREFIX, instance=INSTANCE, since=0):
             if s in seen:
                 problems.append("run %s: seq %d on both %s and %s" % (run, s, seen[s].topic, m.topic))
             seen[s] = m
+    return problems
+
+
+def qos_retain_problems(collector, prefix=PREFIX, instance=INSTANCE, since=0):
+    """QoS and retain flag of every recorded message against contract §2 and
+    payloads.md (the collector subscribes at QoS 1 with retain-as-published,
+    so both arrive as published)."""
+    problems = []
+    for m in collector.messages(prefix + "/" + instance + "/*", since):
+        kind, parts = classify_topic(m.topic, prefix, instance)
+        if kind is None:
+            continue
+        if kind == "envelope.schema.json":
+            want_retain = False
+            try:
+                etype = m.json().get("type")
+            except ValueError:
+                continue
+            want_qos = 0 if etype in QOS0_EVENT_TYPES else 1
+        elif kind in ("availability.schema.json", "bridge-info.schema.json", "queue.schema.json",
+                      "state.schema.json"):
+            want_retain, want_qos = True, 1
+        elif kind == "bridge-health.schema.json":
+            want_retain, want_qos = True, 0
+        elif kind == "completion.schema.json":
+            want_retain, want_qos = False, 1
+        else:  # previews
+            want_retain, want_qos = parts.get("prompt") is None, 0
+        if m.retain != want_retain or m.qos != want_qos:
+            problems.append("%s: qos %d retain %s, contract says qos %d retain %s"
+                            % (m.topic, m.qos, m.retain, want_qos, want_retain))
     return problems
