@@ -2225,12 +2225,13 @@ engine_create(
 		e->cfg.health_interval_s = 30;
 	if (e->cfg.state_ttl_s <= 0)
 		e->cfg.state_ttl_s = 86400;
-	unsigned ht = cfg->max_tokens > HTTP_MIN_TOKENS ? cfg->max_tokens
-	                                                : HTTP_MIN_TOKENS;
+	unsigned ht = cfg->http_max_tokens ? cfg->http_max_tokens
+	                                   : HTTP_MIN_TOKENS;
 	e->parser
 	    = json_parser_create(cfg->max_tokens ? cfg->max_tokens : 8192);
 	e->http_parser = json_parser_create(ht);
-	e->tracker = tracker_create(TRACKER_CAPACITY);
+	e->tracker = tracker_create(cfg->max_prompts ? cfg->max_prompts
+	                                             : TRACKER_CAPACITY);
 	e->max_payload = MAX_PAYLOAD;
 	e->obuf = malloc(OUTBUF_CAP);
 	if (!e->prefix || !e->instance || !e->client_id || !e->comfy_url

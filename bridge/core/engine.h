@@ -52,6 +52,8 @@ struct engine_cfg {
 	int mqtt_protocol;          /* 5 or 4 */
 	int64_t state_ttl_s;
 	unsigned max_tokens;
+	unsigned http_max_tokens; /* for /queue and /history; 0: 262144 */
+	unsigned max_prompts;     /* prompts tracked at once; 0: 1024 */
 	unsigned history_items;
 	int health_interval_s;
 	bool previews;
