@@ -410,6 +410,58 @@ validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok)
 	return pos == last ? JSON_OK : JSON_E_SYNTAX;
 }
 
+/* jsmn closes a bracket by walking up the parent links from the last
+ * token to the innermost open container. That walk is as long as the
+ * nesting (quadratic for [[[[...]]]]: 16k levels cost 0.4 s), and a closer
+ * with nothing open walks the whole chain without failing, once per closer.
+ * So before jsmn runs, a scan that splits the input exactly as jsmn does
+ * (quoted strings with backslash escapes, unquoted runs ending at jsmn's
+ * delimiters, a NUL ending everything) measures the nesting: deeper than
+ * JSON_MAX_DEPTH is rejected, and so is a closer at depth 0, which valid
+ * JSON never has. Then every walk is bounded and parsing stays linear. */
+static int
+prescan(const char *buf, size_t len)
+{
+	int depth = 0;
+	size_t i = 0;
+	while (i < len) {
+		switch (buf[i++]) {
+		case '\0':
+			return JSON_OK; /* jsmn stops here */
+		case '{':
+		case '[':
+			if (++depth > JSON_MAX_DEPTH)
+				return JSON_E_DEPTH;
+			break;
+		case '}':
+		case ']':
+			if (depth-- == 0)
+				return JSON_E_SYNTAX;
+			break;
+		case '"':
+			while (i < len && buf[i] != '"') {
+				if (buf[i] == '\0')
+					return JSON_OK;
+				i += buf[i] == '\\' && i + 1 < len ? 2 : 1;
+			}
+			i++;
+			break;
+		case ' ':
+		case '\t':
+		case '\r':
+		case '\n':
+		case ',':
+		case ':':
+			break;
+		default:
+			while (i < len && !strchr(" \t\r\n,]}:", buf[i]))
+				i++;
+			break;
+		}
+	}
+	return JSON_OK;
+}
+
 int
 json_parse(struct json_parser *p, const char *buf, size_t len,
     bool require_object, struct json_doc *out)
@@ -428,6 +480,9 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 	while (last > first && is_ws(buf[last - 1]))
 		last--;
 
+	int rc = prescan(buf, len);
+	if (rc != JSON_OK)
+		return rc;
 	jsmn_parser jp;
 	jsmn_init(&jp);
 	int r = jsmn_parse(&jp, buf, len, p->tok, p->cap);
@@ -435,7 +490,7 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 		return JSON_E_TOKENS;
 	if (r <= 0)
 		return JSON_E_SYNTAX;
-	int rc = validate(buf, (int) first, (int) last, p->tok, r);
+	rc = validate(buf, (int) first, (int) last, p->tok, r);
 	if (rc != JSON_OK)
 		return rc;
 	if (require_object && p->tok[0].type != JSMN_OBJECT)
