@@ -22,6 +22,7 @@ struct http_req {
 	struct glue_user tag; /* first: the lws user pointer is the request */
 	struct http_client *h; /* NULL once orphaned by http_client_destroy */
 	struct lws_context *ctx;
+	struct loop *loop;
 	struct http_req *prev, *next;
 	struct lws *wsi;
 	lws_sorted_usec_list_t sul; /* timeout, later the deferred delivery */
@@ -41,6 +42,7 @@ struct http_req {
 };
 
 struct http_client {
+	struct loop *loop;
 	struct lws_context *ctx;
 	struct lws_vhost *vhost;
 	const struct url *base;
@@ -82,6 +84,7 @@ http_client_create(struct loop *l, const struct url *base,
 	h = calloc(1, sizeof(*h));
 	if (h == NULL)
 		return NULL;
+	h->loop = l;
 	h->ctx = loop_lws_context(l);
 	h->base = base;
 	h->max_body = max_body;
@@ -165,8 +168,10 @@ deliver(struct http_req *r)
 	if (r->delivered)
 		return;
 	r->delivered = true;
-	if (h != NULL) {
+	if (h != NULL)
 		h->pending--;
+	/* none inside lws_context_destroy: the owner may be half gone */
+	if (h != NULL && !loop_lws_destroying(r->loop)) {
 		r->in_callback = true;
 		if (r->result < 0)
 			r->done(r->ud, r->result, "", 0);
@@ -235,6 +240,7 @@ http_client_get(struct http_client *h, const char *path_query, int timeout_ms,
 	}
 	r->h = h;
 	r->ctx = h->ctx;
+	r->loop = h->loop;
 	r->done = done;
 	r->ud = ud;
 	r->next = h->reqs;

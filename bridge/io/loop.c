@@ -37,6 +37,7 @@ struct loop {
 	void (*signal_cb)(void *ud, int signo);
 	void *signal_ud;
 	int sigfd;
+	bool destroying;
 	sigset_t old_mask;
 	struct tls_vhost vhosts[LOOP_MAX_VHOSTS];
 	int n_vhosts;
@@ -268,6 +269,7 @@ loop_destroy(struct loop *l)
 
 	if (l == NULL)
 		return;
+	l->destroying = true;
 	lws_context_destroy(l->ctx);
 	for (i = 0; i < l->n_vhosts; i++) {
 		free(l->vhosts[i].ca);
@@ -390,6 +392,12 @@ loop_mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool
+loop_lws_destroying(const struct loop *l)
+{
+	return l->destroying;
 }
 
 struct lws_context *

@@ -3,6 +3,7 @@
 #ifndef C2M_LWS_GLUE_H
 #define C2M_LWS_GLUE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <libwebsockets.h>
@@ -27,6 +28,10 @@ struct glue_user {
 
 /* The loop's lws context (borrowed; lives until loop_destroy). */
 struct lws_context *loop_lws_context(struct loop *l);
+
+/* True while loop_destroy() runs lws_context_destroy(): callbacks then
+ * arrive for every remaining wsi and must neither retry nor call out. */
+bool loop_lws_destroying(const struct loop *l);
 
 /* A vhost whose client TLS context uses tls->ca/cert/key: the default vhost
  * when none is set, else one created on first use and cached by those paths

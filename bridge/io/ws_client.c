@@ -61,6 +61,8 @@ struct ws_client {
 	bool wsi_alive; /* a wsi exists that WSI_DESTROY has not ended */
 	bool up; /* upgrade done, on_up called, on_down not yet */
 	bool was_up; /* the current attempt reached ESTABLISHED */
+	int in_cb; /* depth of ws_client_lws_cb() calls for this client */
+	bool destroy_pending; /* ws_client_destroy() ran inside one */
 	bool send_first; /* first frame still to be written */
 	bool send_close; /* close frame wanted at the next writable */
 	uint64_t reconnects;
@@ -426,6 +428,12 @@ ws_client_destroy(struct ws_client *c)
 		lws_set_timeout(
 		    c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 	}
+	c->wsi_alive = false;
+	if (c->in_cb > 0) {
+		/* called from one of our callbacks: freed when it returns */
+		c->destroy_pending = true;
+		return;
+	}
 	free_client(c);
 }
 
@@ -487,15 +495,11 @@ writable(struct ws_client *c, struct lws *wsi)
 	return 0;
 }
 
-int
-ws_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-    void *in, size_t len)
+static int
+dispatch(struct ws_client *c, struct lws *wsi,
+    enum lws_callback_reasons reason, void *in, size_t len)
 {
-	struct ws_client *c = user;
 	char msg[64];
-
-	if (c == NULL || c->tag.kind != GLUE_KIND_WS)
-		return lws_callback_http_dummy(wsi, reason, NULL, in, len);
 
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
@@ -549,4 +553,36 @@ ws_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		break;
 	}
 	return lws_callback_http_dummy(wsi, reason, NULL, in, len);
+}
+
+int
+ws_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+    void *in, size_t len)
+{
+	struct ws_client *c = user;
+	int rc;
+
+	if (c == NULL || c->tag.kind != GLUE_KIND_WS)
+		return lws_callback_http_dummy(wsi, reason, NULL, in, len);
+	if (loop_lws_destroying(c->loop)) {
+		/* inside lws_context_destroy: no callbacks, no retry */
+		c->running = false;
+		if (reason == LWS_CALLBACK_WSI_DESTROY) {
+			c->wsi = NULL;
+			c->wsi_alive = false;
+			c->up = false;
+		}
+		return 0;
+	}
+	c->in_cb++;
+	rc = dispatch(c, wsi, reason, in, len);
+	c->in_cb--;
+	if (c->in_cb == 0 && c->destroy_pending) {
+		lws_sul_cancel(&c->sul_connect);
+		lws_sul_cancel(&c->sul_handshake);
+		lws_sul_cancel(&c->sul_stable);
+		free_client(c);
+		return -1;
+	}
+	return rc;
 }

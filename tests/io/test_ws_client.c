@@ -216,9 +216,15 @@ on_up(void *ud)
 	ups++;
 }
 
+static struct ws_client *destroy_in_down;
+
 static void
 on_down(void *ud, const char *why)
 {
+	if (destroy_in_down != NULL) {
+		ws_client_destroy(destroy_in_down);
+		destroy_in_down = NULL;
+	}
 	if (downs < MAX_STAMPS)
 		down_ms[downs] = loop_mono_ms();
 	downs++;
@@ -728,6 +734,28 @@ test_destroy_while_connected(void)
 	CHECK_INT(downs, 0);
 }
 
+static void
+test_destroy_from_on_down(void)
+{
+	struct ws_client_cfg cfg = default_cfg();
+	struct ws_client *c;
+	int connects;
+
+	reset_counters();
+	c = ws_client_create(L, &cfg, &cbs, NULL);
+	CHECK_INT(ws_client_start(c), 0);
+	CHECK(wait_ups(1, 10000));
+	connects = count_lines("CONNECT ");
+	destroy_in_down = c;
+	peer_cmd(&P, "close");
+	CHECK(wait_downs(1, 5000));
+	CHECK(destroy_in_down == NULL);
+	/* gone for good: no reconnect, no second on_down */
+	CHECK(!wait_ups(2, 1500));
+	CHECK_INT(downs, 1);
+	CHECK_INT(count_lines("CONNECT "), connects);
+}
+
 int
 main(void)
 {
@@ -752,6 +780,7 @@ main(void)
 	RUN(test_hung_peer_dropped_by_ping);
 	RUN(test_upgrade_never_answered);
 	RUN(test_destroy_while_connected);
+	RUN(test_destroy_from_on_down);
 
 	peer_kill(&P);
 	loop_timer_destroy(wait_timer);
