@@ -24,14 +24,14 @@ struct mqtt_link_cfg {
 	bool tls;
 	struct tls_opts tls_opts;
 	const char *client_id;
-	const char *username;   /* NULL: none */
-	const char *password;   /* secret; never logged */
-	int protocol;           /* 5 or 4 (3.1.1) */
-	int keepalive_s;        /* default 30 */
+	const char *username; /* NULL: none */
+	const char *password; /* secret; never logged */
+	int protocol; /* 5 or 4 (3.1.1) */
+	int keepalive_s; /* default 30 */
 	const char *will_topic; /* retained QoS 1 will */
 	const char *will_payload;
-	unsigned window;        /* max messages handed to libmosquitto and not
-	                           yet acknowledged/written; default 1000 */
+	unsigned window; /* max messages handed to libmosquitto and not
+	                    yet acknowledged/written; default 1000 */
 	size_t queue_max_messages;
 	size_t queue_max_bytes;
 	/* Called from the mosquitto thread when there is news for
@@ -46,24 +46,25 @@ struct mqtt_link_cb {
 	/* the link is gone (reason for the log) */
 	void (*on_disconnected)(void *ud, const char *why);
 	/* a message on a subscribed topic (borrowed) */
-	void (*on_message)(void *ud, const char *topic, const void *payload,
-	                   size_t len);
+	void (*on_message)(
+	    void *ud, const char *topic, const void *payload, size_t len);
 };
 
 struct mqtt_link_stats {
 	bool connected;
 	uint64_t connects;
 	uint64_t disconnects;
+	uint64_t connect_failures; /* refused, or lost before CONNACK */
 	uint64_t published[MSG_CLASS_COUNT]; /* handed to libmosquitto */
-	uint64_t dropped[MSG_CLASS_COUNT];   /* dropped by the queue bound */
-	size_t queued;                       /* waiting in our queue */
+	uint64_t dropped[MSG_CLASS_COUNT]; /* dropped by the queue bound */
+	size_t queued; /* waiting in our queue */
 	size_t queued_bytes;
-	unsigned inflight;                   /* handed, not yet done */
+	unsigned inflight; /* handed, not yet done */
 };
 
 /* Creates the link (copies cfg and its strings). */
-struct mqtt_link *mqtt_link_create(const struct mqtt_link_cfg *cfg,
-                                   const struct mqtt_link_cb *cb, void *ud);
+struct mqtt_link *mqtt_link_create(
+    const struct mqtt_link_cfg *cfg, const struct mqtt_link_cb *cb, void *ud);
 /* Starts the mosquitto thread and the (re)connect cycle. */
 int mqtt_link_start(struct mqtt_link *m);
 
@@ -90,8 +91,8 @@ void mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s);
 /* Shutdown: drains the queue for at most timeout_ms, publishes last (e.g.
  * bridge/state offline; may be NULL), disconnects cleanly and stops the
  * thread. Blocks the caller for at most about timeout_ms + 200 ms. */
-void mqtt_link_shutdown(struct mqtt_link *m, const struct out_msg *last,
-                        int timeout_ms);
+void mqtt_link_shutdown(
+    struct mqtt_link *m, const struct out_msg *last, int timeout_ms);
 void mqtt_link_destroy(struct mqtt_link *m);
 
 #endif

@@ -1,0 +1,31 @@
+/* A real mosquitto for io tests: a temp directory with its config, a free
+ * 127.0.0.1 port, start/stop/restart, and readiness by polling the port. */
+#ifndef C2M_HELPER_BROKER_H
+#define C2M_HELPER_BROKER_H
+
+#include <stdbool.h>
+
+struct broker;
+
+struct broker_opts {
+	bool persistence; /* keep sessions across broker_stop/broker_start */
+	const char *extra_conf; /* more config lines, or NULL */
+};
+
+/* Creates the config on a fresh free port; does not start the broker. */
+struct broker *broker_create(const struct broker_opts *opts);
+/* Starts mosquitto and waits (up to 5 s) until the port accepts. 0 or -1. */
+int broker_start(struct broker *b);
+/* SIGTERM + waitpid (the broker saves its persistence file on the way). */
+void broker_stop(struct broker *b);
+bool broker_running(const struct broker *b);
+int broker_port(const struct broker *b);
+/* Stops the broker if needed and removes the temp directory. */
+void broker_destroy(struct broker *b);
+
+/* Returns a free 127.0.0.1 TCP port (bound to 0, then released). */
+int helper_free_port(void);
+/* Polls until 127.0.0.1:port accepts a TCP connection; 0 or -1. */
+int helper_wait_port(int port, int timeout_ms);
+
+#endif
