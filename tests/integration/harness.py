@@ -709,8 +709,25 @@ def validator(schema_file):
 
 
 def schema_errors(schema_file, instance):
-    return ["%s: %s" % ("/".join(str(p) for p in e.absolute_path) or "<root>", e.message)
-            for e in validator(schema_file).iter_errors(instance)]
+    """Readable validation errors; for anyOf/oneOf failures the reasons of
+    each alternative are appended, so the message says what to fix."""
+    out = []
+    for e in validator(schema_file).iter_errors(instance):
+        where = "/".join(str(p) for p in e.absolute_path) or "<root>"
+        msg = e.message if len(e.message) < 300 else e.message[:300] + "..."
+        if e.context:
+            leaves, todo = [], list(e.context)
+            while todo:
+                c = todo.pop()
+                if c.context:
+                    todo.extend(c.context)
+                else:
+                    leaves.append(c)
+            why = sorted({"%s: %s" % ("/".join(str(p) for p in c.absolute_path) or "<root>", c.message[:150])
+                          for c in leaves})
+            msg += " [alternatives failed: %s]" % "; ".join(why[:6])
+        out.append("%s: %s" % (where, msg))
+    return out
 
 
 def classify_topic(topic, prefix=PREFIX, instance=INSTANCE):
