@@ -722,11 +722,10 @@ set_error(
 		"exception_type", "exception_message" };
 	for (unsigned i = 0; i < 4; i++) {
 		int t = json_obj_get(d, data, keys[i]);
+		if (t < 0)
+			continue;
 		jsonw_key(&w, keys[i]);
-		if (t >= 0)
-			json_emit(d, t, &w, 4096, &truncated);
-		else
-			jsonw_null(&w);
+		json_emit(d, t, &w, 4096, &truncated);
 	}
 	int tb = json_obj_get(d, data, "traceback");
 	if (tb >= 0) {
@@ -1181,6 +1180,7 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 		break;
 	}
 	case EVK_EXECUTING:
+		env.has_node_started = true;
 		if (ev->node_null || !ev->has_node) {
 			publish_envelope(e, &env);
 			print_line(
