@@ -56,7 +56,8 @@ struct mqtt_link_stats {
 	uint64_t disconnects;
 	uint64_t connect_failures; /* refused, or lost before CONNACK */
 	uint64_t published[MSG_CLASS_COUNT]; /* handed to libmosquitto */
-	uint64_t dropped[MSG_CLASS_COUNT]; /* dropped by the queue bound */
+	/* queue bound, QoS 0 lost in a drop race, rejected by libmosquitto */
+	uint64_t dropped[MSG_CLASS_COUNT];
 	size_t queued; /* waiting in our queue */
 	size_t queued_bytes;
 	unsigned inflight; /* handed, not yet done */
@@ -74,8 +75,11 @@ int mqtt_link_start(struct mqtt_link *m);
 int mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg);
 
 /* Owner's thread: delivers pending callbacks, drains the queue while the
- * window allows, runs the CONNACK watchdog. Call after every wake and at
- * least once a second. */
+ * window allows, and restarts libmosquitto's loop thread when it gave up
+ * for good (2.0.11 ends it on MOSQ_ERR_PROTOCOL, TLS, EAI, ...). A broker
+ * that accepts TCP but never sends CONNACK needs no watchdog here:
+ * libmosquitto drops the attempt after keepalive_s and retries (tested).
+ * Call after every wake and at least once a second. */
 void mqtt_link_service(struct mqtt_link *m);
 
 /* Subscribes (QoS 1) on every (re)connect. */
