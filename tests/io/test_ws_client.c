@@ -107,9 +107,10 @@ last_line(const char *prefix)
 	return NULL;
 }
 
-/* Starts the peer on port (0: any) and waits for LISTENING (10 s). */
+/* Starts the peer on port (0: any), serving TLS when cert is set, and
+ * waits for LISTENING (10 s). */
 static int
-peer_start(struct peer *p, int port)
+peer_spawn(struct peer *p, int port, const char *cert, const char *key)
 {
 	int in[2], out[2];
 	char portarg[16];
@@ -132,8 +133,13 @@ peer_start(struct peer *p, int port)
 		dup2(out[1], 1);
 		close(in[1]);
 		close(out[0]);
-		execl("/usr/bin/python3", "python3", peer_script(), "--port",
-		    portarg, (char *) NULL);
+		if (cert != NULL)
+			execl("/usr/bin/python3", "python3", peer_script(),
+			    "--port", portarg, "--tls", cert, key,
+			    (char *) NULL);
+		else
+			execl("/usr/bin/python3", "python3", peer_script(),
+			    "--port", portarg, (char *) NULL);
 		_exit(127);
 	}
 	close(in[0]);
@@ -156,6 +162,12 @@ peer_start(struct peer *p, int port)
 	l = last_line("LISTENING ");
 	p->port = atoi(l + strlen("LISTENING "));
 	return p->port > 0 ? 0 : -1;
+}
+
+static int
+peer_start(struct peer *p, int port)
+{
+	return peer_spawn(p, port, NULL, NULL);
 }
 
 static void
@@ -756,6 +768,72 @@ test_destroy_from_on_down(void)
 	CHECK_INT(count_lines("CONNECT "), connects);
 }
 
+/* wss:// against a self-signed certificate: trusted through tls.ca,
+ * refused without it, accepted with tls.insecure. */
+static void
+test_wss(void)
+{
+	char dir[] = "/tmp/c2m-wss-XXXXXX", cmd[1024], cert[256], key[256];
+	struct ws_client_cfg cfg = default_cfg();
+	struct ws_client *c;
+	struct peer tp;
+	struct url tbase;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+	snprintf(key, sizeof(key), "%s/key.pem", dir);
+	snprintf(cmd, sizeof(cmd),
+	    "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "
+	    "/CN=127.0.0.1 -addext "
+	    "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1 -keyout %s -out %s "
+	    ">/dev/null 2>&1",
+	    key, cert);
+	CHECK_INT(system(cmd), 0);
+	CHECK_INT(peer_spawn(&tp, 0, cert, key), 0);
+	tbase = base;
+	snprintf(tbase.scheme, sizeof(tbase.scheme), "https");
+	tbase.tls = true;
+	tbase.port = tp.port;
+	cfg.base = &tbase;
+
+	/* trusted through the CA file */
+	reset_counters();
+	cfg.tls.ca = cert;
+	c = ws_client_create(L, &cfg, &cbs, NULL);
+	CHECK(c != NULL);
+	CHECK_INT(ws_client_start(c), 0);
+	CHECK(wait_ups(1, 10000));
+	ws_client_stop(c);
+	CHECK(wait_downs(1, 5000));
+	ws_client_destroy(c);
+
+	/* system CAs only: verification fails, attempts go on */
+	reset_counters();
+	cfg.tls.ca = NULL;
+	c = ws_client_create(L, &cfg, &cbs, NULL);
+	CHECK_INT(ws_client_start(c), 0);
+	watch(c);
+	CHECK(wait_reconnects(2, 10000));
+	CHECK_INT(ups, 0);
+	watch(NULL);
+	ws_client_destroy(c);
+
+	/* verification off */
+	reset_counters();
+	cfg.tls.insecure = true;
+	c = ws_client_create(L, &cfg, &cbs, NULL);
+	CHECK_INT(ws_client_start(c), 0);
+	CHECK(wait_ups(1, 10000));
+	ws_client_stop(c);
+	CHECK(wait_downs(1, 5000));
+	ws_client_destroy(c);
+
+	peer_kill(&tp);
+	unlink(cert);
+	unlink(key);
+	rmdir(dir);
+}
+
 int
 main(void)
 {
@@ -781,6 +859,7 @@ main(void)
 	RUN(test_upgrade_never_answered);
 	RUN(test_destroy_while_connected);
 	RUN(test_destroy_from_on_down);
+	RUN(test_wss);
 
 	peer_kill(&P);
 	loop_timer_destroy(wait_timer);

@@ -3,6 +3,7 @@
 HTTP routes, driven by line commands on stdin, reporting events on stdout.
 
 Run with Debian's /usr/bin/python3. Prints `LISTENING <port>` once bound.
+`--port N` picks the port, `--tls CERT KEY` serves https/wss.
 
 stdout events (one per line):
   CONNECT id=<clientId> origin=<Origin|-> xtest=<X-Test|-> host=<Host>
@@ -22,6 +23,7 @@ The pattern byte i is 'a' + (i * 7 + i / 13) % 26, so a test can rebuild it.
 import argparse
 import asyncio
 import logging
+import ssl
 import struct
 import sys
 import threading
@@ -133,7 +135,7 @@ def stdin_reader(loop, peer):
     loop.call_soon_threadsafe(loop.stop)
 
 
-async def start(port, peer):
+async def start(port, peer, tls):
     app = web.Application()
     for prefix in ("", "/api"):
         app.router.add_get(prefix + "/ws", peer.ws)
@@ -143,7 +145,12 @@ async def start(port, peer):
         app.router.add_get(prefix + "/headers", peer.headers)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
+    ctx = None
+    if tls:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(tls[0], tls[1])
+    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True,
+                       ssl_context=ctx)
     await site.start()
     return site._server.sockets[0].getsockname()[1]
 
@@ -151,13 +158,14 @@ async def start(port, peer):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = ap.parse_args()
     # a stopped-then-resumed peer meets sockets the client already gave up
     logging.getLogger("aiohttp").setLevel(logging.CRITICAL)
     peer = Peer()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    port = loop.run_until_complete(start(args.port, peer))
+    port = loop.run_until_complete(start(args.port, peer, args.tls))
     say("LISTENING %d" % port)
     threading.Thread(target=stdin_reader, args=(loop, peer),
                      daemon=True).start()
