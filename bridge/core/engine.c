@@ -442,8 +442,9 @@ state_topic(struct engine *e, const struct prompt *p)
 	    p->tid, strlen(p->tid), "state", NULL, 0);
 }
 
-static void
-publish_state(struct engine *e, struct prompt *p, int64_t now)
+/* Writes the state snapshot into e->obuf; returns its length or -1. */
+static long
+build_state(struct engine *e, struct prompt *p, int64_t now)
 {
 	struct jsonw w;
 	bool truncated = false;
@@ -503,20 +504,40 @@ publish_state(struct engine *e, struct prompt *p, int64_t now)
 	jsonw_obj_end(&w);
 	if (jsonw_finish(&w) != 0) {
 		log_warn("bridge", "state of %s does not fit; not published",
-		    p->tid);
-		return;
+		         p->tid);
+		return -1;
 	}
-	dbuf_set(&p->state, w.buf, w.len);
+	return (long) w.len;
+}
+
+static void
+publish_state(struct engine *e, struct prompt *p, int64_t now)
+{
+	long len = build_state(e, p, now);
+	if (len < 0)
+		return;
+	dbuf_set(&p->state, e->obuf, (size_t) len);
 	state_topic(e, p);
-	snprintf(e->key, sizeof(e->key), "%s", e->topic);
-	emit(e, MSG_CRITICAL, e->topic, w.buf, w.len, 1, true,
-	    "application/json", (uint32_t) e->cfg.state_ttl_s, "state", p->id,
-	    e->key);
+	emit(e, MSG_CRITICAL, e->topic, e->obuf, (size_t) len, 1, true,
+	     "application/json", (uint32_t) e->cfg.state_ttl_s, "state",
+	     p->id, e->topic);
 	p->state_dirty = false;
 	p->state_published_at = now;
 	if (p->terminal_sent) {
 		p->expire_at = now + e->cfg.state_ttl_s * 1000;
 		schedule(e, p->expire_at);
+	}
+	/* <p>/<i>/current mirrors the prompt running now (or the last one to
+	 * finish): a fixed topic for dashboards and Home Assistant. Its own
+	 * seq, so consumers never see one seq twice. */
+	if (strcmp(e->running_id, p->id) == 0 || p->terminal_sent) {
+		len = build_state(e, p, now);
+		if (len < 0)
+			return;
+		topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
+		           "current");
+		emit(e, MSG_CRITICAL, e->topic, e->obuf, (size_t) len, 1, true,
+		     "application/json", 0, "current", p->id, e->topic);
 	}
 }
 
@@ -702,6 +723,7 @@ derive_start(struct engine *e, struct prompt *p, enum prompt_source src,
 	if (!p->terminal_sent) {
 		p->status = PS_RUNNING;
 		p->source = src;
+		snprintf(e->running_id, sizeof(e->running_id), "%s", p->id);
 	}
 }
 

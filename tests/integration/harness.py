@@ -747,6 +747,9 @@ def classify_topic(topic, prefix=PREFIX, instance=INSTANCE):
         return "queue.schema.json", {}
     if rest == ["completion"]:
         return "completion.schema.json", {}
+    if rest == ["current"]:
+        # the state snapshot of the prompt running now (or last finished)
+        return "state.schema.json", {"prompt": None}
     if rest == ["preview"]:
         return "binary", {}
     if len(rest) == 2 and rest[0] == "event":
@@ -795,7 +798,7 @@ def message_problems(m, prefix=PREFIX, instance=INSTANCE):
                 pid = obj.get("prompt_id")
                 if not (isinstance(pid, str) and sanitized_matches(pid, parts["prompt"])):
                     problems.append("prompt_id %r does not match topic level %r" % (pid, parts["prompt"]))
-        if kind == "state.schema.json":
+        if kind == "state.schema.json" and parts["prompt"] is not None:
             pid = obj.get("prompt_id")
             if isinstance(pid, str) and not sanitized_matches(pid, parts["prompt"]):
                 problems.append("prompt_id %r does not match topic level %r" % (pid, parts["prompt"]))

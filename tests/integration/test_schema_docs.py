@@ -44,6 +44,10 @@ CONTRACT_TOPICS = {
 # crystools.monitor are QoS 0 but everything else (status, custom nodes) QoS 1.
 PAYLOADS_MD_REFINEMENTS = {"{prefix}/{instance}/event/{type}": (False, {0, 1})}
 
+# Topics the bridge adds to contract §2 (documented in the README and in
+# schema/asyncapi.yaml): a fixed topic for the prompt running now.
+BRIDGE_EXTENSIONS = {"{prefix}/{instance}/current": (True, {1})}
+
 REQUIRED_SCHEMAS = {
     "envelope.schema.json", "state.schema.json", "completion.schema.json", "queue.schema.json",
     "bridge-info.schema.json", "bridge-health.schema.json",
@@ -157,7 +161,8 @@ def test_asyncapi_lists_every_contract_topic_with_qos_and_retain():
     if parsed is not None:
         parsed.update(PAYLOADS_MD_REFINEMENTS)
         assert parsed == CONTRACT_TOPICS, "contract §2 changed; update schema/asyncapi.yaml and this test:\n%s" % parsed
-    expected = parsed or CONTRACT_TOPICS
+    expected = dict(parsed or CONTRACT_TOPICS)
+    expected.update(BRIDGE_EXTENSIONS)
 
     channels = doc["channels"]
     by_address = {c["address"]: name for name, c in channels.items()}
