@@ -20,10 +20,10 @@ run_suite() {
 	cmake --build "$dir" -j"$jobs" >"$dir.build.log" 2>&1 ||
 		{ tail -50 "$dir.build.log"; failed+=("$name: build"); return; }
 	echo "=== $name: unit + io tests"
-	ctest --test-dir "$dir" -L 'unit|io' -j"$jobs" --output-on-failure ||
+	ctest --test-dir "$dir" -L '^(unit|io)$' -j"$jobs" --output-on-failure ||
 		failed+=("$name: unit/io")
 	echo "=== $name: integration tests"
-	ctest --test-dir "$dir" -L integration --output-on-failure ||
+	ctest --test-dir "$dir" -L '^integration$' --output-on-failure ||
 		failed+=("$name: integration")
 }
 
