@@ -16,8 +16,8 @@ run_suite() {
 	local name=$1 dir=$2
 	shift 2
 	echo "=== $name: configure + build ($dir)"
-	cmake -S . -B "$dir" "$@" >/dev/null
-	cmake --build "$dir" -j"$jobs" >"$dir.build.log" 2>&1 ||
+	# the same build script the Dockerfile runs
+	scripts/build.sh "$dir" "$@" >"$dir.build.log" 2>&1 ||
 		{ tail -50 "$dir.build.log"; failed+=("$name: build"); return; }
 	echo "=== $name: unit + io tests"
 	ctest --test-dir "$dir" -L '^(unit|io)$' -j"$jobs" --output-on-failure ||
@@ -36,9 +36,9 @@ if [ -z "${C2M_SKIP_SANITIZE:-}" ]; then
 fi
 
 echo "=== fuzz: clang + libFuzzer, ${fuzz_seconds}s per target"
-if cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
-	-DC2M_FUZZ=ON -DC2M_SANITIZE=ON -DC2M_FUZZ_SECONDS="$fuzz_seconds" \
-	>/dev/null && cmake --build build-fuzz -j"$jobs" >build-fuzz.build.log 2>&1; then
+if scripts/build.sh build-fuzz -DCMAKE_C_COMPILER=clang \
+	-DCMAKE_BUILD_TYPE=Debug -DC2M_FUZZ=ON -DC2M_SANITIZE=ON \
+	-DC2M_FUZZ_SECONDS="$fuzz_seconds" >build-fuzz.build.log 2>&1; then
 	ctest --test-dir build-fuzz -L fuzz --output-on-failure || failed+=("fuzz")
 else
 	tail -50 build-fuzz.build.log || true
