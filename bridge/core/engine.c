@@ -1012,11 +1012,14 @@ print_error(struct engine *e, const struct prompt *p, const struct json_doc *d,
 		json_str_get(d, ev->exception_type, etype, sizeof(etype));
 	if (ev->exception_message >= 0)
 		json_str_get(d, ev->exception_message, msg, sizeof(msg));
-	size_t ml = strlen(msg);
-	while (ml && (msg[ml - 1] == '\n' || msg[ml - 1] == ' '))
-		msg[--ml] = '\0';
 	print_line(e, "  Type: %s", etype);
-	print_line(e, "  Message: %s", msg);
+	/* ComfyUI appends hints after a newline: indent them under Message */
+	char *save = NULL;
+	char *first = strtok_r(msg, "\n", &save);
+	print_line(e, "  Message: %s", first ? first : "");
+	for (char *l = strtok_r(NULL, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save))
+		print_line(e, "           %s", l);
 	if (ev->traceback >= 0 && json_is_array(d, ev->traceback)) {
 		print_line(e, "  Traceback:");
 		int n = json_size(d, ev->traceback);
