@@ -1027,9 +1027,9 @@ print_error(struct engine *e, const struct prompt *p, const struct json_doc *d,
 		for (int i = 0; i < n; i++) {
 			char line[2048];
 			if (json_str_get(d, t, line, sizeof(line)) >= 0) {
-				char *save = NULL;
-				for (char *l = strtok_r(line, "\n", &save); l;
-				     l = strtok_r(NULL, "\n", &save)) {
+				char *lsave = NULL;
+				for (char *l = strtok_r(line, "\n", &lsave); l;
+				     l = strtok_r(NULL, "\n", &lsave)) {
 					while (*l == ' ')
 						l++;
 					print_line(e, "    %s", l);
