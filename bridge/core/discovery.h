@@ -9,26 +9,32 @@
 struct jsonw;
 
 struct discovery_cfg {
-	const char *ha_prefix;   /* "homeassistant" */
-	const char *prefix;      /* topic prefix, e.g. "comfyui" */
-	const char *instance;    /* sanitized instance */
-	const char *version;     /* bridge version */
-	const char *comfyui_url; /* public base URL (configuration_url) */
-	bool previews;           /* add the image entity */
+	const char *ha_prefix; /* "homeassistant" */
+	const char *prefix; /* topic prefix, e.g. "comfyui" */
+	const char *instance; /* sanitized instance */
+	const char *version; /* bridge version */
+	const char *comfyui_url; /* public base URL (configuration_url);
+	                            NULL or "": omitted */
+	const char *support_url; /* origin support_url; NULL or "": omitted */
+	bool previews; /* add the image entity */
 };
 
 /* Writes "<ha_prefix>/device/<prefix>_<instance>/config" (prefix '/' and
  * other characters outside [A-Za-z0-9_-] become '_') into topic (cap
- * bytes). Returns the length or BR_ETRUNC. */
+ * bytes). Returns the length, BR_ETRUNC, or BR_EINVAL when a required
+ * field (ha_prefix, prefix, instance, version) is missing or empty. */
 int discovery_topic(const struct discovery_cfg *c, char *topic, size_t cap);
 
-/* Writes the discovery payload (one JSON object) into w. Returns 0 or the
- * writer's error. Entities: queue remaining (sensor), running
- * (binary_sensor), progress % (sensor), current prompt (sensor with JSON
- * attributes), last duration (sensor), last error (sensor, diagnostic),
- * completion (event), preview (image, only with previews). State topics:
- * <p>/<i>/queue, <p>/<i>/current (retained snapshot of the prompt running
- * now or last), <p>/<i>/completion, <p>/<i>/preview. Availability on
+/* Writes the discovery payload (one JSON object) into w (borrowed; strings
+ * copied into its buffer). Returns 0, BR_EINVAL (see discovery_topic) or
+ * the writer's error (BR_ETRUNC: w's buffer is too small; 8 KiB is ample).
+ * Full HA key names throughout ("device", "origin", "components",
+ * "platform"), availability at the device level. Entities: queue remaining
+ * (sensor), running (binary_sensor), progress % (sensor), current prompt
+ * (sensor with JSON attributes), last duration (sensor), last error (sensor,
+ * diagnostic), completion (event), preview (image, only with previews). State
+ * topics: <p>/<i>/queue, <p>/<i>/current (retained snapshot of the prompt
+ * running now or last), <p>/<i>/completion, <p>/<i>/preview. Availability on
  * <p>/<i>/bridge/state and <p>/<i>/upstream/state, availability_mode all. */
 int discovery_write(const struct discovery_cfg *c, struct jsonw *w);
 
