@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "discovery.h"
 #include "engine.h"
 #include "event.h"
 #include "err.h"
@@ -25,6 +26,16 @@
 #define REASM_INITIAL (64 * 1024)
 #define SHUTDOWN_FLUSH_MS 1500
 #define SERVICE_INTERVAL_MS 1000
+/* --ha-remove: how long to wait for the broker to take the empty config */
+#define HA_REMOVE_TIMEOUT_MS 10000
+#define HA_PAYLOAD_MAX 8192
+#define HA_TOPIC_MAX 600
+
+/* origin.support_url in the Home Assistant discovery message; a packager
+ * may define it (-DC2M_SUPPORT_URL=...), else it is left out. */
+#ifndef C2M_SUPPORT_URL
+#define C2M_SUPPORT_URL NULL
+#endif
 
 static const char feature_flags_frame[] =
 	"{\"type\":\"feature_flags\",\"data\":{\"supports_preview_metadata\":"
@@ -44,6 +55,12 @@ struct app {
 	int64_t tick_armed_for;
 	bool stopping;
 	char comfy_public[600];
+	/* --ha-discovery: built once, (re)published on every broker connect
+	 * and whenever Home Assistant announces itself */
+	char ha_topic[HA_TOPIC_MAX];
+	char ha_status_topic[HA_TOPIC_MAX];
+	char ha_payload[HA_PAYLOAD_MAX];
+	size_t ha_payload_len;
 };
 
 struct http_req {
@@ -196,6 +213,129 @@ ws_chunk(void *ud, const void *buf, size_t len, bool first, bool final,
 	}
 }
 
+/* --- Home Assistant discovery --- */
+
+static void
+ha_discovery_cfg(const struct app *a, struct discovery_cfg *dc)
+{
+	const struct config *c = &a->cfg;
+	*dc = (struct discovery_cfg) {
+		.ha_prefix = c->ha_prefix,
+		.prefix = c->prefix,
+		.instance = c->instance,
+		.version = C2M_VERSION,
+		.comfyui_url = a->comfy_public,
+		.support_url = C2M_SUPPORT_URL,
+		.previews = c->previews,
+	};
+}
+
+/* Builds the discovery topic and payload once (--ha-discovery). */
+static int
+ha_prepare(struct app *a)
+{
+	struct discovery_cfg dc;
+	struct jsonw w;
+	ha_discovery_cfg(a, &dc);
+	if (discovery_topic(&dc, a->ha_topic, sizeof(a->ha_topic)) < 0)
+		return BR_ETRUNC;
+	int n = snprintf(a->ha_status_topic, sizeof(a->ha_status_topic),
+	                 "%s/status", a->cfg.ha_prefix);
+	if (n < 0 || (size_t) n >= sizeof(a->ha_status_topic))
+		return BR_ETRUNC;
+	jsonw_init(&w, a->ha_payload, sizeof(a->ha_payload));
+	int rc = discovery_write(&dc, &w);
+	if (rc != 0)
+		return rc;
+	a->ha_payload_len = w.len;
+	return 0;
+}
+
+static void
+ha_announce(struct app *a)
+{
+	struct out_msg m = {
+		.cls = MSG_CRITICAL,
+		.topic = a->ha_topic,
+		.payload = a->ha_payload,
+		.len = a->ha_payload_len,
+		.qos = 1,
+		.retain = true,
+		.props = { .content_type = "application/json",
+		           .utf8 = true,
+		           .instance = a->cfg.instance,
+		           .type = "discovery" },
+		/* one pending announcement is enough */
+		.coalesce_key = a->ha_topic,
+	};
+	mqtt_link_publish(a->mqtt, &m);
+}
+
+/* --ha-remove: clears the retained discovery message and returns the exit
+ * code. Connects to the broker only (never to ComfyUI), with its own
+ * client id and no will, so a running bridge of the same instance is
+ * neither kicked off nor marked offline. */
+static int
+ha_remove(struct app *a)
+{
+	struct config *c = &a->cfg;
+	url_format_public(&c->comfy, a->comfy_public,
+	                  sizeof(a->comfy_public));
+	struct discovery_cfg dc;
+	ha_discovery_cfg(a, &dc);
+	if (discovery_topic(&dc, a->ha_topic, sizeof(a->ha_topic)) < 0) {
+		log_error("ha", "discovery topic does not fit");
+		return 1;
+	}
+	/* 20 + "-rm" keeps within the 23 bytes 3.1.1 brokers must accept */
+	char client_id[64];
+	snprintf(client_id, sizeof(client_id), "%.20s-rm", c->mqtt_client_id);
+	struct mqtt_link_cfg mc = {
+		.host = c->broker.host,
+		.port = c->broker.port,
+		.tls = c->broker.tls,
+		.tls_opts = { c->tls_ca, c->tls_cert, c->tls_key,
+		              c->tls_insecure },
+		.client_id = client_id,
+		.username = c->mqtt_username,
+		.password = c->mqtt_password,
+		.protocol = c->mqtt_protocol,
+		.keepalive_s = c->mqtt_keepalive,
+		.window = 1,
+		.queue_max_messages = 1,
+		.queue_max_bytes = 0,
+	};
+	struct mqtt_link_cb mcb = { 0 };
+	a->mqtt = mqtt_link_create(&mc, &mcb, a);
+	if (!a->mqtt || mqtt_link_start(a->mqtt) != 0) {
+		log_error("ha", "cannot start the broker link");
+		return 1;
+	}
+	struct out_msg m = {
+		.cls = MSG_CRITICAL,
+		.topic = a->ha_topic,
+		.payload = "",
+		.len = 0,
+		.qos = 1,
+		.retain = true,
+	};
+	mqtt_link_publish(a->mqtt, &m);
+	/* drains: waits for the connect and the PUBACK, then disconnects */
+	mqtt_link_shutdown(a->mqtt, NULL, HA_REMOVE_TIMEOUT_MS);
+	struct mqtt_link_stats s;
+	mqtt_link_get_stats(a->mqtt, &s);
+	if (s.published[MSG_CRITICAL] != 1 || s.queued != 0
+	    || s.inflight != 0) {
+		log_error("ha", "%s not cleared: broker %s:%d did not "
+		          "acknowledge within %d ms", a->ha_topic,
+		          c->broker.host, c->broker.port,
+		          HA_REMOVE_TIMEOUT_MS);
+		return 1;
+	}
+	log_info("ha", "cleared %s", a->ha_topic);
+	return 0;
+}
+
 /* --- broker link -> engine --- */
 
 static void
@@ -204,6 +344,10 @@ mqtt_connected(void *ud, bool session_present)
 	struct app *a = ud;
 	engine_set_max_packet(a->engine, mqtt_link_max_packet(a->mqtt));
 	engine_on_broker_connected(a->engine, session_present, loop_now_ms());
+	/* announced on every connect: the broker may have lost it, and a
+	 * retained copy from an older version must be replaced */
+	if (a->cfg.ha_discovery)
+		ha_announce(a);
 }
 
 static void
@@ -216,10 +360,14 @@ mqtt_disconnected(void *ud, const char *why)
 static void
 mqtt_message(void *ud, const char *topic, const void *payload, size_t len)
 {
-	(void) ud;
-	(void) topic;
-	(void) payload;
-	(void) len;
+	struct app *a = ud;
+	/* Home Assistant's birth message: it (re)started and wants discovery
+	 * again (its entities are unavailable until it gets it) */
+	if (a->cfg.ha_discovery && strcmp(topic, a->ha_status_topic) == 0
+	    && len == 6 && memcmp(payload, "online", 6) == 0) {
+		log_info("ha", "Home Assistant is online: re-announcing");
+		ha_announce(a);
+	}
 }
 
 static void
@@ -364,6 +512,14 @@ setup(struct app *a)
 	a->mqtt = mqtt_link_create(&mc, &mcb, a);
 	if (!a->mqtt)
 		return BR_ENOMEM;
+	if (c->ha_discovery) {
+		int rc = ha_prepare(a);
+		if (rc != 0)
+			return rc;
+		rc = mqtt_link_subscribe(a->mqtt, a->ha_status_topic);
+		if (rc != 0)
+			return rc;
+	}
 	/* the engine publishes retained start-up state into the link's queue */
 	a->engine = engine_create(&ec, &eio, loop_now_ms());
 	if (!a->engine)
@@ -450,6 +606,12 @@ main(int argc, char **argv)
 	log_info("bridge", "comfy2mqtt %s: ComfyUI %s, instance %s, "
 	         "client id %s", C2M_VERSION, public_url, app.cfg.instance,
 	         app.cfg.client_id);
+
+	if (app.cfg.ha_remove) {
+		exit_code = ha_remove(&app);
+		teardown(&app);
+		return exit_code;
+	}
 
 	rc = setup(&app);
 	if (rc != 0) {
