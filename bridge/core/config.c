@@ -729,7 +729,7 @@ apply_integer(struct loader *ld, const struct opt *o, const char *value)
 {
 	char shown[48];
 	long long v;
-	unsigned long long uv;
+	unsigned long long uv = 0;
 	int rc;
 
 	if (o->kind == OPT_SIZE) {

@@ -124,7 +124,7 @@ log_msg(enum log_level lvl, const char *src, const char *fmt, ...)
 	char msg[LOG_MSG_MAX];
 	/* worst case: every byte escaped as \u00XX in JSON, plus the frame */
 	char line[LOG_MSG_MAX * 6 + 256];
-	char ts[32];
+	char ts[64];
 	va_list ap;
 	int wanted;
 	size_t len;
