@@ -21,7 +21,7 @@ sim=$!
 build/comfy2mqtt --comfyui http://127.0.0.1:18188 --client-id comfy2mqtt-demo \
 	--instance demo --print &
 bridge=$!
-trap 'kill $bridge $sim 2>/dev/null' EXIT
+trap 'kill $bridge $sim 2>/dev/null' EXIT INT TERM
 for _ in $(seq 100); do
 	curl -fs http://127.0.0.1:18188/_sim/clients | grep -q '"comfy2mqtt-demo"' && break
 	sleep 0.1
