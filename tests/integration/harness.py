@@ -271,10 +271,12 @@ class Proc:
 class Broker(Proc):
     """A private mosquitto on 127.0.0.1:<port>."""
 
-    def __init__(self, workdir, port=None, persistence=False):
+    def __init__(self, workdir, port=None, persistence=False, extra_conf=()):
         super().__init__("mosquitto", workdir)
         self.port = port or free_port()
         self.persistence = persistence
+        # more mosquitto.conf lines, e.g. "queue_qos0_messages true"
+        self.extra_conf = list(extra_conf)
         self.conf = os.path.join(workdir, "mosquitto.conf")
 
     @property
@@ -295,6 +297,7 @@ class Broker(Proc):
         ]
         if self.persistence:
             lines += ["persistence true", "persistence_location %s/" % self.workdir]
+        lines += self.extra_conf
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
         self._spawn([MOSQUITTO, "-c", self.conf])

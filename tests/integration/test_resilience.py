@@ -1,0 +1,805 @@
+"""Faults and hostile input, end to end (contract §4.1-§4.4, payloads.md,
+protocol.md §1.4-§1.6): prompts of other clients, ComfyUI and broker
+restarts in the middle of a run, the bound of the offline queue, hostile
+WebSocket frames, and link liveness (hung ComfyUI, peers that accept TCP
+but never answer).
+
+Counting rule used throughout ("exactly once"): a message is identified by
+its topic and its `seq`. A subscriber may see the same message twice without
+the bridge publishing it twice: QoS 1 redelivery, the broker's retained copy
+sent again on re-subscribe, and the bridge republishing retained topics
+byte-identical (same seq) after the broker lost its session. So we count
+distinct seq values per topic; a bridge that publishes a message again
+gives it a new seq and is caught.
+"""
+
+import base64
+import json
+import socket
+import struct
+import threading
+import time
+import uuid
+
+import pytest
+
+import harness
+from harness import BASE, TERMINAL_TYPES, sanitize
+
+HEALTH = ["--health-interval", "1"]
+TERMINAL_WAIT = 20
+POLL_WAIT = 25
+# the default workflow: 7 nodes; `executing` for each plus the end frame
+NODES = ("3", "4", "5", "6", "7", "8", "9")
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def ptopic(pid):
+    return "%s/prompt/%s" % (BASE, sanitize(pid))
+
+
+def distinct(pairs):
+    """(msg, obj) pairs -> {seq: (msg, obj)}, first arrival kept."""
+    out = {}
+    for m, o in pairs:
+        if isinstance(o, dict) and isinstance(o.get("seq"), int):
+            out.setdefault(o["seq"], (m, o))
+    return out
+
+
+def events(col, pid, etype, since=0):
+    return list(distinct(col.json_messages(ptopic(pid) + "/event/" + etype, since)).values())
+
+
+def terminals(col, pid, since=0):
+    out = []
+    for t in sorted(TERMINAL_TYPES):
+        out += [(t, m, o) for m, o in events(col, pid, t, since)]
+    return out
+
+
+def completions(col, pid, since=0):
+    pairs = [(m, o) for m, o in col.json_messages(BASE + "/completion", since) if o.get("prompt_id") == pid]
+    return list(distinct(pairs).values())
+
+
+def states(col, pid, since=0):
+    """Distinct state messages of a prompt, in seq order."""
+    d = distinct(col.json_messages(ptopic(pid) + "/state", since))
+    return [d[s] for s in sorted(d)]
+
+
+def finished(col, pid, since=0):
+    return bool(terminals(col, pid, since)) and bool(completions(col, pid, since))
+
+
+def healths(col, since=0):
+    return [o for m, o in col.json_messages(BASE + "/bridge/health", since)]
+
+
+def wait_health(col, pred, timeout, since=0):
+    """The newest health (by seq) satisfying pred, waiting up to timeout."""
+    def find(_msgs):
+        hs = sorted(healths(col, since), key=lambda o: o.get("seq", 0))
+        return hs[-1] if hs and pred(hs[-1]) else None
+    return col.wait_for(find, timeout=timeout)
+
+
+def history_kind(sim, pid):
+    hist = sim.history(pid).get(pid) or {}
+    kinds = [m[0] for m in hist.get("status", {}).get("messages", [])]
+    for k in ("execution_interrupted", "execution_error", "execution_success"):
+        if k in kinds:
+            return k, hist
+    return ("execution_success" if hist.get("status", {}).get("status_str") == "success"
+            else "execution_error"), hist
+
+
+def strip_urls(o):
+    if isinstance(o, dict):
+        return {k: strip_urls(v) for k, v in o.items() if k != "url"}
+    if isinstance(o, list):
+        return [strip_urls(v) for v in o]
+    return o
+
+
+def finish_problems(col, broker, pid, kind, sources, since=0, outputs=None, error_node=None):
+    """Exactly one terminal event of `kind` (source in sources), exactly one
+    completion, exactly one final state (distinct seq), retained state final."""
+    problems = []
+    status = harness.TERMINAL_TO_STATUS[kind]
+    terms = terminals(col, pid, since)
+    if [t for t, m, o in terms] != [kind]:
+        problems.append("prompt %s: expected exactly one terminal event %s, got %s"
+                        % (pid, kind, [(t, o.get("source"), o.get("seq")) for t, m, o in terms]))
+    elif terms[0][2].get("source") not in sources:
+        problems.append("prompt %s: terminal %s has source %r, expected one of %s"
+                        % (pid, kind, terms[0][2].get("source"), sources))
+    comps = completions(col, pid, since)
+    if len(comps) != 1:
+        problems.append("prompt %s: expected exactly one completion, got %d (seqs %s)"
+                        % (pid, len(comps), [o.get("seq") for m, o in comps]))
+    elif comps[0][1].get("event_type") != status:
+        problems.append("prompt %s: completion event_type %r, expected %r"
+                        % (pid, comps[0][1].get("event_type"), status))
+    elif outputs is not None and strip_urls(comps[0][1].get("outputs")) != strip_urls(outputs):
+        problems.append("prompt %s: completion outputs %r, expected %r" % (pid, comps[0][1].get("outputs"), outputs))
+    sts = states(col, pid, since)
+    final = [(m, o) for m, o in sts if o.get("status") in harness.TERMINAL_TO_STATUS.values()]
+    if len(final) != 1 or final[0][1].get("status") != status:
+        problems.append("prompt %s: expected exactly one final state %r, got %s"
+                        % (pid, status, [(o.get("status"), o.get("seq")) for m, o in final]))
+    elif sts[-1][1].get("seq") != final[0][1].get("seq"):
+        problems.append("prompt %s: a state %r came after the final one" % (pid, sts[-1][1].get("status")))
+    else:
+        st = final[0][1]
+        if outputs is not None and strip_urls(st.get("outputs")) != strip_urls(outputs):
+            problems.append("prompt %s: state outputs %r, expected %r" % (pid, st.get("outputs"), outputs))
+        if error_node is not None and (st.get("error") or {}).get("node_id") != error_node:
+            problems.append("prompt %s: state error %r, expected node_id %r" % (pid, st.get("error"), error_node))
+    ret = harness.read_retained(broker.port, ptopic(pid) + "/state")
+    if ret is None or not ret.payload or ret.json().get("status") != status:
+        problems.append("prompt %s: retained state is %r, expected status %r"
+                        % (pid, ret and ret.payload[:200], status))
+    return problems
+
+
+def lifecycle_counts(col, pid, since=0):
+    return {t: len(events(col, pid, t, since)) for t in ("execution_start", "execution_cached", "executing",
+                                                         "executed")}
+
+
+FULL_RUN = {"execution_start": 1, "execution_cached": 1, "executing": len(NODES) + 1, "executed": 1}
+
+
+def run_seqs(col, run):
+    """{seq: (msg, obj)} of every JSON message of one bridge run."""
+    return distinct([(m, o) for m, o in col.json_messages(BASE + "/*")
+                     if isinstance(o, dict) and o.get("run") == run])
+
+
+def gaps_outside(seqs, t_from_ms, t_to_ms):
+    """Missing seqs whose production time (bounded by the ts of the received
+    neighbours) cannot fall inside [t_from_ms, t_to_ms]."""
+    got = sorted(seqs)
+    bad = []
+    for lo, hi in zip(got, got[1:]):
+        if hi - lo > 1:
+            ts_lo, ts_hi = seqs[lo][1]["ts"], seqs[hi][1]["ts"]
+            if ts_hi < t_from_ms or ts_lo > t_to_ms:
+                bad.append("seq %d..%d missing (neighbours %s ts %d, %s ts %d)"
+                           % (lo + 1, hi - 1, seqs[lo][0].topic, ts_lo, seqs[hi][0].topic, ts_hi))
+    if got and got[0] != 1:
+        bad.append("seq 1..%d missing" % (got[0] - 1))
+    return bad
+
+
+def gaps_inside(seqs):
+    got = sorted(seqs)
+    return sum(hi - lo - 1 for lo, hi in zip(got, got[1:]))
+
+
+def bridge_run(col):
+    for m, o in col.json_messages(BASE + "/bridge/info"):
+        return o.get("run")
+    return None
+
+
+def count_in_log(bridge, text):
+    try:
+        with open(bridge.stderr_path, "rb") as f:
+            return f.read().decode("utf-8", "replace").count(text)
+    except OSError:
+        return 0
+
+
+def make_qos0_broker(procs, tmp_path, name):
+    """A persistent broker that also queues QoS 0 for offline persistent
+    sessions, so what the subscriber misses is only what the bridge dropped."""
+    return procs.add(harness.Broker(str(tmp_path / name), persistence=True,
+                                    extra_conf=["queue_qos0_messages true"])).start()
+
+
+def common_checks(col, bridge):
+    problems = [p for p in harness.qos_retain_problems(col)]
+    outside = [m.topic for m in col.messages() if not m.topic.startswith(BASE + "/")]
+    if outside:
+        problems.append("published outside %s/: %s" % (BASE, outside[:5]))
+    assert not problems, "\n  ".join(problems) + bridge.context()
+    harness.assert_all_valid(col, bridge=bridge)
+
+
+# --------------------------------------------------------------------------
+# prompts of another client (contract §4.1 poll + history)
+
+
+@pytest.mark.parametrize("outcome", ["success", "error", "interrupt"])
+def test_foreign_prompt_via_poll_and_history(outcome, broker, sim, collector, make_bridge):
+    bridge = make_bridge(sim.url, broker.url, extra_args=HEALTH)
+    bridge.wait_connected(collector, sim)
+    since = collector.mark()
+    pid = sim.submit(client_id="someone-else-" + uuid.uuid4().hex[:6], outcome=outcome,
+                     steps=6, step_ms=40)["prompt_id"]
+    collector.wait_for(lambda _m: finished(collector, pid, since), timeout=POLL_WAIT)
+    # a later queue change makes the bridge poll and read history again:
+    # nothing may be reported twice
+    mark = collector.mark()
+    sim.req("POST", "/_sim/status")
+    collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/event/status"], timeout=5, since=mark)
+    collector.wait_quiet(quiet=1.0, timeout=6)
+
+    kind, hist = history_kind(sim, pid)
+    want_kind = {"success": "execution_success", "error": "execution_error",
+                 "interrupt": "execution_interrupted"}[outcome]
+    assert kind == want_kind, "simulator history says %s for a %s prompt: %r" % (kind, outcome, hist)
+    problems = []
+    queued = events(collector, pid, "queued", since)
+    if len(queued) != 1:
+        problems.append("expected exactly one `queued`, got %d" % len(queued))
+    started = events(collector, pid, "execution_start", since)
+    if len(started) != 1 or started[0][1].get("source") not in ("poll", "history"):
+        problems.append("expected one execution_start with source poll/history, got %r"
+                        % [o.get("source") for m, o in started])
+    live_only = [t for t in ("executing", "progress", "executed") if events(collector, pid, t, since)]
+    if live_only:
+        problems.append("per-node events %s published for a prompt the bridge cannot see live" % live_only)
+    problems += finish_problems(collector, broker, pid, kind, ("poll", "history"), since,
+                                outputs=hist.get("outputs") if outcome == "success" else None,
+                                error_node="3" if outcome == "error" else None)
+    if outcome == "success" and not (hist.get("outputs") or {}).get("9"):
+        problems.append("simulator history has no outputs for node 9: %r" % hist.get("outputs"))
+    assert not problems, "foreign %s prompt %s:\n  %s\n%s%s" % (
+        outcome, pid, "\n  ".join(problems), collector.dump(ptopic(pid) + "/*", since), bridge.context())
+    common_checks(collector, bridge)
+
+
+# --------------------------------------------------------------------------
+# ComfyUI restarts in the middle of a run (contract §4.2)
+
+
+@pytest.mark.parametrize("finish_as", ["success", "error", "vanish"])
+def test_comfyui_restart_mid_run(finish_as, broker, make_sim, collector, make_bridge):
+    sim = make_sim(finish_running_as=finish_as)
+    bridge = make_bridge(sim.url, broker.url, extra_args=HEALTH)
+    bridge.wait_connected(collector, sim)
+    since = collector.mark()
+    pid = sim.submit(client_id=bridge.client_id, steps=3, step_ms=10, hold=True)["prompt_id"]
+    holding = harness.wait_until(lambda: pid in sim.req("GET", "/_sim/state")["holding"], 15)
+    assert holding, "simulator never held prompt %s" % pid
+    live = collector.wait_for(lambda _m: events(collector, pid, "executed", since), timeout=10)
+    assert live, "no live `executed` for %s before the restart%s" % (pid, bridge.context())
+    assert not terminals(collector, pid, since), "terminal event before the prompt finished"
+
+    sim.kill()
+    sim.start()
+    kind = {"success": "execution_success", "error": "execution_error", "vanish": "lost"}[finish_as]
+    if finish_as != "vanish":
+        assert history_kind(sim, pid)[0] == kind, "restarted simulator history: %r" % sim.history(pid)
+    else:
+        assert sim.history(pid) == {}, "vanished prompt is in history: %r" % sim.history(pid)
+    collector.wait_for(lambda _m: finished(collector, pid, since), timeout=TERMINAL_WAIT)
+    # more queue changes and a second reconnect must not report it again
+    mark = collector.mark()
+    sim.req("POST", "/_sim/status")
+    collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/event/status"], timeout=5, since=mark)
+    collector.wait_quiet(quiet=1.0, timeout=6)
+
+    problems = finish_problems(collector, broker, pid, kind,
+                               ("history",) if kind != "lost" else ("history", "poll", "live"), since,
+                               error_node="3" if finish_as == "error" else None)
+    if kind == "lost":
+        lost = events(collector, pid, "lost", since)
+        if lost and not isinstance((lost[0][1].get("data") or {}).get("reason"), str):
+            problems.append("lost event without a reason: %r" % lost[0][1])
+        h = wait_health(collector, lambda o: o.get("lost", 0) >= 1, timeout=5, since=since)
+        if not h:
+            problems.append("bridge/health `lost` never counted the vanished prompt")
+    else:
+        h = wait_health(collector, lambda o: o.get("recovered_from_history", 0) >= 1, timeout=5, since=since)
+        if not h:
+            problems.append("bridge/health `recovered_from_history` never counted the prompt")
+    assert not problems, "ComfyUI restart (%s):\n  %s\n%s%s" % (
+        finish_as, "\n  ".join(problems), collector.dump(ptopic(pid) + "/*", since), bridge.context())
+    common_checks(collector, bridge)
+
+
+# --------------------------------------------------------------------------
+# the broker restarts in the middle of a run (contract §4.3)
+
+
+def test_broker_restart_mid_run_persistent_subscriber(tmp_path, procs, sim, make_collector, make_bridge):
+    broker = make_qos0_broker(procs, tmp_path, "pbroker")
+    col = make_collector(broker.port, persistent=True, client_id="res-sub-" + uuid.uuid4().hex[:8])
+    bridge = make_bridge(sim.url, broker.url, extra_args=HEALTH)
+    bridge.wait_connected(col, sim)
+    run = bridge_run(col)
+    assert run, "no bridge/info with a run%s" % bridge.context()
+
+    steps1 = 40
+    p1 = sim.submit(client_id=bridge.client_id, steps=steps1, step_ms=50)["prompt_id"]
+    mid = col.wait_for(lambda _m: [o for m, o in events(col, p1, "progress")
+                                   if (o.get("data") or {}).get("value", 0) >= 2], timeout=15)
+    assert mid, "prompt 1 never streamed progress%s" % bridge.context()
+    losses = count_in_log(bridge, "connection to 127.0.0.1:%d lost" % broker.port)
+    t_stop = time.time()
+    broker.stop()
+    # while the broker is away: the rest of p1, an own error, an own success, a foreign prompt
+    p2 = sim.submit(client_id=bridge.client_id, outcome="error", steps=3, step_ms=10)["prompt_id"]
+    p3 = sim.submit(client_id=bridge.client_id, steps=5, step_ms=10)["prompt_id"]
+    p4 = sim.submit(client_id="someone-else", steps=3, step_ms=10)["prompt_id"]
+    pids = [p1, p2, p3, p4]
+    noticed = harness.wait_until(
+        lambda: count_in_log(bridge, "connection to 127.0.0.1:%d lost" % broker.port) > losses, 10)
+    assert noticed, "bridge did not log the lost broker connection%s" % bridge.context()
+    done = harness.wait_until(
+        lambda: all(p in sim.req("GET", "/_sim/state")["history"] for p in pids) and time.time() - t_stop >= 4, 30)
+    assert done, "prompts did not finish while the broker was down: %r" % sim.req("GET", "/_sim/state")
+    assert not any(finished(col, p) for p in pids), "messages arrived while the broker was down"
+    broker.start()
+    online = col.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/bridge/state" and m.payload == b"online"
+                                      and m.t > t_stop], timeout=40)
+    assert online, "bridge/state online not seen after the broker restart%s" % bridge.context()
+    t_online = online[0].t
+    col.wait_for(lambda _m: all(finished(col, p) for p in pids), timeout=POLL_WAIT)
+    drained = wait_health(col, lambda o: o.get("mqtt_connected") and o["queue"]["depth"] == 0
+                          and o.get("ts", 0) > t_online * 1000, timeout=10)
+    col.wait_quiet(quiet=0.7, timeout=5)
+
+    problems = []
+    if not drained:
+        problems.append("no bridge/health with an empty queue after the restart")
+    problems += finish_problems(col, broker, p1, "execution_success", ("live",), outputs=None)
+    problems += finish_problems(col, broker, p2, "execution_error", ("live",), error_node="3")
+    problems += finish_problems(col, broker, p3, "execution_success", ("live",))
+    problems += finish_problems(col, broker, p4, "execution_success", ("poll", "history"))
+    for p in (p1, p3):
+        got = lifecycle_counts(col, p)
+        if got != FULL_RUN:
+            problems.append("prompt %s: lifecycle events (distinct seq) %r, expected %r" % (p, got, FULL_RUN))
+    for p in (p1, p2, p3, p4):
+        if len(events(col, p, "queued")) > 1:
+            problems.append("prompt %s: more than one `queued`" % p)
+    # progress is coalesced to the latest value per prompt and node, not lost
+    last = sorted(events(col, p1, "progress"), key=lambda mo: mo[1]["seq"])
+    if not last or (last[-1][1].get("data") or {}).get("value") != steps1:
+        problems.append("prompt 1: latest progress value %r, expected %d (coalescing must keep the latest)"
+                        % (last and last[-1][1].get("data"), steps1))
+    # seq: gaps only where messages were queued (the outage), and only
+    # coalescable kinds can be missing since every lifecycle/critical
+    # message of these prompts is present (checked above)
+    seqs = run_seqs(col, run)
+    problems += gaps_outside(seqs, int(t_stop * 1000) - 200, int(t_online * 1000) + 200)
+    problems += harness.seq_problems(col)
+    assert not problems, "broker restart:\n  %s%s" % ("\n  ".join(problems), bridge.context())
+    common_checks(col, bridge)
+
+
+# --------------------------------------------------------------------------
+# the bound of the offline queue (contract §4.3)
+
+
+def outage_run(procs, tmp_path, sim, make_collector, make_bridge, extra, n_prompts):
+    """Bridge with `extra` args; the broker goes away, n_prompts own prompts
+    (steps=1: one progress message each, nothing to coalesce) run, the broker
+    comes back. Returns (col, bridge, pids, window (t_from_ms, t_to_ms), health)."""
+    broker = make_qos0_broker(procs, tmp_path, "qbroker")
+    col = make_collector(broker.port, persistent=True, client_id="res-q-" + uuid.uuid4().hex[:8])
+    bridge = make_bridge(sim.url, broker.url, extra_args=HEALTH + extra)
+    bridge.wait_connected(col, sim)
+    col.wait_quiet(quiet=0.5, timeout=5)
+    losses = count_in_log(bridge, "connection to 127.0.0.1:%d lost" % broker.port)
+    t_stop = time.time()
+    broker.stop()
+    noticed = harness.wait_until(
+        lambda: count_in_log(bridge, "connection to 127.0.0.1:%d lost" % broker.port) > losses, 10)
+    assert noticed, "bridge did not log the lost broker connection%s" % bridge.context()
+    pids = [sim.submit(client_id=bridge.client_id, steps=1, step_ms=5)["prompt_id"] for _ in range(n_prompts)]
+    done = harness.wait_until(lambda: all(p in sim.req("GET", "/_sim/state")["history"] for p in pids), 30)
+    assert done, "prompts did not finish: %r" % sim.req("GET", "/_sim/state")
+    broker.start()
+    online = col.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/bridge/state" and m.payload == b"online"
+                                      and m.t > t_stop], timeout=40)
+    assert online, "bridge/state online not seen after the broker restart%s" % bridge.context()
+    t_online = online[0].t
+    col.wait_for(lambda _m: all(finished(col, p) for p in pids), timeout=TERMINAL_WAIT)
+    health = wait_health(col, lambda o: o.get("mqtt_connected") and o["queue"]["depth"] == 0
+                         and o.get("ts", 0) > t_online * 1000 + 500, timeout=10)
+    assert health, "no bridge/health with an empty queue after the restart%s" % bridge.context()
+    col.wait_quiet(quiet=0.5, timeout=5)
+    return col, broker, bridge, pids, (int(t_stop * 1000), int(t_online * 1000)), health
+
+
+def received_in_window(col, pids, etype):
+    return {p: len(events(col, p, etype)) for p in pids}
+
+
+def test_queue_bound_drops_progress_first(tmp_path, procs, sim, make_collector, make_bridge):
+    # Only progress and terminal events on event topics: per prompt the
+    # outage queues 1 progress + terminal + completion + state (coalesced),
+    # plus one `current`, one `queue` and one health slot. 10 prompts:
+    # 33 that must stay + 10 progress over a bound of 37: only progress goes.
+    n = 10
+    col, broker, bridge, pids, window, health = outage_run(
+        procs, tmp_path, sim, make_collector, make_bridge,
+        ["--queue-max-messages", "37", "--events", "progress,execution_success,execution_error,"
+         "execution_interrupted,lost"], n)
+    problems = []
+    for p in pids:
+        problems += finish_problems(col, broker, p, "execution_success", ("live",))
+    got = received_in_window(col, pids, "progress")
+    missed = sum(1 - min(c, 1) for c in got.values())
+    dropped = health["dropped"]
+    if dropped["critical"] != 0 or dropped["lifecycle"] != 0:
+        problems.append("dropped %r: only progress may go while it is there to drop" % dropped)
+    if dropped["progress"] != missed:
+        problems.append("bridge/health dropped.progress = %d, the subscriber missed %d progress message(s) "
+                        "(received per prompt: %r)" % (dropped["progress"], missed, list(got.values())))
+    if missed == 0:
+        problems.append("the bound of 37 should have dropped progress (test sizing)")
+    # oldest first: the missed progress messages are those of the first prompts
+    flags = [got[p] > 0 for p in pids]
+    if flags != sorted(flags):
+        problems.append("progress kept/dropped per prompt %r: drops must take the oldest first" % flags)
+    assert not problems, "queue bound (progress):\n  %s\nhealth: %r%s" % (
+        "\n  ".join(problems), health, bridge.context())
+    common_checks(col, bridge)
+
+
+def test_queue_bound_drops_lifecycle_before_terminal(tmp_path, procs, sim, make_collector, make_bridge):
+    # All events. Per prompt the outage queues ~11 prompt lifecycle events,
+    # status frames, 2 progress messages and 3 critical ones; 8 prompts
+    # need 25 critical slots: a bound of 30 drops progress and lifecycle,
+    # never a terminal event, completion or final state.
+    n = 8
+    col, broker, bridge, pids, window, health = outage_run(
+        procs, tmp_path, sim, make_collector, make_bridge, ["--queue-max-messages", "30"], n)
+    problems = []
+    for p in pids:
+        problems += finish_problems(col, broker, p, "execution_success", ("live",))
+    dropped = health["dropped"]
+    per_prompt = {p: lifecycle_counts(col, p) for p in pids}
+    expected_each = sum(FULL_RUN.values())
+    missed_lc = {p: expected_each - sum(c.values()) for p, c in per_prompt.items()}
+    for p, c in per_prompt.items():
+        over = {k: v for k, v in c.items() if v > FULL_RUN[k]}
+        if over:
+            problems.append("prompt %s: more lifecycle events than the run produced: %r" % (p, over))
+    total_missed_lc = sum(missed_lc.values())
+    progress_got = received_in_window(col, pids, "progress")
+    missed_progress = sum(1 - min(c, 1) for c in progress_got.values())
+    seqs = run_seqs(col, bridge_run(col))
+    gaps = gaps_inside(seqs)
+    if dropped["critical"] != 0:
+        problems.append("dropped.critical = %d: terminal events, completion and state go last" % dropped["critical"])
+    if total_missed_lc == 0 or dropped["lifecycle"] == 0:
+        problems.append("the bound of 30 should have dropped lifecycle events (test sizing): missed %d, dropped %d"
+                        % (total_missed_lc, dropped["lifecycle"]))
+    if dropped["lifecycle"] < total_missed_lc:
+        problems.append("bridge/health dropped.lifecycle = %d, but the subscriber missed %d prompt lifecycle "
+                        "events %r" % (dropped["lifecycle"], total_missed_lc, list(missed_lc.values())))
+    if dropped["progress"] < missed_progress:
+        problems.append("bridge/health dropped.progress = %d, but the subscriber missed %d progress events"
+                        % (dropped["progress"], missed_progress))
+    if sum(dropped.values()) > gaps:
+        problems.append("bridge/health counts %d drops, but only %d seq values are missing"
+                        % (sum(dropped.values()), gaps))
+    problems += gaps_outside(seqs, window[0] - 200, window[1] + 200)
+    # oldest first: prompts lose lifecycle events front to back
+    order = [missed_lc[p] for p in pids]
+    full_losses = [m == expected_each for m in order]
+    first_partial = next((i for i, m in enumerate(order) if m < expected_each), len(order))
+    if any(order[i] for i in range(first_partial + 1, len(order))) or full_losses != sorted(full_losses, reverse=True):
+        problems.append("missed lifecycle events per prompt %r: drops must take the oldest first" % order)
+    # progress before lifecycle: a progress message older than a dropped
+    # lifecycle event would have been dropped before it
+    last_lossy = max((i for i, m in enumerate(order) if m), default=-1)
+    kept_early = [i for i, p in enumerate(pids) if i < last_lossy and progress_got[p]]
+    if kept_early:
+        problems.append("progress of prompt(s) %s delivered although later lifecycle events were dropped "
+                        "(progress must go first)" % kept_early)
+    assert not problems, "queue bound (lifecycle):\n  %s\nhealth: %r%s" % (
+        "\n  ".join(problems), health, bridge.context())
+    common_checks(col, bridge)
+
+
+# --------------------------------------------------------------------------
+# hostile frames (contract §4.4)
+
+MIB16 = 16 * 1024 * 1024
+
+
+def hostile_frames():
+    """[(frame spec for /_sim/send, expected reject reason or None)]. Every
+    rejected frame carries the marker HOSTILE so nothing of it may appear
+    in a published payload."""
+    def text(s):
+        return {"text": s}
+
+    def raw(b):
+        return {"text_b64": base64.b64encode(b).decode()}
+
+    def binary(b):
+        return {"binary_b64": base64.b64encode(b).decode()}
+
+    deep_arr = '{"type":"HOSTILE-deep1","data":{"x":' + "[" * 100 + "]" * 100 + "}}"
+    deep_obj = '{"type":"HOSTILE-deep2","data":' + '{"a":' * 70 + "1" + "}" * 70 + "}"
+    many_nums = '{"type":"HOSTILE-tok1","data":{"x":[' + ",".join(["1"] * 9000) + "]}}"
+    many_strs = '{"type":"HOSTILE-tok2","data":{"x":[' + ",".join(['"a"'] * 9000) + "]}}"
+    return [
+        (text(""), "empty"),
+        (text('{"type":"HOSTILE-j1","data":'), "invalid_json"),
+        (text('{"type":"HOSTILE-j2" "data":{}}'), "invalid_json"),
+        (text("HOSTILE-j3 is not json"), "invalid_json"),
+        (text("{'type':'HOSTILE-j4'}"), "invalid_json"),
+        (text('{"type":"HOSTILE-j5","data":{}}}'), "invalid_json"),
+        (raw(b'{"type":"HOSTILE-u1","data":{"x":"\xff\xfe"}}'), "invalid_utf8"),
+        (raw(b'{"type":"HOSTILE-u2","data":{"x":"\xc0\xaf"}}'), "invalid_utf8"),
+        (raw(b'{"type":"HOSTILE-u3","data":{"x":"\xed\xa0\x80"}}'), "invalid_utf8"),
+        (text('{"type":"progress","data":{"value":"HOSTILE-f1","max":20,"prompt_id":"hp-f1","node":"3"}}'),
+         "bad_field"),
+        (text('{"type":"status","data":{"status":"HOSTILE-f2"}}'), "bad_field"),
+        (text('{"type":"executing","data":{"node":11,"prompt_id":"HOSTILE-f3"}}'), "bad_field"),
+        (text('{"type":"execution_start","data":["HOSTILE-f4"]}'), "bad_field"),
+        (text('{"type":"status","data":{"status":{"exec_info":{"queue_remaining":"HOSTILE-f5"}}}}'), "bad_field"),
+        (text('{"type":"executed","data":{"node":"9","output":"HOSTILE-f6","prompt_id":"hp-f6"}}'), "bad_field"),
+        (text('{"type":"execution_start","data":{"prompt_id":16,"m":"HOSTILE-f7"}}'), "bad_field"),
+        (text('{"type":"execution_start","data":{"prompt_id":"a\\u0000HOSTILE-f8"}}'), "bad_field"),
+        (text('{"type":"executing","data":{"node":"4\\u0000x","prompt_id":"HOSTILE-f9"}}'), "bad_field"),
+        (text('{"type":"execution_success","m":"HOSTILE-f10"}'), "bad_field"),
+        (text('{"data":{"m":"HOSTILE-t1"}}'), "missing_type"),
+        (text('{"type":20,"data":{"m":"HOSTILE-t2"}}'), "missing_type"),
+        (text('{"type":"","data":{"m":"HOSTILE-t3"}}'), "missing_type"),
+        (text('{"type":null,"data":"HOSTILE-t4"}'), "missing_type"),
+        (text('["HOSTILE-o1"]'), "not_object"),
+        (text('"HOSTILE-o2"'), "not_object"),
+        (text(deep_arr), "too_deep"),
+        (text(deep_obj), "too_deep"),
+        (text(many_nums), "too_many_tokens"),
+        (text(many_strs), "too_many_tokens"),
+        ({"huge_text_bytes": MIB16 + 1}, "too_large"),
+        (binary(b"\x00\x00"), "truncated_binary"),
+        (binary(struct.pack("!I", 1) + b"\x00"), "truncated_binary"),
+        (binary(struct.pack("!II", 4, 4096) + b'{"HOSTILE":1}'), "truncated_binary"),
+        (binary(struct.pack("!II", 3, 16) + b"HOSTILE"), "truncated_binary"),
+        (binary(struct.pack("!I", 99) + b"HOSTILE-b1"), "unknown_binary_type"),
+        (binary(struct.pack("!I", 0xFFFFFFFF) + b"HOSTILE-b2"), "unknown_binary_type"),
+        # accepted: NaN/Infinity become null; hostile ids stay inside <p>/<i>/
+        (text('{"type":"sim.nan","data":{"a":NaN,"b":Infinity,"c":-Infinity,"m":"NANMARK"}}'), None),
+        (text('{"type":"sim.ids","data":{"prompt_id":"x/../+/#/$SYS/IDMARK1","m":"IDMARK1"}}'), None),
+        (text('{"type":"sim.ids","data":{"prompt_id":"$share/g/#","m":"IDMARK2"}}'), None),
+        (text('{"type":"$SYS/#/+/IDMARK3","data":{"m":"IDMARK3"}}'), None),
+        (text('{"type":"../../..","data":{"m":"IDMARK4"}}'), None),
+    ]
+
+
+def test_hostile_frames_one_connection_then_normal_run(broker, sim, collector, make_bridge):
+    bridge = make_bridge(sim.url, broker.url, extra_args=HEALTH)
+    bridge.wait_connected(collector, sim)
+    base_health = wait_health(collector, lambda o: True, timeout=5)
+    assert base_health, "no bridge/health with --health-interval 1%s" % bridge.context()
+    connects = sim.clients()["connects"]
+    since = collector.mark()
+
+    frames = hostile_frames()
+    # one more: the same oversized frame arriving in 1 MiB continuation frames
+    specs = [f for f, _ in frames]
+    resp = sim.send(bridge.client_id, specs)
+    resp2 = sim.req("POST", "/_sim/send", {"client_id": bridge.client_id, "fragment": 1024 * 1024,
+                                           "frames": [{"huge_text_bytes": MIB16 + 1}]})
+    assert resp["sent"] == len(specs) and resp2["sent"] == 1, "simulator wrote %r / %r" % (resp, resp2)
+
+    expected = {k: base_health["rejected"].get(k, 0) for k in base_health["rejected"]}
+    for _, reason in frames:
+        if reason:
+            expected[reason] = expected.get(reason, 0) + 1
+    expected["too_large"] += 1
+    h = wait_health(collector, lambda o: o["rejected"] == expected, timeout=15, since=since)
+    last = sorted(healths(collector, since), key=lambda o: o["seq"])
+    got = last[-1]["rejected"] if last else None
+
+    # then a normal run on the same connection
+    pid = sim.submit(client_id=bridge.client_id, steps=4, step_ms=10)["prompt_id"]
+    collector.wait_for(lambda _m: finished(collector, pid, since), timeout=TERMINAL_WAIT)
+    collector.wait_quiet(quiet=0.5, timeout=5)
+
+    problems = []
+    if not h:
+        problems.append("bridge/health rejected %r, expected %r" % (got, expected))
+    clients = sim.clients()
+    if clients["connects"] != connects or bridge.client_id not in clients["registry"]:
+        problems.append("the WebSocket reconnected (connects %d -> %d, registry %r)"
+                        % (connects, clients["connects"], clients["registry"]))
+    ups = collector.messages(BASE + "/upstream/state", since)
+    if ups:
+        problems.append("upstream/state changed: %r" % ups)
+    hs = sorted(healths(collector, since), key=lambda o: o["seq"])
+    if hs and hs[-1]["reconnects"]["comfyui"] != base_health["reconnects"]["comfyui"]:
+        problems.append("health reconnects.comfyui %r -> %r" % (base_health["reconnects"], hs[-1]["reconnects"]))
+    leaked = [m.topic for m in collector.messages(since=since) if b"HOSTILE" in m.payload or "HOSTILE" in m.topic]
+    if leaked:
+        problems.append("parts of rejected frames were published on %s" % leaked[:10])
+    # accepted frames
+    nan = collector.json_messages(BASE + "/event/sim.nan", since)
+    if [o.get("data") for m, o in nan] != [{"a": None, "b": None, "c": None, "m": "NANMARK"}]:
+        problems.append("NaN/Infinity frame: expected one event/sim.nan with nulls, got %r" % nan)
+    for raw_id, mark in (("x/../+/#/$SYS/IDMARK1", "IDMARK1"), ("$share/g/#", "IDMARK2")):
+        ms = collector.json_messages(ptopic(raw_id) + "/event/sim.ids", since)
+        if [(o.get("prompt_id"), (o.get("data") or {}).get("m")) for m, o in ms] != [(raw_id, mark)]:
+            problems.append("id %r: expected one event on %s/event/sim.ids with the raw id, got %r; topics "
+                            "with the mark: %r" % (raw_id, ptopic(raw_id), ms,
+                                                   [m.topic for m in collector.messages(since=since)
+                                                    if mark.encode() in m.payload]))
+    for raw_type, mark in (("$SYS/#/+/IDMARK3", "IDMARK3"), ("../../..", "IDMARK4")):
+        ms = collector.json_messages("%s/event/%s" % (BASE, sanitize(raw_type)), since)
+        if [(o.get("type"), (o.get("data") or {}).get("m")) for m, o in ms] != [(raw_type, mark)]:
+            problems.append("type %r: expected one event on %s/event/%s, got %r" % (raw_type, BASE,
+                                                                                   sanitize(raw_type), ms))
+    for m in collector.messages(since=since):
+        levels = m.topic.split("/")
+        if not m.topic.startswith(BASE + "/") or "" in levels or any(c in m.topic for c in "+#\x00") \
+                or any(lv.startswith("$") for lv in levels) or ".." in levels:
+            problems.append("topic escapes or is unsafe: %r" % m.topic)
+    # the normal run came through intact
+    problems += finish_problems(collector, broker, pid, "execution_success", ("live",), since)
+    got_lc = lifecycle_counts(collector, pid, since)
+    if got_lc != FULL_RUN:
+        problems.append("normal run: lifecycle events %r, expected %r" % (got_lc, FULL_RUN))
+    prog = [(o.get("data") or {}).get("value") for m, o in events(collector, pid, "progress", since)]
+    if sorted(prog) != [1, 2, 3, 4]:
+        problems.append("normal run: progress values %r, expected 1..4" % prog)
+    assert not problems, "hostile frames:\n  %s%s" % ("\n  ".join(problems), bridge.context())
+    common_checks(collector, bridge)
+
+
+# --------------------------------------------------------------------------
+# liveness (contract §4.4)
+
+
+def test_hung_comfyui_detected_by_ping(broker, sim, collector, make_bridge):
+    """SIGSTOP: the socket stays open, nothing answers, no pong. The one
+    slow test here (~30 s): ping after 20 s idle, dead 10 s later."""
+    import signal as sig
+    bridge = make_bridge(sim.url, broker.url)
+    bridge.wait_connected(collector, sim)
+    # a frame right before the hang, so the idle time starts now
+    mark = collector.mark()
+    sim.req("POST", "/_sim/status")
+    assert collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/event/status"], timeout=5,
+                              since=mark), "no status frame reached the broker"
+    since = collector.mark()
+    t0 = time.monotonic()
+    sim.signal(sig.SIGSTOP)
+    try:
+        off = collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/upstream/state"
+                                             and m.payload == b"offline"], timeout=45, since=since)
+        elapsed = time.monotonic() - t0
+    finally:
+        sim.signal(sig.SIGCONT)
+    assert off, "upstream/state stayed online for 45 s with a hung ComfyUI%s" % bridge.context()
+    assert 19 <= elapsed <= 36, ("upstream/state went offline %.1f s after the hang; expected after the "
+                                 "20 s ping plus up to 10 s for the pong%s" % (elapsed, bridge.context()))
+    # once the server answers again, the bridge is back and streams its prompts
+    on = collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/upstream/state"
+                                        and m.payload == b"online" and m.index > off[0].index],
+                            timeout=30, since=since)
+    assert on, "no upstream/state online after SIGCONT%s" % bridge.context()
+    harness.wait_until(lambda: sim.has_client(bridge.client_id), 10)
+    mark = collector.mark()
+    pid = sim.submit(client_id=bridge.client_id, steps=2, step_ms=10)["prompt_id"]
+    collector.wait_for(lambda _m: finished(collector, pid, mark), timeout=TERMINAL_WAIT)
+    problems = finish_problems(collector, broker, pid, "execution_success", ("live",), mark)
+    if lifecycle_counts(collector, pid, mark) != FULL_RUN:
+        problems.append("after the hang: lifecycle events %r, expected %r"
+                        % (lifecycle_counts(collector, pid, mark), FULL_RUN))
+    assert not problems, "after the hang:\n  %s\nsim clients: %r%s" % (
+        "\n  ".join(problems), sim.clients(), bridge.context())
+    common_checks(collector, bridge)
+
+
+class SilentListener:
+    """Accepts TCP on a port and never says a word; keeps every accepted
+    socket open until close()."""
+
+    def __init__(self, port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.accepted = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.accepted.append(conn)
+
+    def stop_listening(self):
+        """Closes the listener; accepted connections stay open (and silent)."""
+        self.stopping.set()
+        self.thread.join(2)
+        self.sock.close()
+
+    def close(self):
+        self.stop_listening()
+        for c in self.accepted:
+            c.close()
+
+
+def test_comfyui_that_never_answers_the_upgrade(broker, make_sim, collector, make_bridge):
+    port = harness.free_port()
+    fake = SilentListener(port)
+    try:
+        bridge = make_bridge("http://127.0.0.1:%d" % port, broker.url)
+        assert harness.wait_until(lambda: fake.accepted, 10), "bridge never connected to the silent port"
+        up = collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/upstream/state"
+                                            and m.payload == b"online"], timeout=1)
+        assert not up, "upstream/state online although nothing answered the upgrade"
+        # the hung connection stays open; the real server takes the port
+        fake.stop_listening()
+        sim = make_sim(port=port)
+        bridge.wait_connected(collector, sim, timeout=30)
+    finally:
+        fake.close()
+    mark = collector.mark()
+    pid = sim.submit(client_id=bridge.client_id, steps=2, step_ms=10)["prompt_id"]
+    collector.wait_for(lambda _m: finished(collector, pid, mark), timeout=TERMINAL_WAIT)
+    problems = finish_problems(collector, broker, pid, "execution_success", ("live",), mark)
+    assert not problems, "after a silent ComfyUI:\n  %s%s" % ("\n  ".join(problems), bridge.context())
+    common_checks(collector, bridge)
+
+
+def test_broker_that_never_sends_connack(make_broker, sim, make_collector, make_bridge):
+    port = harness.free_port()
+    fake = SilentListener(port)
+    try:
+        bridge = make_bridge(sim.url, "mqtt://127.0.0.1:%d" % port, extra_args=["--mqtt-keepalive", "5"])
+        assert harness.wait_until(lambda: fake.accepted, 10), "bridge never connected to the silent port"
+        assert bridge.alive(), "bridge exited%s" % bridge.context()
+        fake.stop_listening()
+        broker = make_broker(port=port)
+        col = make_collector(broker.port)
+        bridge.wait_connected(col, sim, timeout=30)
+    finally:
+        fake.close()
+    common_checks(col, bridge)
+
+
+# --------------------------------------------------------------------------
+# the reconnect race (protocol.md §1.4)
+
+
+def test_reconnect_after_drop_still_receives_targeted_frames(broker, sim, collector, make_bridge):
+    bridge = make_bridge(sim.url, broker.url)
+    bridge.wait_connected(collector, sim)
+    for round_ in range(3):
+        connects = sim.clients()["connects"]
+        since = collector.mark()
+        sim.drop(bridge.client_id)
+        back = harness.wait_until(lambda: sim.clients()["connects"] > connects and sim.has_client(bridge.client_id),
+                                  15)
+        assert back, "round %d: bridge did not reconnect after /_sim/drop: %r%s" % (
+            round_, sim.clients(), bridge.context())
+        pid = sim.submit(client_id=bridge.client_id, steps=3, step_ms=10)["prompt_id"]
+        collector.wait_for(lambda _m: finished(collector, pid, since), timeout=TERMINAL_WAIT)
+        collector.wait_quiet(quiet=0.3, timeout=3)
+        problems = finish_problems(collector, broker, pid, "execution_success", ("live",), since)
+        got = lifecycle_counts(collector, pid, since)
+        if got != FULL_RUN:
+            problems.append("lifecycle events %r, expected %r (targeted frames lost?)" % (got, FULL_RUN))
+        prog = sorted((o.get("data") or {}).get("value") for m, o in events(collector, pid, "progress", since))
+        if prog != [1, 2, 3]:
+            problems.append("progress values %r, expected [1, 2, 3]" % prog)
+        socks = [s for s in sim.clients()["sockets"] if s["client_id"] == bridge.client_id]
+        if len(socks) != 1 or not socks[0]["registered"]:
+            problems.append("simulator sockets for our id: %r (want exactly one, registered)" % socks)
+        assert not problems, "round %d after /_sim/drop:\n  %s%s" % (round_, "\n  ".join(problems), bridge.context())
+    common_checks(collector, bridge)
