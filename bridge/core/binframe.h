@@ -8,18 +8,18 @@
 #include <stdint.h>
 
 enum binframe_type {
-	BINFRAME_PREVIEW = 1,          /* u32 image format, image bytes */
-	BINFRAME_TEXT = 3,             /* u32 node-id length, node id, text */
+	BINFRAME_PREVIEW = 1, /* u32 image format, image bytes */
+	BINFRAME_TEXT = 3, /* u32 node-id length, node id, text */
 	BINFRAME_PREVIEW_METADATA = 4, /* u32 metadata length, JSON, image */
 };
 
 enum binframe_err {
 	BINFRAME_OK = 0,
-	BINFRAME_E_TRUNCATED = -1,   /* header or a declared length runs past
-	                                the end of the frame */
-	BINFRAME_E_UNKNOWN_TYPE = -2,/* out->type is set */
-	BINFRAME_E_FORMAT = -3,      /* type 1 with an image format other than
-	                                1 (JPEG) or 2 (PNG) */
+	BINFRAME_E_TRUNCATED = -1, /* header or a declared length runs past
+	                              the end of the frame */
+	BINFRAME_E_UNKNOWN_TYPE = -2, /* out->type is set */
+	BINFRAME_E_FORMAT = -3, /* type 1 with an image format other than
+	                           1 (JPEG) or 2 (PNG) */
 };
 
 struct binframe {

@@ -12,64 +12,64 @@
 #include "url.h"
 
 #define CONFIG_MAX_HEADERS 8
-#define CONFIG_MAX_EVENTS 64
+#define CONFIG_MAX_EVENTS  64
 
 /* Exit codes (sysexits). */
-#define EXIT_USAGE 64
+#define EXIT_USAGE  64
 #define EXIT_CONFIG 78
 
 enum mqtt_protocol { MQTT_PROTO_5 = 5, MQTT_PROTO_311 = 4 };
 
 struct config {
 	/* ComfyUI */
-	char *comfyui;              /* as given, e.g. http://127.0.0.1:8188 */
-	struct url comfy;           /* parsed */
+	char *comfyui; /* as given, e.g. http://127.0.0.1:8188 */
+	struct url comfy; /* parsed */
 	char *comfyui_header[CONFIG_MAX_HEADERS]; /* "Name: value" (secret
 	                                             values: never logged) */
 	int n_comfyui_headers;
-	char *client_id;            /* ComfyUI clientId */
+	char *client_id; /* ComfyUI clientId */
 
 	/* MQTT */
-	char *mqtt;                 /* as given (may hold credentials) */
-	struct url broker;          /* parsed */
+	char *mqtt; /* as given (may hold credentials) */
+	struct url broker; /* parsed */
 	char *mqtt_username;
-	char *mqtt_password;        /* secret */
+	char *mqtt_password; /* secret */
 	char *mqtt_client_id;
 	enum mqtt_protocol mqtt_protocol;
-	int mqtt_keepalive;         /* seconds, default 30 */
+	int mqtt_keepalive; /* seconds, default 30 */
 	char *tls_ca, *tls_cert, *tls_key;
 	bool tls_insecure;
 
 	/* Topics and payloads */
-	char *prefix;               /* default "comfyui" */
-	char *instance;             /* sanitized; default: ComfyUI host */
+	char *prefix; /* default "comfyui" */
+	char *instance; /* sanitized; default: ComfyUI host */
 	char *events[CONFIG_MAX_EVENTS]; /* allow-list; n_events == 0: all */
 	int n_events;
 	bool previews;
-	size_t preview_max_bytes;   /* default 1 MiB */
-	double preview_rate;        /* per second per prompt, default 2 */
-	int64_t state_ttl;          /* seconds, default 86400 */
-	size_t queue_max_messages;  /* default 100000 */
-	size_t queue_max_bytes;     /* default 64 MiB */
+	size_t preview_max_bytes; /* default 1 MiB */
+	double preview_rate; /* per second per prompt, default 2 */
+	int64_t state_ttl; /* seconds, default 86400 */
+	size_t queue_max_messages; /* default 100000 */
+	size_t queue_max_bytes; /* default 64 MiB */
 	bool ha_discovery;
-	bool ha_remove;             /* publish empty discovery and exit */
-	char *ha_prefix;            /* default "homeassistant" */
-	int health_interval;        /* seconds, default 30 */
-	size_t max_frame_bytes;     /* default 16 MiB */
-	unsigned max_tokens;        /* default 8192 */
-	unsigned history_items;     /* GET /history?max_items=N, default 20 */
+	bool ha_remove; /* publish empty discovery and exit */
+	char *ha_prefix; /* default "homeassistant" */
+	int health_interval; /* seconds, default 30 */
+	size_t max_frame_bytes; /* default 16 MiB */
+	unsigned max_tokens; /* default 8192 */
+	unsigned history_items; /* GET /history?max_items=N, default 20 */
 
 	/* Output */
 	bool print;
 	bool print_timestamps;
-	int log_level;              /* enum log_level */
-	int log_format;             /* enum log_format */
+	int log_level; /* enum log_level */
+	int log_format; /* enum log_format */
 
-	char *config_file;          /* --config, if any */
+	char *config_file; /* --config, if any */
 };
 
 enum config_result {
-	CONFIG_OK = 0,      /* run */
+	CONFIG_OK = 0, /* run */
 	CONFIG_EXIT_OK = 1, /* --help / --version printed: exit 0 */
 	CONFIG_USAGE = EXIT_USAGE,
 	CONFIG_BAD_FILE = EXIT_CONFIG,
@@ -80,15 +80,15 @@ enum config_result {
  * (instance, client ids). On error writes a one-line message naming the
  * bad option and a hint into err. Help/version text goes to out.
  * Returns enum config_result. c must be config_free()d in every case. */
-int config_load(struct config *c, int argc, char **argv,
-                char *const *envp, char *err, size_t errlen, FILE *out);
+int config_load(struct config *c, int argc, char **argv, char *const *envp,
+    char *err, size_t errlen, FILE *out);
 
 /* Frees every string c owns and zeroes it. */
 void config_free(struct config *c);
 
 /* true when type is on the --events allow-list (or the list is empty). */
-bool config_event_allowed(const struct config *c, const char *type,
-                          size_t len);
+bool config_event_allowed(
+    const struct config *c, const char *type, size_t len);
 
 /* Writes the options in effect as JSON object members into w (struct
  * jsonw *), without secrets (password, header values, URL credentials). */

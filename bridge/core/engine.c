@@ -504,7 +504,7 @@ build_state(struct engine *e, struct prompt *p, int64_t now)
 	jsonw_obj_end(&w);
 	if (jsonw_finish(&w) != 0) {
 		log_warn("bridge", "state of %s does not fit; not published",
-		         p->tid);
+		    p->tid);
 		return -1;
 	}
 	return (long) w.len;
@@ -519,8 +519,8 @@ publish_state(struct engine *e, struct prompt *p, int64_t now)
 	dbuf_set(&p->state, e->obuf, (size_t) len);
 	state_topic(e, p);
 	emit(e, MSG_CRITICAL, e->topic, e->obuf, (size_t) len, 1, true,
-	     "application/json", (uint32_t) e->cfg.state_ttl_s, "state",
-	     p->id, e->topic);
+	    "application/json", (uint32_t) e->cfg.state_ttl_s, "state", p->id,
+	    e->topic);
 	p->state_dirty = false;
 	p->state_published_at = now;
 	if (p->terminal_sent) {
@@ -535,9 +535,9 @@ publish_state(struct engine *e, struct prompt *p, int64_t now)
 		if (len < 0)
 			return;
 		topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-		           "current");
+		    "current");
 		emit(e, MSG_CRITICAL, e->topic, e->obuf, (size_t) len, 1, true,
-		     "application/json", 0, "current", p->id, e->topic);
+		    "application/json", 0, "current", p->id, e->topic);
 	}
 }
 
@@ -2250,13 +2250,13 @@ engine_create(
 		e->cfg.health_interval_s = 30;
 	if (e->cfg.state_ttl_s <= 0)
 		e->cfg.state_ttl_s = 86400;
-	unsigned ht = cfg->http_max_tokens ? cfg->http_max_tokens
-	                                   : HTTP_MIN_TOKENS;
+	unsigned ht
+	    = cfg->http_max_tokens ? cfg->http_max_tokens : HTTP_MIN_TOKENS;
 	e->parser
 	    = json_parser_create(cfg->max_tokens ? cfg->max_tokens : 8192);
 	e->http_parser = json_parser_create(ht);
-	e->tracker = tracker_create(cfg->max_prompts ? cfg->max_prompts
-	                                             : TRACKER_CAPACITY);
+	e->tracker = tracker_create(
+	    cfg->max_prompts ? cfg->max_prompts : TRACKER_CAPACITY);
 	e->max_payload = MAX_PAYLOAD;
 	e->obuf = malloc(OUTBUF_CAP);
 	if (!e->prefix || !e->instance || !e->client_id || !e->comfy_url

@@ -16,8 +16,8 @@
 
 /* What the engine asks the HTTP side to fetch. */
 enum engine_http_kind {
-	EHTTP_QUEUE = 0,        /* GET /queue */
-	EHTTP_HISTORY_ID = 1,   /* GET /history/<id> (tag = the prompt id) */
+	EHTTP_QUEUE = 0, /* GET /queue */
+	EHTTP_HISTORY_ID = 1, /* GET /history/<id> (tag = the prompt id) */
 	EHTTP_HISTORY_LIST = 2, /* GET /history?max_items=N */
 	EHTTP_SYSTEM_STATS = 3, /* GET /system_stats */
 };
@@ -28,7 +28,7 @@ struct engine_io {
 	/* Start GET path (starts with '/', relative to the ComfyUI base);
 	 * the answer comes back through engine_on_http(kind, tag). */
 	void (*http_get)(void *ud, enum engine_http_kind kind,
-	                 const char *path, const char *tag);
+	    const char *path, const char *tag);
 	void *ud;
 };
 
@@ -46,14 +46,14 @@ struct engine_health_io {
 struct engine_cfg {
 	const char *prefix;
 	const char *instance;
-	const char *client_id;      /* our ComfyUI clientId */
+	const char *client_id; /* our ComfyUI clientId */
 	const char *mqtt_client_id;
 	const char *comfyui_public; /* base URL without credentials */
-	int mqtt_protocol;          /* 5 or 4 */
+	int mqtt_protocol; /* 5 or 4 */
 	int64_t state_ttl_s;
 	unsigned max_tokens;
 	unsigned http_max_tokens; /* for /queue and /history; 0: 262144 */
-	unsigned max_prompts;     /* prompts tracked at once; 0: 1024 */
+	unsigned max_prompts; /* prompts tracked at once; 0: 1024 */
 	unsigned history_items;
 	int health_interval_s;
 	bool previews;
@@ -62,9 +62,10 @@ struct engine_cfg {
 	/* allow-list for event/ topics: returns true to publish type */
 	bool (*event_allowed)(void *ud, const char *type, size_t len);
 	void *event_allowed_ud;
-	FILE *print;        /* --print: human lines go here; NULL: off */
+	FILE *print; /* --print: human lines go here; NULL: off */
 	bool print_timestamps;
-	/* writes the options object's members for bridge/info (struct jsonw *) */
+	/* writes the options object's members for bridge/info (struct jsonw *)
+	 */
 	void (*write_options)(void *ud, void *jsonw);
 	void *write_options_ud;
 };
@@ -72,15 +73,15 @@ struct engine_cfg {
 struct engine;
 
 /* Creates the engine (copies cfg strings). now_ms: wall clock. */
-struct engine *engine_create(const struct engine_cfg *cfg,
-                             const struct engine_io *io, int64_t now_ms);
+struct engine *engine_create(
+    const struct engine_cfg *cfg, const struct engine_io *io, int64_t now_ms);
 void engine_destroy(struct engine *e);
 
 /* A complete WebSocket message (borrowed). */
-void engine_on_text(struct engine *e, const char *buf, size_t len,
-                    int64_t now_ms);
-void engine_on_binary(struct engine *e, const uint8_t *buf, size_t len,
-                      int64_t now_ms);
+void engine_on_text(
+    struct engine *e, const char *buf, size_t len, int64_t now_ms);
+void engine_on_binary(
+    struct engine *e, const uint8_t *buf, size_t len, int64_t now_ms);
 /* A message over the frame cap was dropped by the reassembler. */
 void engine_on_oversize(struct engine *e, size_t len_so_far, bool binary);
 
@@ -88,19 +89,18 @@ void engine_on_oversize(struct engine *e, size_t len_so_far, bool binary);
 void engine_on_upstream(struct engine *e, bool up, int64_t now_ms);
 /* An HTTP answer (status < 0: no answer, an enum br_err). */
 void engine_on_http(struct engine *e, enum engine_http_kind kind,
-                    const char *tag, int status, const char *body,
-                    size_t len, int64_t now_ms);
+    const char *tag, int status, const char *body, size_t len, int64_t now_ms);
 /* The broker accepted us (CONNACK). Publishes online, info, and
  * republishes retained topics unless the broker kept our session. */
-void engine_on_broker_connected(struct engine *e, bool session_present,
-                                int64_t now_ms);
+void engine_on_broker_connected(
+    struct engine *e, bool session_present, int64_t now_ms);
 /* Largest MQTT packet the broker takes (0: unknown). */
 void engine_set_max_packet(struct engine *e, uint32_t max_packet);
 
 /* Runs what is due (coalesced state, history retries, TTL clears,
  * health). Returns the wall-clock ms of the next thing due. */
-int64_t engine_tick(struct engine *e, int64_t now_ms,
-                    const struct engine_health_io *h);
+int64_t engine_tick(
+    struct engine *e, int64_t now_ms, const struct engine_health_io *h);
 
 /* Earliest wall-clock ms at which engine_tick() has work (updated by every
  * call that schedules something); 0 when nothing is known. */

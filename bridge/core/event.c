@@ -51,7 +51,7 @@ kind_of(const char *type)
  * null_ok), too long, or holding a NUL. */
 static int
 get_id(const struct json_doc *d, int obj, const char *key, char *dst,
-       size_t cap, size_t *len, bool null_ok, bool *is_null)
+    size_t cap, size_t *len, bool null_ok, bool *is_null)
 {
 	int t = json_obj_get(d, obj, key);
 	if (t < 0)
@@ -101,19 +101,19 @@ parse_data(const struct json_doc *d, struct comfy_event *ev)
 	int rc;
 
 	rc = get_id(d, data, "prompt_id", ev->prompt_id, sizeof(ev->prompt_id),
-	            &ev->prompt_len, true, NULL);
+	    &ev->prompt_len, true, NULL);
 	if (rc == EVR_BAD_FIELD)
 		return EVR_BAD_FIELD;
 	ev->has_prompt = rc == 1;
 
 	const char *node_key = "node";
-	if (ev->kind == EVK_EXECUTION_ERROR ||
-	    ev->kind == EVK_EXECUTION_INTERRUPTED)
+	if (ev->kind == EVK_EXECUTION_ERROR
+	    || ev->kind == EVK_EXECUTION_INTERRUPTED)
 		node_key = "node_id";
-	if (ev->kind != EVK_OTHER && ev->kind != EVK_STATUS &&
-	    ev->kind != EVK_FEATURE_FLAGS && ev->kind != EVK_LOGS) {
+	if (ev->kind != EVK_OTHER && ev->kind != EVK_STATUS
+	    && ev->kind != EVK_FEATURE_FLAGS && ev->kind != EVK_LOGS) {
 		rc = get_id(d, data, node_key, ev->node, sizeof(ev->node),
-		            &ev->node_len, true, &ev->node_null);
+		    &ev->node_len, true, &ev->node_null);
 		if (rc == EVR_BAD_FIELD)
 			return EVR_BAD_FIELD;
 		ev->has_node = rc == 1;
@@ -131,8 +131,8 @@ parse_data(const struct json_doc *d, struct comfy_event *ev)
 		if (st >= 0 && !json_is_object(d, st))
 			return EVR_BAD_FIELD;
 		if (qr >= 0) {
-			if (json_get_int64(d, qr, &ev->queue_remaining) != 0 ||
-			    ev->queue_remaining < 0)
+			if (json_get_int64(d, qr, &ev->queue_remaining) != 0
+			    || ev->queue_remaining < 0)
 				return EVR_BAD_FIELD;
 			ev->has_queue_remaining = true;
 		}
@@ -140,8 +140,8 @@ parse_data(const struct json_doc *d, struct comfy_event *ev)
 	}
 	case EVK_PROGRESS: {
 		bool ok = true;
-		ev->value = number_or_nan(d, json_obj_get(d, data, "value"),
-		                          &ok);
+		ev->value
+		    = number_or_nan(d, json_obj_get(d, data, "value"), &ok);
 		ev->max = number_or_nan(d, json_obj_get(d, data, "max"), &ok);
 		if (!ok)
 			return EVR_BAD_FIELD;
@@ -155,23 +155,24 @@ parse_data(const struct json_doc *d, struct comfy_event *ev)
 		break;
 	case EVK_EXECUTED:
 		ev->output = json_obj_get(d, data, "output");
-		if (ev->output >= 0 && !json_is_object(d, ev->output) &&
-		    !json_is_null(d, ev->output))
+		if (ev->output >= 0 && !json_is_object(d, ev->output)
+		    && !json_is_null(d, ev->output))
 			return EVR_BAD_FIELD;
 		break;
 	case EVK_EXECUTION_ERROR:
 	case EVK_EXECUTION_INTERRUPTED:
 		ev->node_type = json_obj_get(d, data, "node_type");
 		ev->exception_type = json_obj_get(d, data, "exception_type");
-		ev->exception_message =
-			json_obj_get(d, data, "exception_message");
+		ev->exception_message
+		    = json_obj_get(d, data, "exception_message");
 		ev->traceback = json_obj_get(d, data, "traceback");
-		if (ev->kind == EVK_EXECUTION_ERROR && !ev->has_timestamp &&
-		    ((ev->exception_type >= 0 &&
-		      json_str_eq(d, ev->exception_type, "ExecutionBlocked")) ||
-		     (ev->exception_message >= 0 &&
-		      str_has_prefix(d, ev->exception_message,
-		                     "Execution Blocked"))))
+		if (ev->kind == EVK_EXECUTION_ERROR && !ev->has_timestamp
+		    && ((ev->exception_type >= 0
+		            && json_str_eq(
+		                d, ev->exception_type, "ExecutionBlocked"))
+		        || (ev->exception_message >= 0
+		            && str_has_prefix(d, ev->exception_message,
+		                "Execution Blocked"))))
 			ev->blocked = true;
 		break;
 	default:

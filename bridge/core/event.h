@@ -11,8 +11,8 @@
 #include "json.h"
 
 #define EVENT_TYPE_MAX 128
-#define PROMPT_ID_MAX 256
-#define NODE_ID_MAX 128
+#define PROMPT_ID_MAX  256
+#define NODE_ID_MAX    128
 
 enum event_kind {
 	EVK_OTHER = 0, /* custom-node or unknown type: passed through */
@@ -34,8 +34,8 @@ enum event_kind {
 enum event_reject {
 	EVR_OK = 0,
 	EVR_MISSING_TYPE = 1, /* no "type", or not a string, or empty */
-	EVR_BAD_FIELD = 2,    /* a field the bridge uses has the wrong type or
-	                         an unusable value (e.g. a NUL in an id) */
+	EVR_BAD_FIELD = 2, /* a field the bridge uses has the wrong type or
+	                      an unusable value (e.g. a NUL in an id) */
 };
 
 struct comfy_event {
@@ -48,7 +48,7 @@ struct comfy_event {
 	char prompt_id[PROMPT_ID_MAX + 1];
 	size_t prompt_len;
 
-	bool has_node;  /* data.node (or node_id for errors) is a string */
+	bool has_node; /* data.node (or node_id for errors) is a string */
 	bool node_null; /* data.node is present and null */
 	char node[NODE_ID_MAX + 1];
 	size_t node_len;
@@ -65,7 +65,7 @@ struct comfy_event {
 	int64_t queue_remaining;
 
 	/* token indexes into the doc, -1 when absent */
-	int nodes;  /* execution_cached: data.nodes (array) */
+	int nodes; /* execution_cached: data.nodes (array) */
 	int output; /* executed: data.output (object or null) */
 	int node_type, exception_type, exception_message, traceback;
 	bool blocked; /* execution_error of type ExecutionBlocked */

@@ -21,15 +21,15 @@ int log_level_parse(const char *s);
 
 /* src: a short component tag ("ws", "mqtt", "http", "bridge", "config"). */
 void log_msg(enum log_level lvl, const char *src, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #define log_error(src, ...) log_msg(LOG_LVL_ERROR, src, __VA_ARGS__)
-#define log_warn(src, ...) log_msg(LOG_LVL_WARN, src, __VA_ARGS__)
-#define log_info(src, ...) log_msg(LOG_LVL_INFO, src, __VA_ARGS__)
-#define log_debug(src, ...)                                                  \
-	do {                                                                 \
-		if (log_get_level() >= LOG_LVL_DEBUG)                        \
-			log_msg(LOG_LVL_DEBUG, src, __VA_ARGS__);            \
+#define log_warn(src, ...)  log_msg(LOG_LVL_WARN, src, __VA_ARGS__)
+#define log_info(src, ...)  log_msg(LOG_LVL_INFO, src, __VA_ARGS__)
+#define log_debug(src, ...)                                                   \
+	do {                                                                  \
+		if (log_get_level() >= LOG_LVL_DEBUG)                         \
+			log_msg(LOG_LVL_DEBUG, src, __VA_ARGS__);             \
 	} while (0)
 
 /* Writes at most max bytes of s into dst as a printable one-line excerpt

@@ -10,13 +10,13 @@
 #include <stdint.h>
 
 enum reasm_result {
-	REASM_MORE = 0,      /* need more chunks */
-	REASM_DONE = 1,      /* a whole message is ready: reasm_msg() */
+	REASM_MORE = 0, /* need more chunks */
+	REASM_DONE = 1, /* a whole message is ready: reasm_msg() */
 	REASM_OVERSIZE = -1, /* this message exceeds max_msg; it is dropped
 	                        (reported once, its remaining chunks are
 	                        swallowed and return REASM_MORE) */
-	REASM_PROTO = -2,    /* continuation without a start: chunk dropped */
-	REASM_NOMEM = -3,    /* could not grow the buffer: message dropped */
+	REASM_PROTO = -2, /* continuation without a start: chunk dropped */
+	REASM_NOMEM = -3, /* could not grow the buffer: message dropped */
 };
 
 struct reasm;
@@ -30,7 +30,7 @@ void reasm_destroy(struct reasm *r);
  * final: last chunk of the message; binary: the message is binary (only
  * looked at on the first chunk). */
 int reasm_feed(struct reasm *r, const void *chunk, size_t len, bool first,
-               bool final, bool binary);
+    bool final, bool binary);
 
 /* The completed message after REASM_DONE (borrowed, valid until the next
  * feed or reset). The buffer has one extra NUL byte after len. */

@@ -26,18 +26,18 @@ bool topic_prefix_valid(const char *prefix);
  * instance must already be valid (instance sanitized). rest is a literal
  * suffix such as "bridge/state". Returns the length or BR_ETRUNC. */
 int topic_join(char *dst, size_t cap, const char *prefix, const char *instance,
-               const char *rest);
+    const char *rest);
 
 /* Writes "<prefix>/<instance>/prompt/<sanitized id>/<leaf>" where leaf is
  * e.g. "state" or "event/<sanitized type>" (the type is sanitized here:
  * pass the raw event type in type, or NULL for a plain leaf).
  * Returns the length or BR_ETRUNC. */
 int topic_prompt(char *dst, size_t cap, const char *prefix,
-                 const char *instance, const char *prompt_id, size_t id_len,
-                 const char *leaf, const char *type, size_t type_len);
+    const char *instance, const char *prompt_id, size_t id_len,
+    const char *leaf, const char *type, size_t type_len);
 
 /* Writes "<prefix>/<instance>/event/<sanitized type>". */
 int topic_event(char *dst, size_t cap, const char *prefix,
-                const char *instance, const char *type, size_t type_len);
+    const char *instance, const char *type, size_t type_len);
 
 #endif

@@ -42,7 +42,7 @@ const char *
 prompt_status_name(enum prompt_status s)
 {
 	static const char *const names[] = { "queued", "running", "success",
-		                             "error",  "interrupted", "lost" };
+		"error", "interrupted", "lost" };
 	return (unsigned) s < 6 ? names[s] : "unknown";
 }
 
@@ -92,8 +92,8 @@ tracker_create(unsigned capacity)
 	for (unsigned i = 0; i < t->n_buckets; i++)
 		t->buckets[i] = -1;
 	for (unsigned i = 0; i < t->capacity; i++)
-		t->slots[i].next_in_bucket =
-			i + 1 < t->capacity ? (int) i + 1 : -1;
+		t->slots[i].next_in_bucket
+		    = i + 1 < t->capacity ? (int) i + 1 : -1;
 	t->free_head = 0;
 	return t;
 }
@@ -132,8 +132,8 @@ tracker_find(struct tracker *t, const char *id, size_t len)
 	int i = t->buckets[h & (t->n_buckets - 1)];
 	while (i >= 0) {
 		struct prompt *p = &t->slots[i];
-		if (p->hash == h && p->id_len == len &&
-		    memcmp(p->id, id, len) == 0)
+		if (p->hash == h && p->id_len == len
+		    && memcmp(p->id, id, len) == 0)
 			return p;
 		i = p->next_in_bucket;
 	}
@@ -165,7 +165,8 @@ pick_victim(struct tracker *t)
 		if (!p->used)
 			continue;
 		if (p->terminal_sent) {
-			if (!finished || p->finished_at < finished->finished_at)
+			if (!finished
+			    || p->finished_at < finished->finished_at)
 				finished = p;
 		} else if (p->status == PS_QUEUED) {
 			if (!queued || p->queued_at < queued->queued_at)

@@ -37,7 +37,7 @@ enum prompt_source { SRC_LIVE = 0, SRC_POLL, SRC_HISTORY };
 const char *prompt_status_name(enum prompt_status s);
 const char *prompt_source_name(enum prompt_source s);
 
-#define PROMPT_RECENT_NODES 8
+#define PROMPT_RECENT_NODES     8
 #define PROMPT_MAX_OUTPUT_NODES 64
 
 struct prompt_node_time {
@@ -59,7 +59,7 @@ struct prompt {
 	enum prompt_status status;
 	enum prompt_source source; /* of the latest change */
 	bool queued_sent, start_sent, terminal_sent;
-	bool ours;      /* submitted with our client id: live events come */
+	bool ours; /* submitted with our client id: live events come */
 	bool has_number;
 	int64_t number;
 	char client_id[PROMPT_ID_MAX + 1];
@@ -75,19 +75,19 @@ struct prompt {
 	struct prompt_node_time recent[PROMPT_RECENT_NODES];
 	unsigned recent_next;
 
-	struct dbuf cached;  /* JSON array members: "4","5" */
-	struct dbuf done;    /* JSON array members */
+	struct dbuf cached; /* JSON array members: "4","5" */
+	struct dbuf done; /* JSON array members */
 	struct dbuf node_ms; /* JSON object members: "6":412 */
 	struct prompt_output *outputs; /* allocated on the first output */
 	unsigned n_outputs, cap_outputs;
 	bool outputs_truncated;
-	struct dbuf error;   /* a JSON object, empty when none */
-	struct dbuf state;   /* the last published state payload */
+	struct dbuf error; /* a JSON object, empty when none */
+	struct dbuf state; /* the last published state payload */
 
 	bool state_dirty;
 	int64_t state_published_at;
-	int64_t expire_at;       /* retained state expires (terminal only) */
-	int64_t history_due;     /* 0: no lookup scheduled */
+	int64_t expire_at; /* retained state expires (terminal only) */
+	int64_t history_due; /* 0: no lookup scheduled */
 	unsigned history_tries;
 	bool history_inflight;
 	uint64_t queue_generation; /* last /queue poll that listed it */
@@ -109,8 +109,8 @@ struct prompt *tracker_find(struct tracker *t, const char *id, size_t len);
 /* Finds or creates (zeroed, status queued) the prompt; *created tells which.
  * When full, evicts the finished prompt that finished first, else the
  * oldest queued one. Never returns NULL for a valid id. */
-struct prompt *tracker_get(struct tracker *t, const char *id, size_t len,
-                           bool *created);
+struct prompt *tracker_get(
+    struct tracker *t, const char *id, size_t len, bool *created);
 /* Frees the prompt's buffers and its slot. */
 void tracker_remove(struct tracker *t, struct prompt *p);
 

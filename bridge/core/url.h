@@ -5,20 +5,20 @@
 #include <stdbool.h>
 
 struct url {
-	char scheme[8];   /* "http", "https", "mqtt", "mqtts" */
-	bool tls;         /* https / mqtts */
-	char host[256];   /* without brackets for IPv6 literals */
-	int port;         /* explicit or the scheme's default */
-	char path[512];   /* path prefix without trailing '/', "" for none */
-	char user[128];   /* userinfo user (mqtt URLs only), "" if none */
-	char pass[128];   /* userinfo password: a secret, never log it */
+	char scheme[8]; /* "http", "https", "mqtt", "mqtts" */
+	bool tls; /* https / mqtts */
+	char host[256]; /* without brackets for IPv6 literals */
+	int port; /* explicit or the scheme's default */
+	char path[512]; /* path prefix without trailing '/', "" for none */
+	char user[128]; /* userinfo user (mqtt URLs only), "" if none */
+	char pass[128]; /* userinfo password: a secret, never log it */
 };
 
 /* Parses s into u. Accepted schemes are given in schemes, e.g.
  * "http,https". Returns 0 or BR_EINVAL; on error writes a one-line
  * explanation naming the problem into err (errlen bytes). */
 int url_parse(const char *s, const char *schemes, struct url *u, char *err,
-              unsigned errlen);
+    unsigned errlen);
 
 /* Writes "scheme://host:port/path" with no credentials (for logs and
  * bridge/info). Returns the length. */

@@ -11,7 +11,6 @@
 struct loop;
 struct loop_timer;
 
-
 /* Creates the lws context (no listening socket, no extensions, OpenSSL
  * initialised), blocks SIGINT/SIGTERM/SIGHUP into a signalfd watched by the
  * loop, ignores SIGPIPE. */
@@ -28,12 +27,12 @@ void loop_quit(struct loop *l);
 void loop_wake(struct loop *l);
 void loop_set_wake_cb(struct loop *l, void (*cb)(void *ud), void *ud);
 /* Called in the loop thread for each SIGINT/SIGTERM/SIGHUP received. */
-void loop_set_signal_cb(struct loop *l, void (*cb)(void *ud, int signo),
-                        void *ud);
+void loop_set_signal_cb(
+    struct loop *l, void (*cb)(void *ud, int signo), void *ud);
 
 /* One-shot timers owned by the caller's object. */
-struct loop_timer *loop_timer_create(struct loop *l, void (*cb)(void *ud),
-                                     void *ud);
+struct loop_timer *loop_timer_create(
+    struct loop *l, void (*cb)(void *ud), void *ud);
 /* (Re)arms the timer to fire once after delay_ms; replaces a pending arm. */
 void loop_timer_arm(struct loop_timer *t, int64_t delay_ms);
 void loop_timer_cancel(struct loop_timer *t);

@@ -15,17 +15,17 @@
 struct ws_client;
 
 struct ws_client_cfg {
-	const struct url *base;       /* http(s)://host:port/prefix (borrowed) */
-	const char *client_id;        /* borrowed */
-	char *const *headers;         /* "Name: value" extra headers */
+	const struct url *base; /* http(s)://host:port/prefix (borrowed) */
+	const char *client_id; /* borrowed */
+	char *const *headers; /* "Name: value" extra headers */
 	int n_headers;
-	const char *first_frame;      /* text sent first on every connect */
+	const char *first_frame; /* text sent first on every connect */
 	struct tls_opts tls;
-	int ping_interval_s;          /* default 20 */
-	int pong_timeout_s;           /* default 10 */
-	int handshake_timeout_s;      /* default 10 */
-	int stable_s;                 /* up this long resets backoff; 60 */
-	size_t rx_buffer_size;        /* unused: the loop fixes 65536 */
+	int ping_interval_s; /* default 20 */
+	int pong_timeout_s; /* default 10 */
+	int handshake_timeout_s; /* default 10 */
+	int stable_s; /* up this long resets backoff; 60 */
+	size_t rx_buffer_size; /* unused: the loop fixes 65536 */
 };
 
 struct ws_client_cb {
@@ -35,13 +35,12 @@ struct ws_client_cb {
 	void (*on_down)(void *ud, const char *why);
 	/* one received chunk (borrowed): first/final of the message, binary */
 	void (*on_chunk)(void *ud, const void *buf, size_t len, bool first,
-	                 bool final, bool binary);
+	    bool final, bool binary);
 };
 
 /* Creates a client (copies cfg strings it keeps). Not connected yet. */
 struct ws_client *ws_client_create(struct loop *l,
-                                   const struct ws_client_cfg *cfg,
-                                   const struct ws_client_cb *cb, void *ud);
+    const struct ws_client_cfg *cfg, const struct ws_client_cb *cb, void *ud);
 /* Starts connecting (and reconnecting for ever). */
 int ws_client_start(struct ws_client *c);
 /* Sends a close frame, stops reconnecting. on_down is called once the

@@ -18,16 +18,17 @@ static void
 check_publish(void *ud, const struct out_msg *m)
 {
 	(void) ud;
-	if (strncmp(m->topic, "comfyui/f/", 10) != 0 ||
-	    strpbrk(m->topic, "+#") != NULL || strlen(m->topic) > 600)
+	if (strncmp(m->topic, "comfyui/f/", 10) != 0
+	    || strpbrk(m->topic, "+#") != NULL || strlen(m->topic) > 600)
 		abort();
 	if (m->len > 300 * 1024)
 		abort();
-	if (m->len == 0 || (m->props.content_type &&
-	                    strncmp(m->props.content_type, "image/", 6) == 0))
+	if (m->len == 0
+	    || (m->props.content_type
+	        && strncmp(m->props.content_type, "image/", 6) == 0))
 		return;
-	if ((m->len == 6 && memcmp(m->payload, "online", 6) == 0) ||
-	    (m->len == 7 && memcmp(m->payload, "offline", 7) == 0))
+	if ((m->len == 6 && memcmp(m->payload, "online", 6) == 0)
+	    || (m->len == 7 && memcmp(m->payload, "offline", 7) == 0))
 		return;
 	struct json_doc d;
 	if (json_parse(checker, m->payload, m->len, true, &d) != JSON_OK)
@@ -35,8 +36,8 @@ check_publish(void *ud, const struct out_msg *m)
 }
 
 static void
-ignore_http(void *ud, enum engine_http_kind kind, const char *path,
-            const char *tag)
+ignore_http(
+    void *ud, enum engine_http_kind kind, const char *path, const char *tag)
 {
 	(void) ud;
 	(void) kind;
@@ -66,8 +67,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.preview_max_bytes = 1 << 20,
 		.preview_rate = 1000,
 	};
-	struct engine_io io = { .publish = check_publish,
-		                .http_get = ignore_http };
+	struct engine_io io
+	    = { .publish = check_publish, .http_get = ignore_http };
 	int64_t now = 1800000000000LL;
 	struct engine *e = engine_create(&cfg, &io, now);
 	if (!e)
@@ -76,8 +77,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t start = 0;
 	for (size_t i = 0; i <= size; i++) {
 		bool end = i == size;
-		if (!end && !(data[i] == 0xFF && i + 1 < size &&
-		              data[i + 1] == 0x00))
+		if (!end
+		    && !(data[i] == 0xFF && i + 1 < size
+		        && data[i + 1] == 0x00))
 			continue;
 		const uint8_t *f = data + start;
 		size_t n = i - start;
@@ -86,13 +88,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			engine_on_binary(e, f + 1, n - 1, now);
 		else if (n > 0 && f[0] == 0x02)
 			engine_on_http(e, EHTTP_QUEUE, NULL, 200,
-			               (const char *) f + 1, n - 1, now);
+			    (const char *) f + 1, n - 1, now);
 		else if (n > 0 && f[0] == 0x03)
 			engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200,
-			               (const char *) f + 1, n - 1, now);
+			    (const char *) f + 1, n - 1, now);
 		else if (n > 0 && f[0] == 0x04)
 			engine_on_http(e, EHTTP_HISTORY_ID, "p", 200,
-			               (const char *) f + 1, n - 1, now);
+			    (const char *) f + 1, n - 1, now);
 		else
 			engine_on_text(e, (const char *) f, n, now);
 		start = i + 2;

@@ -58,8 +58,8 @@ cap_publish(void *ud, const struct out_msg *m)
 }
 
 static void
-cap_http(void *ud, enum engine_http_kind kind, const char *path,
-         const char *tag)
+cap_http(
+    void *ud, enum engine_http_kind kind, const char *path, const char *tag)
 {
 	(void) ud;
 	if (n_reqs >= MAX_REQS)
@@ -88,8 +88,7 @@ make_engine(const char *client_id)
 		.history_items = 20,
 		.health_interval_s = 30,
 	};
-	struct engine_io io = { .publish = cap_publish,
-		                .http_get = cap_http };
+	struct engine_io io = { .publish = cap_publish, .http_get = cap_http };
 	reset_capture();
 	return engine_create(&cfg, &io, clock_ms);
 }
@@ -123,10 +122,10 @@ last_topic(const char *suffix)
 static int
 count_terminals(void)
 {
-	return count_topic("/event/execution_success") +
-	       count_topic("/event/execution_error") +
-	       count_topic("/event/execution_interrupted") +
-	       count_topic("/event/lost");
+	return count_topic("/event/execution_success")
+	    + count_topic("/event/execution_error")
+	    + count_topic("/event/execution_interrupted")
+	    + count_topic("/event/lost");
 }
 
 /* Every payload is valid JSON (or the plain texts), every topic stays
@@ -138,16 +137,17 @@ check_invariants(void)
 	for (int i = 0; i < n_msgs; i++) {
 		const struct msg *m = &msgs[i];
 		CHECK(strncmp(m->topic, "comfyui/t/", 10) == 0);
-		CHECK(strchr(m->topic, '+') == NULL &&
-		      strchr(m->topic, '#') == NULL);
-		if (m->len == 0 || strcmp(m->payload, "online") == 0 ||
-		    strcmp(m->payload, "offline") == 0)
+		CHECK(strchr(m->topic, '+') == NULL
+		    && strchr(m->topic, '#') == NULL);
+		if (m->len == 0 || strcmp(m->payload, "online") == 0
+		    || strcmp(m->payload, "offline") == 0)
 			continue;
 		struct json_doc d;
-		int rc = json_parse(check_parser, m->payload, m->len, true, &d);
+		int rc
+		    = json_parse(check_parser, m->payload, m->len, true, &d);
 		if (rc != JSON_OK) {
 			TEST_FAIL("invalid JSON on %s: %.200s", m->topic,
-			          m->payload);
+			    m->payload);
 			continue;
 		}
 		int s = json_obj_get(&d, 0, "seq");
@@ -155,7 +155,7 @@ check_invariants(void)
 		CHECK(s >= 0 && json_get_int64(&d, s, &seq) == 0);
 		if (seq <= last_seq)
 			TEST_FAIL("seq %lld after %lld on %s", (long long) seq,
-			          (long long) last_seq, m->topic);
+			    (long long) last_seq, m->topic);
 		last_seq = seq;
 	}
 }
@@ -213,13 +213,15 @@ test_trace_success(void)
 	CHECK_INT(count_topic("/completion"), 1);
 	const struct msg *c = last_topic("/completion");
 	CHECK(payload_has(c, "\"event_type\":\"success\""));
-	CHECK(payload_has(c, "\"url\":\"http://127.0.0.1:8188/view?filename="
-	                     "ComfyUI_00001_.png&subfolder=&type=output\""));
+	CHECK(payload_has(c,
+	    "\"url\":\"http://127.0.0.1:8188/view?filename="
+	    "ComfyUI_00001_.png&subfolder=&type=output\""));
 	const struct msg *s = last_topic("/state");
 	CHECK(s && s->retain && s->qos == 1);
 	CHECK(payload_has(s, "\"status\":\"success\""));
-	CHECK(payload_has(s, "\"nodes_done\":[\"4\",\"6\",\"7\",\"5\",\"3\","
-	                     "\"8\",\"9\"]"));
+	CHECK(payload_has(s,
+	    "\"nodes_done\":[\"4\",\"6\",\"7\",\"5\",\"3\","
+	    "\"8\",\"9\"]"));
 	const struct msg *p = last_topic("/event/progress");
 	CHECK(payload_has(p, "\"percent\":100.0"));
 	CHECK(p && p->qos == 0 && !p->retain);
@@ -250,16 +252,16 @@ test_trace_error_and_interrupt(void)
 	const struct msg *s = last_topic("/state");
 	CHECK(payload_has(s, "\"status\":\"error\""));
 	CHECK(payload_has(s, "\"exception_type\":\"torch.OutOfMemoryError\""));
-	CHECK(payload_has(last_topic("/completion"),
-	                  "\"event_type\":\"error\""));
+	CHECK(payload_has(
+	    last_topic("/completion"), "\"event_type\":\"error\""));
 	check_invariants();
 	engine_destroy(e);
 
 	e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
 	feed_trace(e, "d_interrupted");
 	CHECK_INT(count_terminals(), 1);
-	CHECK(payload_has(last_topic("/completion"),
-	                  "\"event_type\":\"interrupted\""));
+	CHECK(payload_has(
+	    last_topic("/completion"), "\"event_type\":\"interrupted\""));
 	check_invariants();
 	engine_destroy(e);
 }
@@ -302,8 +304,8 @@ sample(const char *name, size_t *len)
 {
 	char path[512];
 	const char *dir = getenv("C2M_SAMPLES_DIR");
-	snprintf(path, sizeof(path), "%s/%s", dir ? dir : "tests/data/http-samples",
-	         name);
+	snprintf(path, sizeof(path), "%s/%s",
+	    dir ? dir : "tests/data/http-samples", name);
 	return test_read_file(path, len);
 }
 
@@ -316,9 +318,9 @@ find_req(enum engine_http_kind kind)
 	return -1;
 }
 
-static const char status1[] =
-	"{\"type\": \"status\", \"data\": {\"status\": {\"exec_info\": "
-	"{\"queue_remaining\": 4}}}}";
+static const char status1[]
+    = "{\"type\": \"status\", \"data\": {\"status\": {\"exec_info\": "
+      "{\"queue_remaining\": 4}}}}";
 
 /* A foreign prompt: seen only through /queue and /history. */
 static void
@@ -345,8 +347,9 @@ test_foreign_prompt_from_poll_and_history(void)
 	CHECK(payload_has(st, "\"source\":\"poll\""));
 	const struct msg *qm = last_topic("/queue");
 	CHECK(qm && qm->retain);
-	CHECK(payload_has(qm, "\"running\":[\"e8d1c6b4-3a7f-4f2e-9b05-"
-	                      "1c6a8e3d7f92\"]"));
+	CHECK(payload_has(qm,
+	    "\"running\":[\"e8d1c6b4-3a7f-4f2e-9b05-"
+	    "1c6a8e3d7f92\"]"));
 	/* pending sorted by number (heap order in the sample: 6, 8, 7) */
 	CHECK(payload_has(qm, "\"queue_remaining\":4"));
 
@@ -382,13 +385,15 @@ test_foreign_prompt_from_poll_and_history(void)
 	for (int i = 0; i < n_reqs; i++) {
 		if (reqs[i].kind != EHTTP_HISTORY_ID)
 			continue;
-		if (strcmp(reqs[i].tag, "e8d1c6b4-3a7f-4f2e-9b05-"
-		                        "1c6a8e3d7f92") == 0)
-			engine_on_http(e, EHTTP_HISTORY_ID, reqs[i].tag, 200, h,
-			               len, clock_ms + 20);
+		if (strcmp(reqs[i].tag,
+		        "e8d1c6b4-3a7f-4f2e-9b05-"
+		        "1c6a8e3d7f92")
+		    == 0)
+			engine_on_http(e, EHTTP_HISTORY_ID, reqs[i].tag, 200,
+			    h, len, clock_ms + 20);
 		else
 			engine_on_http(e, EHTTP_HISTORY_ID, reqs[i].tag, 200,
-			               "{}", 2, clock_ms + 20);
+			    "{}", 2, clock_ms + 20);
 	}
 	free(h);
 	CHECK_INT(count_topic("/event/execution_success"), 1);
@@ -410,10 +415,10 @@ test_resync_after_reconnect(void)
 {
 	struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
 	engine_on_upstream(e, true, clock_ms);
-	static const char start[] =
-		"{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
-		"\"8c2f6e1a-4b7d-4e3a-9f05-6d1c2b8a7e94\", \"timestamp\": "
-		"1778578200000}}";
+	static const char start[]
+	    = "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	      "\"8c2f6e1a-4b7d-4e3a-9f05-6d1c2b8a7e94\", \"timestamp\": "
+	      "1778578200000}}";
 	engine_on_text(e, start, strlen(start), clock_ms);
 	engine_on_upstream(e, false, clock_ms + 100);
 	n_reqs = 0;
@@ -421,8 +426,8 @@ test_resync_after_reconnect(void)
 	int qi = find_req(EHTTP_QUEUE);
 	CHECK(qi >= 0);
 	engine_on_http(e, EHTTP_QUEUE, NULL, 200,
-	               "{\"queue_running\": [], \"queue_pending\": []}", 42,
-	               clock_ms + 5010);
+	    "{\"queue_running\": [], \"queue_pending\": []}", 42,
+	    clock_ms + 5010);
 	engine_tick(e, clock_ms + 5020, NULL);
 	int hi = find_req(EHTTP_HISTORY_ID);
 	CHECK(hi >= 0);
@@ -430,17 +435,17 @@ test_resync_after_reconnect(void)
 		size_t len;
 		char *h = sample("history_by_id_success.json", &len);
 		engine_on_http(e, EHTTP_HISTORY_ID, reqs[hi].tag, 200, h, len,
-		               clock_ms + 5030);
+		    clock_ms + 5030);
 		free(h);
 	}
 	CHECK_INT(count_terminals(), 1);
-	CHECK(payload_has(last_topic("/event/execution_success"),
-	                  "\"source\":\"history\""));
+	CHECK(payload_has(
+	    last_topic("/event/execution_success"), "\"source\":\"history\""));
 	/* a late live terminal for the same prompt is not published again */
-	static const char late[] =
-		"{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
-		"\"8c2f6e1a-4b7d-4e3a-9f05-6d1c2b8a7e94\", \"timestamp\": "
-		"1778578205000}}";
+	static const char late[]
+	    = "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	      "\"8c2f6e1a-4b7d-4e3a-9f05-6d1c2b8a7e94\", \"timestamp\": "
+	      "1778578205000}}";
 	engine_on_text(e, late, strlen(late), clock_ms + 6000);
 	CHECK_INT(count_terminals(), 1);
 	struct engine_counters c;
@@ -479,23 +484,23 @@ test_hostile_frames(void)
 	CHECK_INT(c.rejected_total, sizeof(bad) / sizeof(bad[0]));
 
 	/* an id full of topic metacharacters stays inside comfyui/t/ */
-	static const char evil[] =
-		"{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
-		"\"../#/+/$SYS/a\\u0000b\", \"timestamp\": 1}}";
-	static const char evil2[] =
-		"{\"type\": \"exec/../#\", \"data\": {\"prompt_id\": "
-		"\"$SYS/+/#\", \"timestamp\": 1}}";
+	static const char evil[]
+	    = "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	      "\"../#/+/$SYS/a\\u0000b\", \"timestamp\": 1}}";
+	static const char evil2[]
+	    = "{\"type\": \"exec/../#\", \"data\": {\"prompt_id\": "
+	      "\"$SYS/+/#\", \"timestamp\": 1}}";
 	engine_on_text(e, evil, strlen(evil), clock_ms);
 	engine_on_text(e, evil2, strlen(evil2), clock_ms);
 	CHECK(n_msgs > before);
-		CHECK_INT(count_topic("/prompt/_SYS____/event/exec_..__"), 1);
+	CHECK_INT(count_topic("/prompt/_SYS____/event/exec_..__"), 1);
 	CHECK_INT(count_topic("/state"), 2);
 	check_invariants();
 
 	/* NaN / Infinity become null, nothing invalid goes out */
-	static const char nan_frame[] =
-		"{\"type\": \"progress\", \"data\": {\"value\": NaN, \"max\": "
-		"Infinity, \"prompt_id\": \"p1\", \"node\": \"3\"}}";
+	static const char nan_frame[]
+	    = "{\"type\": \"progress\", \"data\": {\"value\": NaN, \"max\": "
+	      "Infinity, \"prompt_id\": \"p1\", \"node\": \"3\"}}";
 	engine_on_text(e, nan_frame, strlen(nan_frame), clock_ms);
 	const struct msg *pm = last_topic("/event/progress");
 	CHECK(payload_has(pm, "\"percent\":null"));
@@ -508,21 +513,21 @@ static void
 test_execution_blocked_not_terminal(void)
 {
 	struct engine *e = make_engine("x");
-	static const char blocked[] =
-		"{\"type\": \"execution_error\", \"data\": {\"prompt_id\": "
-		"\"p1\", \"node_id\": \"5\", \"node_type\": \"X\", "
-		"\"executed\": [], \"exception_message\": \"Execution "
-		"Blocked: no\", \"exception_type\": \"ExecutionBlocked\", "
-		"\"traceback\": [], \"current_inputs\": [], "
-		"\"current_outputs\": []}}";
-	static const char success[] =
-		"{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
-		"\"p1\", \"timestamp\": 5}}";
+	static const char blocked[]
+	    = "{\"type\": \"execution_error\", \"data\": {\"prompt_id\": "
+	      "\"p1\", \"node_id\": \"5\", \"node_type\": \"X\", "
+	      "\"executed\": [], \"exception_message\": \"Execution "
+	      "Blocked: no\", \"exception_type\": \"ExecutionBlocked\", "
+	      "\"traceback\": [], \"current_inputs\": [], "
+	      "\"current_outputs\": []}}";
+	static const char success[]
+	    = "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	      "\"p1\", \"timestamp\": 5}}";
 	engine_on_text(e, blocked, strlen(blocked), clock_ms);
 	CHECK_INT(count_topic("/completion"), 0);
 	CHECK_INT(count_topic("/event/execution_error"), 1);
-	CHECK(payload_has(last_topic("/state"), "\"status\":\"running\"") ||
-	      payload_has(last_topic("/state"), "\"status\":\"queued\""));
+	CHECK(payload_has(last_topic("/state"), "\"status\":\"running\"")
+	    || payload_has(last_topic("/state"), "\"status\":\"queued\""));
 	engine_on_text(e, success, strlen(success), clock_ms);
 	CHECK_INT(count_topic("/completion"), 1);
 	CHECK_INT(count_topic("/event/execution_success"), 1);

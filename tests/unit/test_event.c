@@ -33,7 +33,7 @@ test_every_trace_line(void)
 			continue;
 		char path[1024];
 		snprintf(path, sizeof(path), "%s/%s", test_traces_dir(),
-		         de->d_name);
+		    de->d_name);
 		char *buf = test_read_file(path, NULL);
 		char *save = NULL;
 		for (char *l = strtok_r(buf, "\n", &save); l;
@@ -43,14 +43,15 @@ test_every_trace_line(void)
 			struct comfy_event ev;
 			int rc = parse(l, &ev);
 			if (rc != EVR_OK)
-				TEST_FAIL("%s: rc %d for %.120s", de->d_name,
-				          rc, l);
+				TEST_FAIL(
+				    "%s: rc %d for %.120s", de->d_name, rc, l);
 			lines++;
 			terminals += event_is_terminal(&ev);
 			with_prompt += ev.has_prompt;
-			/* the type is a known kind unless it is a custom one */
-			if (strchr(ev.type, '.') == NULL &&
-			    strchr(ev.type, '-') == NULL)
+			/* the type is a known kind unless it is a custom one
+			 */
+			if (strchr(ev.type, '.') == NULL
+			    && strchr(ev.type, '-') == NULL)
 				CHECK(ev.kind != EVK_OTHER);
 		}
 		free(buf);
@@ -69,8 +70,8 @@ test_fields(void)
 	CHECK_INT(parse("{\"type\": \"progress\", \"data\": {\"value\": 5, "
 	                "\"max\": 20, \"prompt_id\": \"p\", \"node\": "
 	                "\"3\"}}",
-	                &ev),
-	          EVR_OK);
+	              &ev),
+	    EVR_OK);
 	CHECK_INT(ev.kind, EVK_PROGRESS);
 	CHECK(ev.value == 5 && ev.max == 20);
 	CHECK_STR(ev.prompt_id, "p");
@@ -78,47 +79,47 @@ test_fields(void)
 
 	CHECK_INT(parse("{\"type\": \"executing\", \"data\": {\"node\": null, "
 	                "\"prompt_id\": \"p\"}}",
-	                &ev),
-	          EVR_OK);
+	              &ev),
+	    EVR_OK);
 	CHECK(ev.node_null && !ev.has_node);
 
 	CHECK_INT(parse("{\"type\": \"executing\", \"data\": {\"node\": "
 	                "\"12:5\"}}",
-	                &ev),
-	          EVR_OK);
+	              &ev),
+	    EVR_OK);
 	CHECK(!ev.has_prompt && ev.has_node);
 
 	CHECK_INT(parse("{\"type\": \"status\", \"data\": {\"status\": "
 	                "{\"exec_info\": {\"queue_remaining\": 3}}, \"sid\": "
 	                "\"x\"}}",
-	                &ev),
-	          EVR_OK);
+	              &ev),
+	    EVR_OK);
 	CHECK(ev.has_queue_remaining && ev.queue_remaining == 3);
 
 	CHECK_INT(parse("{\"type\": \"progress\", \"data\": {\"value\": NaN, "
 	                "\"max\": 1, \"prompt_id\": \"p\"}}",
-	                &ev),
-	          EVR_OK);
+	              &ev),
+	    EVR_OK);
 	CHECK(isnan(ev.value));
 
 	/* old-server errors have no timestamp and are terminal */
 	CHECK_INT(parse("{\"type\": \"execution_error\", \"data\": "
 	                "{\"prompt_id\": \"p\", \"node_id\": \"3\", "
 	                "\"exception_type\": \"RuntimeError\"}}",
-	                &ev),
-	          EVR_OK);
+	              &ev),
+	    EVR_OK);
 	CHECK(event_is_terminal(&ev));
 	CHECK_INT(parse("{\"type\": \"execution_error\", \"data\": "
 	                "{\"prompt_id\": \"p\", \"exception_type\": "
 	                "\"ExecutionBlocked\", \"exception_message\": "
 	                "\"Execution Blocked: x\"}}",
-	                &ev),
-	          EVR_OK);
+	              &ev),
+	    EVR_OK);
 	CHECK(!event_is_terminal(&ev));
 
-	CHECK_INT(parse("{\"type\": \"crystools.monitor\", \"data\": [1]}",
-	                &ev),
-	          EVR_OK);
+	CHECK_INT(
+	    parse("{\"type\": \"crystools.monitor\", \"data\": [1]}", &ev),
+	    EVR_OK);
 	CHECK_INT(ev.kind, EVK_OTHER);
 }
 
@@ -127,38 +128,38 @@ test_rejects(void)
 {
 	struct comfy_event ev;
 	CHECK_INT(parse("{\"data\": {}}", &ev), EVR_MISSING_TYPE);
-	CHECK_INT(parse("{\"type\": \"\", \"data\": {}}", &ev),
-	          EVR_MISSING_TYPE);
-	CHECK_INT(parse("{\"type\": null, \"data\": {}}", &ev),
-	          EVR_MISSING_TYPE);
+	CHECK_INT(
+	    parse("{\"type\": \"\", \"data\": {}}", &ev), EVR_MISSING_TYPE);
+	CHECK_INT(
+	    parse("{\"type\": null, \"data\": {}}", &ev), EVR_MISSING_TYPE);
 	CHECK_INT(parse("{\"type\": \"status\"}", &ev), EVR_BAD_FIELD);
-	CHECK_INT(parse("{\"type\": \"status\", \"data\": 1}", &ev),
-	          EVR_BAD_FIELD);
+	CHECK_INT(
+	    parse("{\"type\": \"status\", \"data\": 1}", &ev), EVR_BAD_FIELD);
 	CHECK_INT(parse("{\"type\": \"progress\", \"data\": {\"value\": "
 	                "true, \"max\": 1}}",
-	                &ev),
-	          EVR_BAD_FIELD);
+	              &ev),
+	    EVR_BAD_FIELD);
 	CHECK_INT(parse("{\"type\": \"executed\", \"data\": {\"node\": [], "
 	                "\"prompt_id\": \"p\"}}",
-	                &ev),
-	          EVR_BAD_FIELD);
-	CHECK_INT(parse("{\"type\": \"x\", \"data\": {\"prompt_id\": 5}}",
-	                &ev),
-	          EVR_BAD_FIELD);
+	              &ev),
+	    EVR_BAD_FIELD);
+	CHECK_INT(
+	    parse("{\"type\": \"x\", \"data\": {\"prompt_id\": 5}}", &ev),
+	    EVR_BAD_FIELD);
 	CHECK_INT(parse("{\"type\": \"x\", \"data\": {\"prompt_id\": "
 	                "\"a\\u0000b\"}}",
-	                &ev),
-	          EVR_BAD_FIELD);
+	              &ev),
+	    EVR_BAD_FIELD);
 	CHECK_INT(parse("{\"type\": \"status\", \"data\": {\"status\": "
 	                "{\"exec_info\": {\"queue_remaining\": -1}}}}",
-	                &ev),
-	          EVR_BAD_FIELD);
+	              &ev),
+	    EVR_BAD_FIELD);
 	char big[600];
 	memset(big, 'a', sizeof(big));
 	char frame[800];
 	snprintf(frame, sizeof(frame),
-	         "{\"type\": \"x\", \"data\": {\"prompt_id\": \"%.*s\"}}",
-	         (int) sizeof(big), big);
+	    "{\"type\": \"x\", \"data\": {\"prompt_id\": \"%.*s\"}}",
+	    (int) sizeof(big), big);
 	CHECK_INT(parse(frame, &ev), EVR_BAD_FIELD);
 }
 
