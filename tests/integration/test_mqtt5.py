@@ -1,0 +1,247 @@
+"""MQTT 5 properties on every kind of message (contract §3.8, payloads.md
+"MQTT 5 properties"): content type, payload format indicator, message
+expiry (state = --state-ttl, bridge/health = 3x --health-interval,
+progress events 60 s, nothing else), user properties instance / type /
+prompt_id; and --mqtt-protocol 3.1.1 against the same broker: the same
+topics and payloads, and no properties at all."""
+
+import json
+import struct
+import uuid
+
+import harness
+from harness import BASE, INSTANCE
+
+TRACE_A = "a_normal_txt2img.jsonl"
+PID_A = "8c2f6e1a-4b7d-4e3a-9f05-6d1c2b8a7e94"
+TRACE_F1 = "f1_previews_with_metadata.jsonl"
+PID_F1 = "4e9c1b7a-3d8f-4a2e-9c6b-5f1e8a3d7b40"
+STATE_TTL = 4321
+HEALTH_INTERVAL = 2
+PROGRESS_EXPIRY = 60
+PROGRESS_TYPES = {"progress", "progress_state", "progress_text", "crystools.monitor"}
+# payload kind -> user property "type" (payloads.md); availability topics
+# carry their own name
+KIND_TYPE = {"state": "state", "current": "current", "completion": "completion", "queue": "queue",
+             "bridge/info": "info", "bridge/health": "health"}
+# fields that depend on the wall clock or on the run, not on the trace
+VOLATILE = {"ts", "seq", "run", "queued_at", "node_started_at", "node_ms"}
+
+
+def kind_of(topic):
+    rest = topic[len(BASE) + 1:].split("/")
+    if rest[0] == "prompt" and len(rest) == 4 and rest[2] == "event":
+        return "event", rest[3]
+    if rest[0] == "prompt" and len(rest) == 3:
+        return rest[2], None  # state / preview
+    if rest[0] == "event" and len(rest) == 2:
+        return "event", rest[1]
+    return "/".join(rest), None
+
+
+def completion_of(col, pid, since):
+    def done(ms):
+        for m in ms:
+            if m.topic == BASE + "/completion":
+                try:
+                    if m.json().get("prompt_id") == pid:
+                        return True
+                except ValueError:
+                    pass
+        return False
+
+    return col.wait_for(done, timeout=20, since=since)
+
+
+def expiry_ok(got, want):
+    # the broker passes on what is left: the second it spent may be gone
+    return isinstance(got, int) and want - 1 <= got <= want
+
+
+def property_problems(m):
+    """What is wrong with the MQTT 5 properties of one message."""
+    kind, etype = kind_of(m.topic)
+    props, up = m.props, m.user_props()
+    problems = []
+    if up.get("instance") != INSTANCE:
+        problems.append("user property instance %r" % up.get("instance"))
+    if kind == "preview":
+        ct = props.get("ContentType")
+        if ct not in ("image/jpeg", "image/png"):
+            problems.append("content type %r" % ct)
+        if props.get("PayloadFormatIndicator", 0) != 0:
+            problems.append("binary image marked as UTF-8 text")
+        if up.get("type") != "preview":
+            problems.append("user property type %r" % up.get("type"))
+        if "MessageExpiryInterval" in props:
+            problems.append("unexpected expiry %r" % props["MessageExpiryInterval"])
+        return problems
+    if m.payload == b"" and m.retain:
+        return problems  # clearing a retained topic: no content at all
+    text = kind in ("bridge/state", "upstream/state")
+    want_ct = "text/plain" if text else "application/json"
+    if props.get("ContentType") != want_ct:
+        problems.append("content type %r, expected %s" % (props.get("ContentType"), want_ct))
+    if props.get("PayloadFormatIndicator") != 1:
+        problems.append("payload format indicator %r, expected 1" % props.get("PayloadFormatIndicator"))
+    obj = None if text else m.json()
+    if kind == "event":
+        want_type = obj.get("type")
+        want_expiry = PROGRESS_EXPIRY if want_type in PROGRESS_TYPES else None
+        want_pid = obj.get("prompt_id")
+    elif text:
+        want_type, want_expiry, want_pid = kind, None, None
+    else:
+        want_type = KIND_TYPE.get(kind)
+        want_expiry = {"state": STATE_TTL, "bridge/health": 3 * HEALTH_INTERVAL}.get(kind)
+        want_pid = obj.get("prompt_id") if isinstance(obj, dict) else None
+    if want_type is None or up.get("type") != want_type:
+        problems.append("user property type %r, expected %r" % (up.get("type"), want_type))
+    if up.get("prompt_id") != want_pid:
+        problems.append("user property prompt_id %r, expected %r" % (up.get("prompt_id"), want_pid))
+    e = props.get("MessageExpiryInterval")
+    if want_expiry is None and e is not None:
+        problems.append("message expiry %r on a message that must not expire" % e)
+    if want_expiry is not None and not expiry_ok(e, want_expiry):
+        problems.append("message expiry %r, expected %d" % (e, want_expiry))
+    return problems
+
+
+def run_traces(col, sim, bridge, traces):
+    since = col.mark()
+    for trace, pid in traces:
+        sim.replay(trace, bridge.client_id)
+        assert completion_of(col, pid, since), "%s did not complete%s" % (trace, bridge.context())
+    col.wait_quiet(quiet=0.7, timeout=8)
+    return since
+
+
+def test_idle_bridge_publishes_health(broker, sim, collector, make_bridge):
+    """bridge/health every --health-interval also while nothing happens,
+    with expiry 3x the interval."""
+    bridge = make_bridge(sim.url, broker.url, extra_args=["--health-interval", str(HEALTH_INTERVAL)])
+    bridge.wait_connected(collector, sim)
+    got = collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/bridge/health"],
+                             timeout=4 * HEALTH_INTERVAL)
+    assert got, "no bridge/health within %d s on an idle bridge (--health-interval %d)%s" % (
+        4 * HEALTH_INTERVAL, HEALTH_INTERVAL, bridge.context())
+    assert expiry_ok(got[0].props.get("MessageExpiryInterval"), 3 * HEALTH_INTERVAL), got[0].props
+
+
+def test_properties_on_every_message_kind(broker, sim, collector, make_bridge):
+    bridge = make_bridge(sim.url, broker.url, extra_args=[
+        "--previews", "--state-ttl", str(STATE_TTL), "--health-interval", str(HEALTH_INTERVAL)])
+    bridge.wait_connected(collector, sim)
+    run_traces(collector, sim, bridge, ((TRACE_A, PID_A), (TRACE_F1, PID_F1)))
+    # an event that belongs to no prompt (event/<type>)
+    node = b"7"
+    sim.send(bridge.client_id, [struct.pack(">II", 3, len(node)) + node + b"hello"])
+    assert collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/event/progress_text"], timeout=10)
+    assert collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/bridge/health"],
+                              timeout=4 * HEALTH_INTERVAL), "no bridge/health%s" % bridge.context()
+
+    seen = {}
+    problems = []
+    for m in collector.messages(BASE + "/*"):
+        kind, etype = kind_of(m.topic)
+        seen.setdefault(kind if kind != "event" else "event/" + etype, 0)
+        seen[kind if kind != "event" else "event/" + etype] += 1
+        for p in property_problems(m):
+            problems.append("%s: %s" % (m.topic, p))
+    want_kinds = {"bridge/state", "upstream/state", "bridge/info", "bridge/health", "queue", "state", "current",
+                  "completion", "preview", "event/execution_start", "event/progress", "event/progress_state",
+                  "event/executed", "event/execution_success", "event/status", "event/progress_text"}
+    missing = want_kinds - set(seen)
+    assert not missing, "kinds never published: %s (seen %s)" % (sorted(missing), sorted(seen))
+    assert not problems, "%d problem(s):\n  %s%s" % (len(problems), "\n  ".join(problems[:40]), bridge.context())
+    harness.assert_all_valid(collector, bridge=bridge)
+
+
+def normalize(obj, urls):
+    """Drops wall-clock fields and writes the ComfyUI URL as <comfyui>."""
+    if isinstance(obj, dict):
+        return {k: normalize(v, urls) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list):
+        return [normalize(v, urls) for v in obj]
+    if isinstance(obj, str):
+        for u in urls:
+            obj = obj.replace(u, "<comfyui>")
+    return obj
+
+
+def snapshot(col, since, urls):
+    """topic -> list of normalized payloads (JSON parsed, text as is)."""
+    out = {}
+    for m in col.messages(BASE + "/*", since):
+        try:
+            v = normalize(m.json(), urls)
+        except ValueError:
+            v = m.payload
+        out.setdefault(m.topic, []).append(v)
+    return out
+
+
+def test_mqtt311_same_payloads_no_properties(broker, make_sim, collector, make_bridge):
+    runs = []
+    client_id = "c2m-test-" + uuid.uuid4().hex[:12]  # the same in both runs
+    for proto in ("5", "3.1.1"):
+        sim = make_sim()  # fresh queue and history for each run
+        since = collector.mark()
+        bridge = make_bridge(sim.url, broker.url, extra_args=["--mqtt-protocol", proto, "--health-interval", "1"],
+                             client_id=client_id)
+        bridge.wait_connected(collector, sim)
+        run_traces(collector, sim, bridge, ((TRACE_A, PID_A),))
+        # both runs must reach a health report, whatever their timing
+        assert collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/bridge/health"],
+                                  timeout=5, since=since), "no bridge/health (%s)%s" % (proto, bridge.context())
+        rc, _ = bridge.stop()
+        assert rc == 0, "bridge (%s) exited %r%s" % (proto, rc, bridge.context())
+        collector.wait_quiet(quiet=0.3, timeout=5)
+        runs.append((proto, bridge, sim, since, collector.mark()))
+
+    (_, b5, s5, since5, end5), (_, b3, s3, since3, end3) = runs
+    urls = (s5.url, s3.url)
+    v5 = {t: ms for t, ms in snapshot(collector, since5, urls).items()}
+    v3 = {t: ms for t, ms in snapshot(collector, since3, urls).items()}
+    # only what each run published (the 3.1.1 run starts after the first)
+    v5 = {t: ms[: len([m for m in collector.messages(t, since5) if m.index < end5])] for t, ms in v5.items()}
+    v5 = {t: ms for t, ms in v5.items() if ms}
+
+    problems = []
+    if set(v5) != set(v3):
+        problems.append("topics only with MQTT 5: %s; only with 3.1.1: %s"
+                        % (sorted(set(v5) - set(v3)), sorted(set(v3) - set(v5))))
+    for topic in sorted(set(v5) & set(v3)):
+        kind, _ = kind_of(topic)
+        a, b = v5[topic], v3[topic]
+        if kind == "event" or kind == "completion":
+            if a != b:  # each published once: the same sequence
+                problems.append("%s differs:\n    5:     %s\n    3.1.1: %s" % (topic, a, b))
+        elif kind in ("state", "current", "queue"):
+            # republished on changes, coalesced by time: compare the end
+            if a[-1] != b[-1]:
+                problems.append("%s: final payload differs:\n    5:     %s\n    3.1.1: %s" % (topic, a[-1], b[-1]))
+        elif kind == "bridge/info":
+            x, y = dict(a[-1]), dict(b[-1])
+            for d, want in ((x, "5"), (y, "3.1.1")):
+                if d.pop("mqtt_protocol", None) != want:
+                    problems.append("bridge/info mqtt_protocol must be %s" % want)
+                d.pop("started_at", None)
+                d.get("options", {}).pop("mqtt_protocol", None)
+            if x != y:
+                problems.append("bridge/info differs beyond the protocol:\n    %s\n    %s" % (x, y))
+        elif kind == "bridge/health":
+            if set(a[-1]) != set(b[-1]):
+                problems.append("bridge/health keys differ")
+        elif kind in ("bridge/state", "upstream/state"):
+            if a[-1] != b[-1]:
+                problems.append("%s: %r vs %r" % (topic, a[-1], b[-1]))
+    with_props = [m for m in collector.messages(BASE + "/*", since3) if m.index < end3 and m.props]
+    if with_props:
+        problems.append("3.1.1 messages carry properties: %r" % [(m.topic, m.props) for m in with_props[:5]])
+    without = [m for m in collector.messages(BASE + "/*", since5)
+               if m.index < end5 and m.payload and not m.props.get("ContentType")]
+    if without:
+        problems.append("MQTT 5 messages without content type: %r" % without[:5])
+    assert not problems, "\n  ".join(problems) + b3.context()
+    harness.assert_all_valid(collector, bridge=b3)
