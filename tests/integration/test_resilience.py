@@ -775,6 +775,17 @@ class SilentListener:
                 continue
             self.accepted.append(conn)
 
+    def first_bytes(self):
+        """What each accepted peer sent so far (read without blocking long)."""
+        out = []
+        for c in self.accepted:
+            c.settimeout(0.2)
+            try:
+                out.append(c.recv(4096, socket.MSG_PEEK))
+            except OSError:
+                out.append(b"")
+        return out
+
     def stop_listening(self):
         """Closes the listener; accepted connections stay open (and silent)."""
         self.stopping.set()
@@ -796,6 +807,9 @@ def test_comfyui_that_never_answers_the_upgrade(broker, make_sim, collector, mak
         up = collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/upstream/state"
                                             and m.payload == b"online"], timeout=1)
         assert not up, "upstream/state online although nothing answered the upgrade"
+        sent = harness.wait_until(lambda: [b for b in fake.first_bytes() if b.startswith(b"GET ")
+                                           and b"/ws?clientId=" in b and b"Upgrade: websocket" in b], 5)
+        assert sent, "no WebSocket upgrade request reached the silent port: %r" % fake.first_bytes()
         # the hung connection stays open; the real server takes the port
         fake.stop_listening()
         sim = make_sim(port=port)
@@ -817,6 +831,9 @@ def test_broker_that_never_sends_connack(make_broker, sim, make_collector, make_
         bridge = make_bridge(sim.url, "mqtt://127.0.0.1:%d" % port, extra_args=["--mqtt-keepalive", "5"])
         assert harness.wait_until(lambda: fake.accepted, 10), "bridge never connected to the silent port"
         assert bridge.alive(), "bridge exited%s" % bridge.context()
+        # an MQTT CONNECT packet (type 1) that will never get its CONNACK
+        sent = harness.wait_until(lambda: [b for b in fake.first_bytes() if b[:1] == b"\x10"], 5)
+        assert sent, "no MQTT CONNECT reached the silent port: %r" % fake.first_bytes()
         fake.stop_listening()
         broker = make_broker(port=port)
         col = make_collector(broker.port)
