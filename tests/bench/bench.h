@@ -1,0 +1,133 @@
+/* comfy2mqtt benchmark: shared declarations of the driver's parts (the
+ * ComfyUI load source, the MQTT subscriber, the baseline publisher and the
+ * frame mix). See README.md for the method. */
+#ifndef C2M_BENCH_H
+#define C2M_BENCH_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BENCH_ID_LEN 36 /* uuid4 text: every prompt id has this length */
+#define BENCH_TS_LEN 19 /* CLOCK_REALTIME ns, zero padded */
+#define BENCH_TS_KEY "\"bench_ts\":\"" /* as the bridge re-emits it */
+
+int64_t bench_now_ns(void); /* CLOCK_MONOTONIC */
+int64_t bench_wall_ns(void); /* CLOCK_REALTIME (latency stamps) */
+
+/* ---- the frame mix (bench_mix.c) ---------------------------------- */
+
+struct bench_frame {
+	size_t off; /* of the frame (header included) in the block */
+	size_t len; /* header + payload */
+	size_t ts_off; /* of the 19 timestamp digits in the block */
+};
+
+/* One prompt's worth of prebuilt WebSocket frames in one buffer; the
+ * prompt id is patched in place for every prompt (same length). */
+struct bench_mix {
+	char *block;
+	size_t block_len;
+	struct bench_frame *frames;
+	size_t n_frames;
+	size_t *id_offs; /* every occurrence of the prompt id in block */
+	size_t n_ids;
+	char template_id[BENCH_ID_LEN + 1];
+	char *hello; /* connect-time frames: first status, feature_flags */
+	size_t hello_len;
+};
+
+/* Reads a trace (jsonl) and prebuilds the per-prompt block: status and
+ * feature_flags lines go to hello, every other text line gets a
+ * "bench_ts" slot as the last key of its data. Owns everything in mix. */
+int bench_mix_load(struct bench_mix *mix, const char *trace_path);
+void bench_mix_free(struct bench_mix *mix);
+/* Writes the id of prompt k of run tag into out (37 bytes). */
+void bench_prompt_id(char *out, unsigned tag, uint64_t k);
+/* Patches id (BENCH_ID_LEN bytes) at every id_offs of buf. */
+void bench_patch_ids(char *buf, const size_t *offs, size_t n, const char *id);
+/* Writes wall-clock ns as 19 digits at p. */
+void bench_put_ts(char *p, int64_t wall_ns);
+
+/* ---- the load source (bench_ws.c) --------------------------------- */
+
+struct bench_ws;
+
+/* Listens on 127.0.0.1:port (0: any free port) and answers: the
+ * WebSocket upgrade on /ws (then sends hello and reads/ignores the
+ * client's frames, answering pings), GET /queue (empty queue), GET
+ * /history... ({}), GET /system_stats, anything else {}. Borrows hello. */
+struct bench_ws *bench_ws_start(const char *hello, size_t hello_len);
+int bench_ws_port(const struct bench_ws *w);
+/* Waits for the WebSocket client; false after timeout_ms. */
+bool bench_ws_wait_client(struct bench_ws *w, int timeout_ms);
+/* Writes len bytes to the client (blocking); false when it is gone. */
+bool bench_ws_write(struct bench_ws *w, const void *buf, size_t len);
+unsigned bench_ws_http_requests(const struct bench_ws *w);
+void bench_ws_stop(struct bench_ws *w);
+
+/* ---- the subscriber (bench_sub.c) --------------------------------- */
+
+struct bench_capture_msg {
+	char *topic;
+	void *payload;
+	int len;
+	int qos;
+	bool retain;
+	void *props; /* mosquitto_property *, copied */
+};
+
+struct bench_sub {
+	void *mosq;
+	char filter[256];
+	atomic_bool connected;
+	/* messages on .../event/<type> relaying a ComfyUI frame (events
+	 * the bridge makes up itself, queued and lost, are counted apart) */
+	atomic_uint_fast64_t events;
+	atomic_uint_fast64_t made_up;
+	atomic_uint_fast64_t others; /* state, completion, queue, bridge/... */
+	atomic_int_fast64_t last_event_ns; /* monotonic, last event seen */
+	atomic_uint_fast64_t hello_seen; /* event/feature_flags messages */
+	/* latency samples (µs x 1000 = ns), filled while lat_on */
+	atomic_bool lat_on;
+	int64_t *lat_ns;
+	size_t lat_cap;
+	atomic_size_t lat_n;
+	/* capture of one prompt's messages (for the baseline) */
+	pthread_mutex_t cap_mu;
+	char cap_id[BENCH_ID_LEN + 1]; /* empty: off */
+	struct bench_capture_msg *cap;
+	size_t cap_n, cap_cap;
+};
+
+/* Connects (MQTT 5, own thread) and subscribes QoS 1 to filter. */
+int bench_sub_start(
+    struct bench_sub *s, int port, const char *filter, size_t lat_cap);
+/* Records every message whose topic or payload carries id, from now. */
+void bench_sub_capture(struct bench_sub *s, const char *id);
+void bench_sub_stop(struct bench_sub *s);
+
+/* ---- the baseline publisher (bench_pub.c) ------------------------- */
+
+struct bench_pub;
+
+/* Connects (MQTT 5, own thread, in-flight window 1000 like the bridge)
+ * and takes the captured messages of one bridge prompt as the template
+ * of every prompt it publishes (copies them). */
+struct bench_pub *bench_pub_start(int port,
+    const struct bench_capture_msg *cap, size_t n, const char *cap_id);
+size_t bench_pub_events_per_prompt(const struct bench_pub *p);
+size_t bench_pub_msgs_per_prompt(const struct bench_pub *p);
+bool bench_pub_is_event(const struct bench_pub *p, size_t msg);
+/* Publishes the whole template for prompt id; returns the number of
+ * event messages published. */
+size_t bench_pub_prompt(struct bench_pub *p, const char *id);
+/* Publishes template message msg for prompt id; an event message gets
+ * ts_wall as its "bench_ts" stamp (0: none). */
+bool bench_pub_one(
+    struct bench_pub *p, const char *id, size_t msg, int64_t ts_wall);
+void bench_pub_stop(struct bench_pub *p);
+
+#endif

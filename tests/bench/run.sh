@@ -1,0 +1,135 @@
+#!/bin/bash
+# comfy2mqtt benchmark runner: starts a fresh mosquitto per repetition,
+# runs c2m_bench (bridge, then baseline, side by side against that broker)
+# and prints the table of medians. See README.md.
+#
+#   run.sh [--quick] [--reps N] [--prompts N] [--lat-events N]
+#          [--window N] [--soak-events N]
+#          [--bridge PATH] [--driver PATH] [--shim PATH]
+#
+# --quick: one short repetition (about 10 s); it fails only when an event
+# went missing, never on a time.
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/../.." && pwd)
+build=${C2M_BUILD_DIR:-$src/build-bench}
+bridge=${C2M_BRIDGE:-$build/comfy2mqtt}
+driver=$build/tests/bench/c2m_bench
+shim=$build/tests/bench/libc2m_bench_alloc.so
+trace=$src/tests/data/traces/a_normal_txt2img.jsonl
+reps=5 prompts=5000 lat_events=5000 window=200 soak=0 quick=0
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) quick=1 reps=1 prompts=100 lat_events=1000 ;;
+	--reps) reps=$2; shift ;;
+	--prompts) prompts=$2; shift ;;
+	--lat-events) lat_events=$2; shift ;;
+	--window) window=$2; shift ;;
+	--soak-events) soak=$2; shift ;;
+	--bridge) bridge=$2; shift ;;
+	--driver) driver=$2; shift ;;
+	--shim) shim=$2; shift ;;
+	*) echo "run.sh: unknown option $1" >&2; exit 64 ;;
+	esac
+	shift
+done
+for f in "$bridge" "$driver" "$shim" "$trace"; do
+	[ -e "$f" ] || { echo "run.sh: missing $f (build first)" >&2; exit 1; }
+done
+
+work=$(mktemp -d /tmp/c2m-bench.XXXXXX)
+broker_pid=
+stop_broker() {
+	if [ -n "$broker_pid" ]; then
+		kill "$broker_pid" 2>/dev/null
+		wait "$broker_pid" 2>/dev/null
+		broker_pid=
+	fi
+}
+trap 'stop_broker; rm -rf "$work"' EXIT
+
+# A fresh broker per repetition (retained state of earlier runs would
+# otherwise pile up). set_tcp_nodelay: the broker adds no Nagle delay of
+# its own; max_queued_messages 0 / max_queued_bytes 0: no limit, so a
+# subscriber that falls behind loses nothing (QoS 0 included: the
+# benchmark checks every event arrived).
+start_broker() {
+	local try port
+	for try in 1 2 3 4 5 6 7 8 9 10; do
+		port=$((20000 + (RANDOM % 30000)))
+		cat >"$work/mosquitto.conf" <<-CONF
+		listener $port 127.0.0.1
+		allow_anonymous true
+		persistence false
+		set_tcp_nodelay true
+		max_queued_messages 0
+		max_queued_bytes 0
+		max_inflight_messages 0
+		CONF
+		mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+		broker_pid=$!
+		local i
+		for i in $(seq 50); do
+			if ! kill -0 "$broker_pid" 2>/dev/null; then
+				break
+			fi
+			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+				broker_port=$port
+				return 0
+			fi
+			sleep 0.1
+		done
+		stop_broker
+	done
+	echo "run.sh: cannot start mosquitto" >&2
+	return 1
+}
+
+failed=0
+: >"$work/results"
+for rep in $(seq "$reps"); do
+	start_broker || exit 1
+	line=$("$driver" --bridge "$bridge" --shim "$shim" --trace "$trace" \
+		--broker-port "$broker_port" --prompts "$prompts" \
+		--lat-events "$lat_events" --window "$window" \
+		--soak-events "$soak" --tag $((RANDOM * 4 + rep * 65536)))
+	rc=$?
+	stop_broker
+	[ $rc -eq 0 ] || failed=1
+	echo "rep $rep: $line" >&2
+	echo "$line" >>"$work/results"
+done
+
+# medians over the repetitions, one column per key
+median() {
+	tr ' ' '\n' <"$work/results" | sed -n "s/^$1=//p" | sort -g |
+		awk '{v[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2}'
+}
+first() {
+	tr ' ' '\n' <"$work/results" | sed -n "s/^$1=//p" | head -1
+}
+
+echo
+echo "comfy2mqtt benchmark: $reps run(s), $prompts prompts x $(first frames_per_prompt) frames, window $window events, latency at 1000 events/s over $lat_events events (medians)"
+printf '%-34s %14s %14s %s\n' metric bridge baseline "ratio / target"
+printf '%-34s %14s %14s %s\n' "events/s (throughput)" "$(median bridge_eps)" "$(median base_eps)" "$(median ratio)  (>= 0.9)"
+printf '%-34s %14s %14s\n' "other msgs per event (state...)" "$(median bridge_other_per_event)" "$(median base_other_per_event)"
+printf '%-34s %14s %14s %s\n' "bridge CPU us per event" "$(median cpu_us_per_event)" "-" "(<= 2)"
+printf '%-34s %14s %14s %s\n' "bridge peak RSS KiB" "$(median rss_peak_kib)" "-" "(<= 8192)"
+printf '%-34s %14s %14s %s\n' "allocations per event (all)" "$(median allocs_per_event)" "-" "(0 outside libmosquitto's copy)"
+for k in main_exe main_mosq main_lws main_libc main_other thr_exe thr_mosq thr_lws thr_libc thr_other; do
+	printf '%-34s %14s\n' "  allocs per event, $k" "$(median allocs_$k)"
+done
+printf '%-34s %14s %14s %s\n' "latency p50 us (1000 ev/s)" "$(median bridge_lat_p50_us)" "$(median base_lat_p50_us)"
+printf '%-34s %14s %14s %s\n' "latency p99 us (1000 ev/s)" "$(median bridge_lat_p99_us)" "$(median base_lat_p99_us)" "(bridge <= 1000)"
+printf '%-34s %14s %14s\n' "latency max us" "$(median bridge_lat_max_us)" "$(median base_lat_max_us)"
+if [ "$soak" -gt 0 ]; then
+	echo "soak: $(tr ' ' '\n' <"$work/results" | grep -E '^soak_')"
+fi
+if [ $failed -ne 0 ]; then
+	echo "FAILED: events went missing (see the rep lines above)" >&2
+	exit 1
+fi
+echo "every event delivered in every run"
