@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import signal
+import ssl
 import struct
 import sys
 import time
@@ -300,6 +301,7 @@ class Server:
         self.sockets: Dict[int, SimSocket] = {}
         self.serials = itertools.count(1)
         self.connects = 0
+        self.unauthorized = 0  # requests refused by --require-header
         self.outbox: asyncio.Queue = asyncio.Queue()
         # Prompt queue and history.
         self.pending: List[PendingEntry] = []
@@ -1297,7 +1299,8 @@ class Routes:
             "text_frames": sock.text_frames, "connected_at": sock.connected_at,
         } for sock in sorted(s.sockets.values(), key=lambda x: x.serial)]
         return reply({"registry": {cid: sock.serial for cid, sock in s.registry.items()},
-                      "sockets": sockets, "connects": s.connects})
+                      "sockets": sockets, "connects": s.connects,
+                      "unauthorized": s.unauthorized})
 
     async def sim_state(self, request: web.Request) -> web.Response:
         s = self.s
@@ -1366,6 +1369,27 @@ async def not_found_middleware(request: web.Request, handler):
         raise web.HTTPNotFound()
 
 
+def require_header_middleware(server: "Server", name: str, value: str):
+    """Plays an authenticating reverse proxy: every request, the WebSocket
+    upgrade included, must carry the header `name: value`, else 401
+    (counted in server.unauthorized)."""
+    @web.middleware
+    async def check(request: web.Request, handler):
+        if request.headers.get(name) != value:
+            server.unauthorized += 1
+            return web.Response(status=401, text="401: missing or wrong %s header\n" % name,
+                                headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+    return check
+
+
+def parse_header(text: str):
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(text)
+    return name.strip(), value.strip()
+
+
 def parse_args(argv: List[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="ComfyUI protocol simulator")
     parser.add_argument("--host", default="127.0.0.1")
@@ -1379,7 +1403,18 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         choices=["success", "error", "interrupted", "vanish"],
                         help="how the prompt running at the last save ends on restart "
                              "(default: vanish)")
+    parser.add_argument("--tls-cert", help="serve https/wss with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
+    parser.add_argument("--require-header", metavar='"NAME: VALUE"',
+                        help="answer 401 to every request without this header")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.require_header is not None:
+        try:
+            args.require_header = parse_header(args.require_header)
+        except ValueError:
+            parser.error('--require-header must look like "Name: value"')
     try:
         parse_version(args.server_version)
     except ValueError:
@@ -1391,11 +1426,18 @@ async def serve(args: argparse.Namespace) -> None:
     """Start the server, announce the port, run until SIGTERM/SIGINT."""
     server = Server(args)
     server.load_state()
-    app = web.Application(middlewares=[not_found_middleware], client_max_size=64 * 1024 ** 2)
+    middlewares = [not_found_middleware]
+    if args.require_header is not None:
+        middlewares.insert(0, require_header_middleware(server, *args.require_header))
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 ** 2)
     Routes(server).install(app)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
+    ssl_context = None
+    if args.tls_cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+    site = web.TCPSite(runner, args.host, args.port, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
     server.tasks = [asyncio.ensure_future(server.sender()),
