@@ -4,6 +4,7 @@
  * latency, optionally a soak), stops it, then pushes the same mix
  * straight to the broker with the baseline publisher. Prints one line of
  * key=value results; exits non-zero when any event went missing. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -126,16 +127,17 @@ latency_percentiles(double *p50_us, double *p99_us, double *max_us)
 /* ---- the bridge process ------------------------------------------- */
 
 struct proc_sample {
-	double cpu_s; /* utime + stime */
+	double user_s, sys_s; /* all threads */
+	double main_s; /* the main thread (lws loop): user + sys */
+	unsigned long long ctxsw; /* context switches, all threads */
 	long hwm_kib; /* VmHWM */
 	long rss_kib; /* VmRSS */
 };
 
 static bool
-sample_proc(pid_t pid, struct proc_sample *s)
+read_stat(const char *path, unsigned long *ut, unsigned long *st)
 {
-	char path[64], buf[4096];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+	char buf[4096];
 	FILE *f = fopen(path, "r");
 	if (f == NULL)
 		return false;
@@ -143,24 +145,67 @@ sample_proc(pid_t pid, struct proc_sample *s)
 	fclose(f);
 	buf[n] = '\0';
 	const char *p = strrchr(buf, ')');
-	unsigned long ut = 0, st = 0;
 	/* fields after comm: state(3) ... utime(14) stime(15) */
-	if (p == NULL
-	    || sscanf(p + 2,
-	           "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-	           &st)
-	        != 2)
-		return false;
-	s->cpu_s = (double) (ut + st) / (double) sysconf(_SC_CLK_TCK);
-	snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
-	f = fopen(path, "r");
+	return p != NULL
+	    && sscanf(p + 2,
+	           "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", ut,
+	           st)
+	    == 2;
+}
+
+static void
+read_status(const char *path, struct proc_sample *s, bool memory)
+{
+	char buf[256];
+	FILE *f = fopen(path, "r");
 	if (f == NULL)
-		return false;
+		return;
+	unsigned long long v;
 	while (fgets(buf, sizeof(buf), f) != NULL) {
-		sscanf(buf, "VmHWM: %ld", &s->hwm_kib);
-		sscanf(buf, "VmRSS: %ld", &s->rss_kib);
+		if (memory) {
+			sscanf(buf, "VmHWM: %ld", &s->hwm_kib);
+			sscanf(buf, "VmRSS: %ld", &s->rss_kib);
+		}
+		if (sscanf(buf, "voluntary_ctxt_switches: %llu", &v) == 1
+		    || sscanf(buf, "nonvoluntary_ctxt_switches: %llu", &v)
+		        == 1)
+			s->ctxsw += v;
 	}
 	fclose(f);
+}
+
+static bool
+sample_proc(pid_t pid, struct proc_sample *s)
+{
+	char path[320];
+	double hz = (double) sysconf(_SC_CLK_TCK);
+	memset(s, 0, sizeof(*s));
+	snprintf(path, sizeof(path), "/proc/%d/task", (int) pid);
+	DIR *d = opendir(path);
+	if (d == NULL)
+		return false;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		unsigned long ut = 0, st = 0;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/stat",
+		    (int) pid, de->d_name);
+		if (!read_stat(path, &ut, &st))
+			continue;
+		s->user_s += (double) ut / hz;
+		s->sys_s += (double) st / hz;
+		if (atoi(de->d_name) == (int) pid)
+			s->main_s = (double) (ut + st) / hz;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/status",
+		    (int) pid, de->d_name);
+		read_status(path, s, false);
+	}
+	closedir(d);
+	snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+	unsigned long long sw = s->ctxsw;
+	read_status(path, s, true);
+	s->ctxsw = sw;
 	return true;
 }
 
@@ -192,8 +237,22 @@ spawn_bridge(const struct opts *o, int ws_port, const char *alloc_file)
 		env[k++] = afile;
 	}
 	env[k] = NULL;
+	/* C2M_BENCH_WRAP="valgrind --tool=callgrind ...": profiling only
+	 * (the CPU and RSS figures then describe the wrapper) */
+	char *wrap = getenv("C2M_BENCH_WRAP")
+	    ? strdup(getenv("C2M_BENCH_WRAP"))
+	    : NULL;
+	char *full[64];
+	size_t nf = 0;
+	for (char *t = wrap ? strtok(wrap, " ") : NULL; t != NULL && nf < 40;
+	     t = strtok(NULL, " "))
+		full[nf++] = t;
+	for (size_t i = 0; argv[i] != NULL; i++)
+		full[nf++] = argv[i];
+	full[nf] = NULL;
 	pid_t pid;
-	int rc = posix_spawn(&pid, o->bridge, NULL, NULL, argv, env);
+	int rc = posix_spawnp(&pid, full[0], NULL, NULL, full, env);
+	free(wrap);
 	free(env);
 	if (rc != 0) {
 		fprintf(stderr, "bench: cannot start %s: %s\n", o->bridge,
@@ -258,10 +317,10 @@ bridge_throughput(const struct opts *o, struct bench_ws *ws,
 		if (!bench_ws_write(ws, mix->block, mix->block_len))
 			break;
 		sent += f;
-		if (rss_trace != NULL && sent % 1000000 < f) {
+		if (rss_trace != NULL && sent % 100000 < f) {
 			struct proc_sample s = { 0 };
 			sample_proc(pid, &s);
-			rss_trace[sent / 1000000] = s.rss_kib;
+			rss_trace[sent / 100000] = s.rss_kib;
 		}
 	}
 	wait_all(ev0, ph, t0, o->stall_s);
@@ -488,7 +547,7 @@ main(int argc, char **argv)
 	long rss_trace[1024] = { 0 };
 	bool st_ok = true;
 	uint64_t soak_prompts = (o.soak_events + f - 1) / f;
-	if (o.soak_events > 0 && o.soak_events / 1000000 < 1023)
+	if (o.soak_events > 0 && o.soak_events / 100000 < 1023)
 		st_ok = bridge_throughput(&o, ws, &mix, o.tag + 2,
 		    soak_prompts, pid, &st, rss_trace);
 	sample_proc(pid, &p2);
@@ -533,8 +592,15 @@ main(int argc, char **argv)
 	    bt.got ? (double) others_b / (double) bt.got : 0,
 	    pt.got ? (double) others_p / (double) pt.got : 0);
 	printf(" bridge_made_up_events=%llu", (unsigned long long) made_b);
-	printf(" cpu_us_per_event=%.3f",
-	    bt.got ? (p1.cpu_s - p0.cpu_s) * 1e6 / (double) bt.got : 0);
+	double per = bt.got ? 1e6 / (double) bt.got : 0;
+	double user = p1.user_s - p0.user_s, sys = p1.sys_s - p0.sys_s;
+	printf(" cpu_us_per_event=%.3f user_us_per_event=%.3f "
+	       "sys_us_per_event=%.3f main_thread_us_per_event=%.3f "
+	       "other_threads_us_per_event=%.3f ctxsw_per_event=%.3f",
+	    (user + sys) * per, user * per, sys * per,
+	    (p1.main_s - p0.main_s) * per,
+	    (user + sys - (p1.main_s - p0.main_s)) * per,
+	    bt.got ? (double) (p1.ctxsw - p0.ctxsw) / (double) bt.got : 0);
 	printf(" rss_peak_kib=%ld rss_end_kib=%ld", p2.hwm_kib, p2.rss_kib);
 	static const char *mods[] = { "exe", "mosq", "lws", "libc", "other" };
 	for (int t = 0; t < 2; t++)
@@ -561,7 +627,7 @@ main(int argc, char **argv)
 		printf(" soak_events=%llu/%llu soak_eps=%.0f soak_rss_kib=",
 		    (unsigned long long) st.got,
 		    (unsigned long long) st.expected, st.eps);
-		for (uint64_t i = 0; i <= st.expected / 1000000 && i < 1024;
+		for (uint64_t i = 0; i <= st.expected / 100000 && i < 1024;
 		     i++)
 			printf("%s%ld", i ? "," : "", rss_trace[i]);
 	}
