@@ -104,6 +104,7 @@ struct engine {
 
 	/* retained memory */
 	struct dbuf info_payload;
+	struct dbuf current_payload;
 	bool broker_ever_connected;
 
 	/* earliest time engine_tick() has work; 0: nothing known */
@@ -534,6 +535,7 @@ publish_state(struct engine *e, struct prompt *p, int64_t now)
 		len = build_state(e, p, now);
 		if (len < 0)
 			return;
+		dbuf_set(&e->current_payload, e->obuf, (size_t) len);
 		topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
 		    "current");
 		emit(e, MSG_CRITICAL, e->topic, e->obuf, (size_t) len, 1, true,
@@ -1563,6 +1565,13 @@ republish_retained(struct engine *e)
 		    e->queue_payload.len, 1, true, "application/json", 0,
 		    "queue", NULL, e->topic);
 	}
+	if (e->current_payload.len) {
+		topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
+		    "current");
+		emit(e, MSG_CRITICAL, e->topic, e->current_payload.p,
+		    e->current_payload.len, 1, true, "application/json", 0,
+		    "current", NULL, e->topic);
+	}
 	unsigned i = 0;
 	struct prompt *p;
 	while ((p = tracker_next(e->tracker, &i)) != NULL) {
@@ -2267,6 +2276,7 @@ engine_create(
 	}
 	e->run = now;
 	e->next_health_at = now + 1000;
+	schedule(e, e->next_health_at);
 	print_line(e, "Connecting to ComfyUI WebSocket...");
 	publish_info(e, now);
 	publish_text(e, "upstream/state", "offline");
@@ -2284,6 +2294,7 @@ engine_destroy(struct engine *e)
 	dbuf_free(&e->queue_payload);
 	dbuf_free(&e->queue_ids);
 	dbuf_free(&e->info_payload);
+	dbuf_free(&e->current_payload);
 	free(e->obuf);
 	free(e->prefix);
 	free(e->instance);
