@@ -314,7 +314,11 @@ def test_comfyui_restart_mid_run(finish_as, broker, make_sim, collector, make_br
     else:
         assert sim.history(pid) == {}, "vanished prompt is in history: %r" % sim.history(pid)
     collector.wait_for(lambda _m: finished(collector, pid, since), timeout=TERMINAL_WAIT)
-    # more queue changes and a second reconnect must not report it again
+    # a second reconnect (resync) and more queue changes must not report it again
+    connects = sim.clients()["connects"]
+    sim.drop(bridge.client_id)
+    assert harness.wait_until(lambda: sim.clients()["connects"] > connects and sim.has_client(bridge.client_id),
+                              15), "bridge did not reconnect after /_sim/drop%s" % bridge.context()
     mark = collector.mark()
     sim.req("POST", "/_sim/status")
     collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/event/status"], timeout=5, since=mark)
