@@ -9,13 +9,17 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <link.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -153,4 +157,24 @@ posix_memalign(void **out, size_t align, size_t n)
 		return 12; /* ENOMEM */
 	*out = p;
 	return 0;
+}
+
+/* What-if experiment, off unless C2M_BENCH_NODELAY=1: every TCP socket
+ * the bridge connects gets TCP_NODELAY, i.e. the bridge as if it set
+ * MOSQ_OPT_TCP_NODELAY. Used to measure that recommendation (README);
+ * never part of the normal figures. */
+int
+connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+	if (real_connect == NULL)
+		real_connect = (int (*)(int, const struct sockaddr *,
+		    socklen_t)) dlsym(RTLD_NEXT, "connect");
+	const char *on = getenv("C2M_BENCH_NODELAY");
+	if (on != NULL && on[0] == '1' && addr != NULL
+	    && (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	return real_connect(fd, addr, len);
 }

@@ -601,7 +601,8 @@ main(int argc, char **argv)
 	    (p1.main_s - p0.main_s) * per,
 	    (user + sys - (p1.main_s - p0.main_s)) * per,
 	    bt.got ? (double) (p1.ctxsw - p0.ctxsw) / (double) bt.got : 0);
-	printf(" rss_peak_kib=%ld rss_end_kib=%ld", p2.hwm_kib, p2.rss_kib);
+	printf(" rss_start_kib=%ld rss_peak_kib=%ld rss_end_kib=%ld",
+	    p0.rss_kib, p2.hwm_kib, p2.rss_kib);
 	static const char *mods[] = { "exe", "mosq", "lws", "libc", "other" };
 	for (int t = 0; t < 2; t++)
 		for (int m = 0; m < BENCH_MOD_COUNT; m++) {

@@ -32,6 +32,7 @@ struct bench_ws {
 	int client; /* -1: none */
 	atomic_uint http_requests;
 	atomic_bool stopping;
+	int active; /* connection threads still running (under mu) */
 };
 
 struct conn {
@@ -258,6 +259,10 @@ conn_main(void *arg)
 	}
 	free(buf);
 	close(c.fd);
+	pthread_mutex_lock(&c.w->mu);
+	c.w->active--;
+	pthread_cond_broadcast(&c.w->cv);
+	pthread_mutex_unlock(&c.w->mu);
 	return NULL;
 }
 
@@ -280,7 +285,13 @@ accept_main(void *arg)
 		}
 		c->w = w;
 		c->fd = fd;
+		pthread_mutex_lock(&w->mu);
+		w->active++;
+		pthread_mutex_unlock(&w->mu);
 		if (pthread_create(&t, NULL, conn_main, c) != 0) {
+			pthread_mutex_lock(&w->mu);
+			w->active--;
+			pthread_mutex_unlock(&w->mu);
 			free(c);
 			close(fd);
 			continue;
@@ -377,7 +388,18 @@ bench_ws_stop(struct bench_ws *w)
 	pthread_mutex_lock(&w->mu);
 	if (w->client >= 0)
 		shutdown(w->client, SHUT_RDWR);
+	/* the connection threads end once their socket is shut down */
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 5;
+	int rc = 0;
+	while (w->active > 0 && rc == 0)
+		rc = pthread_cond_timedwait(&w->cv, &w->mu, &dl);
+	bool idle = w->active == 0;
 	pthread_mutex_unlock(&w->mu);
-	/* connection threads are detached and only touch w under mu
-	 * until they see their fd shut down: leak w rather than race */
+	if (!idle)
+		return; /* a thread still holds w: leak it rather than race */
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+	free(w);
 }
