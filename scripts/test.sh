@@ -22,6 +22,9 @@ run_suite() {
 	echo "=== $name: unit + io tests"
 	ctest --test-dir "$dir" -L '^(unit|io)$' -j"$jobs" --output-on-failure ||
 		failed+=("$name: unit/io")
+	echo "=== $name: benchmark, quick mode (every event delivered)"
+	ctest --test-dir "$dir" -L '^bench$' --output-on-failure ||
+		failed+=("$name: bench")
 	echo "=== $name: integration tests"
 	ctest --test-dir "$dir" -L '^integration$' --output-on-failure ||
 		failed+=("$name: integration")

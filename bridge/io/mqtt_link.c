@@ -84,6 +84,10 @@ struct facts {
 	 * libmosquitto, which resends them only after on_connect returns:
 	 * anything handed over before they complete would overtake them. */
 	bool resend_pending;
+	/* the owner has messages waiting for window room: only then must a
+	 * completion wake it (a wake per message costs two syscalls and a
+	 * thread switch) */
+	bool backlog;
 	/* libmosquitto's loop thread returned for good (see loop_gave_up) */
 	bool loop_dead;
 	int loop_dead_rc;
@@ -92,8 +96,27 @@ struct facts {
 	uint64_t rx_dropped;
 };
 
+/* MQTT 5 property lists are immutable once built and libmosquitto copies
+ * what it keeps, so consecutive messages with the same properties (the
+ * same prompt and event type) reuse one list instead of five allocations
+ * per publish. */
+#define PROP_CACHE_SIZE 8
+#define PROP_STR_MAX    288
+struct prop_entry {
+	bool valid;
+	const char *content_type; /* static strings: compared by address */
+	bool utf8;
+	uint32_t expiry_s;
+	char instance[PROP_STR_MAX], type[PROP_STR_MAX], prompt_id[PROP_STR_MAX];
+	bool has_instance, has_type, has_prompt_id;
+	mosquitto_property *props;
+	uint64_t used;
+};
+
 struct mqtt_link {
 	struct mqtt_link_cfg cfg; /* strings point at owned copies */
+	struct prop_entry prop_cache[PROP_CACHE_SIZE]; /* owner thread only */
+	uint64_t prop_clock;
 	struct mqtt_link_cb cb;
 	void *ud;
 	struct mosquitto *mosq;
@@ -287,6 +310,7 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
     const mosquitto_property *props)
 {
 	struct mqtt_link *m = obj;
+	bool need_wake = false;
 	int cs = callback_enter();
 	pthread_mutex_lock(&m->mu);
 	if (mid > 0 && mid < MID_SPACE) {
@@ -295,12 +319,16 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
 		else if (m->mid_state[mid] == MID_QOS1)
 			m->f.inflight1--;
 		m->mid_state[mid] = MID_FREE;
-		if (m->f.inflight1 == 0)
+		if (m->f.inflight1 == 0 && m->f.resend_pending) {
 			m->f.resend_pending = false;
+			need_wake = true;
+		}
 	}
+	need_wake |= m->f.backlog;
 	pthread_cond_broadcast(&m->changed);
 	pthread_mutex_unlock(&m->mu);
-	wake(m);
+	if (need_wake)
+		wake(m);
 	callback_leave(cs);
 }
 
@@ -459,6 +487,10 @@ setup_mosquitto(struct mqtt_link *m)
 		return MOSQ_ERR_NOMEM;
 	int rc = mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION,
 	    v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+	/* small messages one after another: Nagle would hold each for the
+	 * previous one's ACK (measured: 21 ms median added latency) */
+	if (rc == MOSQ_ERR_SUCCESS)
+		rc = mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
 	if (rc == MOSQ_ERR_SUCCESS)
 		rc = mosquitto_reconnect_delay_set(m->mosq, 1, 30, true);
 	if (rc == MOSQ_ERR_SUCCESS)
@@ -579,6 +611,68 @@ build_props(const struct out_msg *msg, int *rc)
 	return p;
 }
 
+static bool
+prop_str_eq(bool has, const char *cached, const char *s)
+{
+	return s == NULL ? !has : has && strcmp(cached, s) == 0;
+}
+
+static bool
+prop_str_fits(const char *s)
+{
+	return s == NULL || strlen(s) < PROP_STR_MAX;
+}
+
+static void
+prop_str_set(bool *has, char *dst, const char *s)
+{
+	*has = s != NULL;
+	snprintf(dst, PROP_STR_MAX, "%s", s != NULL ? s : "");
+}
+
+/* The property list for msg: cached (borrowed, *owned = false) or freshly
+ * built (the caller frees it, *owned = true). */
+static mosquitto_property *
+props_for(struct mqtt_link *m, const struct out_msg *msg, int *rc,
+    bool *owned)
+{
+	const struct out_props *o = &msg->props;
+	*owned = false;
+	*rc = MOSQ_ERR_SUCCESS;
+	struct prop_entry *victim = &m->prop_cache[0];
+	for (int i = 0; i < PROP_CACHE_SIZE; i++) {
+		struct prop_entry *e = &m->prop_cache[i];
+		if (e->valid && e->content_type == o->content_type
+		    && e->utf8 == o->utf8 && e->expiry_s == o->expiry_s
+		    && prop_str_eq(e->has_type, e->type, o->type)
+		    && prop_str_eq(e->has_prompt_id, e->prompt_id, o->prompt_id)
+		    && prop_str_eq(e->has_instance, e->instance, o->instance)) {
+			e->used = ++m->prop_clock;
+			return e->props;
+		}
+		if (!e->valid || e->used < victim->used)
+			victim = e;
+	}
+	mosquitto_property *p = build_props(msg, rc);
+	if (*rc != MOSQ_ERR_SUCCESS || !prop_str_fits(o->instance)
+	    || !prop_str_fits(o->type) || !prop_str_fits(o->prompt_id)) {
+		*owned = true;
+		return p;
+	}
+	if (victim->valid)
+		mosquitto_property_free_all(&victim->props);
+	victim->valid = true;
+	victim->content_type = o->content_type;
+	victim->utf8 = o->utf8;
+	victim->expiry_s = o->expiry_s;
+	prop_str_set(&victim->has_instance, victim->instance, o->instance);
+	prop_str_set(&victim->has_type, victim->type, o->type);
+	prop_str_set(&victim->has_prompt_id, victim->prompt_id, o->prompt_id);
+	victim->props = p;
+	victim->used = ++m->prop_clock;
+	return p;
+}
+
 static void
 count_reject(struct mqtt_link *m, const struct out_msg *msg, int rc)
 {
@@ -597,8 +691,9 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 {
 	int rc = MOSQ_ERR_SUCCESS;
 	mosquitto_property *props = NULL;
+	bool owned = false;
 	if (m->cfg.protocol == 5)
-		props = build_props(msg, &rc);
+		props = props_for(m, msg, &rc, &owned);
 	int mid = 0;
 	int qos = msg->qos < 0 ? 0 : msg->qos > 2 ? 2 : msg->qos;
 	if (rc == MOSQ_ERR_SUCCESS && msg->len > INT_MAX)
@@ -606,7 +701,8 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 	if (rc == MOSQ_ERR_SUCCESS)
 		rc = mosquitto_publish_v5(m->mosq, &mid, msg->topic,
 		    (int) msg->len, msg->payload, qos, msg->retain, props);
-	mosquitto_property_free_all(&props);
+	if (owned)
+		mosquitto_property_free_all(&props);
 	/* QoS >= 1 with NO_CONN is queued inside libmosquitto and resent
 	 * after the reconnect: resending it ourselves would duplicate it. */
 	bool queued
@@ -649,6 +745,7 @@ drain_queue(struct mqtt_link *m)
 		hand_over(m, msg);
 		outq_pop(m->q);
 	}
+	m->f.backlog = outq_count(m->q) > 0;
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -664,6 +761,8 @@ mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg)
 	    && window_open(m) && outq_count(m->q) == 0;
 	if (direct)
 		hand_over(m, msg);
+	else
+		m->f.backlog = true;
 	pthread_mutex_unlock(&m->mu);
 	if (direct)
 		return BR_OK;
@@ -978,6 +1077,9 @@ mqtt_link_destroy(struct mqtt_link *m)
 		free(m->topics[i]);
 	free(m->topics);
 	outq_destroy(m->q);
+	for (int i = 0; i < PROP_CACHE_SIZE; i++)
+		if (m->prop_cache[i].valid)
+			mosquitto_property_free_all(&m->prop_cache[i].props);
 	free(m->mid_state);
 	free_cfg_strings(&m->cfg);
 	pthread_cond_destroy(&m->changed);
