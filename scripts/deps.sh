@@ -4,7 +4,7 @@
 #   scripts/deps.sh --test   also everything the test suite uses
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config libwebsockets-dev libmosquitto-dev
+pkgs=(build-essential cmake pkg-config libssl-dev libwebsockets-dev libmosquitto-dev
 	libjsmn-dev mosquitto mosquitto-clients)
 if [ "${1:-}" = "--test" ]; then
 	pkgs+=(python3 python3-aiohttp python3-paho-mqtt python3-jsonschema

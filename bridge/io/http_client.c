@@ -104,7 +104,7 @@ http_client_create(struct loop *l, const struct url *base,
 		if (h->insecure)
 			h->ssl_flags |= LCCSCF_ALLOW_SELFSIGNED
 			    | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK
-			    | LCCSCF_ALLOW_EXPIRED;
+			    | LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
 	}
 	h->vhost = loop_lws_client_vhost(l, base->tls ? tls : NULL);
 	if (h->vhost == NULL)

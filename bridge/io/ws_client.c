@@ -5,6 +5,8 @@
  * (LWS_CALLBACK_WSI_DESTROY). ComfyUI unregisters a clientId when *any*
  * socket with that id ends (protocol.md §1.4), so overlapping the old and
  * the new socket would orphan the new one. */
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +70,7 @@ struct ws_client {
 	uint64_t reconnects;
 	unsigned fail_streak;
 	bool logged_cap;
-	char why[96];
+	char why[256];
 };
 
 static void connect_now(lws_sorted_usec_list_t *sul);
@@ -191,7 +193,7 @@ ws_client_create(struct loop *l, const struct ws_client_cfg *cfg,
 		if (c->insecure)
 			c->ssl_flags |= LCCSCF_ALLOW_SELFSIGNED
 			    | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK
-			    | LCCSCF_ALLOW_EXPIRED;
+			    | LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
 	}
 	c->vhost = loop_lws_client_vhost(l, cfg->base->tls ? &cfg->tls : NULL);
 	if (c->vhost == NULL)
@@ -499,7 +501,7 @@ static int
 dispatch(struct ws_client *c, struct lws *wsi,
     enum lws_callback_reasons reason, void *in, size_t len)
 {
-	char msg[64];
+	char msg[256];
 
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
@@ -529,13 +531,24 @@ dispatch(struct ws_client *c, struct lws *wsi,
 			set_why(c, "peer closed");
 		}
 		return 0;
-	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		/* in is a NUL-terminated reason; len is not always set */
-		snprintf(msg, sizeof(msg), "%s",
-		    in != NULL ? (const char *) in : "");
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+		/* in is a NUL-terminated reason; len is not always set. For a
+		 * refused certificate lws only says "SSL err 1": add OpenSSL's
+		 * verification result, which names the actual problem. */
+		SSL *ssl = c->ssl_flags ? (SSL *) lws_get_ssl(wsi) : NULL;
+		long vr = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+		if (vr != X509_V_OK)
+			snprintf(msg, sizeof(msg),
+			    "TLS certificate verification failed: %s (check "
+			    "--tls-ca, or --tls-insecure to skip)",
+			    X509_verify_cert_error_string(vr));
+		else
+			snprintf(msg, sizeof(msg), "%s",
+			    in != NULL ? (const char *) in : "");
 		set_why(c, msg[0] ? msg : "connection error");
 		schedule_retry(c);
 		return 0;
+	}
 	case LWS_CALLBACK_CLIENT_CLOSED:
 		set_why(c, "connection closed");
 		link_down(c);
