@@ -446,7 +446,7 @@ setup(struct app *a)
 	url_format_public(&c->comfy, a->comfy_public,
 	                  sizeof(a->comfy_public));
 
-	a->loop = loop_create();
+	a->loop = loop_create_tls(c->comfy.tls);
 	if (!a->loop)
 		return BR_EIO;
 	loop_set_wake_cb(a->loop, on_wake, a);

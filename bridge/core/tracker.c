@@ -58,7 +58,8 @@ struct tracker {
 	unsigned capacity;
 	int *buckets;
 	unsigned n_buckets;
-	int free_head; /* free slots chained through next_in_bucket */
+	int free_head; /* freed slots chained through next_in_bucket */
+	unsigned high_water; /* slots below it have been used at least once */
 	unsigned count;
 };
 
@@ -91,10 +92,10 @@ tracker_create(unsigned capacity)
 	}
 	for (unsigned i = 0; i < t->n_buckets; i++)
 		t->buckets[i] = -1;
-	for (unsigned i = 0; i < t->capacity; i++)
-		t->slots[i].next_in_bucket
-		    = i + 1 < t->capacity ? (int) i + 1 : -1;
-	t->free_head = 0;
+	/* slots are handed out in order first (high_water), so untouched
+	 * pages of the table stay out of RSS */
+	t->free_head = -1;
+	t->high_water = 0;
 	return t;
 }
 
@@ -117,7 +118,7 @@ tracker_destroy(struct tracker *t)
 	if (!t)
 		return;
 	if (t->slots)
-		for (unsigned i = 0; i < t->capacity; i++)
+		for (unsigned i = 0; i < t->high_water; i++)
 			if (t->slots[i].used)
 				free_buffers(&t->slots[i]);
 	free(t->slots);
@@ -160,7 +161,7 @@ static struct prompt *
 pick_victim(struct tracker *t)
 {
 	struct prompt *finished = NULL, *queued = NULL, *any = NULL;
-	for (unsigned i = 0; i < t->capacity; i++) {
+	for (unsigned i = 0; i < t->high_water; i++) {
 		struct prompt *p = &t->slots[i];
 		if (!p->used)
 			continue;
@@ -187,11 +188,16 @@ tracker_get(struct tracker *t, const char *id, size_t len, bool *created)
 		return p;
 	if (len > PROMPT_ID_MAX)
 		len = PROMPT_ID_MAX;
-	if (t->free_head < 0)
+	if (t->free_head < 0 && t->high_water == t->capacity)
 		tracker_remove(t, pick_victim(t));
-	int idx = t->free_head;
+	int idx;
+	if (t->free_head >= 0) {
+		idx = t->free_head;
+		t->free_head = t->slots[idx].next_in_bucket;
+	} else {
+		idx = (int) t->high_water++;
+	}
 	p = &t->slots[idx];
-	t->free_head = p->next_in_bucket;
 	memset(p, 0, sizeof(*p));
 	memcpy(p->id, id, len);
 	p->id[len] = '\0';
@@ -211,7 +217,7 @@ tracker_get(struct tracker *t, const char *id, size_t len, bool *created)
 struct prompt *
 tracker_next(struct tracker *t, unsigned *i)
 {
-	while (*i < t->capacity) {
+	while (*i < t->high_water) {
 		struct prompt *p = &t->slots[(*i)++];
 		if (p->used)
 			return p;

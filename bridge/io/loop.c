@@ -204,6 +204,12 @@ restore_signals(struct loop *l)
 struct loop *
 loop_create(void)
 {
+	return loop_create_tls(true);
+}
+
+struct loop *
+loop_create_tls(bool tls)
+{
 	struct lws_context_creation_info info;
 	struct loop *l;
 	lws_sock_file_fd_type fd;
@@ -229,7 +235,9 @@ loop_create(void)
 	info.protocols = protocols;
 	/* info.extensions stays NULL: permessage-deflate corrupts memory in
 	 * 4.1.6 when the peer sends uncompressed frames */
-	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	/* OpenSSL's initialisation and the system CA bundle cost about 4 MiB
+	 * of RSS: only pay for them when ComfyUI is reached over TLS */
+	info.options = tls ? LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT : 0;
 	info.fd_limit_per_thread = LOOP_FD_LIMIT;
 	info.user = l;
 	l->ctx = lws_create_context(&info);

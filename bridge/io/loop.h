@@ -15,6 +15,9 @@ struct loop_timer;
  * initialised), blocks SIGINT/SIGTERM/SIGHUP into a signalfd watched by the
  * loop, ignores SIGPIPE. */
 struct loop *loop_create(void);
+/* Like loop_create(); tls false skips OpenSSL's initialisation (no https or
+ * wss peer will be used), which keeps RSS small. */
+struct loop *loop_create_tls(bool tls);
 void loop_destroy(struct loop *l);
 
 /* Services until loop_quit(). Returns 0. */
