@@ -290,22 +290,41 @@ jsonw_str_raw(struct jsonw *w, const char *escaped, size_t n)
 	put_char(w, '"');
 }
 
+/* Decimal digits of v, right-aligned ending at end; returns the start.
+ * (snprintf was a measurable share of the per-event cost.) */
+static char *
+format_u64(char *end, uint64_t v)
+{
+	char *p = end;
+	do {
+		*--p = (char) ('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	return p;
+}
+
 void
 jsonw_int(struct jsonw *w, int64_t v)
 {
 	char tmp[24];
-	int n = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
+	char *end = tmp + sizeof(tmp);
+	/* the magnitude as unsigned, which also covers INT64_MIN */
+	uint64_t mag = v < 0 ? 0 - (uint64_t) v : (uint64_t) v;
+	char *p = format_u64(end, mag);
+	if (v < 0)
+		*--p = '-';
 	if (begin_value(w))
-		put(w, tmp, (size_t) n);
+		put(w, p, (size_t) (end - p));
 }
 
 void
 jsonw_uint(struct jsonw *w, uint64_t v)
 {
 	char tmp[24];
-	int n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
+	char *end = tmp + sizeof(tmp);
+	char *p = format_u64(end, v);
 	if (begin_value(w))
-		put(w, tmp, (size_t) n);
+		put(w, p, (size_t) (end - p));
 }
 
 void
