@@ -21,15 +21,15 @@
 #include "reasm.h"
 #include "ws_client.h"
 
-#define HTTP_TIMEOUT_MS 10000
-#define HTTP_MAX_BODY (64u * 1024 * 1024)
-#define REASM_INITIAL (64 * 1024)
-#define SHUTDOWN_FLUSH_MS 1500
+#define HTTP_TIMEOUT_MS     10000
+#define HTTP_MAX_BODY       (64u * 1024 * 1024)
+#define REASM_INITIAL       (64 * 1024)
+#define SHUTDOWN_FLUSH_MS   1500
 #define SERVICE_INTERVAL_MS 1000
 /* --ha-remove: how long to wait for the broker to take the empty config */
 #define HA_REMOVE_TIMEOUT_MS 10000
-#define HA_PAYLOAD_MAX 8192
-#define HA_TOPIC_MAX 600
+#define HA_PAYLOAD_MAX       8192
+#define HA_TOPIC_MAX         600
 
 /* origin.support_url in the Home Assistant discovery message; a packager
  * may define it (-DC2M_SUPPORT_URL=...), else it is left out. */
@@ -37,9 +37,9 @@
 #define C2M_SUPPORT_URL NULL
 #endif
 
-static const char feature_flags_frame[] =
-	"{\"type\":\"feature_flags\",\"data\":{\"supports_preview_metadata\":"
-	"true}}";
+static const char feature_flags_frame[]
+    = "{\"type\":\"feature_flags\",\"data\":{\"supports_preview_metadata\":"
+      "true}}";
 
 struct app {
 	struct config cfg;
@@ -128,20 +128,20 @@ http_done(void *ud, int status, const char *body, size_t len)
 	struct http_req *r = ud;
 	struct app *a = r->app;
 	engine_on_http(a->engine, r->kind, r->has_tag ? r->tag : NULL, status,
-	               body, len, loop_now_ms());
+	    body, len, loop_now_ms());
 	free(r);
 	arm_tick(a);
 }
 
 static void
-do_http_get(void *ud, enum engine_http_kind kind, const char *path,
-            const char *tag)
+do_http_get(
+    void *ud, enum engine_http_kind kind, const char *path, const char *tag)
 {
 	struct app *a = ud;
 	struct http_req *r = calloc(1, sizeof(*r));
 	if (!r) {
-		engine_on_http(a->engine, kind, tag, BR_ENOMEM, "", 0,
-		               loop_now_ms());
+		engine_on_http(
+		    a->engine, kind, tag, BR_ENOMEM, "", 0, loop_now_ms());
 		return;
 	}
 	r->app = a;
@@ -190,8 +190,8 @@ ws_down(void *ud, const char *why)
 }
 
 static void
-ws_chunk(void *ud, const void *buf, size_t len, bool first, bool final,
-         bool binary)
+ws_chunk(
+    void *ud, const void *buf, size_t len, bool first, bool final, bool binary)
 {
 	struct app *a = ud;
 	int rc = reasm_feed(a->reasm, buf, len, first, final, binary);
@@ -202,8 +202,8 @@ ws_chunk(void *ud, const void *buf, size_t len, bool first, bool final,
 		if (bin)
 			engine_on_binary(a->engine, msg, n, loop_now_ms());
 		else
-			engine_on_text(a->engine, (const char *) msg, n,
-			               loop_now_ms());
+			engine_on_text(
+			    a->engine, (const char *) msg, n, loop_now_ms());
 		/* give a huge buffer back once it is consumed: flat RSS */
 		if (n > 4 * REASM_INITIAL)
 			reasm_reset(a->reasm);
@@ -240,7 +240,7 @@ ha_prepare(struct app *a)
 	if (discovery_topic(&dc, a->ha_topic, sizeof(a->ha_topic)) < 0)
 		return BR_ETRUNC;
 	int n = snprintf(a->ha_status_topic, sizeof(a->ha_status_topic),
-	                 "%s/status", a->cfg.ha_prefix);
+	    "%s/status", a->cfg.ha_prefix);
 	if (n < 0 || (size_t) n >= sizeof(a->ha_status_topic))
 		return BR_ETRUNC;
 	jsonw_init(&w, a->ha_payload, sizeof(a->ha_payload));
@@ -262,9 +262,9 @@ ha_announce(struct app *a)
 		.qos = 1,
 		.retain = true,
 		.props = { .content_type = "application/json",
-		           .utf8 = true,
-		           .instance = a->cfg.instance,
-		           .type = "discovery" },
+		    .utf8 = true,
+		    .instance = a->cfg.instance,
+		    .type = "discovery" },
 		/* one pending announcement is enough */
 		.coalesce_key = a->ha_topic,
 	};
@@ -279,8 +279,7 @@ static int
 ha_remove(struct app *a)
 {
 	struct config *c = &a->cfg;
-	url_format_public(&c->comfy, a->comfy_public,
-	                  sizeof(a->comfy_public));
+	url_format_public(&c->comfy, a->comfy_public, sizeof(a->comfy_public));
 	struct discovery_cfg dc;
 	ha_discovery_cfg(a, &dc);
 	if (discovery_topic(&dc, a->ha_topic, sizeof(a->ha_topic)) < 0) {
@@ -294,8 +293,8 @@ ha_remove(struct app *a)
 		.host = c->broker.host,
 		.port = c->broker.port,
 		.tls = c->broker.tls,
-		.tls_opts = { c->tls_ca, c->tls_cert, c->tls_key,
-		              c->tls_insecure },
+		.tls_opts
+		= { c->tls_ca, c->tls_cert, c->tls_key, c->tls_insecure },
 		.client_id = client_id,
 		.username = c->mqtt_username,
 		.password = c->mqtt_password,
@@ -326,10 +325,11 @@ ha_remove(struct app *a)
 	mqtt_link_get_stats(a->mqtt, &s);
 	if (s.published[MSG_CRITICAL] != 1 || s.queued != 0
 	    || s.inflight != 0) {
-		log_error("ha", "%s not cleared: broker %s:%d did not "
-		          "acknowledge within %d ms", a->ha_topic,
-		          c->broker.host, c->broker.port,
-		          HA_REMOVE_TIMEOUT_MS);
+		log_error("ha",
+		    "%s not cleared: broker %s:%d did not "
+		    "acknowledge within %d ms",
+		    a->ha_topic, c->broker.host, c->broker.port,
+		    HA_REMOVE_TIMEOUT_MS);
 		return 1;
 	}
 	log_info("ha", "cleared %s", a->ha_topic);
@@ -443,8 +443,7 @@ static int
 setup(struct app *a)
 {
 	struct config *c = &a->cfg;
-	url_format_public(&c->comfy, a->comfy_public,
-	                  sizeof(a->comfy_public));
+	url_format_public(&c->comfy, a->comfy_public, sizeof(a->comfy_public));
 
 	a->loop = loop_create_tls(c->comfy.tls);
 	if (!a->loop)
@@ -455,8 +454,8 @@ setup(struct app *a)
 	a->service_timer = loop_timer_create(a->loop, on_service, a);
 	a->shutdown_timer = loop_timer_create(a->loop, finish_shutdown, a);
 	a->reasm = reasm_create(REASM_INITIAL, c->max_frame_bytes);
-	if (!a->tick_timer || !a->service_timer || !a->shutdown_timer ||
-	    !a->reasm)
+	if (!a->tick_timer || !a->service_timer || !a->shutdown_timer
+	    || !a->reasm)
 		return BR_ENOMEM;
 
 	struct engine_cfg ec = {
@@ -480,19 +479,18 @@ setup(struct app *a)
 		.write_options = write_options,
 		.write_options_ud = c,
 	};
-	struct engine_io eio = { .publish = do_publish,
-		                 .http_get = do_http_get,
-		                 .ud = a };
+	struct engine_io eio
+	    = { .publish = do_publish, .http_get = do_http_get, .ud = a };
 
 	char will_topic[600];
 	snprintf(will_topic, sizeof(will_topic), "%s/%s/bridge/state",
-	         c->prefix, c->instance);
+	    c->prefix, c->instance);
 	struct mqtt_link_cfg mc = {
 		.host = c->broker.host,
 		.port = c->broker.port,
 		.tls = c->broker.tls,
-		.tls_opts = { c->tls_ca, c->tls_cert, c->tls_key,
-		              c->tls_insecure },
+		.tls_opts
+		= { c->tls_ca, c->tls_cert, c->tls_key, c->tls_insecure },
 		.client_id = c->mqtt_client_id,
 		.username = c->mqtt_username,
 		.password = c->mqtt_password,
@@ -507,8 +505,8 @@ setup(struct app *a)
 		.wake_ud = a->loop,
 	};
 	struct mqtt_link_cb mcb = { .on_connected = mqtt_connected,
-		                    .on_disconnected = mqtt_disconnected,
-		                    .on_message = mqtt_message };
+		.on_disconnected = mqtt_disconnected,
+		.on_message = mqtt_message };
 	a->mqtt = mqtt_link_create(&mc, &mcb, a);
 	if (!a->mqtt)
 		return BR_ENOMEM;
@@ -520,16 +518,16 @@ setup(struct app *a)
 		if (rc != 0)
 			return rc;
 	}
-	/* the engine publishes retained start-up state into the link's queue */
+	/* the engine publishes retained start-up state into the link's queue
+	 */
 	a->engine = engine_create(&ec, &eio, loop_now_ms());
 	if (!a->engine)
 		return BR_ENOMEM;
 
-	struct tls_opts tls = { c->tls_ca, c->tls_cert, c->tls_key,
-		                c->tls_insecure };
+	struct tls_opts tls
+	    = { c->tls_ca, c->tls_cert, c->tls_key, c->tls_insecure };
 	a->http = http_client_create(a->loop, &c->comfy, c->comfyui_header,
-	                             c->n_comfyui_headers, &tls,
-	                             HTTP_MAX_BODY);
+	    c->n_comfyui_headers, &tls, HTTP_MAX_BODY);
 	struct ws_client_cfg wc = {
 		.base = &c->comfy,
 		.client_id = c->client_id,
@@ -542,9 +540,8 @@ setup(struct app *a)
 		.handshake_timeout_s = 10,
 		.stable_s = 60,
 	};
-	struct ws_client_cb wcb = { .on_up = ws_up,
-		                    .on_down = ws_down,
-		                    .on_chunk = ws_chunk };
+	struct ws_client_cb wcb
+	    = { .on_up = ws_up, .on_down = ws_down, .on_chunk = ws_chunk };
 	a->ws = ws_client_create(a->loop, &wc, &wcb, a);
 	if (!a->http || !a->ws)
 		return BR_ENOMEM;
@@ -589,8 +586,8 @@ main(int argc, char **argv)
 	char err[512] = "";
 	int exit_code = 0;
 
-	int rc = config_load(&app.cfg, argc, argv, NULL, err, sizeof(err),
-	                     stdout);
+	int rc = config_load(
+	    &app.cfg, argc, argv, NULL, err, sizeof(err), stdout);
 	if (rc == CONFIG_EXIT_OK) {
 		config_free(&app.cfg);
 		return 0;
@@ -603,9 +600,10 @@ main(int argc, char **argv)
 	log_setup(app.cfg.log_level, app.cfg.log_format);
 	char public_url[600];
 	url_format_public(&app.cfg.comfy, public_url, sizeof(public_url));
-	log_info("bridge", "comfy2mqtt %s: ComfyUI %s, instance %s, "
-	         "client id %s", C2M_VERSION, public_url, app.cfg.instance,
-	         app.cfg.client_id);
+	log_info("bridge",
+	    "comfy2mqtt %s: ComfyUI %s, instance %s, "
+	    "client id %s",
+	    C2M_VERSION, public_url, app.cfg.instance, app.cfg.client_id);
 
 	if (app.cfg.ha_remove) {
 		exit_code = ha_remove(&app);

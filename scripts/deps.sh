@@ -8,7 +8,7 @@ pkgs=(build-essential cmake pkg-config libssl-dev libwebsockets-dev libmosquitto
 	libjsmn-dev mosquitto mosquitto-clients)
 if [ "${1:-}" = "--test" ]; then
 	pkgs+=(python3 python3-aiohttp python3-paho-mqtt python3-jsonschema
-		python3-pytest python3-yaml python3-pil clang libclang-rt-14-dev
+		python3-pytest python3-yaml python3-pil clang clang-format libclang-rt-14-dev
 		openssl procps iproute2 curl)
 fi
 
