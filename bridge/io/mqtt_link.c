@@ -1,23 +1,34 @@
-/* The broker link. libmosquitto runs in its own thread (loop_start, then
- * connect_async: the other order never connects when the broker is down
- * at start). Its callbacks only record facts under link->mu and call
- * cfg->wake; mqtt_link_service() turns the facts into mqtt_link_cb calls in
- * the owner's thread and feeds the bounded outq into libmosquitto while the
- * link is up and the in-flight window has room.
+/* The broker link. libmosquitto runs in a network thread of our own
+ * (net_main) that alone calls mosquitto_loop() and mosquitto_reconnect():
+ * libmosquitto 2.0.11's own loop_start thread ends for good after a TLS
+ * handshake failure, a protocol error or an EPROTO, sometimes without
+ * on_disconnect, and restarting it from another thread raced on mosq->ssl
+ * (double SSL_free). Our thread notices every return, backs off (1 s
+ * doubling to 30 s, reset by an accepted CONNACK, cut short by shutdown)
+ * and reconnects, for ever. mosquitto_threaded_set(true) makes publishes
+ * from the owner only queue and poke libmosquitto's sockpair, which wakes
+ * the thread's select (lib/packet_mosq.c packet__queue).
+ *
+ * Callbacks only record facts under link->mu and call cfg->wake;
+ * mqtt_link_service() turns the facts into mqtt_link_cb calls and log
+ * lines in the owner's thread and feeds the bounded outq into libmosquitto
+ * while the link is up and the in-flight window has room.
  *
  * Locking. link->mu is held across mosquitto_publish_v5/subscribe calls
  * and taken inside on_publish/on_connect/on_disconnect/on_message. That is
  * deadlock-free with libmosquitto 2.0.11 because (lib/actions.c,
  * lib/messages_mosq.c, lib/packet_mosq.c, lib/handle_pubackcomp.c):
  *  - publish/subscribe from a thread other than the loop only take
- *    mid_mutex, msgs_out.mutex and out_packet_mutex, each released before
- *    returning; in threaded mode packet__queue() only pokes the sockpair
- *    and never writes, so they never take callback_mutex or
- *    current_out_packet_mutex;
+ *    mid_mutex, msgs_out.mutex, out_packet_mutex and log_callback_mutex,
+ *    each released before returning; in threaded mode packet__queue()
+ *    only pokes the sockpair and never writes, so they never take
+ *    callback_mutex or current_out_packet_mutex;
  *  - the loop thread runs every callback holding callback_mutex (plus
  *    current_out_packet_mutex for the QoS 0 on_publish fired from
  *    packet__write), but never mid_mutex, msgs_out.mutex or out_packet_mutex:
- *    handle__pubackcomp() releases msgs_out.mutex before on_publish.
+ *    handle__pubackcomp() releases msgs_out.mutex before on_publish;
+ *  - on_log runs under log_callback_mutex and takes only detail_mu, a leaf
+ *    lock nobody holds while calling libmosquitto.
  * So the two threads never wait for each other's locks in opposite order.
  * Holding mu across publish is what makes the in-flight bookkeeping exact:
  * the mid is registered before its on_publish can look for it, and a
@@ -27,7 +38,7 @@
  * is a QoS 0 one (completed by on_publish once written, silently discarded
  * by libmosquitto if the link drops first) or a QoS >= 1 one (completed by
  * on_publish at PUBACK/PUBCOMP; kept and resent by libmosquitto across
- * reconnects). on_disconnect forgets the QoS 0 ones, so neither count can
+ * reconnects). Every drop forgets the QoS 0 ones, so neither count can
  * leak or go negative. */
 #include "mqtt_link.h"
 
@@ -58,8 +69,14 @@ enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 	100 /* how long `last` may wait past the deadline                     \
 	     */
 #define DISCONNECT_WAIT_MS 80
-#define REVIVE_MIN_MS      1000
-#define REVIVE_MAX_MS      30000
+#define JOIN_WAIT_MS       100 /* then the network thread is cancelled */
+#define BACKOFF_MIN_MS     1000
+#define BACKOFF_MAX_MS     30000
+#define WHY_MAX            160
+#define DETAIL_MAX         320 /* libmosquitto's error lines (OpenSSL's) */
+#define FAILURE_LOG_EVERY                                                     \
+	10 /* an unchanged reason is repeated this seldom                     \
+	    */
 
 struct rx_msg {
 	struct rx_msg *next;
@@ -77,8 +94,17 @@ struct facts {
 	bool session_present; /* of the latest CONNACK */
 	uint32_t max_packet; /* of the latest CONNACK; 0: not said */
 	int last_loss_rc; /* on_disconnect rc of the latest loss */
+	char loss_why[WHY_MAX];
 	int last_failure_rc; /* refused CONNACK code or disconnect rc */
 	bool last_failure_refused;
+	char failure_why[WHY_MAX];
+	char failure_detail[DETAIL_MAX]; /* what libmosquitto logged */
+	/* the current connection attempt's outcome is recorded (refusal,
+	 * loss or failure): a later report of the same drop is not news */
+	bool attempt_settled;
+	bool attempt_connected; /* CONNACK accepted in this attempt */
+	bool stopping; /* shutdown: the network thread must end */
+	bool in_loop; /* the network thread owns a socket (not connecting) */
 	unsigned inflight0, inflight1;
 	/* QoS >= 1 messages from before the latest drop are still with
 	 * libmosquitto, which resends them only after on_connect returns:
@@ -88,9 +114,6 @@ struct facts {
 	 * completion wake it (a wake per message costs two syscalls and a
 	 * thread switch) */
 	bool backlog;
-	/* libmosquitto's loop thread returned for good (see loop_gave_up) */
-	bool loop_dead;
-	int loop_dead_rc;
 	struct rx_msg *rx_head, *rx_tail;
 	size_t rx_len;
 	uint64_t rx_dropped;
@@ -107,7 +130,8 @@ struct prop_entry {
 	const char *content_type; /* static strings: compared by address */
 	bool utf8;
 	uint32_t expiry_s;
-	char instance[PROP_STR_MAX], type[PROP_STR_MAX], prompt_id[PROP_STR_MAX];
+	char instance[PROP_STR_MAX], type[PROP_STR_MAX],
+	    prompt_id[PROP_STR_MAX];
 	bool has_instance, has_type, has_prompt_id;
 	mosquitto_property *props;
 	uint64_t used;
@@ -124,6 +148,13 @@ struct mqtt_link {
 	unsigned window;
 	bool started;
 	bool stopped;
+	pthread_t net_thread;
+	int first_rc; /* of the connect_async in mqtt_link_start */
+	char first_why[WHY_MAX];
+
+	/* libmosquitto's error log lines of the current attempt (on_log) */
+	pthread_mutex_t detail_mu;
+	char detail[DETAIL_MAX];
 
 	pthread_mutex_t mu;
 	pthread_cond_t changed; /* completions and state changes */
@@ -139,9 +170,9 @@ struct mqtt_link {
 	uint64_t published[MSG_CLASS_COUNT];
 	uint64_t rejected[MSG_CLASS_COUNT]; /* NO_CONN QoS 0, invalid, ... */
 	uint64_t reject_logged;
-	bool retry_logged; /* "retrying" said once per outage */
-	int64_t revive_at; /* when to restart a dead loop thread; 0: not due */
-	int64_t revive_delay_ms;
+	bool retry_logged; /* a failure of this outage was logged */
+	uint64_t series_failures; /* failed attempts in this outage */
+	char logged_why[WHY_MAX + DETAIL_MAX + 2]; /* the reason last logged */
 	atomic_bool connected_pub; /* for mqtt_link_connected() */
 };
 
@@ -186,10 +217,10 @@ rc_text(int rc)
 
 /* ---- mosquitto thread ------------------------------------------------ */
 
-/* The watchdog may cancel the mosquitto thread (loop_stop(force)); a
- * cancellation inside our callbacks would leave libmosquitto's
- * callback_mutex or our mu locked for ever, so callbacks are not
- * cancellable. */
+/* Shutdown may cancel the network thread inside mosquitto_loop() or
+ * mosquitto_reconnect(); a cancellation inside our callbacks would leave
+ * libmosquitto's callback_mutex or our mu locked for ever, so callbacks
+ * are not cancellable. */
 static int
 callback_enter(void)
 {
@@ -205,32 +236,12 @@ callback_leave(int old)
 	pthread_setcancelstate(old, &ignored);
 }
 
-static void
-on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
-    const mosquitto_property *props)
+/* What a refused CONNACK code means, in the protocol's own words. */
+static const char *
+refusal_text(const struct mqtt_link *m, int rc)
 {
-	struct mqtt_link *m = obj;
-	int cs = callback_enter();
-	pthread_mutex_lock(&m->mu);
-	if (rc == 0) {
-		uint32_t max_packet = 0;
-		mosquitto_property_read_int32(
-		    props, MQTT_PROP_MAXIMUM_PACKET_SIZE, &max_packet, false);
-		m->f.up = true;
-		m->f.connacks++;
-		m->f.session_present = (flags & 1) != 0;
-		m->f.max_packet = max_packet;
-		for (size_t i = 0; i < m->ntopics; i++)
-			mosquitto_subscribe(mosq, NULL, m->topics[i], 1);
-	} else {
-		m->f.failures++;
-		m->f.last_failure_rc = rc;
-		m->f.last_failure_refused = true;
-	}
-	pthread_cond_broadcast(&m->changed);
-	pthread_mutex_unlock(&m->mu);
-	wake(m);
-	callback_leave(cs);
+	return m->cfg.protocol == 5 ? mosquitto_reason_string(rc)
+	                            : mosquitto_connack_string(rc);
 }
 
 /* QoS 0 messages not yet written when the link drops are discarded by
@@ -246,59 +257,108 @@ forget_qos0(struct mqtt_link *m)
 	m->f.inflight0 = 0;
 }
 
-/* mosquitto_loop_forever() 2.0.11 returns, ending the loop_start thread
- * for good, after these errors (lib/loop.c); e.g. a broker answering
- * CONNECT with a malformed packet gives MOSQ_ERR_PROTOCOL and no retry
- * ever again (measured). on_disconnect runs just before that return, in
- * the dying thread, so errno is still the thread's own. */
-static bool
-loop_gave_up(int rc)
+/* The link went down, reported or not (mu held). */
+static void
+link_down(struct mqtt_link *m)
 {
-	switch (rc) {
-	case MOSQ_ERR_NOMEM:
-	case MOSQ_ERR_PROTOCOL:
-	case MOSQ_ERR_INVAL:
-	case MOSQ_ERR_NOT_FOUND:
-	case MOSQ_ERR_TLS:
-	case MOSQ_ERR_PAYLOAD_SIZE:
-	case MOSQ_ERR_NOT_SUPPORTED:
-	case MOSQ_ERR_AUTH:
-	case MOSQ_ERR_ACL_DENIED:
-	case MOSQ_ERR_UNKNOWN:
-	case MOSQ_ERR_EAI:
-	case MOSQ_ERR_PROXY:
-		return true;
-	case MOSQ_ERR_ERRNO:
-		return errno == EPROTO;
-	default:
-		return false;
-	}
+	forget_qos0(m);
+	if (m->f.inflight1 > 0)
+		m->f.resend_pending = true;
+	m->f.attempt_settled = true;
 }
 
+/* A drop after an accepted CONNACK (mu held). */
+static void
+record_loss(struct mqtt_link *m, int rc, const char *why)
+{
+	m->f.up = false;
+	m->f.losses++;
+	m->f.last_loss_rc = rc;
+	snprintf(m->f.loss_why, sizeof(m->f.loss_why), "%s", why);
+	link_down(m);
+}
+
+/* An attempt that ended before an accepted CONNACK (mu held); takes what
+ * libmosquitto logged about it along. */
+static void
+record_failure(struct mqtt_link *m, int rc, bool refused, const char *why)
+{
+	m->f.failures++;
+	m->f.last_failure_rc = rc;
+	m->f.last_failure_refused = refused;
+	snprintf(m->f.failure_why, sizeof(m->f.failure_why), "%s", why);
+	pthread_mutex_lock(&m->detail_mu);
+	snprintf(
+	    m->f.failure_detail, sizeof(m->f.failure_detail), "%s", m->detail);
+	pthread_mutex_unlock(&m->detail_mu);
+	link_down(m);
+}
+
+static void
+on_log(struct mosquitto *mosq, void *obj, int level, const char *str)
+{
+	struct mqtt_link *m = obj;
+	if ((level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)) == 0 || str == NULL)
+		return;
+	int cs = callback_enter();
+	pthread_mutex_lock(&m->detail_mu);
+	/* OpenSSL's queue comes line by line, sometimes twice */
+	size_t used = strlen(m->detail);
+	if (strstr(m->detail, str) == NULL && used + 3 < sizeof(m->detail))
+		snprintf(m->detail + used, sizeof(m->detail) - used, "%s%s",
+		    used > 0 ? "; " : "", str);
+	pthread_mutex_unlock(&m->detail_mu);
+	callback_leave(cs);
+}
+
+static void
+on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
+    const mosquitto_property *props)
+{
+	struct mqtt_link *m = obj;
+	int cs = callback_enter();
+	/* libmosquitto formats a line per packet for a log callback: keep
+	 * it only while there is a failure to explain */
+	if (rc == 0)
+		mosquitto_log_callback_set(mosq, NULL);
+	pthread_mutex_lock(&m->mu);
+	if (rc == 0) {
+		uint32_t max_packet = 0;
+		mosquitto_property_read_int32(
+		    props, MQTT_PROP_MAXIMUM_PACKET_SIZE, &max_packet, false);
+		m->f.up = true;
+		m->f.attempt_connected = true;
+		m->f.connacks++;
+		m->f.session_present = (flags & 1) != 0;
+		m->f.max_packet = max_packet;
+		for (size_t i = 0; i < m->ntopics; i++)
+			mosquitto_subscribe(mosq, NULL, m->topics[i], 1);
+	} else {
+		/* an MQTT 5 refusal is followed by on_disconnect(PROTOCOL),
+		 * which must not replace this reason (attempt_settled) */
+		record_failure(m, rc, true, refusal_text(m, rc));
+	}
+	pthread_cond_broadcast(&m->changed);
+	pthread_mutex_unlock(&m->mu);
+	wake(m);
+	callback_leave(cs);
+}
+
+/* Runs in the network thread inside mosquitto_loop(), so errno (for
+ * MOSQ_ERR_ERRNO's text) is still the failing call's. */
 static void
 on_disconnect(
     struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
 {
 	struct mqtt_link *m = obj;
 	int cs = callback_enter();
-	bool gave_up = loop_gave_up(rc);
+	const char *why = rc_text(rc);
 	pthread_mutex_lock(&m->mu);
-	if (gave_up) {
-		m->f.loop_dead = true;
-		m->f.loop_dead_rc = rc;
-	}
-	if (m->f.up) {
-		m->f.up = false;
-		m->f.losses++;
-		m->f.last_loss_rc = rc;
-	} else {
-		m->f.failures++;
-		m->f.last_failure_rc = rc;
-		m->f.last_failure_refused = false;
-	}
-	forget_qos0(m);
-	if (m->f.inflight1 > 0)
-		m->f.resend_pending = true;
+	if (m->f.up)
+		record_loss(m, rc, why);
+	else if (!m->f.attempt_settled)
+		record_failure(m, rc, false, why);
+	link_down(m);
 	pthread_cond_broadcast(&m->changed);
 	pthread_mutex_unlock(&m->mu);
 	wake(m);
@@ -446,6 +506,13 @@ setup_tls(struct mqtt_link *m)
 	if (t->ca == NULL)
 		rc = mosquitto_int_option(
 		    m->mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+	/* 2.0.11 rejects every reconnect (MOSQ_ERR_INVAL, "SSL_CTX_WITH_
+	 * DEFAULTS used without specifying cafile") once its SSL_CTX exists
+	 * and only the OS certificates are used; without the defaults flag it
+	 * builds the context once, fully, and reuses it (net__init_ssl_ctx) */
+	if (rc == MOSQ_ERR_SUCCESS && t->ca == NULL)
+		rc = mosquitto_int_option(
+		    m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
 	if (rc == MOSQ_ERR_SUCCESS && (t->ca != NULL || t->cert != NULL))
 		rc = mosquitto_tls_set(
 		    m->mosq, t->ca, NULL, t->cert, t->key, NULL);
@@ -491,8 +558,9 @@ setup_mosquitto(struct mqtt_link *m)
 	 * previous one's ACK (measured: 21 ms median added latency) */
 	if (rc == MOSQ_ERR_SUCCESS)
 		rc = mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+	/* publishes from the owner only queue and wake net_main */
 	if (rc == MOSQ_ERR_SUCCESS)
-		rc = mosquitto_reconnect_delay_set(m->mosq, 1, 30, true);
+		rc = mosquitto_threaded_set(m->mosq, true);
 	if (rc == MOSQ_ERR_SUCCESS)
 		rc = mosquitto_max_inflight_messages_set(m->mosq, m->window);
 	if (rc == MOSQ_ERR_SUCCESS && c->username != NULL)
@@ -524,6 +592,7 @@ mqtt_link_create(
 	pthread_cond_init(&m->changed, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&m->mu, NULL);
+	pthread_mutex_init(&m->detail_mu, NULL);
 	if (cb != NULL)
 		m->cb = *cb;
 	m->ud = ud;
@@ -532,7 +601,6 @@ mqtt_link_create(
 		m->cfg.protocol = 5;
 	if (m->cfg.keepalive_s <= 0)
 		m->cfg.keepalive_s = DEFAULT_KEEPALIVE;
-	m->revive_delay_ms = REVIVE_MIN_MS;
 	m->window = cfg->window == 0 ? DEFAULT_WINDOW : cfg->window;
 	if (m->window > MAX_WINDOW)
 		m->window = MAX_WINDOW;
@@ -549,6 +617,123 @@ fail:
 	return NULL;
 }
 
+/* ---- network thread -------------------------------------------------- */
+
+/* Starts a connection attempt with a clean slate; false once shutdown
+ * began (checked under mu, so no reconnect can start after it). */
+static bool
+begin_attempt(struct mqtt_link *m)
+{
+	pthread_mutex_lock(&m->detail_mu);
+	m->detail[0] = '\0';
+	pthread_mutex_unlock(&m->detail_mu);
+	mosquitto_log_callback_set(m->mosq, on_log);
+	pthread_mutex_lock(&m->mu);
+	bool go = !m->f.stopping;
+	if (go) {
+		m->f.attempt_settled = false;
+		m->f.attempt_connected = false;
+		m->f.in_loop = false;
+	}
+	pthread_mutex_unlock(&m->mu);
+	return go;
+}
+
+/* The attempt has its socket; returns whether shutdown began while it was
+ * connecting, too early for shutdown's mosquitto_disconnect to reach it. */
+static bool
+enter_loop(struct mqtt_link *m)
+{
+	pthread_mutex_lock(&m->mu);
+	m->f.in_loop = true;
+	bool stopping = m->f.stopping;
+	pthread_mutex_unlock(&m->mu);
+	return stopping;
+}
+
+/* The attempt is over with rc: records it when no callback did (2.0.11
+ * gives no on_disconnect for a failed TLS handshake). Returns whether it
+ * reached an accepted CONNACK. */
+static bool
+end_attempt(struct mqtt_link *m, int rc, const char *why)
+{
+	pthread_mutex_lock(&m->mu);
+	bool news = !m->f.attempt_settled;
+	if (news && m->f.up)
+		record_loss(m, rc, why);
+	else if (news)
+		record_failure(m, rc, false, why);
+	bool reached = m->f.attempt_connected;
+	m->f.in_loop = false;
+	pthread_cond_broadcast(&m->changed);
+	pthread_mutex_unlock(&m->mu);
+	if (news)
+		wake(m);
+	return reached;
+}
+
+/* Sleeps delay_ms, cut short by shutdown; false once shutdown began. */
+static bool
+backoff_wait(struct mqtt_link *m, int64_t delay_ms)
+{
+	int64_t until = now_ms() + delay_ms;
+	pthread_mutex_lock(&m->mu);
+	while (!m->f.stopping && now_ms() < until)
+		wait_changed(m, until);
+	bool go = !m->f.stopping;
+	pthread_mutex_unlock(&m->mu);
+	return go;
+}
+
+/* One libmosquitto call that may block (connect(), getaddrinfo(),
+ * select()) with cancellation allowed: shutdown's last resort. None of
+ * our locks is held there, and our callbacks turn it off again. */
+static int
+cancellable(struct mqtt_link *m, bool reconnect, char *why, size_t cap)
+{
+	int old;
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+	int rc = reconnect
+	    ? mosquitto_reconnect(m->mosq)
+	    : mosquitto_loop(m->mosq, m->cfg.keepalive_s * 1000, 1);
+	int saved_errno = errno;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	errno = saved_errno; /* MOSQ_ERR_ERRNO's text is strerror(errno) */
+	if (rc != MOSQ_ERR_SUCCESS)
+		snprintf(why, cap, "%s", rc_text(rc));
+	return rc;
+}
+
+/* The only thread that drives libmosquitto after mqtt_link_start: runs
+ * the loop until it returns, whatever the reason, then backs off and
+ * reconnects, until shutdown. */
+static void *
+net_main(void *arg)
+{
+	struct mqtt_link *m = arg;
+	int old;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	int rc = m->first_rc;
+	char why[WHY_MAX];
+	snprintf(why, sizeof(why), "%s", m->first_why);
+	int64_t delay_ms = BACKOFF_MIN_MS;
+	for (;;) {
+		/* reason 0: the broker discards the will */
+		if (rc == MOSQ_ERR_SUCCESS && enter_loop(m))
+			mosquitto_disconnect_v5(m->mosq, 0, NULL);
+		while (rc == MOSQ_ERR_SUCCESS)
+			rc = cancellable(m, false, why, sizeof(why));
+		if (end_attempt(m, rc, why))
+			delay_ms = BACKOFF_MIN_MS;
+		if (!backoff_wait(m, delay_ms) || !begin_attempt(m))
+			break;
+		delay_ms = delay_ms * 2 < BACKOFF_MAX_MS ? delay_ms * 2
+		                                         : BACKOFF_MAX_MS;
+		rc = cancellable(m, true, why, sizeof(why));
+	}
+	return NULL;
+}
+
 /* ---- owner thread ---------------------------------------------------- */
 
 static int
@@ -557,15 +742,23 @@ start_connecting(struct mqtt_link *m)
 	int rc = MOSQ_ERR_SUCCESS;
 	if (m->cfg.protocol == 5)
 		rc = store_connect_properties(m);
-	if (rc == MOSQ_ERR_SUCCESS)
-		rc = mosquitto_loop_start(m->mosq);
 	if (rc != MOSQ_ERR_SUCCESS)
 		return rc;
-	/* Refused or unreachable is fine: the loop thread retries. */
+	begin_attempt(m);
+	/* Refused or unreachable is fine: net_main retries. In threaded
+	 * mode this only queues CONNECT (no write that could fail and reset
+	 * the state, libraries.md Q2), and no other thread runs yet. */
 	rc = mosquitto_connect_async(
 	    m->mosq, m->cfg.host, m->cfg.port, m->cfg.keepalive_s);
 	if (rc == MOSQ_ERR_INVAL || rc == MOSQ_ERR_NOMEM)
 		return rc;
+	m->first_rc = rc;
+	snprintf(m->first_why, sizeof(m->first_why), "%s", rc_text(rc));
+	int err = pthread_create(&m->net_thread, NULL, net_main, m);
+	if (err != 0) {
+		errno = err;
+		return MOSQ_ERR_ERRNO;
+	}
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -633,8 +826,7 @@ prop_str_set(bool *has, char *dst, const char *s)
 /* The property list for msg: cached (borrowed, *owned = false) or freshly
  * built (the caller frees it, *owned = true). */
 static mosquitto_property *
-props_for(struct mqtt_link *m, const struct out_msg *msg, int *rc,
-    bool *owned)
+props_for(struct mqtt_link *m, const struct out_msg *msg, int *rc, bool *owned)
 {
 	const struct out_props *o = &msg->props;
 	*owned = false;
@@ -645,8 +837,10 @@ props_for(struct mqtt_link *m, const struct out_msg *msg, int *rc,
 		if (e->valid && e->content_type == o->content_type
 		    && e->utf8 == o->utf8 && e->expiry_s == o->expiry_s
 		    && prop_str_eq(e->has_type, e->type, o->type)
-		    && prop_str_eq(e->has_prompt_id, e->prompt_id, o->prompt_id)
-		    && prop_str_eq(e->has_instance, e->instance, o->instance)) {
+		    && prop_str_eq(
+		        e->has_prompt_id, e->prompt_id, o->prompt_id)
+		    && prop_str_eq(
+		        e->has_instance, e->instance, o->instance)) {
 			e->used = ++m->prop_clock;
 			return e->props;
 		}
@@ -794,7 +988,7 @@ report_connected(struct mqtt_link *m, bool session_present)
 	m->connected = true;
 	m->connects++;
 	m->retry_logged = false;
-	m->revive_delay_ms = REVIVE_MIN_MS;
+	m->series_failures = 0;
 	atomic_store(&m->connected_pub, true);
 	log_info("mqtt", "connected to %s:%d (MQTT %s, session %s)",
 	    m->cfg.host, m->cfg.port, m->cfg.protocol == 5 ? "5" : "3.1.1",
@@ -816,8 +1010,58 @@ report_lost(struct mqtt_link *m, const char *why)
 	log_warn("mqtt", "connection to %s:%d lost (%s); retrying",
 	    m->cfg.host, m->cfg.port, why);
 	m->retry_logged = true;
+	m->series_failures = 0;
+	snprintf(m->logged_why, sizeof(m->logged_why), "%s", why);
 	if (m->cb.on_disconnected != NULL)
 		m->cb.on_disconnected(m->ud, why);
+}
+
+/* Hints for the refusals a user can fix with an option. */
+static const char *
+refusal_hint(const struct mqtt_link *m, int rc)
+{
+	bool credentials = m->cfg.protocol == 5
+	    ? rc == MQTT_RC_BAD_USERNAME_OR_PASSWORD
+	        || rc == MQTT_RC_NOT_AUTHORIZED
+	    : rc == CONNACK_REFUSED_BAD_USERNAME_PASSWORD
+	        || rc == CONNACK_REFUSED_NOT_AUTHORIZED;
+	return credentials ? " (check --mqtt-username / --mqtt-password-file)"
+	                   : "";
+}
+
+/* Logs n more failed attempts of this outage: the first, then whenever
+ * the reason changes, and every FAILURE_LOG_EVERY-th, so that a broker
+ * refusing for hours does not write a line per retry. */
+static void
+report_failure(struct mqtt_link *m, const struct facts *f, uint64_t n)
+{
+	char why[sizeof(m->logged_why)];
+	if (f->failure_detail[0] != '\0')
+		snprintf(why, sizeof(why), "%s: %s", f->failure_why,
+		    f->failure_detail);
+	else
+		snprintf(why, sizeof(why), "%s", f->failure_why);
+	uint64_t before = m->series_failures;
+	m->series_failures += n;
+	bool changed = strcmp(why, m->logged_why) != 0;
+	bool nth = before / FAILURE_LOG_EVERY
+	    != m->series_failures / FAILURE_LOG_EVERY;
+	if (m->retry_logged && !changed && !nth)
+		return;
+	m->retry_logged = true;
+	snprintf(m->logged_why, sizeof(m->logged_why), "%s", why);
+	char attempts[48] = "";
+	if (m->series_failures > 1)
+		snprintf(attempts, sizeof(attempts), " (%llu failed attempts)",
+		    (unsigned long long) m->series_failures);
+	if (f->last_failure_refused)
+		log_warn("mqtt",
+		    "broker %s:%d refused the connection: %s%s; retrying%s",
+		    m->cfg.host, m->cfg.port, why,
+		    refusal_hint(m, f->last_failure_rc), attempts);
+	else
+		log_warn("mqtt", "cannot connect to %s:%d (%s); retrying%s",
+		    m->cfg.host, m->cfg.port, why, attempts);
 }
 
 /* Turns the facts into callbacks, one per transition, in order. A whole
@@ -836,73 +1080,15 @@ deliver_transitions(struct mqtt_link *m)
 		}
 		if (m->connected && m->seen_losses < f.losses) {
 			m->seen_losses++;
-			report_lost(m, rc_text(f.last_loss_rc));
+			report_lost(m, f.loss_why);
 			continue;
 		}
 		if (m->seen_failures < f.failures) {
+			uint64_t n = f.failures - m->seen_failures;
 			m->seen_failures = f.failures;
-			if (!m->retry_logged) {
-				m->retry_logged = true;
-				const char *why = f.last_failure_refused
-				    ? (m->cfg.protocol == 5
-				            ? mosquitto_reason_string(
-				                f.last_failure_rc)
-				            : mosquitto_connack_string(
-				                f.last_failure_rc))
-				    : rc_text(f.last_failure_rc);
-				log_warn("mqtt",
-				    "cannot connect to %s:%d (%s); "
-				    "retrying",
-				    m->cfg.host, m->cfg.port, why);
-			}
+			report_failure(m, &f, n);
 		}
 		return;
-	}
-}
-
-/* Restarts the loop thread after it gave up (loop_gave_up), with our own
- * backoff since libmosquitto's restarts from zero. The thread is exiting
- * or gone, so loop_stop(force) only joins it. A fresh loop thread with no
- * socket would sit in select() for a whole keepalive before retrying, so
- * the reconnect is started here, after loop_start (libraries.md Q2). */
-static void
-revive_loop(struct mqtt_link *m)
-{
-	pthread_mutex_lock(&m->mu);
-	bool dead = m->f.loop_dead;
-	int rc = m->f.loop_dead_rc;
-	pthread_mutex_unlock(&m->mu);
-	if (!dead)
-		return;
-	int64_t now = now_ms();
-	if (m->revive_at == 0) {
-		bool first = m->revive_delay_ms == REVIVE_MIN_MS;
-		m->revive_at = now + m->revive_delay_ms;
-		if (m->revive_delay_ms < REVIVE_MAX_MS)
-			m->revive_delay_ms *= 2;
-		if (first)
-			log_warn("mqtt",
-			    "libmosquitto stopped its network loop (%s); "
-			    "restarting it",
-			    rc_text(rc));
-	}
-	if (now < m->revive_at)
-		return;
-	m->revive_at = 0;
-	pthread_mutex_lock(&m->mu);
-	m->f.loop_dead = false;
-	pthread_mutex_unlock(&m->mu);
-	mosquitto_loop_stop(m->mosq, true);
-	int src = mosquitto_loop_start(m->mosq);
-	if (src == MOSQ_ERR_SUCCESS)
-		mosquitto_reconnect_async(
-		    m->mosq); /* failures: thread retries */
-	if (src != MOSQ_ERR_SUCCESS) {
-		log_error("mqtt", "cannot restart the network loop: %s",
-		    mosquitto_strerror(src));
-		pthread_mutex_lock(&m->mu);
-		m->f.loop_dead = true; /* try again later */
-		pthread_mutex_unlock(&m->mu);
 	}
 }
 
@@ -912,7 +1098,6 @@ mqtt_link_service(struct mqtt_link *m)
 	if (m == NULL || !m->started || m->stopped)
 		return;
 	deliver_transitions(m);
-	revive_loop(m);
 	deliver_messages(m);
 	if (m->connected)
 		drain_queue(m);
@@ -1020,6 +1205,25 @@ publish_last(struct mqtt_link *m, const struct out_msg *last, int64_t deadline)
 	pthread_mutex_unlock(&m->mu);
 }
 
+/* Joins the network thread, which ends by itself once it sees stopping
+ * unless it sits in a blocking connect() or in a select() on a socket the
+ * DISCONNECT cannot reach: then it is cancelled, as libmosquitto's own
+ * loop_stop(force) does. */
+static void
+stop_net_thread(struct mqtt_link *m)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts); /* pthread_timedjoin_np's clock */
+	int64_t ns = ts.tv_nsec + (int64_t) JOIN_WAIT_MS * 1000000;
+	ts.tv_sec += ns / 1000000000;
+	ts.tv_nsec = ns % 1000000000;
+	if (pthread_timedjoin_np(m->net_thread, NULL, &ts) == 0)
+		return;
+	log_debug("mqtt", "network thread did not stop in time: cancelling");
+	pthread_cancel(m->net_thread);
+	pthread_join(m->net_thread, NULL);
+}
+
 void
 mqtt_link_shutdown(
     struct mqtt_link *m, const struct out_msg *last, int timeout_ms)
@@ -1034,22 +1238,25 @@ mqtt_link_shutdown(
 
 	pthread_mutex_lock(&m->mu);
 	bool up = m->f.up;
+	bool in_loop = m->f.in_loop;
+	m->f.stopping = true;
+	pthread_cond_broadcast(&m->changed); /* ends a backoff wait */
 	pthread_mutex_unlock(&m->mu);
 	/* Reason 0 (normal disconnection): the broker discards the will,
-	 * which is right because `last` already said we are going. */
-	mosquitto_disconnect_v5(m->mosq, 0, NULL);
-	bool clean = false;
+	 * which is right because `last` already said we are going. This also
+	 * wakes the thread's select(). A thread still connecting is left
+	 * alone (the socket is being replaced): it sends its own DISCONNECT
+	 * once connected (net_main). */
+	if (in_loop)
+		mosquitto_disconnect_v5(m->mosq, 0, NULL);
 	if (up) {
 		int64_t until = now_ms() + DISCONNECT_WAIT_MS;
 		pthread_mutex_lock(&m->mu);
 		while (m->f.up && now_ms() < until)
 			wait_changed(m, until);
-		clean = !m->f.up;
 		pthread_mutex_unlock(&m->mu);
 	}
-	/* Without a confirmed close the thread may sit in a blocking
-	 * connect() or in a select() on a silent peer: cancel it. */
-	mosquitto_loop_stop(m->mosq, !clean);
+	stop_net_thread(m);
 	if (m->connected) {
 		m->connected = false;
 		atomic_store(&m->connected_pub, false);
@@ -1083,6 +1290,7 @@ mqtt_link_destroy(struct mqtt_link *m)
 	free(m->mid_state);
 	free_cfg_strings(&m->cfg);
 	pthread_cond_destroy(&m->changed);
+	pthread_mutex_destroy(&m->detail_mu);
 	pthread_mutex_destroy(&m->mu);
 	free(m);
 }
