@@ -685,16 +685,20 @@ backoff_wait(struct mqtt_link *m, int64_t delay_ms)
 	return go;
 }
 
-/* One libmosquitto call that may block (connect(), getaddrinfo(),
- * select()) with cancellation allowed: shutdown's last resort. None of
- * our locks is held there, and our callbacks turn it off again. */
+/* One libmosquitto call that may block (getaddrinfo(), select()) with
+ * cancellation allowed: shutdown's last resort. None of our locks is held
+ * there, and our callbacks turn it off again. The reconnect is the
+ * asynchronous one, like the first connect: the TCP and TLS handshakes
+ * then run in mosquitto_loop(), whose select() shutdown can wake, and the
+ * broker sees each attempt the same way (a blocking one had the whole
+ * ClientHello waiting at accept, which mosquitto logs differently). */
 static int
 cancellable(struct mqtt_link *m, bool reconnect, char *why, size_t cap)
 {
 	int old;
 	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
 	int rc = reconnect
-	    ? mosquitto_reconnect(m->mosq)
+	    ? mosquitto_reconnect_async(m->mosq)
 	    : mosquitto_loop(m->mosq, m->cfg.keepalive_s * 1000, 1);
 	int saved_errno = errno;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
@@ -1036,8 +1040,12 @@ static void
 report_failure(struct mqtt_link *m, const struct facts *f, uint64_t n)
 {
 	char why[sizeof(m->logged_why)];
+	/* libmosquitto's texts end with a period: not before the detail */
+	int base = (int) strlen(f->failure_why);
+	if (base > 0 && f->failure_why[base - 1] == '.')
+		base--;
 	if (f->failure_detail[0] != '\0')
-		snprintf(why, sizeof(why), "%s: %s", f->failure_why,
+		snprintf(why, sizeof(why), "%.*s: %s", base, f->failure_why,
 		    f->failure_detail);
 	else
 		snprintf(why, sizeof(why), "%s", f->failure_why);
