@@ -274,6 +274,7 @@ struct link_opts {
 	unsigned window;
 	int keepalive;
 	const char *will_topic;
+	bool tls; /* with the system's CAs */
 };
 
 static struct drv *
@@ -289,6 +290,7 @@ drv_start(const struct link_opts *o)
 		.port = o->port,
 		.client_id = o->id,
 		.protocol = o->protocol,
+		.tls = o->tls,
 		.keepalive_s = o->keepalive ? o->keepalive : 30,
 		.will_topic = o->will_topic,
 		.will_payload = "will-offline",
@@ -783,6 +785,40 @@ test_garbage_broker_keeps_retrying(void)
 	broker_destroy(b);
 }
 
+/* A TLS handshake that fails (here: the peer answers the ClientHello with
+ * bytes that are no TLS record) ends libmosquitto 2.0.11's own loop with
+ * MOSQ_ERR_TLS and no on_disconnect; the link must keep retrying with its
+ * backoff (1, 2, 4 s: the fourth attempt by about 7 s). */
+static void
+test_tls_handshake_failure_keeps_retrying(void)
+{
+	struct broker *b = broker_create(NULL);
+	struct garbage_srv g = { .fd = silent_listener(broker_port(b)) };
+	CHECK(g.fd >= 0);
+	pthread_create(&g.th, NULL, garbage_main, &g);
+	struct link_opts lo = { .port = broker_port(b),
+		.protocol = 5,
+		.id = "link-tls-fail",
+		.tls = true };
+	struct drv *d = drv_start(&lo);
+	long t0 = mono_ms();
+	CHECK(PUMP_UNTIL(
+	    d, __atomic_load_n(&g.conns, __ATOMIC_SEQ_CST) >= 4, 12000));
+	fprintf(stderr, "tls failure: 4 attempts in %.1f s\n",
+	    (mono_ms() - t0) / 1000.0);
+	CHECK(PUMP_UNTIL(d, stats(d).connect_failures >= 3, 2000));
+	CHECK(!stats(d).connected);
+	CHECK_STR(d->events, "");
+	t0 = mono_ms();
+	mqtt_link_shutdown(d->link, NULL, 0);
+	CHECK(mono_ms() - t0 <= 300);
+	g.stop = true;
+	pthread_join(g.th, NULL);
+	close(g.fd);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
 static void
 test_shutdown_live(void)
 {
@@ -881,6 +917,7 @@ main(void)
 	RUN(test_mqtt311);
 	RUN(test_silent_broker);
 	RUN(test_garbage_broker_keeps_retrying);
+	RUN(test_tls_handshake_failure_keeps_retrying);
 	RUN(test_shutdown_live);
 	RUN(test_shutdown_without_broker);
 	mosquitto_lib_cleanup();
