@@ -689,9 +689,8 @@ backoff_wait(struct mqtt_link *m, int64_t delay_ms)
  * cancellation allowed: shutdown's last resort. None of our locks is held
  * there, and our callbacks turn it off again. The reconnect is the
  * asynchronous one, like the first connect: the TCP and TLS handshakes
- * then run in mosquitto_loop(), whose select() shutdown can wake, and the
- * broker sees each attempt the same way (a blocking one had the whole
- * ClientHello waiting at accept, which mosquitto logs differently). */
+ * then run in mosquitto_loop(), whose select() shutdown can wake, instead
+ * of a blocking connect() only a cancellation ends. */
 static int
 cancellable(struct mqtt_link *m, bool reconnect, char *why, size_t cap)
 {
