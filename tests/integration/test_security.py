@@ -147,8 +147,13 @@ class TlsBroker(harness.Broker):
             return ""
 
     def tls_attempts(self):
-        """Connections accepted on the TLS listener since this start."""
-        return len(re.findall(r"New connection from \S+ on port %d\b" % self.tls_port, self.log()))
+        """Connection attempts on the TLS listener since this start. When the
+        client's TLS alert is already waiting at mosquitto's first
+        SSL_accept, mosquitto logs "Client connection from X failed"
+        instead of "New connection from X on port N"; only the TLS listener
+        can produce that line here, so both count."""
+        return len(re.findall(r"New connection from \S+ on port %d\b|Client connection from \S+ failed:"
+                              % self.tls_port, self.log()))
 
     def logins(self):
         """Successful logins of the bridge's user since this start."""
