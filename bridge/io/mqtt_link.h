@@ -1,5 +1,6 @@
-/* The broker link: libmosquitto in its own thread (mosquitto_loop_start,
- * started before connect_async), publishing from the loop thread. Owns the
+/* The broker link: libmosquitto driven by a network thread of the link's
+ * own (it reconnects with backoff whatever made mosquitto_loop() give up:
+ * refused, TLS, protocol errors), publishing from the loop thread. Owns the
  * bounded outgoing queue: nothing is handed to libmosquitto while the
  * broker is away, so nothing is handed over and forgotten. Callbacks from
  * the mosquitto thread only set flags and call cfg->wake; every mqtt_link_cb
@@ -74,12 +75,11 @@ int mqtt_link_start(struct mqtt_link *m);
  * Returns 0, or BR_EFULL when the bound dropped msg itself. */
 int mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg);
 
-/* Owner's thread: delivers pending callbacks, drains the queue while the
- * window allows, and restarts libmosquitto's loop thread when it gave up
- * for good (2.0.11 ends it on MOSQ_ERR_PROTOCOL, TLS, EAI, ...). A broker
+/* Owner's thread: delivers pending callbacks, logs connection failures
+ * (rate-limited) and drains the queue while the window allows. A broker
  * that accepts TCP but never sends CONNACK needs no watchdog here:
- * libmosquitto drops the attempt after keepalive_s and retries (tested).
- * Call after every wake and at least once a second. */
+ * libmosquitto drops the attempt after keepalive_s and the network thread
+ * retries (tested). Call after every wake and at least once a second. */
 void mqtt_link_service(struct mqtt_link *m);
 
 /* Subscribes (QoS 1) on every (re)connect. */
