@@ -105,6 +105,7 @@ struct engine {
 	/* retained memory */
 	struct dbuf info_payload;
 	struct dbuf current_payload;
+	char current_id[PROMPT_ID_MAX + 1];
 	bool broker_ever_connected;
 
 	/* earliest time engine_tick() has work; 0: nothing known */
@@ -443,6 +444,23 @@ state_topic(struct engine *e, const struct prompt *p)
 	    p->tid, strlen(p->tid), "state", NULL, 0);
 }
 
+/* Publishes a retained JSON payload (QoS 1) on <p>/<i>/<rest> and keeps a
+ * copy in keep (when given) for republishing after a broker reconnect. */
+static void
+publish_retained_json(struct engine *e, enum msg_class cls, const char *rest,
+    const char *type, const char *prompt_id, const char *json, size_t len,
+    struct dbuf *keep)
+{
+	if (keep != NULL && keep->p != json)
+		dbuf_set(keep, json, len);
+	if (topic_join(
+	        e->topic, sizeof(e->topic), e->prefix, e->instance, rest)
+	    < 0)
+		return;
+	emit(e, cls, e->topic, json, len, 1, true, "application/json", 0, type,
+	    prompt_id, e->topic);
+}
+
 /* Writes the state snapshot into e->obuf; returns its length or -1. */
 static long
 build_state(struct engine *e, struct prompt *p, int64_t now)
@@ -535,11 +553,9 @@ publish_state(struct engine *e, struct prompt *p, int64_t now)
 		len = build_state(e, p, now);
 		if (len < 0)
 			return;
-		dbuf_set(&e->current_payload, e->obuf, (size_t) len);
-		topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-		    "current");
-		emit(e, MSG_CRITICAL, e->topic, e->obuf, (size_t) len, 1, true,
-		    "application/json", 0, "current", p->id, e->topic);
+		snprintf(e->current_id, sizeof(e->current_id), "%s", p->id);
+		publish_retained_json(e, MSG_CRITICAL, "current", "current",
+		    p->id, e->obuf, (size_t) len, &e->current_payload);
 	}
 }
 
@@ -1539,11 +1555,8 @@ publish_info(struct engine *e, int64_t now)
 	jsonw_obj_end(&w);
 	if (jsonw_finish(&w) != 0)
 		return;
-	dbuf_set(&e->info_payload, w.buf, w.len);
-	topic_join(
-	    e->topic, sizeof(e->topic), e->prefix, e->instance, "bridge/info");
-	emit(e, MSG_CRITICAL, e->topic, w.buf, w.len, 1, true,
-	    "application/json", 0, "info", NULL, e->topic);
+	publish_retained_json(e, MSG_CRITICAL, "bridge/info", "info", NULL,
+	    w.buf, w.len, &e->info_payload);
 }
 
 static void
@@ -1552,25 +1565,17 @@ republish_retained(struct engine *e)
 	publish_text(
 	    e, "upstream/state", e->upstream_up ? "online" : "offline");
 	if (e->info_payload.len) {
-		topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-		    "bridge/info");
-		emit(e, MSG_CRITICAL, e->topic, e->info_payload.p,
-		    e->info_payload.len, 1, true, "application/json", 0,
-		    "info", NULL, e->topic);
+		publish_retained_json(e, MSG_CRITICAL, "bridge/info", "info",
+		    NULL, e->info_payload.p, e->info_payload.len, NULL);
 	}
 	if (e->queue_payload.len) {
-		topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-		    "queue");
-		emit(e, MSG_LIFECYCLE, e->topic, e->queue_payload.p,
-		    e->queue_payload.len, 1, true, "application/json", 0,
-		    "queue", NULL, e->topic);
+		publish_retained_json(e, MSG_LIFECYCLE, "queue", "queue", NULL,
+		    e->queue_payload.p, e->queue_payload.len, NULL);
 	}
 	if (e->current_payload.len) {
-		topic_join(e->topic, sizeof(e->topic), e->prefix, e->instance,
-		    "current");
-		emit(e, MSG_CRITICAL, e->topic, e->current_payload.p,
-		    e->current_payload.len, 1, true, "application/json", 0,
-		    "current", NULL, e->topic);
+		publish_retained_json(e, MSG_CRITICAL, "current", "current",
+		    e->current_id, e->current_payload.p,
+		    e->current_payload.len, NULL);
 	}
 	unsigned i = 0;
 	struct prompt *p;
@@ -1808,11 +1813,8 @@ publish_queue(struct engine *e, const struct queue_item *items, size_t n_run,
 	jsonw_obj_end(&w);
 	if (jsonw_finish(&w) != 0)
 		return;
-	dbuf_set(&e->queue_payload, w.buf, w.len);
-	topic_join(
-	    e->topic, sizeof(e->topic), e->prefix, e->instance, "queue");
-	emit(e, MSG_LIFECYCLE, e->topic, w.buf, w.len, 1, true,
-	    "application/json", 0, "queue", NULL, e->topic);
+	publish_retained_json(e, MSG_LIFECYCLE, "queue", "queue", NULL, w.buf,
+	    w.len, &e->queue_payload);
 }
 
 static void
