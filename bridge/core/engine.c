@@ -1007,6 +1007,18 @@ finish_prompt(struct engine *e, struct prompt *p, enum prompt_status st,
 	publish_state(e, p, now);
 	publish_completion(e, p, now);
 	seen_add(e, p->id, p->id_len);
+	/* A finished prompt is kept until its state expires (dedupe, TTL
+	 * clear, republish from p->state); the parts the state was built
+	 * from are not needed any more: memory stays flat with many prompts. */
+	dbuf_free(&p->cached);
+	dbuf_free(&p->done);
+	dbuf_free(&p->node_ms);
+	dbuf_free(&p->error);
+	for (unsigned i = 0; i < p->n_outputs; i++)
+		dbuf_free(&p->outputs[i].json);
+	free(p->outputs);
+	p->outputs = NULL;
+	p->n_outputs = p->cap_outputs = 0;
 }
 
 /* ------------------------------------------------------------------ */
