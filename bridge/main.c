@@ -157,6 +157,13 @@ do_http_get(
 	}
 }
 
+static void
+do_reconnect_upstream(void *ud)
+{
+	struct app *a = ud;
+	ws_client_reconnect(a->ws);
+}
+
 static bool
 event_allowed(void *ud, const char *type, size_t len)
 {
@@ -468,6 +475,7 @@ setup(struct app *a)
 		.state_ttl_s = c->state_ttl,
 		.max_tokens = c->max_tokens,
 		.history_items = c->history_items,
+		.upstream_watchdog_s = c->upstream_watchdog,
 		.health_interval_s = c->health_interval,
 		.previews = c->previews,
 		.preview_max_bytes = c->preview_max_bytes,
@@ -479,8 +487,10 @@ setup(struct app *a)
 		.write_options = write_options,
 		.write_options_ud = c,
 	};
-	struct engine_io eio
-	    = { .publish = do_publish, .http_get = do_http_get, .ud = a };
+	struct engine_io eio = { .publish = do_publish,
+		.http_get = do_http_get,
+		.reconnect_upstream = do_reconnect_upstream,
+		.ud = a };
 
 	char will_topic[600];
 	snprintf(will_topic, sizeof(will_topic), "%s/%s/bridge/state",

@@ -346,6 +346,17 @@ static const struct opt options[] = {
 	    .lo = 1,
 	    .hi = 1000,
 	    .help = "newest history entries read when the queue shrinks" },
+	{ .name = "upstream-watchdog",
+	    .kind = OPT_INT,
+	    .off = F(upstream_watchdog),
+	    .def = "60",
+	    .metavar = "SECONDS",
+	    .unit = "seconds",
+	    .lo = 1,
+	    .hi = 3600,
+	    .help
+	    = "after this long without a frame, check through GET /queue "
+	      "that the WebSocket still receives (reconnect if not)" },
 	{ .name = "print",
 	    .kind = OPT_BOOL,
 	    .off = F(print),

@@ -58,6 +58,7 @@ struct config {
 	size_t max_frame_bytes; /* default 16 MiB */
 	unsigned max_tokens; /* default 8192 */
 	unsigned history_items; /* GET /history?max_items=N, default 20 */
+	int upstream_watchdog; /* seconds of silence before a liveness check */
 
 	/* Output */
 	bool print;

@@ -97,6 +97,13 @@ struct engine {
 	struct dbuf queue_ids; /* to detect changes */
 	char running_id[PROMPT_ID_MAX + 1]; /* prompt executing live */
 
+	/* liveness of the WebSocket (orphaned socket, protocol.md §1.4) */
+	int64_t upstream_up_at;
+	int64_t last_status_count; /* queue_remaining of the last status */
+	int64_t next_watchdog_at;
+	int64_t watchdog_asked_at; /* a watchdog check is in flight */
+	unsigned watchdog_mismatches;
+
 	/* history list */
 	bool baseline_taken, list_inflight, list_pending;
 	uint64_t seen[SEEN_RING];
@@ -1009,7 +1016,8 @@ finish_prompt(struct engine *e, struct prompt *p, enum prompt_status st,
 	seen_add(e, p->id, p->id_len);
 	/* A finished prompt is kept until its state expires (dedupe, TTL
 	 * clear, republish from p->state); the parts the state was built
-	 * from are not needed any more: memory stays flat with many prompts. */
+	 * from are not needed any more: memory stays flat with many prompts.
+	 */
 	dbuf_free(&p->cached);
 	dbuf_free(&p->done);
 	dbuf_free(&p->node_ms);
@@ -1365,6 +1373,7 @@ handle_global_event(struct engine *e, const struct json_doc *d,
 	if (ev->kind == EVK_STATUS) {
 		publish_envelope(e, &env);
 		if (ev->has_queue_remaining) {
+			e->last_status_count = ev->queue_remaining;
 			print_line(e, "[STATUS] Queue remaining: %lld",
 			    (long long) ev->queue_remaining);
 			e->queue_remaining = ev->queue_remaining;
@@ -1663,6 +1672,9 @@ engine_on_upstream(struct engine *e, bool up, int64_t now)
 		return;
 	}
 	print_line(e, "Connected! Listening for events...");
+	e->upstream_up_at = now;
+	e->watchdog_asked_at = 0;
+	e->watchdog_mismatches = 0;
 	e->poll_failures = 0;
 	e->poll_retry_at = 0;
 	if (e->upstream_ever_up) {
@@ -1829,6 +1841,61 @@ publish_queue(struct engine *e, const struct queue_item *items, size_t n_run,
 	    w.len, &e->queue_payload);
 }
 
+/* True while a watchdog check is in flight and no frame came since it was
+ * asked: then a queue change or a newly finished prompt (both of which
+ * ComfyUI announces with a broadcast status frame) means we are deaf. */
+static bool
+watchdog_silent(const struct engine *e)
+{
+	return e->watchdog_asked_at != 0
+	    && e->last_frame_at < e->watchdog_asked_at;
+}
+
+static void
+orphaned(struct engine *e, const char *evidence)
+{
+	log_warn("ws",
+	    "no frame for %lld s although %s: the WebSocket looks orphaned "
+	    "(protocol.md 1.4); reconnecting",
+	    (long long) (e->watchdog_asked_at
+	        - (e->last_frame_at > e->upstream_up_at ? e->last_frame_at
+	                                                : e->upstream_up_at))
+	        / 1000,
+	    evidence);
+	e->watchdog_asked_at = 0;
+	e->watchdog_mismatches = 0;
+	if (e->io.reconnect_upstream)
+		e->io.reconnect_upstream(e->io.ud);
+}
+
+/* Runs from engine_tick: after a silence, ask /queue and /history whether
+ * anything happened that we should have heard about. */
+static int64_t
+watchdog_tick(struct engine *e, int64_t now)
+{
+	int64_t period = (int64_t) (e->cfg.upstream_watchdog_s > 0
+	                         ? e->cfg.upstream_watchdog_s
+	                         : 60)
+	    * 1000;
+	if (!e->upstream_up)
+		return 0;
+	int64_t last = e->last_frame_at > e->upstream_up_at
+	    ? e->last_frame_at
+	    : e->upstream_up_at;
+	int64_t due = last + period;
+	if (e->next_watchdog_at > due)
+		due = e->next_watchdog_at;
+	if (now < due)
+		return due;
+	if (!e->poll_inflight && !e->list_inflight) {
+		e->watchdog_asked_at = now;
+		request_poll(e);
+		request_history_list(e);
+	}
+	e->next_watchdog_at = now + period;
+	return e->next_watchdog_at;
+}
+
 static void
 on_queue(struct engine *e, const char *body, size_t len, int64_t now)
 {
@@ -1885,6 +1952,15 @@ on_queue(struct engine *e, const char *body, size_t len, int64_t now)
 	publish_queue(e, items, nr, n, now);
 	free(items);
 	e->resyncing = false;
+	if (watchdog_silent(e)) {
+		/* two checks in a row, in case a status frame is in flight */
+		if ((int64_t) n != e->last_status_count) {
+			if (++e->watchdog_mismatches >= 2)
+				orphaned(e, "the queue changed");
+		} else {
+			e->watchdog_mismatches = 0;
+		}
+	}
 }
 
 /* Reports a finished prompt read from a history entry. */
@@ -2007,6 +2083,7 @@ on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 	if (json_parse(e->http_parser, body, len, true, &d) != JSON_OK)
 		return;
 	int n = json_size(&d, 0), k = 1;
+	bool deaf = false;
 	bool baseline = !e->baseline_taken;
 	e->baseline_taken = true;
 	for (int i = 0; i < n; i++, k = json_skip(&d, k + 1)) {
@@ -2025,6 +2102,8 @@ on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 			continue;
 		if (!p) {
 			bool created;
+			if (watchdog_silent(e))
+				deaf = true;
 			p = tracker_get(e->tracker, id, (size_t) il, &created);
 			p->source = SRC_HISTORY;
 			p->queued_at = 0;
@@ -2034,6 +2113,8 @@ on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 		}
 		apply_history_entry(e, p, &d, k + 1, now);
 	}
+	if (deaf)
+		orphaned(e, "a prompt finished");
 }
 
 static void
@@ -2236,6 +2317,7 @@ engine_tick(struct engine *e, int64_t now, const struct engine_health_io *h)
 			next = min_due(next, p->expire_at);
 		}
 	}
+	next = min_due(next, watchdog_tick(e, now));
 	if (now >= e->next_health_at) {
 		publish_health(e, now, h);
 		e->next_health_at

@@ -29,6 +29,9 @@ struct engine_io {
 	 * the answer comes back through engine_on_http(kind, tag). */
 	void (*http_get)(void *ud, enum engine_http_kind kind,
 	    const char *path, const char *tag);
+	/* The WebSocket looks orphaned (protocol.md §1.4: open, but ComfyUI
+	 * no longer sends it anything): close it and connect again. */
+	void (*reconnect_upstream)(void *ud);
 	void *ud;
 };
 
@@ -55,6 +58,7 @@ struct engine_cfg {
 	unsigned http_max_tokens; /* for /queue and /history; 0: 262144 */
 	unsigned max_prompts; /* prompts tracked at once; 0: 1024 */
 	unsigned history_items;
+	int upstream_watchdog_s; /* silence before a liveness check; 0: 60 */
 	int health_interval_s;
 	bool previews;
 	size_t preview_max_bytes;

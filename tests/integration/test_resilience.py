@@ -877,3 +877,30 @@ def test_reconnect_after_drop_still_receives_targeted_frames(broker, sim, collec
             problems.append("simulator sockets for our id: %r (want exactly one, registered)" % socks)
         assert not problems, "round %d after /_sim/drop:\n  %s%s" % (round_, "\n  ".join(problems), bridge.context())
     common_checks(collector, bridge)
+
+
+def test_orphaned_socket_is_detected_and_replaced(broker, sim, collector, make_bridge):
+    """protocol.md §1.4: the race can leave the bridge's socket open but
+    unregistered, so ComfyUI sends it nothing, not even broadcasts. With
+    --upstream-watchdog 1, a silent second makes the bridge compare /queue
+    and /history with what it heard; a prompt that ran meanwhile proves the
+    socket deaf, the bridge reconnects, and the prompt is still reported
+    exactly once."""
+    bridge = make_bridge(sim.url, broker.url, extra_args=("--upstream-watchdog", "1"))
+    bridge.wait_connected(collector, sim)
+    connects = sim.clients()["connects"]
+    since = collector.mark()
+    assert sim.req("POST", "/_sim/orphan", {"client_id": bridge.client_id})["orphaned"], sim.clients()
+    pid = sim.submit(client_id=bridge.client_id, steps=3, step_ms=10)["prompt_id"]
+    back = harness.wait_until(lambda: sim.clients()["connects"] > connects and sim.has_client(bridge.client_id),
+                              20)
+    assert back, "the orphaned bridge did not reconnect: %r%s" % (sim.clients(), bridge.context())
+    collector.wait_for(lambda _m: finished(collector, pid, since), timeout=TERMINAL_WAIT)
+    collector.wait_quiet(quiet=0.5, timeout=5)
+    problems = finish_problems(collector, broker, pid, "execution_success", ("live", "poll", "history"), since)
+    assert not problems, "\n  ".join(problems) + bridge.context()
+    assert "looks orphaned" in bridge.stderr_tail(400), bridge.context()
+    # the new socket is registered and hears broadcasts again
+    pid2 = sim.submit(client_id=bridge.client_id, steps=3, step_ms=10)["prompt_id"]
+    collector.wait_for(lambda _m: finished(collector, pid2, since), timeout=TERMINAL_WAIT)
+    common_checks(collector, bridge)

@@ -1045,6 +1045,7 @@ class Routes:
             ("POST", "/_sim/replay", self.sim_replay),
             ("POST", "/_sim/send", self.sim_send),
             ("POST", "/_sim/drop", self.sim_drop),
+            ("POST", "/_sim/orphan", self.sim_orphan),
             ("GET", "/_sim/clients", self.sim_clients),
             ("GET", "/_sim/state", self.sim_state),
             ("POST", "/_sim/history", self.sim_history),
@@ -1289,6 +1290,19 @@ class Routes:
                     sock.transport.abort()
                 dropped += 1
         return reply({"dropped": dropped})
+
+    async def sim_orphan(self, request: web.Request) -> web.Response:
+        """The end state of the reconnect race (protocol.md §1.4): the
+        registry entry of client_id is deleted while its socket stays open,
+        so that socket receives nothing at all any more, not even
+        broadcasts."""
+        try:
+            body = await read_json(request, {})
+        except ValueError as exc:
+            return json_error(str(exc))
+        cid = body.get("client_id") if isinstance(body, dict) else None
+        removed = self.s.registry.pop(cid, None) is not None
+        return reply({"orphaned": removed})
 
     async def sim_clients(self, request: web.Request) -> web.Response:
         s = self.s

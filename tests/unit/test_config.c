@@ -871,6 +871,7 @@ test_help_lists_everything(void)
 		"max-frame-bytes",
 		"max-tokens",
 		"history-items",
+		"upstream-watchdog",
 		"print",
 		"print-timestamps",
 		"log-level",
