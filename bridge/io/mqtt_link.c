@@ -70,8 +70,12 @@ enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 	     */
 #define DISCONNECT_WAIT_MS 80
 #define JOIN_WAIT_MS       100 /* then the network thread is cancelled */
-#define BACKOFF_MIN_MS     1000
+/* contract §4.4: 0.25 s doubling to 30 s, +-20 % jitter, reset once a
+ * connection stayed up for a minute */
+#define BACKOFF_MIN_MS     250
 #define BACKOFF_MAX_MS     30000
+#define BACKOFF_JITTER_PCT 20
+#define BACKOFF_STABLE_MS  60000
 #define WHY_MAX            160
 #define DETAIL_MAX         320 /* libmosquitto's error lines (OpenSSL's) */
 #define FAILURE_LOG_EVERY                                                     \
@@ -672,6 +676,19 @@ end_attempt(struct mqtt_link *m, int rc, const char *why)
 	return reached;
 }
 
+/* delay_ms +- BACKOFF_JITTER_PCT, so that many bridges restarted together
+ * do not reconnect in lockstep (net thread only: the state is its own). */
+static int64_t
+jittered(int64_t delay_ms, uint32_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 17;
+	*state ^= *state << 5;
+	int64_t span = delay_ms * BACKOFF_JITTER_PCT / 100;
+	return delay_ms - span
+	    + (int64_t) (*state % (uint32_t) (2 * span + 1));
+}
+
 /* Sleeps delay_ms, cut short by shutdown; false once shutdown began. */
 static bool
 backoff_wait(struct mqtt_link *m, int64_t delay_ms)
@@ -720,15 +737,21 @@ net_main(void *arg)
 	char why[WHY_MAX];
 	snprintf(why, sizeof(why), "%s", m->first_why);
 	int64_t delay_ms = BACKOFF_MIN_MS;
+	uint32_t seed = (uint32_t) now_ms() ^ (uint32_t) (uintptr_t) m;
+	seed = seed ? seed : 1;
 	for (;;) {
 		/* reason 0: the broker discards the will */
 		if (rc == MOSQ_ERR_SUCCESS && enter_loop(m))
 			mosquitto_disconnect_v5(m->mosq, 0, NULL);
+		int64_t began = now_ms();
 		while (rc == MOSQ_ERR_SUCCESS)
 			rc = cancellable(m, false, why, sizeof(why));
-		if (end_attempt(m, rc, why))
+		/* a broker that accepts and drops at once must not reset it */
+		if (end_attempt(m, rc, why)
+		    && now_ms() - began >= BACKOFF_STABLE_MS)
 			delay_ms = BACKOFF_MIN_MS;
-		if (!backoff_wait(m, delay_ms) || !begin_attempt(m))
+		if (!backoff_wait(m, jittered(delay_ms, &seed))
+		    || !begin_attempt(m))
 			break;
 		delay_ms = delay_ms * 2 < BACKOFF_MAX_MS ? delay_ms * 2
 		                                         : BACKOFF_MAX_MS;
