@@ -468,6 +468,23 @@ publish_retained_json(struct engine *e, enum msg_class cls, const char *rest,
 	    prompt_id, e->topic);
 }
 
+/* The members state and completion end with: error, source, ts/seq/run,
+ * the truncation mark; closes the object. */
+static void
+w_outcome_tail(struct engine *e, struct jsonw *w, const struct prompt *p,
+    int64_t now, bool truncated)
+{
+	if (p->error.len)
+		jsonw_kraw(w, "error", p->error.p, p->error.len);
+	else
+		jsonw_knull(w, "error");
+	jsonw_kstr(w, "source", prompt_source_name(p->source));
+	w_common_tail(e, w, now);
+	if (truncated)
+		jsonw_kbool(w, "truncated", true);
+	jsonw_obj_end(w);
+}
+
 /* Writes the state snapshot into e->obuf; returns its length or -1. */
 static long
 build_state(struct engine *e, struct prompt *p, int64_t now)
@@ -519,15 +536,7 @@ build_state(struct engine *e, struct prompt *p, int64_t now)
 		truncated |= w_outputs(&w, p, data_budget(e, &w) / 2);
 	else
 		jsonw_knull(&w, "outputs");
-	if (p->error.len)
-		jsonw_kraw(&w, "error", p->error.p, p->error.len);
-	else
-		jsonw_knull(&w, "error");
-	jsonw_kstr(&w, "source", prompt_source_name(p->source));
-	w_common_tail(e, &w, now);
-	if (truncated)
-		jsonw_kbool(&w, "truncated", true);
-	jsonw_obj_end(&w);
+	w_outcome_tail(e, &w, p, now, truncated);
 	if (jsonw_finish(&w) != 0) {
 		log_warn("bridge", "state of %s does not fit; not published",
 		    p->tid);
@@ -597,15 +606,7 @@ publish_completion(struct engine *e, struct prompt *p, int64_t now)
 	else
 		jsonw_knull(&w, "duration_ms");
 	bool truncated = w_outputs(&w, p, data_budget(e, &w) / 2);
-	if (p->error.len)
-		jsonw_kraw(&w, "error", p->error.p, p->error.len);
-	else
-		jsonw_knull(&w, "error");
-	jsonw_kstr(&w, "source", prompt_source_name(p->source));
-	w_common_tail(e, &w, now);
-	if (truncated)
-		jsonw_kbool(&w, "truncated", true);
-	jsonw_obj_end(&w);
+	w_outcome_tail(e, &w, p, now, truncated);
 	if (jsonw_finish(&w) != 0) {
 		log_warn("bridge", "completion of %s does not fit", p->tid);
 		return;
