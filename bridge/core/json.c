@@ -121,6 +121,13 @@ is_word(const char *p, size_t n, const char *word)
 	return n == strlen(word) && memcmp(p, word, n) == 0;
 }
 
+/* First bytes of a validated primitive: NaN, Infinity or -Infinity? */
+static bool
+is_nonfinite_text(const char *p)
+{
+	return p[0] == 'N' || p[0] == 'I' || (p[0] == '-' && p[1] == 'I');
+}
+
 static bool
 is_primitive(const char *p, size_t n)
 {
@@ -340,10 +347,13 @@ place_token(
 	return JSON_OK;
 }
 
+/* Also sets *finite_prefix (see struct json_doc). */
 static int
-validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok)
+validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
+    int *finite_prefix)
 {
 	struct frame stack[JSON_MAX_DEPTH];
+	*finite_prefix = ntok;
 	int depth = 0;
 	int pos = first;
 	for (int i = 0; i < ntok; i++) {
@@ -381,6 +391,9 @@ validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok)
 			if (!is_primitive(
 			        buf + t->start, (size_t) (t->end - t->start)))
 				return JSON_E_SYNTAX;
+			if (*finite_prefix == ntok
+			    && is_nonfinite_text(buf + t->start))
+				*finite_prefix = i;
 			pos = t->end;
 			break;
 		case JSMN_OBJECT:
@@ -470,6 +483,7 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 	out->len = len;
 	out->tok = p->tok;
 	out->ntok = 0;
+	out->finite_prefix = 0;
 	if (len > INT_MAX)
 		return JSON_E_SYNTAX; /* jsmn counts in int */
 	size_t first = 0, last = len;
@@ -490,12 +504,14 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 		return JSON_E_TOKENS;
 	if (r <= 0)
 		return JSON_E_SYNTAX;
-	rc = validate(buf, (int) first, (int) last, p->tok, r);
+	int finite_prefix;
+	rc = validate(buf, (int) first, (int) last, p->tok, r, &finite_prefix);
 	if (rc != JSON_OK)
 		return rc;
 	if (require_object && p->tok[0].type != JSMN_OBJECT)
 		return JSON_E_NOT_OBJECT;
 	out->ntok = r;
+	out->finite_prefix = finite_prefix;
 	return JSON_OK;
 }
 
@@ -580,9 +596,7 @@ json_is_nonfinite(const struct json_doc *d, int i)
 	const jsmntok_t *t = tok_at(d, i);
 	if (!t || t->type != JSMN_PRIMITIVE)
 		return false;
-	char c = d->buf[t->start];
-	return c == 'N' || c == 'I'
-	    || (c == '-' && d->buf[t->start + 1] == 'I');
+	return is_nonfinite_text(d->buf + t->start);
 }
 
 bool
@@ -987,12 +1001,95 @@ emit_value(struct emitter *e, int i, size_t limit, bool whole, int *next)
 	return true;
 }
 
-int
-json_emit(const struct json_doc *d, int i, struct jsonw *w, size_t budget,
+/* End of the validated string whose content starts at s (just after its
+ * opening quote): the closing quote, the first quote not escaped by an odd
+ * run of backslashes before it. */
+static const char *
+string_close(const char *s, const char *end)
+{
+	for (;;) {
+		const char *q = memchr(s, '"', (size_t) (end - s));
+		if (!q)
+			return end - 1; /* cannot happen on a validated doc */
+		const char *b = q;
+		while (b[-1] == '\\')
+			b--;
+		if (((q - b) & 1) == 0)
+			return q;
+		s = q + 1;
+	}
+}
+
+/* Writes the validated value src[0..n) to dst without the whitespace
+ * outside its strings, or only counts when dst is NULL. Outside strings a
+ * valid document has no byte <= ' ' but whitespace. Returns the length. */
+static size_t
+compact_copy(char *dst, const char *src, size_t n)
+{
+	const char *p = src, *end = src + n;
+	size_t k = 0;
+	while (p < end) {
+		char c = *p++;
+		if (c == '"') {
+			const char *q = string_close(p, end) + 1;
+			size_t len = (size_t) (q - p) + 1;
+			if (dst)
+				memcpy(dst + k, p - 1, len);
+			k += len;
+			p = q;
+		} else if ((unsigned char) c > ' ') {
+			if (dst)
+				dst[k] = c;
+			k++;
+		}
+	}
+	return k;
+}
+
+/* The fast path of json_emit: when the subtree at i has no NaN/Infinity
+ * (which must become null) and its compact form fits both the budget and
+ * the writer, that form is exactly what emit_value would write, so its
+ * bytes are copied with the whitespace outside strings dropped. Returns
+ * false, with w as it was, when emit_value must do the work instead. */
+static bool
+emit_compact(const struct json_doc *d, int i, struct jsonw *w, size_t budget)
+{
+	/* emit_value fails with BR_EDEPTH past the writer's depth; leave
+	 * anything near that to it */
+	if (w->err || w->depth + JSON_MAX_DEPTH >= JSONW_MAX_DEPTH)
+		return false;
+	int end = json_skip(d, i);
+	int from = i > d->finite_prefix ? i : d->finite_prefix;
+	for (int j = from; j < end; j++)
+		if (d->tok[j].type == JSMN_PRIMITIVE
+		    && is_nonfinite_text(d->buf + d->tok[j].start))
+			return false;
+
+	size_t n;
+	const char *src = json_raw_value(d, i, &n);
+	struct jsonw_mark m = jsonw_mark(w);
+	/* an empty raw value: the separator and the writer's bookkeeping of
+	 * one value, exactly as emit_value's first write would do them */
+	jsonw_raw(w, "", 0);
+	if (w->err)
+		return false; /* emit_value then finds the same sticky error */
+	size_t cap = jsonw_room(w);
+	if (budget > 0 && budget < cap)
+		cap = budget;
+	/* the compact form is never longer than the raw bytes */
+	if (n > cap && compact_copy(NULL, src, n) > cap) {
+		jsonw_rewind(w, &m);
+		return false;
+	}
+	w->len += compact_copy(w->buf + w->len, src, n);
+	w->buf[w->len] = '\0';
+	return true;
+}
+
+static int
+emit_tokenwise(const struct json_doc *d, int i, struct jsonw *w, size_t budget,
     bool *truncated)
 {
-	if (!tok_at(d, i))
-		return BR_EINVAL;
 	struct emitter e = { d, w, truncated };
 	size_t limit = SIZE_MAX;
 	if (budget > 0) {
@@ -1002,4 +1099,24 @@ json_emit(const struct json_doc *d, int i, struct jsonw *w, size_t budget,
 	int next;
 	emit_value(&e, i, limit, false, &next);
 	return w->err;
+}
+
+int
+json_emit(const struct json_doc *d, int i, struct jsonw *w, size_t budget,
+    bool *truncated)
+{
+	if (!tok_at(d, i))
+		return BR_EINVAL;
+	if (emit_compact(d, i, w, budget))
+		return 0;
+	return emit_tokenwise(d, i, w, budget, truncated);
+}
+
+int
+json_emit_tokenwise_for_tests(const struct json_doc *d, int i, struct jsonw *w,
+    size_t budget, bool *truncated)
+{
+	if (!tok_at(d, i))
+		return BR_EINVAL;
+	return emit_tokenwise(d, i, w, budget, truncated);
 }

@@ -47,6 +47,11 @@ struct json_doc {
 	size_t len;
 	const jsmntok_t *tok;
 	int ntok;
+	/* Tokens [0, finite_prefix) hold no NaN/Infinity/-Infinity, so
+	 * json_emit may copy their bytes as they are. json_parse sets it (ntok
+	 * when there is none); 0, as in a zero-initialised doc, promises
+	 * nothing. */
+	int finite_prefix;
 };
 
 struct json_parser;
@@ -114,5 +119,10 @@ int json_get_bool(const struct json_doc *d, int i, bool *out);
  * smaller than that is exceeded by. Returns 0 or the writer's error. */
 int json_emit(const struct json_doc *d, int i, struct jsonw *w, size_t budget,
     bool *truncated);
+
+/* Tests only: json_emit without its fast path (the compacted copy of a whole
+ * subtree), so tests can check both give the same bytes. */
+int json_emit_tokenwise_for_tests(const struct json_doc *d, int i,
+    struct jsonw *w, size_t budget, bool *truncated);
 
 #endif

@@ -67,6 +67,98 @@ reparse(const char *s)
 	return json_parse(check, s, strlen(s), false, &d);
 }
 
+/* Where the value under test is written: a fresh document, an array that
+ * already has an element, or an object after a key and another member. */
+enum emit_ctx { CTX_TOP, CTX_ARRAY, CTX_OBJECT, CTX_COUNT };
+
+/* Writes ctx's prefix, value i of d (through json_emit, or the token-by-token
+ * path when tokenwise), then one more member and the closers, into out. */
+static int
+emit_in_ctx(const struct json_doc *d, int i, size_t budget, enum emit_ctx ctx,
+    bool tokenwise, char *out, size_t cap, bool *truncated, int *finish)
+{
+	struct jsonw w;
+	jsonw_init(&w, out, cap);
+	*truncated = false;
+	if (ctx == CTX_ARRAY) {
+		jsonw_arr_begin(&w);
+		jsonw_int(&w, 7);
+	} else if (ctx == CTX_OBJECT) {
+		jsonw_obj_begin(&w);
+		jsonw_kint(&w, "before", 7);
+		jsonw_key(&w, "v");
+	}
+	int rc = tokenwise
+	    ? json_emit_tokenwise_for_tests(d, i, &w, budget, truncated)
+	    : json_emit(d, i, &w, budget, truncated);
+	if (ctx == CTX_ARRAY) {
+		jsonw_null(&w);
+		jsonw_arr_end(&w);
+	} else if (ctx == CTX_OBJECT) {
+		jsonw_kbool(&w, "after", true);
+		jsonw_obj_end(&w);
+	}
+	*finish = jsonw_finish(&w);
+	return rc;
+}
+
+static int fast_slow_compared;
+
+/* json_emit (fast path when it applies) and the token-by-token path give
+ * the same bytes, result, truncation and writer state for value i. */
+static void
+check_fast_eq_slow(const struct json_doc *d, int i, size_t budget,
+    enum emit_ctx ctx, size_t cap)
+{
+	char *fast = malloc(cap), *slow = malloc(cap);
+	bool tf, ts;
+	int ff, fs;
+	int rf = emit_in_ctx(d, i, budget, ctx, false, fast, cap, &tf, &ff);
+	int rs = emit_in_ctx(d, i, budget, ctx, true, slow, cap, &ts, &fs);
+	CHECK_INT(rf, rs);
+	CHECK_INT(tf, ts);
+	CHECK_INT(ff, fs);
+	CHECK_STR(fast, slow);
+	if (rf != rs || tf != ts || ff != fs || strcmp(fast, slow) != 0) {
+		size_t n;
+		const char *raw = json_raw_value(d, i, &n);
+		fprintf(stderr, "  value %d budget %zu ctx %d cap %zu: %.*s\n",
+		    i, budget, (int) ctx, cap, (int) (n > 300 ? 300 : n), raw);
+	}
+	fast_slow_compared++;
+	free(fast);
+	free(slow);
+}
+
+/* The value at i against the slow path: unlimited, at its compact size
+ * (the edge of the fast path), one byte short, in every context, and in
+ * writers just big enough and one byte too small. */
+static void
+check_fast_eq_slow_edges(const struct json_doc *d, int i)
+{
+	struct jsonw w;
+	size_t n;
+	json_raw_value(d, i, &n);
+	size_t cap = n + 64;
+	char *full = malloc(cap);
+	jsonw_init(&w, full, cap);
+	bool trunc = false;
+	CHECK_INT(json_emit_tokenwise_for_tests(d, i, &w, 0, &trunc), 0);
+	size_t clen = w.len;
+	free(full);
+	for (int ctx = 0; ctx < CTX_COUNT; ctx++) {
+		check_fast_eq_slow(d, i, 0, (enum emit_ctx) ctx, cap);
+		check_fast_eq_slow(d, i, clen, (enum emit_ctx) ctx, cap);
+		if (clen > 1)
+			check_fast_eq_slow(
+			    d, i, clen - 1, (enum emit_ctx) ctx, cap);
+	}
+	/* CTX_TOP needs clen + 1 bytes (the NUL) */
+	check_fast_eq_slow(d, i, 0, CTX_TOP, clen + 1);
+	check_fast_eq_slow(d, i, 0, CTX_TOP, clen);
+	check_fast_eq_slow(d, i, 0, CTX_ARRAY, clen + 3);
+}
+
 /* ---------------------------------------------------------------------- */
 
 static int trace_lines, trace_text_frames, trace_text_by_substring;
@@ -87,6 +179,10 @@ check_trace_line(const char *line, size_t n)
 		return;
 	trace_text_frames++;
 	CHECK(json_is_string(&d, json_obj_get(&d, 0, "type")));
+	check_fast_eq_slow_edges(&d, 0);
+	int data = json_obj_get(&d, 0, "data");
+	if (data >= 0)
+		check_fast_eq_slow_edges(&d, data);
 
 	char *out = malloc(n + 64), *again = malloc(n + 64),
 	     *compact = malloc(n + 1);
@@ -156,6 +252,7 @@ test_traces(void)
 	CHECK(files > 0);
 	CHECK(trace_text_frames > 0);
 	CHECK_INT(trace_text_frames, trace_text_by_substring);
+	CHECK(fast_slow_compared >= trace_text_frames * 12);
 	fprintf(stderr, "traces: %d files, %d lines, %d text frames\n", files,
 	    trace_lines, trace_text_frames);
 }
@@ -696,6 +793,213 @@ test_emit_budgets(void)
 	CHECK(trunc);
 }
 
+/* ---------------------------------------------------------------------- */
+/* json_emit's fast path (whole subtrees copied compacted) against the
+ * token-by-token path */
+
+/* Every value of doc, at the edges of budget and writer room. */
+static void
+check_doc_fast_eq_slow(const char *doc)
+{
+	struct json_doc d;
+	int rc = parse_n(doc, strlen(doc), false, &d);
+	CHECK_INT(rc, JSON_OK);
+	if (rc != JSON_OK) {
+		fprintf(stderr, "  doc: %s\n", doc);
+		return;
+	}
+	for (int i = 0; i < d.ntok; i++)
+		check_fast_eq_slow_edges(&d, i);
+}
+
+static void
+test_fast_path_cases(void)
+{
+	static const char *const docs[] = {
+		" { \"a\" : [ 1 , 2 ,\t3 ] ,\n\"b\":{ } ,\r\n \"c\":[ ] } ",
+		"[\n\t{\"k\"\t:\r\n\"v\"}\n,\n[\n]\n]",
+		"{\"s p a c e s\": \" in  a \\t string \", \"x\": \"  \"}",
+		"[\"\\\"\", \"\\\\\", \"\\\\\\\"\", \"a\\\\\\\\\", \" \\\" , "
+		"\\\" \"]",
+		"{\"\\\" key \\\\\": \"\\\\\\\\\\\\\\\\\\\"\\\\\"}",
+		"[\"\\u00e9 \\ud83d\\ude00 \xc3\xa9\\/\\b\\f\\n\\r\\t\"]",
+		"{\"n\": [true, false, null, -0.5e+10, 0, "
+		"12345678901234567890]}",
+		"{\"deep\": {\"a\": [1, {\"b\": [NaN]}], \"c\": \"x\"}}",
+		"[[Infinity], [1, 2], {\"m\": -Infinity}, \"NaN\", [3]]",
+		"  \"top string\"  ",
+		" 42 ",
+		"{\"a\":{\"b\":{\"c\":[[[[\"d\"]]]]}}}",
+	};
+	for (size_t k = 0; k < sizeof(docs) / sizeof(docs[0]); k++)
+		check_doc_fast_eq_slow(docs[k]);
+
+	/* the expected bytes themselves, not only fast == slow */
+	const char *s
+	    = " { \"a\" : [ 1 ,\t\"x \\\" \\\\\" ] ,\n\"b\" : NaN } ";
+	struct json_doc d;
+	CHECK_INT(parse_n(s, strlen(s), true, &d), JSON_OK);
+	char out[128];
+	bool trunc;
+	CHECK_INT(emit(&d, 0, 0, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "{\"a\":[1,\"x \\\" \\\\\"],\"b\":null}");
+	CHECK_INT(emit(&d, 1 + 1, 0, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "[1,\"x \\\" \\\\\"]");
+	CHECK(!trunc);
+	/* a budget cut still truncates as before */
+	CHECK_INT(emit(&d, 2, 12, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "[1]");
+	CHECK(trunc);
+}
+
+/* The fast path really runs, and trusts finite_prefix: a doc whose prefix
+ * claims (falsely) to hold no NaN gets its NaN copied verbatim, which only
+ * the fast path does. A zero-initialised prefix promises nothing. */
+static void
+test_fast_path_taken(void)
+{
+	const char *s = "[ NaN , 1 ]";
+	struct json_doc d;
+	CHECK_INT(parse_n(s, strlen(s), false, &d), JSON_OK);
+	CHECK_INT(d.finite_prefix, 1);
+	char out[64];
+	bool trunc;
+	CHECK_INT(emit(&d, 0, 0, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "[null,1]");
+	d.finite_prefix = d.ntok;
+	CHECK_INT(emit(&d, 0, 0, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "[NaN,1]");
+	d.finite_prefix = 0;
+	CHECK_INT(emit(&d, 0, 0, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "[null,1]");
+	CHECK_INT(parse_n("[1, [2]]", 8, false, &d), JSON_OK);
+	CHECK_INT(d.finite_prefix, d.ntok);
+}
+
+/* Deterministic PRNG (xorshift32) so a failure reproduces. */
+static uint32_t rng_state;
+
+static uint32_t
+rng(uint32_t n)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 17;
+	rng_state ^= rng_state << 5;
+	return n ? rng_state % n : 0;
+}
+
+struct gen {
+	char *buf;
+	size_t len, cap;
+};
+
+static void
+gen_put(struct gen *g, const char *s)
+{
+	size_t n = strlen(s);
+	if (g->len + n < g->cap) {
+		memcpy(g->buf + g->len, s, n);
+		g->len += n;
+	}
+}
+
+static void
+gen_ws(struct gen *g)
+{
+	static const char *const ws[] = { " ", "\t", "\n", "\r" };
+	uint32_t n = rng(4) == 0 ? rng(5) : 0;
+	for (uint32_t k = 0; k < n; k++)
+		gen_put(g, ws[rng(4)]);
+}
+
+static void
+gen_string(struct gen *g)
+{
+	static const char *const pieces[] = { "a", "Z", " ", "  ", "\\\"",
+		"\\\\", "\\/", "\\n", "\\t", "\\u0041", "\\u00e9",
+		"\\ud83d\\ude00", "\xc3\xa9", "\xe2\x82\xac",
+		"\xf0\x9f\x98\x80", ",", ":", "{", "]", "NaN", "\\\\\\\"" };
+	gen_put(g, "\"");
+	uint32_t n = rng(8);
+	for (uint32_t k = 0; k < n; k++)
+		gen_put(g, pieces[rng(sizeof(pieces) / sizeof(pieces[0]))]);
+	gen_put(g, "\"");
+}
+
+static void
+gen_value(struct gen *g, int depth)
+{
+	static const char *const prims[]
+	    = { "0", "-1", "3.25", "1e5", "-0.0E-2", "true", "false", "null",
+		      "123456789012", "NaN", "Infinity", "-Infinity" };
+	uint32_t kind = depth >= 6 ? rng(2) : rng(4);
+	if (kind == 0) {
+		/* NaN and friends only now and then */
+		uint32_t n = sizeof(prims) / sizeof(prims[0]);
+		uint32_t k = rng(n);
+		if (k >= n - 3 && rng(3) != 0)
+			k = 0;
+		gen_put(g, prims[k]);
+	} else if (kind == 1) {
+		gen_string(g);
+	} else {
+		bool obj = kind == 3;
+		gen_put(g, obj ? "{" : "[");
+		uint32_t n = rng(5);
+		for (uint32_t k = 0; k < n; k++) {
+			gen_ws(g);
+			if (k > 0) {
+				gen_put(g, ",");
+				gen_ws(g);
+			}
+			if (obj) {
+				gen_string(g);
+				gen_ws(g);
+				gen_put(g, ":");
+				gen_ws(g);
+			}
+			gen_value(g, depth + 1);
+		}
+		gen_ws(g);
+		gen_put(g, obj ? "}" : "]");
+	}
+}
+
+static void
+test_fast_path_random(void)
+{
+	rng_state = 0x2545F491u;
+	char buf[8192];
+	int docs = 0, before = test_failures;
+	for (int round = 0; round < 3000 && test_failures == before; round++) {
+		struct gen g = { buf, 0, sizeof(buf) - 1 };
+		gen_ws(&g);
+		gen_value(&g, 0);
+		gen_ws(&g);
+		buf[g.len] = '\0';
+		struct json_doc d;
+		int rc = parse_n(buf, g.len, false, &d);
+		CHECK_INT(rc, JSON_OK);
+		if (rc != JSON_OK) {
+			fprintf(stderr, "  generated: %s\n", buf);
+			continue;
+		}
+		docs++;
+		for (int i = 0; i < d.ntok; i++) {
+			size_t n;
+			json_raw_value(&d, i, &n);
+			size_t budget
+			    = rng(3) == 0 ? 0 : rng((uint32_t) n + 4);
+			size_t cap
+			    = rng(4) == 0 ? rng((uint32_t) n + 8) + 1 : n + 64;
+			check_fast_eq_slow(&d, i, budget,
+			    (enum emit_ctx) rng(CTX_COUNT), cap);
+		}
+		check_fast_eq_slow_edges(&d, 0);
+	}
+	CHECK_INT(docs, 3000);
+}
+
 int
 main(void)
 {
@@ -717,6 +1021,9 @@ main(void)
 	RUN(test_emit_nonfinite);
 	RUN(test_emit_into_container);
 	RUN(test_emit_budgets);
+	RUN(test_fast_path_cases);
+	RUN(test_fast_path_taken);
+	RUN(test_fast_path_random);
 	json_parser_destroy(big);
 	json_parser_destroy(check);
 	TEST_MAIN_END();
