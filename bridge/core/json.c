@@ -231,35 +231,12 @@ escape_len(const char *s, size_t n, uint32_t *cp)
 	return 12;
 }
 
-/* Checks the content of a string token (between the quotes). */
-static int
-check_string(const char *str, size_t n)
-{
-	const unsigned char *s = (const unsigned char *) str;
-	size_t i = 0;
-	while (i < n) {
-		unsigned char c = s[i];
-		if (c >= 0x20 && c < 0x80 && c != '\\') {
-			i++;
-			continue;
-		}
-		uint32_t cp;
-		size_t k;
-		if (c == '\\') {
-			k = escape_len(str + i, n - i, &cp);
-			if (k == 0)
-				return JSON_E_SYNTAX;
-		} else if (c < 0x20) {
-			return JSON_E_UTF8;
-		} else {
-			k = utf8_decode(s + i, n - i, &cp);
-			if (k == 0)
-				return JSON_E_UTF8;
-		}
-		i += k;
-	}
-	return JSON_OK;
-}
+/* First string (by where its content starts, as jsmn's token does) whose
+ * content is not valid: what validate() reports when it gets there. */
+struct bad_string {
+	int start; /* -1: none */
+	int reason;
+};
 
 /* true when buf[from..to) is whitespace around exactly one `sep`, or only
  * whitespace when sep is 0. */
@@ -347,10 +324,11 @@ place_token(
 	return JSON_OK;
 }
 
-/* Also sets *finite_prefix (see struct json_doc). */
+/* bad: what prescan() found wrong in strings. Also sets *finite_prefix
+ * (see struct json_doc). */
 static int
 validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
-    int *finite_prefix)
+    const struct bad_string *bad, int *finite_prefix)
 {
 	struct frame stack[JSON_MAX_DEPTH];
 	*finite_prefix = ntok;
@@ -378,13 +356,11 @@ validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
 			if (rc != JSON_OK)
 				return rc;
 		}
-		int rc;
 		switch (t->type) {
 		case JSMN_STRING:
-			rc = check_string(
-			    buf + t->start, (size_t) (t->end - t->start));
-			if (rc != JSON_OK)
-				return rc;
+			/* content checked by prescan() */
+			if (t->start == bad->start)
+				return bad->reason;
 			pos = outer_end(t);
 			break;
 		case JSMN_PRIMITIVE:
@@ -423,6 +399,84 @@ validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
 	return pos == last ? JSON_OK : JSON_E_SYNTAX;
 }
 
+/* Bytes a string can hold as they are: printable ASCII but '"' and '\\'. */
+static bool
+is_plain_string_byte(unsigned char c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+/* jsmn's primitive delimiters (and a NUL, where jsmn stops). */
+static bool
+ends_primitive(char c)
+{
+	switch (c) {
+	case ' ':
+	case '\t':
+	case '\r':
+	case '\n':
+	case ',':
+	case ']':
+	case '}':
+	case ':':
+	case '\0':
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Walks the string whose content starts at buf[i], splitting it as jsmn
+ * does (a backslash hides the next byte), and checks its content on the
+ * way: escapes, UTF-8, no raw control characters. It runs to the buffer's
+ * end rather than the closing quote, which is harmless: an escape or a
+ * UTF-8 sequence cut by the closing quote fails on that quote just as it
+ * fails on the content's end. Returns the index after the closing quote,
+ * or len when a NUL or the end comes first (jsmn then fails). */
+static size_t
+scan_string(const char *buf, size_t len, size_t i, struct bad_string *bad)
+{
+	const unsigned char *s = (const unsigned char *) buf;
+	size_t content = i;
+	int reason = JSON_OK;
+	for (;;) {
+		while (i < len && is_plain_string_byte(s[i]))
+			i++;
+		if (i >= len || s[i] == '\0')
+			return len;
+		unsigned char c = s[i];
+		if (c == '"')
+			break;
+		uint32_t cp;
+		size_t k;
+		if (c == '\\') {
+			k = escape_len(buf + i, len - i, &cp);
+			if (k == 0) {
+				if (reason == JSON_OK)
+					reason = JSON_E_SYNTAX;
+				k = i + 1 < len ? 2 : 1;
+			}
+		} else if (c < 0x20) {
+			if (reason == JSON_OK)
+				reason = JSON_E_UTF8;
+			k = 1;
+		} else {
+			k = utf8_decode(s + i, len - i, &cp);
+			if (k == 0) {
+				if (reason == JSON_OK)
+					reason = JSON_E_UTF8;
+				k = 1;
+			}
+		}
+		i += k;
+	}
+	if (reason != JSON_OK && bad->start < 0) {
+		bad->start = (int) content;
+		bad->reason = reason;
+	}
+	return i + 1;
+}
+
 /* jsmn closes a bracket by walking up the parent links from the last
  * token to the innermost open container. That walk is as long as the
  * nesting (quadratic for [[[[...]]]]: 16k levels cost 0.4 s), and a closer
@@ -431,9 +485,12 @@ validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
  * (quoted strings with backslash escapes, unquoted runs ending at jsmn's
  * delimiters, a NUL ending everything) measures the nesting: deeper than
  * JSON_MAX_DEPTH is rejected, and so is a closer at depth 0, which valid
- * JSON never has. Then every walk is bounded and parsing stays linear. */
+ * JSON never has. Then every walk is bounded and parsing stays linear.
+ * The same walk checks string contents (see scan_string), so validate()
+ * need not read them again: every string token jsmn makes starts where
+ * this scan saw a string start. */
 static int
-prescan(const char *buf, size_t len)
+prescan(const char *buf, size_t len, struct bad_string *bad)
 {
 	int depth = 0;
 	size_t i = 0;
@@ -452,12 +509,7 @@ prescan(const char *buf, size_t len)
 				return JSON_E_SYNTAX;
 			break;
 		case '"':
-			while (i < len && buf[i] != '"') {
-				if (buf[i] == '\0')
-					return JSON_OK;
-				i += buf[i] == '\\' && i + 1 < len ? 2 : 1;
-			}
-			i++;
+			i = scan_string(buf, len, i, bad);
 			break;
 		case ' ':
 		case '\t':
@@ -467,7 +519,7 @@ prescan(const char *buf, size_t len)
 		case ':':
 			break;
 		default:
-			while (i < len && !strchr(" \t\r\n,]}:", buf[i]))
+			while (i < len && !ends_primitive(buf[i]))
 				i++;
 			break;
 		}
@@ -494,7 +546,8 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 	while (last > first && is_ws(buf[last - 1]))
 		last--;
 
-	int rc = prescan(buf, len);
+	struct bad_string bad = { -1, JSON_OK };
+	int rc = prescan(buf, len, &bad);
 	if (rc != JSON_OK)
 		return rc;
 	jsmn_parser jp;
@@ -505,7 +558,8 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 	if (r <= 0)
 		return JSON_E_SYNTAX;
 	int finite_prefix;
-	rc = validate(buf, (int) first, (int) last, p->tok, r, &finite_prefix);
+	rc = validate(
+	    buf, (int) first, (int) last, p->tok, r, &bad, &finite_prefix);
 	if (rc != JSON_OK)
 		return rc;
 	if (require_object && p->tok[0].type != JSMN_OBJECT)

@@ -347,6 +347,44 @@ test_rejects(void)
 	}
 }
 
+/* String contents are checked during the scan that precedes jsmn, yet the
+ * reason reported is still that of the first fault in document order (and
+ * depth before everything). */
+static void
+test_reason_order(void)
+{
+	static const struct bad_case cases[] = {
+		{ "{\"a\" 1, \"b\": \"\xff\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\": \"\xff\", \"b\" 1}", 0, JSON_E_UTF8 },
+		{ "[\"\x01\", \"\\ud800\"]", 0, JSON_E_UTF8 },
+		{ "[\"\\ud800\", \"\x01\"]", 0, JSON_E_SYNTAX },
+		{ "[\"ok\", 01, \"\\q\"]", 0, JSON_E_SYNTAX },
+		/* jsmn itself rejects a short \\u escape */
+		{ "[\"\xc3\", \"\\u12\"]", 0, JSON_E_SYNTAX },
+		{ "[\"\\u12\", \"\xc3\"]", 0, JSON_E_SYNTAX },
+		{ "[\"\\ud83d\", \"\\ude00\"]", 0, JSON_E_SYNTAX },
+		{ "[\"\xff\", "
+		  "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+		  "[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+		  "]]]"
+		  "]]]]]]]]]]]]]]]]]]]]]",
+		    0, JSON_E_DEPTH },
+		{ "[\"\xff\"", 0, JSON_E_SYNTAX },
+		{ "[\"\\q\" \"x\"]", 0, JSON_E_SYNTAX },
+		{ "[\"a\", \"b\xe2\x82\"]", 0, JSON_E_UTF8 },
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		const struct bad_case *c = &cases[k];
+		size_t n = c->len ? c->len : strlen(c->in);
+		struct json_doc d;
+		int rc = json_parse(big, c->in, n, false, &d);
+		if (rc != c->want)
+			fprintf(
+			    stderr, "  case %zu: %.*s\n", k, (int) n, c->in);
+		CHECK_INT(rc, c->want);
+	}
+}
+
 static void
 test_accepts(void)
 {
@@ -1009,6 +1047,7 @@ main(void)
 		return 2;
 	RUN(test_traces);
 	RUN(test_rejects);
+	RUN(test_reason_order);
 	RUN(test_accepts);
 	RUN(test_require_object);
 	RUN(test_depth);
