@@ -392,6 +392,14 @@ on_wake(void *ud)
 }
 
 static void
+on_idle(void *ud)
+{
+	struct app *a = ud;
+	if (a->mqtt)
+		mqtt_link_flush(a->mqtt);
+}
+
+static void
 on_service(void *ud)
 {
 	struct app *a = ud;
@@ -456,6 +464,7 @@ setup(struct app *a)
 	if (!a->loop)
 		return BR_EIO;
 	loop_set_wake_cb(a->loop, on_wake, a);
+	loop_set_idle_cb(a->loop, on_idle, a);
 	loop_set_signal_cb(a->loop, on_signal, a);
 	a->tick_timer = loop_timer_create(a->loop, on_tick, a);
 	a->service_timer = loop_timer_create(a->loop, on_service, a);

@@ -34,6 +34,8 @@ struct loop {
 	atomic_bool wake_pending;
 	void (*wake_cb)(void *ud);
 	void *wake_ud;
+	void (*idle_cb)(void *ud);
+	void *idle_ud;
 	void (*signal_cb)(void *ud, int signo);
 	void *signal_ud;
 	int sigfd;
@@ -293,8 +295,11 @@ loop_destroy(struct loop *l)
 int
 loop_run(struct loop *l)
 {
-	while (!atomic_exchange(&l->quit, false))
+	while (!atomic_exchange(&l->quit, false)) {
 		lws_service(l->ctx, 0);
+		if (l->idle_cb != NULL)
+			l->idle_cb(l->idle_ud);
+	}
 	return 0;
 }
 
@@ -310,6 +315,13 @@ loop_wake(struct loop *l)
 {
 	atomic_store(&l->wake_pending, true);
 	lws_cancel_service(l->ctx);
+}
+
+void
+loop_set_idle_cb(struct loop *l, void (*cb)(void *ud), void *ud)
+{
+	l->idle_cb = cb;
+	l->idle_ud = ud;
 }
 
 void

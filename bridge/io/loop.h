@@ -29,6 +29,9 @@ void loop_quit(struct loop *l);
  * thread). Safe to call from any thread. */
 void loop_wake(struct loop *l);
 void loop_set_wake_cb(struct loop *l, void (*cb)(void *ud), void *ud);
+/* cb(ud) runs after every pass of the loop (one poll and the callbacks
+ * it caused): the place to flush what those callbacks produced. */
+void loop_set_idle_cb(struct loop *l, void (*cb)(void *ud), void *ud);
 /* Called in the loop thread for each SIGINT/SIGTERM/SIGHUP received. */
 void loop_set_signal_cb(
     struct loop *l, void (*cb)(void *ud, int signo), void *ud);

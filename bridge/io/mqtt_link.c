@@ -9,6 +9,20 @@
  * from the owner only queue and poke libmosquitto's sockpair, which wakes
  * the thread's select (lib/packet_mosq.c packet__queue).
  *
+ * Batching. mosquitto_loop() wakes once per queued packet (each publish
+ * writes a byte to the sockpair and each loop iteration reads one) and
+ * sends each packet on its own: with TCP_NODELAY that is a segment, a
+ * broker wakeup and about eight system calls per message. So once the
+ * CONNACK is in, net_main runs pump() instead: its own poll() on the
+ * socket and a kick eventfd, mosquitto_loop_read/write/misc (the
+ * external-loop API), and TCP_CORK around a write of several packets,
+ * which leave as full segments. The owner kicks once per batch
+ * (mqtt_link_flush after each pass of its event loop), not per message;
+ * the sockpair is not read in pump mode and simply fills up (writes to it
+ * then fail with EAGAIN, which packet__queue ignores). Connecting, the TLS
+ * handshake (want_connect is not visible through the API) and the CONNACK
+ * still run in mosquitto_loop().
+ *
  * Callbacks only record facts under link->mu and call cfg->wake;
  * mqtt_link_service() turns the facts into mqtt_link_cb calls and log
  * lines in the owner's thread and feeds the bounded outq into libmosquitto
@@ -46,12 +60,18 @@
 #include <limits.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "log.h"
@@ -78,6 +98,9 @@ enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 #define BACKOFF_STABLE_MS  60000
 #define WHY_MAX            160
 #define DETAIL_MAX         320 /* libmosquitto's error lines (OpenSSL's) */
+/* pump()'s longest sleep: keepalive (mosquitto_loop_misc) and a kick
+ * that a caller forgot are served at least this often */
+#define PUMP_TICK_MS 1000
 #define FAILURE_LOG_EVERY                                                     \
 	10 /* an unchanged reason is repeated this seldom                     \
 	    */
@@ -153,6 +176,12 @@ struct mqtt_link {
 	bool started;
 	bool stopped;
 	pthread_t net_thread;
+	int kick_fd; /* eventfd: wakes pump() */
+	/* owner thread: messages handed over since the last kick, and
+	 * whether the owner batches kicks through mqtt_link_flush() */
+	unsigned handed_since_kick;
+	bool batching;
+	atomic_uint handed; /* handed over, not yet seen by pump() */
 	int first_rc; /* of the connect_async in mqtt_link_start */
 	char first_why[WHY_MAX];
 
@@ -201,6 +230,34 @@ wait_changed(struct mqtt_link *m, int64_t deadline)
 	ts.tv_sec += ns / 1000000000;
 	ts.tv_nsec = ns % 1000000000;
 	pthread_cond_timedwait(&m->changed, &m->mu, &ts);
+}
+
+/* Wakes pump() (any thread; an eventfd write never blocks). */
+static void
+kick(struct mqtt_link *m)
+{
+	uint64_t one = 1;
+	if (m->kick_fd >= 0 && write(m->kick_fd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is saturated, pump() wakes anyway */
+	}
+}
+
+/* Owner thread: kicks when messages were handed over since the last kick. */
+static void
+kick_if_handed(struct mqtt_link *m)
+{
+	if (m->handed_since_kick == 0)
+		return;
+	m->handed_since_kick = 0;
+	kick(m);
+}
+
+/* Owner thread: a kick per hand-over unless the owner batches them. */
+static void
+kick_unless_batching(struct mqtt_link *m)
+{
+	if (!m->batching)
+		kick_if_handed(m);
 }
 
 static void
@@ -610,7 +667,8 @@ mqtt_link_create(
 		m->window = MAX_WINDOW;
 	m->mid_state = calloc(MID_SPACE, 1);
 	m->q = outq_create(cfg->queue_max_messages, cfg->queue_max_bytes);
-	if (!ok || m->mid_state == NULL || m->q == NULL)
+	m->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (!ok || m->mid_state == NULL || m->q == NULL || m->kick_fd < 0)
 		goto fail;
 	mosquitto_lib_init(); /* idempotent; no-op after the first */
 	if (setup_mosquitto(m) != MOSQ_ERR_SUCCESS)
@@ -724,6 +782,77 @@ cancellable(struct mqtt_link *m, bool reconnect, char *why, size_t cap)
 	return rc;
 }
 
+static bool
+link_up(struct mqtt_link *m)
+{
+	pthread_mutex_lock(&m->mu);
+	bool up = m->f.up && !m->f.stopping;
+	pthread_mutex_unlock(&m->mu);
+	return up;
+}
+
+static void
+set_cork(int sock, int on)
+{
+	/* not TCP (a unix socket, say): the packets just leave one by one */
+	(void) setsockopt(sock, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+}
+
+/* One iteration of the connected link (see "Batching" above): what
+ * mosquitto_loop() does, minus the sockpair, plus the kick eventfd and
+ * corked writes. Returns like mosquitto_loop(). */
+static int
+pump(struct mqtt_link *m, char *why, size_t cap)
+{
+	int sock = mosquitto_socket(m->mosq);
+	if (sock < 0) {
+		snprintf(why, cap, "%s", rc_text(MOSQ_ERR_NO_CONN));
+		return MOSQ_ERR_NO_CONN;
+	}
+	struct pollfd pfd[2] = {
+		{ .fd = sock, .events = POLLIN },
+		{ .fd = m->kick_fd, .events = POLLIN },
+	};
+	if (mosquitto_want_write(m->mosq))
+		pfd[0].events |= POLLOUT;
+	int old;
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+	int n = poll(pfd, 2, PUMP_TICK_MS);
+	int saved_errno = errno;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	if (n < 0 && saved_errno != EINTR) {
+		errno = saved_errno;
+		snprintf(why, cap, "%s", rc_text(MOSQ_ERR_ERRNO));
+		return MOSQ_ERR_ERRNO;
+	}
+	if (n > 0 && (pfd[1].revents & POLLIN) != 0) {
+		uint64_t count;
+		if (read(m->kick_fd, &count, sizeof(count)) < 0) {
+			/* EAGAIN: another read took it */
+		}
+	}
+	int rc = MOSQ_ERR_SUCCESS;
+	if (n > 0 && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0)
+		rc = mosquitto_loop_read(m->mosq, 1);
+	sock = mosquitto_socket(m->mosq);
+	if (rc == MOSQ_ERR_SUCCESS && sock >= 0
+	    && mosquitto_want_write(m->mosq)) {
+		unsigned batch = atomic_exchange_explicit(
+		    &m->handed, 0, memory_order_relaxed);
+		if (batch > 1)
+			set_cork(sock, 1);
+		rc = mosquitto_loop_write(m->mosq, 1);
+		sock = mosquitto_socket(m->mosq);
+		if (batch > 1 && sock >= 0)
+			set_cork(sock, 0);
+	}
+	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0)
+		rc = mosquitto_loop_misc(m->mosq);
+	if (rc != MOSQ_ERR_SUCCESS)
+		snprintf(why, cap, "%s", rc_text(rc));
+	return rc;
+}
+
 /* The only thread that drives libmosquitto after mqtt_link_start: runs
  * the loop until it returns, whatever the reason, then backs off and
  * reconnects, until shutdown. */
@@ -745,7 +874,9 @@ net_main(void *arg)
 			mosquitto_disconnect_v5(m->mosq, 0, NULL);
 		int64_t began = now_ms();
 		while (rc == MOSQ_ERR_SUCCESS)
-			rc = cancellable(m, false, why, sizeof(why));
+			rc = link_up(m)
+			    ? pump(m, why, sizeof(why))
+			    : cancellable(m, false, why, sizeof(why));
 		/* a broker that accepts and drops at once must not reset it */
 		if (end_attempt(m, rc, why)
 		    && now_ms() - began >= BACKOFF_STABLE_MS)
@@ -932,6 +1063,8 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 		return -1;
 	}
 	m->published[msg->cls]++;
+	m->handed_since_kick++;
+	atomic_fetch_add_explicit(&m->handed, 1, memory_order_relaxed);
 	if (mid <= 0 || mid >= MID_SPACE)
 		return 0;
 	/* A mid still marked would mean the 16-bit space wrapped onto a
@@ -967,6 +1100,7 @@ drain_queue(struct mqtt_link *m)
 	}
 	m->f.backlog = outq_count(m->q) > 0;
 	pthread_mutex_unlock(&m->mu);
+	kick_unless_batching(m);
 }
 
 int
@@ -984,8 +1118,10 @@ mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg)
 	else
 		m->f.backlog = true;
 	pthread_mutex_unlock(&m->mu);
-	if (direct)
+	if (direct) {
+		kick_unless_batching(m);
 		return BR_OK;
+	}
 	return outq_push(m->q, msg);
 }
 
@@ -1133,6 +1269,15 @@ mqtt_link_service(struct mqtt_link *m)
 		drain_queue(m);
 }
 
+void
+mqtt_link_flush(struct mqtt_link *m)
+{
+	if (m == NULL)
+		return;
+	m->batching = true;
+	kick_if_handed(m);
+}
+
 int
 mqtt_link_subscribe(struct mqtt_link *m, const char *topic)
 {
@@ -1154,6 +1299,7 @@ mqtt_link_subscribe(struct mqtt_link *m, const char *topic)
 	if (m->f.up)
 		rc = mosquitto_subscribe(m->mosq, NULL, copy, 1);
 	pthread_mutex_unlock(&m->mu);
+	kick(m);
 	/* NO_CONN: on_connect subscribes again after the reconnect */
 	return rc == MOSQ_ERR_SUCCESS || rc == MOSQ_ERR_NO_CONN ? BR_OK
 	                                                        : BR_EINVAL;
@@ -1209,6 +1355,7 @@ flush_until(struct mqtt_link *m, int64_t deadline)
 			hand_over(m, msg);
 			outq_pop(m->q);
 		}
+		kick_if_handed(m);
 		bool idle = outq_count(m->q) == 0
 		    && m->f.inflight0 + m->f.inflight1 == 0;
 		if (idle || now_ms() >= deadline)
@@ -1229,6 +1376,7 @@ publish_last(struct mqtt_link *m, const struct out_msg *last, int64_t deadline)
 		return;
 	}
 	int mid = hand_over(m, last);
+	kick_if_handed(m);
 	while (mid > 0 && m->f.up && m->mid_state[mid] != MID_FREE
 	    && now_ms() < deadline)
 		wait_changed(m, deadline);
@@ -1277,8 +1425,10 @@ mqtt_link_shutdown(
 	 * wakes the thread's select(). A thread still connecting is left
 	 * alone (the socket is being replaced): it sends its own DISCONNECT
 	 * once connected (net_main). */
-	if (in_loop)
+	if (in_loop) {
 		mosquitto_disconnect_v5(m->mosq, 0, NULL);
+		kick(m);
+	}
 	if (up) {
 		int64_t until = now_ms() + DISCONNECT_WAIT_MS;
 		pthread_mutex_lock(&m->mu);
@@ -1318,6 +1468,8 @@ mqtt_link_destroy(struct mqtt_link *m)
 		if (m->prop_cache[i].valid)
 			mosquitto_property_free_all(&m->prop_cache[i].props);
 	free(m->mid_state);
+	if (m->kick_fd >= 0)
+		close(m->kick_fd);
 	free_cfg_strings(&m->cfg);
 	pthread_cond_destroy(&m->changed);
 	pthread_mutex_destroy(&m->detail_mu);

@@ -82,6 +82,13 @@ int mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg);
  * retries (tested). Call after every wake and at least once a second. */
 void mqtt_link_service(struct mqtt_link *m);
 
+/* Owner's thread: sends what was published since the last call in one
+ * go (one wakeup of the network thread, corked writes). Once called, the
+ * link leaves every publish's sending to the next call, so call it after
+ * each pass of the event loop (loop_set_idle_cb); a link on which it is
+ * never called sends each message at once. */
+void mqtt_link_flush(struct mqtt_link *m);
+
 /* Subscribes (QoS 1) on every (re)connect. */
 int mqtt_link_subscribe(struct mqtt_link *m, const char *topic);
 
