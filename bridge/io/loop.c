@@ -18,6 +18,7 @@
 #include "loop.h"
 #include "lws_glue.h"
 
+#define LOOP_READ_BUF   (32 * 1024)
 #define LOOP_FD_LIMIT   128
 #define LOOP_MAX_VHOSTS 4
 #define PROTO_BASE      "c2m-base"
@@ -241,6 +242,10 @@ loop_create_tls(bool tls)
 	 * of RSS: only pay for them when ComfyUI is reached over TLS */
 	info.options = tls ? LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT : 0;
 	info.fd_limit_per_thread = LOOP_FD_LIMIT;
+	/* the read size for WebSocket frames (default 4 KiB): under load one
+	 * read then takes a whole burst of events, so a pass of the loop (and
+	 * the broker write it ends with) carries dozens of events */
+	info.pt_serv_buf_size = LOOP_READ_BUF;
 	info.user = l;
 	l->ctx = lws_create_context(&info);
 	if (l->ctx == NULL) {

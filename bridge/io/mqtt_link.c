@@ -68,7 +68,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -605,12 +607,43 @@ store_connect_properties(struct mqtt_link *m)
 	return rc == MOSQ_ERR_INVAL ? MOSQ_ERR_SUCCESS : rc;
 }
 
+/* mosquitto_new() without the wake-up sockpair. libmosquitto 2.0.11
+ * writes a byte to it on every publish (a system call per message, about
+ * 1 us here) just to wake its own select(); our network thread is woken by
+ * kick() instead, and libmosquitto supports running without the pair (it
+ * only warns that a publish then waits for the next loop iteration, which
+ * pump() runs on every kick). The pair is created in mosquitto_new() and
+ * nowhere else, so that call runs with the descriptor limit lowered to the
+ * lowest free descriptor: socketpair() fails with EMFILE, nothing else in
+ * mosquitto_new() opens a descriptor, and the limit is restored at once.
+ * Only the owner's thread runs here (the network thread starts later). */
+static struct mosquitto *
+new_mosquitto_without_sockpair(const char *id, bool clean, void *ud)
+{
+	struct rlimit saved;
+	int lowest_free = fcntl(0, F_DUPFD_CLOEXEC, 0);
+	bool lowered = false;
+	if (lowest_free >= 0) {
+		close(lowest_free);
+		struct rlimit lim;
+		if (getrlimit(RLIMIT_NOFILE, &saved) == 0) {
+			lim = saved;
+			lim.rlim_cur = (rlim_t) lowest_free;
+			lowered = setrlimit(RLIMIT_NOFILE, &lim) == 0;
+		}
+	}
+	struct mosquitto *mosq = mosquitto_new(id, clean, ud);
+	if (lowered)
+		setrlimit(RLIMIT_NOFILE, &saved);
+	return mosq;
+}
+
 static int
 setup_mosquitto(struct mqtt_link *m)
 {
 	const struct mqtt_link_cfg *c = &m->cfg;
 	bool v5 = c->protocol == 5;
-	m->mosq = mosquitto_new(c->client_id, !v5, m);
+	m->mosq = new_mosquitto_without_sockpair(c->client_id, !v5, m);
 	if (m->mosq == NULL)
 		return MOSQ_ERR_NOMEM;
 	int rc = mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION,

@@ -1,5 +1,6 @@
 /* Fuzzes the JSON core: anything json_parse accepts must re-emit (with and
- * without a budget) into JSON that json_parse accepts again, canonically;
+ * without a budget, fast path and token by token alike) into JSON that
+ * json_parse accepts again, canonically;
  * navigation and accessors must agree with each other. Any disagreement
  * aborts, which libFuzzer reports as a crash. */
 #include <math.h>
@@ -108,6 +109,20 @@ check_emit(const struct json_doc *d, size_t budget, char *out, size_t cap,
 	REQUIRE(jsonw_finish(&w) == 0);
 	size_t len = strlen(out);
 	REQUIRE(len == w.len);
+
+	/* json_emit's compacting fast path must write exactly what the
+	 * token-by-token path writes */
+	char *slow = malloc(cap);
+	REQUIRE(slow != NULL);
+	struct jsonw sw;
+	bool slow_truncated = false;
+	jsonw_init(&sw, slow, cap);
+	REQUIRE(
+	    json_emit_tokenwise_for_tests(d, 0, &sw, budget, &slow_truncated)
+	    == 0);
+	REQUIRE(jsonw_finish(&sw) == 0);
+	REQUIRE(strcmp(slow, out) == 0 && slow_truncated == truncated);
+	free(slow);
 
 	struct json_doc again;
 	int rc = json_parse(check_parser, out, len, false, &again);
