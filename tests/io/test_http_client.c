@@ -2,9 +2,6 @@
  * 300 KB body, 404, refused, timeout, over max_body, headers, many at once,
  * destroy with requests in flight), plus the loop itself: signals through
  * the signalfd, loop_wake and loop_quit from another thread, timers. */
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -12,11 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <time.h>
 
 #include "err.h"
+#include "helper_broker.h"
+#include "helper_loop.h"
 #include "http_client.h"
 #include "log.h"
 #include "loop.h"
@@ -26,123 +23,8 @@
 #define N_PARALLEL 20
 
 static struct loop *L;
-static pid_t peer_pid;
-static int peer_in = -1, peer_out = -1;
-static int peer_port;
+static struct helper_peer peer;
 static struct url base;
-
-static const char *
-peer_script(void)
-{
-	static char path[1024];
-	const char *src = getenv("C2M_SOURCE_DIR");
-
-	if (src != NULL) {
-		snprintf(path, sizeof(path), "%s/tests/io/ws_peer.py", src);
-		return path;
-	}
-	snprintf(path, sizeof(path), "%s", __FILE__);
-	*strrchr(path, '/') = '\0';
-	strncat(path, "/ws_peer.py", sizeof(path) - strlen(path) - 1);
-	return path;
-}
-
-/* Starts the peer and reads its LISTENING line (10 s). */
-static int
-peer_start(void)
-{
-	int in[2], out[2];
-	char line[128];
-	size_t len = 0;
-	ssize_t n;
-	struct pollfd pfd;
-	int64_t deadline;
-
-	if (pipe(in) != 0 || pipe(out) != 0)
-		return -1;
-	peer_pid = fork();
-	if (peer_pid == 0) {
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		close(in[1]);
-		close(out[0]);
-		execl("/usr/bin/python3", "python3", peer_script(),
-		    (char *) NULL);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	peer_in = in[1];
-	peer_out = out[0];
-	deadline = loop_mono_ms() + 10000;
-	while (loop_mono_ms() < deadline && len < sizeof(line) - 1) {
-		pfd.fd = peer_out;
-		pfd.events = POLLIN;
-		if (poll(&pfd, 1, 100) <= 0)
-			continue;
-		n = read(peer_out, line + len, 1);
-		if (n <= 0)
-			return -1;
-		if (line[len] == '\n') {
-			line[len] = '\0';
-			if (sscanf(line, "LISTENING %d", &peer_port) == 1)
-				return 0;
-			len = 0;
-			continue;
-		}
-		len++;
-	}
-	return -1;
-}
-
-static void
-peer_stop(void)
-{
-	if (peer_pid <= 0)
-		return;
-	kill(peer_pid, SIGKILL);
-	waitpid(peer_pid, NULL, 0);
-	close(peer_in);
-	close(peer_out);
-	peer_pid = 0;
-}
-
-/* ---- waiting: the loop runs until pred() or the deadline ---- */
-
-static bool (*wait_pred)(void);
-static bool wait_ok;
-static int64_t wait_deadline;
-static struct loop_timer *wait_timer;
-
-static void
-wait_tick(void *ud)
-{
-	if (wait_pred != NULL && wait_pred()) {
-		wait_ok = true;
-		loop_quit(L);
-		return;
-	}
-	if (loop_mono_ms() >= wait_deadline) {
-		loop_quit(L);
-		return;
-	}
-	loop_timer_arm(wait_timer, 10);
-}
-
-static bool
-wait_for(bool (*pred)(void), int timeout_ms)
-{
-	wait_pred = pred;
-	wait_ok = false;
-	wait_deadline = loop_mono_ms() + timeout_ms;
-	loop_timer_arm(wait_timer, 0);
-	loop_run(L);
-	loop_timer_cancel(wait_timer);
-	return wait_ok;
-}
 
 /* ---- request results ---- */
 
@@ -172,13 +54,13 @@ on_done(void *ud, int status, const char *body, size_t len)
 }
 
 static bool
-pred_first_done(void)
+pred_first_done(void *ud)
 {
 	return res[0].calls >= 1;
 }
 
 static bool
-pred_all_done(void)
+pred_all_done(void *ud)
 {
 	int i;
 
@@ -211,16 +93,6 @@ is_pattern(const char *p, size_t n)
 	return true;
 }
 
-static void
-set_base(struct url *u, int port)
-{
-	memset(u, 0, sizeof(*u));
-	snprintf(u->scheme, sizeof(u->scheme), "http");
-	snprintf(u->host, sizeof(u->host), "127.0.0.1");
-	u->port = port;
-	snprintf(u->path, sizeof(u->path), "/api");
-}
-
 /* ---- http tests ---- */
 
 static void
@@ -235,13 +107,13 @@ test_get_200_big_body(void)
 	    http_client_get(h, "/big?n=300000", 10000, on_done, &res[0]), 0);
 	CHECK_INT(http_client_pending(h), 1);
 	CHECK_INT(res[0].calls, 0); /* never from inside the call */
-	CHECK(wait_for(pred_first_done, 10000));
+	CHECK(helper_wait_for(L, pred_first_done, NULL, 10000));
 	CHECK_INT(res[0].status, 200);
 	CHECK_INT(res[0].len, 300000);
 	CHECK(res[0].body != NULL && is_pattern(res[0].body, res[0].len));
 	CHECK_INT(http_client_pending(h), 0);
 	/* exactly once */
-	CHECK(!wait_for(NULL, 300));
+	CHECK(!helper_wait_for(L, NULL, NULL, 300));
 	CHECK_INT(res[0].calls, 1);
 	http_client_destroy(h);
 }
@@ -255,7 +127,7 @@ test_get_404(void)
 	h = http_client_create(L, &base, NULL, 0, NULL, 1 << 20);
 	CHECK_INT(
 	    http_client_get(h, "/status/404", 10000, on_done, &res[0]), 0);
-	CHECK(wait_for(pred_first_done, 10000));
+	CHECK(helper_wait_for(L, pred_first_done, NULL, 10000));
 	CHECK_INT(res[0].status, 404);
 	CHECK_STR(res[0].body, "status 404\n");
 	http_client_destroy(h);
@@ -266,31 +138,22 @@ test_connection_refused(void)
 {
 	struct http_client *h;
 	struct url closed;
-	struct sockaddr_in sa;
-	socklen_t slen = sizeof(sa);
-	int fd, rc;
+	int rc;
 
 	/* a port that was free a moment ago and has no listener now */
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	bind(fd, (struct sockaddr *) &sa, sizeof(sa));
-	getsockname(fd, (struct sockaddr *) &sa, &slen);
-	close(fd);
-	set_base(&closed, ntohs(sa.sin_port));
+	helper_peer_base(&closed, helper_free_port());
 
 	reset_results();
 	h = http_client_create(L, &closed, NULL, 0, NULL, 1 << 20);
 	rc = http_client_get(h, "/big?n=10", 5000, on_done, &res[0]);
 	if (rc == 0) {
-		CHECK(wait_for(pred_first_done, 5000));
+		CHECK(helper_wait_for(L, pred_first_done, NULL, 5000));
 		CHECK_INT(res[0].status, BR_EIO);
 		CHECK_INT(res[0].len, 0);
 	} else {
 		/* reported synchronously instead: then never called */
 		CHECK_INT(rc, BR_EIO);
-		CHECK(!wait_for(pred_first_done, 300));
+		CHECK(!helper_wait_for(L, pred_first_done, NULL, 300));
 	}
 	CHECK_INT(http_client_pending(h), 0);
 	http_client_destroy(h);
@@ -306,11 +169,11 @@ test_timeout(void)
 	h = http_client_create(L, &base, NULL, 0, NULL, 1 << 20);
 	t0 = loop_mono_ms();
 	CHECK_INT(http_client_get(h, "/slow", 500, on_done, &res[0]), 0);
-	CHECK(wait_for(pred_first_done, 5000));
+	CHECK(helper_wait_for(L, pred_first_done, NULL, 5000));
 	CHECK_INT(res[0].status, BR_ESTATE);
 	CHECK(res[0].at_ms - t0 >= 450);
 	CHECK(res[0].at_ms - t0 < 2000);
-	CHECK(!wait_for(NULL, 300));
+	CHECK(!helper_wait_for(L, NULL, NULL, 300));
 	CHECK_INT(res[0].calls, 1);
 	http_client_destroy(h);
 }
@@ -328,11 +191,11 @@ test_body_over_max(void)
 	CHECK_INT(
 	    http_client_get(h, "/big?n=100000", 10000, on_done, &res[1]), 0);
 	target_calls = 2;
-	CHECK(wait_for(pred_all_done, 10000));
+	CHECK(helper_wait_for(L, pred_all_done, NULL, 10000));
 	CHECK_INT(res[0].status, BR_EFULL);
 	CHECK_INT(res[1].status, 200);
 	CHECK_INT(res[1].len, 100000);
-	CHECK(!wait_for(NULL, 300));
+	CHECK(!helper_wait_for(L, NULL, NULL, 300));
 	CHECK_INT(res[0].calls, 1);
 	http_client_destroy(h);
 }
@@ -350,9 +213,9 @@ test_headers(void)
 	h = http_client_create(L, &base, hdrs, 2, NULL, 1 << 20);
 	CHECK(h != NULL);
 	CHECK_INT(http_client_get(h, "/headers", 5000, on_done, &res[0]), 0);
-	CHECK(wait_for(pred_first_done, 5000));
+	CHECK(helper_wait_for(L, pred_first_done, NULL, 5000));
 	CHECK_INT(res[0].status, 200);
-	snprintf(host, sizeof(host), "host: 127.0.0.1:%d\n", peer_port);
+	snprintf(host, sizeof(host), "host: 127.0.0.1:%d\n", peer.port);
 	CHECK(res[0].body != NULL && strstr(res[0].body, host) != NULL);
 	CHECK(res[0].body != NULL
 	    && strstr(res[0].body, "x-test: abc 123\n") != NULL);
@@ -378,7 +241,7 @@ test_many_at_once(void)
 	}
 	CHECK_INT(http_client_pending(h), N_PARALLEL);
 	target_calls = N_PARALLEL;
-	CHECK(wait_for(pred_all_done, 15000));
+	CHECK(helper_wait_for(L, pred_all_done, NULL, 15000));
 	for (i = 0; i < N_PARALLEL; i++) {
 		CHECK_INT(res[i].status, 200);
 		CHECK_INT(res[i].len, 1000 + i * 997);
@@ -402,7 +265,7 @@ test_destroy_cancels(void)
 	http_client_destroy(h);
 	/* past both timeouts: neither callback ever runs */
 	target_calls = 1;
-	CHECK(!wait_for(pred_first_done, 800));
+	CHECK(!helper_wait_for(L, pred_first_done, NULL, 800));
 	CHECK_INT(res[0].calls, 0);
 	CHECK_INT(res[1].calls, 0);
 }
@@ -429,7 +292,7 @@ on_signal(void *ud, int signo)
 }
 
 static bool
-pred_signals(void)
+pred_signals(void *ud)
 {
 	return signals_seen[0] >= 1 && signals_seen[1] >= 1
 	    && signals_seen[2] >= 1;
@@ -445,7 +308,7 @@ test_signals_reach_the_loop(void)
 	raise(SIGHUP);
 	/* blocked: nothing happened yet, the process is alive */
 	CHECK_INT(signals_seen[0], 0);
-	CHECK(wait_for(pred_signals, 5000));
+	CHECK(helper_wait_for(L, pred_signals, NULL, 5000));
 	CHECK_INT(signals_seen[0], 1);
 	CHECK_INT(signals_seen[1], 1);
 	CHECK_INT(signals_seen[2], 1);
@@ -475,7 +338,7 @@ waker(void *arg)
 }
 
 static bool
-pred_woken(void)
+pred_woken(void *ud)
 {
 	return wakes >= 1;
 }
@@ -499,7 +362,7 @@ test_wake_and_quit_from_another_thread(void)
 	loop_thread = pthread_self();
 	loop_set_wake_cb(L, on_wake, NULL);
 	CHECK_INT(pthread_create(&t, NULL, waker, NULL), 0);
-	CHECK(wait_for(pred_woken, 5000));
+	CHECK(helper_wait_for(L, pred_woken, NULL, 5000));
 	pthread_join(t, NULL);
 	CHECK_INT(wakes, 1);
 	CHECK(wake_in_loop_thread);
@@ -536,7 +399,7 @@ timer_b(void *ud)
 }
 
 static bool
-pred_a_fired(void)
+pred_a_fired(void *ud)
 {
 	return fired_a >= 1;
 }
@@ -556,11 +419,11 @@ test_timers(void)
 	loop_timer_arm(b, 50);
 	loop_timer_cancel(b);
 	CHECK(!loop_timer_pending(b));
-	CHECK(wait_for(pred_a_fired, 3000));
+	CHECK(helper_wait_for(L, pred_a_fired, NULL, 3000));
 	CHECK(fired_a_ms - t0 >= 95);
 	CHECK(fired_a_ms - t0 < 1000);
 	CHECK(!loop_timer_pending(a));
-	CHECK(!wait_for(NULL, 300));
+	CHECK(!helper_wait_for(L, NULL, NULL, 300));
 	CHECK_INT(fired_a, 1);
 	CHECK_INT(fired_b, 0);
 	loop_timer_destroy(a);
@@ -577,12 +440,11 @@ main(void)
 		fprintf(stderr, "loop_create failed\n");
 		return 1;
 	}
-	wait_timer = loop_timer_create(L, wait_tick, NULL);
-	if (peer_start() != 0) {
-		fprintf(stderr, "cannot start %s\n", peer_script());
+	if (helper_peer_start(&peer, 0, NULL, NULL) != 0) {
+		fprintf(stderr, "cannot start %s\n", helper_peer_script());
 		return 1;
 	}
-	set_base(&base, peer_port);
+	helper_peer_base(&base, peer.port);
 
 	RUN(test_get_200_big_body);
 	RUN(test_get_404);
@@ -596,8 +458,8 @@ main(void)
 	RUN(test_wake_and_quit_from_another_thread);
 	RUN(test_timers);
 
-	peer_stop();
-	loop_timer_destroy(wait_timer);
+	helper_peer_kill(&peer);
+	helper_peer_close(&peer);
 	loop_destroy(L);
 	reset_results();
 	TEST_MAIN_END();

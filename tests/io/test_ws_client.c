@@ -3,10 +3,7 @@
  * backoff after a kill, accept-then-drop, hung peer (pings), a listener that
  * never answers the upgrade, stop. Every wait runs the loop until a
  * predicate holds or a deadline passes. */
-#include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -15,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "err.h"
+#include "helper_loop.h"
 #include "log.h"
 #include "loop.h"
 #include "test.h"
@@ -31,10 +28,9 @@
 
 /* ---- the peer process ---- */
 
+/* the process, plus the partial line its events are split from */
 struct peer {
-	pid_t pid;
-	int in_fd, out_fd;
-	int port;
+	struct helper_peer proc;
 	char buf[8192];
 	size_t blen;
 };
@@ -42,33 +38,17 @@ struct peer {
 static char *lines[MAX_LINES];
 static int n_lines;
 
-static const char *
-peer_script(void)
-{
-	static char path[1024];
-	const char *src = getenv("C2M_SOURCE_DIR");
-
-	if (src != NULL) {
-		snprintf(path, sizeof(path), "%s/tests/io/ws_peer.py", src);
-		return path;
-	}
-	snprintf(path, sizeof(path), "%s", __FILE__);
-	*strrchr(path, '/') = '\0';
-	strncat(path, "/ws_peer.py", sizeof(path) - strlen(path) - 1);
-	return path;
-}
-
 static void
 peer_poll(struct peer *p)
 {
 	ssize_t n;
 	char *nl;
 
-	if (p->out_fd < 0)
+	if (p->proc.out_fd < 0)
 		return;
 	for (;;) {
-		n = read(
-		    p->out_fd, p->buf + p->blen, sizeof(p->buf) - 1 - p->blen);
+		n = read(p->proc.out_fd, p->buf + p->blen,
+		    sizeof(p->buf) - 1 - p->blen);
 		if (n <= 0)
 			break;
 		p->blen += (size_t) n;
@@ -112,56 +92,8 @@ last_line(const char *prefix)
 static int
 peer_spawn(struct peer *p, int port, const char *cert, const char *key)
 {
-	int in[2], out[2];
-	char portarg[16];
-	struct pollfd pfd;
-	int64_t deadline;
-	const char *l;
-	int before;
-
 	memset(p, 0, sizeof(*p));
-	p->in_fd = p->out_fd = -1;
-	if (pipe(in) != 0 || pipe(out) != 0)
-		return -1;
-	snprintf(portarg, sizeof(portarg), "%d", port);
-	p->pid = fork();
-	if (p->pid == 0) {
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		close(in[1]);
-		close(out[0]);
-		if (cert != NULL)
-			execl("/usr/bin/python3", "python3", peer_script(),
-			    "--port", portarg, "--tls", cert, key,
-			    (char *) NULL);
-		else
-			execl("/usr/bin/python3", "python3", peer_script(),
-			    "--port", portarg, (char *) NULL);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	p->in_fd = in[1];
-	p->out_fd = out[0];
-	fcntl(p->out_fd, F_SETFL, O_NONBLOCK);
-	fcntl(p->in_fd, F_SETFD, FD_CLOEXEC);
-	fcntl(p->out_fd, F_SETFD, FD_CLOEXEC);
-	before = count_lines("LISTENING ");
-	deadline = loop_mono_ms() + 10000;
-	while (count_lines("LISTENING ") == before) {
-		if (loop_mono_ms() > deadline)
-			return -1;
-		pfd.fd = p->out_fd;
-		pfd.events = POLLIN;
-		poll(&pfd, 1, 100);
-		peer_poll(p);
-	}
-	l = last_line("LISTENING ");
-	p->port = atoi(l + strlen("LISTENING "));
-	return p->port > 0 ? 0 : -1;
+	return helper_peer_start(&p->proc, port, cert, key);
 }
 
 static int
@@ -181,22 +113,18 @@ peer_cmd(struct peer *p, const char *fmt, ...)
 	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
 	va_end(ap);
 	buf[n++] = '\n';
-	if (write(p->in_fd, buf, (size_t) n) != n)
+	if (write(p->proc.in_fd, buf, (size_t) n) != n)
 		fprintf(stderr, "peer_cmd: short write\n");
 }
 
 static void
 peer_kill(struct peer *p)
 {
-	if (p->pid <= 0)
+	if (p->proc.pid <= 0)
 		return;
-	kill(p->pid, SIGKILL);
-	waitpid(p->pid, NULL, 0);
-	peer_poll(p);
-	close(p->in_fd);
-	close(p->out_fd);
-	p->pid = 0;
-	p->in_fd = p->out_fd = -1;
+	helper_peer_kill(&p->proc);
+	peer_poll(p); /* what it wrote before it died still counts */
+	helper_peer_close(&p->proc);
 }
 
 /* ---- the client under test ---- */
@@ -302,17 +230,16 @@ static const struct ws_client_cb cbs = { on_up, on_down, on_chunk };
 
 /* ---- waiting: the loop runs until pred() or the deadline ---- */
 
-static bool (*wait_pred)(void);
-static bool wait_ok;
-static int64_t wait_deadline;
-static struct loop_timer *wait_timer;
+static bool (*wait_pred)(void *ud);
 static struct ws_client *watched;
 static uint64_t last_reconnects;
 static int64_t recon_ms[MAX_STAMPS];
 static int n_recon;
 
-static void
-wait_tick(void *ud)
+/* Every poll of a wait also collects the peer's events and stamps each
+ * change of the watched client's reconnect count. */
+static bool
+poll_then_check(void *ud)
 {
 	uint64_t r;
 
@@ -323,28 +250,14 @@ wait_tick(void *ud)
 			recon_ms[n_recon++] = loop_mono_ms();
 		last_reconnects = r;
 	}
-	if (wait_pred != NULL && wait_pred()) {
-		wait_ok = true;
-		loop_quit(L);
-		return;
-	}
-	if (loop_mono_ms() >= wait_deadline) {
-		loop_quit(L);
-		return;
-	}
-	loop_timer_arm(wait_timer, 10);
+	return wait_pred != NULL && wait_pred(ud);
 }
 
 static bool
-wait_for(bool (*pred)(void), int timeout_ms)
+wait_for(bool (*pred)(void *ud), int timeout_ms)
 {
 	wait_pred = pred;
-	wait_ok = false;
-	wait_deadline = loop_mono_ms() + timeout_ms;
-	loop_timer_arm(wait_timer, 0);
-	loop_run(L);
-	loop_timer_cancel(wait_timer);
-	return wait_ok;
+	return helper_wait_for(L, poll_then_check, NULL, timeout_ms);
 }
 
 static void
@@ -360,31 +273,31 @@ static const char *target_prefix;
 static uint64_t target_reconnects;
 
 static bool
-pred_ups(void)
+pred_ups(void *ud)
 {
 	return ups >= target_ups;
 }
 
 static bool
-pred_downs(void)
+pred_downs(void *ud)
 {
 	return downs >= target_downs;
 }
 
 static bool
-pred_msgs(void)
+pred_msgs(void *ud)
 {
 	return msgs_done >= target_msgs;
 }
 
 static bool
-pred_lines(void)
+pred_lines(void *ud)
 {
 	return count_lines(target_prefix) >= target_lines;
 }
 
 static bool
-pred_reconnects(void)
+pred_reconnects(void *ud)
 {
 	return watched != NULL
 	    && ws_client_reconnects(watched) >= target_reconnects;
@@ -438,16 +351,6 @@ default_cfg(void)
 	return cfg;
 }
 
-static void
-set_base(int port)
-{
-	memset(&base, 0, sizeof(base));
-	snprintf(base.scheme, sizeof(base.scheme), "http");
-	snprintf(base.host, sizeof(base.host), "127.0.0.1");
-	base.port = port;
-	snprintf(base.path, sizeof(base.path), "/api");
-}
-
 /* ---- tests ---- */
 
 static void
@@ -477,7 +380,7 @@ test_connect_first_frame_and_headers(void)
 	snprintf(expect, sizeof(expect),
 	    "CONNECT id=bridge test/1 origin=- xtest=hello-1 "
 	    "host=127.0.0.1:%d",
-	    P.port);
+	    P.proc.port);
 	CHECK_STR(last_line("CONNECT "), expect);
 	CHECK_INT(ws_client_reconnects(c), 0);
 
@@ -570,7 +473,7 @@ test_reconnect_after_kill(void)
 	struct ws_client_cfg cfg = default_cfg();
 	struct ws_client *c;
 	int64_t stamps[8];
-	int port = P.port, i, recv_before;
+	int port = P.proc.port, i, recv_before;
 
 	reset_counters();
 	cfg.first_frame = "{\"hello\":1}";
@@ -665,7 +568,7 @@ test_hung_peer_dropped_by_ping(void)
 	CHECK(!wait_downs(1, 5000));
 	CHECK(ws_client_is_up(c));
 
-	kill(P.pid, SIGSTOP);
+	kill(P.proc.pid, SIGSTOP);
 	stopped = loop_mono_ms();
 	CHECK(wait_downs(1, 9000));
 	fprintf(stderr, "  dropped %lld ms after SIGSTOP (%s)\n",
@@ -677,7 +580,7 @@ test_hung_peer_dropped_by_ping(void)
 	watch(c);
 	CHECK(wait_reconnects(r + 2, 15000));
 	CHECK_INT(ups, 1);
-	kill(P.pid, SIGCONT);
+	kill(P.proc.pid, SIGCONT);
 	CHECK(wait_ups(2, 20000));
 	watch(NULL);
 	ws_client_stop(c);
@@ -705,7 +608,7 @@ test_upgrade_never_answered(void)
 	CHECK_INT(listen(lfd, 64), 0);
 	getsockname(lfd, (struct sockaddr *) &sa, &slen);
 	port = ntohs(sa.sin_port);
-	set_base(port);
+	helper_peer_base(&base, port);
 
 	cfg.handshake_timeout_s = 1;
 	c = ws_client_create(L, &cfg, &cbs, NULL);
@@ -726,7 +629,7 @@ test_upgrade_never_answered(void)
 	CHECK(wait_downs(1, 5000));
 	ws_client_destroy(c);
 	base = saved;
-	base.port = P.port;
+	base.port = P.proc.port;
 }
 
 static void
@@ -793,7 +696,7 @@ test_wss(void)
 	tbase = base;
 	snprintf(tbase.scheme, sizeof(tbase.scheme), "https");
 	tbase.tls = true;
-	tbase.port = tp.port;
+	tbase.port = tp.proc.port;
 	cfg.base = &tbase;
 
 	/* trusted through the CA file */
@@ -843,12 +746,11 @@ main(void)
 		fprintf(stderr, "loop_create failed\n");
 		return 1;
 	}
-	wait_timer = loop_timer_create(L, wait_tick, NULL);
 	if (peer_start(&P, 0) != 0) {
-		fprintf(stderr, "cannot start %s\n", peer_script());
+		fprintf(stderr, "cannot start %s\n", helper_peer_script());
 		return 1;
 	}
-	set_base(P.port);
+	helper_peer_base(&base, P.proc.port);
 
 	RUN(test_connect_first_frame_and_headers);
 	RUN(test_bad_header_rejected);
@@ -862,7 +764,6 @@ main(void)
 	RUN(test_wss);
 
 	peer_kill(&P);
-	loop_timer_destroy(wait_timer);
 	loop_destroy(L);
 	free(msg);
 	for (int i = 0; i < n_lines; i++)
