@@ -1,13 +1,14 @@
 /* The broker link. libmosquitto runs in a network thread of our own
- * (net_main) that alone calls mosquitto_loop() and mosquitto_reconnect():
+ * (net_main) that alone drives the socket and calls mosquitto_reconnect():
  * libmosquitto 2.0.11's own loop_start thread ends for good after a TLS
  * handshake failure, a protocol error or an EPROTO, sometimes without
  * on_disconnect, and restarting it from another thread raced on mosq->ssl
- * (double SSL_free). Our thread notices every return, backs off (1 s
- * doubling to 30 s, reset by an accepted CONNACK, cut short by shutdown)
- * and reconnects, for ever. mosquitto_threaded_set(true) makes publishes
- * from the owner only queue and poke libmosquitto's sockpair, which wakes
- * the thread's select (lib/packet_mosq.c packet__queue).
+ * (double SSL_free). Our thread notices every return, backs off (0.25 s
+ * doubling to 30 s with jitter, reset once a connection stayed up for a
+ * minute, cut short by shutdown) and reconnects, for ever.
+ * mosquitto_threaded_set(true) makes publishes from the owner only queue
+ * the packet (lib/packet_mosq.c packet__queue); the network thread writes
+ * it once kicked (see "Batching").
  *
  * Batching. mosquitto_loop() wakes once per queued packet (each publish
  * writes a byte to the sockpair and each loop iteration reads one) and

@@ -5,8 +5,10 @@
  * broker is away, so nothing is handed over and forgotten. Callbacks from
  * the mosquitto thread only set flags and call cfg->wake; every mqtt_link_cb
  * runs in the owner's thread from mqtt_link_service(). Independent of the
- * loop module: the owner wires wake to loop_wake() and calls
- * mqtt_link_service() after each wake and at least once a second. */
+ * loop module: the owner wires wake to loop_wake(), calls
+ * mqtt_link_service() after each wake and at least once a second, and
+ * mqtt_link_flush() after each pass of its loop so that the network thread
+ * sends what the pass produced in one corked write. */
 #ifndef C2M_MQTT_LINK_H
 #define C2M_MQTT_LINK_H
 
