@@ -18,9 +18,11 @@
  * socket and a kick eventfd, mosquitto_loop_read/write/misc (the
  * external-loop API), and TCP_CORK around a write of several packets,
  * which leave as full segments. The owner kicks once per batch
- * (mqtt_link_flush after each pass of its event loop), not per message;
- * the sockpair is not read in pump mode and simply fills up (writes to it
- * then fail with EAGAIN, which packet__queue ignores). Connecting, the TLS
+ * (mqtt_link_flush after each pass of its event loop), not per message,
+ * and libmosquitto's sockpair is not even created
+ * (new_mosquitto_without_sockpair). Should it exist all the same, pump()
+ * never reads it: it fills up and the writes to it fail with EAGAIN,
+ * which packet__queue ignores. Connecting, the TLS
  * handshake (want_connect is not visible through the API) and the CONNACK
  * still run in mosquitto_loop().
  *
@@ -36,7 +38,8 @@
  *  - publish/subscribe from a thread other than the loop only take
  *    mid_mutex, msgs_out.mutex, out_packet_mutex and log_callback_mutex,
  *    each released before returning; in threaded mode packet__queue()
- *    only pokes the sockpair and never writes, so they never take
+ *    only queues (and pokes the sockpair, if any), never writes, so they
+ *    never take
  *    callback_mutex or current_out_packet_mutex;
  *  - the loop thread runs every callback holding callback_mutex (plus
  *    current_out_packet_mutex for the QoS 0 on_publish fired from
@@ -1455,8 +1458,8 @@ mqtt_link_shutdown(
 	pthread_cond_broadcast(&m->changed); /* ends a backoff wait */
 	pthread_mutex_unlock(&m->mu);
 	/* Reason 0 (normal disconnection): the broker discards the will,
-	 * which is right because `last` already said we are going. This also
-	 * wakes the thread's select(). A thread still connecting is left
+	 * which is right because `last` already said we are going; the kick
+	 * makes pump() send it. A thread still connecting is left
 	 * alone (the socket is being replaced): it sends its own DISCONNECT
 	 * once connected (net_main). */
 	if (in_loop) {
