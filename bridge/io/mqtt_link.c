@@ -39,8 +39,7 @@
  *    mid_mutex, msgs_out.mutex, out_packet_mutex and log_callback_mutex,
  *    each released before returning; in threaded mode packet__queue()
  *    only queues (and pokes the sockpair, if any), never writes, so they
- *    never take
- *    callback_mutex or current_out_packet_mutex;
+ *    never take callback_mutex or current_out_packet_mutex;
  *  - the loop thread runs every callback holding callback_mutex (plus
  *    current_out_packet_mutex for the QoS 0 on_publish fired from
  *    packet__write), but never mid_mutex, msgs_out.mutex or out_packet_mutex:
