@@ -1122,12 +1122,12 @@ emit_compact(const struct json_doc *d, int i, struct jsonw *w, size_t budget)
 	size_t n;
 	const char *src = json_raw_value(d, i, &n);
 	struct jsonw_mark m = jsonw_mark(w);
-	/* an empty raw value: the separator and the writer's bookkeeping of
-	 * one value, exactly as emit_value's first write would do them */
-	jsonw_raw(w, "", 0);
-	if (w->err)
+	/* the separator and the writer's bookkeeping of one value, exactly
+	 * as emit_value's first write would do them */
+	size_t cap;
+	char *dst = jsonw_raw_reserve(w, &cap);
+	if (dst == NULL)
 		return false; /* emit_value then finds the same sticky error */
-	size_t cap = jsonw_room(w);
 	if (budget > 0 && budget < cap)
 		cap = budget;
 	/* the compact form is never longer than the raw bytes */
@@ -1135,8 +1135,7 @@ emit_compact(const struct json_doc *d, int i, struct jsonw *w, size_t budget)
 		jsonw_rewind(w, &m);
 		return false;
 	}
-	w->len += compact_copy(w->buf + w->len, src, n);
-	w->buf[w->len] = '\0';
+	jsonw_raw_commit(w, compact_copy(dst, src, n));
 	return true;
 }
 

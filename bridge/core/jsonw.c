@@ -386,6 +386,25 @@ jsonw_raw(struct jsonw *w, const char *json, size_t n)
 		put(w, json, n);
 }
 
+char *
+jsonw_raw_reserve(struct jsonw *w, size_t *room)
+{
+	jsonw_raw(w, "", 0);
+	*room = jsonw_room(w);
+	return w->err ? NULL : w->buf + w->len;
+}
+
+void
+jsonw_raw_commit(struct jsonw *w, size_t n)
+{
+	if (w->err || w->cap == 0 || n > w->cap - 1 - w->len) {
+		fail(w, BR_ETRUNC);
+		return;
+	}
+	w->len += n;
+	w->buf[w->len] = '\0';
+}
+
 void
 jsonw_kstr(struct jsonw *w, const char *k, const char *s)
 {

@@ -79,6 +79,14 @@ void jsonw_kbool(struct jsonw *w, const char *k, bool v);
 void jsonw_knull(struct jsonw *w, const char *k);
 void jsonw_kraw(struct jsonw *w, const char *k, const char *json, size_t n);
 
+/* Starts a raw value to be written straight into the buffer (the
+ * separator and bookkeeping done as for jsonw_raw): returns where its bytes
+ * go (borrowed, valid until the next call on w) and sets *room to how many
+ * fit, or returns NULL on a sticky error. Finish with jsonw_raw_commit. */
+char *jsonw_raw_reserve(struct jsonw *w, size_t *room);
+/* Adds the n bytes written at jsonw_raw_reserve's pointer (n <= room). */
+void jsonw_raw_commit(struct jsonw *w, size_t n);
+
 /* Remaining room (bytes) before truncation. */
 size_t jsonw_room(const struct jsonw *w);
 /* Bytes (0 or 1: a comma) the writer puts before the next value or key. */

@@ -312,6 +312,38 @@ test_raw_pieces_and_rewind(void)
 	CHECK_STR(buf, "{\"a\\n\":\"x\\u00e9\",\"b\":2}");
 }
 
+static void
+test_raw_reserve_commit(void)
+{
+	char buf[16];
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_arr_begin(&w);
+	jsonw_int(&w, 1);
+	size_t room = 0;
+	char *dst = jsonw_raw_reserve(&w, &room);
+	/* the separator is already written, the room is what is left */
+	CHECK(dst == buf + 3);
+	CHECK_STR(buf, "[1,");
+	CHECK_INT(room, sizeof(buf) - 1 - 3);
+	memcpy(dst, "{}", 2);
+	jsonw_raw_commit(&w, 2);
+	jsonw_int(&w, 7);
+	jsonw_arr_end(&w);
+	CHECK_INT(jsonw_finish(&w), 0);
+	CHECK_STR(buf, "[1,{},7]");
+
+	/* committing more than the room fails like any overflow */
+	jsonw_init(&w, buf, sizeof(buf));
+	dst = jsonw_raw_reserve(&w, &room);
+	CHECK(dst != NULL);
+	jsonw_raw_commit(&w, room + 1);
+	CHECK_INT(jsonw_finish(&w), BR_ETRUNC);
+	/* and a writer in error hands out nothing */
+	CHECK(jsonw_raw_reserve(&w, &room) == NULL);
+	CHECK_INT(room, 0);
+}
+
 int
 main(void)
 {
@@ -326,5 +358,6 @@ main(void)
 	RUN(test_sticky_and_reset);
 	RUN(test_strn_max);
 	RUN(test_raw_pieces_and_rewind);
+	RUN(test_raw_reserve_commit);
 	TEST_MAIN_END();
 }
