@@ -849,6 +849,10 @@ pump(struct mqtt_link *m, char *why, size_t cap)
 		{ .fd = sock, .events = POLLIN },
 		{ .fd = m->kick_fd, .events = POLLIN },
 	};
+	/* want_write reads libmosquitto's queue pointers without its lock
+	 * while the owner may be queueing: a stale "yes" costs one empty
+	 * loop_write, a stale "no" nothing, because every packet the owner
+	 * queues comes with a kick */
 	if (mosquitto_want_write(m->mosq))
 		pfd[0].events |= POLLOUT;
 	int old;
