@@ -265,6 +265,22 @@ struct bad_case {
 	int want;
 };
 
+/* Each case must be rejected with its reason (the parser reports it). */
+static void
+check_bad_cases(const struct bad_case *cases, size_t count)
+{
+	for (size_t k = 0; k < count; k++) {
+		const struct bad_case *c = &cases[k];
+		size_t n = c->len ? c->len : strlen(c->in);
+		struct json_doc d;
+		int rc = json_parse(big, c->in, n, false, &d);
+		if (rc != c->want)
+			fprintf(
+			    stderr, "  case %zu: %.*s\n", k, (int) n, c->in);
+		CHECK_INT(rc, c->want);
+	}
+}
+
 static void
 test_rejects(void)
 {
@@ -335,16 +351,7 @@ test_rejects(void)
 		{ "\xef\xbb\xbf{}", 0, JSON_E_SYNTAX }, /* BOM is not JSON */
 		{ "{\"a\":1}\f", 0, JSON_E_SYNTAX }, /* \f is not JSON ws */
 	};
-	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-		const struct bad_case *c = &cases[k];
-		size_t n = c->len ? c->len : strlen(c->in);
-		struct json_doc d;
-		int rc = json_parse(big, c->in, n, false, &d);
-		if (rc != c->want)
-			fprintf(
-			    stderr, "  case %zu: %.*s\n", k, (int) n, c->in);
-		CHECK_INT(rc, c->want);
-	}
+	check_bad_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 /* String contents are checked during the scan that precedes jsmn, yet the
@@ -373,16 +380,7 @@ test_reason_order(void)
 		{ "[\"\\q\" \"x\"]", 0, JSON_E_SYNTAX },
 		{ "[\"a\", \"b\xe2\x82\"]", 0, JSON_E_UTF8 },
 	};
-	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-		const struct bad_case *c = &cases[k];
-		size_t n = c->len ? c->len : strlen(c->in);
-		struct json_doc d;
-		int rc = json_parse(big, c->in, n, false, &d);
-		if (rc != c->want)
-			fprintf(
-			    stderr, "  case %zu: %.*s\n", k, (int) n, c->in);
-		CHECK_INT(rc, c->want);
-	}
+	check_bad_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 static void
