@@ -128,6 +128,10 @@ size_t bench_pub_prompt(struct bench_pub *p, const char *id);
  * ts_wall as its "bench_ts" stamp (0: none). */
 bool bench_pub_one(
     struct bench_pub *p, const char *id, size_t msg, int64_t ts_wall);
+/* CPU time the publisher has used: returns the calling thread's time
+ * inside bench_pub_prompt(); *net_ns = its network thread's time so far
+ * (-1 when unknown). Both in ns. */
+int64_t bench_pub_cpu_ns(const struct bench_pub *p, int64_t *net_ns);
 void bench_pub_stop(struct bench_pub *p);
 
 #endif

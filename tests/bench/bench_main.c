@@ -567,8 +567,11 @@ main(int argc, char **argv)
 	bool pt_ok = false, pl_ok = false;
 	double pl50 = -1, pl99 = -1, plmax = -1;
 	uint64_t others1 = atomic_load(&sub.others);
+	int64_t pub_cpu0 = 0, net_cpu0 = -1, pub_cpu1 = 0, net_cpu1 = -1;
 	if (pub != NULL) {
+		pub_cpu0 = bench_pub_cpu_ns(pub, &net_cpu0);
 		pt_ok = baseline_throughput(&o, pub, o.tag + 3, &pt);
+		pub_cpu1 = bench_pub_cpu_ns(pub, &net_cpu1);
 		pl_ok = baseline_latency(&o, pub, o.tag + 4, &pl);
 		latency_percentiles(&pl50, &pl99, &plmax);
 	}
@@ -601,6 +604,19 @@ main(int argc, char **argv)
 	    (p1.main_s - p0.main_s) * per,
 	    (user + sys - (p1.main_s - p0.main_s)) * per,
 	    bt.got ? (double) (p1.ctxsw - p0.ctxsw) / (double) bt.got : 0);
+	/* the baseline's CPU over its own throughput window: what a client
+	 * that only publishes already-built messages with libmosquitto
+	 * costs per event, measured next to the bridge in the same run */
+	double base_per = pt.got ? 1e-3 / (double) pt.got : 0; /* ns -> us */
+	double base_pub = (double) (pub_cpu1 - pub_cpu0) * base_per;
+	double base_net = net_cpu0 >= 0 && net_cpu1 >= 0
+	    ? (double) (net_cpu1 - net_cpu0) * base_per
+	    : 0;
+	double bridge_cpu = (user + sys) * per;
+	printf(" base_cpu_us_per_event=%.3f base_publish_thread_us_per_event="
+	       "%.3f base_net_thread_us_per_event=%.3f cpu_ratio=%.3f",
+	    base_pub + base_net, base_pub, base_net,
+	    base_pub + base_net > 0 ? bridge_cpu / (base_pub + base_net) : 0);
 	printf(" rss_start_kib=%ld rss_peak_kib=%ld rss_end_kib=%ld",
 	    p0.rss_kib, p2.hwm_kib, p2.rss_kib);
 	static const char *mods[] = { "exe", "mosq", "lws", "libc", "other" };

@@ -5,7 +5,7 @@
 #
 #   run.sh [--quick] [--reps N] [--prompts N] [--lat-events N]
 #          [--window N] [--soak-events N]
-#          [--bridge PATH] [--driver PATH] [--shim PATH]
+#          [--bridge PATH] [--driver PATH] [--shim PATH] [--core PATH]
 #
 # --quick: one short repetition (about 10 s); it fails only when an event
 # went missing, never on a time.
@@ -17,12 +17,14 @@ build=${C2M_BUILD_DIR:-$src/build-bench}
 bridge=${C2M_BRIDGE:-$build/comfy2mqtt}
 driver=$build/tests/bench/c2m_bench
 shim=$build/tests/bench/libc2m_bench_alloc.so
+core=$build/tests/bench/c2m_bench_core
 trace=$src/tests/data/traces/a_normal_txt2img.jsonl
 reps=5 prompts=5000 lat_events=5000 window=200 soak=0 quick=0
+core_prompts=5000 core_reps=3
 
 while [ $# -gt 0 ]; do
 	case $1 in
-	--quick) quick=1 reps=1 prompts=100 lat_events=1000 ;;
+	--quick) quick=1 reps=1 prompts=100 lat_events=1000 core_prompts=200 core_reps=1 ;;
 	--reps) reps=$2; shift ;;
 	--prompts) prompts=$2; shift ;;
 	--lat-events) lat_events=$2; shift ;;
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
 	--bridge) bridge=$2; shift ;;
 	--driver) driver=$2; shift ;;
 	--shim) shim=$2; shift ;;
+	--core) core=$2; shift ;;
 	*) echo "run.sh: unknown option $1" >&2; exit 64 ;;
 	esac
 	shift
@@ -42,7 +45,7 @@ if [ "$shim" = none ]; then
 	shim_arg=()
 	shim=$trace
 fi
-for f in "$bridge" "$driver" "$shim" "$trace"; do
+for f in "$bridge" "$driver" "$shim" "$trace" "$core"; do
 	[ -e "$f" ] || { echo "run.sh: missing $f (build first)" >&2; exit 1; }
 done
 
@@ -109,6 +112,13 @@ for rep in $(seq "$reps"); do
 	echo "$line" >>"$work/results"
 done
 
+# the bridge's own work per event without sockets, next to jsmn alone
+# (c2m_bench_core: fastest of its repetitions, one process)
+core_line=$("$core" --trace "$trace" --prompts "$core_prompts" --reps "$core_reps")
+[ $? -eq 0 ] || { failed=1; echo "c2m_bench_core failed: $core_line" >&2; }
+echo "core: $core_line" >&2
+echo "$core_line" >>"$work/results"
+
 # medians over the repetitions, one column per key
 median() {
 	tr ' ' '\n' <"$work/results" | sed -n "s/^$1=//p" | sort -g |
@@ -123,11 +133,14 @@ echo "comfy2mqtt benchmark: $reps run(s), $prompts prompts x $(first frames_per_
 printf '%-34s %14s %14s %s\n' metric bridge baseline "ratio / target"
 printf '%-34s %14s %14s %s\n' "events/s (throughput)" "$(median bridge_eps)" "$(median base_eps)" "$(median ratio)  (>= 0.9)"
 printf '%-34s %14s %14s\n' "other msgs per event (state...)" "$(median bridge_other_per_event)" "$(median base_other_per_event)"
-printf '%-34s %14s %14s %s\n' "bridge CPU us per event" "$(median cpu_us_per_event)" "-" "(<= 2)"
+printf '%-34s %14s %14s %s\n' "CPU us per event" "$(median cpu_us_per_event)" "$(median base_cpu_us_per_event)" "$(median cpu_ratio)  (bridge <= 2)"
 for k in user sys main_thread other_threads; do
 	printf '%-34s %14s\n' "  $k us per event" "$(median ${k}_us_per_event)"
 done
+printf '%-34s %14s %14s\n' "  baseline: publish / net thread" "" "$(median base_publish_thread_us_per_event) / $(median base_net_thread_us_per_event)"
 printf '%-34s %14s\n' "  context switches per event" "$(median ctxsw_per_event)"
+printf '%-34s %14s\n' "  core alone (no sockets)" "$(median core_us_per_event)"
+printf '%-34s %14s\n' "    json_parse / jsmn_parse alone" "$(median json_parse_us_per_event) / $(median jsmn_us_per_event)"
 printf '%-34s %14s %14s %s\n' "bridge RSS KiB before the first event" "$(median rss_start_kib)" "-"
 printf '%-34s %14s %14s %s\n' "bridge peak RSS KiB" "$(median rss_peak_kib)" "-" "(<= 8192)"
 if [ ${#shim_arg[@]} -eq 0 ]; then
