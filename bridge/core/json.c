@@ -399,13 +399,6 @@ validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
 	return pos == last ? JSON_OK : JSON_E_SYNTAX;
 }
 
-/* Bytes a string can hold as they are: printable ASCII but '"' and '\\'. */
-static bool
-is_plain_string_byte(unsigned char c)
-{
-	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
-}
-
 /* jsmn's primitive delimiters (and a NUL, where jsmn stops). */
 static bool
 ends_primitive(char c)
@@ -440,8 +433,7 @@ scan_string(const char *buf, size_t len, size_t i, struct bad_string *bad)
 	size_t content = i;
 	int reason = JSON_OK;
 	for (;;) {
-		while (i < len && is_plain_string_byte(s[i]))
-			i++;
+		i += utf8_json_plain_run(s + i, len - i);
 		if (i >= len || s[i] == '\0')
 			return len;
 		unsigned char c = s[i];

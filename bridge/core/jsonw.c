@@ -159,11 +159,10 @@ put_escaped(struct jsonw *w, const char *str, size_t n)
 	const unsigned char *s = (const unsigned char *) str;
 	size_t run = 0, i = 0;
 	while (i < n && !w->err) {
+		i += utf8_json_plain_run(s + i, n - i);
+		if (i >= n)
+			break;
 		unsigned char c = s[i];
-		if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
-			i++;
-			continue;
-		}
 		uint32_t cp;
 		if (c >= 0x80) {
 			size_t seq = utf8_decode(s + i, n - i, &cp);
@@ -214,12 +213,32 @@ put_escaped(struct jsonw *w, const char *str, size_t n)
 	put(w, str + run, i - run);
 }
 
+/* Writes "s" followed by tail (0-2 bytes, e.g. ":" after a key). A string
+ * that needs no escaping is written in one step. */
 static void
-put_quoted(struct jsonw *w, const char *s, size_t n)
+put_quoted(struct jsonw *w, const char *s, size_t n, const char *tail,
+    size_t tail_len)
 {
+	if (w->err)
+		return;
+	if (utf8_json_plain_run(s, n) == n && w->cap > 0
+	    && n <= w->cap - 1 - w->len
+	    && w->cap - 1 - w->len - n >= 2 + tail_len) {
+		char *o = w->buf + w->len;
+		*o++ = '"';
+		memcpy(o, s, n);
+		o += n;
+		*o++ = '"';
+		memcpy(o, tail, tail_len);
+		o += tail_len;
+		*o = '\0';
+		w->len = (size_t) (o - w->buf);
+		return;
+	}
 	put_char(w, '"');
 	put_escaped(w, s, n);
 	put_char(w, '"');
+	put(w, tail, tail_len);
 }
 
 void
@@ -234,8 +253,7 @@ jsonw_key(struct jsonw *w, const char *k)
 	if (w->has_items[w->depth] & JSONW_HAS_ITEMS)
 		put_char(w, ',');
 	w->has_items[w->depth] |= JSONW_HAS_ITEMS;
-	put_quoted(w, k, strlen(k));
-	put_char(w, ':');
+	put_quoted(w, k, strlen(k), ":", 1);
 	w->after_key = true;
 }
 
@@ -267,7 +285,7 @@ void
 jsonw_strn(struct jsonw *w, const char *s, size_t n)
 {
 	if (begin_value(w))
-		put_quoted(w, s, n);
+		put_quoted(w, s, n, "", 0);
 }
 
 void
@@ -334,6 +352,12 @@ jsonw_double(struct jsonw *w, double v)
 		jsonw_null(w);
 		return;
 	}
+	/* A whole number below 1e15 is what %.15g prints as digits only
+	 * (progress values and maxima mostly are): no snprintf needed. */
+	if (v == trunc(v) && fabs(v) < 1e15 && !(v == 0 && signbit(v))) {
+		jsonw_int(w, (int64_t) v);
+		return;
+	}
 	/* 15 significant digits always survive decimal -> double -> decimal,
 	 * so the first precision that reads back as v is the shortest. */
 	char tmp[32];
@@ -345,6 +369,44 @@ jsonw_double(struct jsonw *w, double v)
 	}
 	if (begin_value(w))
 		put(w, tmp, (size_t) n);
+}
+
+/* printf("%.*f", decimals, v) for the common case, or -1. printf rounds
+ * the exact binary value; |v| * 10^decimals computed in double is within
+ * 2^-14 of the exact product when it is below 2^40, so wherever the
+ * fraction is not within 1e-3 of a half the nearest integer is the same
+ * and so is the text. Near halves (and for large values) printf decides. */
+static int
+fixed_fast(char *out, double v, int decimals)
+{
+	static const double scale[] = { 1, 10, 100, 1e3, 1e4, 1e5, 1e6 };
+	if (decimals > 6)
+		return -1;
+	double x = fabs(v) * scale[decimals];
+	if (!(x < 1099511627776.0)) /* 2^40 */
+		return -1;
+	double frac = x - floor(x);
+	if (fabs(frac - 0.5) < 1e-3)
+		return -1;
+	uint64_t q = (uint64_t) floor(x + 0.5);
+	char digits[24];
+	char *end = digits + sizeof(digits);
+	char *p = format_u64(end, q);
+	/* at least decimals + 1 digits: 0.05 -> "005" for "0.05" */
+	while (end - p < decimals + 1)
+		*--p = '0';
+	size_t n = 0, int_len = (size_t) (end - p) - (size_t) decimals;
+	if (signbit(v))
+		out[n++] = '-';
+	memcpy(out + n, p, int_len);
+	n += int_len;
+	if (decimals > 0) {
+		out[n++] = '.';
+		memcpy(out + n, p + int_len, (size_t) decimals);
+		n += (size_t) decimals;
+	}
+	out[n] = '\0';
+	return (int) n;
 }
 
 void
@@ -360,7 +422,9 @@ jsonw_fixed(struct jsonw *w, double v, int decimals)
 		decimals = 17;
 	/* DBL_MAX has 309 integer digits. */
 	char tmp[352];
-	int n = snprintf(tmp, sizeof(tmp), "%.*f", decimals, v);
+	int n = fixed_fast(tmp, v, decimals);
+	if (n < 0)
+		n = snprintf(tmp, sizeof(tmp), "%.*f", decimals, v);
 	if (begin_value(w))
 		put(w, tmp, (size_t) n);
 }

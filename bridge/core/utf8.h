@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Length (1..4) of the valid sequence at s[0..n) and its code point in *cp,
  * or 0 when s does not start with a valid sequence (or n == 0). */
@@ -18,6 +19,40 @@ bool utf8_valid(const char *buf, size_t len);
 /* Largest k <= min(len, max) such that buf[0..k) does not end inside a
  * multi-byte sequence (borrowed bytes; valid UTF-8 expected). */
 size_t utf8_cut(const char *buf, size_t len, size_t max);
+
+/* Length of the leading run of s[0..n) that a JSON string holds as it
+ * is: bytes 0x20..0x7F except '"' and '\\' (borrowed). Inline: it runs
+ * for every string of every frame, most of them a few bytes long. */
+static inline size_t
+utf8_json_plain_run(const void *buf, size_t n)
+{
+	const unsigned char *s = (const unsigned char *) buf;
+	size_t i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	const uint64_t ones = 0x0101010101010101u;
+	const uint64_t high = 0x8080808080808080u;
+	/* Eight bytes at a time. A byte below 0x20, a '"' or a '\\' (then
+	 * x ^ c has a zero byte) sets its high bit in the borrow terms; a
+	 * byte from 0x80 has it already. A borrow starts only at a byte that
+	 * is itself special, so the lowest flagged byte is the first
+	 * special one and a word without special bytes is never flagged. */
+	for (; n - i >= 8; i += 8) {
+		uint64_t x;
+		memcpy(&x, s + i, 8);
+		uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+		uint64_t special
+		    = (((x - ones * 0x20) & ~x) | ((q - ones) & ~q)
+		          | ((b - ones) & ~b) | x)
+		    & high;
+		if (special)
+			return i + ((size_t) __builtin_ctzll(special) >> 3);
+	}
+#endif
+	while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"'
+	    && s[i] != '\\')
+		i++;
+	return i;
+}
 
 /* Encodes cp (<= U+10FFFF, not a surrogate) into out (4 bytes room);
  * returns the length, or 0 for a value that has no UTF-8 form. */

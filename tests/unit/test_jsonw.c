@@ -175,6 +175,70 @@ test_doubles(void)
 	}
 }
 
+/* The printf-free paths of jsonw_fixed and jsonw_double must write
+ * exactly what printf writes: compared over halves and near-halves (where
+ * the fast path must step aside), percent values as the engine computes
+ * them, negative and tiny values, whole numbers up to and past 1e15, and
+ * random magnitudes. */
+static void
+test_numbers_match_printf(void)
+{
+	char buf[512], want[400];
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	int fixed_bad = 0, double_bad = 0, checked = 0;
+	double vals[6000];
+	size_t nv = 0;
+	for (int k = -40; k <= 40; k++) {
+		vals[nv++] = k / 8.0; /* exact halves at 0..3 decimals */
+		vals[nv++] = k * 0.05; /* inexact halves: 0.15, 0.35, ... */
+		vals[nv++] = k * 0.005 + 1e-12;
+	}
+	for (int max = 1; max <= 40; max++)
+		for (int v = 0; v <= max; v++)
+			vals[nv++] = v * 100.0 / max;
+	const double fixed[] = { -0.0, 0.0, -0.04, -0.05, 0.05, 0.95, 9.95,
+		99.95, 0.0005, 1e-300, 1e9, 1e12, 1099511627775.5,
+		1099511627776.0, 123456789.987654, 4503599627370497.0,
+		999999999999999.0, 1e15, 1e15 + 1, -1e15, 2.5, 1.5e300 };
+	for (size_t k = 0; k < sizeof(fixed) / sizeof(fixed[0]); k++)
+		vals[nv++] = fixed[k];
+	uint64_t seed = 42;
+	while (nv < sizeof(vals) / sizeof(vals[0])) {
+		seed = seed * 6364136223846793005u + 1442695040888963407u;
+		double mant = (double) (seed >> 11) / 9007199254740992.0;
+		int exp = (int) ((seed >> 3) % 40) - 20;
+		double v = ldexp(mant, exp) * ((seed & 1) ? -1 : 1);
+		vals[nv++] = (seed & 6) == 0 ? floor(v * 1e6) : v;
+	}
+	for (size_t k = 0; k < nv; k++) {
+		for (int d = 0; d <= 7; d++) {
+			jsonw_reset(&w);
+			jsonw_fixed(&w, vals[k], d);
+			snprintf(want, sizeof(want), "%.*f", d, vals[k]);
+			if (strcmp(buf, want) != 0 && fixed_bad++ < 5)
+				fprintf(stderr,
+				    "fixed %.17g/%d: %s, want %s\n", vals[k],
+				    d, buf, want);
+			checked++;
+		}
+		/* jsonw_double: the shortest %.15g..%.17g that reads back */
+		for (int prec = 15; prec <= 17; prec++) {
+			snprintf(want, sizeof(want), "%.*g", prec, vals[k]);
+			if (strtod(want, NULL) == vals[k])
+				break;
+		}
+		jsonw_reset(&w);
+		jsonw_double(&w, vals[k]);
+		if (strcmp(buf, want) != 0 && double_bad++ < 5)
+			fprintf(stderr, "double %.17g: %s, want %s\n", vals[k],
+			    buf, want);
+	}
+	CHECK_INT(fixed_bad, 0);
+	CHECK_INT(double_bad, 0);
+	CHECK(checked > 40000);
+}
+
 static void
 test_ints(void)
 {
@@ -353,6 +417,7 @@ main(void)
 	RUN(test_commas_nested);
 	RUN(test_state_errors);
 	RUN(test_doubles);
+	RUN(test_numbers_match_printf);
 	RUN(test_ints);
 	RUN(test_overflow);
 	RUN(test_sticky_and_reset);

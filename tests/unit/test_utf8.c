@@ -103,6 +103,64 @@ test_encode_roundtrip(void)
 	CHECK_INT(utf8_encode(0x110000, buf), 0);
 }
 
+static size_t
+plain_run_bytewise(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"'
+	    && s[i] != '\\')
+		i++;
+	return i;
+}
+
+/* The word-at-a-time scan against the byte-at-a-time definition: every
+ * byte value at every position of a plain run (both sides of each word
+ * boundary, in the tail), a second special byte after the first (a
+ * borrow must not move the answer), and random strings. */
+static void
+test_json_plain_run(void)
+{
+	unsigned char s[40];
+	memset(s, 'a', sizeof(s));
+	CHECK_INT(utf8_json_plain_run(s, 0), 0);
+	CHECK_INT(utf8_json_plain_run(s, sizeof(s)), sizeof(s));
+	int mismatches = 0;
+	for (size_t len = 1; len <= 24; len++)
+		for (size_t at = 0; at < len; at++)
+			for (int v = 0; v < 256; v++) {
+				memset(s, 'a', sizeof(s));
+				s[at] = (unsigned char) v;
+				if (at + 1 < len)
+					s[at + 1] = 0x01;
+				mismatches += utf8_json_plain_run(s, len)
+				    != plain_run_bytewise(s, len);
+				if (at + 1 < len)
+					s[at + 1] = '\\';
+				mismatches += utf8_json_plain_run(s, len)
+				    != plain_run_bytewise(s, len);
+			}
+	CHECK_INT(mismatches, 0);
+	/* a special byte right before the run must not be looked at */
+	memset(s, 'b', sizeof(s));
+	s[0] = '"';
+	CHECK_INT(utf8_json_plain_run(s + 1, 16), 16);
+	uint32_t seed = 12345;
+	for (int k = 0; k < 20000; k++) {
+		size_t len = 0;
+		for (size_t i = 0; i < sizeof(s); i++) {
+			seed = seed * 1103515245u + 12345u;
+			unsigned r = seed >> 16;
+			/* mostly plain bytes, sometimes a special one */
+			s[i] = (unsigned char) (r % 16 ? 0x20 + r % 0x5F
+			                               : r >> 4);
+		}
+		len = (seed >> 8) % sizeof(s);
+		mismatches += utf8_json_plain_run(s, len)
+		    != plain_run_bytewise(s, len);
+	}
+	CHECK_INT(mismatches, 0);
+}
+
 int
 main(void)
 {
@@ -111,5 +169,6 @@ main(void)
 	RUN(test_valid);
 	RUN(test_cut);
 	RUN(test_encode_roundtrip);
+	RUN(test_json_plain_run);
 	TEST_MAIN_END();
 }
