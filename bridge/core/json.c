@@ -760,6 +760,18 @@ json_str_get(const struct json_doc *d, int i, char *dst, size_t cap)
 	size_t at = 0, len = 0;
 	bool full = false, has_nul = false;
 	while (at < n) {
+		/* runs that need no decoding are copied as they are */
+		size_t run = utf8_json_plain_run(raw + at, n - at);
+		if (run > 0) {
+			size_t room = full || cap == 0 ? 0 : cap - 1 - len;
+			size_t k = run <= room ? run : room;
+			if (k > 0)
+				memcpy(dst + len, raw + at, k);
+			len += k;
+			full = full || k < run;
+			at += run;
+			continue;
+		}
 		unsigned char ch[4];
 		size_t m = next_char(raw, n, &at, ch);
 		if (ch[0] == 0)

@@ -20,6 +20,24 @@ bool utf8_valid(const char *buf, size_t len);
  * multi-byte sequence (borrowed bytes; valid UTF-8 expected). */
 size_t utf8_cut(const char *buf, size_t len, size_t max);
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* The high bit of every byte of x (loaded little-endian) that a JSON
+ * string cannot hold as it is. A byte below 0x20, a '"' or a '\\' (then
+ * x ^ c has a zero byte) sets it in the borrow terms; a byte from 0x80 has
+ * it already. A borrow starts only at a byte that is itself special, so
+ * the lowest flagged byte is the first special one and a word without
+ * special bytes is never flagged. */
+static inline uint64_t
+utf8__json_special(uint64_t x)
+{
+	const uint64_t ones = 0x0101010101010101u;
+	uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+	return (((x - ones * 0x20) & ~x) | ((q - ones) & ~q)
+	           | ((b - ones) & ~b) | x)
+	    & (ones * 0x80);
+}
+#endif
+
 /* Length of the leading run of s[0..n) that a JSON string holds as it
  * is: bytes 0x20..0x7F except '"' and '\\' (borrowed). Inline: it runs
  * for every string of every frame, most of them a few bytes long. */
@@ -29,29 +47,26 @@ utf8_json_plain_run(const void *buf, size_t n)
 	const unsigned char *s = (const unsigned char *) buf;
 	size_t i = 0;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	const uint64_t ones = 0x0101010101010101u;
-	const uint64_t high = 0x8080808080808080u;
-	/* Eight bytes at a time. A byte below 0x20, a '"' or a '\\' (then
-	 * x ^ c has a zero byte) sets its high bit in the borrow terms; a
-	 * byte from 0x80 has it already. A borrow starts only at a byte that
-	 * is itself special, so the lowest flagged byte is the first
-	 * special one and a word without special bytes is never flagged. */
+	uint64_t x, special;
 	for (; n - i >= 8; i += 8) {
-		uint64_t x;
 		memcpy(&x, s + i, 8);
-		uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
-		uint64_t special
-		    = (((x - ones * 0x20) & ~x) | ((q - ones) & ~q)
-		          | ((b - ones) & ~b) | x)
-		    & high;
-		if (special)
+		if ((special = utf8__json_special(x)) != 0)
 			return i + ((size_t) __builtin_ctzll(special) >> 3);
 	}
-#endif
+	if (i == n)
+		return n;
+	/* the last bytes, padded with plain ones ('a') */
+	x = 0x6161616161616161u;
+	memcpy(&x, s + i, n - i);
+	if ((special = utf8__json_special(x)) != 0)
+		return i + ((size_t) __builtin_ctzll(special) >> 3);
+	return n;
+#else
 	while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"'
 	    && s[i] != '\\')
 		i++;
 	return i;
+#endif
 }
 
 /* Encodes cp (<= U+10FFFF, not a surrogate) into out (4 bytes room);

@@ -7,6 +7,7 @@
 
 #include "err.h"
 #include "json.h"
+#include "utf8.h"
 
 static struct json_parser *big; /* 16384 tokens, like the bridge */
 static struct json_parser *check; /* re-parses what was emitted */
@@ -692,6 +693,31 @@ test_str_get(void)
 	CHECK_INT(json_str_get(&d, 1, out, 6), 5);
 	CHECK_INT(json_str_get(&d, 1, out, 5), BR_ETRUNC);
 	CHECK_STR(out, "plai");
+
+	/* plain runs (copied whole) between escapes and multi-byte
+	 * characters: every buffer size keeps the longest prefix of whole
+	 * characters, and stops at the first one that does not fit */
+	const char *mixed = "[\"ab\\ncdefghijklmnopqrstuvw\xc3\xa9xy\\u20ac"
+	                    "0123456789\"]";
+	const char *decoded = "ab\ncdefghijklmnopqrstuvw\xc3\xa9xy\xe2\x82\xac"
+	                      "0123456789";
+	size_t dlen = strlen(decoded);
+	CHECK_INT(parse_n(mixed, strlen(mixed), false, &d), JSON_OK);
+	int bad = 0;
+	for (size_t cap = 0; cap <= dlen + 2; cap++) {
+		char small[64];
+		memset(small, '#', sizeof(small));
+		int rc = json_str_get(&d, 1, small, cap);
+		size_t keep = cap > 0 ? utf8_cut(decoded, dlen, cap - 1) : 0;
+		bool ok = cap > dlen ? rc == (int) dlen : rc == BR_ETRUNC;
+		if (cap > 0)
+			ok = ok && memcmp(small, decoded, keep) == 0
+			    && small[keep] == '\0';
+		else
+			ok = ok && small[0] == '#';
+		bad += !ok;
+	}
+	CHECK_INT(bad, 0);
 }
 
 /* ---------------------------------------------------------------------- */
