@@ -26,6 +26,16 @@
  * handshake (want_connect is not visible through the API) and the CONNACK
  * still run in mosquitto_loop().
  *
+ * Reads are gathered too: the broker answers every QoS 1 message with its
+ * own PUBACK segment, and waking the thread for each one cost more than
+ * everything else the link does (a thread wake-up is several µs in a VM).
+ * So after a read, pump() leaves the socket alone for READ_GATHER_NS and
+ * then takes everything that arrived in one mosquitto_loop_read (which
+ * reads as many packets as are in flight). Kicks are still served at
+ * once, so sending is not delayed; acknowledgements are, by at most that
+ * long, which the in-flight window (1000) absorbs at any rate ComfyUI
+ * produces. A hang-up or error is never deferred.
+ *
  * Callbacks only record facts under link->mu and call cfg->wake;
  * mqtt_link_service() turns the facts into mqtt_link_cb calls and log
  * lines in the owner's thread and feeds the bounded outq into libmosquitto
@@ -106,6 +116,9 @@ enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 /* pump()'s longest sleep: keepalive (mosquitto_loop_misc) and a kick
  * that a caller forgot are served at least this often */
 #define PUMP_TICK_MS 1000
+/* pump() reads the socket at most this often while the broker keeps
+ * sending (PUBACKs): see "Batching" */
+#define READ_GATHER_NS 1000000
 #define FAILURE_LOG_EVERY                                                     \
 	10 /* an unchanged reason is repeated this seldom                     \
 	    */
@@ -187,6 +200,8 @@ struct mqtt_link {
 	unsigned handed_since_kick;
 	bool batching;
 	atomic_uint handed; /* handed over, not yet seen by pump() */
+	int64_t last_read_ns; /* pump(): monotonic time of the last read */
+	atomic_uint_fast64_t socket_reads; /* pump()'s reads, for the stats */
 	int first_rc; /* of the connect_async in mqtt_link_start */
 	char first_why[WHY_MAX];
 
@@ -213,6 +228,14 @@ struct mqtt_link {
 	char logged_why[WHY_MAX + DETAIL_MAX + 2]; /* the reason last logged */
 	atomic_bool connected_pub; /* for mqtt_link_connected() */
 };
+
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static int64_t
 now_ms(void)
@@ -845,8 +868,10 @@ pump(struct mqtt_link *m, char *why, size_t cap)
 		snprintf(why, cap, "%s", rc_text(MOSQ_ERR_NO_CONN));
 		return MOSQ_ERR_NO_CONN;
 	}
+	int64_t since_read = now_ns() - m->last_read_ns;
+	bool read_due = since_read >= READ_GATHER_NS;
 	struct pollfd pfd[2] = {
-		{ .fd = sock, .events = POLLIN },
+		{ .fd = sock, .events = read_due ? POLLIN : 0 },
 		{ .fd = m->kick_fd, .events = POLLIN },
 	};
 	/* want_write reads libmosquitto's queue pointers without its lock
@@ -855,9 +880,13 @@ pump(struct mqtt_link *m, char *why, size_t cap)
 	 * queues comes with a kick */
 	if (mosquitto_want_write(m->mosq))
 		pfd[0].events |= POLLOUT;
+	int64_t wait_ns = read_due ? (int64_t) PUMP_TICK_MS * 1000000
+	                           : READ_GATHER_NS - since_read;
+	struct timespec timeout
+	    = { wait_ns / 1000000000, wait_ns % 1000000000 };
 	int old;
 	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
-	int n = poll(pfd, 2, PUMP_TICK_MS);
+	int n = ppoll(pfd, 2, &timeout, NULL);
 	int saved_errno = errno;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
 	if (n < 0 && saved_errno != EINTR) {
@@ -872,8 +901,12 @@ pump(struct mqtt_link *m, char *why, size_t cap)
 		}
 	}
 	int rc = MOSQ_ERR_SUCCESS;
-	if (n > 0 && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0)
+	if (n > 0 && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
 		rc = mosquitto_loop_read(m->mosq, 1);
+		m->last_read_ns = now_ns();
+		atomic_fetch_add_explicit(
+		    &m->socket_reads, 1, memory_order_relaxed);
+	}
 	sock = mosquitto_socket(m->mosq);
 	if (rc == MOSQ_ERR_SUCCESS && sock >= 0
 	    && mosquitto_want_write(m->mosq)) {
@@ -1375,6 +1408,7 @@ mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s)
 	}
 	s->queued = outq_count(mm->q);
 	s->queued_bytes = outq_bytes(mm->q);
+	s->socket_reads = atomic_load(&mm->socket_reads);
 	pthread_mutex_lock(&mm->mu);
 	s->inflight = mm->f.inflight0 + mm->f.inflight1;
 	s->connect_failures = mm->f.failures;

@@ -64,6 +64,9 @@ struct mqtt_link_stats {
 	size_t queued; /* waiting in our queue */
 	size_t queued_bytes;
 	unsigned inflight; /* handed, not yet done */
+	/* reads of the connected socket: at most one per millisecond while
+	 * the broker keeps sending (acknowledgements are gathered) */
+	uint64_t socket_reads;
 };
 
 /* Creates the link (copies cfg and its strings). */

@@ -134,4 +134,22 @@ bool bench_pub_one(
 int64_t bench_pub_cpu_ns(const struct bench_pub *p, int64_t *net_ns);
 void bench_pub_stop(struct bench_pub *p);
 
+/* ---- the raw baseline (bench_rawpub.c) ---------------------------- */
+
+/* The same captured messages through a minimal MQTT 5 writer of our own
+ * on a plain socket: one write() per prompt, PUBACKs read in bulk by a
+ * reader thread. Benchmark only (no reconnect, TLS or resending). */
+struct bench_rawpub;
+struct bench_rawpub *bench_rawpub_start(int port,
+    const struct bench_capture_msg *cap, size_t n, const char *cap_id);
+/* Publishes every message of the template for prompt id in one write;
+ * returns the number of event messages (0 when the write failed). */
+size_t bench_rawpub_prompt(struct bench_rawpub *r, const char *id);
+uint64_t bench_rawpub_pubacks(const struct bench_rawpub *r);
+size_t bench_rawpub_qos1_per_prompt(const struct bench_rawpub *r);
+/* As bench_pub_cpu_ns: the caller's time in bench_rawpub_prompt(), and
+ * *reader_ns the reader thread's. */
+int64_t bench_rawpub_cpu_ns(const struct bench_rawpub *r, int64_t *reader_ns);
+void bench_rawpub_stop(struct bench_rawpub *r);
+
 #endif

@@ -35,6 +35,8 @@ struct opts {
 	unsigned long soak_events;
 	unsigned tag;
 	int stall_s; /* fail when no event arrives for this long */
+	bool raw; /* run the raw baseline (no flow control: only when the
+	           * broker announces no receive maximum) */
 	bool verbose;
 };
 
@@ -376,6 +378,24 @@ baseline_throughput(const struct opts *o, struct bench_pub *pub, unsigned tag,
 }
 
 static bool
+raw_throughput(const struct opts *o, struct bench_rawpub *r, unsigned tag,
+    uint64_t per_prompt, struct phase *ph)
+{
+	uint64_t ev0 = events_now(), sent = 0;
+	char id[BENCH_ID_LEN + 1];
+	ph->expected = o->prompts * per_prompt;
+	int64_t t0 = bench_now_ns();
+	for (uint64_t k = 0; k < o->prompts; k++) {
+		if (!wait_window(ev0, sent, per_prompt, o->window, o->stall_s))
+			break;
+		bench_prompt_id(id, tag, k);
+		sent += bench_rawpub_prompt(r, id);
+	}
+	wait_all(ev0, ph, t0, o->stall_s);
+	return ph->got == ph->expected;
+}
+
+static bool
 baseline_latency(const struct opts *o, struct bench_pub *pub, unsigned tag,
     struct phase *ph)
 {
@@ -413,7 +433,8 @@ usage(void)
 	fprintf(stderr,
 	    "usage: c2m_bench --bridge PATH --broker-port N --trace FILE\n"
 	    "  [--shim PATH] [--prompts N] [--lat-events N] [--lat-rate N]\n"
-	    "  [--window N] [--soak-events N] [--tag N] [--stall-s N]\n");
+	    "  [--window N] [--soak-events N] [--tag N] [--stall-s N]\n"
+	    "  [--no-raw]\n");
 }
 
 static bool
@@ -425,13 +446,14 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{ "lat-events", 1, NULL, 'l' }, { "lat-rate", 1, NULL, 'r' },
 		{ "window", 1, NULL, 'w' }, { "soak-events", 1, NULL, 'k' },
 		{ "tag", 1, NULL, 'g' }, { "stall-s", 1, NULL, 'x' },
-		{ NULL, 0, NULL, 0 } };
+		{ "no-raw", 0, NULL, 'R' }, { NULL, 0, NULL, 0 } };
 	*o = (struct opts) { .prompts = 5000,
 		.lat_events = 5000,
 		.lat_rate = 1000,
 		.window = 200,
 		.tag = (unsigned) getpid(),
-		.stall_s = 15 };
+		.stall_s = 15,
+		.raw = true };
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		char *end = NULL;
@@ -446,6 +468,9 @@ parse_opts(int argc, char **argv, struct opts *o)
 			continue;
 		case 't':
 			o->trace = optarg;
+			continue;
+		case 'R':
+			o->raw = false;
 			continue;
 		default:
 			break;
@@ -580,6 +605,23 @@ main(int argc, char **argv)
 	size_t base_msgs = pub ? bench_pub_msgs_per_prompt(pub) : 0;
 	bench_pub_stop(pub);
 
+	/* the raw baseline: same messages, batched writes, no libmosquitto */
+	struct bench_rawpub *raw = o.raw
+	    ? bench_rawpub_start(o.broker_port, sub.cap, sub.cap_n, cap_id)
+	    : NULL;
+	struct phase rt = { 0 };
+	bool rt_ok = !o.raw;
+	int64_t raw_cpu0 = 0, rd_cpu0 = -1, raw_cpu1 = 0, rd_cpu1 = -1;
+	uint64_t raw_acks = 0, raw_qos1 = 0;
+	if (raw != NULL) {
+		raw_cpu0 = bench_rawpub_cpu_ns(raw, &rd_cpu0);
+		rt_ok = raw_throughput(&o, raw, o.tag + 5, base_events, &rt);
+		raw_cpu1 = bench_rawpub_cpu_ns(raw, &rd_cpu1);
+		raw_acks = bench_rawpub_pubacks(raw);
+		raw_qos1 = o.prompts * bench_rawpub_qos1_per_prompt(raw);
+	}
+	bench_rawpub_stop(raw);
+
 	unsigned long long alloc_total = 0;
 	printf("frames_per_prompt=%llu prompt_block_bytes=%zu "
 	       "captured_msgs_per_prompt=%zu captured_events_per_prompt=%zu",
@@ -617,6 +659,18 @@ main(int argc, char **argv)
 	       "%.3f base_net_thread_us_per_event=%.3f cpu_ratio=%.3f",
 	    base_pub + base_net, base_pub, base_net,
 	    base_pub + base_net > 0 ? bridge_cpu / (base_pub + base_net) : 0);
+	double raw_per = rt.got ? 1e-3 / (double) rt.got : 0; /* ns -> us */
+	double raw_pub = (double) (raw_cpu1 - raw_cpu0) * raw_per;
+	double raw_rd = rd_cpu0 >= 0 && rd_cpu1 >= 0
+	    ? (double) (rd_cpu1 - rd_cpu0) * raw_per
+	    : 0;
+	printf(" raw_events=%llu/%llu raw_eps=%.0f raw_ratio=%.3f "
+	       "raw_cpu_us_per_event=%.3f raw_publish_us_per_event=%.3f "
+	       "raw_reader_us_per_event=%.3f raw_pubacks=%llu/%llu",
+	    (unsigned long long) rt.got, (unsigned long long) rt.expected,
+	    rt.eps, rt.eps > 0 ? bt.eps / rt.eps : 0, raw_pub + raw_rd,
+	    raw_pub, raw_rd, (unsigned long long) raw_acks,
+	    (unsigned long long) raw_qos1);
 	printf(" rss_start_kib=%ld rss_peak_kib=%ld rss_end_kib=%ld",
 	    p0.rss_kib, p2.hwm_kib, p2.rss_kib);
 	static const char *mods[] = { "exe", "mosq", "lws", "libc", "other" };
@@ -653,13 +707,14 @@ main(int argc, char **argv)
 	bench_sub_stop(&sub);
 	unlink(alloc_file);
 	bench_mix_free(&mix);
-	bool all
-	    = bt_ok && bl_ok && st_ok && pt_ok && pl_ok && base_events == f;
+	bool all = bt_ok && bl_ok && st_ok && pt_ok && pl_ok && rt_ok
+	    && base_events == f;
 	if (!all)
 		fprintf(stderr,
 		    "bench: FAILED: bridge %llu/%llu, latency %llu/%llu, "
 		    "soak %llu/%llu, baseline %llu/%llu, baseline latency "
-		    "%llu/%llu, captured %zu events per prompt (want %llu)\n",
+		    "%llu/%llu, raw baseline %llu/%llu, captured %zu events "
+		    "per prompt (want %llu)\n",
 		    (unsigned long long) bt.got,
 		    (unsigned long long) bt.expected,
 		    (unsigned long long) bl.got,
@@ -669,7 +724,9 @@ main(int argc, char **argv)
 		    (unsigned long long) pt.got,
 		    (unsigned long long) pt.expected,
 		    (unsigned long long) pl.got,
-		    (unsigned long long) pl.expected, base_events,
+		    (unsigned long long) pl.expected,
+		    (unsigned long long) rt.got,
+		    (unsigned long long) rt.expected, base_events,
 		    (unsigned long long) f);
 	return all ? 0 : 1;
 }

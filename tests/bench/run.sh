@@ -4,7 +4,7 @@
 # and prints the table of medians. See README.md.
 #
 #   run.sh [--quick] [--reps N] [--prompts N] [--lat-events N]
-#          [--window N] [--soak-events N]
+#          [--window N] [--soak-events N] [--broker-inflight N]
 #          [--bridge PATH] [--driver PATH] [--shim PATH] [--core PATH]
 #
 # --quick: one short repetition (about 10 s); it fails only when an event
@@ -20,7 +20,7 @@ shim=$build/tests/bench/libc2m_bench_alloc.so
 core=$build/tests/bench/c2m_bench_core
 trace=$src/tests/data/traces/a_normal_txt2img.jsonl
 reps=5 prompts=5000 lat_events=5000 window=200 soak=0 quick=0
-core_prompts=5000 core_reps=3
+core_prompts=5000 core_reps=3 broker_inflight=0
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
 	--lat-events) lat_events=$2; shift ;;
 	--window) window=$2; shift ;;
 	--soak-events) soak=$2; shift ;;
+	--broker-inflight) broker_inflight=$2; shift ;;
 	--bridge) bridge=$2; shift ;;
 	--driver) driver=$2; shift ;;
 	--shim) shim=$2; shift ;;
@@ -64,7 +65,9 @@ trap 'stop_broker; rm -rf "$work"' EXIT
 # otherwise pile up). set_tcp_nodelay: the broker adds no Nagle delay of
 # its own; max_queued_messages 0 / max_queued_bytes 0: no limit, so a
 # subscriber that falls behind loses nothing (QoS 0 included: the
-# benchmark checks every event arrived).
+# benchmark checks every event arrived). max_inflight_messages: 0 (no
+# receive maximum announced) unless --broker-inflight; mosquitto's own
+# default is 20, which MQTT 5 clients see as a receive maximum of 20.
 start_broker() {
 	local try port
 	for try in 1 2 3 4 5 6 7 8 9 10; do
@@ -76,7 +79,7 @@ start_broker() {
 		set_tcp_nodelay true
 		max_queued_messages 0
 		max_queued_bytes 0
-		max_inflight_messages 0
+		max_inflight_messages $broker_inflight
 		CONF
 		mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
 		broker_pid=$!
@@ -101,7 +104,10 @@ failed=0
 : >"$work/results"
 for rep in $(seq "$reps"); do
 	start_broker || exit 1
-	line=$("$driver" --bridge "$bridge" "${shim_arg[@]}" --trace "$trace" \
+	# the raw writer does no flow control: not against a receive maximum
+	raw_arg=()
+	[ "$broker_inflight" = 0 ] || raw_arg=(--no-raw)
+	line=$("$driver" --bridge "$bridge" "${shim_arg[@]}" "${raw_arg[@]}" --trace "$trace" \
 		--broker-port "$broker_port" --prompts "$prompts" \
 		--lat-events "$lat_events" --window "$window" \
 		--soak-events "$soak" --tag $((RANDOM * 4 + rep * 65536)))
@@ -132,11 +138,13 @@ echo
 echo "comfy2mqtt benchmark: $reps run(s), $prompts prompts x $(first frames_per_prompt) frames, window $window events, latency at 1000 events/s over $lat_events events (medians)"
 printf '%-34s %14s %14s %s\n' metric bridge baseline "ratio / target"
 printf '%-34s %14s %14s %s\n' "events/s (throughput)" "$(median bridge_eps)" "$(median base_eps)" "$(median ratio)  (>= 0.9)"
+printf '%-34s %14s %14s %s\n' "  raw MQTT writer (bench only)" "" "$(median raw_eps)" "$(median raw_ratio)  (bridge / raw)"
 printf '%-34s %14s %14s\n' "other msgs per event (state...)" "$(median bridge_other_per_event)" "$(median base_other_per_event)"
 printf '%-34s %14s %14s %s\n' "CPU us per event" "$(median cpu_us_per_event)" "$(median base_cpu_us_per_event)" "$(median cpu_ratio)  (bridge <= 2)"
 for k in user sys main_thread other_threads; do
 	printf '%-34s %14s\n' "  $k us per event" "$(median ${k}_us_per_event)"
 done
+printf '%-34s %14s %14s\n' "  raw MQTT writer (bench only)" "" "$(median raw_cpu_us_per_event)"
 printf '%-34s %14s %14s\n' "  baseline: publish / net thread" "" "$(median base_publish_thread_us_per_event) / $(median base_net_thread_us_per_event)"
 printf '%-34s %14s\n' "  context switches per event" "$(median ctxsw_per_event)"
 printf '%-34s %14s\n' "  core alone (no sockets)" "$(median core_us_per_event)"

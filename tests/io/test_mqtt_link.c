@@ -588,6 +588,50 @@ test_batched_flush_delivers_in_order(void)
 	broker_destroy(b);
 }
 
+/* A stream of QoS 1 messages, each kicked on its own, draws one PUBACK
+ * after another. The link reads the socket at most once per millisecond
+ * (the acknowledgements gather in between) rather than once per
+ * acknowledgement, and still gets every one: the window empties and every
+ * message arrives in order. */
+static void
+test_acks_are_read_in_batches(void)
+{
+	struct broker *b = broker_create(NULL);
+	CHECK_INT(broker_start(b), 0);
+	struct sub *s = sub_start(broker_port(b), NULL, 5, "t10/q1");
+	struct link_opts lo = { .port = broker_port(b),
+		.protocol = 5,
+		.id = "link-gather",
+		.window = 1000,
+		.batching = true };
+	struct drv *d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	enum { N = 3000 };
+	uint64_t reads0 = stats(d).socket_reads;
+	long t0 = mono_ms();
+	for (int i = 0; i < N; i++) {
+		CHECK_INT(publish_seq(d, "t10/q1", MSG_CRITICAL, 1, i), BR_OK);
+		pump(d, 0);
+	}
+	CHECK(PUMP_UNTIL(d,
+	    sub_count(s) >= N && stats(d).queued == 0
+	        && stats(d).inflight == 0,
+	    20000));
+	long elapsed = mono_ms() - t0;
+	uint64_t reads = stats(d).socket_reads - reads0;
+	check_seq(s, N);
+	/* one read per elapsed millisecond at most (+2: both ends); read
+	 * per acknowledgement, it would be up to N */
+	CHECK(reads <= (uint64_t) elapsed + 2);
+	CHECK(reads > 0);
+	if (reads > (uint64_t) elapsed + 2)
+		fprintf(stderr, "  %llu reads in %ld ms for %d PUBACKs\n",
+		    (unsigned long long) reads, elapsed, N);
+	sub_stop(s);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
 static void
 test_queue_bound_during_outage(void)
 {
@@ -986,6 +1030,7 @@ main(void)
 	RUN(test_broker_restart_mid_burst);
 	RUN(test_broker_restart_mid_burst_batched);
 	RUN(test_batched_flush_delivers_in_order);
+	RUN(test_acks_are_read_in_batches);
 	RUN(test_queue_bound_during_outage);
 	RUN(test_v5_properties);
 	RUN(test_mqtt311);
