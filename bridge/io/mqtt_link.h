@@ -64,9 +64,13 @@ struct mqtt_link_stats {
 	size_t queued; /* waiting in our queue */
 	size_t queued_bytes;
 	unsigned inflight; /* handed, not yet done */
-	/* reads of the connected socket: at most one per millisecond while
-	 * the broker keeps sending (acknowledgements are gathered) */
+	/* reads of the connected socket, and those of them that waited for
+	 * acknowledgements to gather (at most one per millisecond) */
 	uint64_t socket_reads;
+	uint64_t gathered_reads;
+	/* the connected broker announced no receive maximum below the
+	 * window, so acknowledgements may gather */
+	bool acks_gathered;
 };
 
 /* Creates the link (copies cfg and its strings). */
