@@ -32,11 +32,12 @@
  * wake-up is several µs in a VM). When a read took in GATHER_MIN_ACKS or
  * more PUBACKs, pump() leaves the socket alone for READ_GATHER_NS and
  * then takes everything that arrived in one mosquitto_loop_read (which
- * reads as many packets as are in flight). Kicks are still served at
- * once, so sending is not delayed. Not gathered:
- *  - a sparse stream (a read found at most one PUBACK): at a few events a
- *    second a deferred read only lands next to the next send and delays
- *    it (measured: +50 µs median latency at 1000 events/s);
+ * reads as many packets as are in flight); the rule is struct read_gate
+ * (core/readgate.h). Kicks are still served at once, so sending is not
+ * delayed. Not gathered:
+ *  - a sparse stream (a read found at most one PUBACK): at 1000 events a
+ *    second a deferred read lands next to the next send and delays it
+ *    (measured: +50 µs median latency when every read was deferred);
  *  - a broker that announces a receive maximum below our window
  *    (mosquitto's default is 20): libmosquitto then holds back messages
  *    until acknowledgements are read, so deferring them throttles
