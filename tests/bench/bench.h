@@ -9,12 +9,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define BENCH_ID_LEN 36 /* uuid4 text: every prompt id has this length */
 #define BENCH_TS_LEN 19 /* CLOCK_REALTIME ns, zero padded */
 #define BENCH_TS_KEY "\"bench_ts\":\"" /* as the bridge re-emits it */
 
-int64_t bench_now_ns(void); /* CLOCK_MONOTONIC */
+int64_t bench_now_ns(void);
+/* CPU time of clock clk (CLOCK_THREAD_CPUTIME_ID, a pthread_getcpuclockid
+ * clock) in ns; -1 when it cannot be read. */
+int64_t bench_cpu_ns(clockid_t clk); /* CLOCK_MONOTONIC */
 int64_t bench_wall_ns(void); /* CLOCK_REALTIME (latency stamps) */
 
 /* ---- the frame mix (bench_mix.c) ---------------------------------- */

@@ -51,14 +51,6 @@ ignore_http(
 	(void) tag;
 }
 
-static int64_t
-thread_cpu_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-	return (int64_t) t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 /* The payload of a server-to-client frame (unmasked, as bench_mix.c
  * builds them). */
 static const char *
@@ -185,7 +177,7 @@ main(int argc, char **argv)
 	for (unsigned long rep = 0; rep < reps; rep++) {
 		/* 1. the whole core: reasm + engine */
 		unsigned long long m0 = sink.msgs, b0 = sink.bytes;
-		int64_t t0 = thread_cpu_ns();
+		int64_t t0 = bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID);
 		for (unsigned long k = 0; k < prompts; k++) {
 			bench_prompt_id(id, (unsigned) rep * 7 + 1, k);
 			bench_patch_ids(mix.block, mix.id_offs, mix.n_ids, id);
@@ -209,13 +201,13 @@ main(int argc, char **argv)
 					engine_tick(e, now, &health);
 			}
 		}
-		int64_t core = thread_cpu_ns() - t0;
+		int64_t core = bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
 		events = (unsigned long long) prompts * mix.n_frames;
 		msgs = sink.msgs - m0;
 		bytes = sink.bytes - b0;
 
 		/* 2. json_parse() alone (what engine_on_text starts with) */
-		t0 = thread_cpu_ns();
+		t0 = bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID);
 		for (unsigned long k = 0; k < prompts; k++)
 			for (size_t i = 0; i < mix.n_frames; i++) {
 				size_t n;
@@ -224,10 +216,10 @@ main(int argc, char **argv)
 				bad += json_parse(jp, p, n, true, &d)
 				    != JSON_OK;
 			}
-		int64_t parse = thread_cpu_ns() - t0;
+		int64_t parse = bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
 
 		/* 3. jsmn_parse() alone: the tokenizer every frame needs */
-		t0 = thread_cpu_ns();
+		t0 = bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID);
 		for (unsigned long k = 0; k < prompts; k++)
 			for (size_t i = 0; i < mix.n_frames; i++) {
 				size_t n;
@@ -238,7 +230,7 @@ main(int argc, char **argv)
 				           &jsp, p, n, toks, cfg.max_tokens)
 				    <= 0;
 			}
-		int64_t jsmn = thread_cpu_ns() - t0;
+		int64_t jsmn = bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
 		/* the fastest repetition: least disturbed by other load */
 		if (best_core < 0 || core < best_core)
 			best_core = core;

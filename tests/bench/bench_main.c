@@ -358,28 +358,27 @@ out:
 	return ph->got == ph->expected;
 }
 
-static bool
-baseline_throughput(const struct opts *o, struct bench_pub *pub, unsigned tag,
-    struct phase *ph)
+/* Publishes one prompt for id through a baseline; returns the number of
+ * event messages published. */
+typedef size_t (*publish_prompt_fn)(void *pub, const char *id);
+
+static size_t
+pub_prompt(void *pub, const char *id)
 {
-	uint64_t ev0 = events_now(), sent = 0;
-	uint64_t f = bench_pub_events_per_prompt(pub);
-	char id[BENCH_ID_LEN + 1];
-	ph->expected = o->prompts * f;
-	int64_t t0 = bench_now_ns();
-	for (uint64_t k = 0; k < o->prompts; k++) {
-		if (!wait_window(ev0, sent, f, o->window, o->stall_s))
-			break;
-		bench_prompt_id(id, tag, k);
-		sent += bench_pub_prompt(pub, id);
-	}
-	wait_all(ev0, ph, t0, o->stall_s);
-	return ph->got == ph->expected;
+	return bench_pub_prompt(pub, id);
 }
 
+static size_t
+rawpub_prompt(void *pub, const char *id)
+{
+	return bench_rawpub_prompt(pub, id);
+}
+
+/* A baseline's throughput phase: whole prompts, closed-loop like the
+ * bridge's (at most o->window events outstanding). */
 static bool
-raw_throughput(const struct opts *o, struct bench_rawpub *r, unsigned tag,
-    uint64_t per_prompt, struct phase *ph)
+baseline_throughput(const struct opts *o, publish_prompt_fn publish, void *pub,
+    uint64_t per_prompt, unsigned tag, struct phase *ph)
 {
 	uint64_t ev0 = events_now(), sent = 0;
 	char id[BENCH_ID_LEN + 1];
@@ -389,7 +388,7 @@ raw_throughput(const struct opts *o, struct bench_rawpub *r, unsigned tag,
 		if (!wait_window(ev0, sent, per_prompt, o->window, o->stall_s))
 			break;
 		bench_prompt_id(id, tag, k);
-		sent += bench_rawpub_prompt(r, id);
+		sent += publish(pub, id);
 	}
 	wait_all(ev0, ph, t0, o->stall_s);
 	return ph->got == ph->expected;
@@ -595,7 +594,8 @@ main(int argc, char **argv)
 	int64_t pub_cpu0 = 0, net_cpu0 = -1, pub_cpu1 = 0, net_cpu1 = -1;
 	if (pub != NULL) {
 		pub_cpu0 = bench_pub_cpu_ns(pub, &net_cpu0);
-		pt_ok = baseline_throughput(&o, pub, o.tag + 3, &pt);
+		pt_ok = baseline_throughput(&o, pub_prompt, pub,
+		    bench_pub_events_per_prompt(pub), o.tag + 3, &pt);
 		pub_cpu1 = bench_pub_cpu_ns(pub, &net_cpu1);
 		pl_ok = baseline_latency(&o, pub, o.tag + 4, &pl);
 		latency_percentiles(&pl50, &pl99, &plmax);
@@ -615,7 +615,8 @@ main(int argc, char **argv)
 	uint64_t raw_acks = 0, raw_qos1 = 0;
 	if (raw != NULL) {
 		raw_cpu0 = bench_rawpub_cpu_ns(raw, &rd_cpu0);
-		rt_ok = raw_throughput(&o, raw, o.tag + 5, base_events, &rt);
+		rt_ok = baseline_throughput(
+		    &o, rawpub_prompt, raw, base_events, o.tag + 5, &rt);
 		raw_cpu1 = bench_rawpub_cpu_ns(raw, &rd_cpu1);
 		raw_acks = bench_rawpub_pubacks(raw);
 		raw_qos1 = o.prompts * bench_rawpub_qos1_per_prompt(raw);

@@ -20,6 +20,15 @@ bench_now_ns(void)
 }
 
 int64_t
+bench_cpu_ns(clockid_t clk)
+{
+	struct timespec t;
+	if (clock_gettime(clk, &t) != 0)
+		return -1;
+	return (int64_t) t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+int64_t
 bench_wall_ns(void)
 {
 	struct timespec t;

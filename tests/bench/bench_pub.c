@@ -59,15 +59,6 @@ net_main(void *arg)
 	return NULL;
 }
 
-static int64_t
-cpu_ns(clockid_t clk)
-{
-	struct timespec t;
-	if (clock_gettime(clk, &t) != 0)
-		return -1;
-	return (int64_t) t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 static int
 index_template(struct tmpl *t, const char *id)
 {
@@ -187,11 +178,11 @@ bench_pub_one(struct bench_pub *p, const char *id, size_t msg, int64_t ts_wall)
 size_t
 bench_pub_prompt(struct bench_pub *p, const char *id)
 {
-	int64_t c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
+	int64_t c0 = bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID);
 	size_t ok = 0;
 	for (size_t i = 0; i < p->n; i++)
 		ok += bench_pub_one(p, id, i, 0) && p->msgs[i].event;
-	p->publish_cpu_ns += cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
+	p->publish_cpu_ns += bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
 	return ok;
 }
 
@@ -201,7 +192,7 @@ bench_pub_cpu_ns(const struct bench_pub *p, int64_t *net_ns)
 	clockid_t clk;
 	*net_ns = -1;
 	if (p->net_started && pthread_getcpuclockid(p->net, &clk) == 0)
-		*net_ns = cpu_ns(clk);
+		*net_ns = bench_cpu_ns(clk);
 	return p->publish_cpu_ns;
 }
 

@@ -45,15 +45,6 @@ struct bench_rawpub {
 	int64_t publish_cpu_ns;
 };
 
-static int64_t
-cpu_ns(clockid_t clk)
-{
-	struct timespec t;
-	if (clock_gettime(clk, &t) != 0)
-		return -1;
-	return (int64_t) t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 /* A growable byte buffer for building packets. */
 struct bytes {
 	unsigned char *p;
@@ -354,7 +345,7 @@ fail:
 size_t
 bench_rawpub_prompt(struct bench_rawpub *r, const char *id)
 {
-	int64_t c0 = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
+	int64_t c0 = bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID);
 	size_t len = 0;
 	for (size_t i = 0; i < r->n; i++) {
 		struct raw_tmpl *t = &r->msgs[i];
@@ -371,7 +362,7 @@ bench_rawpub_prompt(struct bench_rawpub *r, const char *id)
 		len += t->len;
 	}
 	bool ok = write_all(r->fd, r->out, len);
-	r->publish_cpu_ns += cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
+	r->publish_cpu_ns += bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
 	return ok ? r->events : 0;
 }
 
@@ -396,7 +387,7 @@ bench_rawpub_cpu_ns(const struct bench_rawpub *r, int64_t *reader_ns)
 	clockid_t clk;
 	*reader_ns = -1;
 	if (r->reader_started && pthread_getcpuclockid(r->reader, &clk) == 0)
-		*reader_ns = cpu_ns(clk);
+		*reader_ns = bench_cpu_ns(clk);
 	return r->publish_cpu_ns;
 }
 
