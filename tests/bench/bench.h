@@ -21,6 +21,13 @@ int64_t bench_now_ns(void);
 int64_t bench_cpu_ns(clockid_t clk); /* CLOCK_MONOTONIC */
 int64_t bench_wall_ns(void); /* CLOCK_REALTIME (latency stamps) */
 
+/* What a closed-loop phase waits on: events seen so far and when the
+ * last one was seen (monotonic ns). */
+struct bench_counter {
+	atomic_uint_fast64_t events;
+	atomic_int_fast64_t last_ns;
+};
+
 /* ---- the frame mix (bench_mix.c) ---------------------------------- */
 
 struct bench_frame {
@@ -89,10 +96,9 @@ struct bench_sub {
 	atomic_bool connected;
 	/* messages on .../event/<type> relaying a ComfyUI frame (events
 	 * the bridge makes up itself, queued and lost, are counted apart) */
-	atomic_uint_fast64_t events;
+	struct bench_counter count;
 	atomic_uint_fast64_t made_up;
 	atomic_uint_fast64_t others; /* state, completion, queue, bridge/... */
-	atomic_int_fast64_t last_event_ns; /* monotonic, last event seen */
 	atomic_uint_fast64_t hello_seen; /* event/feature_flags messages */
 	/* latency samples (µs x 1000 = ns), filled while lat_on */
 	atomic_bool lat_on;
@@ -155,5 +161,19 @@ size_t bench_rawpub_qos1_per_prompt(const struct bench_rawpub *r);
  * *reader_ns the reader thread's. */
 int64_t bench_rawpub_cpu_ns(const struct bench_rawpub *r, int64_t *reader_ns);
 void bench_rawpub_stop(struct bench_rawpub *r);
+
+/* ---- the libwebsockets floor (bench_wsfloor.c) -------------------- */
+
+/* An lws client set up like the bridge's that only counts the messages
+ * it receives from the load source on port (own thread). */
+struct bench_wsfloor;
+struct bench_wsfloor *bench_wsfloor_start(int port);
+/* true once the WebSocket is established (and not closed since) */
+bool bench_wsfloor_up(const struct bench_wsfloor *f);
+/* Borrowed: valid until bench_wsfloor_stop(). */
+struct bench_counter *bench_wsfloor_counter(struct bench_wsfloor *f);
+/* CPU time of the client's thread so far (ns), -1 when unknown. */
+int64_t bench_wsfloor_cpu_ns(const struct bench_wsfloor *f);
+void bench_wsfloor_stop(struct bench_wsfloor *f);
 
 #endif

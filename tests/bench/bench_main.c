@@ -66,20 +66,21 @@ sleep_until(int64_t mono_ns)
 }
 
 static uint64_t
-events_now(void)
+events_now(const struct bench_counter *c)
 {
-	return atomic_load(&sub.events);
+	return atomic_load(&c->events);
 }
 
-/* Waits until `sent` events may be outstanding within the window. */
+/* Waits until `sent` events may be outstanding within the window (c
+ * counts the events that arrived). */
 static bool
-wait_window(
-    uint64_t ev0, uint64_t sent, uint64_t batch, uint64_t window, int stall_s)
+wait_window(const struct bench_counter *c, uint64_t ev0, uint64_t sent,
+    uint64_t batch, uint64_t window, int stall_s)
 {
-	uint64_t last = events_now();
+	uint64_t last = events_now(c);
 	int64_t last_change = bench_now_ns();
 	for (;;) {
-		uint64_t got = events_now();
+		uint64_t got = events_now(c);
 		if (sent + batch <= got - ev0 + window)
 			return true;
 		if (got != last) {
@@ -95,11 +96,12 @@ wait_window(
 
 /* Waits for all expected events; fills got and the end time. */
 static void
-wait_all(uint64_t ev0, struct phase *ph, int64_t t0, int stall_s)
+wait_all(const struct bench_counter *c, uint64_t ev0, struct phase *ph,
+    int64_t t0, int stall_s)
 {
-	wait_window(ev0, ph->expected, 0, 0, stall_s);
-	ph->got = events_now() - ev0;
-	int64_t end = atomic_load(&sub.last_event_ns);
+	wait_window(c, ev0, ph->expected, 0, 0, stall_s);
+	ph->got = events_now(c) - ev0;
+	int64_t end = atomic_load(&c->last_ns);
 	ph->secs = (double) (end - t0) / 1e9;
 	ph->eps = ph->secs > 0 ? (double) ph->got / ph->secs : 0;
 }
@@ -305,12 +307,13 @@ bridge_throughput(const struct opts *o, struct bench_ws *ws,
     struct bench_mix *mix, unsigned tag, uint64_t prompts, pid_t pid,
     struct phase *ph, long *rss_trace)
 {
-	uint64_t ev0 = events_now(), sent = 0, f = mix->n_frames;
+	uint64_t ev0 = events_now(&sub.count), sent = 0, f = mix->n_frames;
 	char id[BENCH_ID_LEN + 1];
 	ph->expected = prompts * f;
 	int64_t t0 = bench_now_ns();
 	for (uint64_t k = 0; k < prompts; k++) {
-		if (!wait_window(ev0, sent, f, o->window, o->stall_s))
+		if (!wait_window(&sub.count, ev0, sent, f, o->window,
+		        o->stall_s))
 			break;
 		bench_prompt_id(id, tag, k);
 		if (rss_trace == NULL && k == prompts / 2)
@@ -325,7 +328,7 @@ bridge_throughput(const struct opts *o, struct bench_ws *ws,
 			rss_trace[sent / 100000] = s.rss_kib;
 		}
 	}
-	wait_all(ev0, ph, t0, o->stall_s);
+	wait_all(&sub.count, ev0, ph, t0, o->stall_s);
 	return ph->got == ph->expected;
 }
 
@@ -333,7 +336,7 @@ static bool
 bridge_latency(const struct opts *o, struct bench_ws *ws,
     struct bench_mix *mix, unsigned tag, struct phase *ph)
 {
-	uint64_t ev0 = events_now();
+	uint64_t ev0 = events_now(&sub.count);
 	char id[BENCH_ID_LEN + 1];
 	ph->expected = o->lat_events;
 	atomic_store(&sub.lat_n, 0);
@@ -353,7 +356,7 @@ bridge_latency(const struct opts *o, struct bench_ws *ws,
 		}
 	}
 out:
-	wait_all(ev0, ph, t0, o->stall_s);
+	wait_all(&sub.count, ev0, ph, t0, o->stall_s);
 	atomic_store(&sub.lat_on, false);
 	return ph->got == ph->expected;
 }
@@ -374,31 +377,83 @@ rawpub_prompt(void *pub, const char *id)
 	return bench_rawpub_prompt(pub, id);
 }
 
+/* The load source of the libwebsockets floor and its frames. */
+struct floor_source {
+	struct bench_ws *ws;
+	struct bench_mix *mix;
+};
+
+static size_t
+floor_prompt(void *src, const char *id)
+{
+	struct floor_source *fs = src;
+	bench_patch_ids(fs->mix->block, fs->mix->id_offs, fs->mix->n_ids, id);
+	if (!bench_ws_write(fs->ws, fs->mix->block, fs->mix->block_len))
+		return 0;
+	return fs->mix->n_frames;
+}
+
 /* A baseline's throughput phase: whole prompts, closed-loop like the
- * bridge's (at most o->window events outstanding). */
+ * bridge's (at most o->window events outstanding, as counted by c). */
 static bool
 baseline_throughput(const struct opts *o, publish_prompt_fn publish, void *pub,
-    uint64_t per_prompt, unsigned tag, struct phase *ph)
+    uint64_t per_prompt, unsigned tag, const struct bench_counter *c,
+    struct phase *ph)
 {
-	uint64_t ev0 = events_now(), sent = 0;
+	uint64_t ev0 = events_now(c), sent = 0;
 	char id[BENCH_ID_LEN + 1];
 	ph->expected = o->prompts * per_prompt;
 	int64_t t0 = bench_now_ns();
 	for (uint64_t k = 0; k < o->prompts; k++) {
-		if (!wait_window(ev0, sent, per_prompt, o->window, o->stall_s))
+		if (!wait_window(c, ev0, sent, per_prompt, o->window,
+		        o->stall_s))
 			break;
 		bench_prompt_id(id, tag, k);
 		sent += publish(pub, id);
 	}
-	wait_all(ev0, ph, t0, o->stall_s);
+	wait_all(c, ev0, ph, t0, o->stall_s);
 	return ph->got == ph->expected;
+}
+
+/* The libwebsockets floor: the same frames, the same closed loop, into an
+ * lws client that only counts them. *cpu_ns = its thread's CPU time over
+ * the phase (-1: unknown). */
+static bool
+floor_throughput(const struct opts *o, struct bench_mix *mix, unsigned tag,
+    struct phase *ph, int64_t *cpu_ns)
+{
+	*cpu_ns = -1;
+	struct floor_source fs = { bench_ws_start(mix->hello, mix->hello_len),
+		mix };
+	if (fs.ws == NULL)
+		return false;
+	struct bench_wsfloor *fl = bench_wsfloor_start(bench_ws_port(fs.ws));
+	bool ok = fl != NULL && bench_ws_wait_client(fs.ws, 20000);
+	/* the hello (status, feature_flags) must be in before counting */
+	struct bench_counter *c = ok ? bench_wsfloor_counter(fl) : NULL;
+	for (int i = 0; ok && i < 2000 && events_now(c) < 2; i++)
+		sleep_us(10000);
+	ok = ok && events_now(c) >= 2 && bench_wsfloor_up(fl);
+	if (ok) {
+		int64_t cpu0 = bench_wsfloor_cpu_ns(fl);
+		ok = baseline_throughput(
+		    o, floor_prompt, &fs, mix->n_frames, tag, c, ph);
+		int64_t cpu1 = bench_wsfloor_cpu_ns(fl);
+		if (cpu0 >= 0 && cpu1 >= 0)
+			*cpu_ns = cpu1 - cpu0;
+	} else {
+		fprintf(stderr, "bench: the floor client never connected\n");
+	}
+	bench_wsfloor_stop(fl);
+	bench_ws_stop(fs.ws);
+	return ok;
 }
 
 static bool
 baseline_latency(const struct opts *o, struct bench_pub *pub, unsigned tag,
     struct phase *ph)
 {
-	uint64_t ev0 = events_now(), sent = 0;
+	uint64_t ev0 = events_now(&sub.count), sent = 0;
 	char id[BENCH_ID_LEN + 1];
 	ph->expected = o->lat_events;
 	atomic_store(&sub.lat_n, 0);
@@ -419,7 +474,7 @@ baseline_latency(const struct opts *o, struct bench_pub *pub, unsigned tag,
 			sent++;
 		}
 	}
-	wait_all(ev0, ph, t0, o->stall_s);
+	wait_all(&sub.count, ev0, ph, t0, o->stall_s);
 	atomic_store(&sub.lat_on, false);
 	return ph->got == ph->expected;
 }
@@ -595,7 +650,8 @@ main(int argc, char **argv)
 	if (pub != NULL) {
 		pub_cpu0 = bench_pub_cpu_ns(pub, &net_cpu0);
 		pt_ok = baseline_throughput(&o, pub_prompt, pub,
-		    bench_pub_events_per_prompt(pub), o.tag + 3, &pt);
+		    bench_pub_events_per_prompt(pub), o.tag + 3, &sub.count,
+		    &pt);
 		pub_cpu1 = bench_pub_cpu_ns(pub, &net_cpu1);
 		pl_ok = baseline_latency(&o, pub, o.tag + 4, &pl);
 		latency_percentiles(&pl50, &pl99, &plmax);
@@ -615,13 +671,18 @@ main(int argc, char **argv)
 	uint64_t raw_acks = 0, raw_qos1 = 0;
 	if (raw != NULL) {
 		raw_cpu0 = bench_rawpub_cpu_ns(raw, &rd_cpu0);
-		rt_ok = baseline_throughput(
-		    &o, rawpub_prompt, raw, base_events, o.tag + 5, &rt);
+		rt_ok = baseline_throughput(&o, rawpub_prompt, raw,
+		    base_events, o.tag + 5, &sub.count, &rt);
 		raw_cpu1 = bench_rawpub_cpu_ns(raw, &rd_cpu1);
 		raw_acks = bench_rawpub_pubacks(raw);
 		raw_qos1 = o.prompts * bench_rawpub_qos1_per_prompt(raw);
 	}
 	bench_rawpub_stop(raw);
+
+	/* the libwebsockets floor: no broker, no subscriber */
+	struct phase ft = { 0 };
+	int64_t floor_cpu = -1;
+	bool ft_ok = floor_throughput(&o, &mix, o.tag + 6, &ft, &floor_cpu);
 
 	unsigned long long alloc_total = 0;
 	printf("frames_per_prompt=%llu prompt_block_bytes=%zu "
@@ -672,6 +733,14 @@ main(int argc, char **argv)
 	    rt.eps, rt.eps > 0 ? bt.eps / rt.eps : 0, raw_pub + raw_rd,
 	    raw_pub, raw_rd, (unsigned long long) raw_acks,
 	    (unsigned long long) raw_qos1);
+	/* lws alone costs this much of the bridge's CPU per event */
+	printf(" ws_floor_events=%llu/%llu ws_floor_eps=%.0f "
+	       "ws_floor_cpu_us_per_event=%.3f",
+	    (unsigned long long) ft.got, (unsigned long long) ft.expected,
+	    ft.eps,
+	    ft.got && floor_cpu >= 0
+	        ? (double) floor_cpu * 1e-3 / (double) ft.got
+	        : -1.0);
 	printf(" rss_start_kib=%ld rss_peak_kib=%ld rss_end_kib=%ld",
 	    p0.rss_kib, p2.hwm_kib, p2.rss_kib);
 	static const char *mods[] = { "exe", "mosq", "lws", "libc", "other" };
@@ -708,14 +777,14 @@ main(int argc, char **argv)
 	bench_sub_stop(&sub);
 	unlink(alloc_file);
 	bench_mix_free(&mix);
-	bool all = bt_ok && bl_ok && st_ok && pt_ok && pl_ok && rt_ok
+	bool all = bt_ok && bl_ok && st_ok && pt_ok && pl_ok && rt_ok && ft_ok
 	    && base_events == f;
 	if (!all)
 		fprintf(stderr,
 		    "bench: FAILED: bridge %llu/%llu, latency %llu/%llu, "
 		    "soak %llu/%llu, baseline %llu/%llu, baseline latency "
-		    "%llu/%llu, raw baseline %llu/%llu, captured %zu events "
-		    "per prompt (want %llu)\n",
+		    "%llu/%llu, raw baseline %llu/%llu, ws floor %llu/%llu, "
+		    "captured %zu events per prompt (want %llu)\n",
 		    (unsigned long long) bt.got,
 		    (unsigned long long) bt.expected,
 		    (unsigned long long) bl.got,
@@ -727,7 +796,9 @@ main(int argc, char **argv)
 		    (unsigned long long) pl.got,
 		    (unsigned long long) pl.expected,
 		    (unsigned long long) rt.got,
-		    (unsigned long long) rt.expected, base_events,
+		    (unsigned long long) rt.expected,
+		    (unsigned long long) ft.got,
+		    (unsigned long long) ft.expected, base_events,
 		    (unsigned long long) f);
 	return all ? 0 : 1;
 }

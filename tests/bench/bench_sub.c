@@ -88,8 +88,8 @@ on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
 			take_latency(s, msg);
 		if (strstr(msg->topic, "/event/feature_flags") != NULL)
 			atomic_fetch_add(&s->hello_seen, 1);
-		atomic_store(&s->last_event_ns, bench_now_ns());
-		atomic_fetch_add(&s->events, 1);
+		atomic_store(&s->count.last_ns, bench_now_ns());
+		atomic_fetch_add(&s->count.events, 1);
 	} else {
 		atomic_fetch_add(&s->others, 1);
 	}

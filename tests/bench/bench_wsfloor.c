@@ -1,0 +1,143 @@
+/* The libwebsockets floor: an lws 4.1.6 client set up like the bridge's
+ * (bridge/io/loop.c: 32 KiB reads, no extensions; ws_client: 64 KiB
+ * receive buffer) that connects to the load source and only counts the
+ * messages it receives. Its thread's CPU per event is what libwebsockets
+ * costs before the bridge does any work of its own: the share of the
+ * bridge's CPU no change to the bridge's code can remove while it receives
+ * through libwebsockets (whose client frame parser takes the payload one
+ * byte at a time: lib/roles/ws/client-ws.c, lws_ws_client_rx_sm). */
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+
+#define FLOOR_READ_BUF (32 * 1024) /* = bridge/io/loop.c LOOP_READ_BUF */
+#define FLOOR_RX_BUF   65536 /* = the bridge's ws protocol rx_buffer_size */
+
+struct bench_wsfloor {
+	struct lws_context *ctx;
+	int port;
+	pthread_t thr;
+	bool thr_started;
+	clockid_t clk;
+	bool clk_ok;
+	atomic_bool stop;
+	atomic_int state; /* 0 connecting, 1 up, -1 failed or closed */
+	struct bench_counter count;
+};
+
+static int
+floor_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+    void *in, size_t len)
+{
+	struct bench_wsfloor *f = lws_context_user(lws_get_context(wsi));
+	(void) user;
+	(void) in;
+	(void) len;
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		atomic_store(&f->state, 1);
+		return 0;
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		/* a whole message: its last fragment, nothing left of it */
+		if (lws_is_final_fragment(wsi)
+		    && lws_remaining_packet_payload(wsi) == 0) {
+			atomic_fetch_add(&f->count.events, 1);
+			atomic_store(&f->count.last_ns, bench_now_ns());
+		}
+		return 0;
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		atomic_store(&f->state, -1);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+static const struct lws_protocols floor_protocols[] = {
+	{ "c2m-bench-floor", floor_cb, 0, FLOOR_RX_BUF, 0, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 },
+};
+
+static void *
+floor_main(void *arg)
+{
+	struct bench_wsfloor *f = arg;
+	struct lws_client_connect_info ci;
+	memset(&ci, 0, sizeof(ci));
+	ci.context = f->ctx;
+	ci.address = "127.0.0.1";
+	ci.port = f->port;
+	ci.path = "/ws?clientId=bench-floor";
+	ci.host = "127.0.0.1";
+	ci.local_protocol_name = floor_protocols[0].name;
+	if (lws_client_connect_via_info(&ci) == NULL)
+		atomic_store(&f->state, -1);
+	while (!atomic_load(&f->stop) && atomic_load(&f->state) >= 0)
+		lws_service(f->ctx, 0);
+	return NULL;
+}
+
+struct bench_wsfloor *
+bench_wsfloor_start(int port)
+{
+	struct bench_wsfloor *f = calloc(1, sizeof(*f));
+	if (f == NULL)
+		return NULL;
+	f->port = port;
+	lws_set_log_level(LLL_ERR, NULL);
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = floor_protocols;
+	info.pt_serv_buf_size = FLOOR_READ_BUF;
+	info.user = f;
+	f->ctx = lws_create_context(&info);
+	if (f->ctx == NULL)
+		goto fail;
+	if (pthread_create(&f->thr, NULL, floor_main, f) != 0)
+		goto fail;
+	f->thr_started = true;
+	f->clk_ok = pthread_getcpuclockid(f->thr, &f->clk) == 0;
+	return f;
+fail:
+	bench_wsfloor_stop(f);
+	return NULL;
+}
+
+struct bench_counter *
+bench_wsfloor_counter(struct bench_wsfloor *f)
+{
+	return &f->count;
+}
+
+bool
+bench_wsfloor_up(const struct bench_wsfloor *f)
+{
+	return atomic_load(&f->state) == 1;
+}
+
+int64_t
+bench_wsfloor_cpu_ns(const struct bench_wsfloor *f)
+{
+	return f->clk_ok ? bench_cpu_ns(f->clk) : -1;
+}
+
+void
+bench_wsfloor_stop(struct bench_wsfloor *f)
+{
+	if (f == NULL)
+		return;
+	if (f->thr_started) {
+		atomic_store(&f->stop, true);
+		lws_cancel_service(f->ctx);
+		pthread_join(f->thr, NULL);
+	}
+	if (f->ctx != NULL)
+		lws_context_destroy(f->ctx);
+	free(f);
+}
