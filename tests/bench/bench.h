@@ -174,6 +174,9 @@ bool bench_wsfloor_up(const struct bench_wsfloor *f);
 struct bench_counter *bench_wsfloor_counter(struct bench_wsfloor *f);
 /* CPU time of the client's thread so far (ns), -1 when unknown. */
 int64_t bench_wsfloor_cpu_ns(const struct bench_wsfloor *f);
-void bench_wsfloor_stop(struct bench_wsfloor *f);
+/* Stops the client; *user_ns / *sys_ns (may be NULL) = its thread's user
+ * and system time over its whole life (-1: unknown). */
+void bench_wsfloor_stop(struct bench_wsfloor *f, int64_t *user_ns,
+    int64_t *sys_ns);
 
 #endif

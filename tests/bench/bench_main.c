@@ -420,7 +420,7 @@ baseline_throughput(const struct opts *o, publish_prompt_fn publish, void *pub,
  * the phase (-1: unknown). */
 static bool
 floor_throughput(const struct opts *o, struct bench_mix *mix, unsigned tag,
-    struct phase *ph, int64_t *cpu_ns)
+    struct phase *ph, int64_t *cpu_ns, int64_t *user_ns, int64_t *sys_ns)
 {
 	*cpu_ns = -1;
 	struct floor_source fs = { bench_ws_start(mix->hello, mix->hello_len),
@@ -444,7 +444,7 @@ floor_throughput(const struct opts *o, struct bench_mix *mix, unsigned tag,
 	} else {
 		fprintf(stderr, "bench: the floor client never connected\n");
 	}
-	bench_wsfloor_stop(fl);
+	bench_wsfloor_stop(fl, user_ns, sys_ns);
 	bench_ws_stop(fs.ws);
 	return ok;
 }
@@ -681,8 +681,9 @@ main(int argc, char **argv)
 
 	/* the libwebsockets floor: no broker, no subscriber */
 	struct phase ft = { 0 };
-	int64_t floor_cpu = -1;
-	bool ft_ok = floor_throughput(&o, &mix, o.tag + 6, &ft, &floor_cpu);
+	int64_t floor_cpu = -1, floor_user = -1, floor_sys = -1;
+	bool ft_ok = floor_throughput(
+	    &o, &mix, o.tag + 6, &ft, &floor_cpu, &floor_user, &floor_sys);
 
 	unsigned long long alloc_total = 0;
 	printf("frames_per_prompt=%llu prompt_block_bytes=%zu "
@@ -734,13 +735,15 @@ main(int argc, char **argv)
 	    raw_pub, raw_rd, (unsigned long long) raw_acks,
 	    (unsigned long long) raw_qos1);
 	/* lws alone costs this much of the bridge's CPU per event */
+	double ft_per = ft.got ? 1e-3 / (double) ft.got : 0; /* ns -> us */
 	printf(" ws_floor_events=%llu/%llu ws_floor_eps=%.0f "
 	       "ws_floor_cpu_us_per_event=%.3f",
 	    (unsigned long long) ft.got, (unsigned long long) ft.expected,
-	    ft.eps,
-	    ft.got && floor_cpu >= 0
-	        ? (double) floor_cpu * 1e-3 / (double) ft.got
-	        : -1.0);
+	    ft.eps, floor_cpu >= 0 ? (double) floor_cpu * ft_per : -1.0);
+	/* over the client's whole life (connect and hello included) */
+	printf(" ws_floor_user_us_per_event=%.3f ws_floor_sys_us_per_event=%.3f",
+	    floor_user >= 0 ? (double) floor_user * ft_per : -1.0,
+	    floor_sys >= 0 ? (double) floor_sys * ft_per : -1.0);
 	printf(" rss_start_kib=%ld rss_peak_kib=%ld rss_end_kib=%ld",
 	    p0.rss_kib, p2.hwm_kib, p2.rss_kib);
 	static const char *mods[] = { "exe", "mosq", "lws", "libc", "other" };

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "bench.h"
 
@@ -27,6 +28,8 @@ struct bench_wsfloor {
 	atomic_bool stop;
 	atomic_int state; /* 0 connecting, 1 up, -1 failed or closed */
 	struct bench_counter count;
+	struct rusage ru; /* the thread's, taken when it ends */
+	bool ru_ok;
 };
 
 static int
@@ -79,6 +82,7 @@ floor_main(void *arg)
 		atomic_store(&f->state, -1);
 	while (!atomic_load(&f->stop) && atomic_load(&f->state) >= 0)
 		lws_service(f->ctx, 0);
+	f->ru_ok = getrusage(RUSAGE_THREAD, &f->ru) == 0;
 	return NULL;
 }
 
@@ -102,10 +106,11 @@ bench_wsfloor_start(int port)
 	if (pthread_create(&f->thr, NULL, floor_main, f) != 0)
 		goto fail;
 	f->thr_started = true;
+	pthread_setname_np(f->thr, "ws floor"); /* perf report --comm */
 	f->clk_ok = pthread_getcpuclockid(f->thr, &f->clk) == 0;
 	return f;
 fail:
-	bench_wsfloor_stop(f);
+	bench_wsfloor_stop(f, NULL, NULL);
 	return NULL;
 }
 
@@ -127,15 +132,29 @@ bench_wsfloor_cpu_ns(const struct bench_wsfloor *f)
 	return f->clk_ok ? bench_cpu_ns(f->clk) : -1;
 }
 
-void
-bench_wsfloor_stop(struct bench_wsfloor *f)
+static int64_t
+tv_ns(const struct timeval *tv)
 {
+	return (int64_t) tv->tv_sec * 1000000000 + (int64_t) tv->tv_usec * 1000;
+}
+
+void
+bench_wsfloor_stop(struct bench_wsfloor *f, int64_t *user_ns, int64_t *sys_ns)
+{
+	if (user_ns != NULL)
+		*user_ns = -1;
+	if (sys_ns != NULL)
+		*sys_ns = -1;
 	if (f == NULL)
 		return;
 	if (f->thr_started) {
 		atomic_store(&f->stop, true);
 		lws_cancel_service(f->ctx);
 		pthread_join(f->thr, NULL);
+	}
+	if (f->ru_ok && user_ns != NULL && sys_ns != NULL) {
+		*user_ns = tv_ns(&f->ru.ru_utime);
+		*sys_ns = tv_ns(&f->ru.ru_stime);
 	}
 	if (f->ctx != NULL)
 		lws_context_destroy(f->ctx);
