@@ -325,21 +325,40 @@ url_parse(const char *s, const char *schemes, struct url *u, char *err,
 	return BR_OK;
 }
 
-/* Writes into dst (caller-owned); never writes user or pass. */
-int
-url_format_public(const struct url *u, char *dst, unsigned cap)
+/* snprintf's result n into dst (cap > 0) as the length actually written. */
+static int
+written(int n, char *dst, unsigned cap)
 {
-	bool brackets = strchr(u->host, ':') != NULL;
-	int n;
-
-	if (cap == 0)
-		return 0;
-	n = snprintf(dst, cap, "%s://%s%s%s:%d%s", u->scheme,
-	    brackets ? "[" : "", u->host, brackets ? "]" : "", u->port,
-	    u->path);
 	if (n < 0) {
 		dst[0] = '\0';
 		return 0;
 	}
 	return (unsigned) n < cap ? n : (int) cap - 1;
+}
+
+/* Writes into dst (caller-owned); never writes user or pass. */
+int
+url_format_public(const struct url *u, char *dst, unsigned cap)
+{
+	char authority[URL_AUTHORITY_MAX];
+
+	if (cap == 0)
+		return 0;
+	url_format_authority(u, authority, sizeof authority);
+	return written(
+	    snprintf(dst, cap, "%s://%s%s", u->scheme, authority, u->path),
+	    dst, cap);
+}
+
+/* Writes into dst (caller-owned). */
+int
+url_format_authority(const struct url *u, char *dst, unsigned cap)
+{
+	bool brackets = strchr(u->host, ':') != NULL;
+
+	if (cap == 0)
+		return 0;
+	return written(snprintf(dst, cap, "%s%s%s:%d", brackets ? "[" : "",
+	                   u->host, brackets ? "]" : "", u->port),
+	    dst, cap);
 }

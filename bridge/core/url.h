@@ -20,8 +20,15 @@ struct url {
 int url_parse(const char *s, const char *schemes, struct url *u, char *err,
     unsigned errlen);
 
+/* Room for url_format_authority's longest result: a 255-byte host in
+ * brackets, ':', 5 digits and the NUL. */
+#define URL_AUTHORITY_MAX 265
+
 /* Writes "scheme://host:port/path" with no credentials (for logs and
- * bridge/info). Returns the length. */
+ * bridge/info). Returns the length written (truncated to cap - 1). */
 int url_format_public(const struct url *u, char *dst, unsigned cap);
+/* Writes "host:port", an IPv6 literal in brackets: the form of an HTTP
+ * Host header. Returns the length written (truncated to cap - 1). */
+int url_format_authority(const struct url *u, char *dst, unsigned cap);
 
 #endif

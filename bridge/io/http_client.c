@@ -5,7 +5,6 @@
  * as user pointer. The callback runs exactly once, never from inside
  * http_client_get() (a synchronous connect failure is delivered from a
  * zero-delay sul) and never after http_client_destroy(). */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,19 +56,6 @@ struct http_client {
 	int pending;
 };
 
-static char *
-fmt_alloc(const char *fmt, ...)
-{
-	va_list ap;
-	char *d;
-
-	va_start(ap, fmt);
-	if (vasprintf(&d, fmt, ap) < 0)
-		d = NULL;
-	va_end(ap);
-	return d;
-}
-
 /* Borrows base (it must outlive the client); copies headers. */
 struct http_client *
 http_client_create(struct loop *l, const struct url *base,
@@ -77,7 +63,7 @@ http_client_create(struct loop *l, const struct url *base,
     size_t max_body)
 {
 	struct http_client *h;
-	bool v6;
+	char authority[URL_AUTHORITY_MAX];
 
 	if (l == NULL || base == NULL)
 		return NULL;
@@ -88,10 +74,9 @@ http_client_create(struct loop *l, const struct url *base,
 	h->ctx = loop_lws_context(l);
 	h->base = base;
 	h->max_body = max_body;
-	v6 = strchr(base->host, ':') != NULL;
+	url_format_authority(base, authority, sizeof authority);
 	h->address = strdup(base->host);
-	h->host_hdr = fmt_alloc(
-	    "%s%s%s:%d", v6 ? "[" : "", base->host, v6 ? "]" : "", base->port);
+	h->host_hdr = strdup(authority);
 	if (h->address == NULL || h->host_hdr == NULL)
 		goto fail;
 	if (glue_headers_copy(headers, n_headers, &h->headers, LOG_SRC)
@@ -233,7 +218,7 @@ http_client_get(struct http_client *h, const char *path_query, int timeout_ms,
 	if (r == NULL)
 		return BR_ENOMEM;
 	r->tag.kind = GLUE_KIND_HTTP;
-	r->path = fmt_alloc("%s%s", h->base->path, path_query);
+	r->path = glue_asprintf("%s%s", h->base->path, path_query);
 	if (r->path == NULL) {
 		free(r);
 		return BR_ENOMEM;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -530,6 +531,20 @@ split_header(const char *s, struct glue_header *h)
 	if (h->name == NULL || h->value == NULL)
 		return BR_ENOMEM;
 	return BR_OK;
+}
+
+/* Returns a new string (owned by the caller). */
+char *
+glue_asprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *d;
+
+	va_start(ap, fmt);
+	if (vasprintf(&d, fmt, ap) < 0)
+		d = NULL;
+	va_end(ap);
+	return d;
 }
 
 int

@@ -57,6 +57,11 @@ void glue_headers_free(struct glue_header *h, int n);
 int glue_headers_append(
     struct lws *wsi, const struct glue_header *h, int n, void *in, size_t len);
 
+/* vasprintf into a new string (the caller frees it); NULL when out of
+ * memory. */
+char *glue_asprintf(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
 /* Protocol callbacks listed in loop.c's protocols table. */
 int ws_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
     void *user, void *in, size_t len);

@@ -215,7 +215,8 @@ struct mqtt_link {
 	uint64_t acks_read; /* QoS 1 completions */
 	/* for the stats: all reads, and the deferred ones */
 	atomic_uint_fast64_t socket_reads, gathered_reads;
-	atomic_bool gather_allowed; /* gate.allowed, readable by other threads */
+	atomic_bool
+	    gather_allowed; /* gate.allowed, readable by other threads */
 	int first_rc; /* of the connect_async in mqtt_link_start */
 	char first_why[WHY_MAX];
 

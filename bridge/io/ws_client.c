@@ -7,7 +7,6 @@
  * the new socket would orphan the new one. */
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,41 +99,22 @@ url_encode(const char *s)
 	return d;
 }
 
-static bool
-is_ipv6_literal(const char *host)
-{
-	return strchr(host, ':') != NULL;
-}
-
-static char *
-fmt_alloc(const char *fmt, ...)
-{
-	va_list ap;
-	char *d;
-
-	va_start(ap, fmt);
-	if (vasprintf(&d, fmt, ap) < 0)
-		d = NULL;
-	va_end(ap);
-	return d;
-}
-
 static int
 build_target(struct ws_client *c, const struct ws_client_cfg *cfg)
 {
 	const struct url *u = cfg->base;
-	bool v6 = is_ipv6_literal(u->host);
+	char authority[URL_AUTHORITY_MAX];
 	char *id = url_encode(cfg->client_id);
 
 	c->port = u->port;
 	c->address = strdup(u->host);
-	c->host_hdr = fmt_alloc(
-	    "%s%s%s:%d", v6 ? "[" : "", u->host, v6 ? "]" : "", u->port);
+	url_format_authority(u, authority, sizeof authority);
+	c->host_hdr = strdup(authority);
 	if (id != NULL)
-		c->path = fmt_alloc("%s/ws?clientId=%s", u->path, id);
+		c->path = glue_asprintf("%s/ws?clientId=%s", u->path, id);
 	free(id);
 	if (c->host_hdr != NULL && c->path != NULL)
-		c->url_log = fmt_alloc(
+		c->url_log = glue_asprintf(
 		    "%s://%s%s", u->tls ? "wss" : "ws", c->host_hdr, c->path);
 	if (c->address == NULL || c->url_log == NULL)
 		return BR_ENOMEM;

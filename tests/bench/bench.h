@@ -176,7 +176,7 @@ struct bench_counter *bench_wsfloor_counter(struct bench_wsfloor *f);
 int64_t bench_wsfloor_cpu_ns(const struct bench_wsfloor *f);
 /* Stops the client; *user_ns / *sys_ns (may be NULL) = its thread's user
  * and system time over its whole life (-1: unknown). */
-void bench_wsfloor_stop(struct bench_wsfloor *f, int64_t *user_ns,
-    int64_t *sys_ns);
+void bench_wsfloor_stop(
+    struct bench_wsfloor *f, int64_t *user_ns, int64_t *sys_ns);
 
 #endif

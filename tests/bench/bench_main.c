@@ -312,8 +312,8 @@ bridge_throughput(const struct opts *o, struct bench_ws *ws,
 	ph->expected = prompts * f;
 	int64_t t0 = bench_now_ns();
 	for (uint64_t k = 0; k < prompts; k++) {
-		if (!wait_window(&sub.count, ev0, sent, f, o->window,
-		        o->stall_s))
+		if (!wait_window(
+		        &sub.count, ev0, sent, f, o->window, o->stall_s))
 			break;
 		bench_prompt_id(id, tag, k);
 		if (rss_trace == NULL && k == prompts / 2)
@@ -405,8 +405,8 @@ baseline_throughput(const struct opts *o, publish_prompt_fn publish, void *pub,
 	ph->expected = o->prompts * per_prompt;
 	int64_t t0 = bench_now_ns();
 	for (uint64_t k = 0; k < o->prompts; k++) {
-		if (!wait_window(c, ev0, sent, per_prompt, o->window,
-		        o->stall_s))
+		if (!wait_window(
+		        c, ev0, sent, per_prompt, o->window, o->stall_s))
 			break;
 		bench_prompt_id(id, tag, k);
 		sent += publish(pub, id);
@@ -423,8 +423,8 @@ floor_throughput(const struct opts *o, struct bench_mix *mix, unsigned tag,
     struct phase *ph, int64_t *cpu_ns, int64_t *user_ns, int64_t *sys_ns)
 {
 	*cpu_ns = -1;
-	struct floor_source fs = { bench_ws_start(mix->hello, mix->hello_len),
-		mix };
+	struct floor_source fs
+	    = { bench_ws_start(mix->hello, mix->hello_len), mix };
 	if (fs.ws == NULL)
 		return false;
 	struct bench_wsfloor *fl = bench_wsfloor_start(bench_ws_port(fs.ws));
@@ -741,7 +741,8 @@ main(int argc, char **argv)
 	    (unsigned long long) ft.got, (unsigned long long) ft.expected,
 	    ft.eps, floor_cpu >= 0 ? (double) floor_cpu * ft_per : -1.0);
 	/* over the client's whole life (connect and hello included) */
-	printf(" ws_floor_user_us_per_event=%.3f ws_floor_sys_us_per_event=%.3f",
+	printf(
+	    " ws_floor_user_us_per_event=%.3f ws_floor_sys_us_per_event=%.3f",
 	    floor_user >= 0 ? (double) floor_user * ft_per : -1.0,
 	    floor_sys >= 0 ? (double) floor_sys * ft_per : -1.0);
 	printf(" rss_start_kib=%ld rss_peak_kib=%ld rss_end_kib=%ld",

@@ -135,7 +135,8 @@ bench_wsfloor_cpu_ns(const struct bench_wsfloor *f)
 static int64_t
 tv_ns(const struct timeval *tv)
 {
-	return (int64_t) tv->tv_sec * 1000000000 + (int64_t) tv->tv_usec * 1000;
+	return (int64_t) tv->tv_sec * 1000000000
+	    + (int64_t) tv->tv_usec * 1000;
 }
 
 void

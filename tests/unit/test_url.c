@@ -23,6 +23,14 @@ public_form(const struct url *u)
 	return buf;
 }
 
+static const char *
+authority(const struct url *u)
+{
+	static char buf[URL_AUTHORITY_MAX];
+	url_format_authority(u, buf, sizeof buf);
+	return buf;
+}
+
 static void
 test_default_ports(void)
 {
@@ -47,6 +55,7 @@ test_default_ports(void)
 	CHECK_INT(u.port, 8883);
 	CHECK(u.tls);
 	CHECK_STR(public_form(&u), "mqtts://broker:8883");
+	CHECK_STR(authority(&u), "broker:8883");
 }
 
 static void
@@ -89,10 +98,12 @@ test_ipv6(void)
 	CHECK_INT(u.port, 8188);
 	CHECK_STR(u.path, "/x");
 	CHECK_STR(public_form(&u), "http://[::1]:8188/x");
+	CHECK_STR(authority(&u), "[::1]:8188");
 
 	CHECK_INT(parse("mqtt://[fe80::1:2]", "mqtt,mqtts", &u), BR_OK);
 	CHECK_STR(u.host, "fe80::1:2");
 	CHECK_INT(u.port, 1883);
+	CHECK_STR(authority(&u), "[fe80::1:2]:1883");
 
 	CHECK_INT(parse("http://::1:80", "http,https", &u), BR_EINVAL);
 	CHECK(strstr(err, "brackets") != NULL);
@@ -227,6 +238,11 @@ test_small_buffers(void)
 	memset(tiny, 'Z', sizeof tiny);
 	CHECK_INT(url_format_public(&u, tiny, sizeof tiny), 7);
 	CHECK_STR(tiny, "http://");
+	memset(tiny, 'Z', sizeof tiny);
+	CHECK_INT(url_format_authority(&u, tiny, sizeof tiny), 7);
+	CHECK_STR(tiny, "example");
+	CHECK_INT(url_format_authority(&u, tiny, 0), 0);
+	CHECK_INT(tiny[0], 'e');
 }
 
 int
