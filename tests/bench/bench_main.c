@@ -2,8 +2,9 @@
  * source and the subscriber, spawns the bridge (with the allocation
  * counter preloaded), pushes the mix through it (throughput, then paced
  * latency, optionally a soak), stops it, then pushes the same mix
- * straight to the broker with the baseline publisher. Prints one line of
- * key=value results; exits non-zero when any event went missing. */
+ * straight to the broker with the baseline publishers, and last into an
+ * lws client that only counts frames (the libwebsockets floor). Prints one
+ * line of key=value results; exits non-zero when any event went missing. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
