@@ -106,6 +106,9 @@ struct engine {
 
 	/* history list */
 	bool baseline_taken, list_inflight, list_pending;
+	/* a status frame said the queue shrank and asked for the list: the
+	 * next /queue answer showing the same need not ask again */
+	bool list_asked_by_status;
 	uint64_t seen[SEEN_RING];
 	unsigned seen_next;
 
@@ -1172,6 +1175,7 @@ prompt_for(struct engine *e, const char *id, size_t len, int64_t now)
 	if (created) {
 		p->source = SRC_LIVE;
 		p->queued_at = now;
+		p->rejected_mark = e->counters.rejected_total;
 	}
 	return p;
 }
@@ -1264,10 +1268,20 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 			publish_envelope(e, &env);
 			print_line(
 			    e, "[EXECUTING] Prompt %s completed", p->id);
-			if (!p->terminal_sent)
-				finish_prompt(e, p, PS_SUCCESS, SRC_LIVE,
-				    "execution_success", NULL, -1, 0, NULL,
-				    true, now);
+			if (p->terminal_sent || p->history_inflight)
+				break;
+			/* No terminal frame came. Servers older than
+			 * execution_success end a good run like this; but a
+			 * frame dropped meanwhile may have been its
+			 * execution_error: ask history, which is written
+			 * before this frame is sent (protocol.md 1.5). */
+			if (e->counters.rejected_total != p->rejected_mark) {
+				p->history_due = now;
+				schedule(e, now);
+				break;
+			}
+			finish_prompt(e, p, PS_SUCCESS, SRC_LIVE,
+			    "execution_success", NULL, -1, 0, NULL, true, now);
 			break;
 		}
 		env.has_node_started = true;
@@ -1389,6 +1403,13 @@ handle_global_event(struct engine *e, const struct json_doc *d,
 	if (ev->kind == EVK_STATUS) {
 		publish_envelope(e, &env);
 		if (ev->has_queue_remaining) {
+			/* the queue shrank: a prompt finished (its history
+			 * entry is written before this frame), maybe one
+			 * that was queued and done between two polls */
+			if (ev->queue_remaining < e->last_status_count) {
+				request_history_list(e);
+				e->list_asked_by_status = true;
+			}
 			e->last_status_count = ev->queue_remaining;
 			print_line(e, "[STATUS] Queue remaining: %lld",
 			    (long long) ev->queue_remaining);
@@ -1629,13 +1650,17 @@ republish_retained(struct engine *e)
 void
 engine_on_broker_connected(struct engine *e, bool session_present, int64_t now)
 {
-	bool republish = e->broker_ever_connected && !session_present;
+	/* contract 4.3: on every reconnect, a resumed session included: a
+	 * broker restarted from an older database resumes the session but
+	 * holds retained copies from before the outage */
+	bool republish = e->broker_ever_connected;
 	e->broker_ever_connected = true;
 	publish_text(e, "bridge/state", "online");
 	if (republish) {
 		log_info("mqtt",
-		    "broker lost our session: republishing "
-		    "retained topics");
+		    "reconnected (%s session): republishing retained "
+		    "topics",
+		    session_present ? "resumed" : "new");
 		republish_retained(e);
 	}
 	(void) now;
@@ -1961,8 +1986,9 @@ on_queue(struct engine *e, const char *body, size_t len, int64_t now)
 		    = now + (p->ours && !e->resyncing ? HISTORY_GRACE_MS : 0);
 		schedule(e, p->history_due);
 	}
-	if (vanished || n < e->last_queue_total)
+	if (vanished || (n < e->last_queue_total && !e->list_asked_by_status))
 		request_history_list(e);
+	e->list_asked_by_status = false;
 	e->last_queue_total = n;
 	publish_queue(e, items, nr, n, now);
 	free(items);

@@ -91,6 +91,9 @@ struct prompt {
 	unsigned history_tries;
 	bool history_inflight;
 	uint64_t queue_generation; /* last /queue poll that listed it */
+	/* frames rejected in total when it was first seen: a rejection
+	 * after that may have been its terminal event */
+	uint64_t rejected_mark;
 	int64_t last_preview_at;
 
 	/* table links */

@@ -548,6 +548,125 @@ test_state_ttl_clears(void)
 	engine_destroy(e);
 }
 
+#define ERR_ID "f7a3c9e1-5d2b-4a6f-8e0c-3b9d1f5a7c62"
+
+/* The prompt's execution_error frame was dropped (here: cut short, so
+ * invalid JSON); `executing` null must not turn that into a success: the
+ * terminal comes from history instead. Without a dropped frame, the same
+ * end is a success (servers older than execution_success). */
+static void
+test_dropped_terminal_resolved_by_history(void)
+{
+	static const char start[]
+	    = "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	      "\"" ERR_ID "\", \"timestamp\": 1778578200000}}";
+	static const char broken_error[]
+	    = "{\"type\": \"execution_error\", \"data\": {\"prompt_id\": "
+	      "\"" ERR_ID "\", \"node_id\": \"3\", \"exception_message";
+	static const char end[] = "{\"type\": \"executing\", \"data\": "
+	                          "{\"node\": null, \"prompt_id\": "
+	                          "\"" ERR_ID "\"}}";
+	for (int dropped = 0; dropped <= 1; dropped++) {
+		struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-");
+		engine_on_upstream(e, true, clock_ms);
+		engine_on_text(e, start, strlen(start), clock_ms);
+		if (dropped)
+			engine_on_text(e, broken_error, strlen(broken_error),
+			    clock_ms + 1);
+		n_reqs = 0;
+		engine_on_text(e, end, strlen(end), clock_ms + 2);
+		engine_tick(e, clock_ms + 3, NULL);
+		int hi = find_req(EHTTP_HISTORY_ID);
+		if (!dropped) {
+			CHECK_INT(count_topic("/event/execution_success"), 1);
+			CHECK_INT(hi, -1);
+			engine_destroy(e);
+			continue;
+		}
+		CHECK_INT(count_terminals(), 0);
+		CHECK(hi >= 0 && strcmp(reqs[hi].tag, ERR_ID) == 0);
+		if (hi >= 0) {
+			size_t len;
+			char *h = sample("history_by_id_error.json", &len);
+			engine_on_http(e, EHTTP_HISTORY_ID, reqs[hi].tag, 200,
+			    h, len, clock_ms + 10);
+			free(h);
+		}
+		CHECK_INT(count_terminals(), 1);
+		CHECK(payload_has(last_topic("/event/execution_error"),
+		    "\"source\":\"history\""));
+		CHECK(payload_has(
+		    last_topic("/completion"), "\"event_type\":\"error\""));
+		check_invariants();
+		engine_destroy(e);
+	}
+}
+
+/* A prompt queued, run and finished between two polls of an idle queue:
+ * the status frame that says the queue shrank asks for the history list
+ * (once: the poll it also triggers does not ask again). */
+static void
+test_queue_shrink_reads_history_list(void)
+{
+	static const char status_one[]
+	    = "{\"type\": \"status\", \"data\": {\"status\": {\"exec_info\": "
+	      "{\"queue_remaining\": 1}}}}";
+	static const char status_zero[]
+	    = "{\"type\": \"status\", \"data\": {\"status\": {\"exec_info\": "
+	      "{\"queue_remaining\": 0}}}}";
+	static const char idle[]
+	    = "{\"queue_running\": [], \"queue_pending\": []}";
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, "{}", 2, clock_ms);
+	engine_on_http(
+	    e, EHTTP_QUEUE, NULL, 200, idle, strlen(idle), clock_ms);
+	engine_on_text(e, status_one, strlen(status_one), clock_ms + 1);
+	n_reqs = 0;
+	engine_on_text(e, status_zero, strlen(status_zero), clock_ms + 2);
+	int lists = 0;
+	for (int i = 0; i < n_reqs; i++)
+		lists += reqs[i].kind == EHTTP_HISTORY_LIST;
+	CHECK_INT(lists, 1);
+	/* both polls answer "idle", as if the prompt had never been seen */
+	engine_on_http(
+	    e, EHTTP_QUEUE, NULL, 200, idle, strlen(idle), clock_ms + 3);
+	engine_on_http(
+	    e, EHTTP_QUEUE, NULL, 200, idle, strlen(idle), clock_ms + 4);
+	lists = 0;
+	for (int i = 0; i < n_reqs; i++)
+		lists += reqs[i].kind == EHTTP_HISTORY_LIST;
+	CHECK_INT(lists, 1);
+	size_t len;
+	char *h = sample("history_by_id_error.json", &len);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, h, len, clock_ms + 5);
+	free(h);
+	CHECK_INT(count_topic("/event/execution_error"), 1);
+	CHECK_INT(count_topic("/completion"), 1);
+	check_invariants();
+	engine_destroy(e);
+}
+
+/* Contract 4.3: retained topics go out again on every reconnect, also
+ * when the broker resumed the session (it may have restarted from an
+ * older database). */
+static void
+test_retained_republished_on_every_reconnect(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	engine_on_broker_connected(e, false, clock_ms);
+	engine_on_upstream(e, true, clock_ms);
+	int up = count_topic("/upstream/state");
+	CHECK(up >= 1);
+	engine_on_broker_connected(e, true, clock_ms + 1000);
+	CHECK_INT(count_topic("/upstream/state"), up + 1);
+	CHECK(payload_has(last_topic("/upstream/state"), "online"));
+	engine_on_broker_connected(e, false, clock_ms + 2000);
+	CHECK_INT(count_topic("/upstream/state"), up + 2);
+	/* no check_invariants(): a republished copy keeps its seq */
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -562,6 +681,9 @@ main(void)
 	RUN(test_hostile_frames);
 	RUN(test_execution_blocked_not_terminal);
 	RUN(test_state_ttl_clears);
+	RUN(test_dropped_terminal_resolved_by_history);
+	RUN(test_queue_shrink_reads_history_list);
+	RUN(test_retained_republished_on_every_reconnect);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();
