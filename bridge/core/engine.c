@@ -62,6 +62,13 @@ static const int64_t http_backoff_ms[]
     = { 250, 500, 1000, 2000, 4000, 8000, 16000, 30000 };
 #define HTTP_BACKOFF_N (sizeof(http_backoff_ms) / sizeof(http_backoff_ms[0]))
 
+/* What log_faults_on_change compares. */
+struct fault_counts {
+	uint64_t rejected, recovered, lost, resyncs, http_failures;
+	uint64_t dropped[MSG_CLASS_COUNT];
+	uint64_t reconnects_comfyui, reconnects_mqtt;
+};
+
 struct engine {
 	struct engine_cfg cfg;
 	char *prefix, *instance, *client_id, *mqtt_client_id, *comfy_url;
@@ -125,7 +132,7 @@ struct engine {
 	int64_t next_health_at;
 	int64_t started_mono;
 	uint64_t rejected[RJ_COUNT];
-	uint64_t last_logged_rejected;
+	struct fault_counts last_logged_faults;
 	struct engine_counters counters;
 };
 
@@ -2233,6 +2240,52 @@ engine_on_http(struct engine *e, enum engine_http_kind kind, const char *tag,
 /* ------------------------------------------------------------------ */
 /* time */
 
+/* The health figures that say something went wrong (contract 4.5: logged
+ * at info when they change; traffic counters change all the time and are
+ * only published). */
+static struct fault_counts
+fault_counts_of(const struct engine *e, const struct engine_health_io *h)
+{
+	struct fault_counts f;
+	memset(&f, 0, sizeof(f));
+	f.rejected = e->counters.rejected_total;
+	f.recovered = e->counters.recovered;
+	f.lost = e->counters.lost;
+	f.resyncs = e->counters.resyncs;
+	f.http_failures = e->counters.http_failures;
+	if (h != NULL) {
+		for (int i = 0; i < MSG_CLASS_COUNT; i++)
+			f.dropped[i] = h->dropped[i];
+		f.reconnects_comfyui = h->comfyui_reconnects;
+		f.reconnects_mqtt = h->mqtt_reconnects;
+	}
+	return f;
+}
+
+static void
+log_faults_on_change(struct engine *e, const struct engine_health_io *h)
+{
+	struct fault_counts f = fault_counts_of(e, h);
+	if (memcmp(&f, &e->last_logged_faults, sizeof(f)) == 0)
+		return;
+	e->last_logged_faults = f;
+	log_info("bridge",
+	    "health: %llu frames rejected, dropped %llu critical / %llu "
+	    "lifecycle / %llu progress / %llu preview, %llu prompts "
+	    "recovered from history, %llu lost, %llu resyncs, %llu HTTP "
+	    "failures, reconnects %llu ComfyUI / %llu MQTT",
+	    (unsigned long long) f.rejected,
+	    (unsigned long long) f.dropped[MSG_CRITICAL],
+	    (unsigned long long) f.dropped[MSG_LIFECYCLE],
+	    (unsigned long long) f.dropped[MSG_PROGRESS],
+	    (unsigned long long) f.dropped[MSG_PREVIEW],
+	    (unsigned long long) f.recovered, (unsigned long long) f.lost,
+	    (unsigned long long) f.resyncs,
+	    (unsigned long long) f.http_failures,
+	    (unsigned long long) f.reconnects_comfyui,
+	    (unsigned long long) f.reconnects_mqtt);
+}
+
 static void
 publish_health(struct engine *e, int64_t now, const struct engine_health_io *h)
 {
@@ -2294,15 +2347,7 @@ publish_health(struct engine *e, int64_t now, const struct engine_health_io *h)
 	emit(e, MSG_LIFECYCLE, e->topic, w.buf, w.len, 0, true,
 	    "application/json", (uint32_t) e->cfg.health_interval_s * 3,
 	    "health", NULL, e->topic);
-	if (e->counters.rejected_total != e->last_logged_rejected) {
-		log_info("bridge",
-		    "health: %llu frames rejected in total, "
-		    "%llu prompts recovered from history, %llu lost",
-		    (unsigned long long) e->counters.rejected_total,
-		    (unsigned long long) e->counters.recovered,
-		    (unsigned long long) e->counters.lost);
-		e->last_logged_rejected = e->counters.rejected_total;
-	}
+	log_faults_on_change(e, h);
 }
 
 static int64_t

@@ -1,6 +1,7 @@
 /* The engine end to end without sockets: trace frames and HTTP sample
  * bodies in, MQTT messages and HTTP requests out. */
 #include <math.h>
+#include <unistd.h>
 
 #include "engine.h"
 #include "json.h"
@@ -667,6 +668,54 @@ test_retained_republished_on_every_reconnect(void)
 	engine_destroy(e);
 }
 
+/* Lines of stderr that contain needle, from the capture file cap. */
+static int
+count_lines_with(FILE *cap, const char *needle)
+{
+	char line[1024];
+	int n = 0;
+	rewind(cap);
+	while (fgets(line, sizeof(line), cap) != NULL)
+		n += strstr(line, needle) != NULL;
+	return n;
+}
+
+/* Contract 4.5: the health figures that report faults are logged at info
+ * when they change, and only then. */
+static void
+test_faults_logged_on_change(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	int64_t t0 = clock_ms;
+	FILE *cap = tmpfile();
+	CHECK(cap != NULL);
+	if (cap == NULL)
+		return;
+	fflush(stderr);
+	int saved = dup(2);
+	dup2(fileno(cap), 2);
+	struct engine_health_io h;
+	memset(&h, 0, sizeof(h));
+	h.published[MSG_PROGRESS] = 10;
+	engine_tick(e, t0 + 1000, &h); /* nothing went wrong */
+	h.published[MSG_PROGRESS] = 20;
+	engine_tick(e, t0 + 31000, &h); /* traffic only */
+	h.dropped[MSG_PROGRESS] = 5;
+	engine_tick(e, t0 + 61000, &h); /* drops: logged */
+	engine_tick(e, t0 + 91000, &h); /* unchanged */
+	h.mqtt_reconnects = 1;
+	engine_tick(e, t0 + 121000, &h); /* a reconnect: logged */
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	CHECK_INT(count_topic("/bridge/health"), 5);
+	CHECK_INT(count_lines_with(cap, "health:"), 2);
+	CHECK_INT(count_lines_with(cap, "5 progress"), 2);
+	CHECK_INT(count_lines_with(cap, "1 MQTT"), 1);
+	fclose(cap);
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -684,6 +733,7 @@ main(void)
 	RUN(test_dropped_terminal_resolved_by_history);
 	RUN(test_queue_shrink_reads_history_list);
 	RUN(test_retained_republished_on_every_reconnect);
+	RUN(test_faults_logged_on_change);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();
