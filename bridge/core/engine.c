@@ -231,8 +231,8 @@ event_allowed(struct engine *e, const char *type)
 
 /* Hands one message to the publisher. */
 static void
-emit(struct engine *e, enum msg_class cls, const char *topic,
-    const void *payload, size_t len, int qos, bool retain,
+emit_urgent(struct engine *e, bool urgent, enum msg_class cls,
+    const char *topic, const void *payload, size_t len, int qos, bool retain,
     const char *content_type, uint32_t expiry, const char *type_prop,
     const char *prompt_prop, const char *coalesce_key)
 {
@@ -251,8 +251,19 @@ emit(struct engine *e, enum msg_class cls, const char *topic,
 		    .type = type_prop,
 		    .prompt_id = prompt_prop },
 		.coalesce_key = coalesce_key,
+		.urgent = urgent,
 	};
 	e->io.publish(e->io.ud, &m);
+}
+
+static void
+emit(struct engine *e, enum msg_class cls, const char *topic,
+    const void *payload, size_t len, int qos, bool retain,
+    const char *content_type, uint32_t expiry, const char *type_prop,
+    const char *prompt_prop, const char *coalesce_key)
+{
+	emit_urgent(e, false, cls, topic, payload, len, qos, retain,
+	    content_type, expiry, type_prop, prompt_prop, coalesce_key);
 }
 
 static void
@@ -1580,15 +1591,16 @@ engine_on_oversize(struct engine *e, size_t len_so_far, bool binary)
 /* ------------------------------------------------------------------ */
 /* retained bridge topics */
 
+/* A retained availability text (bridge/state, upstream/state). */
 static void
-publish_text(struct engine *e, const char *rest, const char *text)
+publish_text(struct engine *e, const char *rest, const char *text, bool urgent)
 {
 	if (topic_join(
 	        e->topic, sizeof(e->topic), e->prefix, e->instance, rest)
 	    < 0)
 		return;
-	emit(e, MSG_CRITICAL, e->topic, text, strlen(text), 1, true,
-	    "text/plain", 0, rest, NULL, e->topic);
+	emit_urgent(e, urgent, MSG_CRITICAL, e->topic, text, strlen(text), 1,
+	    true, "text/plain", 0, rest, NULL, e->topic);
 }
 
 static void
@@ -1628,7 +1640,7 @@ static void
 republish_retained(struct engine *e)
 {
 	publish_text(
-	    e, "upstream/state", e->upstream_up ? "online" : "offline");
+	    e, "upstream/state", e->upstream_up ? "online" : "offline", false);
 	if (e->info_payload.len) {
 		publish_retained_json(e, MSG_CRITICAL, "bridge/info", "info",
 		    NULL, e->info_payload.p, e->info_payload.len, NULL);
@@ -1662,7 +1674,9 @@ engine_on_broker_connected(struct engine *e, bool session_present, int64_t now)
 	 * holds retained copies from before the outage */
 	bool republish = e->broker_ever_connected;
 	e->broker_ever_connected = true;
-	publish_text(e, "bridge/state", "online");
+	/* ahead of the backlog of the outage: until it is out, subscribers
+	 * see the will's "offline" */
+	publish_text(e, "bridge/state", "online", true);
 	if (republish) {
 		log_info("mqtt",
 		    "reconnected (%s session): republishing retained "
@@ -1711,7 +1725,7 @@ engine_on_upstream(struct engine *e, bool up, int64_t now)
 	if (up == e->upstream_up)
 		return;
 	e->upstream_up = up;
-	publish_text(e, "upstream/state", up ? "online" : "offline");
+	publish_text(e, "upstream/state", up ? "online" : "offline", false);
 	if (!up) {
 		print_line(e, "WebSocket closed");
 		e->poll_inflight = e->poll_pending = false;
@@ -2460,7 +2474,7 @@ engine_create(
 	schedule(e, e->next_health_at);
 	print_line(e, "Connecting to ComfyUI WebSocket...");
 	publish_info(e, now);
-	publish_text(e, "upstream/state", "offline");
+	publish_text(e, "upstream/state", "offline", false);
 	return e;
 }
 

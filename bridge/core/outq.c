@@ -288,17 +288,29 @@ hash_link(struct outq *q, struct entry *e)
 	q->keyed++;
 }
 
+/* Links e last in its class (the youngest, dropped last) and last in the
+ * global order, or first there when it is urgent. */
 static void
-link_tail(struct outq *q, struct entry *e)
+link_entry(struct outq *q, struct entry *e)
 {
 	struct class_list *c = &q->cls[e->msg.cls];
-	e->next = NULL;
-	e->prev = q->tail;
-	if (q->tail != NULL)
-		q->tail->next = e;
-	else
+	if (e->msg.urgent) {
+		e->prev = NULL;
+		e->next = q->head;
+		if (q->head != NULL)
+			q->head->prev = e;
+		else
+			q->tail = e;
 		q->head = e;
-	q->tail = e;
+	} else {
+		e->next = NULL;
+		e->prev = q->tail;
+		if (q->tail != NULL)
+			q->tail->next = e;
+		else
+			q->head = e;
+		q->tail = e;
+	}
 	e->cls_next = NULL;
 	e->cls_prev = c->tail;
 	if (c->tail != NULL)
@@ -397,7 +409,7 @@ outq_push(struct outq *q, const struct out_msg *m)
 	if (e == NULL)
 		return BR_ENOMEM;
 	entry_fill(e, m, cost);
-	link_tail(q, e);
+	link_entry(q, e);
 	return BR_OK;
 }
 

@@ -44,6 +44,10 @@ struct out_msg {
 	 * key removes the older one (the newer is appended at the tail), e.g.
 	 * "progress/<prompt>/<node>". */
 	const char *coalesce_key;
+	/* Queued ahead of every older message (the bridge's own
+	 * availability, which must not wait behind a backlog); it is still
+	 * the last of its class to be dropped. */
+	bool urgent;
 };
 
 struct outq;
@@ -54,12 +58,12 @@ struct outq;
 struct outq *outq_create(size_t max_msgs, size_t max_bytes);
 void outq_destroy(struct outq *q);
 
-/* Appends a copy of m. A queued message with the same coalesce key is
- * removed first (counted by outq_coalesced, not as a drop). When a bound
- * would be exceeded, drops queued messages of the lowest class present
- * (oldest first) as long as that class is lower than or equal to m's class;
- * if even that could not make room, m itself is dropped and nothing else.
- * Every drop is counted. Returns 0, or BR_EFULL when m was dropped, or
+/* Appends a copy of m (m->urgent: puts it at the head). A queued message with
+ * the same coalesce key is removed first (counted by outq_coalesced, not as a
+ * drop). When a bound would be exceeded, drops queued messages of the lowest
+ * class present (oldest first) as long as that class is lower than or equal to
+ * m's class; if even that could not make room, m itself is dropped and nothing
+ * else. Every drop is counted. Returns 0, or BR_EFULL when m was dropped, or
  * BR_ENOMEM. Entries are recycled, so steady-state pushing of small
  * messages does not allocate. */
 int outq_push(struct outq *q, const struct out_msg *m);

@@ -16,6 +16,7 @@ struct msg {
 	size_t len;
 	int qos;
 	bool retain;
+	bool urgent;
 	int cls;
 };
 
@@ -55,6 +56,7 @@ cap_publish(void *ud, const struct out_msg *m)
 	c->len = m->len;
 	c->qos = m->qos;
 	c->retain = m->retain;
+	c->urgent = m->urgent;
 	c->cls = m->cls;
 }
 
@@ -664,6 +666,12 @@ test_retained_republished_on_every_reconnect(void)
 	CHECK(payload_has(last_topic("/upstream/state"), "online"));
 	engine_on_broker_connected(e, false, clock_ms + 2000);
 	CHECK_INT(count_topic("/upstream/state"), up + 2);
+	/* the bridge's own "online" goes ahead of any backlog, nothing else */
+	const struct msg *online = last_topic("/bridge/state");
+	CHECK(online != NULL && online->urgent);
+	for (int i = 0; i < n_msgs; i++)
+		if (strstr(msgs[i].topic, "/bridge/state") == NULL)
+			CHECK(!msgs[i].urgent);
 	/* no check_invariants(): a republished copy keeps its seq */
 	engine_destroy(e);
 }

@@ -195,6 +195,47 @@ test_drop_order_by_class(void)
 	outq_destroy(q);
 }
 
+/* An urgent message goes ahead of everything queued; within its class it
+ * is still the youngest, so critical drops take older ones first; a newer
+ * urgent one with the same key replaces it, again at the head. */
+static void
+test_urgent_goes_first(void)
+{
+	struct outq *q = outq_create(4, 0);
+	const char *names[] = { "c1", "l1", "c2" };
+	const enum msg_class cls[]
+	    = { MSG_CRITICAL, MSG_LIFECYCLE, MSG_CRITICAL };
+	for (int i = 0; i < 3; i++) {
+		struct out_msg m = mk(cls[i], "t", names[i]);
+		CHECK_INT(outq_push(q, &m), BR_OK);
+	}
+	struct out_msg u = mk(MSG_CRITICAL, "state", "U1");
+	u.urgent = true;
+	u.coalesce_key = "state";
+	CHECK_INT(outq_push(q, &u), BR_OK);
+	CHECK_STR((const char *) outq_peek(q)->payload, "U1");
+	/* full: a critical push drops the lifecycle one, then c1, never U */
+	struct out_msg c3 = mk(MSG_CRITICAL, "t", "c3");
+	CHECK_INT(outq_push(q, &c3), BR_OK);
+	struct out_msg c4 = mk(MSG_CRITICAL, "t", "c4");
+	CHECK_INT(outq_push(q, &c4), BR_OK);
+	CHECK_INT(outq_dropped(q, MSG_LIFECYCLE), 1);
+	CHECK_INT(outq_dropped(q, MSG_CRITICAL), 1);
+	u.payload = "U2";
+	CHECK_INT(outq_push(q, &u), BR_OK);
+	CHECK_INT(outq_coalesced(q), 1);
+	char out[64];
+	drain(q, out, sizeof(out));
+	CHECK_STR(out, "U2,c2,c3,c4,");
+	/* an urgent push into an empty queue, then a normal one */
+	u.payload = "U3";
+	CHECK_INT(outq_push(q, &u), BR_OK);
+	CHECK_INT(outq_push(q, &c3), BR_OK);
+	drain(q, out, sizeof(out));
+	CHECK_STR(out, "U3,c3,");
+	outq_destroy(q);
+}
+
 static void
 test_incoming_lowest_class_dropped(void)
 {
@@ -492,6 +533,7 @@ main(void)
 	RUN(test_bound_by_count);
 	RUN(test_bound_by_bytes);
 	RUN(test_drop_order_by_class);
+	RUN(test_urgent_goes_first);
 	RUN(test_incoming_lowest_class_dropped);
 	RUN(test_coalesce);
 	RUN(test_many_keys_hash_growth);
