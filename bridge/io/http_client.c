@@ -3,8 +3,17 @@
  * Each request owns one wsi and lives until that wsi's WSI_DESTROY, even
  * after its callback ran, because lws may still call back with the request
  * as user pointer. The callback runs exactly once, never from inside
- * http_client_get() (a synchronous connect failure is delivered from a
- * zero-delay sul) and never after http_client_destroy(). */
+ * http_client_get() (a failure to start is delivered from a zero-delay
+ * sul) and never after http_client_destroy().
+ *
+ * At most HTTP_MAX_INFLIGHT requests hold a wsi; the others wait in a FIFO
+ * without one. A slot frees when a request's outcome is delivered, and the
+ * next queued request starts before that callback runs, so a GET issued
+ * from inside a callback queues behind those already waiting.
+ *
+ * Redirects are never followed: lws would re-run the handshake, and with it
+ * CLIENT_APPEND_HANDSHAKE_HEADER, against whatever host the Location names,
+ * handing it the --comfyui headers and Basic credentials. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,22 +25,27 @@
 
 #define LOG_SRC                 "http"
 #define HTTP_DEFAULT_TIMEOUT_MS 30000
+#define LOCATION_SHOWN_MAX      256 /* of a redirect's Location, escaped */
 
 struct http_req {
 	struct glue_user tag; /* first: the lws user pointer is the request */
 	struct http_client *h; /* NULL once orphaned by http_client_destroy */
 	struct lws_context *ctx;
 	struct loop *loop;
-	struct http_req *prev, *next;
+	struct http_req *prev, *next; /* every live request of h */
+	struct http_req *qnext; /* FIFO of requests waiting for a slot */
 	struct lws *wsi;
 	lws_sorted_usec_list_t sul; /* timeout, later the deferred delivery */
 	http_done_cb done;
 	void *ud;
 	char *path;
-	char *body;
+	char *body; /* the response body, or a redirect's error text */
 	size_t len, cap;
+	int timeout_ms;
 	int status;
 	int result;
+	int handshakes; /* header blocks lws asked us for */
+	bool on_wire; /* started: holds one of h's HTTP_MAX_INFLIGHT slots */
 	bool wsi_alive; /* WSI_DESTROY not seen yet */
 	bool closing; /* lws is closing the wsi: do not kill it again */
 	bool in_connect; /* inside lws_client_connect_via_info() */
@@ -49,11 +63,14 @@ struct http_client {
 	char *host_hdr;
 	int ssl_flags;
 	bool insecure;
+	bool redirect_warned; /* once per client: ComfyUI repeats it */
 	struct glue_header *headers;
 	int n_headers;
 	size_t max_body;
 	struct http_req *reqs;
-	int pending;
+	struct http_req *q_head, *q_tail;
+	int pending; /* callbacks still to come */
+	int inflight; /* requests holding a slot */
 };
 
 /* Borrows base (it must outlive the client); copies headers. */
@@ -83,8 +100,10 @@ http_client_create(struct loop *l, const struct url *base,
 	    != BR_OK)
 		goto fail;
 	h->n_headers = n_headers > 0 ? n_headers : 0;
+	/* a redirect would re-send the headers to the Location's host */
+	h->ssl_flags = LCCSCF_HTTP_NO_FOLLOW_REDIRECT;
 	if (base->tls) {
-		h->ssl_flags = LCCSCF_USE_SSL;
+		h->ssl_flags |= LCCSCF_USE_SSL;
 		h->insecure = tls != NULL && tls->insecure;
 		if (h->insecure)
 			h->ssl_flags |= LCCSCF_ALLOW_SELFSIGNED
@@ -145,6 +164,74 @@ kill_wsi(struct http_req *r)
 	lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
+static void req_sul(lws_sorted_usec_list_t *sul);
+
+/* Puts r on the wire in a slot of r->h; a failure to start is delivered
+ * later from r->sul, never from here. */
+static void
+start_req(struct http_req *r)
+{
+	struct http_client *h = r->h;
+	struct lws_client_connect_info i;
+	struct lws *w;
+
+	r->on_wire = true;
+	h->inflight++;
+	memset(&i, 0, sizeof(i));
+	i.context = h->ctx;
+	i.vhost = h->vhost;
+	i.address = h->address;
+	i.port = h->base->port;
+	i.ssl_connection = h->ssl_flags;
+	i.path = r->path;
+	i.host = h->host_hdr;
+	i.origin = NULL;
+	i.method = "GET";
+	i.protocol = C2M_LWS_PROTO_HTTP;
+	i.local_protocol_name = C2M_LWS_PROTO_HTTP;
+	i.userdata = r;
+	if (h->insecure)
+		log_warn(
+		    LOG_SRC, "TLS verification is off for %s", h->host_hdr);
+
+	lws_sul_schedule(h->ctx, 0, &r->sul, req_sul,
+	    (lws_usec_t) r->timeout_ms * LWS_US_PER_MS);
+	r->wsi_alive = true;
+	r->in_connect = true;
+	w = lws_client_connect_via_info(&i);
+	r->in_connect = false;
+	if (w != NULL) {
+		if (r->wsi_alive)
+			r->wsi = w;
+		return;
+	}
+	/* lws gave up at once; unless it is still closing a wsi (then
+	 * WSI_DESTROY comes later), there is none */
+	if (!r->closing)
+		r->wsi_alive = false;
+	if (!r->finished) {
+		r->finished = true;
+		r->result = BR_EIO;
+	}
+	lws_sul_schedule(r->ctx, 0, &r->sul, req_sul, 1);
+}
+
+/* Starts queued requests while a slot is free. */
+static void
+pump(struct http_client *h)
+{
+	struct http_req *r;
+
+	while (h->inflight < HTTP_MAX_INFLIGHT && h->q_head != NULL) {
+		r = h->q_head;
+		h->q_head = r->qnext;
+		if (h->q_head == NULL)
+			h->q_tail = NULL;
+		r->qnext = NULL;
+		start_req(r);
+	}
+}
+
 static void
 deliver(struct http_req *r)
 {
@@ -153,10 +240,15 @@ deliver(struct http_req *r)
 	if (r->delivered)
 		return;
 	r->delivered = true;
-	if (h != NULL)
+	if (h != NULL) {
 		h->pending--;
-	/* none inside lws_context_destroy: the owner may be half gone */
+		if (r->on_wire)
+			h->inflight--;
+	}
+	/* none inside lws_context_destroy: the owner may be half gone, and
+	 * no connection may start */
 	if (h != NULL && !loop_lws_destroying(r->loop)) {
+		pump(h);
 		r->in_callback = true;
 		if (r->result < 0)
 			r->done(r->ud, r->result, "", 0);
@@ -186,7 +278,7 @@ req_sul(lws_sorted_usec_list_t *sul)
 }
 
 /* Records the outcome once; delivers now, or soon if still inside
- * http_client_get(). */
+ * lws_client_connect_via_info(). */
 static void
 finish(struct http_req *r, int result)
 {
@@ -202,14 +294,12 @@ finish(struct http_req *r, int result)
 	deliver(r);
 }
 
-/* Starts the request; copies path_query. done runs once, later. */
+/* Queues or starts a GET; copies path_query. done runs once, later. */
 int
 http_client_get(struct http_client *h, const char *path_query, int timeout_ms,
     http_done_cb done, void *ud)
 {
-	struct lws_client_connect_info i;
 	struct http_req *r;
-	struct lws *w;
 
 	if (h == NULL || path_query == NULL || path_query[0] != '/'
 	    || done == NULL)
@@ -228,56 +318,20 @@ http_client_get(struct http_client *h, const char *path_query, int timeout_ms,
 	r->loop = h->loop;
 	r->done = done;
 	r->ud = ud;
+	r->timeout_ms = timeout_ms > 0 ? timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
 	r->next = h->reqs;
 	if (h->reqs != NULL)
 		h->reqs->prev = r;
 	h->reqs = r;
 	h->pending++;
 
-	memset(&i, 0, sizeof(i));
-	i.context = h->ctx;
-	i.vhost = h->vhost;
-	i.address = h->address;
-	i.port = h->base->port;
-	i.ssl_connection = h->ssl_flags;
-	i.path = r->path;
-	i.host = h->host_hdr;
-	i.origin = NULL;
-	i.method = "GET";
-	i.protocol = C2M_LWS_PROTO_HTTP;
-	i.local_protocol_name = C2M_LWS_PROTO_HTTP;
-	i.userdata = r;
-	if (h->insecure)
-		log_warn(
-		    LOG_SRC, "TLS verification is off for %s", h->host_hdr);
-
-	if (timeout_ms <= 0)
-		timeout_ms = HTTP_DEFAULT_TIMEOUT_MS;
-	lws_sul_schedule(h->ctx, 0, &r->sul, req_sul,
-	    (lws_usec_t) timeout_ms * LWS_US_PER_MS);
-	r->wsi_alive = true;
-	r->in_connect = true;
-	w = lws_client_connect_via_info(&i);
-	r->in_connect = false;
-	if (w != NULL) {
-		if (r->wsi_alive)
-			r->wsi = w;
-		return BR_OK;
-	}
-	/* lws gave up at once: report it here instead of calling done */
-	h->pending--;
-	r->delivered = true;
-	r->finished = true;
-	lws_sul_cancel(&r->sul);
-	if (r->wsi_alive && r->closing) {
-		/* WSI_DESTROY still to come: it frees the orphan */
-		unlink_req(r);
-		r->h = NULL;
-		return BR_EIO;
-	}
-	r->wsi_alive = false;
-	free_req(r);
-	return BR_EIO;
+	if (h->q_tail != NULL)
+		h->q_tail->qnext = r;
+	else
+		h->q_head = r;
+	h->q_tail = r;
+	pump(h);
+	return BR_OK;
 }
 
 int
@@ -286,7 +340,8 @@ http_client_pending(const struct http_client *h)
 	return h != NULL ? h->pending : 0;
 }
 
-/* Cancels every request without calling back; frees h. */
+/* Cancels every request, queued or started, without calling back; frees
+ * h. */
 void
 http_client_destroy(struct http_client *h)
 {
@@ -296,7 +351,7 @@ http_client_destroy(struct http_client *h)
 		return;
 	for (r = h->reqs; r != NULL; r = next) {
 		next = r->next;
-		r->prev = r->next = NULL;
+		r->prev = r->next = r->qnext = NULL;
 		r->h = NULL;
 		r->delivered = true;
 		r->finished = true;
@@ -308,14 +363,109 @@ http_client_destroy(struct http_client *h)
 			    LWS_TO_KILL_ASYNC);
 			r->wsi_alive = false;
 		}
-		/* else: lws is closing it and WSI_DESTROY frees r */
+		/* else: lws is closing it and WSI_DESTROY frees r, or it
+		 * was still queued and has no wsi */
 		maybe_free(r);
 	}
-	h->reqs = NULL;
+	h->reqs = h->q_head = h->q_tail = NULL;
 	glue_headers_free(h->headers, h->n_headers);
 	free(h->address);
 	free(h->host_hdr);
 	free(h);
+}
+
+/* Writes loc to out (cap bytes) fit for a log line: userinfo, query and
+ * fragment dropped because they may carry secrets, control bytes escaped,
+ * length capped. */
+static void
+safe_location(const char *loc, char *out, unsigned cap)
+{
+	size_t keep = strcspn(loc, "?#");
+	const char *auth = NULL, *auth_end, *at = NULL, *p;
+	char *tmp;
+	size_t n;
+
+	p = strstr(loc, "://");
+	if (p != NULL && (size_t) (p - loc) < strcspn(loc, "/?#"))
+		auth = p + 3;
+	else if (strncmp(loc, "//", 2) == 0)
+		auth = loc + 2;
+	if (auth != NULL && (size_t) (auth - loc) <= keep) {
+		auth_end = auth + strcspn(auth, "/?#");
+		for (p = auth; p < auth_end; p++)
+			if (*p == '@')
+				at = p;
+	}
+	tmp = malloc(keep + sizeof " (query omitted)");
+	if (tmp == NULL) {
+		snprintf(out, cap, "(unknown)");
+		return;
+	}
+	if (at != NULL) {
+		n = (size_t) (auth - loc);
+		memcpy(tmp, loc, n);
+		memcpy(tmp + n, at + 1, keep - (size_t) (at + 1 - loc));
+		n += keep - (size_t) (at + 1 - loc);
+	} else {
+		memcpy(tmp, loc, keep);
+		n = keep;
+	}
+	if (loc[keep] != '\0') {
+		memcpy(tmp + n, " (query omitted)", sizeof " (query omitted)");
+		n += sizeof " (query omitted)" - 1;
+	}
+	log_excerpt(out, cap, tmp, n);
+	free(tmp);
+}
+
+/* Ends r as a failure that names the 3xx status and its Location: the
+ * error text becomes the body done() gets. */
+static void
+redirect_refused(struct http_req *r, int status, const char *loc)
+{
+	char shown[LOCATION_SHOWN_MAX];
+	struct http_client *h = r->h;
+
+	safe_location(loc != NULL ? loc : "(none)", shown, sizeof shown);
+	free(r->body);
+	r->len = r->cap = 0;
+	r->body = glue_asprintf("HTTP %d redirect to %s not followed (it "
+	                        "would carry the --comfyui headers and "
+	                        "credentials there); point --comfyui at the "
+	                        "final URL",
+	    status, shown);
+	if (r->body != NULL)
+		r->len = strlen(r->body);
+	if (h != NULL && !h->redirect_warned) {
+		h->redirect_warned = true;
+		log_warn(LOG_SRC, "GET %s: %s", r->path,
+		    r->body != NULL ? r->body : "redirect not followed");
+	} else {
+		log_debug(LOG_SRC, "GET %s: HTTP %d redirect not followed",
+		    r->path, status);
+	}
+	r->closing = true;
+	finish(r, status);
+}
+
+/* In ESTABLISHED_CLIENT_HTTP of a 3xx: reads Location, refuses it. */
+static void
+refuse_redirect(struct http_req *r, struct lws *wsi)
+{
+	int n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_LOCATION);
+	char *loc = NULL;
+
+	if (n > 0) {
+		loc = malloc((size_t) n + 1);
+		if (loc != NULL
+		    && lws_hdr_copy(wsi, loc, n + 1, WSI_TOKEN_HTTP_LOCATION)
+		        < 0) {
+			free(loc);
+			loc = NULL;
+		}
+	}
+	redirect_refused(r, r->status, loc);
+	free(loc);
 }
 
 static int
@@ -370,11 +520,30 @@ http_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
 		if (r->h == NULL)
 			return 0;
+		/* a second handshake means lws went to another URL:
+		 * the credentials stay home even if redirects ever get
+		 * followed */
+		if (++r->handshakes > 1) {
+			log_warn(LOG_SRC, "GET %s: second handshake refused",
+			    r->path);
+			r->closing = true;
+			finish(r, BR_EIO);
+			return -1;
+		}
 		return glue_headers_append(
 		    wsi, r->h->headers, r->h->n_headers, in, len);
+	case LWS_CALLBACK_CLIENT_HTTP_REDIRECT:
+		/* not reached with LCCSCF_HTTP_NO_FOLLOW_REDIRECT; refuse
+		 * anyway rather than follow */
+		redirect_refused(r, (int) len, in);
+		return -1;
 	case LWS_CALLBACK_ESTABLISHED_CLIENT_HTTP:
 		r->wsi = wsi;
 		r->status = (int) lws_http_client_http_response(wsi);
+		if (r->status >= 300 && r->status < 400) {
+			refuse_redirect(r, wsi);
+			return -1;
+		}
 		return 0;
 	case LWS_CALLBACK_RECEIVE_CLIENT_HTTP:
 		return r->finished ? -1 : read_body(wsi);

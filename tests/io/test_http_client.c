@@ -1,7 +1,13 @@
 /* http_client against tests/io/ws_peer.py on the real loop (200 with a
  * 300 KB body, 404, refused, timeout, over max_body, headers, many at once,
- * destroy with requests in flight), plus the loop itself: signals through
- * the signalfd, loop_wake and loop_quit from another thread, timers. */
+ * destroy with requests in flight), against tests/io/http_peer.py (3xx not
+ * followed and no connection to the Location's host; at most
+ * HTTP_MAX_INFLIGHT on the wire, FIFO; timeouts from the start on the wire;
+ * destroy with queued requests), plus the loop itself: signals through the
+ * signalfd, loop_wake and loop_quit from another thread, timers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -10,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "helper_broker.h"
@@ -34,10 +41,12 @@ struct result {
 	size_t len;
 	char *body;
 	int64_t at_ms;
+	int seq; /* 1 for the first callback since reset_results, ... */
 };
 
 static struct result res[N_PARALLEL];
 static int target_calls;
+static int done_seq;
 
 static void
 on_done(void *ud, int status, const char *body, size_t len)
@@ -48,6 +57,7 @@ on_done(void *ud, int status, const char *body, size_t len)
 	r->status = status;
 	r->len = len;
 	r->at_ms = loop_mono_ms();
+	r->seq = ++done_seq;
 	free(r->body);
 	r->body = malloc(len + 1);
 	memcpy(r->body, body, len + 1); /* includes the promised NUL */
@@ -79,6 +89,7 @@ reset_results(void)
 		free(res[i].body);
 		memset(&res[i], 0, sizeof(res[i]));
 	}
+	done_seq = 0;
 }
 
 static bool
@@ -270,6 +281,414 @@ test_destroy_cancels(void)
 	CHECK_INT(res[1].calls, 0);
 }
 
+/* ---- tests/io/http_peer.py: redirects and the in-flight bound ---- */
+
+#define HP_PYTHON    "/usr/bin/python3"
+#define HP_MAX_REQS  16
+#define HP_START_MS  10000
+#define N_HELD       6
+#define HP_QUIET_MS  300 /* how long "nothing more happens" is watched */
+#define HOLD_TIMEOUT 400
+
+static struct helper_peer hpeer;
+static struct url hbase;
+
+/* What http_peer.py reported, parsed from its stdout. */
+struct hp_seen {
+	char line[1024];
+	size_t len;
+	int port; /* LISTENING */
+	char steal_host[64];
+	int steal_port;
+	int accepts, max_active;
+	char reqs[HP_MAX_REQS][16];
+	int n_reqs;
+	int steal_accepts, steal_hdrs;
+};
+
+static struct hp_seen seen;
+
+static void
+hp_line(const char *l)
+{
+	int n;
+
+	if (sscanf(l, "LISTENING %d", &n) == 1)
+		seen.port = n;
+	else if (sscanf(l, "STEAL %63s %d", seen.steal_host, &n) == 2)
+		seen.steal_port = n;
+	else if (sscanf(l, "ACCEPT active=%d", &n) == 1) {
+		seen.accepts++;
+		if (n > seen.max_active)
+			seen.max_active = n;
+	} else if (strncmp(l, "REQ ", 4) == 0) {
+		if (seen.n_reqs < HP_MAX_REQS)
+			snprintf(seen.reqs[seen.n_reqs], sizeof(seen.reqs[0]),
+			    "%s", l + 4);
+		seen.n_reqs++;
+	} else if (strcmp(l, "STEAL_ACCEPT") == 0)
+		seen.steal_accepts++;
+	else if (strncmp(l, "STEAL_HDR ", 10) == 0) {
+		seen.steal_hdrs++;
+		fprintf(stderr, "second listener got: %s\n", l + 10);
+	}
+}
+
+/* Reads whatever the peer has written so far (its stdout is non-blocking).
+ */
+static void
+hp_drain(void)
+{
+	char buf[4096];
+	ssize_t n, i;
+
+	while ((n = read(hpeer.out_fd, buf, sizeof(buf))) > 0) {
+		for (i = 0; i < n; i++) {
+			if (buf[i] != '\n') {
+				if (seen.len < sizeof(seen.line) - 1)
+					seen.line[seen.len++] = buf[i];
+				continue;
+			}
+			seen.line[seen.len] = '\0';
+			hp_line(seen.line);
+			seen.len = 0;
+		}
+	}
+}
+
+/* Forgets the counts, keeps the addresses. */
+static void
+hp_reset(void)
+{
+	hp_drain();
+	seen.accepts = seen.max_active = seen.n_reqs = 0;
+	seen.steal_accepts = seen.steal_hdrs = 0;
+}
+
+static void
+hp_cmd(const char *cmd)
+{
+	size_t len = strlen(cmd);
+
+	if (write(hpeer.in_fd, cmd, len) != (ssize_t) len)
+		fprintf(stderr, "http_peer: short write of %s", cmd);
+}
+
+/* Starts http_peer.py (next to ws_peer.py) the way helper_peer_start starts
+ * ws_peer.py, and reads up to its LISTENING line. 0 or -1. */
+static int
+hp_start(void)
+{
+	const char *argv[] = { "python3", NULL, NULL };
+	char script[1024];
+	int in[2], out[2];
+	int64_t deadline;
+	struct pollfd pfd;
+	sigset_t none;
+
+	snprintf(script, sizeof(script), "%s", helper_peer_script());
+	*strrchr(script, '/') = '\0';
+	strncat(script, "/http_peer.py", sizeof(script) - strlen(script) - 1);
+	argv[1] = script;
+	if (pipe(in) != 0)
+		return -1;
+	if (pipe(out) != 0) {
+		close(in[0]);
+		close(in[1]);
+		return -1;
+	}
+	hpeer.pid = fork();
+	if (hpeer.pid == 0) {
+		/* the loop's signalfd mask would survive exec */
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		close(in[1]);
+		close(out[0]);
+		execv(HP_PYTHON, (char *const *) argv);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	hpeer.in_fd = in[1];
+	hpeer.out_fd = out[0];
+	if (hpeer.pid < 0) {
+		hpeer.pid = 0;
+		helper_peer_close(&hpeer);
+		return -1;
+	}
+	fcntl(hpeer.out_fd, F_SETFL, O_NONBLOCK);
+	fcntl(hpeer.in_fd, F_SETFD, FD_CLOEXEC);
+	fcntl(hpeer.out_fd, F_SETFD, FD_CLOEXEC);
+	pfd.fd = hpeer.out_fd;
+	pfd.events = POLLIN;
+	deadline = loop_mono_ms() + HP_START_MS;
+	while (seen.port == 0 && loop_mono_ms() < deadline) {
+		if (poll(&pfd, 1, 100) > 0)
+			hp_drain();
+		if (pfd.revents & POLLHUP)
+			break;
+	}
+	if (seen.port > 0 && seen.steal_port > 0) {
+		hpeer.port = seen.port;
+		helper_peer_base(&hbase, seen.port);
+		return 0;
+	}
+	helper_peer_kill(&hpeer);
+	helper_peer_close(&hpeer);
+	return -1;
+}
+
+static bool
+pred_stolen(void *ud)
+{
+	hp_drain();
+	return seen.steal_accepts > 0 || seen.steal_hdrs > 0;
+}
+
+/* ud: the count of REQ lines to wait for. */
+static bool
+pred_reqs(void *ud)
+{
+	hp_drain();
+	return seen.n_reqs >= *(const int *) ud;
+}
+
+/* ud: the count of connections to wait for. */
+static bool
+pred_accepts(void *ud)
+{
+	hp_drain();
+	return seen.accepts >= *(const int *) ud;
+}
+
+/* ud: the result whose callback to wait for. */
+static bool
+pred_called(void *ud)
+{
+	return ((const struct result *) ud)->calls >= 1;
+}
+
+static bool
+pred_any_called_or_accepted(void *ud)
+{
+	int i;
+
+	hp_drain();
+	for (i = 0; i < N_PARALLEL; i++)
+		if (res[i].calls > 0)
+			return true;
+	return seen.accepts > *(const int *) ud;
+}
+
+static void
+test_redirect_not_followed(void)
+{
+	char *hdrs[]
+	    = { "Authorization: Basic dXNlcjpodW50ZXIy", "X-Test: abc" };
+	/* the second with userinfo in the Location */
+	static const int codes[] = { 302, 307 };
+	static const char *const suffix[] = { "", "u" };
+	struct http_client *h;
+	char path[32], want[160];
+	const char *b;
+	size_t i;
+
+	h = http_client_create(L, &hbase, hdrs, 2, NULL, 1 << 20);
+	CHECK(h != NULL);
+	hp_reset();
+	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		reset_results();
+		snprintf(
+		    path, sizeof(path), "/redirect/%d%s", codes[i], suffix[i]);
+		CHECK_INT(http_client_get(h, path, 5000, on_done, &res[0]), 0);
+		CHECK(helper_wait_for(L, pred_first_done, NULL, 5000));
+		CHECK_INT(res[0].status, codes[i]);
+		b = res[0].body != NULL ? res[0].body : "";
+		snprintf(want, sizeof(want),
+		    "HTTP %d redirect to http://%s:%d/steal (query omitted) "
+		    "not followed",
+		    codes[i], seen.steal_host, seen.steal_port);
+		if (strstr(b, want) == NULL)
+			fprintf(stderr, "got body: %s\n", b);
+		CHECK(strstr(b, want) != NULL);
+		CHECK(strstr(b, "point --comfyui at the final URL") != NULL);
+		/* Location's userinfo, query and fragment are secrets */
+		CHECK(strstr(b, "hunter2") == NULL);
+		CHECK(strstr(b, "user:") == NULL);
+		CHECK(strstr(b, "s3cr3t") == NULL);
+		CHECK(strstr(b, "frag") == NULL);
+		CHECK_INT(http_client_pending(h), 0);
+	}
+	/* a followed redirect reaches the second listener before the body
+	 * comes back; also give a late one a chance to show */
+	CHECK(!helper_wait_for(L, pred_stolen, NULL, HP_QUIET_MS));
+	CHECK_INT(seen.steal_accepts, 0);
+	CHECK_INT(seen.steal_hdrs, 0);
+	CHECK_INT(res[0].calls, 1);
+	http_client_destroy(h);
+}
+
+static void
+test_at_most_two_on_the_wire(void)
+{
+	/* each release frees a slot while another request still holds one,
+	 * so the next start shows whether the FIFO order holds */
+	static const int release_order[N_HELD] = { 1, 0, 3, 2, 5, 4 };
+	struct http_client *h;
+	char path[32], cmd[32], want[32];
+	int i, k, n;
+
+	CHECK_INT(HTTP_MAX_INFLIGHT, 2);
+	h = http_client_create(L, &hbase, NULL, 0, NULL, 1 << 20);
+	hp_reset();
+	reset_results();
+	for (i = 0; i < N_HELD; i++) {
+		snprintf(path, sizeof(path), "/hold/c%d", i);
+		CHECK_INT(
+		    http_client_get(h, path, 10000, on_done, &res[i]), 0);
+	}
+	CHECK_INT(http_client_pending(h), N_HELD);
+	n = HTTP_MAX_INFLIGHT;
+	CHECK(helper_wait_for(L, pred_reqs, &n, 5000));
+	n = HTTP_MAX_INFLIGHT + 1;
+	CHECK(!helper_wait_for(L, pred_accepts, &n, HP_QUIET_MS));
+	for (k = 0; k < N_HELD; k++) {
+		i = release_order[k];
+		snprintf(cmd, sizeof(cmd), "release c%d\n", i);
+		hp_cmd(cmd);
+		CHECK(helper_wait_for(L, pred_called, &res[i], 5000));
+		CHECK_INT(http_client_pending(h), N_HELD - k - 1);
+		n = k + 1 + HTTP_MAX_INFLIGHT;
+		if (n > N_HELD)
+			n = N_HELD;
+		CHECK(helper_wait_for(L, pred_reqs, &n, 5000));
+	}
+	CHECK(!helper_wait_for(L, NULL, NULL, HP_QUIET_MS));
+	hp_drain();
+	CHECK_INT(seen.accepts, N_HELD);
+	CHECK(seen.max_active <= HTTP_MAX_INFLIGHT);
+	CHECK_INT(seen.n_reqs, N_HELD);
+	for (i = 0; i < N_HELD && i < seen.n_reqs; i++) {
+		snprintf(want, sizeof(want), "c%d", i);
+		CHECK_STR(seen.reqs[i], want);
+	}
+	for (i = 0; i < N_HELD; i++) {
+		snprintf(want, sizeof(want), "held c%d\n", i);
+		CHECK_INT(res[i].calls, 1);
+		CHECK_INT(res[i].status, 200);
+		CHECK_STR(res[i].body, want);
+	}
+	for (k = 0; k < N_HELD; k++)
+		CHECK_INT(res[release_order[k]].seq, k + 1);
+	CHECK_INT(http_client_pending(h), 0);
+	http_client_destroy(h);
+}
+
+static void
+test_timeout_counts_from_the_wire(void)
+{
+	struct http_client *h;
+	int64_t t0;
+	int i;
+
+	h = http_client_create(L, &hbase, NULL, 0, NULL, 1 << 20);
+	hp_reset();
+	reset_results();
+	t0 = loop_mono_ms();
+	for (i = 0; i < 3; i++) {
+		char path[32];
+
+		snprintf(path, sizeof(path), "/hold/t%d", i);
+		CHECK_INT(
+		    http_client_get(h, path, HOLD_TIMEOUT, on_done, &res[i]),
+		    0);
+	}
+	target_calls = 3;
+	CHECK(helper_wait_for(L, pred_all_done, NULL, 5000));
+	for (i = 0; i < 3; i++) {
+		CHECK_INT(res[i].status, BR_ESTATE);
+		CHECK_INT(res[i].calls, 1);
+	}
+	/* the first two time out together; the third started in the slot
+	 * they freed and had its full timeout from there */
+	CHECK(res[0].at_ms - t0 >= HOLD_TIMEOUT - 50);
+	CHECK(res[1].at_ms - t0 < 2 * HOLD_TIMEOUT - 50);
+	CHECK(res[2].at_ms - t0 >= 2 * HOLD_TIMEOUT - 50);
+	CHECK(res[2].at_ms - res[1].at_ms >= HOLD_TIMEOUT - 50);
+	hp_drain();
+	CHECK_INT(seen.n_reqs, 3);
+	CHECK_INT(http_client_pending(h), 0);
+	hp_cmd("release-all\n");
+	http_client_destroy(h);
+}
+
+static void
+test_destroy_with_queued(void)
+{
+	struct http_client *h;
+	char path[32];
+	int i, n;
+
+	h = http_client_create(L, &hbase, NULL, 0, NULL, 1 << 20);
+	hp_reset();
+	reset_results();
+	for (i = 0; i < 4; i++) {
+		snprintf(path, sizeof(path), "/hold/d%d", i);
+		CHECK_INT(http_client_get(h, path, 300, on_done, &res[i]), 0);
+	}
+	n = HTTP_MAX_INFLIGHT;
+	CHECK(helper_wait_for(L, pred_reqs, &n, 5000));
+	http_client_destroy(h);
+	hp_cmd("release-all\n");
+	/* past every timeout: no callback, and the queued two never start */
+	n = HTTP_MAX_INFLIGHT;
+	CHECK(!helper_wait_for(L, pred_any_called_or_accepted, &n, 800));
+	for (i = 0; i < 4; i++)
+		CHECK_INT(res[i].calls, 0);
+	CHECK_INT(seen.accepts, HTTP_MAX_INFLIGHT);
+}
+
+static struct http_client *destroy_me;
+
+static void
+on_done_destroy(void *ud, int status, const char *body, size_t len)
+{
+	on_done(ud, status, body, len);
+	http_client_destroy(destroy_me);
+	destroy_me = NULL;
+}
+
+static void
+test_destroy_from_callback(void)
+{
+	char path[32];
+	int i, n;
+
+	destroy_me = http_client_create(L, &hbase, NULL, 0, NULL, 1 << 20);
+	hp_reset();
+	reset_results();
+	for (i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "/hold/e%d", i);
+		CHECK_INT(http_client_get(destroy_me, path, 300,
+		              i == 0 ? on_done_destroy : on_done, &res[i]),
+		    0);
+	}
+	n = HTTP_MAX_INFLIGHT;
+	CHECK(helper_wait_for(L, pred_reqs, &n, 5000));
+	hp_cmd("release e0\n");
+	CHECK(helper_wait_for(L, pred_first_done, NULL, 5000));
+	CHECK(destroy_me == NULL);
+	hp_cmd("release-all\n");
+	/* e2 took e0's slot before e0's callback destroyed the client */
+	res[0].calls = 0;
+	n = 3;
+	CHECK(!helper_wait_for(L, pred_any_called_or_accepted, &n, 800));
+	CHECK_INT(res[1].calls, 0);
+	CHECK_INT(res[2].calls, 0);
+}
+
 /* ---- loop tests ---- */
 
 static pthread_t loop_thread;
@@ -454,6 +873,17 @@ main(void)
 	RUN(test_headers);
 	RUN(test_many_at_once);
 	RUN(test_destroy_cancels);
+	if (hp_start() != 0) {
+		fprintf(stderr, "cannot start http_peer.py\n");
+		return 1;
+	}
+	RUN(test_redirect_not_followed);
+	RUN(test_at_most_two_on_the_wire);
+	RUN(test_timeout_counts_from_the_wire);
+	RUN(test_destroy_with_queued);
+	RUN(test_destroy_from_callback);
+	helper_peer_kill(&hpeer);
+	helper_peer_close(&hpeer);
 	RUN(test_signals_reach_the_loop);
 	RUN(test_wake_and_quit_from_another_thread);
 	RUN(test_timers);
