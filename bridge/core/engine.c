@@ -14,6 +14,7 @@
 #include "log.h"
 #include "topic.h"
 #include "tracker.h"
+#include "utf8.h"
 
 #define MAX_PAYLOAD           (256 * 1024)
 #define OUTBUF_CAP            (MAX_PAYLOAD + 16 * 1024)
@@ -236,6 +237,21 @@ emit_urgent(struct engine *e, bool urgent, enum msg_class cls,
     const char *content_type, uint32_t expiry, const char *type_prop,
     const char *prompt_prop, const char *coalesce_key)
 {
+	/* MQTT user properties are UTF-8 strings the broker checks: a control
+	 * character in a prompt id or an event type makes mosquitto drop the
+	 * connection, and the resent message would do it again for ever.
+	 * (Topics are sanitized; payloads are JSON-escaped.) */
+	char type_clean[EVENT_TYPE_MAX * 3 + 1];
+	char prompt_clean[PROMPT_ID_MAX * 3 + 1];
+	if (type_prop != NULL && !utf8_mqtt_ok(type_prop)) {
+		utf8_mqtt_clean(type_clean, sizeof(type_clean), type_prop);
+		type_prop = type_clean;
+	}
+	if (prompt_prop != NULL && !utf8_mqtt_ok(prompt_prop)) {
+		utf8_mqtt_clean(
+		    prompt_clean, sizeof(prompt_clean), prompt_prop);
+		prompt_prop = prompt_clean;
+	}
 	struct out_msg m = {
 		.cls = cls,
 		.topic = topic,
@@ -409,10 +425,21 @@ publish_envelope(struct engine *e, const struct envelope *ev)
 		key = e->key;
 	}
 	bool progress = is_progress_type(ev->type);
-	emit(e, ev->cls, e->topic, w.buf, w.len, ev->qos, false,
+	/* events of no prompt (<p>/<i>/event/<type>: status, feature_flags,
+	 * custom nodes') go out at QoS 0 (contract 2) */
+	emit(e, ev->cls, e->topic, w.buf, w.len, ev->tid ? ev->qos : 0, false,
 	    "application/json", progress ? PROGRESS_EXPIRY_S : 0, ev->type,
 	    ev->prompt_id ? ev->prompt_id : NULL, key);
 	e->counters.published_events++;
+}
+
+/* value of max in percent, within 0..100 (the schemas' range): a custom
+ * node may report a value above its max, or below 0. */
+static double
+percent_of(double value, double max)
+{
+	double pc = value * 100.0 / max;
+	return pc < 0 ? 0 : pc > 100 ? 100 : pc;
 }
 
 static void
@@ -556,7 +583,7 @@ build_state(struct engine *e, struct prompt *p, int64_t now)
 		jsonw_double(&w, p->max);
 		jsonw_key(&w, "percent");
 		if (p->max > 0 && isfinite(p->value))
-			jsonw_fixed(&w, p->value * 100.0 / p->max, 1);
+			jsonw_fixed(&w, percent_of(p->value, p->max), 1);
 		else
 			jsonw_null(&w);
 		jsonw_obj_end(&w);
@@ -790,11 +817,56 @@ derive_start(struct engine *e, struct prompt *p, enum prompt_source src,
 	}
 }
 
-/* Builds p->error from an execution_error / execution_interrupted data
- * object. */
+/* Writes key: the string at data.key (cut at 4 KiB), or when that is
+ * absent or not a string, null (nullable) or "". */
 static void
-set_error(
-    struct engine *e, struct prompt *p, const struct json_doc *d, int data)
+put_error_str(struct jsonw *w, const struct json_doc *d, int data,
+    const char *key, bool nullable, bool *truncated)
+{
+	int t = d != NULL && data >= 0 ? json_obj_get(d, data, key) : -1;
+	jsonw_key(w, key);
+	if (t >= 0 && json_is_string(d, t))
+		json_emit(d, t, w, 4096, truncated);
+	else if (nullable)
+		jsonw_null(w);
+	else
+		jsonw_str(w, "");
+}
+
+/* Writes "traceback": its strings, at most TRACEBACK_MAX bytes of them;
+ * [] when ComfyUI sent none. */
+static void
+put_traceback(
+    struct jsonw *w, const struct json_doc *d, int data, bool *truncated)
+{
+	int tb
+	    = d != NULL && data >= 0 ? json_obj_get(d, data, "traceback") : -1;
+	jsonw_key(w, "traceback");
+	jsonw_arr_begin(w);
+	if (tb >= 0 && json_is_array(d, tb)) {
+		size_t start = w->len;
+		int n = json_size(d, tb), t = tb + 1;
+		for (int i = 0; i < n; i++, t = json_skip(d, t)) {
+			if (!json_is_string(d, t))
+				continue;
+			size_t used = w->len - start;
+			if (used + 2 >= TRACEBACK_MAX) {
+				*truncated = true;
+				break;
+			}
+			json_emit(d, t, w, TRACEBACK_MAX - used, truncated);
+		}
+	}
+	jsonw_arr_end(w);
+}
+
+/* Builds p->error from an execution_error / execution_interrupted data
+ * object (d NULL: an error with no details, e.g. history's status "error"
+ * without its message). Every member the schemas require is there, with
+ * its type, whatever ComfyUI sent. */
+static void
+set_error(struct engine *e, struct prompt *p, const struct json_doc *d,
+    int data, bool interrupted)
 {
 	char *buf = malloc(TRACEBACK_MAX + 8192);
 	if (!buf)
@@ -803,19 +875,14 @@ set_error(
 	bool truncated = false;
 	jsonw_init(&w, buf, TRACEBACK_MAX + 8192);
 	jsonw_obj_begin(&w);
-	static const char *const keys[] = { "node_id", "node_type",
-		"exception_type", "exception_message" };
-	for (unsigned i = 0; i < 4; i++) {
-		int t = json_obj_get(d, data, keys[i]);
-		if (t < 0)
-			continue;
-		jsonw_key(&w, keys[i]);
-		json_emit(d, t, &w, 4096, &truncated);
-	}
-	int tb = json_obj_get(d, data, "traceback");
-	if (tb >= 0) {
-		jsonw_key(&w, "traceback");
-		json_emit(d, tb, &w, TRACEBACK_MAX, &truncated);
+	put_error_str(&w, d, data, "node_id", true, &truncated);
+	put_error_str(&w, d, data, "node_type", true, &truncated);
+	if (!interrupted) {
+		put_error_str(
+		    &w, d, data, "exception_type", false, &truncated);
+		put_error_str(
+		    &w, d, data, "exception_message", false, &truncated);
+		put_traceback(&w, d, data, &truncated);
 	}
 	if (truncated)
 		jsonw_kbool(&w, "truncated", true);
@@ -932,13 +999,26 @@ emit_output(struct engine *e, const struct json_doc *d, int out,
 	jsonw_obj_end(w);
 }
 
+/* Output files of a node's UI output (contract 3.1: "count of output
+ * files"): the file references, objects with a "filename", in any of its
+ * lists (images, gifs, audio, video, 3D models, a custom node's). */
 static int
 count_images(const struct json_doc *d, int out)
 {
 	if (out < 0 || !json_is_object(d, out))
 		return 0;
-	int imgs = json_obj_get(d, out, "images");
-	return imgs >= 0 && json_is_array(d, imgs) ? json_size(d, imgs) : 0;
+	int files = 0, n = json_size(d, out), k = out + 1;
+	for (int i = 0; i < n; i++) {
+		int list = k + 1;
+		if (json_is_array(d, list)) {
+			int m = json_size(d, list), t = list + 1;
+			for (int j = 0; j < m; j++, t = json_skip(d, t))
+				files += json_is_object(d, t)
+				    && json_obj_get(d, t, "filename") >= 0;
+		}
+		k = json_skip(d, list);
+	}
+	return files;
 }
 
 static void
@@ -1001,8 +1081,8 @@ finish_prompt(struct engine *e, struct prompt *p, enum prompt_status st,
 		p->finished_at = p->started_at;
 	if (st == PS_SUCCESS && p->has_node)
 		node_done(p, p->node, now);
-	if ((st == PS_ERROR || st == PS_INTERRUPTED) && d && data >= 0)
-		set_error(e, p, d, data);
+	if (st == PS_ERROR || st == PS_INTERRUPTED)
+		set_error(e, p, d, data, st == PS_INTERRUPTED);
 
 	char synth[PROMPT_ID_MAX * 12 + 160];
 	struct envelope ev;
@@ -1330,7 +1410,7 @@ handle_prompt_event(struct engine *e, const struct json_doc *d,
 	case EVK_PROGRESS: {
 		env.has_percent = true;
 		if (ev->max > 0 && isfinite(ev->value) && isfinite(ev->max)) {
-			env.percent = ev->value * 100.0 / ev->max;
+			env.percent = percent_of(ev->value, ev->max);
 		} else {
 			env.percent_null = true;
 		}

@@ -114,3 +114,64 @@ utf8_encode(uint32_t cp, unsigned char out[4])
 	out[3] = (unsigned char) (0x80 | (cp & 0x3F));
 	return 4;
 }
+
+bool
+utf8_mqtt_allowed(uint32_t cp)
+{
+	if (cp <= 0x1F || (cp >= 0x7F && cp <= 0x9F))
+		return false;
+	if (cp >= 0xFDD0 && cp <= 0xFDEF)
+		return false;
+	return (cp & 0xFFFE) != 0xFFFE; /* U+xFFFE and U+xFFFF */
+}
+
+bool
+utf8_mqtt_ok(const char *src)
+{
+	const unsigned char *s = (const unsigned char *) src;
+	size_t n = strlen(src);
+	while (n > 0) {
+		if (*s >= 0x20 && *s < 0x7F) { /* the common case: ASCII */
+			s++;
+			n--;
+			continue;
+		}
+		uint32_t cp;
+		size_t k = utf8_decode(s, n, &cp);
+		if (k == 0 || !utf8_mqtt_allowed(cp))
+			return false;
+		s += k;
+		n -= k;
+	}
+	return true;
+}
+
+size_t
+utf8_mqtt_clean(char *dst, size_t cap, const char *src)
+{
+	static const unsigned char replacement[3] = { 0xEF, 0xBF, 0xBD };
+	const unsigned char *s = (const unsigned char *) src;
+	size_t n = strlen(src), out = 0;
+	if (cap == 0)
+		return 0;
+	while (n > 0) {
+		uint32_t cp;
+		size_t k = utf8_decode(s, n, &cp);
+		const unsigned char *piece = s;
+		size_t plen = k;
+		if (k == 0 || !utf8_mqtt_allowed(cp)) {
+			piece = replacement;
+			plen = sizeof(replacement);
+			if (k == 0)
+				k = 1; /* one invalid byte */
+		}
+		if (out + plen + 1 > cap)
+			break;
+		memcpy(dst + out, piece, plen);
+		out += plen;
+		s += k;
+		n -= k;
+	}
+	dst[out] = '\0';
+	return out;
+}

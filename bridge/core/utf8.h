@@ -73,4 +73,19 @@ utf8_json_plain_run(const void *buf, size_t n)
  * returns the length, or 0 for a value that has no UTF-8 form. */
 size_t utf8_encode(uint32_t cp, unsigned char out[4]);
 
+/* true when cp may appear in an MQTT UTF-8 string (topic, user property,
+ * content type): MQTT 5 §1.5.4 forbids U+0000 and lets a receiver refuse
+ * the control characters U+0001-U+001F and U+007F-U+009F and the
+ * non-characters, and mosquitto does (it drops the connection). */
+bool utf8_mqtt_allowed(uint32_t cp);
+
+/* Copies the NUL-terminated src (borrowed) into dst (cap >= 1 bytes, NUL
+ * terminated) with every code point utf8_mqtt_allowed() refuses, and every
+ * byte that is not valid UTF-8, replaced by U+FFFD; never cuts a sequence.
+ * Returns the length written. */
+size_t utf8_mqtt_clean(char *dst, size_t cap, const char *src);
+
+/* true when src needs no cleaning (then utf8_mqtt_clean copies it). */
+bool utf8_mqtt_ok(const char *src);
+
 #endif

@@ -865,7 +865,8 @@ def qos_retain_problems(collector, prefix=PREFIX, instance=INSTANCE, since=0):
                 etype = m.json().get("type")
             except ValueError:
                 continue
-            want_qos = 0 if etype in QOS0_EVENT_TYPES else 1
+            # contract §2: events of no prompt (<p>/<i>/event/<type>) at QoS 0
+            want_qos = 0 if etype in QOS0_EVENT_TYPES or parts.get("prompt") is None else 1
         elif kind in ("availability.schema.json", "bridge-info.schema.json", "queue.schema.json",
                       "state.schema.json"):
             want_retain, want_qos = True, 1

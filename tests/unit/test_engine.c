@@ -6,6 +6,7 @@
 #include "engine.h"
 #include "json.h"
 #include "test.h"
+#include "utf8.h"
 
 #define MAX_MSGS 4096
 #define MAX_REQS 256
@@ -18,6 +19,9 @@ struct msg {
 	bool retain;
 	bool urgent;
 	int cls;
+	char type_prop[400];
+	char prompt_prop[800];
+	bool props_mqtt_ok; /* every user property a valid MQTT string */
 };
 
 struct req {
@@ -58,6 +62,14 @@ cap_publish(void *ud, const struct out_msg *m)
 	c->retain = m->retain;
 	c->urgent = m->urgent;
 	c->cls = m->cls;
+	snprintf(c->type_prop, sizeof(c->type_prop), "%s",
+	    m->props.type ? m->props.type : "");
+	snprintf(c->prompt_prop, sizeof(c->prompt_prop), "%s",
+	    m->props.prompt_id ? m->props.prompt_id : "");
+	c->props_mqtt_ok = (!m->props.type || utf8_mqtt_ok(m->props.type))
+	    && (!m->props.prompt_id || utf8_mqtt_ok(m->props.prompt_id))
+	    && (!m->props.instance || utf8_mqtt_ok(m->props.instance))
+	    && utf8_mqtt_ok(m->topic);
 }
 
 static void
@@ -142,6 +154,9 @@ check_invariants(void)
 		CHECK(strncmp(m->topic, "comfyui/t/", 10) == 0);
 		CHECK(strchr(m->topic, '+') == NULL
 		    && strchr(m->topic, '#') == NULL);
+		if (!m->props_mqtt_ok)
+			TEST_FAIL("a property mosquitto would refuse on %s",
+			    m->topic);
 		if (m->len == 0 || strcmp(m->payload, "online") == 0
 		    || strcmp(m->payload, "offline") == 0)
 			continue;
@@ -724,6 +739,115 @@ test_faults_logged_on_change(void)
 	engine_destroy(e);
 }
 
+/* Control characters and non-characters in a prompt id or an event type
+ * never reach an MQTT user property (mosquitto drops the connection for
+ * them); events of no prompt go out at QoS 0 (contract 2). */
+static void
+test_hostile_strings_in_properties(void)
+{
+	static const char start[]
+	    = "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	      "\"evil\\u0007id\\u0085\\uffff\", \"timestamp\": 1}}";
+	static const char custom[]
+	    = "{\"type\": \"my\\u0002type\", \"data\": {\"x\": 1}}";
+	static const char status[]
+	    = "{\"type\": \"status\", \"data\": {\"status\": {\"exec_info\": "
+	      "{\"queue_remaining\": 0}}}}";
+	struct engine *e = make_engine("bridge-x");
+	engine_on_text(e, start, strlen(start), clock_ms);
+	engine_on_text(e, custom, strlen(custom), clock_ms + 1);
+	engine_on_text(e, status, strlen(status), clock_ms + 2);
+	const struct msg *st = last_topic("/event/execution_start");
+	CHECK(st != NULL);
+	if (st != NULL)
+		CHECK_STR(st->prompt_prop,
+		    "evil\xEF\xBF\xBDid\xEF\xBF\xBD\xEF\xBF\xBD");
+	CHECK(payload_has(st, "evil\\u0007id")); /* the raw id stays */
+	const struct msg *cu = last_topic("/event/my_type");
+	CHECK(cu != NULL && cu->qos == 0);
+	if (cu != NULL)
+		CHECK_STR(cu->type_prop, "my\xEF\xBF\xBDtype");
+	const struct msg *sm = last_topic("/event/status");
+	CHECK(sm != NULL && sm->qos == 0 && !sm->retain);
+	CHECK(st != NULL && st->qos == 1);
+	check_invariants();
+	engine_destroy(e);
+}
+
+/* percent stays within 0..100 (the schemas' range) whatever a node
+ * reports; files of every kind count in "images". */
+static void
+test_progress_and_outputs_in_range(void)
+{
+	static const char start[]
+	    = "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	      "\"p1\", \"timestamp\": 1}}";
+	static const char over[] = "{\"type\": \"progress\", \"data\": "
+	                           "{\"value\": 25, \"max\": 20, "
+	                           "\"prompt_id\": \"p1\", \"node\": \"3\"}}";
+	static const char under[] = "{\"type\": \"progress\", \"data\": "
+	                            "{\"value\": -5, \"max\": 20, "
+	                            "\"prompt_id\": \"p1\", \"node\": \"3\"}}";
+	static const char executed[]
+	    = "{\"type\": \"executed\", \"data\": {\"node\": \"9\", "
+	      "\"output\": {\"gifs\": [{\"filename\": \"a.webp\"}, "
+	      "{\"filename\": \"b.webp\"}], \"audio\": [{\"filename\": "
+	      "\"c.flac\", \"type\": \"output\"}], \"text\": [\"hello\"], "
+	      "\"animated\": [true]}, \"prompt_id\": \"p1\"}}";
+	struct engine *e = make_engine("bridge-x");
+	engine_on_text(e, start, strlen(start), clock_ms);
+	engine_on_text(e, over, strlen(over), clock_ms + 1);
+	CHECK(payload_has(last_topic("/event/progress"), "\"percent\":100.0"));
+	engine_tick(e, clock_ms + 150, NULL); /* the coalesced state */
+	CHECK(payload_has(last_topic("/state"), "\"percent\":100.0"));
+	engine_on_text(e, under, strlen(under), clock_ms + 200);
+	CHECK(payload_has(last_topic("/event/progress"), "\"percent\":0.0"));
+	engine_on_text(e, executed, strlen(executed), clock_ms + 400);
+	CHECK(payload_has(last_topic("/event/executed"), "\"images\":3"));
+	check_invariants();
+	engine_destroy(e);
+}
+
+/* An error carries every member the schema requires, with its type, even
+ * when ComfyUI left some out or history gave no details. */
+static void
+test_error_payload_complete(void)
+{
+	static const char start[]
+	    = "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	      "\"p2\", \"timestamp\": 1}}";
+	static const char error[]
+	    = "{\"type\": \"execution_error\", \"data\": {\"prompt_id\": "
+	      "\"p2\", \"timestamp\": 2}}";
+	struct engine *e = make_engine("bridge-x");
+	engine_on_text(e, start, strlen(start), clock_ms);
+	engine_on_text(e, error, strlen(error), clock_ms + 1);
+	const struct msg *c = last_topic("/completion");
+	CHECK(payload_has(c,
+	    "\"error\":{\"node_id\":null,\"node_type\":null,"
+	    "\"exception_type\":\"\",\"exception_message\":\"\","
+	    "\"traceback\":[]}"));
+	engine_destroy(e);
+
+	/* history says "error" and nothing more */
+	static const char entry[]
+	    = "{\"p3\": {\"prompt\": [0, \"p3\", {}, {}, []], \"outputs\": "
+	      "{}, "
+	      "\"status\": {\"status_str\": \"error\", \"completed\": false, "
+	      "\"messages\": []}}}";
+	e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, "{}", 2, clock_ms);
+	engine_on_http(
+	    e, EHTTP_HISTORY_LIST, NULL, 200, entry, strlen(entry), clock_ms);
+	c = last_topic("/completion");
+	CHECK(payload_has(c, "\"event_type\":\"error\""));
+	CHECK(payload_has(c, "\"exception_type\":\"\""));
+	CHECK(payload_has(c, "\"traceback\":[]"));
+	check_invariants();
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -742,6 +866,9 @@ main(void)
 	RUN(test_queue_shrink_reads_history_list);
 	RUN(test_retained_republished_on_every_reconnect);
 	RUN(test_faults_logged_on_change);
+	RUN(test_hostile_strings_in_properties);
+	RUN(test_progress_and_outputs_in_range);
+	RUN(test_error_payload_complete);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();

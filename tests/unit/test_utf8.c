@@ -161,6 +161,65 @@ test_json_plain_run(void)
 	CHECK_INT(mismatches, 0);
 }
 
+/* MQTT strings: what mosquitto refuses is replaced by U+FFFD, everything
+ * else is kept byte for byte, and a cut never splits a sequence. */
+static void
+test_mqtt_clean(void)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{ "plain-id_1.2:3", "plain-id_1.2:3" },
+		{ "a\x07z", "a\xEF\xBF\xBDz" },
+		{ "\x01\x1F\x7F", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" },
+		{ "x\xC2\x85y", "x\xEF\xBF\xBDy" }, /* U+0085, C1 */
+		{ "\xC2\xA0\xC3\xA9",
+		    "\xC2\xA0\xC3\xA9" }, /* U+00A0, é kept */
+		{ "\xEF\xB7\x90", "\xEF\xBF\xBD" }, /* U+FDD0 */
+		{ "\xEF\xBF\xBE\xEF\xBF\xBF", "\xEF\xBF\xBD\xEF\xBF\xBD" },
+		{ "\xF0\x9F\xBF\xBF", "\xEF\xBF\xBD" }, /* U+1FFFF */
+		{ "\xF0\x9F\x98\x80", "\xF0\x9F\x98\x80" }, /* emoji kept */
+		{ "\xEF\xBF\xBD", "\xEF\xBF\xBD" }, /* U+FFFD itself is fine */
+		{ "a\xFF"
+		  "b",
+		    "a\xEF\xBF\xBD"
+		    "b" }, /* an invalid byte */
+		{ "\xE2\x82", "\xEF\xBF\xBD\xEF\xBF\xBD" }, /* cut sequence */
+		{ "", "" },
+	};
+	char out[64];
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t n = utf8_mqtt_clean(out, sizeof(out), cases[i].in);
+		CHECK_STR(out, cases[i].out);
+		CHECK_INT(n, strlen(cases[i].out));
+		CHECK_INT(utf8_mqtt_ok(cases[i].in),
+		    strcmp(cases[i].in, cases[i].out) == 0);
+		CHECK(utf8_mqtt_ok(out));
+	}
+	/* every code point: allowed exactly outside the refused ranges */
+	for (uint32_t cp = 1; cp <= 0x10FFFF; cp++) {
+		if (cp >= 0xD800 && cp <= 0xDFFF)
+			continue;
+		bool refused = cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)
+		    || (cp >= 0xFDD0 && cp <= 0xFDEF)
+		    || (cp & 0xFFFF) >= 0xFFFE;
+		if (utf8_mqtt_allowed(cp) == refused)
+			TEST_FAIL(
+			    "U+%04X allowed=%d", (unsigned) cp, !refused);
+	}
+	/* a small buffer: whole sequences only, always terminated */
+	const char *emoji = "\xF0\x9F\x98\x80\xF0\x9F\x98\x80";
+	for (size_t cap = 1; cap <= 10; cap++) {
+		char small[16];
+		memset(small, 'Z', sizeof(small));
+		size_t n = utf8_mqtt_clean(small, cap, emoji);
+		CHECK_INT(n, (cap - 1) / 4 * 4);
+		CHECK_INT(small[n], '\0');
+		CHECK(utf8_valid(small, n));
+	}
+	CHECK_INT(utf8_mqtt_clean(out, 0, "abc"), 0);
+}
+
 int
 main(void)
 {
@@ -170,5 +229,6 @@ main(void)
 	RUN(test_cut);
 	RUN(test_encode_roundtrip);
 	RUN(test_json_plain_run);
+	RUN(test_mqtt_clean);
 	TEST_MAIN_END();
 }
