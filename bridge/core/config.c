@@ -174,7 +174,7 @@ static const struct opt options[] = {
 	{ .name = "mqtt-client-id",
 	    .kind = OPT_STR,
 	    .off = F(mqtt_client_id),
-	    .shown = "c2m-<instance>-<host hash>",
+	    .shown = "comfy2mqtt-<instance>-<host hash>",
 	    .metavar = "ID",
 	    .example = "c2m-gpu1",
 	    .help = "MQTT client id, unique per bridge "
@@ -1623,15 +1623,15 @@ fnv1a(uint32_t h, const char *s, size_t n)
 	return h;
 }
 
-/* "c2m-<instance, 10 chars>-<6 hex>": at most 21 bytes of [A-Za-z0-9_-],
- * which every MQTT 3.1.1 broker accepts; the host hash keeps two bridges
- * for the same instance from taking each other's session. */
+/* "comfy2mqtt-<instance, 5 chars>-<6 hex>" (contract 1): at most 23 bytes
+ * of [A-Za-z0-9_-], which every MQTT 3.1.1 broker accepts; the hash of host
+ * and whole instance keeps two bridges from taking each other's session. */
 static int
 derive_mqtt_client_id(struct loader *ld)
 {
 	struct config *c = ld->c;
 	int idx = find_option("mqtt-client-id", 14);
-	char host[256] = "", id[32], part[11];
+	char host[256] = "", id[32], part[6];
 	size_t n = 0;
 	uint32_t h;
 
@@ -1666,7 +1666,7 @@ derive_mqtt_client_id(struct loader *ld)
 		                                                    : '-';
 	}
 	part[n] = '\0';
-	snprintf(id, sizeof id, "c2m-%s-%06x", part,
+	snprintf(id, sizeof id, "comfy2mqtt-%s-%06x", part,
 	    (unsigned) ((h ^ (h >> 24)) & 0xffffffu));
 	return set_string(&c->mqtt_client_id, id) ? out_of_memory(ld)
 	                                          : CONFIG_OK;

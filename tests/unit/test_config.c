@@ -632,7 +632,7 @@ test_derived_ids(void)
 		CHECK_INT(
 		    load(&a, NULL, "--comfyui", hosts[i], NULL), CONFIG_OK);
 		CHECK(strlen(a.mqtt_client_id) <= 23);
-		CHECK(strncmp(a.mqtt_client_id, "c2m-", 4) == 0);
+		CHECK(strncmp(a.mqtt_client_id, "comfy2mqtt-", 11) == 0);
 		CHECK(client_id_chars_ok(a.mqtt_client_id));
 		CHECK(strncmp(a.client_id, "comfy2mqtt-", 11) == 0);
 		CHECK_STR(a.client_id + 11, a.instance);
@@ -641,15 +641,15 @@ test_derived_ids(void)
 
 	CHECK_INT(load(&a, NULL, "--comfyui", hosts[0], NULL), CONFIG_OK);
 	CHECK_STR(a.instance, "gpu-box.example.com");
-	CHECK(strncmp(a.mqtt_client_id, "c2m-gpu-box-ex-", 15) == 0);
-	CHECK_INT(strlen(a.mqtt_client_id), 21);
+	CHECK(strncmp(a.mqtt_client_id, "comfy2mqtt-gpu-b-", 17) == 0);
+	CHECK_INT(strlen(a.mqtt_client_id), 23);
 	/* stable across runs, different per instance */
 	CHECK_INT(load(&b, NULL, "--comfyui", hosts[0], NULL), CONFIG_OK);
 	CHECK_STR(a.mqtt_client_id, b.mqtt_client_id);
 	CHECK_INT(load(&other, NULL, "--comfyui", hosts[0], "--instance",
 	              "gpu-box.example.co", NULL),
 	    CONFIG_OK);
-	CHECK(strcmp(a.mqtt_client_id + 15, other.mqtt_client_id + 15) != 0);
+	CHECK(strcmp(a.mqtt_client_id + 17, other.mqtt_client_id + 17) != 0);
 	config_free(&a);
 	config_free(&b);
 	config_free(&other);
