@@ -1,5 +1,8 @@
 /* URL parsing for the two URLs the bridge is given. Error messages never
- * echo the whole URL: it may carry a password. */
+ * echo any byte after "://": a user name or password may sit anywhere in
+ * there (a '/' in a password moves the apparent end of the authority, a
+ * forgotten host makes the password look like a port), so only the scheme,
+ * lengths and fixed text may appear. */
 #include "url.h"
 
 #include <ctype.h>
@@ -128,7 +131,8 @@ valid_ipv6_char(int ch)
 	return isxdigit(ch) || ch == ':' || ch == '.';
 }
 
-/* Parses the port digits p[0..len) into *port. */
+/* Parses the port digits p[0..len) into *port. The text is not echoed:
+ * in "mqtt://bob:hunter2" (host forgotten) the "port" is the password. */
 static int
 parse_port(const char *p, size_t len, int *port, char *err, unsigned errlen)
 {
@@ -141,19 +145,17 @@ parse_port(const char *p, size_t len, int *port, char *err, unsigned errlen)
 	for (size_t i = 0; i < len; i++) {
 		if (!isdigit((unsigned char) p[i]))
 			return fail(err, errlen,
-			    "port \"%.*s\" is not a number",
-			    (int) (len < 16 ? len : 16), p);
+			    "port after ':' is not a number (use host:port, "
+			    "port 1-65535)");
 	}
 	if (len >= sizeof digits)
-		return fail(
-		    err, errlen, "port %.*s... out of range (1-65535)", 8, p);
+		return fail(err, errlen, "port out of range (use 1-65535)");
 	memcpy(digits, p, len);
 	digits[len] = '\0';
 	errno = 0;
 	v = strtol(digits, &end, 10);
 	if (errno || *end || v < 1 || v > 65535)
-		return fail(
-		    err, errlen, "port %s out of range (1-65535)", digits);
+		return fail(err, errlen, "port out of range (use 1-65535)");
 	*port = (int) v;
 	return BR_OK;
 }
@@ -269,9 +271,13 @@ url_parse(const char *s, const char *schemes, struct url *u, char *err,
 			return fail(
 			    err, errlen, "malformed scheme (use %s)", allowed);
 	}
+	/* Only the scheme's own bytes (checked above: no ':' or '@', so no
+	 * userinfo) are echoed, never the text after "://". */
 	if (scheme_len >= sizeof u->scheme)
 		return fail(err, errlen,
-		    "unsupported scheme \"%.16s\" (use %s)", s, allowed);
+		    "unsupported scheme \"%.*s%s\" (use %s)",
+		    (int) (scheme_len < 16 ? scheme_len : 16), s,
+		    scheme_len > 16 ? "..." : "", allowed);
 	for (size_t i = 0; i < scheme_len; i++)
 		u->scheme[i] = (char) tolower((unsigned char) s[i]);
 	u->scheme[scheme_len] = '\0';
@@ -295,9 +301,17 @@ url_parse(const char *s, const char *schemes, struct url *u, char *err,
 		if (ch == '?' || ch == '#')
 			return fail(err, errlen,
 			    "a query ('?') or fragment ('#') is not "
-			    "supported here");
+			    "supported here (in a user name or password "
+			    "write them as %%3F and %%23)");
 	}
 	auth_end = rest + strcspn(rest, "/");
+	/* "mqtt://bob:1883/pw@h" is ambiguous: a '/' in the password, or a
+	 * path "/pw@h"? Taking it as a path would put the password's tail
+	 * into every log line showing the URL, so refuse it. */
+	if (strchr(auth_end, '@'))
+		return fail(err, errlen,
+		    "'@' after a '/': write a '/' in the user name or "
+		    "password as %%2F (and an '@' in the path as %%40)");
 	at = NULL;
 	for (const char *p = rest; p < auth_end; p++) {
 		if (*p == '@')

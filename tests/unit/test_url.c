@@ -2,6 +2,8 @@
  * path prefixes, credentials and every rejection message. */
 #include "test.h"
 
+#include <stdbool.h>
+
 #include "err.h"
 #include "url.h"
 
@@ -149,7 +151,7 @@ test_errors_name_the_problem(void)
 	CHECK_INT(parse("mqtt://h", "http,https", &u), BR_EINVAL);
 	CHECK(strstr(err, "\"mqtt\"") != NULL);
 	CHECK_INT(parse("http://h:99999", "http,https", &u), BR_EINVAL);
-	CHECK(strstr(err, "port 99999 out of range") != NULL);
+	CHECK_STR(err, "port out of range (use 1-65535)");
 	CHECK_INT(parse("http://h:0", "http,https", &u), BR_EINVAL);
 	CHECK(strstr(err, "out of range") != NULL);
 	CHECK_INT(parse("http://h:123456789012345678901", "http,https", &u),
@@ -157,6 +159,14 @@ test_errors_name_the_problem(void)
 	CHECK(strstr(err, "out of range") != NULL);
 	CHECK_INT(parse("http://h:8x", "http,https", &u), BR_EINVAL);
 	CHECK(strstr(err, "not a number") != NULL);
+	CHECK_INT(parse("mqtt+tls://h", "mqtt,mqtts", &u), BR_EINVAL);
+	CHECK_STR(err, "unsupported scheme \"mqtt+tls\" (use mqtt or mqtts)");
+	CHECK_INT(parse("abcdefghijklmnopq://h", "mqtt,mqtts", &u), BR_EINVAL);
+	CHECK_STR(err,
+	    "unsupported scheme \"abcdefghijklmnop...\" (use mqtt or mqtts)");
+	CHECK_INT(parse("http://h/a@b", "http,https", &u), BR_EINVAL);
+	CHECK(strstr(err, "%2F") != NULL);
+	CHECK(strstr(err, "%40") != NULL);
 	CHECK_INT(parse("http://h:", "http,https", &u), BR_EINVAL);
 	CHECK(strstr(err, "missing port") != NULL);
 	CHECK_INT(parse("http://", "http,https", &u), BR_EINVAL);
@@ -203,6 +213,100 @@ test_long_parts(void)
 	CHECK(strstr(err, "path too long") != NULL);
 }
 
+/* true when any 3-byte window of secret occurs in text */
+static bool
+leaks(const char *text, const char *secret)
+{
+	size_t n = strlen(secret);
+
+	for (size_t i = 0; i + 3 <= n; i++) {
+		char window[4]
+		    = { secret[i], secret[i + 1], secret[i + 2], 0 };
+		if (strstr(text, window))
+			return true;
+	}
+	return false;
+}
+
+/* Every malformed URL holding a password: not one 3-byte piece of it may
+ * reach err. "%s" is the password; some templates put it where the
+ * parser cannot know it is one (no '@', or a '/' before the '@'). Without
+ * any '@', "mqtt://bob:1883/Qz9Wx" is a valid URL and may parse; with an
+ * '@' the input must either parse the password into u.pass or fail. */
+static void
+test_secret_never_in_error_systematic(void)
+{
+	static const char *const secrets[] = {
+		"Qz9-Wx7Vk", /* plain */
+		"Qz9/Wx7Vk", /* a '/' ends the apparent authority */
+		"4242424", /* digits: looks like an out-of-range port */
+		"1883/Qz9Wx", /* a valid port, then a '/' */
+	};
+	static const char *const templates[] = {
+		"mqtt://bob:%s@h:99999",
+		"mqtt://bob:%s@h:8x",
+		"mqtt://bob:%s@h:",
+		"mqtt://bob:%s@h:123456789012345678901",
+		"mqtt://bob:%s",
+		"mqtt://bob:%s/",
+		"mqtt://bob:%s@",
+		"mqtt://bob:%s/x@h",
+		"mqtt://bob:%s@h/x@y",
+		"mqtt+tls://a:%s@h",
+		"mqttxtlsverylongscheme://a:%s@h",
+		"ftp://a:%s@h",
+		"http://a:%s@h",
+		"mqtt://a:%s@h/x?y",
+		"mqtt://a:%s@h#f",
+		"mqtt://a:%s@h o",
+		"mqtt://a:%s@h\x01",
+		"mqtt://a:%s@h!",
+		"mqtt://a:%s@[::1",
+		"mqtt://a:%s@[::1]x",
+		"mqtt://a:%s@[::1]:x",
+		"mqtt://a:%s@[h]",
+		"mqtt://a:%s@::1",
+		"mqtt://a:%s%%zz@h",
+		"mqtt://a:%s%%00@h",
+		"mqtt://%s@h:0",
+		"mqtt://%s:x@h:0",
+		"mqtt://a:%s@b:c@h:x",
+		"mqtt://a:%s@h:1/p@q",
+		"mqtt://a:%s@:1883",
+		"mqtt:/a:%s@h",
+		"mqtt:a:%s@h",
+		"a:%s@h",
+		"://a:%s@h",
+		"m q://a:%s@h",
+	};
+	struct url u;
+	char s[256];
+	size_t rejected = 0;
+
+	for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++) {
+		for (size_t t = 0; t < sizeof templates / sizeof templates[0];
+		     t++) {
+			snprintf(s, sizeof s, templates[t], secrets[i]);
+			test_current = s;
+			if (parse(s, "mqtt,mqtts", &u) == BR_OK) {
+				CHECK(strchr(s, '@') == NULL);
+				continue;
+			}
+			rejected++;
+			CHECK(err[0] != '\0');
+			if (leaks(err, secrets[i]))
+				TEST_FAIL("err \"%s\" shows part of \"%s\"",
+				    err, secrets[i]);
+		}
+	}
+	/* all but the two '@'-less templates for "1883/Qz9Wx" */
+	CHECK_INT(rejected,
+	    sizeof secrets / sizeof secrets[0]
+	            * (sizeof templates / sizeof templates[0])
+	        - 2);
+	test_current = "test_secret_never_in_error_systematic";
+}
+
 static void
 test_secret_never_in_error(void)
 {
@@ -219,6 +323,25 @@ test_secret_never_in_error(void)
 	snprintf(s, sizeof s, "mqtt://user:%s@h", secret);
 	CHECK_INT(parse(s, "mqtt,mqtts", &u), BR_OK);
 	CHECK(strstr(public_form(&u), secret) == NULL);
+
+	/* the auditor's two cases */
+	CHECK_INT(
+	    parse("mqtt://bob:pa55/word@h", "mqtt,mqtts", &u), BR_EINVAL);
+	CHECK(strstr(err, "pa55") == NULL);
+	CHECK(strstr(err, "%2F") != NULL);
+	CHECK_INT(
+	    parse("http://bob:pa55/word@h", "http,https", &u), BR_EINVAL);
+	CHECK(strstr(err, "pa55") == NULL);
+	CHECK_INT(
+	    parse("mqtt+tls://a:hunter2@h", "mqtt,mqtts", &u), BR_EINVAL);
+	CHECK(strstr(err, "hun") == NULL);
+	CHECK(strstr(err, "\"mqtt+tls\"") != NULL);
+
+	/* a '/' in the password written as %2F parses, and the public form
+	 * shows none of it */
+	CHECK_INT(parse("mqtt://bob:1883%2Fword@h", "mqtt,mqtts", &u), BR_OK);
+	CHECK_STR(u.pass, "1883/word");
+	CHECK_STR(public_form(&u), "mqtt://h:1883");
 }
 
 static void
@@ -257,6 +380,7 @@ main(void)
 	RUN(test_three_schemes_listed);
 	RUN(test_long_parts);
 	RUN(test_secret_never_in_error);
+	RUN(test_secret_never_in_error_systematic);
 	RUN(test_small_buffers);
 	TEST_MAIN_END();
 }
