@@ -19,6 +19,7 @@
 #include "loop.h"
 #include "mqtt_link.h"
 #include "reasm.h"
+#include "throttle.h"
 #include "ws_client.h"
 
 #define HTTP_TIMEOUT_MS     10000
@@ -30,6 +31,8 @@
 #define HA_REMOVE_TIMEOUT_MS 10000
 #define HA_PAYLOAD_MAX       8192
 #define HA_TOPIC_MAX         600
+/* at most one re-announce per window for Home Assistant's "online" */
+#define HA_REANNOUNCE_WINDOW_MS 10000
 
 /* origin.support_url in the Home Assistant discovery message; a packager
  * may define it (-DC2M_SUPPORT_URL=...), else it is left out. */
@@ -52,6 +55,7 @@ struct app {
 	struct loop_timer *tick_timer;
 	struct loop_timer *service_timer;
 	struct loop_timer *shutdown_timer;
+	struct loop_timer *ha_timer; /* the deferred re-announce */
 	int64_t tick_armed_for;
 	bool stopping;
 	char comfy_public[600];
@@ -61,6 +65,10 @@ struct app {
 	char ha_status_topic[HA_TOPIC_MAX];
 	char ha_payload[HA_PAYLOAD_MAX];
 	size_t ha_payload_len;
+	/* every "online" may be retained and repeated by anyone who can
+	 * publish there; each re-announce is a retained 3 KB publish and a
+	 * log line, so a burst gets the first and one more at its end */
+	struct throttle ha_throttle;
 };
 
 struct http_req {
@@ -312,9 +320,12 @@ ha_remove(struct app *a)
 		.queue_max_bytes = 0,
 	};
 	struct mqtt_link_cb mcb = { 0 };
-	a->mqtt = mqtt_link_create(&mc, &mcb, a);
-	if (!a->mqtt || mqtt_link_start(a->mqtt) != 0) {
-		log_error("ha", "cannot start the broker link");
+	int rc = mqtt_link_create(&mc, &mcb, a, &a->mqtt);
+	if (rc == BR_OK)
+		rc = mqtt_link_start(a->mqtt);
+	if (rc != BR_OK) {
+		log_error(
+		    "ha", "cannot start the broker link: %s", br_strerror(rc));
 		return 1;
 	}
 	struct out_msg m = {
@@ -364,17 +375,45 @@ mqtt_disconnected(void *ud, const char *why)
 	(void) why;
 }
 
+/* The deferred re-announce of a burst of "online"s; a timer that fired a
+ * little early is armed again for the rest. */
+static void
+on_ha_timer(void *ud)
+{
+	struct app *a = ud;
+	int64_t now = loop_mono_ms();
+	uint64_t n = throttle_poll(&a->ha_throttle, now);
+	if (n == 0) {
+		int64_t due = throttle_due(&a->ha_throttle);
+		if (due >= 0)
+			loop_timer_arm(a->ha_timer, due > now ? due - now : 0);
+		return;
+	}
+	log_info("ha",
+	    "Home Assistant is online: re-announcing (%llu more \"online\" "
+	    "within %d s)",
+	    (unsigned long long) n, HA_REANNOUNCE_WINDOW_MS / 1000);
+	ha_announce(a);
+}
+
 static void
 mqtt_message(void *ud, const char *topic, const void *payload, size_t len)
 {
 	struct app *a = ud;
 	/* Home Assistant's birth message: it (re)started and wants discovery
 	 * again (its entities are unavailable until it gets it) */
-	if (a->cfg.ha_discovery && strcmp(topic, a->ha_status_topic) == 0
-	    && len == 6 && memcmp(payload, "online", 6) == 0) {
-		log_info("ha", "Home Assistant is online: re-announcing");
-		ha_announce(a);
+	if (!a->cfg.ha_discovery || strcmp(topic, a->ha_status_topic) != 0
+	    || len != 6 || memcmp(payload, "online", 6) != 0)
+		return;
+	int64_t now = loop_mono_ms();
+	if (!throttle_request(&a->ha_throttle, now)) {
+		if (!loop_timer_pending(a->ha_timer))
+			loop_timer_arm(
+			    a->ha_timer, throttle_due(&a->ha_throttle) - now);
+		return;
 	}
+	log_info("ha", "Home Assistant is online: re-announcing");
+	ha_announce(a);
 }
 
 static void
@@ -469,9 +508,11 @@ setup(struct app *a)
 	a->tick_timer = loop_timer_create(a->loop, on_tick, a);
 	a->service_timer = loop_timer_create(a->loop, on_service, a);
 	a->shutdown_timer = loop_timer_create(a->loop, finish_shutdown, a);
+	a->ha_timer = loop_timer_create(a->loop, on_ha_timer, a);
+	throttle_init(&a->ha_throttle, HA_REANNOUNCE_WINDOW_MS);
 	a->reasm = reasm_create(REASM_INITIAL, c->max_frame_bytes);
 	if (!a->tick_timer || !a->service_timer || !a->shutdown_timer
-	    || !a->reasm)
+	    || !a->ha_timer || !a->reasm)
 		return BR_ENOMEM;
 
 	struct engine_cfg ec = {
@@ -526,11 +567,12 @@ setup(struct app *a)
 	struct mqtt_link_cb mcb = { .on_connected = mqtt_connected,
 		.on_disconnected = mqtt_disconnected,
 		.on_message = mqtt_message };
-	a->mqtt = mqtt_link_create(&mc, &mcb, a);
-	if (!a->mqtt)
-		return BR_ENOMEM;
+	/* mqtt_link_create logs what failed (e.g. which --tls-* file) */
+	int rc = mqtt_link_create(&mc, &mcb, a, &a->mqtt);
+	if (rc != BR_OK)
+		return rc;
 	if (c->ha_discovery) {
-		int rc = ha_prepare(a);
+		rc = ha_prepare(a);
 		if (rc != 0)
 			return rc;
 		rc = mqtt_link_subscribe(a->mqtt, a->ha_status_topic);
@@ -565,8 +607,9 @@ setup(struct app *a)
 	if (!a->http || !a->ws)
 		return BR_ENOMEM;
 
-	if (mqtt_link_start(a->mqtt) != 0)
-		return BR_EIO;
+	rc = mqtt_link_start(a->mqtt);
+	if (rc != BR_OK)
+		return rc;
 	if (ws_client_start(a->ws) != 0)
 		return BR_EIO;
 	loop_timer_arm(a->service_timer, SERVICE_INTERVAL_MS);
@@ -587,6 +630,8 @@ teardown(struct app *a)
 		loop_timer_destroy(a->service_timer);
 	if (a->shutdown_timer)
 		loop_timer_destroy(a->shutdown_timer);
+	if (a->ha_timer)
+		loop_timer_destroy(a->ha_timer);
 	if (a->mqtt)
 		mqtt_link_destroy(a->mqtt);
 	if (a->engine)

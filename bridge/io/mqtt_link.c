@@ -608,12 +608,61 @@ setup_will(struct mqtt_link *m)
 	return rc;
 }
 
+/* libmosquitto 2.0.11's mosquitto_tls_set() refuses a client certificate
+ * without a cafile or capath (MOSQ_ERR_INVAL, nothing logged), so without
+ * --tls-ca the system trust store is passed as capath: Debian 12's OpenSSL
+ * default directory (/usr/lib/ssl/certs) is a link to it and it holds the
+ * c_rehash links OpenSSL looks CAs up by. MOSQ_OPT_TLS_USE_OS_CERTS still
+ * loads OpenSSL's defaults (ca-certificates.crt, SSL_CERT_FILE/DIR) too,
+ * so the trust is the same as without a client certificate. */
+#define SYSTEM_CA_DIR "/etc/ssl/certs"
+
+/* mosquitto_tls_set() opens each file and says only MOSQ_ERR_INVAL when
+ * one does not open; checking first lets the log name option and file. */
+static int
+check_readable(const char *path, const char *option)
+{
+	if (path == NULL)
+		return BR_OK;
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		log_error("mqtt", "%s %s: cannot read it: %s", option, path,
+		    strerror(errno));
+		return BR_EIO;
+	}
+	fclose(f);
+	return BR_OK;
+}
+
+static int
+mosq_to_br(int rc)
+{
+	switch (rc) {
+	case MOSQ_ERR_SUCCESS:
+		return BR_OK;
+	case MOSQ_ERR_NOMEM:
+		return BR_ENOMEM;
+	case MOSQ_ERR_ERRNO:
+		return BR_EIO;
+	default:
+		return BR_EINVAL;
+	}
+}
+
+/* Returns a br_err and logs the cause of a failure. */
 static int
 setup_tls(struct mqtt_link *m)
 {
 	const struct tls_opts *t = &m->cfg.tls_opts;
 	if (!m->cfg.tls)
-		return MOSQ_ERR_SUCCESS;
+		return BR_OK;
+	int err = check_readable(t->ca, "--tls-ca");
+	if (err == BR_OK)
+		err = check_readable(t->cert, "--tls-cert");
+	if (err == BR_OK)
+		err = check_readable(t->key, "--tls-key");
+	if (err != BR_OK)
+		return err;
 	int rc = MOSQ_ERR_SUCCESS;
 	if (t->ca == NULL)
 		rc = mosquitto_int_option(
@@ -626,14 +675,21 @@ setup_tls(struct mqtt_link *m)
 		rc = mosquitto_int_option(
 		    m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
 	if (rc == MOSQ_ERR_SUCCESS && (t->ca != NULL || t->cert != NULL))
-		rc = mosquitto_tls_set(
-		    m->mosq, t->ca, NULL, t->cert, t->key, NULL);
+		rc = mosquitto_tls_set(m->mosq, t->ca,
+		    t->ca == NULL ? SYSTEM_CA_DIR : NULL, t->cert, t->key,
+		    NULL);
 	if (rc == MOSQ_ERR_SUCCESS)
 		rc = mosquitto_tls_opts_set(
 		    m->mosq, t->insecure ? 0 : 1, NULL, NULL);
 	if (rc == MOSQ_ERR_SUCCESS)
 		rc = mosquitto_tls_insecure_set(m->mosq, t->insecure);
-	return rc;
+	if (rc != MOSQ_ERR_SUCCESS)
+		log_error("mqtt",
+		    "cannot set up TLS to the broker (--tls-ca %s, "
+		    "--tls-cert %s, --tls-key %s): %s",
+		    t->ca ? t->ca : "not set", t->cert ? t->cert : "not set",
+		    t->key ? t->key : "not set", mosquitto_strerror(rc));
+	return mosq_to_br(rc);
 }
 
 /* The session expiry interval must be on every CONNECT, and 2.0.11 has no
@@ -682,19 +738,28 @@ new_mosquitto_without_sockpair(const char *id, bool clean, void *ud)
 		}
 	}
 	struct mosquitto *mosq = mosquitto_new(id, clean, ud);
+	int new_errno = errno; /* ENOMEM or EINVAL, for the caller's log */
 	if (lowered)
 		setrlimit(RLIMIT_NOFILE, &saved);
+	errno = new_errno;
 	return mosq;
 }
 
+/* Returns a br_err and logs the cause of a failure. */
 static int
 setup_mosquitto(struct mqtt_link *m)
 {
 	const struct mqtt_link_cfg *c = &m->cfg;
 	bool v5 = c->protocol == 5;
 	m->mosq = new_mosquitto_without_sockpair(c->client_id, !v5, m);
-	if (m->mosq == NULL)
-		return MOSQ_ERR_NOMEM;
+	if (m->mosq == NULL) {
+		int e = errno;
+		log_error("mqtt",
+		    "cannot create the broker client (client id "
+		    "%s): %s",
+		    c->client_id, strerror(e));
+		return e == ENOMEM ? BR_ENOMEM : BR_EINVAL;
+	}
 	int rc = mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION,
 	    v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
 	/* small messages one after another: Nagle would hold each for the
@@ -711,24 +776,29 @@ setup_mosquitto(struct mqtt_link *m)
 		    m->mosq, c->username, c->password);
 	if (rc == MOSQ_ERR_SUCCESS)
 		rc = setup_will(m);
-	if (rc == MOSQ_ERR_SUCCESS)
-		rc = setup_tls(m);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		log_error("mqtt", "cannot set up the broker client: %s",
+		    mosquitto_strerror(rc));
+		return mosq_to_br(rc);
+	}
 	mosquitto_connect_v5_callback_set(m->mosq, on_connect);
 	mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
 	mosquitto_publish_v5_callback_set(m->mosq, on_publish);
 	mosquitto_message_v5_callback_set(m->mosq, on_message);
-	return rc;
+	return setup_tls(m);
 }
 
-struct mqtt_link *
-mqtt_link_create(
-    const struct mqtt_link_cfg *cfg, const struct mqtt_link_cb *cb, void *ud)
+int
+mqtt_link_create(const struct mqtt_link_cfg *cfg,
+    const struct mqtt_link_cb *cb, void *ud, struct mqtt_link **out)
 {
+	*out = NULL;
 	if (cfg == NULL || cfg->host == NULL || cfg->client_id == NULL)
-		return NULL;
+		return BR_EINVAL;
 	struct mqtt_link *m = calloc(1, sizeof(*m));
 	if (m == NULL)
-		return NULL;
+		return BR_ENOMEM;
+	int rc = BR_ENOMEM;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -754,12 +824,14 @@ mqtt_link_create(
 	if (!ok || m->mid_state == NULL || m->q == NULL || m->kick_fd < 0)
 		goto fail;
 	mosquitto_lib_init(); /* idempotent; no-op after the first */
-	if (setup_mosquitto(m) != MOSQ_ERR_SUCCESS)
+	rc = setup_mosquitto(m);
+	if (rc != BR_OK)
 		goto fail;
-	return m;
+	*out = m;
+	return BR_OK;
 fail:
 	mqtt_link_destroy(m);
-	return NULL;
+	return rc;
 }
 
 /* ---- network thread -------------------------------------------------- */
@@ -1029,7 +1101,7 @@ mqtt_link_start(struct mqtt_link *m)
 	if (rc != MOSQ_ERR_SUCCESS) {
 		log_error("mqtt", "cannot start the broker link to %s:%d: %s",
 		    m->cfg.host, m->cfg.port, mosquitto_strerror(rc));
-		return rc == MOSQ_ERR_NOMEM ? BR_ENOMEM : BR_EINVAL;
+		return mosq_to_br(rc);
 	}
 	m->started = true;
 	log_info("mqtt", "connecting to %s:%d as %s (MQTT %s%s)", m->cfg.host,

@@ -73,10 +73,16 @@ struct mqtt_link_stats {
 	bool acks_gathered;
 };
 
-/* Creates the link (copies cfg and its strings). */
-struct mqtt_link *mqtt_link_create(
-    const struct mqtt_link_cfg *cfg, const struct mqtt_link_cb *cb, void *ud);
-/* Starts the mosquitto thread and the (re)connect cycle. */
+/* Creates the link (copies cfg and its strings) into *out (NULL on
+ * failure). A TLS client certificate without a CA file is verified
+ * against the system trust store. Returns 0, BR_ENOMEM, BR_EIO (a
+ * --tls-ca/--tls-cert/--tls-key file cannot be read) or BR_EINVAL (cfg
+ * incomplete, or libmosquitto refused a setting); a failure other than a
+ * missing host or client id is logged with its cause. */
+int mqtt_link_create(const struct mqtt_link_cfg *cfg,
+    const struct mqtt_link_cb *cb, void *ud, struct mqtt_link **out);
+/* Starts the mosquitto thread and the (re)connect cycle. Returns 0,
+ * BR_ESTATE (already started), or BR_ENOMEM/BR_EINVAL/BR_EIO (logged). */
 int mqtt_link_start(struct mqtt_link *m);
 
 /* Publishes a copy of msg: straight to libmosquitto when connected and the

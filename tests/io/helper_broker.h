@@ -4,12 +4,19 @@
 #define C2M_HELPER_BROKER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct broker;
 
 struct broker_opts {
 	bool persistence; /* keep sessions across broker_stop/broker_start */
 	const char *extra_conf; /* more config lines, or NULL */
+	/* a TLS listener instead of plain TCP: broker_create makes a test
+	 * CA, a server certificate for 127.0.0.1 and a client certificate,
+	 * both signed by that CA (openssl CLI), in the broker's directory,
+	 * and the broker requires a client certificate. broker_file names
+	 * them: ca.pem, client.pem, client.key (also server.*, ca.key). */
+	bool tls;
 };
 
 /* Creates the config on a fresh free port; does not start the broker. */
@@ -20,6 +27,10 @@ int broker_start(struct broker *b);
 void broker_stop(struct broker *b);
 bool broker_running(const struct broker *b);
 int broker_port(const struct broker *b);
+/* Writes the path of file name in the broker's directory into dst and
+ * returns dst. */
+const char *broker_file(
+    const struct broker *b, const char *name, char *dst, size_t cap);
 /* Stops the broker if needed and removes the temp directory. */
 void broker_destroy(struct broker *b);
 

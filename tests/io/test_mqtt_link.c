@@ -277,7 +277,8 @@ struct link_opts {
 	unsigned window;
 	int keepalive;
 	const char *will_topic;
-	bool tls; /* with the system's CAs */
+	bool tls; /* with the system's CAs unless ca is set */
+	const char *ca, *cert, *key; /* --tls-ca, --tls-cert, --tls-key */
 	bool batching; /* see struct drv */
 };
 
@@ -295,6 +296,7 @@ drv_start(const struct link_opts *o)
 		.client_id = o->id,
 		.protocol = o->protocol,
 		.tls = o->tls,
+		.tls_opts = { .ca = o->ca, .cert = o->cert, .key = o->key },
 		.keepalive_s = o->keepalive ? o->keepalive : 30,
 		.will_topic = o->will_topic,
 		.will_payload = "will-offline",
@@ -306,9 +308,10 @@ drv_start(const struct link_opts *o)
 	};
 	struct mqtt_link_cb cb = { .on_connected = drv_on_connected,
 		.on_disconnected = drv_on_disconnected };
-	d->link = mqtt_link_create(&cfg, &cb, d);
+	CHECK_INT(mqtt_link_create(&cfg, &cb, d, &d->link), BR_OK);
 	d->batching = o->batching;
-	CHECK(d->link != NULL);
+	if (d->link == NULL)
+		abort(); /* nothing below could run */
 	CHECK_INT(mqtt_link_start(d->link), BR_OK);
 	return d;
 }
@@ -960,6 +963,88 @@ test_tls_handshake_failure_keeps_retrying(void)
 	broker_destroy(b);
 }
 
+/* A client certificate without --tls-ca: libmosquitto 2.0.11 refuses
+ * mosquitto_tls_set() without a cafile or capath, so the link used to fail
+ * creation. Now the broker is verified against the system trust store:
+ * a broker whose certificate the system does not trust is rejected, one
+ * it trusts is accepted (OpenSSL's SSL_CERT_FILE stands in for adding
+ * the test CA to the system store), and so is the same broker with
+ * --tls-ca. The broker requires a client certificate, so every connect
+ * also shows that the certificate was presented. */
+static void
+test_tls_client_cert_without_ca(void)
+{
+	struct broker_opts bo = { .tls = true };
+	struct broker *b = broker_create(&bo);
+	if (b == NULL) {
+		TEST_FAIL("no TLS broker (openssl CLI missing?)");
+		return;
+	}
+	CHECK_INT(broker_start(b), 0);
+	char ca[160], cert[160], key[160];
+	struct link_opts lo = { .port = broker_port(b),
+		.protocol = 5,
+		.id = "link-tls-cert",
+		.tls = true,
+		.cert = broker_file(b, "client.pem", cert, sizeof(cert)),
+		.key = broker_file(b, "client.key", key, sizeof(key)) };
+	broker_file(b, "ca.pem", ca, sizeof(ca));
+
+	/* the test CA is not in the system store: rejected, retried */
+	unsetenv("SSL_CERT_FILE");
+	struct drv *d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connect_failures >= 2, 10000));
+	CHECK(!stats(d).connected);
+	CHECK_STR(d->events, "");
+	drv_stop(d);
+
+	/* trusted through OpenSSL's default paths: accepted, and again
+	 * after a broker restart (the SSL context is built once, reused) */
+	setenv("SSL_CERT_FILE", ca, 1);
+	d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connected, 5000));
+	broker_stop(b);
+	CHECK(PUMP_UNTIL(d, !stats(d).connected, 5000));
+	CHECK_INT(broker_start(b), 0);
+	CHECK(PUMP_UNTIL(d, stats(d).connected, 10000));
+	CHECK_STR(d->events, "CDC");
+	drv_stop(d);
+	unsetenv("SSL_CERT_FILE");
+
+	/* with --tls-ca */
+	lo.ca = ca;
+	d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connected, 5000));
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+/* A --tls-* file that cannot be read: creation fails with BR_EIO (the log
+ * names the option and the file), not with a bare "out of memory". */
+static void
+test_tls_unreadable_file(void)
+{
+	struct mqtt_link_cfg cfg = { .host = "127.0.0.1",
+		.port = 1,
+		.client_id = "link-tls-nofile",
+		.tls = true,
+		.tls_opts = { .cert = "/nonexistent/client.pem",
+		    .key = "/nonexistent/client.key" } };
+	struct mqtt_link_cb cb = { 0 };
+	/* not NULL, to see that a failure sets it */
+	struct mqtt_link *m = (struct mqtt_link *) (void *) &cfg;
+	CHECK_INT(mqtt_link_create(&cfg, &cb, NULL, &m), BR_EIO);
+	CHECK(m == NULL);
+	cfg.tls_opts = (struct tls_opts) { .ca = "/nonexistent/ca.pem" };
+	CHECK_INT(mqtt_link_create(&cfg, &cb, NULL, &m), BR_EIO);
+	CHECK(m == NULL);
+	/* without TLS the files are not used, so not checked */
+	cfg.tls = false;
+	CHECK_INT(mqtt_link_create(&cfg, &cb, NULL, &m), BR_OK);
+	CHECK(m != NULL);
+	mqtt_link_destroy(m);
+}
+
 static void
 test_shutdown_live(void)
 {
@@ -1062,6 +1147,8 @@ main(void)
 	RUN(test_silent_broker);
 	RUN(test_garbage_broker_keeps_retrying);
 	RUN(test_tls_handshake_failure_keeps_retrying);
+	RUN(test_tls_client_cert_without_ca);
+	RUN(test_tls_unreadable_file);
 	RUN(test_shutdown_live);
 	RUN(test_shutdown_without_broker);
 	mosquitto_lib_cleanup();
