@@ -118,6 +118,20 @@ def test_signal_publishes_offline_and_exits_0_within_2s(sig, broker, sim, collec
     harness.assert_all_valid(collector, bridge=bridge)
 
 
+def test_signal_with_broker_down_still_exits_0(broker, sim, collector, make_bridge):
+    """Contract §4.4: the flush waits for the broker at most 2 s, then the
+    bridge exits 0 even though `offline` could not be published."""
+    bridge = make_bridge(sim.url, broker.url)
+    bridge.wait_connected(collector, sim)
+    broker.kill()
+    gone = harness.wait_until(lambda: "lost (" in bridge.stderr_tail(400), 10)
+    assert gone, "the bridge never noticed the broker going away%s" % bridge.context()
+    rc, elapsed = bridge.stop(signal.SIGTERM, timeout=10)
+    assert rc == 0 and elapsed <= 3.0, \
+        "with the broker down, SIGTERM should end the bridge with exit 0 after at most the 2 s flush, " \
+        "got exit %r after %.2f s%s" % (rc, elapsed, bridge.context())
+
+
 def test_second_signal_exits_at_once(broker, sim, collector, make_bridge):
     bridge = make_bridge(sim.url, broker.url, extra_args=["--print"])
     bridge.wait_connected(collector, sim)

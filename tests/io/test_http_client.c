@@ -322,9 +322,13 @@ hp_line(const char *l)
 		if (n > seen.max_active)
 			seen.max_active = n;
 	} else if (strncmp(l, "REQ ", 4) == 0) {
-		if (seen.n_reqs < HP_MAX_REQS)
-			snprintf(seen.reqs[seen.n_reqs], sizeof(seen.reqs[0]),
-			    "%s", l + 4);
+		if (seen.n_reqs < HP_MAX_REQS) {
+			/* request names are short; a longer one is cut */
+			char *to = seen.reqs[seen.n_reqs];
+			size_t k = strnlen(l + 4, sizeof(seen.reqs[0]) - 1);
+			memcpy(to, l + 4, k);
+			to[k] = '\0';
+		}
 		seen.n_reqs++;
 	} else if (strcmp(l, "STEAL_ACCEPT") == 0)
 		seen.steal_accepts++;
