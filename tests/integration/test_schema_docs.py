@@ -36,13 +36,9 @@ CONTRACT_TOPICS = {
     "{prefix}/{instance}/prompt/{prompt_id}/preview": (False, {0}),
     "{prefix}/{instance}/preview": (True, {0}),
     "{prefix}/{instance}/completion": (False, {1}),
-    "{prefix}/{instance}/event/{type}": (False, {0, 1}),
+    "{prefix}/{instance}/event/{type}": (False, {0}),
     "homeassistant/device/{prefix}_{instance}/config": (True, {1}),
 }
-
-# payloads.md refines contract §2: on event/<type>, progress_text, logs and
-# crystools.monitor are QoS 0 but everything else (status, custom nodes) QoS 1.
-PAYLOADS_MD_REFINEMENTS = {"{prefix}/{instance}/event/{type}": (False, {0, 1})}
 
 # Topics the bridge adds to contract §2 (documented in the README and in
 # schema/asyncapi.yaml): a fixed topic for the prompt running now.
@@ -159,7 +155,6 @@ def test_asyncapi_lists_every_contract_topic_with_qos_and_retain():
     assert str(doc.get("asyncapi", "")).startswith("3."), "not an AsyncAPI 3 document: %r" % doc.get("asyncapi")
     parsed = contract_topics()
     if parsed is not None:
-        parsed.update(PAYLOADS_MD_REFINEMENTS)
         assert parsed == CONTRACT_TOPICS, "contract §2 changed; update schema/asyncapi.yaml and this test:\n%s" % parsed
     expected = dict(parsed or CONTRACT_TOPICS)
     expected.update(BRIDGE_EXTENSIONS)
