@@ -22,9 +22,13 @@
 #include "err.h"
 #include "utf8.h"
 
+#define REPLACEMENT_CHAR 0xFFFDu
+
 struct json_parser {
 	jsmntok_t *tok;
-	unsigned cap;
+	unsigned cap; /* entries in tok now */
+	unsigned initial; /* what json_parser_trim shrinks back to */
+	unsigned max; /* cap never grows past it; == initial when fixed */
 };
 
 static const char *const reason_names[JSON_REASON_COUNT] = {
@@ -46,20 +50,70 @@ json_reason_name(int reason)
 }
 
 struct json_parser *
-json_parser_create(unsigned max_tokens)
+json_parser_create_growing(unsigned initial_tokens, unsigned max_tokens)
 {
-	if (max_tokens == 0 || max_tokens > INT_MAX / 2)
+	if (initial_tokens == 0 || initial_tokens > max_tokens
+	    || max_tokens > INT_MAX / 2)
 		return NULL;
 	struct json_parser *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
-	p->tok = calloc(max_tokens, sizeof(*p->tok));
+	p->tok = calloc(initial_tokens, sizeof(*p->tok));
 	if (!p->tok) {
 		free(p);
 		return NULL;
 	}
-	p->cap = max_tokens;
+	p->cap = initial_tokens;
+	p->initial = initial_tokens;
+	p->max = max_tokens;
 	return p;
+}
+
+struct json_parser *
+json_parser_create(unsigned max_tokens)
+{
+	/* max == initial: json_parse never finds room to grow, so it never
+	 * allocates */
+	return json_parser_create_growing(max_tokens, max_tokens);
+}
+
+unsigned
+json_parser_capacity(const struct json_parser *p)
+{
+	return p ? p->cap : 0;
+}
+
+void
+json_parser_trim(struct json_parser *p)
+{
+	if (!p || p->cap <= p->initial)
+		return;
+	jsmntok_t *t = realloc(p->tok, p->initial * sizeof(*p->tok));
+	/* a shrink that fails leaves the big array, still usable */
+	if (!t)
+		return;
+	p->tok = t;
+	p->cap = p->initial;
+}
+
+/* Doubles the token array, within p->max, keeping the tokens already made
+ * (jsmn continues after them). false when it cannot grow. */
+static bool
+parser_grow(struct json_parser *p)
+{
+	size_t want = (size_t) p->cap * 2;
+	if (want > p->max)
+		want = p->max;
+	if (want > SIZE_MAX / sizeof(*p->tok))
+		want = SIZE_MAX / sizeof(*p->tok); /* 32-bit size_t */
+	if (want <= p->cap)
+		return false;
+	jsmntok_t *t = realloc(p->tok, want * sizeof(*p->tok));
+	if (!t)
+		return false;
+	p->tok = t;
+	p->cap = (unsigned) want;
+	return true;
 }
 
 void
@@ -178,9 +232,11 @@ hex4(const char *p)
 }
 
 /* Length of the escape at s[0..n) (s[0] == '\\'): 2, 6, or 12 for a
- * surrogate pair; the code point in *cp (UINT32_MAX for one-letter escapes
- * other than \uXXXX, with the decoded byte in *cp's low bits otherwise).
- * 0 when the escape is malformed or a surrogate is unpaired. */
+ * surrogate pair; the code point in *cp. 0 when the escape is malformed.
+ * A surrogate that is not the high half of a high+low pair is valid JSON
+ * (Python's surrogateescape file names, JS strings cut inside an emoji) but
+ * no character: it is one 6-byte escape for U+FFFD, so nothing decoded
+ * from it, nor re-emitted (see fix_lone_surrogates), holds a surrogate. */
 static size_t
 escape_len(const char *s, size_t n, uint32_t *cp)
 {
@@ -215,20 +271,54 @@ escape_len(const char *s, size_t n, uint32_t *cp)
 	if (n < 6)
 		return 0;
 	long hi = hex4(s + 2);
-	if (hi < 0 || (hi >= 0xDC00 && hi <= 0xDFFF))
+	if (hi < 0)
 		return 0;
-	if (hi < 0xD800 || hi > 0xDBFF) {
+	if (hi < 0xD800 || hi > 0xDFFF) {
 		*cp = (uint32_t) hi;
 		return 6;
 	}
-	if (n < 12 || s[6] != '\\' || s[7] != 'u')
-		return 0;
-	long lo = hex4(s + 8);
-	if (lo < 0xDC00 || lo > 0xDFFF)
-		return 0;
+	/* a malformed escape after a high half is reported when the scan
+	 * gets to it */
+	long lo = hi <= 0xDBFF && n >= 12 && s[6] == '\\' && s[7] == 'u'
+	    ? hex4(s + 8)
+	    : -1;
+	if (lo < 0xDC00 || lo > 0xDFFF) {
+		*cp = REPLACEMENT_CHAR;
+		return 6;
+	}
 	*cp = 0x10000 + (((uint32_t) hi - 0xD800) << 10)
 	    + ((uint32_t) lo - 0xDC00);
 	return 12;
+}
+
+/* true when the escape at s (k bytes long, code point cp, as escape_len
+ * gave them) is an unpaired surrogate: U+FFFD spelled \uDxxx, which only a
+ * surrogate is. */
+static bool
+is_lone_surrogate(const char *s, size_t k, uint32_t cp)
+{
+	return k == 6 && cp == REPLACEMENT_CHAR
+	    && (s[2] == 'd' || s[2] == 'D');
+}
+
+/* Rewrites in place every unpaired surrogate escape of s[0..n) as \ufffd.
+ * s is JSON text or string content that starts outside any escape, so
+ * every backslash in it starts one. The rewrite keeps the length, so what
+ * was measured on the source bytes (budgets, cuts, the fast path's size)
+ * still holds. */
+static void
+fix_lone_surrogates(char *s, size_t n)
+{
+	char *p = s, *end = s + n;
+	while ((p = memchr(p, '\\', (size_t) (end - p))) != NULL) {
+		uint32_t cp;
+		size_t k = escape_len(p, (size_t) (end - p), &cp);
+		if (k == 0)
+			return; /* cannot happen: the writer never cuts one */
+		if (is_lone_surrogate(p, k, cp))
+			memcpy(p + 2, "fffd", 4);
+		p += k;
+	}
 }
 
 /* First string (by where its content starts, as jsmn's token does) whose
@@ -427,7 +517,8 @@ ends_primitive(char c)
  * fails on the content's end. Returns the index after the closing quote,
  * or len when a NUL or the end comes first (jsmn then fails). */
 static size_t
-scan_string(const char *buf, size_t len, size_t i, struct bad_string *bad)
+scan_string(
+    const char *buf, size_t len, size_t i, struct bad_string *bad, bool *lone)
 {
 	const unsigned char *s = (const unsigned char *) buf;
 	size_t content = i;
@@ -447,6 +538,8 @@ scan_string(const char *buf, size_t len, size_t i, struct bad_string *bad)
 				if (reason == JSON_OK)
 					reason = JSON_E_SYNTAX;
 				k = i + 1 < len ? 2 : 1;
+			} else if (is_lone_surrogate(buf + i, k, cp)) {
+				*lone = true;
 			}
 		} else if (c < 0x20) {
 			if (reason == JSON_OK)
@@ -480,9 +573,10 @@ scan_string(const char *buf, size_t len, size_t i, struct bad_string *bad)
  * JSON never has. Then every walk is bounded and parsing stays linear.
  * The same walk checks string contents (see scan_string), so validate()
  * need not read them again: every string token jsmn makes starts where
- * this scan saw a string start. */
+ * this scan saw a string start. *lone: some string holds an unpaired
+ * surrogate. */
 static int
-prescan(const char *buf, size_t len, struct bad_string *bad)
+prescan(const char *buf, size_t len, struct bad_string *bad, bool *lone)
 {
 	int depth = 0;
 	size_t i = 0;
@@ -501,7 +595,7 @@ prescan(const char *buf, size_t len, struct bad_string *bad)
 				return JSON_E_SYNTAX;
 			break;
 		case '"':
-			i = scan_string(buf, len, i, bad);
+			i = scan_string(buf, len, i, bad, lone);
 			break;
 		case ' ':
 		case '\t':
@@ -528,6 +622,7 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 	out->tok = p->tok;
 	out->ntok = 0;
 	out->finite_prefix = 0;
+	out->no_lone_surrogates = false;
 	if (len > INT_MAX)
 		return JSON_E_SYNTAX; /* jsmn counts in int */
 	size_t first = 0, last = len;
@@ -539,14 +634,22 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 		last--;
 
 	struct bad_string bad = { -1, JSON_OK };
-	int rc = prescan(buf, len, &bad);
+	bool lone = false;
+	int rc = prescan(buf, len, &bad, &lone);
 	if (rc != JSON_OK)
 		return rc;
 	jsmn_parser jp;
 	jsmn_init(&jp);
-	int r = jsmn_parse(&jp, buf, len, p->tok, p->cap);
-	if (r == JSMN_ERROR_NOMEM)
-		return JSON_E_TOKENS;
+	int r;
+	/* On JSMN_ERROR_NOMEM jsmn has left its position at the token it
+	 * could not store and kept the tokens before it (parent links are
+	 * indexes), so after growing the array it resumes there. */
+	while ((r = jsmn_parse(&jp, buf, len, p->tok, p->cap))
+	    == JSMN_ERROR_NOMEM) {
+		if (!parser_grow(p))
+			return JSON_E_TOKENS;
+		out->tok = p->tok;
+	}
 	if (r <= 0)
 		return JSON_E_SYNTAX;
 	int finite_prefix;
@@ -558,6 +661,7 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 		return JSON_E_NOT_OBJECT;
 	out->ntok = r;
 	out->finite_prefix = finite_prefix;
+	out->no_lone_surrogates = !lone;
 	return JSON_OK;
 }
 
@@ -960,6 +1064,16 @@ struct emitter {
 	bool *truncated;
 };
 
+/* Applies fix_lone_surrogates to what w got since from (whole pieces:
+ * the writer never writes part of one). */
+static void
+fix_written(const struct emitter *e, size_t from)
+{
+	if (e->d->no_lone_surrogates || e->w->len <= from)
+		return;
+	fix_lone_surrogates(e->w->buf + from, e->w->len - from);
+}
+
 static void
 mark_truncated(struct emitter *e)
 {
@@ -989,8 +1103,10 @@ emit_value(struct emitter *e, int i, size_t limit, bool whole, int *next)
 	*next = i + 1;
 
 	if (t->type == JSMN_STRING) {
+		size_t from = e->w->len;
 		if (fits(e, limit, n + 2)) {
 			jsonw_str_raw(e->w, raw, n);
+			fix_written(e, from);
 			return true;
 		}
 		if (whole)
@@ -998,6 +1114,7 @@ emit_value(struct emitter *e, int i, size_t limit, bool whole, int *next)
 		size_t used = e->w->len + jsonw_sep_len(e->w) + 2;
 		size_t room = used < limit ? limit - used : 0;
 		jsonw_str_raw(e->w, raw, string_cut(raw, n, room));
+		fix_written(e, from);
 		mark_truncated(e);
 		return true;
 	}
@@ -1035,8 +1152,10 @@ emit_value(struct emitter *e, int i, size_t limit, bool whole, int *next)
 			const jsmntok_t *key = &d->tok[j];
 			size_t klen = (size_t) (key->end - key->start);
 			ok = fits(e, inner, klen + 3);
-			if (ok)
+			if (ok) {
 				jsonw_key_raw(e->w, d->buf + key->start, klen);
+				fix_written(e, m.len);
+			}
 			j++;
 		}
 		int after;
@@ -1107,7 +1226,8 @@ compact_copy(char *dst, const char *src, size_t n)
 /* The fast path of json_emit: when the subtree at i has no NaN/Infinity
  * (which must become null) and its compact form fits both the budget and
  * the writer, that form is exactly what emit_value would write, so its
- * bytes are copied with the whitespace outside strings dropped. Returns
+ * bytes are copied with the whitespace outside strings dropped (and
+ * unpaired surrogates rewritten, as emit_value does). Returns
  * false, with w as it was, when emit_value must do the work instead. */
 static bool
 emit_compact(const struct json_doc *d, int i, struct jsonw *w, size_t budget)
@@ -1139,7 +1259,10 @@ emit_compact(const struct json_doc *d, int i, struct jsonw *w, size_t budget)
 		jsonw_rewind(w, &m);
 		return false;
 	}
-	jsonw_raw_commit(w, compact_copy(dst, src, n));
+	size_t k = compact_copy(dst, src, n);
+	if (!d->no_lone_surrogates)
+		fix_lone_surrogates(dst, k);
+	jsonw_raw_commit(w, k);
 	return true;
 }
 

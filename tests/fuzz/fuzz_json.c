@@ -1,8 +1,10 @@
 /* Fuzzes the JSON core: anything json_parse accepts must re-emit (with and
  * without a budget, fast path and token by token alike) into JSON that
- * json_parse accepts again, canonically;
- * navigation and accessors must agree with each other. Any disagreement
- * aborts, which libFuzzer reports as a crash. */
+ * json_parse accepts again, canonically, with no unpaired surrogate escape
+ * left; strings decode to valid UTF-8 (no surrogate either); a growing
+ * parser gives the tokens a big fixed one gives; navigation and accessors
+ * must agree with each other. Any disagreement aborts, which libFuzzer
+ * reports as a crash. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 #include "err.h"
 #include "json.h"
 #include "jsonw.h"
+#include "utf8.h"
 
 #define REQUIRE(cond)                                                         \
 	do {                                                                  \
@@ -23,6 +26,51 @@
 	} while (0)
 
 static struct json_parser *small_parser, *big_parser, *check_parser;
+static struct json_parser *growing_parser;
+
+/* Value of the 4 hex digits at p, or -1. */
+static long
+hex4_at(const char *p)
+{
+	long v = 0;
+	for (int k = 0; k < 4; k++) {
+		char c = p[k];
+		int h = c >= '0' && c <= '9' ? c - '0'
+		    : c >= 'a' && c <= 'f'   ? c - 'a' + 10
+		    : c >= 'A' && c <= 'F'   ? c - 'A' + 10
+		                             : -1;
+		if (h < 0)
+			return -1;
+		v = v << 4 | h;
+	}
+	return v;
+}
+
+/* true when the JSON text s holds a \uD800-\uDFFF escape that is not a
+ * high half directly followed by a low half. Every backslash of JSON text
+ * starts an escape, so a walk from one to the next stays aligned. Apart
+ * from json.c's decoding on purpose. */
+static bool
+has_lone_surrogate(const char *s)
+{
+	const char *p = s;
+	while ((p = strchr(p, '\\')) != NULL) {
+		if (p[1] != 'u') {
+			p += p[1] ? 2 : 1;
+			continue;
+		}
+		long v = hex4_at(p + 2);
+		if (v >= 0xD800 && v <= 0xDBFF && p[6] == '\\' && p[7] == 'u'
+		    && hex4_at(p + 8) >= 0xDC00 && hex4_at(p + 8) <= 0xDFFF) {
+			p += 12;
+			continue;
+		}
+		if (v >= 0xD800 && v <= 0xDFFF)
+			return true;
+		p += 6;
+	}
+	return false;
+}
 
 /* Bytes a minimal form of a cut value may take beyond the budget. */
 static bool
@@ -54,6 +102,9 @@ exercise_value(const struct json_doc *d, int i)
 	int src = json_str_get(d, i, str, sizeof(str));
 	if (json_is_string(d, i)) {
 		REQUIRE(src >= 0 || src == BR_ETRUNC || src == BR_EINVAL);
+		/* unpaired surrogates decode as U+FFFD: valid UTF-8, also
+		 * when cut (up to a \u0000, where strlen stops) */
+		REQUIRE(utf8_valid(str, strlen(str)));
 		if (src >= 0) {
 			REQUIRE(strlen(str) == (size_t) src);
 			REQUIRE(json_str_eq(d, i, str));
@@ -87,6 +138,7 @@ exercise_members(const struct json_doc *d)
 		char key[128];
 		if (json_str_get(d, c, key, sizeof(key)) < 0)
 			continue; /* long key or one with \u0000 */
+		REQUIRE(utf8_valid(key, strlen(key)));
 		int found = json_obj_get(d, 0, key);
 		REQUIRE(found > 0 && found <= value);
 		REQUIRE(json_str_eq(d, found - 1, key));
@@ -109,6 +161,7 @@ check_emit(const struct json_doc *d, size_t budget, char *out, size_t cap,
 	REQUIRE(jsonw_finish(&w) == 0);
 	size_t len = strlen(out);
 	REQUIRE(len == w.len);
+	REQUIRE(!has_lone_surrogate(out));
 
 	/* json_emit's compacting fast path must write exactly what the
 	 * token-by-token path writes */
@@ -126,7 +179,7 @@ check_emit(const struct json_doc *d, size_t budget, char *out, size_t cap,
 
 	struct json_doc again;
 	int rc = json_parse(check_parser, out, len, false, &again);
-	REQUIRE(rc == JSON_OK);
+	REQUIRE(rc == JSON_OK && again.no_lone_surrogates);
 	if (budget == 0) {
 		REQUIRE(!truncated);
 		REQUIRE(again.ntok == d->ntok);
@@ -148,28 +201,36 @@ check_emit(const struct json_doc *d, size_t budget, char *out, size_t cap,
 	}
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* Everything above, on one input. */
+static void
+check_input(const char *buf, size_t size)
 {
-	if (!small_parser) {
-		small_parser = json_parser_create(16);
-		big_parser = json_parser_create(16384);
-		check_parser = json_parser_create(16384);
-		REQUIRE(small_parser && big_parser && check_parser);
-	}
-	const char *buf = (const char *) data;
 	struct json_doc d;
 
 	int small_rc = json_parse(small_parser, buf, size, false, &d);
 	REQUIRE(small_rc >= 0 && small_rc < JSON_REASON_COUNT);
+	/* trimmed now and then, so it grows again from its small start */
+	if (size % 4 == 0)
+		json_parser_trim(growing_parser);
+	struct json_doc gd;
+	int growing_rc = json_parse(growing_parser, buf, size, false, &gd);
 	int obj_rc = json_parse(big_parser, buf, size, true, &d);
 	int rc = json_parse(big_parser, buf, size, false, &d);
 	REQUIRE(rc >= 0 && rc < JSON_REASON_COUNT && rc != JSON_E_NOT_OBJECT);
 	/* a small token budget can only add "too many tokens" */
 	REQUIRE(small_rc == rc || small_rc == JSON_E_TOKENS);
+	/* growing to the same maximum decides alike, on the same tokens */
+	REQUIRE(growing_rc == rc);
+	if (rc == JSON_OK) {
+		REQUIRE(gd.ntok == d.ntok && gd.tok != d.tok);
+		REQUIRE(memcmp(gd.tok, d.tok, (size_t) d.ntok * sizeof(*d.tok))
+		    == 0);
+		REQUIRE(gd.finite_prefix == d.finite_prefix);
+		REQUIRE(gd.no_lone_surrogates == d.no_lone_surrogates);
+	}
 	if (rc != JSON_OK) {
 		REQUIRE(obj_rc == rc);
-		return 0;
+		return;
 	}
 	REQUIRE(
 	    obj_rc == (json_is_object(&d, 0) ? JSON_OK : JSON_E_NOT_OBJECT));
@@ -191,5 +252,59 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	exercise_members(&d);
 	free(full);
 	free(out);
+}
+
+/* The trace seeds hold no \u escape at all and mutations seldom make a
+ * surrogate, so every input with strings is tried a second time with
+ * surrogate escapes put at the start of each string: unpaired halves,
+ * pairs and runs of both, in keys and values, the mix changing with the
+ * input. A string starts at a quote met outside any string; inside one, a
+ * backslash hides the next byte (as jsmn splits them). */
+static void
+check_surrogate_variant(const uint8_t *data, size_t size)
+{
+	static const char *const halves[]
+	    = { "\\ud800", "\\udc00", "\\ud83d\\ude00", "\\udbff\\udbff",
+		      "\\udfff\\ud800", "", "\\uD834x\\uDC00" };
+	const size_t nh = sizeof(halves) / sizeof(halves[0]);
+	if (!memchr(data, '"', size))
+		return;
+	/* a byte becomes itself plus at most the longest entry (13) */
+	size_t cap = size * 14;
+	char *v = malloc(cap);
+	REQUIRE(v != NULL);
+	size_t n = 0, pick = size;
+	bool in_str = false;
+	for (size_t i = 0; i < size; i++) {
+		char c = (char) data[i];
+		v[n++] = c;
+		if (in_str && c == '\\' && i + 1 < size) {
+			v[n++] = (char) data[++i];
+		} else if (c == '"' && !in_str) {
+			const char *h = halves[pick++ % nh];
+			memcpy(v + n, h, strlen(h));
+			n += strlen(h);
+			in_str = true;
+		} else if (c == '"') {
+			in_str = false;
+		}
+	}
+	check_input(v, n);
+	free(v);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (!small_parser) {
+		small_parser = json_parser_create(16);
+		big_parser = json_parser_create(16384);
+		check_parser = json_parser_create(16384);
+		growing_parser = json_parser_create_growing(2, 16384);
+		REQUIRE(small_parser && big_parser && check_parser
+		    && growing_parser);
+	}
+	check_input((const char *) data, size);
+	check_surrogate_variant(data, size);
 	return 0;
 }

@@ -3,6 +3,7 @@
 #include "test.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <time.h>
 
 #include "err.h"
@@ -61,10 +62,60 @@ emit(const struct json_doc *d, int i, size_t budget, char *out, size_t cap,
 	return json_emit(d, i, &w, budget, truncated);
 }
 
+/* Value of the 4 hex digits at p, or -1. */
+static long
+hex4_at(const char *p)
+{
+	long v = 0;
+	for (int k = 0; k < 4; k++) {
+		char c = p[k];
+		int h = c >= '0' && c <= '9' ? c - '0'
+		    : c >= 'a' && c <= 'f'   ? c - 'a' + 10
+		    : c >= 'A' && c <= 'F'   ? c - 'A' + 10
+		                             : -1;
+		if (h < 0)
+			return -1;
+		v = v << 4 | h;
+	}
+	return v;
+}
+
+/* true when the JSON text s holds a \uD800-\uDFFF escape that is not a
+ * high half directly followed by a low half. Every backslash of JSON text
+ * starts an escape, so a walk from one to the next stays aligned. Written
+ * apart from json.c's own decoding, so it checks that rather than shares
+ * its mistakes. */
+static bool
+has_lone_surrogate(const char *s)
+{
+	const char *p = s;
+	while ((p = strchr(p, '\\')) != NULL) {
+		if (p[1] != 'u') {
+			p += p[1] ? 2 : 1;
+			continue;
+		}
+		long v = hex4_at(p + 2);
+		if (v >= 0xD800 && v <= 0xDBFF && p[6] == '\\' && p[7] == 'u'
+		    && hex4_at(p + 8) >= 0xDC00 && hex4_at(p + 8) <= 0xDFFF) {
+			p += 12;
+			continue;
+		}
+		if (v >= 0xD800 && v <= 0xDFFF)
+			return true;
+		p += 6;
+	}
+	return false;
+}
+
+/* Emitted text must parse again and hold no unpaired surrogate. */
 static int
 reparse(const char *s)
 {
 	struct json_doc d;
+	bool lone = has_lone_surrogate(s);
+	if (lone)
+		fprintf(stderr, "  unpaired surrogate in: %s\n", s);
+	CHECK(!lone);
 	return json_parse(check, s, strlen(s), false, &d);
 }
 
@@ -120,6 +171,9 @@ check_fast_eq_slow(const struct json_doc *d, int i, size_t budget,
 	CHECK_INT(tf, ts);
 	CHECK_INT(ff, fs);
 	CHECK_STR(fast, slow);
+	/* whatever was written whole is valid JSON, surrogates fixed */
+	if (rf == 0 && ff == 0)
+		CHECK_INT(reparse(fast), JSON_OK);
 	if (rf != rs || tf != ts || ff != fs || strcmp(fast, slow) != 0) {
 		size_t n;
 		const char *raw = json_raw_value(d, i, &n);
@@ -299,11 +353,13 @@ test_rejects(void)
 		{ "{\"a\":\"\\x\"}", 0, JSON_E_SYNTAX },
 		{ "{\"a\":\"\\u12G4\"}", 0, JSON_E_SYNTAX },
 		{ "{\"a\":\"\\u12\"}", 0, JSON_E_SYNTAX },
-		{ "{\"a\":\"\\ud800\"}", 0, JSON_E_SYNTAX },
-		{ "{\"a\":\"\\ud800x\"}", 0, JSON_E_SYNTAX },
-		{ "{\"a\":\"\\udc00\"}", 0, JSON_E_SYNTAX },
-		{ "{\"a\":\"\\ud800\\u0041\"}", 0, JSON_E_SYNTAX },
-		{ "{\"a\":\"\\ud800\\n\"}", 0, JSON_E_SYNTAX },
+		/* an unpaired surrogate is fine, not what follows it */
+		{ "{\"a\":\"\\ud800\\u12G4\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\ud800\\udc0\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\ud800\\x\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\ud800\\\"}", 0, JSON_E_SYNTAX },
+		{ "{\"a\":\"\\ud800\x01\"}", 0, JSON_E_UTF8 },
+		{ "{\"a\":\"\\udc00\xff\"}", 0, JSON_E_UTF8 },
 		{ "{\"a\":\"\\'\"}", 0, JSON_E_SYNTAX },
 		{ "{\"a\":1.2.3}", 0, JSON_E_SYNTAX },
 		{ "{\"a\":tru}", 0, JSON_E_SYNTAX },
@@ -365,12 +421,12 @@ test_reason_order(void)
 		{ "{\"a\" 1, \"b\": \"\xff\"}", 0, JSON_E_SYNTAX },
 		{ "{\"a\": \"\xff\", \"b\" 1}", 0, JSON_E_UTF8 },
 		{ "[\"\x01\", \"\\ud800\"]", 0, JSON_E_UTF8 },
-		{ "[\"\\ud800\", \"\x01\"]", 0, JSON_E_SYNTAX },
+		/* an unpaired surrogate is no fault: the control char is */
+		{ "[\"\\ud800\", \"\x01\"]", 0, JSON_E_UTF8 },
 		{ "[\"ok\", 01, \"\\q\"]", 0, JSON_E_SYNTAX },
 		/* jsmn itself rejects a short \\u escape */
 		{ "[\"\xc3\", \"\\u12\"]", 0, JSON_E_SYNTAX },
 		{ "[\"\\u12\", \"\xc3\"]", 0, JSON_E_SYNTAX },
-		{ "[\"\\ud83d\", \"\\ude00\"]", 0, JSON_E_SYNTAX },
 		{ "[\"\xff\", "
 		  "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
 		  "[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
@@ -405,6 +461,8 @@ test_accepts(void)
 		"{\"\\u0000\": \"\\u0000\"}",
 		"{\"a\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \x7f\"}",
 		"{\"a\":\"\\uDBFF\\uDFFF\"}",
+		"[\"\\ud83d\", \"\\ude00\"]", /* unpaired halves */
+		"{\"\\udcff\":\"\\ud800\\ud800\\udc00\\udfff\"}",
 		"{\"a\":1,\"a\":2}", /* duplicate keys are JSON */
 		"[NaN, Infinity, -Infinity]",
 	};
@@ -980,7 +1038,9 @@ gen_string(struct gen *g)
 	static const char *const pieces[] = { "a", "Z", " ", "  ", "\\\"",
 		"\\\\", "\\/", "\\n", "\\t", "\\u0041", "\\u00e9",
 		"\\ud83d\\ude00", "\xc3\xa9", "\xe2\x82\xac",
-		"\xf0\x9f\x98\x80", ",", ":", "{", "]", "NaN", "\\\\\\\"" };
+		"\xf0\x9f\x98\x80", ",", ":", "{", "]", "NaN", "\\\\\\\"",
+		/* unpaired surrogates, which may also pair up by chance */
+		"\\ud800", "\\uDBFF", "\\udc00", "\\udfff", "\\\\\\udcff" };
 	gen_put(g, "\"");
 	uint32_t n = rng(8);
 	for (uint32_t k = 0; k < n; k++)
@@ -1062,6 +1122,301 @@ test_fast_path_random(void)
 	CHECK_INT(docs, 3000);
 }
 
+/* ---------------------------------------------------------------------- */
+/* unpaired surrogates */
+
+struct surrogate_case {
+	const char *in; /* string content as written in the JSON */
+	const char *decoded; /* what json_str_get gives */
+	const char *emitted; /* what json_emit writes between the quotes */
+};
+
+#define FFFD "\xef\xbf\xbd"
+
+static const struct surrogate_case surrogate_cases[] = {
+	/* surrogateescape'd byte 0xff of a file name */
+	{ "\\udcff", FFFD, "\\ufffd" },
+	{ "a\\ud800b", "a" FFFD "b", "a\\ufffdb" },
+	{ "\\ud800", FFFD, "\\ufffd" }, /* high at the very end */
+	{ "\\udc00", FFFD, "\\ufffd" }, /* low alone */
+	{ "\\uD834x", FFFD "x", "\\ufffdx" },
+	{ "\\ud800\\ud800", FFFD FFFD, "\\ufffd\\ufffd" },
+	{ "\\udc00\\ud800", FFFD FFFD, "\\ufffd\\ufffd" },
+	{ "\\ud800\\u0041", FFFD "A", "\\ufffd\\u0041" },
+	{ "\\ud800\\n", FFFD "\n", "\\ufffd\\n" },
+	/* the second high pairs with the low after it */
+	{ "\\ud800\\ud800\\udc00", FFFD "\xf0\x90\x80\x80",
+	    "\\ufffd\\ud800\\udc00" },
+	{ "\\ud83d\\ude00\\ude00", "\xf0\x9f\x98\x80" FFFD,
+	    "\\ud83d\\ude00\\ufffd" },
+	/* an escaped backslash before "udc00" is no escape */
+	{ "\\ud800\\\\udc00", FFFD "\\udc00", "\\ufffd\\\\udc00" },
+	{ "\\\\\\udc00", "\\" FFFD, "\\\\\\ufffd" },
+	{ "\\u00e9\\udfff\xc3\xa9", "\xc3\xa9" FFFD "\xc3\xa9",
+	    "\\u00e9\\ufffd\xc3\xa9" },
+	/* left as they are */
+	{ "\\ud83d\\ude00", "\xf0\x9f\x98\x80", "\\ud83d\\ude00" },
+	{ "\\uDBFF\\uDFFF", "\xf4\x8f\xbf\xbf", "\\uDBFF\\uDFFF" },
+	{ "\\ud7ff\\ue000", "\xed\x9f\xbf\xee\x80\x80", "\\ud7ff\\ue000" },
+	{ "\\uFFFD\\ufffd", FFFD FFFD, "\\uFFFD\\ufffd" },
+	{ "d800 udc00 \\u0064c00", "d800 udc00 dc00",
+	    "d800 udc00 \\u0064c00" },
+};
+
+/* One case as key and value of {"<in>": "<in>"}, and alone: decoding,
+ * comparison, key lookup, emission on both paths, every budget. */
+static void
+check_surrogate_case(const struct surrogate_case *c)
+{
+	char doc[256], want[256], out[256], str[64];
+	snprintf(doc, sizeof(doc), "{ \"%s\" : [\"%s\"] }", c->in, c->in);
+	struct json_doc d;
+	int rc = parse_n(doc, strlen(doc), true, &d);
+	CHECK_INT(rc, JSON_OK);
+	if (rc != JSON_OK) {
+		fprintf(stderr, "  doc: %s\n", doc);
+		return;
+	}
+	int value = json_child(&d, json_obj_get(&d, 0, c->decoded), 0);
+	CHECK_INT(value, 3);
+	CHECK_INT(
+	    json_str_get(&d, 3, str, sizeof(str)), (int) strlen(c->decoded));
+	CHECK_STR(str, c->decoded);
+	CHECK(utf8_valid(str, strlen(str)));
+	CHECK(json_str_eq(&d, 1, c->decoded));
+
+	bool trunc;
+	snprintf(
+	    want, sizeof(want), "{\"%s\":[\"%s\"]}", c->emitted, c->emitted);
+	CHECK_INT(emit(&d, 0, 0, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, want);
+	CHECK_INT(reparse(out), JSON_OK);
+	struct jsonw w;
+	jsonw_init(&w, out, sizeof(out));
+	CHECK_INT(json_emit_tokenwise_for_tests(&d, 0, &w, 0, &trunc), 0);
+	CHECK_STR(out, want);
+	snprintf(want, sizeof(want), "\"%s\"", c->emitted);
+	CHECK_INT(emit(&d, 3, 0, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, want);
+	check_doc_fast_eq_slow(doc);
+
+	snprintf(doc, sizeof(doc), "\"%s\"", c->in);
+	sweep_budgets(doc, true);
+}
+
+static void
+test_lone_surrogates(void)
+{
+	size_t n = sizeof(surrogate_cases) / sizeof(surrogate_cases[0]);
+	for (size_t k = 0; k < n; k++) {
+		int before = test_failures;
+		check_surrogate_case(&surrogate_cases[k]);
+		if (test_failures != before)
+			fprintf(stderr, "  case %zu: %s\n", k,
+			    surrogate_cases[k].in);
+	}
+
+	/* a U+FFFD that does not fit is left out whole */
+	const char *s = "[\"ab\\udcff\"]";
+	struct json_doc d;
+	CHECK_INT(parse_n(s, strlen(s), false, &d), JSON_OK);
+	char out[8];
+	CHECK_INT(json_str_get(&d, 1, out, 5), BR_ETRUNC);
+	CHECK_STR(out, "ab");
+	CHECK_INT(json_str_get(&d, 1, out, 6), 5);
+	CHECK_STR(out, "ab" FFFD);
+	/* the re-emitted escape is never cut */
+	bool trunc;
+	CHECK_INT(emit(&d, 1, 7, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "\"ab\"");
+	CHECK(trunc);
+
+	/* the checker itself sees what it must */
+	CHECK(has_lone_surrogate("\"\\ud800\""));
+	CHECK(has_lone_surrogate("\"\\uDC00\\ud83d\\ude00\""));
+	CHECK(has_lone_surrogate("[\"\\\\\", \"\\udfff\"]"));
+	CHECK(!has_lone_surrogate("\"\\\\udc00\\ud83d\\ude00\""));
+}
+
+/* json_parse records that a doc has no unpaired surrogate, and json_emit
+ * trusts that: a doc claiming (falsely) to have none gets its surrogate
+ * copied as it is on both paths. */
+static void
+test_lone_surrogate_flag(void)
+{
+	struct json_doc d;
+	const char *plain = "{\"a\": \"\\ud83d\\ude00\\u00e9\"}";
+	CHECK_INT(parse_n(plain, strlen(plain), true, &d), JSON_OK);
+	CHECK(d.no_lone_surrogates);
+	const char *s = "{\"\\udc80\": \"\\udcff\"}";
+	CHECK_INT(parse_n(s, strlen(s), true, &d), JSON_OK);
+	CHECK(!d.no_lone_surrogates);
+	char out[64];
+	bool trunc;
+	CHECK_INT(emit(&d, 0, 0, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "{\"\\ufffd\":\"\\ufffd\"}");
+	d.no_lone_surrogates = true;
+	CHECK_INT(emit(&d, 0, 0, out, sizeof(out), &trunc), 0);
+	CHECK_STR(out, "{\"\\udc80\":\"\\udcff\"}");
+	struct jsonw w;
+	jsonw_init(&w, out, sizeof(out));
+	CHECK_INT(json_emit_tokenwise_for_tests(&d, 0, &w, 0, &trunc), 0);
+	CHECK_STR(out, "{\"\\udc80\":\"\\udcff\"}");
+}
+
+/* ---------------------------------------------------------------------- */
+/* growing token arrays */
+
+/* "[0,1,...,n-1]": n + 1 tokens. */
+static char *
+int_array(int n, size_t *len)
+{
+	char *s = malloc((size_t) n * 8 + 3);
+	size_t k = 0;
+	s[k++] = '[';
+	for (int i = 0; i < n; i++)
+		k += (size_t) sprintf(s + k, i ? ",%d" : "%d", i);
+	s[k++] = ']';
+	s[k] = '\0';
+	*len = k;
+	return s;
+}
+
+static bool
+same_tokens(const struct json_doc *a, const struct json_doc *b)
+{
+	if (a->ntok != b->ntok)
+		return false;
+	for (int i = 0; i < a->ntok; i++) {
+		const jsmntok_t *x = &a->tok[i], *y = &b->tok[i];
+		if (x->type != y->type || x->start != y->start
+		    || x->end != y->end || x->size != y->size
+		    || x->parent != y->parent)
+			return false;
+	}
+	return true;
+}
+
+static void
+test_growing(void)
+{
+	CHECK(json_parser_create_growing(0, 8) == NULL);
+	CHECK(json_parser_create_growing(9, 8) == NULL);
+	CHECK(
+	    json_parser_create_growing(1, (unsigned) INT_MAX / 2 + 1) == NULL);
+
+	struct json_parser *g = json_parser_create_growing(4, 64);
+	CHECK(g != NULL);
+	if (!g)
+		return;
+	CHECK_INT(json_parser_capacity(g), 4);
+	size_t len;
+	char *s = int_array(40, &len);
+	struct json_doc d;
+	CHECK_INT(json_parse(g, s, len, false, &d), JSON_OK);
+	CHECK_INT(d.ntok, 41);
+	CHECK_INT(json_parser_capacity(g), 64);
+	int bad = 0;
+	for (int k = 0; k < 40; k++) {
+		int64_t v = -1;
+		bad += json_get_int64(&d, json_child(&d, 0, k), &v) != 0
+		    || v != k;
+	}
+	CHECK_INT(bad, 0);
+	free(s);
+
+	/* max is a hard limit, as for a fixed parser */
+	s = int_array(63, &len);
+	CHECK_INT(json_parse(g, s, len, false, &d), JSON_OK);
+	CHECK_INT(d.ntok, 64);
+	free(s);
+	s = int_array(64, &len);
+	CHECK_INT(json_parse(g, s, len, false, &d), JSON_E_TOKENS);
+	CHECK_INT(json_parser_capacity(g), 64);
+	free(s);
+
+	/* trim goes back to the initial array, which then grows again */
+	json_parser_trim(g);
+	CHECK_INT(json_parser_capacity(g), 4);
+	json_parser_trim(g);
+	CHECK_INT(json_parser_capacity(g), 4);
+	CHECK_INT(json_parse(g, "[1,2]", 5, false, &d), JSON_OK);
+	CHECK_INT(json_parser_capacity(g), 4);
+	s = int_array(20, &len);
+	CHECK_INT(json_parse(g, s, len, false, &d), JSON_OK);
+	CHECK_INT(d.ntok, 21);
+	CHECK_INT(json_parser_capacity(g), 32);
+	free(s);
+	json_parser_destroy(g);
+	json_parser_trim(NULL);
+
+	/* a fixed parser neither grows nor trims */
+	struct json_parser *f = json_parser_create(8);
+	s = int_array(8, &len);
+	CHECK_INT(json_parse(f, s, len, false, &d), JSON_E_TOKENS);
+	CHECK_INT(json_parser_capacity(f), 8);
+	json_parser_trim(f);
+	CHECK_INT(json_parser_capacity(f), 8);
+	free(s);
+	json_parser_destroy(f);
+}
+
+/* jsmn resumes after growing wherever it ran out: at an object or array,
+ * a key, a string or a primitive value, deep or shallow. Every start size
+ * gives the tokens a big fixed parser gives, and the same emission. */
+static void
+test_growing_resumes(void)
+{
+	const char *s = " {\"a\": [1, {\"b\": \"x\\\"y\", \"c\": [[], {}]}, "
+	                "true], \"d\": {\"e\": null, \"f\": \"\\ud800\"}, "
+	                "\"g\": -1.5e3, \"h\": [\"\\u00e9\", NaN]} ";
+	struct json_doc want;
+	CHECK_INT(parse_n(s, strlen(s), true, &want), JSON_OK);
+	char want_out[256], out[256];
+	bool trunc;
+	CHECK_INT(emit(&want, 0, 0, want_out, sizeof(want_out), &trunc), 0);
+	int bad = 0;
+	for (int initial = 1; initial <= want.ntok + 1; initial++) {
+		struct json_parser *g
+		    = json_parser_create_growing((unsigned) initial, 1024);
+		struct json_doc d;
+		int rc = json_parse(g, s, strlen(s), true, &d);
+		bool ok = rc == JSON_OK && same_tokens(&d, &want)
+		    && emit(&d, 0, 0, out, sizeof(out), &trunc) == 0
+		    && strcmp(out, want_out) == 0;
+		if (!ok)
+			fprintf(stderr, "  initial %d: rc %d\n", initial, rc);
+		bad += !ok;
+		json_parser_destroy(g);
+	}
+	CHECK_INT(bad, 0);
+}
+
+/* The case that motivated it: a /queue body of ~300k tokens is too many
+ * for the engine's fixed 262,144 but fits a growing parser, and trim gives
+ * the memory back. */
+static void
+test_growing_big_body(void)
+{
+	size_t len;
+	char *s = int_array(300000, &len);
+	struct json_parser *f = json_parser_create(262144);
+	struct json_parser *g = json_parser_create_growing(262144, 1u << 20);
+	struct json_doc d;
+	CHECK_INT(json_parse(f, s, len, false, &d), JSON_E_TOKENS);
+	CHECK_INT(json_parse(g, s, len, false, &d), JSON_OK);
+	CHECK_INT(d.ntok, 300001);
+	CHECK_INT(json_parser_capacity(g), 524288);
+	int64_t v = 0;
+	CHECK_INT(json_get_int64(&d, d.ntok - 1, &v), 0);
+	CHECK_INT(v, 299999);
+	json_parser_trim(g);
+	CHECK_INT(json_parser_capacity(g), 262144);
+	json_parser_destroy(f);
+	json_parser_destroy(g);
+	free(s);
+}
+
 int
 main(void)
 {
@@ -1087,6 +1442,11 @@ main(void)
 	RUN(test_fast_path_cases);
 	RUN(test_fast_path_taken);
 	RUN(test_fast_path_random);
+	RUN(test_lone_surrogates);
+	RUN(test_lone_surrogate_flag);
+	RUN(test_growing);
+	RUN(test_growing_resumes);
+	RUN(test_growing_big_body);
 	json_parser_destroy(big);
 	json_parser_destroy(check);
 	TEST_MAIN_END();
