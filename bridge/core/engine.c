@@ -16,10 +16,14 @@
 #include "tracker.h"
 #include "utf8.h"
 
-#define MAX_PAYLOAD           (256 * 1024)
-#define OUTBUF_CAP            (MAX_PAYLOAD + 16 * 1024)
-#define TRACKER_CAPACITY      1024
-#define HTTP_MIN_TOKENS       (1u << 18)
+#define MAX_PAYLOAD      (256 * 1024)
+#define OUTBUF_CAP       (MAX_PAYLOAD + 16 * 1024)
+#define TRACKER_CAPACITY 1024
+/* HTTP bodies (/queue, /history) get a token array that starts small and
+ * grows for a big body (a long queue of big workflows: 2.3 MB is about
+ * 325k tokens), up to 4M tokens (80 MiB), and is trimmed after each body */
+#define HTTP_INITIAL_TOKENS   (1u << 14)
+#define HTTP_MAX_TOKENS       (1u << 22)
 #define STATE_MIN_INTERVAL_MS 100
 #define HISTORY_GRACE_MS      1500
 #define PROGRESS_EXPIRY_S     60
@@ -117,6 +121,7 @@ struct engine {
 	/* a status frame said the queue shrank and asked for the list: the
 	 * next /queue answer showing the same need not ask again */
 	bool list_asked_by_status;
+	unsigned http_reasons_logged; /* json_reason bits already warned of */
 	uint64_t seen[SEEN_RING];
 	unsigned seen_next;
 
@@ -2037,12 +2042,28 @@ watchdog_tick(struct engine *e, int64_t now)
 	return e->next_watchdog_at;
 }
 
+/* A 2xx body that cannot be used: counted as an HTTP failure (health) and
+ * logged, at warn the first time for a reason, then at debug. */
+static void
+http_body_unusable(struct engine *e, const char *what, int reason, size_t len)
+{
+	e->counters.http_failures++;
+	unsigned bit = reason > 0 && reason < 32 ? 1u << reason : 1u;
+	bool first = (e->http_reasons_logged & bit) == 0;
+	e->http_reasons_logged |= bit;
+	log_msg(first ? LOG_LVL_WARN : LOG_LVL_DEBUG, "http",
+	    "GET %s: unusable body (%s, %zu bytes)%s", what,
+	    json_reason_name(reason), len,
+	    first ? "; further ones are logged at debug" : "");
+}
+
 static void
 on_queue(struct engine *e, const char *body, size_t len, int64_t now)
 {
 	struct json_doc d;
-	if (json_parse(e->http_parser, body, len, true, &d) != JSON_OK) {
-		log_warn("http", "GET /queue: unusable body (%zu bytes)", len);
+	int rc = json_parse(e->http_parser, body, len, true, &d);
+	if (rc != JSON_OK) {
+		http_body_unusable(e, "/queue", rc, len);
 		return;
 	}
 	int run = json_obj_get(&d, 0, "queue_running");
@@ -2198,8 +2219,9 @@ on_history_id(struct engine *e, const char *id, const char *body, size_t len,
 	if (p->terminal_sent)
 		return;
 	struct json_doc d;
-	if (json_parse(e->http_parser, body, len, true, &d) != JSON_OK) {
-		e->counters.http_failures++;
+	int rc = json_parse(e->http_parser, body, len, true, &d);
+	if (rc != JSON_OK) {
+		http_body_unusable(e, "/history/<id>", rc, len);
 		p->history_due = now + backoff(p->history_tries);
 		schedule(e, p->history_due);
 		return;
@@ -2222,8 +2244,11 @@ static void
 on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 {
 	struct json_doc d;
-	if (json_parse(e->http_parser, body, len, true, &d) != JSON_OK)
+	int rc = json_parse(e->http_parser, body, len, true, &d);
+	if (rc != JSON_OK) {
+		http_body_unusable(e, "/history", rc, len);
 		return;
+	}
 	int n = json_size(&d, 0), k = 1;
 	bool deaf = false;
 	bool baseline = !e->baseline_taken;
@@ -2329,6 +2354,8 @@ engine_on_http(struct engine *e, enum engine_http_kind kind, const char *tag,
 			on_system_stats(e, body, len, now);
 		break;
 	}
+	/* give back what a big body made the token array grow to */
+	json_parser_trim(e->http_parser);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2535,10 +2562,11 @@ engine_create(
 	if (e->cfg.state_ttl_s <= 0)
 		e->cfg.state_ttl_s = 86400;
 	unsigned ht
-	    = cfg->http_max_tokens ? cfg->http_max_tokens : HTTP_MIN_TOKENS;
+	    = cfg->http_max_tokens ? cfg->http_max_tokens : HTTP_MAX_TOKENS;
 	e->parser
 	    = json_parser_create(cfg->max_tokens ? cfg->max_tokens : 8192);
-	e->http_parser = json_parser_create(ht);
+	e->http_parser = json_parser_create_growing(
+	    ht < HTTP_INITIAL_TOKENS ? ht : HTTP_INITIAL_TOKENS, ht);
 	e->tracker = tracker_create(
 	    cfg->max_prompts ? cfg->max_prompts : TRACKER_CAPACITY);
 	e->max_payload = MAX_PAYLOAD;

@@ -55,7 +55,7 @@ struct engine_cfg {
 	int mqtt_protocol; /* 5 or 4 */
 	int64_t state_ttl_s;
 	unsigned max_tokens;
-	unsigned http_max_tokens; /* for /queue and /history; 0: 262144 */
+	unsigned http_max_tokens; /* for /queue and /history; 0: 4194304 */
 	unsigned max_prompts; /* prompts tracked at once; 0: 1024 */
 	unsigned history_items;
 	int upstream_watchdog_s; /* silence before a liveness check; 0: 60 */

@@ -848,6 +848,66 @@ test_error_payload_complete(void)
 	engine_destroy(e);
 }
 
+/* A long queue of big workflows (here 40 prompts of 10,000 numbers each:
+ * about 400k tokens, over the old fixed budget) is read whole; a body
+ * that cannot be used is counted as an HTTP failure. */
+static void
+test_big_queue_body(void)
+{
+	size_t cap = 8u << 20, len = 0;
+	char *body = malloc(cap);
+	CHECK(body != NULL);
+	if (body == NULL)
+		return;
+	len += (size_t) snprintf(body + len, cap - len,
+	    "{\"queue_running\": [], \"queue_pending\": [");
+	for (int i = 0; i < 40; i++) {
+		len += (size_t) snprintf(body + len, cap - len,
+		    "%s[%d, \"big-%02d\", {\"3\": {\"inputs\": {\"v\": [",
+		    i ? ", " : "", i, i);
+		for (int k = 0; k < 10000; k++)
+			len += (size_t) snprintf(
+			    body + len, cap - len, "%s%d", k ? "," : "", k);
+		len += (size_t) snprintf(body + len, cap - len,
+		    "]}, \"class_type\": \"X\"}}, {\"client_id\": \"o\"}, "
+		    "[\"9\"]]");
+	}
+	len += (size_t) snprintf(body + len, cap - len, "]}");
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, body, len, clock_ms);
+	CHECK_INT(count_topic("/event/queued"), 40);
+	CHECK(payload_has(last_topic("/queue"), "\"queue_remaining\":40"));
+	struct engine_counters c;
+	engine_get_counters(e, &c);
+	CHECK_INT(c.http_failures, 0);
+	/* cut short: unusable, counted */
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, body, len / 2, clock_ms + 1);
+	engine_get_counters(e, &c);
+	CHECK_INT(c.http_failures, 1);
+	/* and the parser works again for a small one after the trim */
+	static const char idle[]
+	    = "{\"queue_running\": [], \"queue_pending\": []}";
+	engine_on_http(
+	    e, EHTTP_QUEUE, NULL, 200, idle, strlen(idle), clock_ms + 2);
+	CHECK(payload_has(last_topic("/queue"), "\"queue_remaining\":0"));
+	/* a lone surrogate (Python's escape of a non-UTF-8 file name, a
+	 * browser's half emoji) no longer makes the whole queue unusable */
+	static const char lone[]
+	    = "{\"queue_running\": [[1, \"half-\\udcff\", {\"3\": "
+	      "{\"inputs\": {\"text\": \"\\ud83d\"}}}, {}, []]], "
+	      "\"queue_pending\": []}";
+	engine_on_http(
+	    e, EHTTP_QUEUE, NULL, 200, lone, strlen(lone), clock_ms + 3);
+	CHECK(payload_has(
+	    last_topic("/queue"), "\"running\":[\"half-\xEF\xBF\xBD\"]"));
+	engine_get_counters(e, &c);
+	CHECK_INT(c.http_failures, 1);
+	check_invariants();
+	free(body);
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -869,6 +929,7 @@ main(void)
 	RUN(test_hostile_strings_in_properties);
 	RUN(test_progress_and_outputs_in_range);
 	RUN(test_error_payload_complete);
+	RUN(test_big_queue_body);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();
