@@ -3,14 +3,16 @@
  * is 0x01 is fed as a binary frame (rest of the bytes), 0x02 as a /queue
  * body, 0x03 as a /history list body, 0x04 as a /history/<id> body for the
  * last prompt, anything else as a text frame. Every published payload must
- * be valid JSON (or the documented plain texts / raw images) and every
- * topic must stay under comfyui/f/ with no wildcard. */
+ * be valid JSON (or the documented plain texts / raw images), every
+ * topic must stay under comfyui/f/ with no wildcard, and the topic and every
+ * user property must be a string mosquitto accepts. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine.h"
 #include "json.h"
+#include "utf8.h"
 
 static struct json_parser *checker;
 
@@ -22,6 +24,11 @@ check_publish(void *ud, const struct out_msg *m)
 	    || strpbrk(m->topic, "+#") != NULL || strlen(m->topic) > 600)
 		abort();
 	if (m->len > 300 * 1024)
+		abort();
+	if (!utf8_mqtt_ok(m->topic)
+	    || (m->props.type && !utf8_mqtt_ok(m->props.type))
+	    || (m->props.prompt_id && !utf8_mqtt_ok(m->props.prompt_id))
+	    || (m->props.instance && !utf8_mqtt_ok(m->props.instance)))
 		abort();
 	if (m->len == 0
 	    || (m->props.content_type

@@ -22,6 +22,16 @@ import sys
 SETS = ("text", "binary")
 
 
+EXTRA_TEXT = (
+    '{"type": "execution_error", "data": {"prompt_id": "p\\u00e9\\ud83d\\ude00", '
+    '"node_id": "3", "exception_message": "bad file \\udcff\\udcfe.png", '
+    '"traceback": ["\\ud800", "x\\udc00y"], "timestamp": 1}}',
+    '{"type": "execution_start", "data": {"prompt_id": "evil\\u0007id\\u0085\\uffff", '
+    '"timestamp": 1}}',
+    '{"type": "my\\u0002type\\ufdd0", "data": {"k\\ud800": "\\ud83d"}}',
+)
+
+
 def filler(n, offset=0):
     """Deterministic non-constant bytes, so seeds are reproducible."""
     return bytes(((offset + i) * 151 + 7) & 0xFF for i in range(n))
@@ -92,6 +102,14 @@ def main():
             with open(path, "wb") as out:
                 out.write(data)
             counts[kind] += 1
+    # Text frames that no trace has: escapes ComfyUI's json.dumps writes
+    # for non-ASCII, lone surrogates (a non-UTF-8 file name, half an emoji)
+    # and control characters in ids (they must never reach MQTT strings).
+    for i, line in enumerate(EXTRA_TEXT, 1):
+        path = os.path.join(args.out, "text", "extra_%04d.json" % i)
+        with open(path, "wb") as out:
+            out.write(line.encode("ascii"))
+        counts["text"] += 1
     for s in SETS:
         if counts[s] == 0:
             sys.exit("seed set %s is empty" % s)

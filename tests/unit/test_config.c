@@ -623,8 +623,8 @@ test_derived_ids(void)
 	const char *hosts[] = {
 		"http://gpu-box.example.com:8188",
 		"http://[fe80::1]:8188",
-		"https://"
-		"a-very-long-host-name-that-goes-on-and-on.example.org",
+		("https://"
+		 "a-very-long-host-name-that-goes-on-and-on.example.org"),
 		"http://x",
 	};
 
