@@ -153,28 +153,14 @@ read_listening(int fd)
 }
 
 int
-helper_peer_start(
-    struct helper_peer *p, int port, const char *tls_cert, const char *tls_key)
+helper_peer_spawn(struct helper_peer *p, const char **argv)
 {
 	int in[2] = { -1, -1 }, out[2] = { -1, -1 };
-	char portarg[16];
-	const char *argv[8];
-	int argc = 0, i;
+	int i;
 	pid_t pid;
 
 	memset(p, 0, sizeof(*p));
 	p->in_fd = p->out_fd = -1;
-	snprintf(portarg, sizeof(portarg), "%d", port);
-	argv[argc++] = "python3";
-	argv[argc++] = helper_peer_script();
-	argv[argc++] = "--port";
-	argv[argc++] = portarg;
-	if (tls_cert != NULL) {
-		argv[argc++] = "--tls";
-		argv[argc++] = tls_cert;
-		argv[argc++] = tls_key;
-	}
-	argv[argc] = NULL;
 	if (pipe(in) != 0 || pipe(out) != 0)
 		goto fail;
 	pid = fork();
@@ -191,12 +177,7 @@ helper_peer_start(
 	/* a later peer must not hold this one's pipes open */
 	fcntl(p->in_fd, F_SETFD, FD_CLOEXEC);
 	fcntl(p->out_fd, F_SETFD, FD_CLOEXEC);
-	p->port = read_listening(p->out_fd);
-	if (p->port > 0)
-		return 0;
-	helper_peer_kill(p);
-	helper_peer_close(p);
-	return -1;
+	return 0;
 fail:
 	for (i = 0; i < 2; i++) {
 		if (in[i] >= 0)
@@ -204,6 +185,35 @@ fail:
 		if (out[i] >= 0)
 			close(out[i]);
 	}
+	return -1;
+}
+
+int
+helper_peer_start(
+    struct helper_peer *p, int port, const char *tls_cert, const char *tls_key)
+{
+	char portarg[16];
+	const char *argv[8];
+	int argc = 0;
+
+	snprintf(portarg, sizeof(portarg), "%d", port);
+	argv[argc++] = "python3";
+	argv[argc++] = helper_peer_script();
+	argv[argc++] = "--port";
+	argv[argc++] = portarg;
+	if (tls_cert != NULL) {
+		argv[argc++] = "--tls";
+		argv[argc++] = tls_cert;
+		argv[argc++] = tls_key;
+	}
+	argv[argc] = NULL;
+	if (helper_peer_spawn(p, argv) != 0)
+		return -1;
+	p->port = read_listening(p->out_fd);
+	if (p->port > 0)
+		return 0;
+	helper_peer_kill(p);
+	helper_peer_close(p);
 	return -1;
 }
 

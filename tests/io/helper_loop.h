@@ -33,6 +33,11 @@ struct helper_peer {
  * child and both pipe ends; cert and key are borrowed for the call. */
 int helper_peer_start(struct helper_peer *p, int port, const char *tls_cert,
     const char *tls_key);
+/* Forks /usr/bin/python3 with argv (argv[0] is its name; NULL-terminated,
+ * borrowed), its stdin and stdout on pipes and no signal blocked: p owns
+ * the child and both pipe ends (stdout non-blocking, both close-on-exec);
+ * p->port stays 0. 0, or -1 with nothing left running. */
+int helper_peer_spawn(struct helper_peer *p, const char **argv);
 /* SIGKILL and reap. The pipes stay open so the caller can still read what
  * the peer wrote before it died; helper_peer_close releases them. */
 void helper_peer_kill(struct helper_peer *p);

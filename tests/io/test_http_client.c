@@ -283,7 +283,6 @@ test_destroy_cancels(void)
 
 /* ---- tests/io/http_peer.py: redirects and the in-flight bound ---- */
 
-#define HP_PYTHON    "/usr/bin/python3"
 #define HP_MAX_REQS  16
 #define HP_START_MS  10000
 #define N_HELD       6
@@ -385,46 +384,15 @@ hp_start(void)
 {
 	const char *argv[] = { "python3", NULL, NULL };
 	char script[1024];
-	int in[2], out[2];
 	int64_t deadline;
 	struct pollfd pfd;
-	sigset_t none;
 
 	snprintf(script, sizeof(script), "%s", helper_peer_script());
 	*strrchr(script, '/') = '\0';
 	strncat(script, "/http_peer.py", sizeof(script) - strlen(script) - 1);
 	argv[1] = script;
-	if (pipe(in) != 0)
+	if (helper_peer_spawn(&hpeer, argv) != 0)
 		return -1;
-	if (pipe(out) != 0) {
-		close(in[0]);
-		close(in[1]);
-		return -1;
-	}
-	hpeer.pid = fork();
-	if (hpeer.pid == 0) {
-		/* the loop's signalfd mask would survive exec */
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		close(in[1]);
-		close(out[0]);
-		execv(HP_PYTHON, (char *const *) argv);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	hpeer.in_fd = in[1];
-	hpeer.out_fd = out[0];
-	if (hpeer.pid < 0) {
-		hpeer.pid = 0;
-		helper_peer_close(&hpeer);
-		return -1;
-	}
-	fcntl(hpeer.out_fd, F_SETFL, O_NONBLOCK);
-	fcntl(hpeer.in_fd, F_SETFD, FD_CLOEXEC);
-	fcntl(hpeer.out_fd, F_SETFD, FD_CLOEXEC);
 	pfd.fd = hpeer.out_fd;
 	pfd.events = POLLIN;
 	deadline = loop_mono_ms() + HP_START_MS;
