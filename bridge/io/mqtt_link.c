@@ -228,6 +228,7 @@ struct mqtt_link {
 	pthread_cond_t changed; /* completions and state changes */
 	struct facts f;
 	uint8_t *mid_state; /* MID_SPACE entries */
+	uint8_t *mid_class; /* the msg_class of each handed-over mid */
 	char **topics; /* subscriptions, replayed on every CONNACK */
 	size_t ntopics;
 
@@ -236,7 +237,8 @@ struct mqtt_link {
 	uint64_t seen_connacks, seen_losses, seen_failures;
 	uint64_t connects, disconnects;
 	uint64_t published[MSG_CLASS_COUNT];
-	uint64_t rejected[MSG_CLASS_COUNT]; /* NO_CONN QoS 0, invalid, ... */
+	/* NO_CONN QoS 0, QoS 0 unwritten at a drop, invalid, ... */
+	uint64_t rejected[MSG_CLASS_COUNT];
 	uint64_t reject_logged;
 	bool retry_logged; /* a failure of this outage was logged */
 	uint64_t series_failures; /* failed attempts in this outage */
@@ -349,15 +351,18 @@ refusal_text(const struct mqtt_link *m, int rc)
 }
 
 /* QoS 0 messages not yet written when the link drops are discarded by
- * libmosquitto without on_publish: forget them (mu held). */
+ * libmosquitto without on_publish (lib/packet_mosq.c packet__cleanup_all):
+ * forget them, and count them as dropped, by class (mu held). */
 static void
 forget_qos0(struct mqtt_link *m)
 {
 	if (m->f.inflight0 == 0)
 		return;
 	for (size_t mid = 0; mid < MID_SPACE; mid++)
-		if (m->mid_state[mid] == MID_QOS0)
+		if (m->mid_state[mid] == MID_QOS0) {
 			m->mid_state[mid] = MID_FREE;
+			m->rejected[m->mid_class[mid]]++;
+		}
 	m->f.inflight0 = 0;
 }
 
@@ -818,10 +823,12 @@ mqtt_link_create(const struct mqtt_link_cfg *cfg,
 	if (m->window > MAX_WINDOW)
 		m->window = MAX_WINDOW;
 	m->mid_state = calloc(MID_SPACE, 1);
+	m->mid_class = calloc(MID_SPACE, 1);
 	m->q = outq_create(cfg->queue_max_messages, cfg->queue_max_bytes);
 	m->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	read_gate_init(&m->gate, READ_GATHER_NS, GATHER_MIN_ACKS);
-	if (!ok || m->mid_state == NULL || m->q == NULL || m->kick_fd < 0)
+	if (!ok || m->mid_state == NULL || m->mid_class == NULL || m->q == NULL
+	    || m->kick_fd < 0)
 		goto fail;
 	mosquitto_lib_init(); /* idempotent; no-op after the first */
 	rc = setup_mosquitto(m);
@@ -1247,6 +1254,7 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 	else if (m->mid_state[mid] == MID_QOS1)
 		m->f.inflight1--;
 	m->mid_state[mid] = qos > 0 ? MID_QOS1 : MID_QOS0;
+	m->mid_class[mid] = (uint8_t) msg->cls;
 	if (qos > 0)
 		m->f.inflight1++;
 	else
@@ -1644,6 +1652,7 @@ mqtt_link_destroy(struct mqtt_link *m)
 		if (m->prop_cache[i].valid)
 			mosquitto_property_free_all(&m->prop_cache[i].props);
 	free(m->mid_state);
+	free(m->mid_class);
 	if (m->kick_fd >= 0)
 		close(m->kick_fd);
 	free_cfg_strings(&m->cfg);

@@ -218,6 +218,20 @@ broker_stop(struct broker *b)
 	b->pid = 0;
 }
 
+void
+broker_signal(struct broker *b, int sig)
+{
+	if (b->pid <= 0)
+		return;
+	kill(b->pid, sig);
+	if (sig != SIGKILL)
+		return;
+	int status;
+	while (waitpid(b->pid, &status, 0) < 0 && errno == EINTR)
+		;
+	b->pid = 0;
+}
+
 bool
 broker_running(const struct broker *b)
 {

@@ -25,6 +25,9 @@ struct broker *broker_create(const struct broker_opts *opts);
 int broker_start(struct broker *b);
 /* SIGTERM + waitpid (the broker saves its persistence file on the way). */
 void broker_stop(struct broker *b);
+/* Sends sig to the running broker (SIGSTOP / SIGCONT: it stops reading its
+ * sockets, which stay open); SIGKILL is reaped, as broker_stop. */
+void broker_signal(struct broker *b, int sig);
 bool broker_running(const struct broker *b);
 int broker_port(const struct broker *b);
 /* Writes the path of file name in the broker's directory into dst and
