@@ -400,10 +400,15 @@ static void
 mqtt_message(void *ud, const char *topic, const void *payload, size_t len)
 {
 	struct app *a = ud;
+	/* the other subscription: prompt states (MQTT 3.1.1) */
+	if (!a->cfg.ha_discovery || strcmp(topic, a->ha_status_topic) != 0) {
+		engine_on_retained_state(
+		    a->engine, topic, payload, len, loop_now_ms());
+		return;
+	}
 	/* Home Assistant's birth message: it (re)started and wants discovery
 	 * again (its entities are unavailable until it gets it) */
-	if (!a->cfg.ha_discovery || strcmp(topic, a->ha_status_topic) != 0
-	    || len != 6 || memcmp(payload, "online", 6) != 0)
+	if (len != 6 || memcmp(payload, "online", 6) != 0)
 		return;
 	int64_t now = loop_mono_ms();
 	if (!throttle_request(&a->ha_throttle, now)) {
@@ -584,6 +589,14 @@ setup(struct app *a)
 	a->engine = engine_create(&ec, &eio, loop_now_ms());
 	if (!a->engine)
 		return BR_ENOMEM;
+	/* MQTT 3.1.1 has no message expiry: finished states an earlier run
+	 * left retained are read back and cleared when their TTL passes */
+	if (c->mqtt_protocol == MQTT_PROTO_311) {
+		rc = mqtt_link_subscribe(
+		    a->mqtt, engine_state_filter(a->engine));
+		if (rc != 0)
+			return rc;
+	}
 
 	struct tls_opts tls
 	    = { c->tls_ca, c->tls_cert, c->tls_key, c->tls_insecure };

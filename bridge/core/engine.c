@@ -27,9 +27,11 @@
 #define STATE_MIN_INTERVAL_MS 100
 #define HISTORY_GRACE_MS      1500
 #define PROGRESS_EXPIRY_S     60
-#define TRACEBACK_MAX         16384
-#define SEEN_RING             4096
-#define REJECT_LOG_MAX        5
+/* retained states of an earlier run waiting for their TTL to pass */
+#define STALE_STATES_MAX 1024
+#define TRACEBACK_MAX    16384
+#define SEEN_RING        4096
+#define REJECT_LOG_MAX   5
 
 enum reject_reason {
 	RJ_EMPTY = 0,
@@ -66,6 +68,12 @@ static const char *const reject_names[RJ_COUNT] = {
 static const int64_t http_backoff_ms[]
     = { 250, 500, 1000, 2000, 4000, 8000, 16000, 30000 };
 #define HTTP_BACKOFF_N (sizeof(http_backoff_ms) / sizeof(http_backoff_ms[0]))
+
+/* A retained state of an earlier run, cleared when its TTL has passed. */
+struct stale_state {
+	char *topic;
+	int64_t due;
+};
 
 /* What log_faults_on_change compares. */
 struct fault_counts {
@@ -122,6 +130,11 @@ struct engine {
 	 * next /queue answer showing the same need not ask again */
 	bool list_asked_by_status;
 	unsigned http_reasons_logged; /* json_reason bits already warned of */
+
+	/* retained states left by an earlier run (engine_on_retained_state) */
+	struct stale_state *stale;
+	size_t n_stale;
+	char state_filter[TOPIC_MAX];
 	uint64_t seen[SEEN_RING];
 	unsigned seen_next;
 
@@ -2481,6 +2494,92 @@ min_due(int64_t a, int64_t b)
 	return a < b ? a : b;
 }
 
+/* Publishes the empty retained message that removes a state. */
+static void
+clear_retained_state(struct engine *e, const char *topic)
+{
+	emit(e, MSG_CRITICAL, topic, "", 0, 1, true, NULL, 0, "state", NULL,
+	    topic);
+}
+
+/* Clears the stale states whose TTL has passed; returns the next due. */
+static int64_t
+clear_stale_states(struct engine *e, int64_t now)
+{
+	int64_t next = 0;
+	size_t kept = 0;
+	for (size_t i = 0; i < e->n_stale; i++) {
+		struct stale_state *s = &e->stale[i];
+		if (now >= s->due) {
+			clear_retained_state(e, s->topic);
+			free(s->topic);
+			continue;
+		}
+		next = min_due(next, s->due);
+		e->stale[kept++] = *s;
+	}
+	e->n_stale = kept;
+	return next;
+}
+
+const char *
+engine_state_filter(const struct engine *e)
+{
+	return e->state_filter;
+}
+
+/* Reads the retained state topic/payload; ignores everything but the
+ * finished state of a prompt this run does not follow. */
+void
+engine_on_retained_state(struct engine *e, const char *topic,
+    const void *payload, size_t len, int64_t now)
+{
+	size_t base = strlen(e->state_filter) - strlen("+/state");
+	size_t tl = strlen(topic);
+	if (len == 0 || tl >= TOPIC_MAX || tl <= base + strlen("/state")
+	    || strncmp(topic, e->state_filter, base) != 0
+	    || strcmp(topic + tl - strlen("/state"), "/state") != 0
+	    || memchr(topic + base, '/', tl - base - strlen("/state")) != NULL)
+		return;
+	struct json_doc d;
+	int64_t finished_at = 0;
+	char id[PROMPT_ID_MAX + 1], status[16] = "";
+	int rc = json_parse(e->http_parser, payload, len, true, &d);
+	int t_id = rc == JSON_OK ? json_obj_get(&d, 0, "prompt_id") : -1;
+	int t_st = rc == JSON_OK ? json_obj_get(&d, 0, "status") : -1;
+	int t_fin = rc == JSON_OK ? json_obj_get(&d, 0, "finished_at") : -1;
+	int il = t_id >= 0 ? json_str_get(&d, t_id, id, sizeof(id)) : -1;
+	if (t_st >= 0)
+		json_str_get(&d, t_st, status, sizeof(status));
+	bool finished = t_fin >= 0
+	    && json_get_int64(&d, t_fin, &finished_at) == 0 && finished_at > 0;
+	json_parser_trim(e->http_parser);
+	if (il <= 0 || !finished
+	    || !(strcmp(status, "success") == 0 || strcmp(status, "error") == 0
+	        || strcmp(status, "interrupted") == 0
+	        || strcmp(status, "lost") == 0))
+		return;
+	if (tracker_find(e->tracker, id, (size_t) il) != NULL)
+		return; /* this run's own: its timer runs */
+	int64_t due = finished_at + (int64_t) e->cfg.state_ttl_s * 1000;
+	if (now >= due) {
+		clear_retained_state(e, topic);
+		return;
+	}
+	for (size_t i = 0; i < e->n_stale; i++)
+		if (strcmp(e->stale[i].topic, topic) == 0)
+			return; /* read again after a reconnect */
+	if (e->n_stale == 0 && e->stale == NULL)
+		e->stale = calloc(STALE_STATES_MAX, sizeof(*e->stale));
+	char *copy = e->stale != NULL && e->n_stale < STALE_STATES_MAX
+	    ? strdup(topic)
+	    : NULL;
+	if (copy == NULL)
+		return; /* read again at the next connect */
+	e->stale[e->n_stale++] = (struct stale_state) { copy, due };
+	schedule(e, due);
+}
+
 int64_t
 engine_tick(struct engine *e, int64_t now, const struct engine_health_io *h)
 {
@@ -2523,6 +2622,7 @@ engine_tick(struct engine *e, int64_t now, const struct engine_health_io *h)
 			next = min_due(next, p->expire_at);
 		}
 	}
+	next = min_due(next, clear_stale_states(e, now));
 	next = min_due(next, watchdog_tick(e, now));
 	if (now >= e->next_health_at) {
 		publish_health(e, now, h);
@@ -2557,6 +2657,8 @@ engine_create(
 	e->client_id = dupstr(cfg->client_id);
 	e->mqtt_client_id = dupstr(cfg->mqtt_client_id);
 	e->comfy_url = dupstr(cfg->comfyui_public);
+	topic_join(e->state_filter, sizeof(e->state_filter), e->prefix,
+	    e->instance, "prompt/+/state");
 	if (e->cfg.health_interval_s <= 0)
 		e->cfg.health_interval_s = 30;
 	if (e->cfg.state_ttl_s <= 0)
@@ -2594,6 +2696,9 @@ engine_destroy(struct engine *e)
 	json_parser_destroy(e->parser);
 	json_parser_destroy(e->http_parser);
 	tracker_destroy(e->tracker);
+	for (size_t i = 0; i < e->n_stale; i++)
+		free(e->stale[i].topic);
+	free(e->stale);
 	dbuf_free(&e->queue_payload);
 	dbuf_free(&e->queue_ids);
 	dbuf_free(&e->info_payload);

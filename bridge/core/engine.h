@@ -94,10 +94,22 @@ void engine_on_upstream(struct engine *e, bool up, int64_t now_ms);
 /* An HTTP answer (status < 0: no answer, an enum br_err). */
 void engine_on_http(struct engine *e, enum engine_http_kind kind,
     const char *tag, int status, const char *body, size_t len, int64_t now_ms);
-/* The broker accepted us (CONNACK). Publishes online, info, and
- * republishes retained topics unless the broker kept our session. */
+/* The broker accepted us (CONNACK). Publishes online (ahead of any
+ * backlog) and, on every reconnect, republishes the retained topics. */
 void engine_on_broker_connected(
     struct engine *e, bool session_present, int64_t now_ms);
+/* A retained prompt state read back from the broker (topic and payload
+ * borrowed): a finished prompt's state left by an earlier run, whose TTL
+ * timer died with it, is cleared (an empty retained message) once its TTL
+ * has passed, at once or later. States of prompts this run follows, and
+ * anything that is not such a state, are ignored. The owner subscribes to
+ * <prefix>/<instance>/prompt/+/state where message expiry does not do it
+ * (MQTT 3.1.1). */
+void engine_on_retained_state(struct engine *e, const char *topic,
+    const void *payload, size_t len, int64_t now_ms);
+/* The topic filter for engine_on_retained_state (borrowed from e). */
+const char *engine_state_filter(const struct engine *e);
+
 /* Largest MQTT packet the broker takes (0: unknown). */
 void engine_set_max_packet(struct engine *e, uint32_t max_packet);
 

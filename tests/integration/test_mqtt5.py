@@ -245,3 +245,29 @@ def test_mqtt311_same_payloads_no_properties(broker, make_sim, collector, make_b
         problems.append("MQTT 5 messages without content type: %r" % without[:5])
     assert not problems, "\n  ".join(problems) + b3.context()
     harness.assert_all_valid(collector, bridge=b3)
+
+
+def test_mqtt311_clears_states_an_earlier_run_left(broker, make_sim, collector, make_bridge):
+    """Contract §3.3: with 3.1.1 (no message expiry) a finished prompt's
+    retained state is cleared when --state-ttl passes, also when the run
+    that published it died before that: the next run reads it back."""
+    ttl = 3
+    args = ["--mqtt-protocol", "3.1.1", "--state-ttl", str(ttl)]
+    client_id = "c2m-test-" + uuid.uuid4().hex[:12]
+    state = "%s/prompt/%s/state" % (BASE, harness.sanitize(PID_A))
+    sim = make_sim()
+    first = make_bridge(sim.url, broker.url, extra_args=args, client_id=client_id)
+    first.wait_connected(collector, sim)
+    run_traces(collector, sim, first, ((TRACE_A, PID_A),))
+    first.kill9()  # its TTL timer dies with it
+    left = harness.read_retained(broker.port, state)
+    assert left is not None and left.payload, "no retained state after the run%s" % first.context()
+    assert json.loads(left.payload)["status"] == "success"
+
+    second = make_bridge(make_sim().url, broker.url, extra_args=args, client_id=client_id)
+    second.wait_connected(collector)
+    cleared = harness.wait_until(lambda: harness.read_retained(broker.port, state, timeout=0.5) is None,
+                                 ttl + 10)
+    assert cleared, "the state the first run left is still retained %d s after its TTL%s" % (
+        ttl, second.context())
+

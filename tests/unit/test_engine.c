@@ -908,6 +908,82 @@ test_big_queue_body(void)
 	engine_destroy(e);
 }
 
+/* A retained state of `id` with the given status and finished_at. */
+static void
+feed_retained_state(struct engine *e, const char *topic, const char *id,
+    const char *status, int64_t finished_at, int64_t now)
+{
+	char payload[512];
+	char fin[32] = "null";
+	if (finished_at > 0)
+		snprintf(fin, sizeof(fin), "%lld", (long long) finished_at);
+	snprintf(payload, sizeof(payload),
+	    "{\"v\":1,\"prompt_id\":\"%s\",\"instance\":\"t\",\"status\":\"%"
+	    "s\","
+	    "\"finished_at\":%s,\"outputs\":null,\"error\":null}",
+	    id, status, fin);
+	engine_on_retained_state(e, topic, payload, strlen(payload), now);
+}
+
+static int
+count_clears(const char *topic)
+{
+	int n = 0;
+	for (int i = 0; i < n_msgs; i++)
+		n += strcmp(msgs[i].topic, topic) == 0 && msgs[i].len == 0
+		    && msgs[i].retain;
+	return n;
+}
+
+/* Finished states an earlier run left retained (MQTT 3.1.1: no expiry)
+ * are cleared once their TTL (3600 s here) has passed, at once or later;
+ * nothing else is touched. */
+static void
+test_stale_retained_states_cleared(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	int64_t now = clock_ms;
+	CHECK_STR(engine_state_filter(e), "comfyui/t/prompt/+/state");
+	static const char start[]
+	    = "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	      "\"live-1\", \"timestamp\": 1}}";
+	engine_on_text(e, start, strlen(start), now);
+	n_msgs = 0;
+	feed_retained_state(e, "comfyui/t/prompt/old-1/state", "old-1",
+	    "success", now - 7200 * 1000, now);
+	CHECK_INT(count_clears("comfyui/t/prompt/old-1/state"), 1);
+	feed_retained_state(e, "comfyui/t/prompt/old-2/state", "old-2",
+	    "error", now - 600 * 1000, now);
+	feed_retained_state(e, "comfyui/t/prompt/old-2/state", "old-2",
+	    "error", now - 600 * 1000, now + 1); /* again, after a reconnect */
+	/* not to be touched */
+	feed_retained_state(
+	    e, "comfyui/t/prompt/run-1/state", "run-1", "running", 0, now);
+	feed_retained_state(e, "comfyui/t/prompt/live-1/state", "live-1",
+	    "success", now - 7200 * 1000, now);
+	feed_retained_state(e, "comfyui/other/prompt/x/state", "x", "success",
+	    now - 7200 * 1000, now);
+	feed_retained_state(e, "comfyui/t/prompt/a/b/state", "a", "success",
+	    now - 7200 * 1000, now);
+	engine_on_retained_state(
+	    e, "comfyui/t/prompt/old-3/state", "{\"v\":", 5, now);
+	engine_on_retained_state(
+	    e, "comfyui/t/prompt/old-4/state", "", 0, now);
+	CHECK_INT(n_msgs, 1);
+	engine_tick(e, now + 3000 * 1000 - 1, NULL);
+	CHECK_INT(count_clears("comfyui/t/prompt/old-2/state"), 0);
+	engine_tick(e, now + 3000 * 1000, NULL);
+	CHECK_INT(count_clears("comfyui/t/prompt/old-2/state"), 1);
+	engine_tick(e, now + 4000 * 1000, NULL);
+	CHECK_INT(count_clears("comfyui/t/prompt/old-2/state"), 1);
+	CHECK_INT(count_clears("comfyui/t/prompt/run-1/state"), 0);
+	CHECK_INT(count_clears("comfyui/t/prompt/live-1/state"), 0);
+	CHECK_INT(count_clears("comfyui/other/prompt/x/state"), 0);
+	CHECK_INT(count_clears("comfyui/t/prompt/a/b/state"), 0);
+	check_invariants();
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -930,6 +1006,7 @@ main(void)
 	RUN(test_progress_and_outputs_in_range);
 	RUN(test_error_payload_complete);
 	RUN(test_big_queue_body);
+	RUN(test_stale_retained_states_cleared);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();
