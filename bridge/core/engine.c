@@ -2287,9 +2287,13 @@ on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 			p = tracker_get(e->tracker, id, (size_t) il, &created);
 			p->source = SRC_HISTORY;
 			p->queued_at = 0;
-		} else if (p->ours && !e->resyncing
-		    && p->queue_generation == e->queue_generation) {
-			continue; /* still listed as queued: wait */
+		} else if (p->ours && !e->resyncing) {
+			/* its own frames decide, which may still be on their
+			 * way: the list can be read (a status frame of the
+			 * prompt before) while they wait in the socket; a
+			 * terminal frame that never comes is looked up
+			 * after the grace once it left the queue (on_queue) */
+			continue;
 		}
 		apply_history_entry(e, p, &d, k + 1, now);
 	}
