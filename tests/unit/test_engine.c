@@ -948,7 +948,7 @@ test_stale_retained_states_cleared(void)
 	    = "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
 	      "\"live-1\", \"timestamp\": 1}}";
 	engine_on_text(e, start, strlen(start), now);
-	n_msgs = 0;
+	reset_capture();
 	feed_retained_state(e, "comfyui/t/prompt/old-1/state", "old-1",
 	    "success", now - 7200 * 1000, now);
 	CHECK_INT(count_clears("comfyui/t/prompt/old-1/state"), 1);
