@@ -2498,12 +2498,15 @@ min_due(int64_t a, int64_t b)
 	return a < b ? a : b;
 }
 
-/* Publishes the empty retained message that removes a state. */
+/* Publishes the empty retained message that removes a state (where
+ * message expiry is not honoured: 3.1.1, some brokers); prompt_id: for the
+ * user property, NULL when unknown. */
 static void
-clear_retained_state(struct engine *e, const char *topic)
+clear_retained_state(
+    struct engine *e, const char *topic, const char *prompt_id)
 {
-	emit(e, MSG_CRITICAL, topic, "", 0, 1, true, NULL, 0, "state", NULL,
-	    topic);
+	emit(e, MSG_CRITICAL, topic, "", 0, 1, true, NULL, 0, "state",
+	    prompt_id, topic);
 }
 
 /* Clears the stale states whose TTL has passed; returns the next due. */
@@ -2515,7 +2518,7 @@ clear_stale_states(struct engine *e, int64_t now)
 	for (size_t i = 0; i < e->n_stale; i++) {
 		struct stale_state *s = &e->stale[i];
 		if (now >= s->due) {
-			clear_retained_state(e, s->topic);
+			clear_retained_state(e, s->topic, NULL);
 			free(s->topic);
 			continue;
 		}
@@ -2567,7 +2570,7 @@ engine_on_retained_state(struct engine *e, const char *topic,
 		return; /* this run's own: its timer runs */
 	int64_t due = finished_at + (int64_t) e->cfg.state_ttl_s * 1000;
 	if (now >= due) {
-		clear_retained_state(e, topic);
+		clear_retained_state(e, topic, id);
 		return;
 	}
 	for (size_t i = 0; i < e->n_stale; i++)
@@ -2615,11 +2618,8 @@ engine_tick(struct engine *e, int64_t now, const struct engine_health_io *h)
 		}
 		if (p->terminal_sent && p->expire_at) {
 			if (now >= p->expire_at) {
-				/* clears it where message expiry is not
-				 * honoured (3.1.1, some brokers) */
 				state_topic(e, p);
-				emit(e, MSG_CRITICAL, e->topic, "", 0, 1, true,
-				    NULL, 0, "state", p->id, e->topic);
+				clear_retained_state(e, e->topic, p->id);
 				tracker_remove(e->tracker, p);
 				continue;
 			}

@@ -19,7 +19,13 @@ int64_t bench_now_ns(void);
 /* CPU time of clock clk (CLOCK_THREAD_CPUTIME_ID, a pthread_getcpuclockid
  * clock) in ns; -1 when it cannot be read. */
 int64_t bench_cpu_ns(clockid_t clk); /* CLOCK_MONOTONIC */
+/* CPU time of thread t so far in ns; -1 when it was not started or its
+ * clock cannot be read. */
+int64_t bench_thread_cpu_ns(pthread_t t, bool started);
 int64_t bench_wall_ns(void); /* CLOCK_REALTIME (latency stamps) */
+/* Writes all len bytes to fd (blocking, EINTR retried); false on error or
+ * when the peer is gone. */
+bool bench_write_all(int fd, const void *buf, size_t len);
 
 /* What a closed-loop phase waits on: events seen so far and when the
  * last one was seen (monotonic ns). */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -26,6 +27,31 @@ bench_cpu_ns(clockid_t clk)
 	if (clock_gettime(clk, &t) != 0)
 		return -1;
 	return (int64_t) t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+int64_t
+bench_thread_cpu_ns(pthread_t t, bool started)
+{
+	clockid_t clk;
+	if (!started || pthread_getcpuclockid(t, &clk) != 0)
+		return -1;
+	return bench_cpu_ns(clk);
+}
+
+bool
+bench_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		p += n;
+		len -= (size_t) n;
+	}
+	return true;
 }
 
 int64_t

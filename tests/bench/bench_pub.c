@@ -189,10 +189,7 @@ bench_pub_prompt(struct bench_pub *p, const char *id)
 int64_t
 bench_pub_cpu_ns(const struct bench_pub *p, int64_t *net_ns)
 {
-	clockid_t clk;
-	*net_ns = -1;
-	if (p->net_started && pthread_getcpuclockid(p->net, &clk) == 0)
-		*net_ns = bench_cpu_ns(clk);
+	*net_ns = bench_thread_cpu_ns(p->net, p->net_started);
 	return p->publish_cpu_ns;
 }
 

@@ -209,21 +209,6 @@ out:
 	return rc;
 }
 
-static bool
-write_all(int fd, const unsigned char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		p += w;
-		n -= (size_t) w;
-	}
-	return true;
-}
-
 /* Reads packets in bulk; counts PUBACKs, ignores anything else. */
 static void *
 reader_main(void *arg)
@@ -296,7 +281,7 @@ connect_mqtt(int port)
 	put_u8(&pkt, 0x10);
 	put_varint(&pkt, body.len);
 	put_bytes(&pkt, body.p, body.len);
-	bool ok = !pkt.oom && write_all(fd, pkt.p, pkt.len);
+	bool ok = !pkt.oom && bench_write_all(fd, pkt.p, pkt.len);
 	free(body.p);
 	free(pkt.p);
 	unsigned char ack[64];
@@ -361,7 +346,7 @@ bench_rawpub_prompt(struct bench_rawpub *r, const char *id)
 		memcpy(r->out + len, t->pkt, t->len);
 		len += t->len;
 	}
-	bool ok = write_all(r->fd, r->out, len);
+	bool ok = bench_write_all(r->fd, r->out, len);
 	r->publish_cpu_ns += bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
 	return ok ? r->events : 0;
 }
@@ -384,10 +369,7 @@ bench_rawpub_qos1_per_prompt(const struct bench_rawpub *r)
 int64_t
 bench_rawpub_cpu_ns(const struct bench_rawpub *r, int64_t *reader_ns)
 {
-	clockid_t clk;
-	*reader_ns = -1;
-	if (r->reader_started && pthread_getcpuclockid(r->reader, &clk) == 0)
-		*reader_ns = bench_cpu_ns(clk);
+	*reader_ns = bench_thread_cpu_ns(r->reader, r->reader_started);
 	return r->publish_cpu_ns;
 }
 
@@ -398,7 +380,7 @@ bench_rawpub_stop(struct bench_rawpub *r)
 		return;
 	if (r->fd >= 0) {
 		static const unsigned char disconnect[] = { 0xe0, 0x00 };
-		write_all(r->fd, disconnect, sizeof(disconnect));
+		bench_write_all(r->fd, disconnect, sizeof(disconnect));
 		shutdown(r->fd, SHUT_RDWR);
 	}
 	if (r->reader_started)

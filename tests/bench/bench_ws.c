@@ -40,22 +40,6 @@ struct conn {
 	int fd;
 };
 
-static bool
-write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		p += n;
-		len -= (size_t) n;
-	}
-	return true;
-}
-
 static void
 base64(const unsigned char *in, size_t n, char *out)
 {
@@ -116,8 +100,8 @@ answer_http(struct bench_ws *w, int fd, const char *path)
 	    "Content-Length: %zu\r\nConnection: close\r\n\r\n",
 	    strlen(body));
 	atomic_fetch_add(&w->http_requests, 1);
-	if (write_all(fd, head, (size_t) hl))
-		write_all(fd, body, strlen(body));
+	if (bench_write_all(fd, head, (size_t) hl))
+		bench_write_all(fd, body, strlen(body));
 	shutdown(fd, SHUT_WR);
 }
 
@@ -170,7 +154,7 @@ read_client_frames(struct bench_ws *w, int fd, char *buf, size_t have)
 					            ? p[hl - 4 + i % 4]
 					            : 0);
 				pthread_mutex_lock(&w->mu);
-				write_all(fd, pong, 2 + len);
+				bench_write_all(fd, pong, 2 + len);
 				pthread_mutex_unlock(&w->mu);
 			}
 			used += hl + len;
@@ -205,8 +189,8 @@ serve_websocket(
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	pthread_mutex_lock(&w->mu);
-	bool ok = write_all(fd, resp, (size_t) rl)
-	    && write_all(fd, w->hello, w->hello_len);
+	bool ok = bench_write_all(fd, resp, (size_t) rl)
+	    && bench_write_all(fd, w->hello, w->hello_len);
 	if (ok) {
 		w->client = fd;
 		pthread_cond_broadcast(&w->cv);
@@ -365,7 +349,7 @@ bool
 bench_ws_write(struct bench_ws *w, const void *buf, size_t len)
 {
 	pthread_mutex_lock(&w->mu);
-	bool ok = w->client >= 0 && write_all(w->client, buf, len);
+	bool ok = w->client >= 0 && bench_write_all(w->client, buf, len);
 	pthread_mutex_unlock(&w->mu);
 	return ok;
 }

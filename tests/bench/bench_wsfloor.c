@@ -23,8 +23,6 @@ struct bench_wsfloor {
 	int port;
 	pthread_t thr;
 	bool thr_started;
-	clockid_t clk;
-	bool clk_ok;
 	atomic_bool stop;
 	atomic_int state; /* 0 connecting, 1 up, -1 failed or closed */
 	struct bench_counter count;
@@ -107,7 +105,6 @@ bench_wsfloor_start(int port)
 		goto fail;
 	f->thr_started = true;
 	pthread_setname_np(f->thr, "ws floor"); /* perf report --comm */
-	f->clk_ok = pthread_getcpuclockid(f->thr, &f->clk) == 0;
 	return f;
 fail:
 	bench_wsfloor_stop(f, NULL, NULL);
@@ -129,7 +126,7 @@ bench_wsfloor_up(const struct bench_wsfloor *f)
 int64_t
 bench_wsfloor_cpu_ns(const struct bench_wsfloor *f)
 {
-	return f->clk_ok ? bench_cpu_ns(f->clk) : -1;
+	return bench_thread_cpu_ns(f->thr, f->thr_started);
 }
 
 static int64_t
