@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backoff.h"
+#include "buf.h"
 #include "err.h"
 #include "log.h"
 #include "lws_glue.h"
@@ -19,11 +21,6 @@
 #define LOG_SRC "ws"
 /* after the first failure of a series, log every Nth */
 #define FAIL_LOG_EVERY 10
-
-/* contract §4.4: 0.25 s doubling to 30 s */
-static const uint32_t backoff_ms[]
-    = { 250, 500, 1000, 2000, 4000, 8000, 16000, 30000 };
-#define BACKOFF_STEPS ((uint16_t) (sizeof(backoff_ms) / sizeof(backoff_ms[0])))
 
 struct ws_client {
 	struct glue_user tag; /* first: the lws user pointer is the client */
@@ -74,45 +71,20 @@ struct ws_client {
 
 static void connect_now(lws_sorted_usec_list_t *sul);
 
-static char *
-url_encode(const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t n = strlen(s), i, o = 0;
-	char *d = malloc(n * 3 + 1);
-
-	if (d == NULL)
-		return NULL;
-	for (i = 0; i < n; i++) {
-		unsigned char c = (unsigned char) s[i];
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-		    || (c >= '0' && c <= '9') || c == '-' || c == '.'
-		    || c == '_' || c == '~') {
-			d[o++] = (char) c;
-			continue;
-		}
-		d[o++] = '%';
-		d[o++] = hex[c >> 4];
-		d[o++] = hex[c & 15];
-	}
-	d[o] = '\0';
-	return d;
-}
-
 static int
 build_target(struct ws_client *c, const struct ws_client_cfg *cfg)
 {
 	const struct url *u = cfg->base;
 	char authority[URL_AUTHORITY_MAX];
-	char *id = url_encode(cfg->client_id);
+	struct buf id = { 0 };
 
 	c->port = u->port;
 	c->address = strdup(u->host);
 	url_format_authority(u, authority, sizeof authority);
 	c->host_hdr = strdup(authority);
-	if (id != NULL)
-		c->path = glue_asprintf("%s/ws?clientId=%s", u->path, id);
-	free(id);
+	if (url_encode(&id, cfg->client_id) == 0)
+		c->path = glue_asprintf("%s/ws?clientId=%s", u->path, id.p);
+	buf_free(&id);
 	if (c->host_hdr != NULL && c->path != NULL)
 		c->url_log = glue_asprintf(
 		    "%s://%s%s", u->tls ? "wss" : "ws", c->host_hdr, c->path);
@@ -181,14 +153,14 @@ ws_client_create(struct loop *l, const struct ws_client_cfg *cfg,
 
 	ping = cfg->ping_interval_s > 0 ? cfg->ping_interval_s : 20;
 	pong = cfg->pong_timeout_s > 0 ? cfg->pong_timeout_s : 10;
-	c->retry.retry_ms_table = backoff_ms;
-	c->retry.retry_ms_table_count = BACKOFF_STEPS;
+	c->retry.retry_ms_table = backoff_upstream.steps_ms;
+	c->retry.retry_ms_table_count = backoff_upstream.n_steps;
 	c->retry.conceal_count = LWS_RETRY_CONCEAL_ALWAYS;
 	/* lws pings after `ping` idle seconds and hangs up when no PONG has
 	 * made the link valid again within ping + pong */
 	c->retry.secs_since_valid_ping = (uint16_t) ping;
 	c->retry.secs_since_valid_hangup = (uint16_t) (ping + pong);
-	c->retry.jitter_percent = 20;
+	c->retry.jitter_percent = backoff_upstream.jitter_pct;
 	c->handshake_timeout_s
 	    = cfg->handshake_timeout_s > 0 ? cfg->handshake_timeout_s : 10;
 	c->stable_s = cfg->stable_s > 0 ? cfg->stable_s : 60;
@@ -240,7 +212,7 @@ link_down(struct ws_client *c)
 static void
 log_failure(struct ws_client *c)
 {
-	bool capped = c->retry_count >= BACKOFF_STEPS;
+	bool capped = c->retry_count >= backoff_upstream.n_steps;
 
 	c->fail_streak++;
 	if (c->fail_streak == 1)

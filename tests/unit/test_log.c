@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "ratelog.h"
 
 static FILE *capture_file;
 static int saved_stderr = -1;
@@ -325,6 +326,49 @@ test_excerpt(void)
 	CHECK_INT(dst[0], 'Q');
 }
 
+static int
+count_lines(const char *s, const char *needle)
+{
+	int n = 0;
+	for (const char *p = s; (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	return n;
+}
+
+static void
+test_ratelog_first_n_then_count(void)
+{
+	struct ratelog r = RATELOG_INIT(3);
+	size_t len;
+
+	log_setup(LOG_LVL_INFO, LOG_FMT_TEXT);
+	capture_begin();
+	for (int i = 0; i < 10; i++)
+		CHECK(ratelog_msg(&r, LOG_LVL_WARN, "t", "refused %d", i)
+		    == (i < 3));
+	ratelog_reset(&r, "t", "refusals");
+	ratelog_msg(&r, LOG_LVL_WARN, "t", "refused again");
+	char *out = capture_end(&len);
+	CHECK_INT(count_lines(out, "refused "), 4);
+	CHECK(strstr(out, "refused 2") != NULL);
+	CHECK(strstr(out, "refused 3") == NULL);
+	CHECK(strstr(out, "7 more refusals") != NULL);
+	CHECK(strstr(out, "refused again") != NULL);
+	free(out);
+}
+
+static void
+test_logchange(void)
+{
+	struct logchange c = { 0 };
+
+	CHECK(logchange_changed(&c, 0));
+	CHECK(!logchange_changed(&c, 0));
+	CHECK(logchange_changed(&c, 2));
+	CHECK(!logchange_changed(&c, 2));
+	CHECK(logchange_changed(&c, 0));
+}
+
 int
 main(void)
 {
@@ -335,5 +379,7 @@ main(void)
 	RUN(test_long_message_truncated);
 	RUN(test_level_parse);
 	RUN(test_excerpt);
+	RUN(test_ratelog_first_n_then_count);
+	RUN(test_logchange);
 	TEST_MAIN_END();
 }

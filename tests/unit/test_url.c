@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 
+#include "buf.h"
 #include "err.h"
 #include "url.h"
 
@@ -368,6 +369,21 @@ test_small_buffers(void)
 	CHECK_INT(tiny[0], 'e');
 }
 
+static void
+test_encode(void)
+{
+	struct buf b = { 0 };
+
+	CHECK_INT(url_encode(&b, "a-Z_0.~"), 0);
+	CHECK_STR(b.p, "a-Z_0.~");
+	buf_reset(&b);
+	CHECK_INT(url_encode(&b, "a b/c?d=\xc3\xa9"), 0);
+	CHECK_STR(b.p, "a%20b%2Fc%3Fd%3D%C3%A9");
+	CHECK_INT(url_encode(&b, ""), 0);
+	CHECK_INT(b.len, strlen("a%20b%2Fc%3Fd%3D%C3%A9"));
+	buf_free(&b);
+}
+
 int
 main(void)
 {
@@ -382,5 +398,6 @@ main(void)
 	RUN(test_secret_never_in_error);
 	RUN(test_secret_never_in_error_systematic);
 	RUN(test_small_buffers);
+	RUN(test_encode);
 	TEST_MAIN_END();
 }

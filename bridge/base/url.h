@@ -31,4 +31,9 @@ int url_format_public(const struct url *u, char *dst, unsigned cap);
  * Host header. Returns the length written (truncated to cap - 1). */
 int url_format_authority(const struct url *u, char *dst, unsigned cap);
 
+struct buf;
+/* Appends s percent-encoded (RFC 3986: all but unreserved characters) to
+ * out, for a query value or a path segment. Returns 0 or BR_ENOMEM. */
+int url_encode(struct buf *out, const char *s);
+
 #endif

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "err.h"
 
 static const struct {
@@ -375,4 +376,26 @@ url_format_authority(const struct url *u, char *dst, unsigned cap)
 	return written(snprintf(dst, cap, "%s%s%s:%d", brackets ? "[" : "",
 	                   u->host, brackets ? "]" : "", u->port),
 	    dst, cap);
+}
+
+int
+url_encode(struct buf *out, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	if (buf_reserve(out, strlen(s) * 3) != 0)
+		return BR_ENOMEM;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char) *s;
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+		    || (c >= '0' && c <= '9') || c == '-' || c == '_'
+		    || c == '.' || c == '~') {
+			out->p[out->len++] = (char) c;
+		} else {
+			out->p[out->len++] = '%';
+			out->p[out->len++] = hex[c >> 4];
+			out->p[out->len++] = hex[c & 15];
+		}
+	}
+	out->p[out->len] = '\0';
+	return 0;
 }

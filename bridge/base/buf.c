@@ -1,0 +1,65 @@
+/* See buf.h. */
+#include "buf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+int
+buf_reserve(struct buf *b, size_t n)
+{
+	if (n >= (size_t) -1 - b->len - 1)
+		return BR_ENOMEM;
+	if (b->len + n + 1 <= b->cap)
+		return 0;
+	size_t cap = b->cap ? b->cap : 128;
+	while (cap < b->len + n + 1)
+		cap = cap > (size_t) -1 / 2 ? b->len + n + 1 : cap * 2;
+	char *p = realloc(b->p, cap);
+	if (p == NULL)
+		return BR_ENOMEM;
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+int
+buf_append(struct buf *b, const void *s, size_t n)
+{
+	if (buf_reserve(b, n) != 0)
+		return BR_ENOMEM;
+	if (n > 0)
+		memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+	return 0;
+}
+
+int
+buf_puts(struct buf *b, const char *s)
+{
+	return buf_append(b, s, strlen(s));
+}
+
+int
+buf_set(struct buf *b, const void *s, size_t n)
+{
+	b->len = 0;
+	return buf_append(b, s, n);
+}
+
+void
+buf_reset(struct buf *b)
+{
+	b->len = 0;
+	if (b->p != NULL)
+		b->p[0] = '\0';
+}
+
+void
+buf_free(struct buf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}

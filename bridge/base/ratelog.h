@@ -1,0 +1,43 @@
+/* The one rate-limited logger, for conditions that may repeat per event or
+ * per connection attempt: "first N, then count" (the first first_n
+ * occurrences are logged at their level, the rest at debug and counted;
+ * ratelog_reset logs the count and starts over), and "log on change" (a
+ * value is logged only when it differs from the last one logged). Pure
+ * data; logs through log.h. */
+#ifndef C2M_RATELOG_H
+#define C2M_RATELOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "log.h"
+
+struct ratelog {
+	unsigned first_n; /* occurrences logged at full level per series */
+	unsigned seen; /* in this series */
+	uint64_t suppressed; /* in this series, past first_n */
+};
+
+#define RATELOG_INIT(n)                                                       \
+	{                                                                     \
+		.first_n = (n)                                                \
+	}
+
+/* One occurrence: logged at lvl while the series is within first_n, at
+ * debug afterwards (and counted). Returns true when logged at lvl. */
+bool ratelog_msg(struct ratelog *r, enum log_level lvl, const char *src,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Ends a series (the condition cleared): logs at info how many were
+ * suppressed, if any, naming what; the next occurrence logs again. */
+void ratelog_reset(struct ratelog *r, const char *src, const char *what);
+
+struct logchange {
+	bool set;
+	int last;
+};
+
+/* True when value differs from the last value passed (or is the first):
+ * the caller logs then. */
+bool logchange_changed(struct logchange *c, int value);
+
+#endif

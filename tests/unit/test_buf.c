@@ -1,0 +1,68 @@
+/* buf: appends grow and keep a NUL after the content, reset keeps memory,
+ * free empties, and a failed reservation leaves the buffer unchanged. */
+#include "test.h"
+
+#include <stdint.h>
+
+#include "buf.h"
+#include "err.h"
+
+static void
+test_append_grows_and_terminates(void)
+{
+	struct buf b = { 0 };
+	char chunk[100];
+
+	memset(chunk, 'x', sizeof chunk);
+	for (int i = 0; i < 50; i++)
+		CHECK_INT(buf_append(&b, chunk, sizeof chunk), 0);
+	CHECK_INT(b.len, 5000);
+	CHECK(b.cap > 5000);
+	CHECK_INT(b.p[5000], '\0');
+	CHECK_INT(strspn(b.p, "x"), 5000);
+	CHECK_INT(buf_puts(&b, "yz"), 0);
+	CHECK_STR(b.p + 5000, "yz");
+	buf_free(&b);
+	CHECK(b.p == NULL);
+	CHECK_INT(b.len, 0);
+}
+
+static void
+test_set_and_reset(void)
+{
+	struct buf b = { 0 };
+
+	CHECK_INT(buf_set(&b, "hello", 5), 0);
+	CHECK_STR(b.p, "hello");
+	char *mem = b.p;
+	buf_reset(&b);
+	CHECK_INT(b.len, 0);
+	CHECK_STR(b.p, "");
+	CHECK_INT(buf_set(&b, "hi", 2), 0);
+	CHECK(b.p == mem);
+	CHECK_STR(b.p, "hi");
+	CHECK_INT(buf_append(&b, NULL, 0), 0);
+	CHECK_STR(b.p, "hi");
+	buf_free(&b);
+}
+
+static void
+test_impossible_reservation_fails_cleanly(void)
+{
+	struct buf b = { 0 };
+
+	CHECK_INT(buf_set(&b, "keep", 4), 0);
+	CHECK_INT(buf_reserve(&b, SIZE_MAX - 2), BR_ENOMEM);
+	CHECK_STR(b.p, "keep");
+	CHECK_INT(b.len, 4);
+	buf_free(&b);
+}
+
+int
+main(void)
+{
+	RUN(test_append_grows_and_terminates);
+	RUN(test_set_and_reset);
+	RUN(test_impossible_reservation_fails_cleanly);
+	TEST_MAIN_END();
+}
