@@ -72,7 +72,11 @@ def contract_topics():
         addr = (m.group(1).replace("<p>", "{prefix}").replace("<i>", "{instance}")
                 .replace("<id>", "{prompt_id}").replace("<type>", "{type}"))
         retained = m.group(2).strip().startswith("yes")
-        qos = {int(q) for q in re.findall(r"\b([012])\b", m.group(3))}
+        # section references such as "(§3.2)" are not QoS levels
+        cell = re.sub(r"§[0-9.]+", "", m.group(3))
+        qos = {int(q) for q in re.findall(r"\b([012])\b", cell)}
+        if not qos:
+            continue  # a topic the bridge subscribes to (commands): no QoS of ours
         out[addr] = (retained, qos)
     return out
 
