@@ -74,7 +74,7 @@ utf8_json_plain_run(const void *buf, size_t n)
 size_t utf8_encode(uint32_t cp, unsigned char out[4]);
 
 /* true when cp may appear in an MQTT UTF-8 string (topic, user property,
- * content type): MQTT 5 §1.5.4 forbids U+0000 and lets a receiver refuse
+ * content type): MQTT forbids U+0000 in its strings and lets a receiver refuse
  * the control characters U+0001-U+001F and U+007F-U+009F and the
  * non-characters, and mosquitto does (it drops the connection). */
 bool utf8_mqtt_allowed(uint32_t cp);

@@ -1,6 +1,7 @@
-/* ComfyUI binary frame parsing (protocol.md §3). Lengths declared inside
- * the frame are untrusted: each is compared with the bytes that remain
- * (a subtraction that cannot wrap), never added to an offset first. */
+/* ComfyUI binary frame parsing (bridge/README.md#binary-frames). Lengths
+ * declared inside the frame are untrusted: each is compared with the bytes
+ * that remain (a subtraction that cannot wrap), never added to an offset
+ * first. */
 #include "binframe.h"
 
 #include <string.h>

@@ -1,6 +1,6 @@
-/* ComfyUI binary WebSocket frames (protocol.md §3): a 4-byte big-endian
- * event type, then a type-specific payload. Pure parsing into borrowed
- * slices; every length is checked against the frame length. */
+/* ComfyUI binary WebSocket frames (bridge/README.md#binary-frames): a 4-byte
+ * big-endian event type, then a type-specific payload. Pure parsing into
+ * borrowed slices; every length is checked against the frame length. */
 #ifndef C2M_BINFRAME_H
 #define C2M_BINFRAME_H
 
