@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, starts a local mosquitto on
-# 127.0.0.1:1883 when no broker answers there, and runs the bridge.
+# Installs what is missing, builds the daemon alone (no test targets),
+# starts a local mosquitto on 127.0.0.1:1883 when no broker answers there
+# (stopped again when the bridge exits), and runs the bridge.
 # Arguments go to comfy2mqtt (default: --comfyui http://127.0.0.1:8188).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-scripts/build.sh build
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-if ! port_open 1883; then
-	echo "no MQTT broker answers on 127.0.0.1:1883: starting mosquitto"
-	conf=$(mktemp /tmp/comfy2mqtt-mosquitto.XXXXXX.conf)
-	printf 'listener 1883 127.0.0.1\nallow_anonymous true\nuser root\n' >"$conf"
-	mosquitto -d -c "$conf"
-	for _ in $(seq 50); do port_open 1883 && break; sleep 0.1; done
-fi
-exec build/comfy2mqtt "$@"
+scripts/build.sh build -DC2M_TESTS=OFF
+. scripts/broker.sh
+start_local_broker "${C2M_MQTT_PORT:-1883}"
+trap 'stop_local_broker' EXIT
+trap 'kill -TERM "$bridge" 2>/dev/null' INT TERM HUP
+build/comfy2mqtt "$@" &
+bridge=$!
+rc=0
+while kill -0 "$bridge" 2>/dev/null; do
+	wait "$bridge" && rc=0 || rc=$?
+done
+exit "$rc"
