@@ -500,3 +500,20 @@ def test_ha_remove_fails_without_broker(sim):
                                    "--instance", INSTANCE, "--ha-remove"], timeout=30)
     assert res.returncode == 1, "--ha-remove without a broker exited %d" % res.returncode
     assert sanitize(INSTANCE) in res.stderr.decode() and "not cleared" in res.stderr.decode(), res.stderr.decode()
+
+
+def test_discovery_matches_the_asyncapi_schema(broker, sim, collector, make_bridge):
+    """The payload schema in schema/asyncapi.yaml (origin included: Home
+    Assistant requires it) accepts what the bridge really announces."""
+    import jsonschema
+    import yaml
+
+    doc = yaml.safe_load(open(harness.SCHEMA_DIR + "/asyncapi.yaml", encoding="utf-8"))
+    schema = doc["components"]["messages"]["haDiscovery"]["payload"]
+    assert "origin" in schema.get("required", []), "the schema must require origin"
+    bridge = make_bridge(sim.url, broker.url, extra_args=["--ha-discovery"])
+    bridge.wait_connected(collector, sim)
+    ms = wait_discovery(collector)
+    assert ms, "no discovery message on %s%s" % (DISCOVERY_TOPIC, bridge.context())
+    errors = sorted(e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(ms[-1].json()))
+    assert not errors, "discovery payload does not match schema/asyncapi.yaml: %s" % errors

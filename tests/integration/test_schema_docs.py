@@ -164,7 +164,8 @@ def test_asyncapi_lists_every_contract_topic_with_qos_and_retain():
     expected.update(BRIDGE_EXTENSIONS)
 
     channels = doc["channels"]
-    by_address = {c["address"]: name for name, c in channels.items()}
+    # the contract writes Home Assistant's prefix as its default
+    by_address = {c["address"].replace("{ha_prefix}", "homeassistant"): name for name, c in channels.items()}
     assert set(by_address) == set(expected), "asyncapi channels %s\n!= contract topics %s" % (
         sorted(by_address), sorted(expected))
 
@@ -172,7 +173,7 @@ def test_asyncapi_lists_every_contract_topic_with_qos_and_retain():
     for address, (retained, qos_set) in expected.items():
         name = by_address[address]
         ch = channels[name]
-        params = set(re.findall(r"\{(\w+)\}", address))
+        params = set(re.findall(r"\{(\w+)\}", ch["address"]))
         declared = set((ch.get("parameters") or {}).keys())
         if params != declared:
             problems.append("%s: parameters %s, address uses %s" % (name, sorted(declared), sorted(params)))
@@ -192,6 +193,16 @@ def test_asyncapi_lists_every_contract_topic_with_qos_and_retain():
         if got_qos != qos_set:
             problems.append("%s: qos %s, contract says %s" % (name, sorted(got_qos, key=str), sorted(qos_set)))
     assert not problems, "\n".join(problems)
+
+
+def test_asyncapi_hard_codes_no_prefix():
+    """--prefix and --ha-prefix are options: the will and every address use parameters."""
+    doc = asyncapi()
+    will = doc["servers"]["broker"]["bindings"]["mqtt"]["lastWill"]["topic"]
+    assert will.startswith("{prefix}/"), "last will topic %r hard-codes the prefix" % will
+    bad = [c["address"] for c in doc["channels"].values()
+           if c["address"].startswith(("comfyui/", "homeassistant/"))]
+    assert not bad, "addresses with a fixed prefix: %s" % bad
 
 
 def test_asyncapi_documents_expiry():
