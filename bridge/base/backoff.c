@@ -1,12 +1,17 @@
-/* See backoff.h. The delays are the contract's: 0.25 s doubling, capped. */
+/* See backoff.h. Delays double from 0.25 s. The upstream stops at 4 s, 4.8 s
+ * with its jitter: a ComfyUI restart is routine (every custom-node install
+ * does one), and the bridge is back within 5 s of the server answering,
+ * however many restarts came before. The broker and HTTP retries go on to 30
+ * s. */
 #include "backoff.h"
 
+static const uint32_t doubling_4s[] = { 250, 500, 1000, 2000, 4000 };
 static const uint32_t doubling_30s[]
     = { 250, 500, 1000, 2000, 4000, 8000, 16000, 30000 };
 
 #define STEPS(a) (a), (uint16_t) (sizeof(a) / sizeof((a)[0]))
 
-const struct backoff_policy backoff_upstream = { STEPS(doubling_30s), 20 };
+const struct backoff_policy backoff_upstream = { STEPS(doubling_4s), 20 };
 const struct backoff_policy backoff_http = { STEPS(doubling_30s), 0 };
 const struct backoff_policy backoff_broker = { STEPS(doubling_30s), 20 };
 
