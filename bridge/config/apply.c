@@ -33,13 +33,14 @@ shown_value(char *dst, unsigned cap, const char *value)
 void
 loader_warn(struct loader *ld, const char *fmt, ...)
 {
+	struct config *c = ld->c;
 	va_list ap;
 
-	if (ld->n_warnings >= MAX_WARNINGS)
+	if (c->n_warnings >= CONFIG_MAX_WARNINGS)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(
-	    ld->warnings[ld->n_warnings++], sizeof ld->warnings[0], fmt, ap);
+	    c->warnings[c->n_warnings++], sizeof c->warnings[0], fmt, ap);
 	va_end(ap);
 }
 

@@ -386,7 +386,7 @@ run_loader(
 }
 
 /* c owns copies of every string it keeps; argv, envp and the files are
- * only read. Queued warnings are logged once the log options are known. */
+ * only read. Warnings wait in c until main has set up logging. */
 int
 config_load(struct config *c, int argc, char **argv, char *const *envp,
     char *err, size_t errlen, FILE *out)
@@ -411,16 +411,18 @@ config_load(struct config *c, int argc, char **argv, char *const *envp,
 	ld->errlen = errlen;
 	rc = run_loader(
 	    ld, argc, argv, envp ? envp : environ, out ? out : stdout);
-	if (rc == CONFIG_OK) {
-		/* warnings collected so far use the configured log format */
-		log_setup((enum log_level) c->log_level,
-		    (enum log_format) c->log_format);
-		for (int i = 0; i < ld->n_warnings; i++)
-			log_warn("config", "%s", ld->warnings[i]);
-	}
 	explicit_bzero(ld, sizeof *ld);
 	free(ld);
 	return rc;
+}
+
+/* Logging is main's: it knows the level and format only after this load,
+ * and a warning must come out in the format asked for. */
+void
+config_log_warnings(const struct config *c)
+{
+	for (int i = 0; i < c->n_warnings; i++)
+		log_warn("config", "%s", c->warnings[i]);
 }
 
 /* Frees and wipes (secrets included) everything c owns. */

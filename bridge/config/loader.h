@@ -10,8 +10,6 @@
 #include "config.h"
 #include "option.h"
 
-#define MAX_WARNINGS 16
-
 struct loader {
 	struct config *c;
 	char *err;
@@ -21,8 +19,6 @@ struct loader {
 	unsigned line;
 	enum source set_at[OPTIONS_MAX];
 	unsigned line_at[OPTIONS_MAX];
-	char warnings[MAX_WARNINGS][256];
-	int n_warnings;
 };
 
 /* Applies the text value (NULL: bare bool flag) to option idx from the
@@ -36,8 +32,8 @@ int config_derive(struct loader *ld);
 /* Writes the --help text, one entry per option, to out. */
 void config_print_help(FILE *out);
 
-/* Queues a warning for the log (never a secret: name options, not
- * values). */
+/* Adds a warning to ld->c->warnings, for main to log (never a secret:
+ * name options, not values). */
 void loader_warn(struct loader *ld, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -676,6 +676,7 @@ test_instance_sanitized(void)
 
 	capture_begin();
 	CHECK_INT(load(&c, NULL, "--instance", "gpu/1+#", NULL), CONFIG_OK);
+	config_log_warnings(&c);
 	logged = capture_end();
 	CHECK_STR(c.instance, "gpu_1__");
 	CHECK_STR(c.client_id, "comfy2mqtt-gpu_1__");
@@ -722,6 +723,7 @@ test_url_credentials(void)
 	CHECK_INT(
 	    load(&c, NULL, "--mqtt", "mqtt://alice:" SECRET "@broker", NULL),
 	    CONFIG_OK);
+	config_log_warnings(&c);
 	logged = capture_end();
 	CHECK_STR(c.mqtt_username, "alice");
 	CHECK_STR(c.mqtt_password, SECRET);
@@ -797,6 +799,7 @@ test_secrets_never_leak(void)
 	              "mqtt://u:" SECRET "@broker:1884", "--comfyui",
 	              "http://u:" SECRET "@comfy:8188/p", NULL),
 	    CONFIG_OK);
+	config_log_warnings(&c);
 	logged = capture_end();
 	CHECK(contains(logged, "--mqtt-password on the command line"));
 	CHECK(strstr(logged, SECRET) == NULL);
@@ -958,7 +961,39 @@ test_json_reflects_values(void)
 	CHECK(contains(json, "\"mqtt_password_set\":false"));
 	CHECK(strstr(json, "\"mqtt_password\":") == NULL);
 	config_free(&c);
+}
+
+/* main owns logging: config_load logs nothing and leaves the level and
+ * format alone; its warnings wait in the struct for config_log_warnings. */
+static void
+test_logging_left_to_main(void)
+{
+	struct config c;
+	char *logged;
+
 	log_setup(LOG_LVL_INFO, LOG_FMT_TEXT);
+	capture_begin();
+	CHECK_INT(load(&c, NULL, "--log-level", "error", "--log-format",
+	              "json", "--instance", "a/b", NULL),
+	    CONFIG_OK);
+	logged = capture_end();
+	CHECK_STR(logged, "");
+	free(logged);
+	CHECK_INT(log_get_level(), LOG_LVL_INFO);
+	CHECK_INT(c.n_warnings, 1);
+	CHECK(contains(c.warnings[0], "\"a_b\""));
+
+	/* the caller's format applies to the warnings */
+	log_setup(LOG_LVL_WARN, LOG_FMT_JSON);
+	capture_begin();
+	config_log_warnings(&c);
+	logged = capture_end();
+	log_setup(LOG_LVL_INFO, LOG_FMT_TEXT);
+	CHECK(contains(logged, "{\""));
+	CHECK(contains(logged, "a_b"));
+	free(logged);
+	config_free(&c);
+	CHECK_INT(c.n_warnings, 0);
 }
 
 int
@@ -991,6 +1026,7 @@ main(void)
 	RUN(test_secrets_never_leak);
 	RUN(test_help_lists_everything);
 	RUN(test_json_reflects_values);
+	RUN(test_logging_left_to_main);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", tmpdir);
