@@ -10,11 +10,14 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "loader.h"
 #include "log.h"
 
@@ -131,42 +134,97 @@ apply_file_line(struct loader *ld, char *line)
 	return apply_value(ld, idx, value);
 }
 
+/* A config file holds a few dozen lines; the cap keeps a wrong path
+ * (/dev/zero, a log file) from taking the memory. */
+#define CONFIG_FILE_MAX (1024 * 1024)
+#define READ_CHUNK      (64 * 1024)
+
+/* Reads all of the file at path into b, failing with 78 past the cap.
+ * Sized from fstat up front, so the buffer holding secrets is not
+ * reallocated (and its old copies left unwiped) for a regular file. */
+static int
+read_config_file(
+    struct loader *ld, const char *path, enum source from, struct buf *b)
+{
+	const struct opt *o = &options[option_index("config")];
+	char shown[256];
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc = CONFIG_OK;
+
+	shown_value(shown, sizeof shown, path);
+	if (fd < 0)
+		return bad_at(ld, o, from, 0, "cannot read \"%s\": %s", shown,
+		    strerror(errno));
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0
+	    && buf_reserve(b,
+	        (size_t) st.st_size < CONFIG_FILE_MAX ? (size_t) st.st_size + 1
+	                                              : CONFIG_FILE_MAX + 1))
+		rc = out_of_memory(ld);
+	while (rc == CONFIG_OK) {
+		size_t room = CONFIG_FILE_MAX + 1 - b->len;
+		ssize_t n;
+		if (b->cap - b->len <= 1 && buf_reserve(b, READ_CHUNK)) {
+			rc = out_of_memory(ld);
+			break;
+		}
+		if (room > b->cap - b->len - 1)
+			room = b->cap - b->len - 1;
+		n = read(fd, b->p + b->len, room);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			rc = bad_at(ld, o, from, 0, "cannot read \"%s\": %s",
+			    shown, strerror(errno));
+		if (n <= 0)
+			break;
+		b->len += (size_t) n;
+		b->p[b->len] = '\0';
+		if (b->len > CONFIG_FILE_MAX)
+			rc = bad_at(ld, o, from, 0,
+			    "\"%s\" is larger than 1 MiB, the most a config "
+			    "file may hold",
+			    shown);
+	}
+	close(fd);
+	return rc;
+}
+
+/* Applies the lines of text (len bytes, NUL-terminated) in order. */
+static int
+apply_file_text(struct loader *ld, char *text, size_t len)
+{
+	char *p = text, *end = text + len;
+	int rc = CONFIG_OK;
+
+	while (p < end && rc == CONFIG_OK) {
+		char *eol = memchr(p, '\n', (size_t) (end - p));
+		if (!eol)
+			eol = end;
+		ld->line++;
+		if (memchr(p, '\0', (size_t) (eol - p)))
+			return file_error(ld, "NUL byte in line");
+		*eol = '\0';
+		rc = apply_file_line(ld, p);
+		p = eol + 1;
+	}
+	return rc;
+}
+
 static int
 apply_config_file(struct loader *ld, const char *path, enum source from)
 {
-	char *line = NULL, shown[256];
-	size_t cap = 0;
-	ssize_t n;
-	FILE *f;
-	int rc = CONFIG_OK;
+	struct buf text = { 0 };
+	int rc;
 
 	ld->src = SRC_FILE;
 	ld->file = path;
 	ld->line = 0;
-	f = fopen(path, "r");
-	if (!f) {
-		int idx = option_index("config");
-		bad_at(ld, &options[idx], from, 0, "cannot read \"%s\": %s",
-		    shown_value(shown, sizeof shown, path), strerror(errno));
-		return CONFIG_BAD_FILE;
-	}
-	while ((n = getline(&line, &cap, f)) >= 0) {
-		ld->line++;
-		if (strlen(line) != (size_t) n) {
-			rc = file_error(ld, "NUL byte in line");
-			break;
-		}
-		rc = apply_file_line(ld, line);
-		if (rc)
-			break;
-	}
-	if (rc == CONFIG_OK && ferror(f))
-		rc = file_error(ld, "read error: %s", strerror(errno));
-	if (line) {
-		explicit_bzero(line, cap);
-		free(line);
-	}
-	fclose(f);
+	rc = read_config_file(ld, path, from, &text);
+	if (rc == CONFIG_OK && text.len > 0)
+		rc = apply_file_text(ld, text.p, text.len);
+	if (text.p)
+		explicit_bzero(text.p, text.cap);
+	buf_free(&text);
 	/* the file result is CONFIG_BAD_FILE whatever the option said */
 	return rc ? CONFIG_BAD_FILE : CONFIG_OK;
 }

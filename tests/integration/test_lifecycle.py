@@ -6,6 +6,7 @@ properties, and starting / reconnecting while the broker or ComfyUI is down
 import os
 import re
 import signal
+import time
 import uuid
 
 import pytest
@@ -187,6 +188,17 @@ def test_bad_config_file_exits_78(tmp_path, content):
     err = r.stderr.decode("utf-8", "replace")
     assert r.returncode == 78, "expected exit 78 for a bad config file, got %d; stderr:\n%s" % (r.returncode, err)
     assert "bad.conf" in err, "message should name the config file: %r" % err
+
+
+def test_endless_config_file_exits_78_at_the_cap():
+    t0 = time.monotonic()
+    r = harness.run_bridge_once(["--config", "/dev/zero"], timeout=10)
+    took = time.monotonic() - t0
+    err = r.stderr.decode("utf-8", "replace")
+    assert r.returncode == 78, "expected exit 78 for /dev/zero as config file, got %d; stderr:\n%s" % (
+        r.returncode, err)
+    assert "/dev/zero" in err and "1 MiB" in err, "message should name the file and the cap: %r" % err
+    assert took < 5, "reading /dev/zero took %.1f s: the read is not bounded" % took
 
 
 # --------------------------------------------------------------------------

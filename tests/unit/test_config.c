@@ -963,6 +963,42 @@ test_json_reflects_values(void)
 	config_free(&c);
 }
 
+/* A config file is read up to 1 MiB: a wrong path (/dev/zero, a log file)
+ * must fail fast with 78 instead of filling the memory. */
+static void
+test_file_size_cap(void)
+{
+	struct config c;
+	size_t cap = 1024 * 1024;
+	char *text = malloc(cap + 2);
+	const char *at_cap, *over_cap;
+
+	/* "prefix = p", then one comment line up to the cap */
+	memset(text, '#', cap + 1);
+	memcpy(text, "prefix = p\n", 11);
+	text[cap - 1] = '\n';
+	text[cap] = '\0';
+	at_cap = write_temp(text);
+	text[cap - 1] = '#';
+	text[cap] = '\n';
+	text[cap + 1] = '\0';
+	over_cap = write_temp(text);
+	free(text);
+
+	CHECK_INT(load(&c, NULL, "--config", at_cap, NULL), CONFIG_OK);
+	CHECK_STR(c.prefix, "p");
+	config_free(&c);
+	CHECK_INT(
+	    load_fail(NULL, "--config", over_cap, NULL), CONFIG_BAD_FILE);
+	CHECK(contains(err, over_cap));
+	CHECK(contains(err, "larger than 1 MiB"));
+	if (access("/dev/zero", R_OK) == 0) {
+		CHECK_INT(load_fail(NULL, "--config", "/dev/zero", NULL),
+		    CONFIG_BAD_FILE);
+		CHECK(contains(err, "\"/dev/zero\" is larger than 1 MiB"));
+	}
+}
+
 /* main owns logging: config_load logs nothing and leaves the level and
  * format alone; its warnings wait in the struct for config_log_warnings. */
 static void
@@ -1027,6 +1063,7 @@ main(void)
 	RUN(test_help_lists_everything);
 	RUN(test_json_reflects_values);
 	RUN(test_logging_left_to_main);
+	RUN(test_file_size_cap);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", tmpdir);
