@@ -381,6 +381,14 @@ add_header(
 	size_t name_len;
 	char *copy;
 
+	/* checked before trimming: a line break would end the header and
+	 * start another one on the wire */
+	if (memchr(text, '\r', len) || memchr(text, '\n', len))
+		return bad(ld, o,
+		    "a header may not hold a line break (CR or LF); give "
+		    "each header on its own: one per --%s, one per line "
+		    "(LF only) in the environment",
+		    o->name);
 	while (len > 0 && isspace((unsigned char) *text)) {
 		text++;
 		len--;
@@ -454,13 +462,16 @@ add_list_item(
 	return CONFIG_OK;
 }
 
-/* Headers are split per line (the environment has one variable for all),
- * event lists per comma. A source replaces the list of a lower source. */
+/* Event lists are split per comma. Headers are split per line in the
+ * environment only, which has one variable for all; a flag or a file line
+ * holds one header. A source replaces the list of a lower source. */
 static int
 apply_list(struct loader *ld, int idx, const char *value)
 {
 	const struct opt *o = &options[idx];
-	char sep = o->kind == OPT_HEADER ? '\n' : ',';
+	char sep = o->kind == OPT_LIST ? ','
+	    : ld->src == SRC_ENV       ? '\n'
+	                               : '\0';
 	int rc;
 
 	if (ld->set_at[idx] < ld->src)

@@ -168,7 +168,8 @@ def test_help_exits_0_and_lists_options():
     (["--no-such-flag"], "--no-such-flag"),
     (["--state-ttl", "soon"], "--state-ttl"),
     (["--mqtt-protocol", "4"], "--mqtt-protocol"),
-], ids=["unknown", "bad-number", "bad-enum"])
+    (["--comfyui-header", "X-A: 1\r\nX-Injected: 2"], "--comfyui-header"),
+], ids=["unknown", "bad-number", "bad-enum", "header-crlf"])
 def test_bad_flag_exits_64_with_one_line(args, named):
     r = harness.run_bridge_once(args)
     err = r.stderr.decode("utf-8", "replace").strip()
@@ -199,6 +200,17 @@ def test_endless_config_file_exits_78_at_the_cap():
         r.returncode, err)
     assert "/dev/zero" in err and "1 MiB" in err, "message should name the file and the cap: %r" % err
     assert took < 5, "reading /dev/zero took %.1f s: the read is not bounded" % took
+
+
+def test_header_with_line_break_never_echoed():
+    secret = "Zebra-S3cr3t-hdr"
+    for args, env in ((["--comfyui-header", "Authorization: Bearer %s\nX-Injected: 1" % secret], None),
+                      ([], {"COMFY2MQTT_COMFYUI_HEADER": "Authorization: Bearer %s\r\nX-Injected: 1" % secret})):
+        r = harness.run_bridge_once(args, env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 64, "expected exit 64 for a header with a line break, got %d: %r" % (r.returncode, out)
+        assert b"COMFYUI_HEADER" in out.upper().replace(b"-", b"_"), "message should name the option: %r" % out
+        assert secret.encode() not in out, "the header value appears in the output: %r" % out
 
 
 # --------------------------------------------------------------------------

@@ -999,6 +999,46 @@ test_file_size_cap(void)
 	}
 }
 
+/* A CR or LF in a header would end it and start another one on the wire;
+ * the value may be a secret, so the error names the option only. */
+static void
+test_header_line_breaks(void)
+{
+	struct config c;
+	char env_crlf[] = "COMFY2MQTT_COMFYUI_HEADER=X-A: 1\r\nX-B: 2";
+	char env_lf[] = "COMFY2MQTT_COMFYUI_HEADER=X-A: 1\nX-B: 2\n";
+	char *envp_crlf[] = { env_crlf, NULL }, *envp_lf[] = { env_lf, NULL };
+	const char *in_file = write_temp(
+	    "comfyui-header = \"X-A: " SECRET "\rInjected: 1\"\n");
+	const char *bad[] = {
+		"X-A: " SECRET "\r\nInjected: 1",
+		"X-A: " SECRET "\nInjected: 1",
+		"X-A: " SECRET "\r",
+		"X-A: " SECRET "\n",
+		"\r\nX-A: " SECRET,
+		"X-A\r: " SECRET,
+	};
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		CHECK_INT(load_fail(NULL, "--comfyui-header", bad[i], NULL),
+		    CONFIG_USAGE);
+		CHECK(contains(err, "--comfyui-header:"));
+		CHECK(strstr(err, SECRET) == NULL);
+	}
+	CHECK_INT(load_fail(envp_crlf, NULL), CONFIG_USAGE);
+	CHECK(contains(err, "COMFY2MQTT_COMFYUI_HEADER:"));
+	CHECK(contains(err, "CR"));
+	CHECK_INT(load_fail(NULL, "--config", in_file, NULL), CONFIG_BAD_FILE);
+	CHECK(contains(err, ":1: comfyui-header:"));
+	CHECK(strstr(err, SECRET) == NULL);
+
+	/* the environment's one-header-per-line form still works */
+	CHECK_INT(load(&c, envp_lf, NULL), CONFIG_OK);
+	CHECK_INT(c.n_comfyui_headers, 2);
+	CHECK_STR(c.comfyui_header[1], "X-B: 2");
+	config_free(&c);
+}
+
 /* main owns logging: config_load logs nothing and leaves the level and
  * format alone; its warnings wait in the struct for config_log_warnings. */
 static void
@@ -1064,6 +1104,7 @@ main(void)
 	RUN(test_json_reflects_values);
 	RUN(test_logging_left_to_main);
 	RUN(test_file_size_cap);
+	RUN(test_header_line_breaks);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", tmpdir);
