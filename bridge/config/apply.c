@@ -580,6 +580,12 @@ apply_value(struct loader *ld, int idx, const char *value)
 		    options[other].name, o->name);
 	if (!value)
 		value = "true";
+	/* an empty flag is usually an unset shell variable */
+	if (o->flag_nonempty && ld->src == SRC_FLAG && !*value)
+		return bad(ld, o,
+		    "is empty; give a value, or leave --%s out for the "
+		    "default (%s)",
+		    o->name, o->shown);
 	switch (o->kind) {
 	case OPT_STR:
 	case OPT_CONFIG:

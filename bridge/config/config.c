@@ -97,6 +97,21 @@ unquote(char *value)
 	return value + 1;
 }
 
+/* A key given twice is likely a forgotten line: the last one wins, as
+ * flags do, but say so. A list key adds to its list instead. */
+static void
+warn_duplicate(struct loader *ld, int idx)
+{
+	const struct opt *o = &options[idx];
+
+	if (ld->set_at[idx] != SRC_FILE || o->kind == OPT_HEADER
+	    || o->kind == OPT_LIST)
+		return;
+	loader_warn(ld,
+	    "%s:%u: %s is also set on line %u; the value on line %u is used",
+	    ld->file, ld->line, o->name, ld->line_at[idx], ld->line);
+}
+
 static int
 apply_file_line(struct loader *ld, char *line)
 {
@@ -131,6 +146,7 @@ apply_file_line(struct loader *ld, char *line)
 	if (!value)
 		return file_error(ld, "%s: unterminated or misplaced '\"'",
 		    options[idx].name);
+	warn_duplicate(ld, idx);
 	return apply_value(ld, idx, value);
 }
 
@@ -196,6 +212,9 @@ apply_file_text(struct loader *ld, char *text, size_t len)
 	char *p = text, *end = text + len;
 	int rc = CONFIG_OK;
 
+	/* editors on Windows start UTF-8 files with a byte order mark */
+	if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+		p += 3;
 	while (p < end && rc == CONFIG_OK) {
 		char *eol = memchr(p, '\n', (size_t) (end - p));
 		if (!eol)

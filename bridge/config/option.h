@@ -55,6 +55,8 @@ struct opt {
 	double dlo, dhi; /* OPT_DOUBLE: lo < value <= hi */
 	const struct choice *choices;
 	const char *help;
+	bool flag_nonempty; /* "" on the command line is an error, not
+	                       "unset" (the file and environment unset) */
 };
 
 extern const struct opt options[];

@@ -168,8 +168,9 @@ def test_help_exits_0_and_lists_options():
     (["--no-such-flag"], "--no-such-flag"),
     (["--state-ttl", "soon"], "--state-ttl"),
     (["--mqtt-protocol", "4"], "--mqtt-protocol"),
+    (["--instance", ""], "--instance"),
     (["--comfyui-header", "X-A: 1\r\nX-Injected: 2"], "--comfyui-header"),
-], ids=["unknown", "bad-number", "bad-enum", "header-crlf"])
+], ids=["unknown", "bad-number", "bad-enum", "empty-instance", "header-crlf"])
 def test_bad_flag_exits_64_with_one_line(args, named):
     r = harness.run_bridge_once(args)
     err = r.stderr.decode("utf-8", "replace").strip()

@@ -1039,6 +1039,60 @@ test_header_line_breaks(void)
 	config_free(&c);
 }
 
+static void
+test_file_bom_and_duplicates(void)
+{
+	struct config c;
+	const char *bom = write_temp("\xEF\xBB\xBFprefix = bom\n");
+	const char *dup = write_temp("prefix = first\n"
+	                             "# c\n"
+	                             "mqtt-password = " SECRET "1\n"
+	                             "comfyui-header = X-A: 1\n"
+	                             "PREFIX = second\n"
+	                             "comfyui-header = X-B: 2\n"
+	                             "mqtt_password = " SECRET "2\n");
+
+	CHECK_INT(load(&c, NULL, "--config", bom, NULL), CONFIG_OK);
+	CHECK_STR(c.prefix, "bom");
+	CHECK_INT(c.n_warnings, 0);
+	config_free(&c);
+
+	/* the last value wins, as before, with a warning naming both lines;
+	 * repeating a list key adds to the list and is not a duplicate */
+	CHECK_INT(load(&c, NULL, "--config", dup, NULL), CONFIG_OK);
+	CHECK_STR(c.prefix, "second");
+	CHECK_STR(c.mqtt_password, SECRET "2");
+	CHECK_INT(c.n_comfyui_headers, 2);
+	CHECK_INT(c.n_warnings, 2);
+	CHECK(contains(c.warnings[0], dup));
+	CHECK(contains(c.warnings[0], ":5: prefix"));
+	CHECK(contains(c.warnings[0], "line 1"));
+	CHECK(contains(c.warnings[1], ":7: mqtt-password"));
+	CHECK(contains(c.warnings[1], "line 3"));
+	for (int i = 0; i < c.n_warnings; i++)
+		CHECK(strstr(c.warnings[i], SECRET) == NULL);
+	config_free(&c);
+}
+
+/* An empty --instance is a mistake (an unset shell variable), not a wish
+ * for the host name; the file and environment keep "" as "unset". */
+static void
+test_empty_instance(void)
+{
+	struct config c;
+	char env_empty[] = "COMFY2MQTT_INSTANCE=";
+	char *envp[] = { env_empty, NULL };
+
+	CHECK_INT(load_fail(NULL, "--instance", "", NULL), CONFIG_USAGE);
+	CHECK(contains(err, "--instance:"));
+	CHECK(contains(err, "empty"));
+	CHECK(contains(err, "hint: --instance gpu1"));
+	CHECK_INT(load_fail(NULL, "--instance=", NULL), CONFIG_USAGE);
+	CHECK_INT(load(&c, envp, NULL), CONFIG_OK);
+	CHECK_STR(c.instance, "127.0.0.1");
+	config_free(&c);
+}
+
 /* main owns logging: config_load logs nothing and leaves the level and
  * format alone; its warnings wait in the struct for config_log_warnings. */
 static void
@@ -1105,6 +1159,8 @@ main(void)
 	RUN(test_logging_left_to_main);
 	RUN(test_file_size_cap);
 	RUN(test_header_line_breaks);
+	RUN(test_file_bom_and_duplicates);
+	RUN(test_empty_instance);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", tmpdir);
