@@ -59,14 +59,15 @@ struct opt {
 	                       "unset" (the file and environment unset) */
 };
 
+/* The table, in --help order. */
 extern const struct opt options[];
-/* The fields of struct config an option writes (off, off2). */
+extern const size_t n_options;
+
+/* The fields of struct config (c) that option o writes: off and off2. */
 #define OPT_FIELD(c, o)   ((void *) ((char *) (c) + (o)->off))
 #define OPT_FIELD2(c, o)  ((void *) ((char *) (c) + (o)->off2))
 #define OPT_CFIELD(c, o)  ((const void *) ((const char *) (c) + (o)->off))
 #define OPT_CFIELD2(c, o) ((const void *) ((const char *) (c) + (o)->off2))
-
-extern const size_t n_options;
 
 /* true for options followed by a value ("--prefix P", not "--print"). */
 bool option_takes_value(const struct opt *o);
