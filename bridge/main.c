@@ -675,6 +675,7 @@ main(int argc, char **argv)
 		return rc;
 	}
 	log_setup(app.cfg.log_level, app.cfg.log_format);
+	config_log_warnings(&app.cfg);
 	char public_url[600];
 	url_format_public(&app.cfg.comfy, public_url, sizeof(public_url));
 	log_info("bridge",

@@ -11,8 +11,9 @@
 
 #include "url.h"
 
-#define CONFIG_MAX_HEADERS 8
-#define CONFIG_MAX_EVENTS  64
+#define CONFIG_MAX_HEADERS  8
+#define CONFIG_MAX_EVENTS   64
+#define CONFIG_MAX_WARNINGS 16
 
 /* Exit codes (sysexits). */
 #define EXIT_USAGE  64
@@ -67,6 +68,11 @@ struct config {
 	int log_format; /* enum log_format */
 
 	char *config_file; /* --config, if any */
+
+	/* Warnings about options that work but deserve a look, without
+	 * secrets; config_log_warnings() logs them. */
+	char warnings[CONFIG_MAX_WARNINGS][256];
+	int n_warnings;
 };
 
 enum config_result {
@@ -80,9 +86,14 @@ enum config_result {
  * environment) and argv, validates everything and derives defaults
  * (instance, client ids). On error writes a one-line message naming the
  * bad option and a hint into err. Help/version text goes to out.
+ * Logs nothing and leaves logging alone: warnings wait in c->warnings.
  * Returns enum config_result. c must be config_free()d in every case. */
 int config_load(struct config *c, int argc, char **argv, char *const *envp,
     char *err, size_t errlen, FILE *out);
+
+/* Logs c's warnings (at WARN, source "config"). main calls it once, after
+ * log_setup() with c's log level and format. */
+void config_log_warnings(const struct config *c);
 
 /* Frees every string c owns and zeroes it. */
 void config_free(struct config *c);

@@ -6,6 +6,7 @@ properties, and starting / reconnecting while the broker or ComfyUI is down
 import os
 import re
 import signal
+import time
 import uuid
 
 import pytest
@@ -167,7 +168,9 @@ def test_help_exits_0_and_lists_options():
     (["--no-such-flag"], "--no-such-flag"),
     (["--state-ttl", "soon"], "--state-ttl"),
     (["--mqtt-protocol", "4"], "--mqtt-protocol"),
-], ids=["unknown", "bad-number", "bad-enum"])
+    (["--instance", ""], "--instance"),
+    (["--comfyui-header", "X-A: 1\r\nX-Injected: 2"], "--comfyui-header"),
+], ids=["unknown", "bad-number", "bad-enum", "empty-instance", "header-crlf"])
 def test_bad_flag_exits_64_with_one_line(args, named):
     r = harness.run_bridge_once(args)
     err = r.stderr.decode("utf-8", "replace").strip()
@@ -187,6 +190,28 @@ def test_bad_config_file_exits_78(tmp_path, content):
     err = r.stderr.decode("utf-8", "replace")
     assert r.returncode == 78, "expected exit 78 for a bad config file, got %d; stderr:\n%s" % (r.returncode, err)
     assert "bad.conf" in err, "message should name the config file: %r" % err
+
+
+def test_endless_config_file_exits_78_at_the_cap():
+    t0 = time.monotonic()
+    r = harness.run_bridge_once(["--config", "/dev/zero"], timeout=10)
+    took = time.monotonic() - t0
+    err = r.stderr.decode("utf-8", "replace")
+    assert r.returncode == 78, "expected exit 78 for /dev/zero as config file, got %d; stderr:\n%s" % (
+        r.returncode, err)
+    assert "/dev/zero" in err and "1 MiB" in err, "message should name the file and the cap: %r" % err
+    assert took < 5, "reading /dev/zero took %.1f s: the read is not bounded" % took
+
+
+def test_header_with_line_break_never_echoed():
+    secret = "Zebra-S3cr3t-hdr"
+    for args, env in ((["--comfyui-header", "Authorization: Bearer %s\nX-Injected: 1" % secret], None),
+                      ([], {"COMFY2MQTT_COMFYUI_HEADER": "Authorization: Bearer %s\r\nX-Injected: 1" % secret})):
+        r = harness.run_bridge_once(args, env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 64, "expected exit 64 for a header with a line break, got %d: %r" % (r.returncode, out)
+        assert b"COMFYUI_HEADER" in out.upper().replace(b"-", b"_"), "message should name the option: %r" % out
+        assert secret.encode() not in out, "the header value appears in the output: %r" % out
 
 
 # --------------------------------------------------------------------------

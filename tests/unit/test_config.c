@@ -676,6 +676,7 @@ test_instance_sanitized(void)
 
 	capture_begin();
 	CHECK_INT(load(&c, NULL, "--instance", "gpu/1+#", NULL), CONFIG_OK);
+	config_log_warnings(&c);
 	logged = capture_end();
 	CHECK_STR(c.instance, "gpu_1__");
 	CHECK_STR(c.client_id, "comfy2mqtt-gpu_1__");
@@ -722,6 +723,7 @@ test_url_credentials(void)
 	CHECK_INT(
 	    load(&c, NULL, "--mqtt", "mqtt://alice:" SECRET "@broker", NULL),
 	    CONFIG_OK);
+	config_log_warnings(&c);
 	logged = capture_end();
 	CHECK_STR(c.mqtt_username, "alice");
 	CHECK_STR(c.mqtt_password, SECRET);
@@ -797,6 +799,7 @@ test_secrets_never_leak(void)
 	              "mqtt://u:" SECRET "@broker:1884", "--comfyui",
 	              "http://u:" SECRET "@comfy:8188/p", NULL),
 	    CONFIG_OK);
+	config_log_warnings(&c);
 	logged = capture_end();
 	CHECK(contains(logged, "--mqtt-password on the command line"));
 	CHECK(strstr(logged, SECRET) == NULL);
@@ -958,7 +961,169 @@ test_json_reflects_values(void)
 	CHECK(contains(json, "\"mqtt_password_set\":false"));
 	CHECK(strstr(json, "\"mqtt_password\":") == NULL);
 	config_free(&c);
+}
+
+/* A config file is read up to 1 MiB: a wrong path (/dev/zero, a log file)
+ * must fail fast with 78 instead of filling the memory. */
+static void
+test_file_size_cap(void)
+{
+	struct config c;
+	size_t cap = 1024 * 1024;
+	char *text = malloc(cap + 2);
+	const char *at_cap, *over_cap;
+
+	/* "prefix = p", then one comment line up to the cap */
+	memset(text, '#', cap + 1);
+	memcpy(text, "prefix = p\n", 11);
+	text[cap - 1] = '\n';
+	text[cap] = '\0';
+	at_cap = write_temp(text);
+	text[cap - 1] = '#';
+	text[cap] = '\n';
+	text[cap + 1] = '\0';
+	over_cap = write_temp(text);
+	free(text);
+
+	CHECK_INT(load(&c, NULL, "--config", at_cap, NULL), CONFIG_OK);
+	CHECK_STR(c.prefix, "p");
+	config_free(&c);
+	CHECK_INT(
+	    load_fail(NULL, "--config", over_cap, NULL), CONFIG_BAD_FILE);
+	CHECK(contains(err, over_cap));
+	CHECK(contains(err, "larger than 1 MiB"));
+	if (access("/dev/zero", R_OK) == 0) {
+		CHECK_INT(load_fail(NULL, "--config", "/dev/zero", NULL),
+		    CONFIG_BAD_FILE);
+		CHECK(contains(err, "\"/dev/zero\" is larger than 1 MiB"));
+	}
+}
+
+/* A CR or LF in a header would end it and start another one on the wire;
+ * the value may be a secret, so the error names the option only. */
+static void
+test_header_line_breaks(void)
+{
+	struct config c;
+	char env_crlf[] = "COMFY2MQTT_COMFYUI_HEADER=X-A: 1\r\nX-B: 2";
+	char env_lf[] = "COMFY2MQTT_COMFYUI_HEADER=X-A: 1\nX-B: 2\n";
+	char *envp_crlf[] = { env_crlf, NULL }, *envp_lf[] = { env_lf, NULL };
+	const char *in_file = write_temp(
+	    "comfyui-header = \"X-A: " SECRET "\rInjected: 1\"\n");
+	const char *bad[] = {
+		"X-A: " SECRET "\r\nInjected: 1",
+		"X-A: " SECRET "\nInjected: 1",
+		"X-A: " SECRET "\r",
+		"X-A: " SECRET "\n",
+		"\r\nX-A: " SECRET,
+		"X-A\r: " SECRET,
+	};
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		CHECK_INT(load_fail(NULL, "--comfyui-header", bad[i], NULL),
+		    CONFIG_USAGE);
+		CHECK(contains(err, "--comfyui-header:"));
+		CHECK(strstr(err, SECRET) == NULL);
+	}
+	CHECK_INT(load_fail(envp_crlf, NULL), CONFIG_USAGE);
+	CHECK(contains(err, "COMFY2MQTT_COMFYUI_HEADER:"));
+	CHECK(contains(err, "CR"));
+	CHECK_INT(load_fail(NULL, "--config", in_file, NULL), CONFIG_BAD_FILE);
+	CHECK(contains(err, ":1: comfyui-header:"));
+	CHECK(strstr(err, SECRET) == NULL);
+
+	/* the environment's one-header-per-line form still works */
+	CHECK_INT(load(&c, envp_lf, NULL), CONFIG_OK);
+	CHECK_INT(c.n_comfyui_headers, 2);
+	CHECK_STR(c.comfyui_header[1], "X-B: 2");
+	config_free(&c);
+}
+
+static void
+test_file_bom_and_duplicates(void)
+{
+	struct config c;
+	const char *bom = write_temp("\xEF\xBB\xBFprefix = bom\n");
+	const char *dup = write_temp("prefix = first\n"
+	                             "# c\n"
+	                             "mqtt-password = " SECRET "1\n"
+	                             "comfyui-header = X-A: 1\n"
+	                             "PREFIX = second\n"
+	                             "comfyui-header = X-B: 2\n"
+	                             "mqtt_password = " SECRET "2\n");
+
+	CHECK_INT(load(&c, NULL, "--config", bom, NULL), CONFIG_OK);
+	CHECK_STR(c.prefix, "bom");
+	CHECK_INT(c.n_warnings, 0);
+	config_free(&c);
+
+	/* the last value wins, as before, with a warning naming both lines;
+	 * repeating a list key adds to the list and is not a duplicate */
+	CHECK_INT(load(&c, NULL, "--config", dup, NULL), CONFIG_OK);
+	CHECK_STR(c.prefix, "second");
+	CHECK_STR(c.mqtt_password, SECRET "2");
+	CHECK_INT(c.n_comfyui_headers, 2);
+	CHECK_INT(c.n_warnings, 2);
+	CHECK(contains(c.warnings[0], dup));
+	CHECK(contains(c.warnings[0], ":5: prefix"));
+	CHECK(contains(c.warnings[0], "line 1"));
+	CHECK(contains(c.warnings[1], ":7: mqtt-password"));
+	CHECK(contains(c.warnings[1], "line 3"));
+	for (int i = 0; i < c.n_warnings; i++)
+		CHECK(strstr(c.warnings[i], SECRET) == NULL);
+	config_free(&c);
+}
+
+/* An empty --instance is a mistake (an unset shell variable), not a wish
+ * for the host name; the file and environment keep "" as "unset". */
+static void
+test_empty_instance(void)
+{
+	struct config c;
+	char env_empty[] = "COMFY2MQTT_INSTANCE=";
+	char *envp[] = { env_empty, NULL };
+
+	CHECK_INT(load_fail(NULL, "--instance", "", NULL), CONFIG_USAGE);
+	CHECK(contains(err, "--instance:"));
+	CHECK(contains(err, "empty"));
+	CHECK(contains(err, "hint: --instance gpu1"));
+	CHECK_INT(load_fail(NULL, "--instance=", NULL), CONFIG_USAGE);
+	CHECK_INT(load(&c, envp, NULL), CONFIG_OK);
+	CHECK_STR(c.instance, "127.0.0.1");
+	config_free(&c);
+}
+
+/* main owns logging: config_load logs nothing and leaves the level and
+ * format alone; its warnings wait in the struct for config_log_warnings. */
+static void
+test_logging_left_to_main(void)
+{
+	struct config c;
+	char *logged;
+
 	log_setup(LOG_LVL_INFO, LOG_FMT_TEXT);
+	capture_begin();
+	CHECK_INT(load(&c, NULL, "--log-level", "error", "--log-format",
+	              "json", "--instance", "a/b", NULL),
+	    CONFIG_OK);
+	logged = capture_end();
+	CHECK_STR(logged, "");
+	free(logged);
+	CHECK_INT(log_get_level(), LOG_LVL_INFO);
+	CHECK_INT(c.n_warnings, 1);
+	CHECK(contains(c.warnings[0], "\"a_b\""));
+
+	/* the caller's format applies to the warnings */
+	log_setup(LOG_LVL_WARN, LOG_FMT_JSON);
+	capture_begin();
+	config_log_warnings(&c);
+	logged = capture_end();
+	log_setup(LOG_LVL_INFO, LOG_FMT_TEXT);
+	CHECK(contains(logged, "{\""));
+	CHECK(contains(logged, "a_b"));
+	free(logged);
+	config_free(&c);
+	CHECK_INT(c.n_warnings, 0);
 }
 
 int
@@ -991,6 +1156,11 @@ main(void)
 	RUN(test_secrets_never_leak);
 	RUN(test_help_lists_everything);
 	RUN(test_json_reflects_values);
+	RUN(test_logging_left_to_main);
+	RUN(test_file_size_cap);
+	RUN(test_header_line_breaks);
+	RUN(test_file_bom_and_duplicates);
+	RUN(test_empty_instance);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", tmpdir);
