@@ -1824,10 +1824,12 @@ class Routes:
 
     async def sim_state(self, request: web.Request) -> web.Response:
         s = self.s
+        history = list(s.history) if request.query.get("history") != "count" else None
         return reply({"holding": list(s.holding),
                       "running": [r.prompt_id for r in s.running],
                       "pending": [e.item[1] for e in sorted(s.pending)],
-                      "history": list(s.history), "number": s.number})
+                      "history": history, "history_count": len(s.history),
+                      "number": s.number, "interrupts": s.interrupts, "frees": s.frees})
 
     async def sim_history(self, request: web.Request) -> web.Response:
         try:
