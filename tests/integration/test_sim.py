@@ -1194,3 +1194,28 @@ def test_prompts_finish_and_are_recorded_without_a_socket(sim):
             assert before == []
             await again.close()
     run(body())
+
+
+def test_preview_burst_and_step_marked_previews(sim):
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            ws = await connect(session, sim, "b", flags=True)
+            pid = await submit(session, sim, "b", steps=6, previews=True, step_ms=150,
+                               preview_burst=4)
+            arrivals = []
+            while True:
+                frame = await recv(ws)
+                if frame.binary:
+                    arrivals.append((time.monotonic(), frame.raw))
+                if is_end_of(pid)(frame):
+                    break
+            assert len(arrivals) == 6
+            for step, (_, raw) in enumerate(arrivals, 1):
+                size = struct.unpack("!I", raw[4:8])[0]
+                image = raw[8 + size:]
+                assert image[:2] == b"\xff\xd8" and b"step %d\xff" % step in image
+            # steps 1 and 2 are paced, 3-6 come in one burst
+            assert arrivals[1][0] - arrivals[0][0] > 0.1
+            assert arrivals[-1][0] - arrivals[2][0] < 0.1
+            await ws.close()
+    run(body())

@@ -107,6 +107,15 @@ OOM_TRACEBACK = [
 ]
 
 
+def step_jpeg(step: int) -> bytes:
+    """TINY_JPEG with a comment segment "step N" after its JFIF header: still a
+    valid JPEG, and each step's preview differs, so tests can tell which was kept."""
+    text = b"step %d" % step
+    app0_end = 4 + struct.unpack("!H", TINY_JPEG[4:6])[0]
+    return (TINY_JPEG[:app0_end] + b"\xff\xfe" + struct.pack("!H", len(text) + 2) + text
+            + TINY_JPEG[app0_end:])
+
+
 def now_ms() -> int:
     """Milliseconds since the epoch, as ComfyUI's timestamps."""
     return int(time.time() * 1000)
@@ -1180,6 +1189,8 @@ class PromptRun:
         self.steps = int(sim.get("steps", DEFAULT_STEPS))
         self.step_s = float(sim.get("step_ms", server.args.step_ms)) / 1000.0
         self.previews = bool(sim.get("previews", False))
+        # The last `preview_burst` steps come without a pause, like a fast sampler's end.
+        self.burst = int(sim.get("preview_burst", 0))
         self.order = server.run_order(prompt, rec.item[4] if len(rec.item) > 4 else None)
         self.sampler = server.sampler_node({n: prompt[n] for n in self.order})
         order = self.order
@@ -1261,25 +1272,27 @@ class PromptRun:
         if self.outcome == "error":
             raise PromptFailed(node_id)
         for step in range(1, self.steps + 1):
-            await asyncio.sleep(self.step_s)
+            if step <= self.steps - self.burst:
+                await asyncio.sleep(self.step_s)
             self.check_interrupt(node_id)
             if self.outcome == "interrupt" and step > self.steps // 2:
                 raise PromptInterrupted(node_id)
             self.progress_state(node_id, step, self.steps, "running")
             metadata = self.previews and self.server.wants_metadata_previews(self.cid)
             if metadata:
-                self.server.enqueue(self.cid, self.preview_type4(node_id), binary=True)
+                self.server.enqueue(self.cid, self.preview_type4(node_id, step), binary=True)
             self.send("progress", {"value": step, "max": self.steps,
                                    "prompt_id": self.pid, "node": node_id}, True)
             if self.previews and not metadata:
                 target = self.cid  # None: broadcast, as for prompts without client
-                self.server.enqueue(target, struct.pack("!II", 1, 1) + TINY_JPEG, binary=True)
+                self.server.enqueue(target, struct.pack("!II", 1, 1) + step_jpeg(step),
+                                    binary=True)
 
-    def preview_type4(self, node_id: str) -> bytes:
+    def preview_type4(self, node_id: str, step: int) -> bytes:
         meta = dumps({"node_id": node_id, "prompt_id": self.pid, "display_node_id": node_id,
                       "parent_node_id": None, "real_node_id": node_id,
                       "image_type": "image/jpeg"}).encode()
-        return struct.pack("!II", 4, len(meta)) + meta + TINY_JPEG
+        return struct.pack("!II", 4, len(meta)) + meta + step_jpeg(step)
 
 
 class ReplayModel:
