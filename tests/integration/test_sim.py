@@ -1219,3 +1219,34 @@ def test_preview_burst_and_step_marked_previews(sim):
             assert arrivals[-1][0] - arrivals[2][0] < 0.1
             await ws.close()
     run(body())
+
+
+def test_0_3_64_validation_matches_the_recorded_samples(tmp_path):
+    """The v0.3.64 samples were produced by ComfyUI 0.3.64's own validate_prompt."""
+    old = Sim(tmp_path, "--server-version", "0.3.64")
+    steps_min = json.loads(json.dumps(WORKFLOW))
+    steps_min["3"]["inputs"]["steps"] = 0
+    blur = {"1": {"class_type": "EmptyImage", "inputs": {
+                "width": 64, "height": 64, "batch_size": 1, "color": 0}},
+            "2": {"class_type": "ImageBlur", "inputs": {
+                "image": ["1", 0], "blur_radius": 99, "sigma": 1.0}},
+            "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    cases = {
+        "steps_min": steps_min, "blur_max": blur,
+        "no_class_type": dict(WORKFLOW, **{"15": {"inputs": {}}}),
+        "unknown_class": dict(WORKFLOW, **{"15": {"class_type": "Image Comparer (rgthree)",
+                                                  "inputs": {}}}),
+        "no_outputs": {k: v for k, v in WORKFLOW.items() if k != "9"},
+    }
+
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            for name, prompt in cases.items():
+                status, reply = await post_json(session, old, "/prompt", {"prompt": prompt})
+                sample = load_sample("prompt_post_error_400_v0.3.64_%s.json" % name)
+                assert (status, reply) == (400, sample), name
+    try:
+        run(body())
+    finally:
+        old.stop()
+        old.close()
