@@ -1171,7 +1171,7 @@ def test_prompts_finish_and_are_recorded_without_a_socket(sim):
                 return (await get_json(session, sim, "/_sim/state"))["running"] == [pid]
             await wait_for(lambda: running(stopped))
             await post_json(session, sim, "/interrupt", {"prompt_id": stopped})
-            entry = await wait_for(lambda: history_of(session, sim, stopped))
+            await wait_for(lambda: history_of(session, sim, stopped))
             clients = await get_json(session, sim, "/_sim/clients")
             assert clients["sockets"] == [] and clients["registry"] == {}
             expected = {first: ("success", "execution_success"),

@@ -1677,11 +1677,7 @@ class Routes:
         s = self.s
         s.interrupts.append({"prompt_id": body.get("prompt_id"), "at_ms": now_ms()})
         wanted = body.get("prompt_id")
-        running = s.running[0] if s.running else None
-        if wanted:
-            if running is not None and any(r.prompt_id == wanted for r in s.running):
-                s.interrupt.set()
-        else:
+        if not wanted or any(r.prompt_id == wanted for r in s.running):
             s.interrupt.set()
         return web.Response(status=200)
 
