@@ -1250,3 +1250,34 @@ def test_0_3_64_validation_matches_the_recorded_samples(tmp_path):
     finally:
         old.stop()
         old.close()
+
+
+def test_real_server_basic_workflow_runs(sim):
+    """real-server/workflows/basic.json: image nodes, three kinds of output node."""
+    basic = {
+        "1": {"class_type": "EmptyImage", "inputs": {
+            "width": 256, "height": 256, "batch_size": 1, "color": 16744448}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "ImageBlur", "inputs": {
+            "image": ["2", 0], "blur_radius": 5, "sigma": 2.0}},
+        "4": {"class_type": "ImageScale", "inputs": {
+            "image": ["3", 0], "upscale_method": "bilinear", "width": 128, "height": 128,
+            "crop": "disabled"}},
+        "5": {"class_type": "GetImageSize", "inputs": {"image": ["4", 0]}},
+        "6": {"class_type": "SaveImage", "inputs": {
+            "images": ["4", 0], "filename_prefix": "bridge_basic"}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        "8": {"class_type": "PreviewAny", "inputs": {"source": ["5", 0]}},
+    }
+
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            pid = await submit(session, sim, None, prompt=basic)
+            entry = await wait_for(lambda: history_of(session, sim, pid))
+            assert sorted(entry["outputs"]) == ["6", "7", "8"]
+            assert sorted(entry["prompt"][4]) == ["6", "7", "8"]
+            basic["3"]["inputs"]["blur_radius"] = 32
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": basic})
+            assert status == 400 and set(reply["node_errors"]) == {"3"}
+            assert sorted(reply["node_errors"]["3"]["dependent_outputs"]) == ["6", "7", "8"]
+    run(body())

@@ -228,9 +228,11 @@ def node_class(required: dict, returns: tuple, output: bool = False) -> dict:
     return {"required": required, "returns": returns, "output": output}
 
 
-# INPUT_TYPES, RETURN_TYPES and OUTPUT_NODE copied from 0.3.64 (nodes.py; ImageBlur is a
-# V3 node of comfy_extras/nodes_post_processing.py, whose options are as_dict() of its
-# io.Int/io.Float inputs; SaveImageWebsocket is custom_nodes/websocket_image_save.py).
+# INPUT_TYPES, RETURN_TYPES and OUTPUT_NODE copied from 0.3.64: nodes.py;
+# comfy_extras/nodes_images.py (RepeatImageBatch, ImageAddNoise, GetImageSize);
+# comfy_extras/nodes_preview_any.py (PreviewAny, whose "*" input takes any type);
+# comfy_extras/nodes_post_processing.py (ImageBlur, a V3 node: its options are
+# as_dict() of its io.Int/io.Float inputs); custom_nodes/websocket_image_save.py.
 NODE_CLASSES = {
     "KSampler": node_class({
         "model": ("MODEL", {"tooltip": "The model used for denoising the input latent."}),
@@ -303,6 +305,19 @@ NODE_CLASSES = {
         "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1}),
         "crop": (["disabled", "center"],),
     }, ("IMAGE",)),
+    "RepeatImageBatch": node_class({
+        "image": ("IMAGE",),
+        "amount": ("INT", {"default": 1, "min": 1, "max": 4096}),
+    }, ("IMAGE",)),
+    "ImageAddNoise": node_class({
+        "image": ("IMAGE",),
+        "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
+                         "control_after_generate": True,
+                         "tooltip": "The random seed used for creating the noise."}),
+        "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
+    }, ("IMAGE",)),
+    "GetImageSize": node_class({"image": ("IMAGE",)}, ("INT", "INT", "INT")),
+    "PreviewAny": node_class({"source": ("*", {})}, (), output=True),
     "ImageBlur": node_class({
         "image": ("IMAGE", {}),
         "blur_radius": ("INT", {"default": 1, "min": 1, "max": 31, "step": 1}),
