@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import selectors
 import signal
 import struct
@@ -1275,6 +1276,12 @@ def test_real_server_basic_workflow_runs(sim):
             pid = await submit(session, sim, None, prompt=basic)
             entry = await wait_for(lambda: history_of(session, sim, pid))
             assert sorted(entry["outputs"]) == ["6", "7", "8"]
+            saved, = entry["outputs"]["6"]["images"]
+            assert saved == {"filename": "bridge_basic_00001_.png", "subfolder": "",
+                             "type": "output"}
+            preview, = entry["outputs"]["7"]["images"]
+            assert preview["type"] == "temp" and preview["subfolder"] == ""
+            assert re.fullmatch(r"ComfyUI_temp_[a-z]{5}_00001_\.png", preview["filename"])
             assert sorted(entry["prompt"][4]) == ["6", "7", "8"]
             basic["3"]["inputs"]["blur_radius"] = 32
             status, reply = await post_json(session, sim, "/prompt", {"prompt": basic})

@@ -22,6 +22,7 @@ import heapq
 import itertools
 import json
 import os
+import random
 import signal
 import ssl
 import struct
@@ -652,7 +653,10 @@ class Server:
         self.fill: Optional[dict] = None  # how --history-fill built the oldest entries
         self.fill_index: Dict[str, int] = {}  # their prompt ids -> index
         self.number = 0
-        self.image_counter = 1
+        self.image_counter = 1  # ComfyUI_NNNNN_.png in the output folder
+        self.counters: Dict[str, int] = {}  # the same for other names: "type/subfolder/name"
+        self.temp_suffix = "_temp_" + "".join(random.choice("abcdefghijklmnopqrstupvxyz")
+                                              for _ in range(5))
         self.queue_changed = asyncio.Event()
         self.interrupt = asyncio.Event()
         self.releases: Dict[str, asyncio.Event] = {}
@@ -705,6 +709,7 @@ class Server:
         state = {
             "number": self.number,
             "image_counter": self.image_counter,
+            "counters": self.counters,
             "history": [[pid, entry] for pid, entry in self.history.items()
                         if pid not in self.fill_index],
             "fill": self.fill,
@@ -727,6 +732,7 @@ class Server:
             state = json.load(fh)
         self.number = state.get("number", 0)
         self.image_counter = state.get("image_counter", 1)
+        self.counters = state.get("counters", {})
         if state.get("fill"):
             self.make_fill(**state["fill"])
         self.history.update((pid, entry) for pid, entry in state.get("history", []))
@@ -753,7 +759,7 @@ class Server:
         if outcome == "success":
             for nid, node in prompt.items():
                 if is_output_node(node) and nid not in rec.outputs:
-                    self.record_output(rec, nid, self.image_output())
+                    self.record_output(rec, nid, self.image_output(node))
             if self.has_timestamps:
                 rec.messages.append(["execution_success", self.stamp({"prompt_id": pid})])
         elif outcome == "error":
@@ -798,10 +804,30 @@ class Server:
             data["timestamp"] = now_ms()
         return data
 
-    def image_output(self) -> dict:
-        name = "ComfyUI_%05d_.png" % self.image_counter
-        self.image_counter += 1
-        return {"images": [{"filename": name, "subfolder": "", "type": "output"}]}
+    def image_output(self, node: Optional[dict] = None) -> dict:
+        """The ui output of an output node. SaveImage writes <prefix>_NNNNN_.png
+        into the output folder, its prefix's directory part becoming the
+        subfolder, with the next free number of that name (nodes.py SaveImage,
+        folder_paths.get_save_image_path). PreviewImage writes a temp file whose
+        prefix is ComfyUI_temp_ and 5 random letters. Other classes give a
+        ComfyUI_NNNNN_.png output like the default SaveImage."""
+        class_type = node.get("class_type") if isinstance(node, dict) else None
+        prefix, kind = "ComfyUI", "output"
+        if class_type == "SaveImage":
+            given = (node.get("inputs") or {}).get("filename_prefix")
+            prefix = given if isinstance(given, str) and given else "ComfyUI"
+        elif class_type == "PreviewImage":
+            prefix, kind = "ComfyUI" + self.temp_suffix, "temp"
+        subfolder, _, name = os.path.normpath(prefix).rpartition("/")
+        if (kind, subfolder, name) == ("output", "", "ComfyUI"):
+            counter = self.image_counter
+            self.image_counter += 1
+        else:
+            key = "%s/%s/%s" % (kind, subfolder, name)
+            counter = self.counters.get(key, 1)
+            self.counters[key] = counter + 1
+        return {"images": [{"filename": "%s_%05d_.png" % (name, counter),
+                            "subfolder": subfolder, "type": kind}]}
 
     def record_output(self, rec: RunRecord, node_id: str, output: Any) -> None:
         rec.outputs[node_id] = output
@@ -1272,7 +1298,7 @@ class PromptRun:
             self.check_interrupt(node_id)
             finished = (1.0, 1.0)
         if is_output_node(node):
-            output = self.server.image_output()
+            output = self.server.image_output(node)
             self.server.record_output(self.rec, node_id, output)
             data = {"node": node_id}
             if self.server.has_display_node:
