@@ -874,7 +874,9 @@ class Server:
     def fill_history(self, count: int) -> None:
         """Put `count` finished prompts in the history, as if the server had run
         them before: one every FILL_SPACING_MS, the newest ending an hour ago.
-        They are rebuilt from these few numbers, so the state file stays small."""
+        They are rebuilt from these few numbers, so the state file stays small.
+        ComfyUI never holds more than MAXIMUM_HISTORY_SIZE + 1 entries."""
+        count = max(0, min(count, MAXIMUM_HISTORY_SIZE + 1))
         self.make_fill(count=count, end_ms=now_ms() - 3600 * 1000, number0=self.number,
                        image0=self.image_counter, gone=[])
         self.number += count
