@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import selectors
 import signal
 import struct
@@ -790,3 +791,500 @@ def test_old_server_version(tmp_path):
         assert old.stop() < 3.0
     finally:
         old.close()
+
+
+# ---- POST /prompt validation (execution.py validate_prompt) ---------------------------------
+
+
+def edited(**changes):
+    """WORKFLOW with inputs changed: {"3__steps": 0}; None deletes the input."""
+    prompt = json.loads(json.dumps(WORKFLOW))
+    for path, value in changes.items():
+        node, name = path.split("__")
+        if value is None:
+            del prompt[node]["inputs"][name]
+        else:
+            prompt[node]["inputs"][name] = value
+    return prompt
+
+
+STEPS_ZERO_400 = {
+    "error": {"type": "prompt_outputs_failed_validation",
+              "message": "Prompt outputs failed validation",
+              # only the output nodes' own errors are listed here: none
+              "details": "", "extra_info": {}},
+    "node_errors": {"3": {"errors": [{
+        "type": "value_smaller_than_min", "message": "Value 0 smaller than min of 1",
+        "details": "steps", "extra_info": {
+            "input_name": "steps",
+            "input_config": ["INT", {"default": 20, "min": 1, "max": 10000, "tooltip":
+                                     "The number of steps used in the denoising process."}],
+            "received_value": 0}}],
+        "dependent_outputs": ["9"], "class_type": "KSampler"}}}
+
+
+def test_prompt_validation_failures(sim):
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            ws = await connect(session, sim, "v")
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": edited(**{
+                "3__steps": 0})})
+            assert (status, reply) == (400, STEPS_ZERO_400)
+
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": edited(**{
+                "3__seed": None})})
+            assert status == 400
+            assert reply["node_errors"]["3"]["errors"] == [{
+                "type": "required_input_missing", "message": "Required input is missing",
+                "details": "seed", "extra_info": {"input_name": "seed"}}]
+            assert reply["error"]["details"] == ""
+            # an error on the output node itself is listed in the details
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": edited(**{
+                "9__images": None})})
+            assert reply["error"]["details"] == "Required input is missing: images"
+            assert reply["node_errors"]["9"]["dependent_outputs"] == ["9"]
+
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": edited(**{
+                "4__ckpt_name": "sd3.safetensors"})})
+            error, = reply["node_errors"]["4"]["errors"]
+            assert error["type"] == "value_not_in_list"
+            assert error["details"] == ("ckpt_name: 'sd3.safetensors' not in "
+                                        "['sd_xl_base_1.0.safetensors', "
+                                        "'v1-5-pruned-emaonly.safetensors']")
+            assert error["extra_info"]["input_config"][0] == [
+                "sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"]
+            # more than 20 choices: the list is not sent back
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": edited(**{
+                "3__sampler_name": "nope"})})
+            error, = reply["node_errors"]["3"]["errors"]
+            assert error["details"] == "sampler_name: 'nope' not in (list of length 42)"
+            assert error["extra_info"]["input_config"] is None
+
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": edited(**{
+                "8__vae": ["4", 1]})})
+            error, = reply["node_errors"]["8"]["errors"]
+            assert error["type"] == "return_type_mismatch"
+            assert error["details"] == "vae, received_type(CLIP) mismatch input_type(VAE)"
+
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": edited(**{
+                "8__vae": ["99", 0]})})
+            error, = reply["node_errors"]["8"]["errors"]
+            assert error["type"] == "exception_during_inner_validation"
+            assert error["details"] == "'99'"
+            assert error["extra_info"]["exception_type"] == "KeyError"
+
+            no_output = {k: v for k, v in WORKFLOW.items() if k != "9"}
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": no_output})
+            assert (status, reply) == (400, {"error": {
+                "type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": "",
+                "extra_info": {}}, "node_errors": {}})
+
+            # v0.21.0 (the default): missing_node_type, with the node's title
+            unknown = dict(WORKFLOW, **{"15": {"class_type": "Image Comparer (rgthree)",
+                                               "inputs": {}}})
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": unknown})
+            assert (status, reply["error"]["type"]) == (400, "missing_node_type")
+            assert reply["error"]["extra_info"] == {
+                "node_id": "15", "class_type": "Image Comparer (rgthree)",
+                "node_title": "Image Comparer (rgthree)"}
+            no_class = dict(WORKFLOW, **{"15": {"inputs": {}, "_meta": {"title": "Lost"}}})
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": no_class})
+            assert reply["error"]["message"] == ("Node 'Lost' has no class_type. The workflow "
+                                                 "may be corrupted or a custom node is missing.")
+            for bad in ([1, 2], "text", 5):
+                async with session.post(sim.url("/prompt"), json={"prompt": bad}) as resp:
+                    assert resp.status == 500
+
+            # Nothing was queued and no status frame went out; every POST used a number.
+            assert await get_json(session, sim, "/queue") == {"queue_running": [],
+                                                              "queue_pending": []}
+            before, = await marker(session, sim, ws)
+            assert before == []
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": edited(**{
+                "3__steps": "3"})})
+            assert status == 200 and reply["number"] == 13 and reply["node_errors"] == {}
+            entry = await wait_for(lambda: history_of(session, sim, reply["prompt_id"]))
+            assert entry["prompt"][2]["3"]["inputs"]["steps"] == 3  # converted, as ComfyUI
+            await ws.close()
+    run(body())
+
+
+def test_partial_validation_failure_runs_the_valid_output(sim):
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            ws = await connect(session, sim, "p", flags=True)
+            prompt = edited(**{"3__steps": 0})
+            prompt["10"] = {"class_type": "EmptyImage", "inputs": {
+                "width": 8, "height": 8, "batch_size": 1, "color": 0}}
+            prompt["11"] = {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}}
+            status, reply = await post_json(session, sim, "/prompt", {
+                "prompt": prompt, "client_id": "p", "prompt_id": "partial"})
+            assert status == 200
+            assert reply["node_errors"] == STEPS_ZERO_400["node_errors"]
+            frames = await recv_until(ws, is_end_of("partial"))
+            assert [f.data["node"] for f in frames if f.type == "executing"] == ["10", "11", None]
+            queue_item = (await history_of(session, sim, "partial"))["prompt"]
+            assert queue_item[4] == ["11"]
+            status, reply = await post_json(session, sim, "/prompt", {
+                "prompt": prompt, "partial_execution_targets": ["9"]})
+            assert status == 400 and reply["error"]["type"] == "prompt_outputs_failed_validation"
+            await ws.close()
+    run(body())
+
+
+def test_prompt_validation_of_0_3_64(tmp_path):
+    old = Sim(tmp_path, "--server-version", "0.3.64")
+
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            no_class = dict(WORKFLOW, **{"15": {"inputs": {}}})
+            status, reply = await post_json(session, old, "/prompt", {"prompt": no_class})
+            assert (status, reply) == (400, {"error": {
+                "type": "invalid_prompt",
+                "message": "Cannot execute because a node is missing the class_type property.",
+                "details": "Node ID '#15'", "extra_info": {}}, "node_errors": {}})
+            unknown = dict(WORKFLOW, **{"15": {"class_type": "Nope", "inputs": {}}})
+            status, reply = await post_json(session, old, "/prompt", {"prompt": unknown})
+            assert reply["error"] == {
+                "type": "invalid_prompt", "message": "Cannot execute because node Nope does "
+                "not exist.", "details": "Node ID '#15'", "extra_info": {}}
+            # the real server's validation_error workflow (real-server/workflows)
+            blur = {"1": {"class_type": "EmptyImage", "inputs": {
+                        "width": 64, "height": 64, "batch_size": 1, "color": 0}},
+                    "2": {"class_type": "ImageBlur", "inputs": {
+                        "image": ["1", 0], "blur_radius": 99, "sigma": 1.0}},
+                    "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+            status, reply = await post_json(session, old, "/prompt", {"prompt": blur})
+            assert (status, reply) == (400, {
+                "error": {"type": "prompt_outputs_failed_validation",
+                          "message": "Prompt outputs failed validation",
+                          "details": "",
+                          "extra_info": {}},
+                "node_errors": {"2": {"errors": [{
+                    "type": "value_bigger_than_max", "message": "Value 99 bigger than max of 31",
+                    "details": "blur_radius", "extra_info": {
+                        "input_name": "blur_radius",
+                        "input_config": ["INT", {"default": 1, "min": 1, "max": 31, "step": 1}],
+                        "received_value": 99}}],
+                    "dependent_outputs": ["3"], "class_type": "ImageBlur"}}})
+            pid = await submit(session, old, None, steps=1)
+            entry = await wait_for(lambda: history_of(session, old, pid))
+            assert "create_time" not in entry["prompt"][3]  # v0.3.69+
+    try:
+        run(body())
+    finally:
+        old.stop()
+        old.close()
+
+
+# ---- interrupt, queue delete / clear, free ---------------------------------------------------
+
+
+def remaining(frames):
+    """queue_remaining of each status frame."""
+    return [f.data["status"]["exec_info"]["queue_remaining"] for f in frames
+            if not f.binary and f.type == "status"]
+
+
+def test_queue_delete_and_clear_touch_pending_prompts_only(sim):
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            ws = await connect(session, sim, "d")
+            running = await submit(session, sim, "d", steps=2, hold=True)
+            pending = [await submit(session, sim, "d", steps=1) for _ in range(4)]
+
+            async def holding():
+                return (await get_json(session, sim, "/_sim/state"))["holding"] == [running]
+            await wait_for(holding)
+            await recv_until(ws, lambda f: f.type == "status"
+                             and f.data["status"]["exec_info"]["queue_remaining"] == 5)
+            # deleting the running prompt, or an unknown one, changes nothing
+            for ids in ([running], ["unknown"], []):
+                status, text = await post_json(session, sim, "/queue", {"delete": ids})
+                assert (status, text) == (200, None)
+            status, _ = await post_json(session, sim, "/queue", {"delete": pending[:2]})
+            status, _ = await post_json(session, sim, "/queue", {"clear": False})
+            before, = await marker(session, sim, ws)
+            assert remaining(before) == [4, 3]
+            queue = await get_json(session, sim, "/queue")
+            assert [i[1] for i in queue["queue_running"]] == [running]
+            assert sorted(i[1] for i in queue["queue_pending"]) == sorted(pending[2:])
+            status, _ = await post_json(session, sim, "/queue", {"clear": True})
+            before, = await marker(session, sim, ws)
+            assert remaining(before) == [1]
+            for bad in (None, [1], "x"):
+                async with session.post(sim.url("/queue"), data=json.dumps(bad)
+                                        if bad is not None else b"") as resp:
+                    assert resp.status == 500
+            await post_json(session, sim, "/_sim/release", {"prompt_id": running})
+            await recv_until(ws, is_end_of(running))
+            assert (await history_of(session, sim, running))["status"]["status_str"] == "success"
+            await asyncio.sleep(0.3)
+            state = await get_json(session, sim, "/_sim/state")
+            assert state["pending"] == [] and state["running"] == []
+            for pid in pending:
+                assert await history_of(session, sim, pid) is None
+            await ws.close()
+    run(body())
+
+
+def test_interrupt_targeted_global_and_idle(sim):
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            ws = await connect(session, sim, "i")
+            running = await submit(session, sim, "i", steps=400)
+            queued = await submit(session, sim, "i", steps=2)
+            await recv_until(ws, lambda f: f.type == "progress")
+            # a pending prompt's id: nothing happens, neither to it nor to the running one
+            status, text = await post_json(session, sim, "/interrupt", {"prompt_id": queued})
+            assert (status, text) == (200, None)
+            await recv_until(ws, lambda f: f.type == "progress")
+            # an empty prompt_id is a global interrupt
+            await post_json(session, sim, "/interrupt", {"prompt_id": ""})
+            frames = await recv_until(ws, is_end_of(running))
+            assert frames[-3].type == "execution_interrupted"
+            # the queued prompt then runs to success
+            await recv_until(ws, is_end_of(queued))
+            assert (await history_of(session, sim, queued))["status"]["status_str"] == "success"
+            # an interrupt while idle does not reach the next prompt
+            async with session.post(sim.url("/interrupt"), data=b"not json") as resp:
+                assert resp.status == 200
+            later = await submit(session, sim, "i", steps=2)
+            await recv_until(ws, is_end_of(later))
+            assert (await history_of(session, sim, later))["status"]["completed"] is True
+            async with session.post(sim.url("/interrupt"), json=[1]) as resp:
+                assert resp.status == 500
+            state = await get_json(session, sim, "/_sim/state")
+            assert [i["prompt_id"] for i in state["interrupts"]] == [queued, "", None]
+            await ws.close()
+    run(body())
+
+
+def test_post_free(sim):
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            for payload in ({"unload_models": True}, {"free_memory": True, "unload_models": False},
+                            {}):
+                async with session.post(sim.url("/api/free"), json=payload) as resp:
+                    assert resp.status == 200 and await resp.read() == b""
+            for raw in (b"", b"[]", b"{bad"):
+                async with session.post(sim.url("/free"), data=raw) as resp:
+                    assert resp.status == 500
+            frees = (await get_json(session, sim, "/_sim/state"))["frees"]
+            assert [{k: v for k, v in f.items() if k != "at_ms"} for f in frees] == [
+                {"unload_models": True, "during": None}, {"free_memory": True, "during": None},
+                {"during": None}]
+    run(body())
+
+
+# ---- history paging and a long old history ---------------------------------------------------
+
+
+def test_history_paging(sim):
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            for n in range(5):
+                await post_json(session, sim, "/_sim/history",
+                                {"prompt_id": "h%d" % n, "entry": {"n": n}})
+
+            async def page(query):
+                return list(await get_json(session, sim, "/history" + query))
+            assert await page("") == ["h0", "h1", "h2", "h3", "h4"]  # oldest first
+            assert await page("?max_items=2") == ["h3", "h4"]  # the newest
+            assert await page("?max_items=2&offset=0") == ["h0", "h1"]  # from the oldest
+            assert await page("?max_items=2&offset=4") == ["h4"]
+            assert await page("?max_items=2&offset=-7") == ["h3", "h4"]  # negative: as none
+            assert await page("?offset=3") == ["h3", "h4"]
+            assert await page("?offset=9") == []
+            assert await page("?max_items=0") == []
+            assert await page("?max_items=0&offset=1") == ["h1"]  # counted after adding
+            async with session.get(sim.url("/history?max_items=x")) as resp:
+                assert resp.status == 500
+            # a repeated id keeps its place (dict assignment)
+            await post_json(session, sim, "/_sim/history", {"prompt_id": "h1", "entry": {}})
+            assert await page("") == ["h0", "h1", "h2", "h3", "h4"]
+    run(body())
+
+
+def test_history_fill_starts_fast_and_caps_at_10000(tmp_path):
+    started = time.monotonic()
+    big = Sim(tmp_path, "--history-fill", "10001")
+    assert time.monotonic() - started < 2.0
+
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            state = await get_json(session, big, "/_sim/state?history=count")
+            assert state["history_count"] == 10001 and state["number"] == 10001
+            newest = await get_json(session, big, "/history?max_items=3")
+            oldest = await get_json(session, big, "/history?max_items=1&offset=0")
+            entries = list(oldest.values()) + list(newest.values())
+            ends = [e["status"]["messages"][-1][1]["timestamp"] for e in entries]
+            assert ends == sorted(ends) and ends[-1] < time.time() * 1000 - 3500 * 1000
+            for entry in entries:
+                stamps = [m[1]["timestamp"] for m in entry["status"]["messages"]]
+                assert entry["status"]["messages"][0][0] == "execution_start"
+                assert entry["prompt"][3]["create_time"] < stamps[0] < stamps[1] < stamps[2]
+            everything = await get_json(session, big, "/history?max_items=10001&offset=0")
+            kinds = {e["status"]["messages"][-1][0] for e in everything.values()}
+            assert kinds == {"execution_success", "execution_error", "execution_interrupted"}
+            # one more finished prompt: the oldest entry goes, 10,001 stay
+            pid = await submit(session, big, None, steps=1)
+            await wait_for(lambda: history_of(session, big, pid))
+            state = await get_json(session, big, "/_sim/state?history=count")
+            assert state["history_count"] == 10001
+            assert await history_of(session, big, next(iter(oldest))) is None
+            return list(await get_json(session, big, "/history?max_items=2"))
+    try:
+        last_two = run(body())
+        assert os.path.getsize(big.state_file) < 200 * 1024  # old entries are rebuilt
+        big.stop()
+    finally:
+        big.close()
+    again = Sim(tmp_path, "--history-fill", "5", state_file=big.state_file)
+
+    async def after_restart():
+        async with aiohttp.ClientSession() as session:
+            state = await get_json(session, again, "/_sim/state?history=count")
+            assert state["history_count"] == 10001  # the state file wins over --history-fill
+            assert list(await get_json(session, again, "/history?max_items=2")) == last_two
+    try:
+        run(after_restart())
+        again.stop()
+    finally:
+        again.close()
+
+
+# ---- prompts run on while no socket is connected ---------------------------------------------
+
+
+def test_prompts_finish_and_are_recorded_without_a_socket(sim):
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            ws = await connect(session, sim, "gone", flags=True)
+            first = await submit(session, sim, "gone", steps=40)
+            failing = await submit(session, sim, "gone", steps=4, outcome="error")
+            stopped = await submit(session, sim, "gone", steps=400)
+            await recv_until(ws, lambda f: f.type == "progress")
+            await ws.close()
+            closed_ms = time.time() * 1000
+
+            async def running(pid):
+                return (await get_json(session, sim, "/_sim/state"))["running"] == [pid]
+            await wait_for(lambda: running(stopped))
+            await post_json(session, sim, "/interrupt", {"prompt_id": stopped})
+            await wait_for(lambda: history_of(session, sim, stopped))
+            clients = await get_json(session, sim, "/_sim/clients")
+            assert clients["sockets"] == [] and clients["registry"] == {}
+            expected = {first: ("success", "execution_success"),
+                        failing: ("error", "execution_error"),
+                        stopped: ("error", "execution_interrupted")}
+            history = await get_json(session, sim, "/history")
+            assert list(history) == [first, failing, stopped]
+            for pid, (status_str, terminal) in expected.items():
+                messages = history[pid]["status"]["messages"]
+                assert [m[0] for m in messages] == ["execution_start", "execution_cached",
+                                                    terminal]
+                stamps = [m[1]["timestamp"] for m in messages]
+                assert stamps == sorted(stamps)
+                assert history[pid]["prompt"][3]["create_time"] <= stamps[0]
+                assert stamps[-1] >= closed_ms - 50
+                assert history[pid]["status"]["status_str"] == status_str
+            # a reconnect with the same id: the status frame and nothing to replay
+            again = await connect(session, sim, "gone")
+            before, = await marker(session, sim, again)
+            assert before == []
+            await again.close()
+    run(body())
+
+
+def test_preview_burst_and_step_marked_previews(sim):
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            ws = await connect(session, sim, "b", flags=True)
+            pid = await submit(session, sim, "b", steps=6, previews=True, step_ms=150,
+                               preview_burst=4)
+            arrivals = []
+            while True:
+                frame = await recv(ws)
+                if frame.binary:
+                    arrivals.append((time.monotonic(), frame.raw))
+                if is_end_of(pid)(frame):
+                    break
+            assert len(arrivals) == 6
+            for step, (_, raw) in enumerate(arrivals, 1):
+                size = struct.unpack("!I", raw[4:8])[0]
+                image = raw[8 + size:]
+                assert image[:2] == b"\xff\xd8" and b"step %d\xff" % step in image
+            # steps 1 and 2 are paced, 3-6 come in one burst
+            assert arrivals[1][0] - arrivals[0][0] > 0.1
+            assert arrivals[-1][0] - arrivals[2][0] < 0.1
+            await ws.close()
+    run(body())
+
+
+def test_0_3_64_validation_matches_the_recorded_samples(tmp_path):
+    """The v0.3.64 samples were produced by ComfyUI 0.3.64's own validate_prompt."""
+    old = Sim(tmp_path, "--server-version", "0.3.64")
+    steps_min = json.loads(json.dumps(WORKFLOW))
+    steps_min["3"]["inputs"]["steps"] = 0
+    blur = {"1": {"class_type": "EmptyImage", "inputs": {
+                "width": 64, "height": 64, "batch_size": 1, "color": 0}},
+            "2": {"class_type": "ImageBlur", "inputs": {
+                "image": ["1", 0], "blur_radius": 99, "sigma": 1.0}},
+            "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    cases = {
+        "steps_min": steps_min, "blur_max": blur,
+        "no_class_type": dict(WORKFLOW, **{"15": {"inputs": {}}}),
+        "unknown_class": dict(WORKFLOW, **{"15": {"class_type": "Image Comparer (rgthree)",
+                                                  "inputs": {}}}),
+        "no_outputs": {k: v for k, v in WORKFLOW.items() if k != "9"},
+    }
+
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            for name, prompt in cases.items():
+                status, reply = await post_json(session, old, "/prompt", {"prompt": prompt})
+                sample = load_sample("prompt_post_error_400_v0.3.64_%s.json" % name)
+                assert (status, reply) == (400, sample), name
+    try:
+        run(body())
+    finally:
+        old.stop()
+        old.close()
+
+
+def test_real_server_basic_workflow_runs(sim):
+    """real-server/workflows/basic.json: image nodes, three kinds of output node."""
+    basic = {
+        "1": {"class_type": "EmptyImage", "inputs": {
+            "width": 256, "height": 256, "batch_size": 1, "color": 16744448}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "ImageBlur", "inputs": {
+            "image": ["2", 0], "blur_radius": 5, "sigma": 2.0}},
+        "4": {"class_type": "ImageScale", "inputs": {
+            "image": ["3", 0], "upscale_method": "bilinear", "width": 128, "height": 128,
+            "crop": "disabled"}},
+        "5": {"class_type": "GetImageSize", "inputs": {"image": ["4", 0]}},
+        "6": {"class_type": "SaveImage", "inputs": {
+            "images": ["4", 0], "filename_prefix": "bridge_basic"}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        "8": {"class_type": "PreviewAny", "inputs": {"source": ["5", 0]}},
+    }
+
+    async def body():
+        async with aiohttp.ClientSession() as session:
+            pid = await submit(session, sim, None, prompt=basic)
+            entry = await wait_for(lambda: history_of(session, sim, pid))
+            assert sorted(entry["outputs"]) == ["6", "7", "8"]
+            saved, = entry["outputs"]["6"]["images"]
+            assert saved == {"filename": "bridge_basic_00001_.png", "subfolder": "",
+                             "type": "output"}
+            preview, = entry["outputs"]["7"]["images"]
+            assert preview["type"] == "temp" and preview["subfolder"] == ""
+            assert re.fullmatch(r"ComfyUI_temp_[a-z]{5}_00001_\.png", preview["filename"])
+            assert sorted(entry["prompt"][4]) == ["6", "7", "8"]
+            basic["3"]["inputs"]["blur_radius"] = 32
+            status, reply = await post_json(session, sim, "/prompt", {"prompt": basic})
+            assert status == 400 and set(reply["node_errors"]) == {"3"}
+            assert sorted(reply["node_errors"]["3"]["dependent_outputs"]) == ["6", "7", "8"]
+    run(body())

@@ -22,11 +22,13 @@ import heapq
 import itertools
 import json
 import os
+import random
 import signal
 import ssl
 import struct
 import sys
 import time
+import traceback
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -43,6 +45,9 @@ DEFAULT_STEPS = 20
 TRACE_ORDER_TOPOLOGICAL = ["4", "6", "7", "5", "3", "8", "9"]  # v0.1.0+
 TRACE_ORDER_RECURSIVE = ["5", "4", "7", "6", "3", "8", "9"]  # before v0.1.0
 SENSITIVE_EXTRA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+MAXIMUM_HISTORY_SIZE = 10000  # execution.py
+FILL_NAMESPACE = uuid.UUID("6f1d2c84-3a5b-4e0f-9c7d-2b8e1f4a6c30")
+FILL_SPACING_MS = 6000  # one old prompt every 6 s
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
 # An 8x8 baseline JPEG: previews only need to be a real image, not a big one.
@@ -101,6 +106,15 @@ OOM_TRACEBACK = [
     '  File "/opt/ComfyUI/nodes.py", line 1572, in sample\n    return common_ksampler(...)\n',
     '  File "/opt/ComfyUI/comfy/samplers.py", line 1180, in sample\n    return sample(...)\n',
 ]
+
+
+def step_jpeg(step: int) -> bytes:
+    """TINY_JPEG with a comment segment "step N" after its JFIF header: still a
+    valid JPEG, and each step's preview differs, so tests can tell which was kept."""
+    text = b"step %d" % step
+    app0_end = 4 + struct.unpack("!H", TINY_JPEG[4:6])[0]
+    return (TINY_JPEG[:app0_end] + b"\xff\xfe" + struct.pack("!H", len(text) + 2) + text
+            + TINY_JPEG[app0_end:])
 
 
 def now_ms() -> int:
@@ -181,8 +195,336 @@ def build_trace_binary(desc: dict) -> bytes:
 
 
 def is_output_node(node: dict) -> bool:
-    """SaveImage-like nodes produce UI output (an `executed` frame)."""
-    return "Save" in str(node.get("class_type", ""))
+    """OUTPUT_NODE classes produce UI output (an `executed` frame); for graphs that
+    never went through validation (replays, /_sim/queue) any class named *Save*."""
+    class_type = node.get("class_type") if isinstance(node, dict) else None
+    known = NODE_CLASSES.get(class_type) if isinstance(class_type, str) else None
+    return known["output"] if known else "Save" in str(class_type or "")
+
+
+# ---- node classes and prompt validation (execution.py of ComfyUI 0.3.64) -------------
+
+# The choices the simulated server offers; under 21 items, so a wrong value's
+# error lists them (execution.py only hides lists longer than 20).
+CHECKPOINTS = ["sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"]
+# comfy/samplers.py SAMPLER_NAMES and SCHEDULER_NAMES of 0.3.64.
+SAMPLERS = [
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
+    "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp",
+    "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis",
+    "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp",
+    "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc",
+    "uni_pc_bh2"]
+SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta",
+              "normal", "linear_quadratic", "kl_optimal"]
+MAX_RESOLUTION = 16384
+
+
+def node_class(required: dict, returns: tuple, output: bool = False) -> dict:
+    """One NODE_CLASS_MAPPINGS entry: INPUT_TYPES()["required"] as
+    {name: (type, options)}, RETURN_TYPES and OUTPUT_NODE."""
+    return {"required": required, "returns": returns, "output": output}
+
+
+# INPUT_TYPES, RETURN_TYPES and OUTPUT_NODE copied from 0.3.64: nodes.py;
+# comfy_extras/nodes_images.py (RepeatImageBatch, ImageAddNoise, GetImageSize);
+# comfy_extras/nodes_preview_any.py (PreviewAny, whose "*" input takes any type);
+# comfy_extras/nodes_post_processing.py (ImageBlur, a V3 node: its options are
+# as_dict() of its io.Int/io.Float inputs); custom_nodes/websocket_image_save.py.
+NODE_CLASSES = {
+    "KSampler": node_class({
+        "model": ("MODEL", {"tooltip": "The model used for denoising the input latent."}),
+        "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
+                         "control_after_generate": True,
+                         "tooltip": "The random seed used for creating the noise."}),
+        "steps": ("INT", {"default": 20, "min": 1, "max": 10000,
+                          "tooltip": "The number of steps used in the denoising process."}),
+        "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                          "tooltip": "The Classifier-Free Guidance scale balances creativity "
+                          "and adherence to the prompt. Higher values result in images more "
+                          "closely matching the prompt however too high values will "
+                          "negatively impact quality."}),
+        "sampler_name": (SAMPLERS, {"tooltip": "The algorithm used when sampling, this can "
+                                    "affect the quality, speed, and style of the generated "
+                                    "output."}),
+        "scheduler": (SCHEDULERS, {"tooltip": "The scheduler controls how noise is gradually "
+                                   "removed to form the image."}),
+        "positive": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes "
+                                      "you want to include in the image."}),
+        "negative": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes "
+                                      "you want to exclude from the image."}),
+        "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
+        "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                              "tooltip": "The amount of denoising applied, lower values will "
+                              "maintain the structure of the initial image allowing for image "
+                              "to image sampling."}),
+    }, ("LATENT",)),
+    "CheckpointLoaderSimple": node_class({
+        "ckpt_name": (CHECKPOINTS, {"tooltip": "The name of the checkpoint (model) to load."}),
+    }, ("MODEL", "CLIP", "VAE")),
+    "EmptyLatentImage": node_class({
+        "width": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8,
+                          "tooltip": "The width of the latent images in pixels."}),
+        "height": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8,
+                           "tooltip": "The height of the latent images in pixels."}),
+        "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096,
+                               "tooltip": "The number of latent images in the batch."}),
+    }, ("LATENT",)),
+    "CLIPTextEncode": node_class({
+        "text": ("STRING", {"multiline": True, "dynamicPrompts": True,
+                            "tooltip": "The text to be encoded."}),
+        "clip": ("CLIP", {"tooltip": "The CLIP model used for encoding the text."}),
+    }, ("CONDITIONING",)),
+    "VAEDecode": node_class({
+        "samples": ("LATENT", {"tooltip": "The latent to be decoded."}),
+        "vae": ("VAE", {"tooltip": "The VAE model used for decoding the latent."}),
+    }, ("IMAGE",)),
+    "SaveImage": node_class({
+        "images": ("IMAGE", {"tooltip": "The images to save."}),
+        "filename_prefix": ("STRING", {"default": "ComfyUI", "tooltip": "The prefix for the "
+                                       "file to save. This may include formatting information "
+                                       "such as %date:yyyy-MM-dd% or %Empty Latent Image.width% "
+                                       "to include values from nodes."}),
+    }, (), output=True),
+    "PreviewImage": node_class({"images": ("IMAGE",)}, (), output=True),
+    "SaveImageWebsocket": node_class({"images": ("IMAGE",)}, (), output=True),
+    "EmptyImage": node_class({
+        "width": ("INT", {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
+        "height": ("INT", {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
+        "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
+        "color": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1,
+                          "display": "color"}),
+    }, ("IMAGE",)),
+    "ImageInvert": node_class({"image": ("IMAGE",)}, ("IMAGE",)),
+    "ImageScale": node_class({
+        "image": ("IMAGE",),
+        "upscale_method": (["nearest-exact", "bilinear", "area", "bicubic", "lanczos"],),
+        "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1}),
+        "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1}),
+        "crop": (["disabled", "center"],),
+    }, ("IMAGE",)),
+    "RepeatImageBatch": node_class({
+        "image": ("IMAGE",),
+        "amount": ("INT", {"default": 1, "min": 1, "max": 4096}),
+    }, ("IMAGE",)),
+    "ImageAddNoise": node_class({
+        "image": ("IMAGE",),
+        "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
+                         "control_after_generate": True,
+                         "tooltip": "The random seed used for creating the noise."}),
+        "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}),
+    }, ("IMAGE",)),
+    "GetImageSize": node_class({"image": ("IMAGE",)}, ("INT", "INT", "INT")),
+    "PreviewAny": node_class({"source": ("*", {})}, (), output=True),
+    "ImageBlur": node_class({
+        "image": ("IMAGE", {}),
+        "blur_radius": ("INT", {"default": 1, "min": 1, "max": 31, "step": 1}),
+        "sigma": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.1}),
+    }, ("IMAGE",)),
+}
+
+# Primitive widget types that validate_inputs converts before range checks.
+CONVERTERS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+
+
+def full_type_name(klass: type) -> str:
+    """execution.py full_type_name: 'KeyError', or module.qualname."""
+    module = klass.__module__
+    return klass.__qualname__ if module == "builtins" else module + "." + klass.__qualname__
+
+
+def types_match(received: Any, wanted: Any) -> bool:
+    """comfy_execution/validation.py validate_node_input (non-strict): equal, "*"
+    (IO.ANY compares equal to anything), or comma-separated unions that overlap."""
+    if received == wanted or "*" in (received, wanted):
+        return True
+    if not isinstance(received, str) or not isinstance(wanted, str):
+        return False
+    return bool({t.strip() for t in received.split(",")}
+                & {t.strip() for t in wanted.split(",")})
+
+
+def input_error(kind: str, message: str, details: str, extra: dict) -> dict:
+    return {"type": kind, "message": message, "details": details, "extra_info": extra}
+
+
+def check_constant(name: str, val: Any, input_type: Any, options: dict,
+                   inputs: dict) -> Optional[dict]:
+    """The constant-value half of validate_inputs: unwrap __value__, convert
+    INT/FLOAT/STRING/BOOLEAN (the converted value replaces the input, as in
+    ComfyUI, so the queued prompt carries it), then min, max and the combo list."""
+    info = [input_type, options]
+    if isinstance(val, dict) and "__value__" in val:
+        val = val["__value__"]
+        inputs[name] = val
+    convert = CONVERTERS.get(input_type) if isinstance(input_type, str) else None
+    if convert is not None:
+        try:
+            val = convert(val)
+            inputs[name] = val
+        except Exception as ex:  # noqa: BLE001 -- ComfyUI catches everything here
+            return input_error("invalid_input_type",
+                               "Failed to convert an input value to a %s value" % input_type,
+                               "%s, %s, %s" % (name, val, ex),
+                               {"input_name": name, "input_config": info,
+                                "received_value": val, "exception_message": str(ex)})
+    if "min" in options and val < options["min"]:
+        return input_error("value_smaller_than_min",
+                           "Value {} smaller than min of {}".format(val, options["min"]), name,
+                           {"input_name": name, "input_config": info, "received_value": val})
+    if "max" in options and val > options["max"]:
+        return input_error("value_bigger_than_max",
+                           "Value {} bigger than max of {}".format(val, options["max"]), name,
+                           {"input_name": name, "input_config": info, "received_value": val})
+    if isinstance(input_type, list) and val not in input_type:
+        if len(input_type) > 20:  # gigantic lists (model files) are not sent back
+            list_info, info = "(list of length %d)" % len(input_type), None
+        else:
+            list_info = str(input_type)
+        return input_error("value_not_in_list", "Value not in list",
+                           "%s: '%s' not in %s" % (name, val, list_info),
+                           {"input_name": name, "input_config": info, "received_value": val})
+    return None
+
+
+def validate_inputs(prompt: dict, unique_id: str, validated: dict) -> tuple:
+    """execution.py validate_inputs: (valid, errors, node_id) for one node, after
+    its linked inputs; results are memoised in `validated`. Exceptions (a link to
+    a missing node, a bad slot) propagate as in ComfyUI."""
+    if unique_id in validated:
+        return validated[unique_id]
+    inputs = prompt[unique_id]["inputs"]
+    required = NODE_CLASSES[prompt[unique_id]["class_type"]]["required"]
+    errors: List[dict] = []
+    valid = True
+    for name, spec in required.items():
+        input_type, options = spec[0], (spec[1] if len(spec) > 1 else {})
+        info = [input_type, options]
+        if name not in inputs:
+            errors.append(input_error("required_input_missing", "Required input is missing",
+                                      name, {"input_name": name}))
+            continue
+        val = inputs[name]
+        if not isinstance(val, list):
+            error = check_constant(name, val, input_type, options, inputs)
+            if error is not None:
+                errors.append(error)
+            continue
+        if len(val) != 2:
+            errors.append(input_error(
+                "bad_linked_input",
+                "Bad linked input, must be a length-2 list of [node_id, slot_index]", name,
+                {"input_name": name, "input_config": info, "received_value": val}))
+            continue
+        o_id = val[0]
+        received_type = NODE_CLASSES[prompt[o_id]["class_type"]]["returns"][val[1]]
+        if not types_match(received_type, input_type):
+            errors.append(input_error(
+                "return_type_mismatch", "Return type mismatch between linked nodes",
+                "%s, received_type(%s) mismatch input_type(%s)" % (name, received_type,
+                                                                   input_type),
+                {"input_name": name, "input_config": info, "received_type": received_type,
+                 "linked_node": val}))
+            continue
+        try:
+            if validate_inputs(prompt, o_id, validated)[0] is False:
+                valid = False
+        except Exception as ex:  # noqa: BLE001 -- as ComfyUI: the inner node is invalid
+            typ, _, tb = sys.exc_info()
+            valid = False
+            validated[o_id] = (False, [input_error(
+                "exception_during_inner_validation", "Exception when validating inner node",
+                str(ex), {"input_name": name, "input_config": info,
+                          "exception_message": str(ex), "exception_type": full_type_name(typ),
+                          "traceback": traceback.format_tb(tb), "linked_node": val})], o_id)
+    result = (False, errors, unique_id) if errors or valid is not True else (True, [], unique_id)
+    validated[unique_id] = result
+    return result
+
+
+class InternalError(Exception):
+    """What makes ComfyUI's handler raise, so that aiohttp answers 500."""
+
+
+def check_class_types(prompt: dict, modern: bool) -> Optional[dict]:
+    """The first loop of validate_prompt: every node needs a known class_type.
+    0.3.64 answers `invalid_prompt`; later servers `missing_node_type` with the
+    node's `_meta.title`."""
+    for x, node in prompt.items():
+        if not isinstance(node, (dict, list, str)):
+            raise InternalError("argument of type %r is not iterable" % type(node).__name__)
+        if "class_type" not in node:
+            if not modern:
+                return input_error("invalid_prompt", "Cannot execute because a node is "
+                                   "missing the class_type property.", "Node ID '#%s'" % x, {})
+            if not isinstance(node, dict):
+                raise InternalError("node %s is not an object" % x)
+            title = (node.get("_meta") or {}).get("title")
+            return input_error(
+                "missing_node_type", "Node '%s' has no class_type. The workflow may be "
+                "corrupted or a custom node is missing." % (title or "ID #%s" % x),
+                "Node ID '#%s'" % x, {"node_id": x, "class_type": None, "node_title": title})
+        if not isinstance(node, dict):
+            raise InternalError("node %s is not an object" % x)
+        class_type = node["class_type"]
+        if not isinstance(class_type, str) or class_type not in NODE_CLASSES:
+            if not modern:
+                return input_error("invalid_prompt", "Cannot execute because node %s does "
+                                   "not exist." % class_type, "Node ID '#%s'" % x, {})
+            title = (node.get("_meta") or {}).get("title", class_type)
+            return input_error(
+                "missing_node_type", "Node '%s' not found. The custom node may not be "
+                "installed." % title, "Node ID '#%s'" % x,
+                {"node_id": x, "class_type": class_type, "node_title": title})
+    return None
+
+
+def validate_prompt(prompt: Any, partial: Optional[list], modern: bool) -> tuple:
+    """execution.py validate_prompt: (valid, error, good_outputs, node_errors).
+
+    Outputs are validated in the prompt's key order (ComfyUI iterates a set, so
+    its order of `dependent_outputs` and of the error lines varies per run)."""
+    if not isinstance(prompt, dict):
+        raise InternalError("prompt is not an object")
+    error = check_class_types(prompt, modern)
+    if error is not None:
+        return False, error, [], {}
+    outputs = [x for x, node in prompt.items() if NODE_CLASSES[node["class_type"]]["output"]
+               and (partial is None or x in partial)]
+    if not outputs:
+        return False, input_error("prompt_no_outputs", "Prompt has no outputs", "", {}), [], {}
+    good, failed, node_errors, validated = [], [], {}, {}
+    for o in outputs:
+        try:
+            valid, reasons, _ = validate_inputs(prompt, o, validated)
+        except Exception as ex:  # noqa: BLE001 -- as ComfyUI
+            typ, _, tb = sys.exc_info()
+            valid = False
+            reasons = [input_error("exception_during_validation",
+                                   "Exception when validating node", str(ex),
+                                   {"exception_type": full_type_name(typ),
+                                    "traceback": traceback.format_tb(tb)})]
+            validated[o] = (False, reasons, o)
+        if valid is True:
+            good.append(o)
+            continue
+        failed.append((o, reasons))
+        for node_id, result in validated.items():
+            # Nodes downstream of an invalid one are invalid without reasons: left out.
+            if result[0] is not True and result[1]:
+                if node_id not in node_errors:
+                    node_errors[node_id] = {"errors": result[1], "dependent_outputs": [],
+                                            "class_type": prompt[node_id]["class_type"]}
+                node_errors[node_id]["dependent_outputs"].append(o)
+    if not good:
+        details = "\n".join("%s: %s" % (e["message"], e["details"])
+                            for _, reasons in failed for e in reasons)
+        return False, input_error("prompt_outputs_failed_validation",
+                                  "Prompt outputs failed validation", details, {}), [], node_errors
+    return True, None, good, node_errors
 
 
 def current_inputs_of(node: dict) -> dict:
@@ -308,12 +650,19 @@ class Server:
         self.pending_seq = itertools.count()
         self.running: List[RunRecord] = []
         self.history: Dict[str, dict] = {}
+        self.fill: Optional[dict] = None  # how --history-fill built the oldest entries
+        self.fill_index: Dict[str, int] = {}  # their prompt ids -> index
         self.number = 0
-        self.image_counter = 1
+        self.image_counter = 1  # ComfyUI_NNNNN_.png in the output folder
+        self.counters: Dict[str, int] = {}  # the same for other names: "type/subfolder/name"
+        self.temp_suffix = "_temp_" + "".join(random.choice("abcdefghijklmnopqrstupvxyz")
+                                              for _ in range(5))
         self.queue_changed = asyncio.Event()
         self.interrupt = asyncio.Event()
         self.releases: Dict[str, asyncio.Event] = {}
         self.holding: List[str] = []
+        self.interrupts: List[dict] = []  # every POST /interrupt, for tests
+        self.frees: List[dict] = []  # every POST /free, for tests
         self.tasks: List[asyncio.Task] = []
 
     # ---- protocol version gates -------------------------------------------
@@ -334,6 +683,18 @@ class Server:
         return self.version >= (0, 3, 45)
 
     @property
+    def has_create_time(self) -> bool:
+        """extra_data.create_time (ms) in queue and history items since v0.3.69."""
+        return self.version >= (0, 3, 69)
+
+    @property
+    def has_missing_node_type(self) -> bool:
+        """A node without class_type or with an unknown one: 0.3.64 answers
+        `invalid_prompt`; ComfyUI PR #12194 (merged 2026-01-31, between v0.9.2 and
+        v0.14.0) made it `missing_node_type`. The cut here is v0.12.0."""
+        return self.version >= (0, 12, 0)
+
+    @property
     def progress_state_leaks(self) -> bool:
         """v0.3.45–v0.3.57 broadcast progress_state for every prompt (a bug)."""
         return self.has_feature_flags and self.version < (0, 3, 58)
@@ -348,7 +709,10 @@ class Server:
         state = {
             "number": self.number,
             "image_counter": self.image_counter,
-            "history": [[pid, entry] for pid, entry in self.history.items()],
+            "counters": self.counters,
+            "history": [[pid, entry] for pid, entry in self.history.items()
+                        if pid not in self.fill_index],
+            "fill": self.fill,
             "running": [rec.to_json() for rec in self.running],
             "pending": [{"item": e.item, "executable": e.executable}
                         for e in sorted(self.pending)],
@@ -358,22 +722,27 @@ class Server:
             json.dump(state, fh)
         os.replace(tmp, path)
 
-    def load_state(self) -> None:
-        """Load the state file, then settle the prompt that was running when saved."""
+    def load_state(self) -> bool:
+        """Load the state file, then settle the prompt that was running when saved.
+        False when there was none (a fresh server)."""
         path = self.args.state_file
         if not path or not os.path.exists(path):
-            return
+            return False
         with open(path, encoding="utf-8") as fh:
             state = json.load(fh)
         self.number = state.get("number", 0)
         self.image_counter = state.get("image_counter", 1)
-        self.history = {pid: entry for pid, entry in state.get("history", [])}
+        self.counters = state.get("counters", {})
+        if state.get("fill"):
+            self.make_fill(**state["fill"])
+        self.history.update((pid, entry) for pid, entry in state.get("history", []))
         for obj in state.get("pending", []):
             self.push_pending(obj["item"], obj.get("executable", False))
         outcome = self.args.finish_running_as or "vanish"
         for obj in state.get("running", []):
             self.finish_saved_run(RunRecord.from_json(obj), outcome)
         self.save_state()
+        return True
 
     def finish_saved_run(self, rec: RunRecord, outcome: str) -> None:
         """Write the history a prompt would have if it ended while we were down."""
@@ -390,7 +759,7 @@ class Server:
         if outcome == "success":
             for nid, node in prompt.items():
                 if is_output_node(node) and nid not in rec.outputs:
-                    self.record_output(rec, nid, self.image_output())
+                    self.record_output(rec, nid, self.image_output(node))
             if self.has_timestamps:
                 rec.messages.append(["execution_success", self.stamp({"prompt_id": pid})])
         elif outcome == "error":
@@ -435,10 +804,30 @@ class Server:
             data["timestamp"] = now_ms()
         return data
 
-    def image_output(self) -> dict:
-        name = "ComfyUI_%05d_.png" % self.image_counter
-        self.image_counter += 1
-        return {"images": [{"filename": name, "subfolder": "", "type": "output"}]}
+    def image_output(self, node: Optional[dict] = None) -> dict:
+        """The ui output of an output node. SaveImage writes <prefix>_NNNNN_.png
+        into the output folder, its prefix's directory part becoming the
+        subfolder, with the next free number of that name (nodes.py SaveImage,
+        folder_paths.get_save_image_path). PreviewImage writes a temp file whose
+        prefix is ComfyUI_temp_ and 5 random letters. Other classes give a
+        ComfyUI_NNNNN_.png output like the default SaveImage."""
+        class_type = node.get("class_type") if isinstance(node, dict) else None
+        prefix, kind = "ComfyUI", "output"
+        if class_type == "SaveImage":
+            given = (node.get("inputs") or {}).get("filename_prefix")
+            prefix = given if isinstance(given, str) and given else "ComfyUI"
+        elif class_type == "PreviewImage":
+            prefix, kind = "ComfyUI" + self.temp_suffix, "temp"
+        subfolder, _, name = os.path.normpath(prefix).rpartition("/")
+        if (kind, subfolder, name) == ("output", "", "ComfyUI"):
+            counter = self.image_counter
+            self.image_counter += 1
+        else:
+            key = "%s/%s/%s" % (kind, subfolder, name)
+            counter = self.counters.get(key, 1)
+            self.counters[key] = counter + 1
+        return {"images": [{"filename": "%s_%05d_.png" % (name, counter),
+                            "subfolder": subfolder, "type": kind}]}
 
     def record_output(self, rec: RunRecord, node_id: str, output: Any) -> None:
         rec.outputs[node_id] = output
@@ -456,13 +845,100 @@ class Server:
         }
         if self.has_display_node:
             entry["meta"] = rec.meta
-        self.history.pop(rec.prompt_id, None)  # a duplicate id moves to the end
-        self.history[rec.prompt_id] = entry
+        self.store_history(rec.prompt_id, entry)
         rec.finished = True
         if leave_queue and rec in self.running:
             self.running.remove(rec)
         self.queue_changed.set()
         self.save_state()
+
+    def store_history(self, pid: str, entry: Any) -> None:
+        """PromptQueue.task_done: past MAXIMUM_HISTORY_SIZE entries the oldest goes
+        (checked before adding, so 10,001 entries can exist); a prompt id that is
+        already there keeps its place and gets the new entry."""
+        if len(self.history) > MAXIMUM_HISTORY_SIZE:
+            self.forget_history(next(iter(self.history)))
+        self.unfill(pid)  # kept in place, saved as an ordinary entry from now on
+        self.history[pid] = entry
+
+    def forget_history(self, pid: str) -> None:
+        self.history.pop(pid, None)
+        self.unfill(pid)
+
+    def clear_history(self) -> None:
+        self.history.clear()
+        self.fill, self.fill_index = None, {}
+
+    # ---- a long old history (--history-fill) --------------------------------
+
+    def fill_history(self, count: int) -> None:
+        """Put `count` finished prompts in the history, as if the server had run
+        them before: one every FILL_SPACING_MS, the newest ending an hour ago.
+        They are rebuilt from these few numbers, so the state file stays small.
+        ComfyUI never holds more than MAXIMUM_HISTORY_SIZE + 1 entries."""
+        count = max(0, min(count, MAXIMUM_HISTORY_SIZE + 1))
+        self.make_fill(count=count, end_ms=now_ms() - 3600 * 1000, number0=self.number,
+                       image0=self.image_counter, gone=[])
+        self.number += count
+        self.image_counter += count
+
+    def make_fill(self, count: int, end_ms: int, number0: int, image0: int,
+                  gone: List[int]) -> None:
+        self.fill = {"count": count, "end_ms": end_ms, "number0": number0, "image0": image0,
+                     "gone": list(gone)}
+        skip = set(gone)
+        prompt = copy.deepcopy(DEFAULT_WORKFLOW)  # shared: nothing edits old entries
+        for index in range(count):
+            if index not in skip:
+                pid, entry = self.fill_entry(index, prompt)
+                self.history[pid] = entry
+                self.fill_index[pid] = index
+
+    def fill_entry(self, index: int, prompt: dict) -> tuple:
+        """Entry `index` (0 = oldest): about 1 in 20 failed, 1 in 20 interrupted;
+        two in three came from the browser (client_id sim-browser), the rest had none."""
+        fill = self.fill
+        pid = str(uuid.uuid5(FILL_NAMESPACE, "%d/%d" % (fill["end_ms"], index)))
+        finished = fill["end_ms"] - (fill["count"] - 1 - index) * FILL_SPACING_MS
+        started = finished - FILL_SPACING_MS * 7 // 10
+        extra = {"client_id": FOREIGN_CLIENT_ID} if index % 3 else {}
+        if self.has_create_time:
+            extra["create_time"] = started - 150
+        item = [fill["number0"] + index, pid, prompt, extra, ["9"]]
+
+        def stamped(data: dict, at: int) -> dict:
+            if self.has_timestamps:
+                data["timestamp"] = at
+            return data
+        messages = [["execution_start", stamped({"prompt_id": pid}, started)],
+                    ["execution_cached", stamped({"nodes": [], "prompt_id": pid}, started + 3)]]
+        outputs, meta, executed = {}, {}, ["4", "6", "7", "5"]
+        if index % 20 == 7:
+            data = self.error_data(pid, "3", prompt, executed)
+            messages.append(["execution_error", stamped(data, finished)])
+        elif index % 20 == 13:
+            data = self.interrupted_data(pid, "3", prompt, executed)
+            messages.append(["execution_interrupted", stamped(data, finished)])
+        else:
+            name = "ComfyUI_%05d_.png" % (fill["image0"] + index)
+            outputs = {"9": {"images": [{"filename": name, "subfolder": "", "type": "output"}]}}
+            meta = {"9": {"node_id": "9", "display_node": "9", "parent_node": None,
+                          "real_node_id": "9"}}
+            if self.has_timestamps:
+                messages.append(["execution_success", stamped({"prompt_id": pid}, finished)])
+        success = index % 20 not in (7, 13)
+        entry = {"prompt": item, "outputs": outputs,
+                 "status": {"status_str": "success" if success else "error",
+                            "completed": success, "messages": messages}}
+        if self.has_display_node:
+            entry["meta"] = meta
+        return pid, entry
+
+    def unfill(self, pid: str) -> None:
+        """An old entry was removed or replaced: the state file must not rebuild it."""
+        index = self.fill_index.pop(pid, None)
+        if index is not None:
+            self.fill["gone"].append(index)
 
     # ---- sending --------------------------------------------------------------
 
@@ -598,6 +1074,25 @@ class Server:
         if all(node in prompt for node in order):
             return order + [node for node in prompt if node not in order]
         return list(prompt)
+
+    def run_order(self, prompt: dict, outputs: Any) -> List[str]:
+        """node_order restricted to what the outputs to execute need (ComfyUI's
+        ExecutionList only adds their ancestors): outputs dropped by a partial
+        validation failure, and nodes feeding only them, do not run."""
+        order = self.node_order(prompt)
+        if not isinstance(outputs, list) or not outputs:
+            return order
+        needed, stack = set(), [o for o in outputs if o in prompt]
+        while stack:
+            node_id = stack.pop()
+            if node_id in needed:
+                continue
+            needed.add(node_id)
+            inputs = prompt[node_id].get("inputs") if isinstance(prompt[node_id], dict) else None
+            for value in (inputs or {}).values():
+                if isinstance(value, list) and len(value) == 2 and value[0] in prompt:
+                    stack.append(value[0])
+        return [node_id for node_id in order if node_id in needed]
 
     @staticmethod
     def sampler_node(prompt: dict) -> Optional[str]:
@@ -737,8 +1232,11 @@ class PromptRun:
         self.steps = int(sim.get("steps", DEFAULT_STEPS))
         self.step_s = float(sim.get("step_ms", server.args.step_ms)) / 1000.0
         self.previews = bool(sim.get("previews", False))
-        self.sampler = server.sampler_node(prompt)
-        order = server.node_order(prompt)
+        # The last `preview_burst` steps come without a pause, like a fast sampler's end.
+        self.burst = int(sim.get("preview_burst", 0))
+        self.order = server.run_order(prompt, rec.item[4] if len(rec.item) > 4 else None)
+        self.sampler = server.sampler_node({n: prompt[n] for n in self.order})
+        order = self.order
         # Where "error"/"interrupt" outcomes strike when there is no sampler.
         self.last_node = order[-1] if order else None
         self.states: Dict[str, dict] = {}
@@ -776,7 +1274,7 @@ class PromptRun:
     async def run_nodes(self):
         """Run every node; return (outcome, node_id) with outcome success/error/interrupted."""
         try:
-            for node_id in self.server.node_order(self.prompt):
+            for node_id in self.order:
                 await self.run_node(node_id)
         except PromptFailed as exc:
             return "error", exc.node_id
@@ -802,7 +1300,7 @@ class PromptRun:
             self.check_interrupt(node_id)
             finished = (1.0, 1.0)
         if is_output_node(node):
-            output = self.server.image_output()
+            output = self.server.image_output(node)
             self.server.record_output(self.rec, node_id, output)
             data = {"node": node_id}
             if self.server.has_display_node:
@@ -817,25 +1315,27 @@ class PromptRun:
         if self.outcome == "error":
             raise PromptFailed(node_id)
         for step in range(1, self.steps + 1):
-            await asyncio.sleep(self.step_s)
+            if step <= self.steps - self.burst:
+                await asyncio.sleep(self.step_s)
             self.check_interrupt(node_id)
             if self.outcome == "interrupt" and step > self.steps // 2:
                 raise PromptInterrupted(node_id)
             self.progress_state(node_id, step, self.steps, "running")
             metadata = self.previews and self.server.wants_metadata_previews(self.cid)
             if metadata:
-                self.server.enqueue(self.cid, self.preview_type4(node_id), binary=True)
+                self.server.enqueue(self.cid, self.preview_type4(node_id, step), binary=True)
             self.send("progress", {"value": step, "max": self.steps,
                                    "prompt_id": self.pid, "node": node_id}, True)
             if self.previews and not metadata:
                 target = self.cid  # None: broadcast, as for prompts without client
-                self.server.enqueue(target, struct.pack("!II", 1, 1) + TINY_JPEG, binary=True)
+                self.server.enqueue(target, struct.pack("!II", 1, 1) + step_jpeg(step),
+                                    binary=True)
 
-    def preview_type4(self, node_id: str) -> bytes:
+    def preview_type4(self, node_id: str, step: int) -> bytes:
         meta = dumps({"node_id": node_id, "prompt_id": self.pid, "display_node_id": node_id,
                       "parent_node_id": None, "real_node_id": node_id,
                       "image_type": "image/jpeg"}).encode()
-        return struct.pack("!II", 4, len(meta)) + meta + TINY_JPEG
+        return struct.pack("!II", 4, len(meta)) + meta + step_jpeg(step)
 
 
 class ReplayModel:
@@ -890,7 +1390,7 @@ class ReplayModel:
         self.assigned.add(pid)
 
     def new_item(self, pid: str, foreign: bool) -> list:
-        extra = {"create_time": now_ms()}
+        extra = {"create_time": now_ms()} if self.server.has_create_time else {}
         if foreign:
             extra["client_id"] = FOREIGN_CLIENT_ID
         elif pid in self.owned and self.target is not None:
@@ -1014,6 +1514,12 @@ async def read_json(request: web.Request, default: Any = None) -> Any:
     return json.loads(body)
 
 
+def internal_error() -> web.Response:
+    """aiohttp's answer when a ComfyUI handler raises (bad JSON, wrong types)."""
+    return web.Response(status=500, text="500 Internal Server Error\n\n"
+                        "Server got itself in trouble")
+
+
 def json_error(message: str, status: int = 400) -> web.Response:
     return web.json_response({"error": message}, status=status, dumps=dumps)
 
@@ -1039,6 +1545,7 @@ class Routes:
             ("GET", "/history/{prompt_id}", self.get_history_item),
             ("POST", "/history", self.post_history),
             ("POST", "/interrupt", self.post_interrupt),
+            ("POST", "/free", self.post_free),
             ("GET", "/system_stats", self.get_system_stats),
             ("GET", "/features", self.get_features),
             ("GET", "/view", self.get_view),
@@ -1063,16 +1570,24 @@ class Routes:
         return reply({"exec_info": {"queue_remaining": self.s.queue_remaining()}})
 
     async def post_prompt(self, request: web.Request) -> web.Response:
-        """POST /prompt as server.py: number, front, prompt_id, client_id, extra_data."""
+        """server.py post_prompt: the number is used up first (failed posts too),
+        then execution.py validate_prompt decides between 200 and 400."""
         try:
             body = json.loads(await request.read())
-        except ValueError as exc:
-            return web.Response(status=500, text="500 Internal Server Error\n%s" % exc)
-        if not isinstance(body, dict):
-            return web.Response(status=500, text="500 Internal Server Error")
+        except ValueError:
+            return internal_error()
         s = self.s
+        if not isinstance(body, (dict, list, str)):
+            return internal_error()  # `"number" in body` raises
+        if not isinstance(body, dict):
+            body = {} if "number" not in body and "prompt" not in body else None
+            if body is None:
+                return internal_error()
         if "number" in body:
-            number = float(body["number"])
+            try:
+                number = float(body["number"])
+            except (TypeError, ValueError):
+                return internal_error()
         else:
             number = s.next_number()
             if body.get("front"):
@@ -1083,50 +1598,67 @@ class Routes:
                      "details": "No prompt provided", "extra_info": {}}
             return reply({"error": error, "node_errors": {}}, status=400)
         prompt = body["prompt"]
-        if not isinstance(prompt, dict) or not all(
-                isinstance(n, dict) and "class_type" in n for n in prompt.values()):
+        prompt_id = str(body["prompt_id"]) if "prompt_id" in body else str(uuid.uuid4())
+        partial = body.get("partial_execution_targets")
+        try:
+            valid, error, outputs, node_errors = validate_prompt(
+                prompt, partial if isinstance(partial, list) else None,
+                s.has_missing_node_type)
+        except InternalError:
             s.save_state()
-            error = {"type": "invalid_prompt",
-                     "message": "Cannot execute because a node is missing the class_type property.",
-                     "details": "", "extra_info": {}}
-            return reply({"error": error, "node_errors": {}}, status=400)
-        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+            return internal_error()
+        s.save_state()
+        if not valid:
+            return reply({"error": error, "node_errors": node_errors}, status=400)
         extra = body.get("extra_data") if isinstance(body.get("extra_data"), dict) else {}
         extra = {k: v for k, v in extra.items() if k not in SENSITIVE_EXTRA_KEYS}
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
-        extra["create_time"] = now_ms()
-        outputs = [nid for nid, node in prompt.items() if is_output_node(node)]
+        if s.has_create_time:
+            extra["create_time"] = now_ms()
         s.push_pending([number, prompt_id, prompt, extra, outputs], True)
         s.save_state()
         s.broadcast_status()
-        return reply({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+        return reply({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
     async def get_queue(self, request: web.Request) -> web.Response:
         return reply({"queue_running": [r.item for r in self.s.running],
                       "queue_pending": [e.item for e in self.s.pending]})
 
     async def post_queue(self, request: web.Request) -> web.Response:
-        """{"clear": true} and {"delete": [ids]}: pending only, status per change."""
+        """server.py post_queue: {"clear": true} is PromptQueue.wipe_queue (one
+        status frame), {"delete": [ids]} is delete_queue_item per id (one status
+        frame each, two when it empties the queue). Both touch pending prompts
+        only: the running prompt goes on and gets its history entry; a removed
+        pending prompt never runs and never gets one."""
         try:
-            body = await read_json(request, {})
+            body = await read_json(request)
         except ValueError:
-            return web.Response(status=500)
-        s = self.s
-        if isinstance(body, dict) and body.get("clear"):
+            return internal_error()
+        if not isinstance(body, dict):
+            return internal_error()  # `"clear" in body` / body["delete"] fail
+        if body.get("clear"):
             self.wipe_pending()
-        if isinstance(body, dict) and isinstance(body.get("delete"), list):
-            for pid in body["delete"]:
-                entry = s.find_pending(pid)
-                if entry is None:
-                    continue
-                if len(s.pending) == 1:
-                    self.wipe_pending()  # ComfyUI's quirk: two status frames
-                else:
-                    s.remove_pending(entry)
-                s.save_state()
-                s.broadcast_status()
+        if "delete" in body:
+            try:
+                to_delete = list(body["delete"])
+            except TypeError:
+                return internal_error()
+            for pid in to_delete:
+                self.delete_pending(pid)
         return web.Response(status=200)
+
+    def delete_pending(self, pid: Any) -> None:
+        s = self.s
+        entry = next((e for e in s.pending if e.item[1] == pid), None)
+        if entry is None:
+            return
+        if len(s.pending) == 1:
+            self.wipe_pending()  # ComfyUI's quirk: two status frames
+        else:
+            s.remove_pending(entry)
+        s.save_state()
+        s.broadcast_status()
 
     def wipe_pending(self) -> None:
         self.s.pending = []
@@ -1134,22 +1666,24 @@ class Routes:
         self.s.broadcast_status()
 
     async def get_history(self, request: web.Request) -> web.Response:
-        """?max_items=K&offset=O with server.py's arithmetic (default offset -1)."""
+        """server.py get_history and PromptQueue.get_history: entries in the order
+        they were first written (oldest first). offset counts entries from the
+        oldest; without offset (or a negative one) and with max_items it is
+        len - max_items, so max_items alone gives the newest ones."""
         try:
             max_items = request.query.get("max_items")
             max_items = int(max_items) if max_items is not None else None
             offset = int(request.query.get("offset", -1))
         except ValueError:
-            return web.Response(status=500)
+            return internal_error()
         history = self.s.history
         if offset < 0 and max_items is not None:
             offset = len(history) - max_items
         out = {}
-        for index, (pid, entry) in enumerate(history.items()):
-            if index >= offset:
-                out[pid] = entry
-                if max_items is not None and len(out) >= max_items:
-                    break
+        for pid in itertools.islice(history, max(offset, 0), None):
+            out[pid] = history[pid]
+            if max_items is not None and len(out) >= max_items:
+                break  # checked after adding, as ComfyUI does
         return reply(out)
 
     async def get_history_item(self, request: web.Request) -> web.Response:
@@ -1159,27 +1693,51 @@ class Routes:
 
     async def post_history(self, request: web.Request) -> web.Response:
         try:
-            body = await read_json(request, {})
+            body = await read_json(request)
         except ValueError:
-            return web.Response(status=500)
-        if isinstance(body, dict) and body.get("clear"):
-            self.s.history.clear()
-        if isinstance(body, dict) and isinstance(body.get("delete"), list):
+            return internal_error()
+        if not isinstance(body, dict):
+            return internal_error()
+        if body.get("clear"):
+            self.s.clear_history()
+        if isinstance(body.get("delete"), list):
             for pid in body["delete"]:
-                self.s.history.pop(pid, None)
+                self.s.forget_history(pid)
         self.s.save_state()
         return web.Response(status=200)
 
     async def post_interrupt(self, request: web.Request) -> web.Response:
-        """Interrupt the running prompt (only if it is `prompt_id` when given)."""
+        """server.py post_interrupt: a body that is not JSON (or none) counts as {};
+        a truthy prompt_id interrupts only if that prompt is the running one,
+        anything else interrupts whatever runs. An interrupt while idle does
+        nothing: the executor clears the flag when the next prompt starts."""
         try:
             body = await read_json(request, {})
         except ValueError:
             body = {}
-        wanted = body.get("prompt_id") if isinstance(body, dict) else None
-        running = self.s.running[0] if self.s.running else None
-        if running is not None and (wanted is None or wanted == running.prompt_id):
-            self.s.interrupt.set()
+        if not isinstance(body, dict):
+            return internal_error()  # json_data.get fails
+        s = self.s
+        s.interrupts.append({"prompt_id": body.get("prompt_id"), "at_ms": now_ms()})
+        wanted = body.get("prompt_id")
+        if not wanted or any(r.prompt_id == wanted for r in s.running):
+            s.interrupt.set()
+        return web.Response(status=200)
+
+    async def post_free(self, request: web.Request) -> web.Response:
+        """server.py post_free: sets the queue's unload_models / free_memory flags,
+        which the worker reads after the running prompt (at once when idle); no
+        models exist here, so the effect is only recorded (GET /_sim/state)."""
+        try:
+            body = await read_json(request)
+        except ValueError:
+            return internal_error()
+        if not isinstance(body, dict):
+            return internal_error()
+        flags = {name: body[name] for name in ("unload_models", "free_memory")
+                 if body.get(name)}
+        self.s.frees.append(dict(flags, at_ms=now_ms(),
+                                 during=self.s.running[0].prompt_id if self.s.running else None))
         return web.Response(status=200)
 
     async def get_system_stats(self, request: web.Request) -> web.Response:
@@ -1318,10 +1876,12 @@ class Routes:
 
     async def sim_state(self, request: web.Request) -> web.Response:
         s = self.s
+        history = list(s.history) if request.query.get("history") != "count" else None
         return reply({"holding": list(s.holding),
                       "running": [r.prompt_id for r in s.running],
                       "pending": [e.item[1] for e in sorted(s.pending)],
-                      "history": list(s.history), "number": s.number})
+                      "history": history, "history_count": len(s.history),
+                      "number": s.number, "interrupts": s.interrupts, "frees": s.frees})
 
     async def sim_history(self, request: web.Request) -> web.Response:
         try:
@@ -1330,9 +1890,9 @@ class Routes:
         except (ValueError, KeyError, TypeError) as exc:
             return json_error("bad history request: %s" % exc)
         if body.get("delete"):
-            self.s.history.pop(pid, None)
+            self.s.forget_history(pid)
         else:
-            self.s.history[pid] = body.get("entry")
+            self.s.store_history(pid, body.get("entry"))
         self.s.save_state()
         return reply({"ok": True})
 
@@ -1417,6 +1977,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         choices=["success", "error", "interrupted", "vanish"],
                         help="how the prompt running at the last save ends on restart "
                              "(default: vanish)")
+    parser.add_argument("--history-fill", type=int, default=0, metavar="N",
+                        help="a fresh server (no state file yet) starts with N old "
+                             "finished prompts in its history")
     parser.add_argument("--tls-cert", help="serve https/wss with this certificate (PEM)")
     parser.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     parser.add_argument("--require-header", metavar='"NAME: VALUE"',
@@ -1439,7 +2002,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     """Start the server, announce the port, run until SIGTERM/SIGINT."""
     server = Server(args)
-    server.load_state()
+    if not server.load_state() and args.history_fill:
+        server.fill_history(args.history_fill)
+        server.save_state()
     middlewares = [not_found_middleware]
     if args.require_header is not None:
         middlewares.insert(0, require_header_middleware(server, *args.require_header))
