@@ -118,16 +118,11 @@ engine_on_text(struct engine *e, const char *buf, size_t len, int64_t now)
 static void
 on_progress_text(struct engine *e, const struct binframe *bf, int64_t now)
 {
-	char data[8192];
+	char data[256 * 6 + 4096 * 6 + RENDER_DATA_MAX];
 	struct jsonw w;
-	bool cut = false;
 	jsonw_init(&w, data, sizeof(data));
-	jsonw_obj_begin(&w);
-	jsonw_key(&w, "node");
-	jsonw_strn_max(&w, bf->node_id, bf->node_id_len, 256, &cut);
-	jsonw_key(&w, "text");
-	jsonw_strn_max(&w, bf->text, bf->text_len, 4096, &cut);
-	jsonw_obj_end(&w);
+	render_progress_text_data(
+	    &w, bf->node_id, bf->node_id_len, bf->text, bf->text_len);
 	struct envelope env;
 	envelope_init(&env, "progress_text", now, SRC_LIVE);
 	env.data_raw = w.buf;
@@ -241,8 +236,8 @@ engine_set_max_packet(struct engine *e, uint32_t max_packet)
 void
 engine_offline_msg(struct engine *e, struct out_msg *m)
 {
-	static char topic[TOPIC_MAX];
-	pub_topic(topic, sizeof(topic), e->prefix, e->instance,
+	char *topic = e->offline_topic;
+	pub_topic(topic, sizeof(e->offline_topic), e->prefix, e->instance,
 	    TK_BRIDGE_STATE, NULL, NULL);
 	pub_build(&e->pub_env,
 	    &(struct pub_req) { .kind = TK_BRIDGE_STATE,

@@ -114,7 +114,8 @@ struct engine {
 	struct tracker *tracker;
 
 	char *obuf; /* scratch payload buffer */
-	char topic[TOPIC_MAX];
+	char topic[TOPIC_MAX]; /* of the message being published */
+	char offline_topic[TOPIC_MAX]; /* engine_offline_msg's */
 	struct pub_scratch scratch;
 	struct pub_env pub_env;
 	struct render_ctx rctx;

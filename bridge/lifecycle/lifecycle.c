@@ -60,20 +60,10 @@ lc_ensure_queued(
 	p->queued_sent = true;
 	if (!p->queued_at)
 		p->queued_at = now;
-	char data[PROMPT_ID_MAX * 12 + 128];
+	char data[PROMPT_ID_MAX * 12 + RENDER_DATA_MAX];
 	struct jsonw w;
 	jsonw_init(&w, data, sizeof(data));
-	jsonw_obj_begin(&w);
-	jsonw_kstrn(&w, "prompt_id", p->id, p->id_len);
-	if (p->has_number)
-		jsonw_kint(&w, "number", p->number);
-	else
-		jsonw_knull(&w, "number");
-	if (p->has_client_id)
-		jsonw_kstr(&w, "client_id", p->client_id);
-	else
-		jsonw_knull(&w, "client_id");
-	jsonw_obj_end(&w);
+	render_queued_data(&w, p);
 	struct envelope ev;
 	envelope_init(&ev, "queued", now, src);
 	envelope_for(&ev, p);
@@ -92,13 +82,10 @@ lc_derive_start(struct engine *e, struct prompt *p, enum prompt_source src,
 		return;
 	p->start_sent = true;
 	p->started_at = started_at > 0 ? started_at : now;
-	char data[PROMPT_ID_MAX * 12 + 64];
+	char data[PROMPT_ID_MAX * 12 + RENDER_DATA_MAX];
 	struct jsonw w;
 	jsonw_init(&w, data, sizeof(data));
-	jsonw_obj_begin(&w);
-	jsonw_kstrn(&w, "prompt_id", p->id, p->id_len);
-	jsonw_kint(&w, "timestamp", p->started_at);
-	jsonw_obj_end(&w);
+	render_start_data(&w, p);
 	struct envelope ev;
 	envelope_init(&ev, "execution_start", now, src);
 	envelope_for(&ev, p);
@@ -170,7 +157,7 @@ static void
 emit_terminal(struct engine *e, const struct prompt *p,
     const struct lc_end *end, int64_t now)
 {
-	char synth[PROMPT_ID_MAX * 12 + 160];
+	char synth[PROMPT_ID_MAX * 12 + RENDER_DATA_MAX];
 	struct envelope ev;
 	envelope_init(&ev, end->type, now, end->source);
 	envelope_for(&ev, p);
@@ -185,17 +172,8 @@ emit_terminal(struct engine *e, const struct prompt *p,
 	} else {
 		struct jsonw w;
 		jsonw_init(&w, synth, sizeof(synth));
-		jsonw_obj_begin(&w);
-		jsonw_kstrn(&w, "prompt_id", p->id, p->id_len);
-		if (end->status == PS_LOST)
-			jsonw_kstr(&w, "reason",
-			    "not in queue or history after it left the "
-			    "queue or after a reconnect");
-		else if (!end->derived && end->finished_at > 0)
-			jsonw_kint(&w, "timestamp", end->finished_at);
-		else if (!end->derived)
-			jsonw_knull(&w, "timestamp");
-		jsonw_obj_end(&w);
+		render_end_data(&w, p, end->status == PS_LOST, end->derived,
+		    end->finished_at);
 		ev.data_raw = w.buf;
 		ev.data_raw_len = w.len;
 	}

@@ -132,6 +132,59 @@ render_envelope(struct jsonw *w, const struct render_ctx *c,
 	return finish(w);
 }
 
+void
+render_queued_data(struct jsonw *w, const struct prompt *p)
+{
+	jsonw_obj_begin(w);
+	jsonw_kstrn(w, "prompt_id", p->id, p->id_len);
+	if (p->has_number)
+		jsonw_kint(w, "number", p->number);
+	else
+		jsonw_knull(w, "number");
+	if (p->has_client_id)
+		jsonw_kstr(w, "client_id", p->client_id);
+	else
+		jsonw_knull(w, "client_id");
+	jsonw_obj_end(w);
+}
+
+void
+render_start_data(struct jsonw *w, const struct prompt *p)
+{
+	jsonw_obj_begin(w);
+	jsonw_kstrn(w, "prompt_id", p->id, p->id_len);
+	jsonw_kint(w, "timestamp", p->started_at);
+	jsonw_obj_end(w);
+}
+
+void
+render_end_data(struct jsonw *w, const struct prompt *p, bool lost,
+    bool derived, int64_t finished_at)
+{
+	jsonw_obj_begin(w);
+	jsonw_kstrn(w, "prompt_id", p->id, p->id_len);
+	if (lost)
+		jsonw_kstr(w, "reason",
+		    "not in queue or history after it left the queue or "
+		    "after a reconnect");
+	else if (!derived)
+		w_nullable_int(w, "timestamp", finished_at);
+	jsonw_obj_end(w);
+}
+
+void
+render_progress_text_data(struct jsonw *w, const char *node, size_t node_len,
+    const char *text, size_t text_len)
+{
+	bool cut = false;
+	jsonw_obj_begin(w);
+	jsonw_key(w, "node");
+	jsonw_strn_max(w, node, node_len, 256, &cut);
+	jsonw_key(w, "text");
+	jsonw_strn_max(w, text, text_len, 4096, &cut);
+	jsonw_obj_end(w);
+}
+
 /* ------------------------------------------------------------------ */
 /* state and completion */
 
