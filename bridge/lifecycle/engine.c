@@ -290,13 +290,7 @@ engine_tick(struct engine *e, int64_t now, const struct engine_health_io *h)
 	unsigned i = 0;
 	struct prompt *p;
 	while ((p = tracker_next(e->tracker, &i)) != NULL) {
-		if (p->state_dirty) {
-			int64_t due = p->state_published_at + 100;
-			if (now >= due)
-				emit_state(e, p, now);
-			else
-				next = min_due(next, due);
-		}
+		next = min_due(next, lc_prompt_tick(e, p, now));
 		next = min_due(next, recon_prompt_tick(e, p, now));
 		retained_prompt_tick(e, p, now, &next);
 	}

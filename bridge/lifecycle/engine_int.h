@@ -148,11 +148,16 @@ struct prompt *lc_prompt_for(
     struct engine *e, const char *id, size_t len, int64_t now);
 void lc_on_event(struct engine *e, const struct json_doc *d,
     const struct comfy_event *ev, struct prompt *p, int64_t now);
+/* Publishes a state held back by the progress rate limit once it is due;
+ * returns when it is due (0: nothing held back). */
+int64_t lc_prompt_tick(struct engine *e, struct prompt *p, int64_t now);
+/* Publishes queued once per prompt. */
 void lc_ensure_queued(
     struct engine *e, struct prompt *p, enum prompt_source src, int64_t now);
+/* An execution_start the bridge infers (from /queue or history). */
 void lc_derive_start(struct engine *e, struct prompt *p,
     enum prompt_source src, int64_t started_at, int64_t now);
-/* How a prompt ends (finish_prompt's facts besides the prompt). */
+/* How a prompt ends, for lc_finish. */
 struct lc_end {
 	enum prompt_status status;
 	enum prompt_source source;
@@ -165,10 +170,11 @@ struct lc_end {
 };
 void lc_finish(
     struct engine *e, struct prompt *p, const struct lc_end *end, int64_t now);
+/* Keeps a node's output (with file URLs) for the state and completion. */
 void lc_set_output(struct engine *e, struct prompt *p, const char *node,
     const struct json_doc *d, int out);
 
-/* emit.c */
+/* emit.c: each renders its payload into e->obuf and publishes it */
 void emit_msg(struct engine *e, const struct pub_req *r);
 void emit_envelope(struct engine *e, const struct envelope *ev);
 void emit_state(struct engine *e, struct prompt *p, int64_t now);
@@ -185,8 +191,8 @@ void emit_preview(struct engine *e, struct prompt *p, const char *mime,
     const uint8_t *img, size_t len, int64_t now);
 
 /* recon.c */
-void recon_request_poll(struct engine *e);
-void recon_request_history_list(struct engine *e);
+/* A status frame: the queue is read again (and the history list when it
+ * shrank). */
 void recon_on_status(struct engine *e, const struct comfy_event *ev);
 /* The WebSocket went up or down (called before upstream_ever_up is set:
  * a second up is a reconnect, which starts a resync). */
@@ -202,6 +208,7 @@ int64_t recon_retry_tick(struct engine *e, int64_t now);
 int64_t recon_prompt_tick(struct engine *e, struct prompt *p, int64_t now);
 /* The watchdog: */
 int64_t recon_watchdog_tick(struct engine *e, int64_t now);
+/* Remembers a finished prompt, so the history list does not report it. */
 void recon_seen_add(struct engine *e, const char *id, size_t len);
 void recon_destroy(struct recon *r);
 

@@ -445,6 +445,18 @@ dispatch(struct engine *e, const struct json_doc *d,
 	}
 }
 
+int64_t
+lc_prompt_tick(struct engine *e, struct prompt *p, int64_t now)
+{
+	if (!p->state_dirty)
+		return 0;
+	int64_t due = p->state_published_at + STATE_MIN_INTERVAL_MS;
+	if (now < due)
+		return due;
+	emit_state(e, p, now);
+	return 0;
+}
+
 void
 lc_on_event(struct engine *e, const struct json_doc *d,
     const struct comfy_event *ev, struct prompt *p, int64_t now)

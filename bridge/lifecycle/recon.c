@@ -42,8 +42,8 @@ seen_has(const struct recon *r, const char *id, size_t len)
 	return false;
 }
 
-void
-recon_request_poll(struct engine *e)
+static void
+request_poll(struct engine *e)
 {
 	struct recon *r = &e->recon;
 	if (!e->upstream_up)
@@ -57,8 +57,8 @@ recon_request_poll(struct engine *e)
 	e->io.http_get(e->io.ud, EHTTP_QUEUE, "/queue", NULL);
 }
 
-void
-recon_request_history_list(struct engine *e)
+static void
+request_history_list(struct engine *e)
 {
 	struct recon *r = &e->recon;
 	if (!e->upstream_up)
@@ -97,12 +97,12 @@ recon_on_status(struct engine *e, const struct comfy_event *ev)
 		 * written before this frame), maybe one that was queued and
 		 * done between two polls */
 		if (ev->queue_remaining < r->last_status_count) {
-			recon_request_history_list(e);
+			request_history_list(e);
 			r->list_asked_by_status = true;
 		}
 		r->last_status_count = ev->queue_remaining;
 	}
-	recon_request_poll(e);
+	request_poll(e);
 }
 
 void
@@ -131,8 +131,8 @@ recon_on_upstream(struct engine *e, bool up, int64_t now)
 void
 recon_catch_up(struct engine *e)
 {
-	recon_request_history_list(e);
-	recon_request_poll(e);
+	request_history_list(e);
+	request_poll(e);
 }
 
 /* ------------------------------------------------------------------ */
@@ -354,7 +354,7 @@ on_queue(struct engine *e, const char *body, size_t len, int64_t now)
 		apply_queue_item(e, &items[i], i < nr, now);
 	bool vanished = find_vanished(e, now);
 	if (vanished || (n < r->last_queue_total && !r->list_asked_by_status))
-		recon_request_history_list(e);
+		request_history_list(e);
 	r->list_asked_by_status = false;
 	r->last_queue_total = n;
 	queue_changed(e, items, nr, n, now);
@@ -603,7 +603,7 @@ on_queue_answer(struct engine *e, bool ok, int status, const char *body,
 	r->poll_failures = 0;
 	on_queue(e, body, len, now);
 	if (r->poll_pending)
-		recon_request_poll(e);
+		request_poll(e);
 }
 
 static void
@@ -641,7 +641,7 @@ recon_on_http(struct engine *e, enum engine_http_kind kind, const char *tag,
 		if (ok)
 			on_history_list(e, body, len, now);
 		if (e->recon.list_pending)
-			recon_request_history_list(e);
+			request_history_list(e);
 		break;
 	case EHTTP_SYSTEM_STATS:
 		if (ok)
@@ -674,8 +674,8 @@ recon_watchdog_tick(struct engine *e, int64_t now)
 		return due;
 	if (!r->poll_inflight && !r->list_inflight) {
 		r->watchdog_asked_at = now;
-		recon_request_poll(e);
-		recon_request_history_list(e);
+		request_poll(e);
+		request_history_list(e);
 	}
 	r->next_watchdog_at = now + period;
 	return r->next_watchdog_at;
@@ -687,7 +687,7 @@ recon_retry_tick(struct engine *e, int64_t now)
 	struct recon *r = &e->recon;
 	if (r->poll_retry_at && now >= r->poll_retry_at) {
 		r->poll_retry_at = 0;
-		recon_request_poll(e);
+		request_poll(e);
 	}
 	return r->poll_retry_at;
 }
