@@ -1,9 +1,13 @@
-/* The bridge's pure core: ComfyUI frames and HTTP bodies in, MQTT messages
- * and HTTP requests out. It owns the prompt tracker, the queue snapshot,
- * the polling/resync logic of contract §4.1-§4.2, seq numbering, the
- * retained-topic memory used to republish after a broker reconnect, and the
- * --print output. It never touches a socket: the adapters call it and
- * carry out what it asks through struct engine_io. Time is passed in. */
+/* The bridge's pure core for one ComfyUI server: frames and HTTP bodies
+ * in, MQTT messages and HTTP requests out. Inside, a pipeline: the prompt
+ * lifecycle (tracker.h, lifecycle.c), rendering (bridge/render), the
+ * topic-kind table (bridge/publish/pubkind.h); beside it reconciliation
+ * with /queue and /history (recon.c), the retained topics (retained.c),
+ * health (health.c) and the --print console (console.h); engine.c routes
+ * (engine_int.h lists the parts). It never touches a socket: the adapters
+ * call it and carry out what it asks through struct engine_io. Time is
+ * passed in. Nothing in it is global: several engines can live in one
+ * process. */
 #ifndef C2M_ENGINE_H
 #define C2M_ENGINE_H
 
@@ -29,8 +33,9 @@ struct engine_io {
 	 * the answer comes back through engine_on_http(kind, tag). */
 	void (*http_get)(void *ud, enum engine_http_kind kind,
 	    const char *path, const char *tag);
-	/* The WebSocket looks orphaned (protocol.md §1.4: open, but ComfyUI
-	 * no longer sends it anything): close it and connect again. */
+	/* The WebSocket looks orphaned (open, but ComfyUI no longer sends
+	 * it anything; bridge/README.md#orphaned-socket): close it and
+	 * connect again. */
 	void (*reconnect_upstream)(void *ud);
 	void *ud;
 };

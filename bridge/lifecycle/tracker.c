@@ -5,37 +5,49 @@
 
 #include "err.h"
 
-int
-dbuf_append(struct dbuf *b, const void *s, size_t n)
+bool
+node_list_has(const struct node_list *l, const char *id)
 {
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 128;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *p = realloc(b->p, cap);
-		if (!p)
+	for (unsigned i = 0; i < l->n; i++)
+		if (strcmp(l->ids[i].id, id) == 0)
+			return true;
+	return false;
+}
+
+int
+node_list_add(struct node_list *l, const char *id, int64_t ms)
+{
+	if (node_list_has(l, id))
+		return 0;
+	if (l->n == l->cap) {
+		unsigned cap = l->cap ? l->cap * 2 : 8;
+		struct node_entry *ids = realloc(l->ids, cap * sizeof(*ids));
+		if (!ids)
 			return BR_ENOMEM;
-		b->p = p;
-		b->cap = cap;
+		l->ids = ids;
+		l->cap = cap;
 	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
+	struct node_entry *e = &l->ids[l->n++];
+	size_t len = strnlen(id, NODE_ID_MAX);
+	memcpy(e->id, id, len);
+	e->id[len] = '\0';
+	e->ms = ms;
 	return 0;
 }
 
-int
-dbuf_set(struct dbuf *b, const void *s, size_t n)
+void
+node_list_free(struct node_list *l)
 {
-	b->len = 0;
-	return dbuf_append(b, s, n);
+	free(l->ids);
+	memset(l, 0, sizeof(*l));
 }
 
-void
-dbuf_free(struct dbuf *b)
+int64_t
+prompt_duration(const struct prompt *p)
 {
-	free(b->p);
-	memset(b, 0, sizeof(*b));
+	if (p->started_at > 0 && p->finished_at >= p->started_at)
+		return p->finished_at - p->started_at;
+	return -1;
 }
 
 const char *
@@ -102,13 +114,12 @@ tracker_create(unsigned capacity)
 static void
 free_buffers(struct prompt *p)
 {
-	dbuf_free(&p->cached);
-	dbuf_free(&p->done);
-	dbuf_free(&p->node_ms);
-	dbuf_free(&p->error);
-	dbuf_free(&p->state);
+	node_list_free(&p->cached);
+	node_list_free(&p->done);
+	buf_free(&p->error);
+	buf_free(&p->state);
 	for (unsigned i = 0; i < p->n_outputs; i++)
-		dbuf_free(&p->outputs[i].json);
+		buf_free(&p->outputs[i].json);
 	free(p->outputs);
 }
 

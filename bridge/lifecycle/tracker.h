@@ -1,6 +1,7 @@
 /* The prompt table: every prompt the bridge follows, found by id in O(1),
  * bounded in size (finished prompts are evicted first, oldest first), with
- * the per-prompt facts the state snapshot is built from. Pure. */
+ * the per-prompt facts the state snapshot is built from, as plain data
+ * (node ids in arrays, times as wall-clock ms, enums). Pure. */
 #ifndef C2M_TRACKER_H
 #define C2M_TRACKER_H
 
@@ -8,20 +9,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "event.h"
 #include "topic.h"
 
-/* A growable byte buffer owned by its prompt. */
-struct dbuf {
-	char *p;
-	size_t len, cap;
+/* A node id, with how long the node ran (ms; -1: not timed). */
+struct node_entry {
+	char id[NODE_ID_MAX + 1];
+	int64_t ms;
 };
 
-/* Copies n bytes to the end; returns 0 or BR_ENOMEM. */
-int dbuf_append(struct dbuf *b, const void *s, size_t n);
-/* Replaces the content; returns 0 or BR_ENOMEM. */
-int dbuf_set(struct dbuf *b, const void *s, size_t n);
-void dbuf_free(struct dbuf *b);
+/* A set of node ids in the order they were added. A zeroed struct is an
+ * empty list. */
+struct node_list {
+	struct node_entry *ids;
+	unsigned n, cap;
+};
+
+bool node_list_has(const struct node_list *l, const char *id);
+/* Appends id (with ms, -1: not timed) unless it is there; returns 0 or
+ * BR_ENOMEM. */
+int node_list_add(struct node_list *l, const char *id, int64_t ms);
+void node_list_free(struct node_list *l);
 
 enum prompt_status {
 	PS_QUEUED = 0,
@@ -47,7 +56,7 @@ struct prompt_node_time {
 
 struct prompt_output {
 	char node[NODE_ID_MAX + 1];
-	struct dbuf json; /* the node's output object, with file urls */
+	struct buf json; /* the node's output object, with file urls */
 };
 
 struct prompt {
@@ -75,14 +84,13 @@ struct prompt {
 	struct prompt_node_time recent[PROMPT_RECENT_NODES];
 	unsigned recent_next;
 
-	struct dbuf cached; /* JSON array members: "4","5" */
-	struct dbuf done; /* JSON array members */
-	struct dbuf node_ms; /* JSON object members: "6":412 */
+	struct node_list cached; /* reported cached by ComfyUI */
+	struct node_list done; /* finished, with their run time when known */
 	struct prompt_output *outputs; /* allocated on the first output */
 	unsigned n_outputs, cap_outputs;
 	bool outputs_truncated;
-	struct dbuf error; /* a JSON object, empty when none */
-	struct dbuf state; /* the last published state payload */
+	struct buf error; /* the rendered error object, empty when none */
+	struct buf state; /* the last published state payload */
 
 	bool state_dirty;
 	int64_t state_published_at;
@@ -120,6 +128,9 @@ void tracker_remove(struct tracker *t, struct prompt *p);
 /* Iteration over used slots: start with i = 0, returns NULL at the end. */
 struct prompt *tracker_next(struct tracker *t, unsigned *i);
 unsigned tracker_count(const struct tracker *t);
+
+/* finished_at - started_at, or -1 when either is unknown. */
+int64_t prompt_duration(const struct prompt *p);
 
 /* 64-bit FNV-1a of an id. */
 uint64_t tracker_hash(const char *id, size_t len);

@@ -45,8 +45,9 @@ INSTANCE = "test"
 BASE = PREFIX + "/" + INSTANCE
 MAX_PAYLOAD = 256 * 1024
 
-# Event types published at QoS 0 (payloads.md "Topic routing"); all others QoS 1.
-QOS0_EVENT_TYPES = {"progress", "progress_state", "progress_text", "crystools.monitor", "logs"}
+# contract §2: prompt events at QoS 1 are these; every other one goes at QoS 0
+QOS1_EVENT_TYPES = {"queued", "execution_start", "execution_success", "execution_error",
+                    "execution_interrupted", "lost"}
 TERMINAL_TYPES = {"execution_success", "execution_error", "execution_interrupted", "lost"}
 TERMINAL_TO_STATUS = {
     "execution_success": "success",
@@ -865,8 +866,9 @@ def qos_retain_problems(collector, prefix=PREFIX, instance=INSTANCE, since=0):
                 etype = m.json().get("type")
             except ValueError:
                 continue
-            # contract §2: events of no prompt (<p>/<i>/event/<type>) at QoS 0
-            want_qos = 0 if etype in QOS0_EVENT_TYPES or parts.get("prompt") is None else 1
+            # contract §2: QoS 1 for queued, execution_start and the terminal types
+            # of a prompt; QoS 0 for the rest and for events of no prompt
+            want_qos = 1 if etype in QOS1_EVENT_TYPES and parts.get("prompt") is not None else 0
         elif kind in ("availability.schema.json", "bridge-info.schema.json", "queue.schema.json",
                       "state.schema.json"):
             want_retain, want_qos = True, 1

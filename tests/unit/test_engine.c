@@ -243,6 +243,20 @@ test_trace_success(void)
 	const struct msg *p = last_topic("/event/progress");
 	CHECK(payload_has(p, "\"percent\":100.0"));
 	CHECK(p && p->qos == 0 && !p->retain);
+	/* QoS 1 only for queued, execution_start and the terminal event */
+	static const char *const qos1[] = { "/event/queued",
+		"/event/execution_start", "/event/execution_success" };
+	static const char *const qos0[]
+	    = { "/event/executing", "/event/executed",
+		      "/event/execution_cached", "/event/progress_state" };
+	for (size_t i = 0; i < sizeof(qos1) / sizeof(qos1[0]); i++) {
+		const struct msg *m = last_topic(qos1[i]);
+		CHECK(m != NULL && m->qos == 1);
+	}
+	for (size_t i = 0; i < sizeof(qos0) / sizeof(qos0[0]); i++) {
+		const struct msg *m = last_topic(qos0[i]);
+		CHECK(m != NULL && m->qos == 0);
+	}
 	check_invariants();
 	engine_destroy(e);
 }

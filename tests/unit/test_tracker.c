@@ -16,7 +16,7 @@ test_find_and_get(void)
 	CHECK(tracker_find(t, "a/b", 3) == p);
 	CHECK(tracker_find(t, "a/c", 3) == NULL);
 	CHECK_INT(tracker_count(t), 1);
-	dbuf_append(&p->done, "\"1\"", 3);
+	node_list_add(&p->done, "1", 5);
 	tracker_remove(t, p);
 	CHECK(tracker_find(t, "a/b", 3) == NULL);
 	CHECK_INT(tracker_count(t), 0);

@@ -1,0 +1,163 @@
+/* See console.h. */
+#include "console.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+
+void
+console_line(const struct console *c, const char *fmt, ...)
+{
+	if (!c->f)
+		return;
+	if (c->timestamps) {
+		time_t now = time(NULL);
+		struct tm tm;
+		localtime_r(&now, &tm);
+		fprintf(c->f, "[%02d:%02d:%02d] ", tm.tm_hour, tm.tm_min,
+		    tm.tm_sec);
+	}
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(c->f, fmt, ap);
+	va_end(ap);
+	fputc('\n', c->f);
+	fflush(c->f);
+}
+
+void
+console_queued(const struct console *c, const char *id)
+{
+	console_line(c, "[QUEUED] Prompt %s", id);
+}
+
+void
+console_cached(const struct console *c, const char *id,
+    const struct json_doc *d, int nodes)
+{
+	if (!c->f || nodes < 0)
+		return;
+	char line[1024] = "";
+	size_t ll = 0;
+	int n = json_size(d, nodes), t = nodes + 1;
+	for (int i = 0; i < n && ll + 140 < sizeof(line); i++) {
+		char node[NODE_ID_MAX + 1];
+		if (json_str_get(d, t, node, sizeof(node)) >= 0)
+			ll += (size_t) snprintf(line + ll, sizeof(line) - ll,
+			    "%s%s", i ? ", " : "", node);
+		t = json_skip(d, t);
+	}
+	if (n > 0)
+		console_line(c, "[CACHED] Prompt %s, Nodes %s", id, line);
+}
+
+void
+console_executing(const struct console *c, const char *id, const char *node)
+{
+	if (node)
+		console_line(c, "[EXECUTING] Prompt %s, Node %s", id, node);
+	else
+		console_line(c, "[EXECUTING] Prompt %s completed", id);
+}
+
+void
+console_progress(const struct console *c, double value, double max)
+{
+	if (isfinite(value) && isfinite(max))
+		console_line(c, "[PROGRESS] %g/%g (%.1f%%)", value, max,
+		    max > 0 ? value * 100.0 / max : 0.0);
+}
+
+void
+console_executed(
+    const struct console *c, const char *id, const char *node, int64_t files)
+{
+	console_line(c, "[EXECUTED] Node %s in prompt %s", node, id);
+	if (files > 0)
+		console_line(
+		    c, "  → Produced %lld image(s)", (long long) files);
+}
+
+/* Prints the lines of s, the first after first_prefix, the others after
+ * prefix. A message (msg) prints its prefix even when empty and keeps
+ * leading blanks; a traceback line (!msg) loses them. */
+static void
+print_lines(const struct console *c, char *s, const char *first_prefix,
+    const char *prefix, bool msg)
+{
+	bool strip = !msg;
+	char *save = NULL;
+	bool first = true;
+	for (char *l = strtok_r(s, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		while (strip && *l == ' ')
+			l++;
+		console_line(c, "%s%s", first ? first_prefix : prefix, l);
+		first = false;
+	}
+	if (first && msg)
+		console_line(c, "%s", first_prefix);
+}
+
+static void
+print_traceback(const struct console *c, const struct json_doc *d, int tb)
+{
+	console_line(c, "  Traceback:");
+	int n = json_size(d, tb);
+	int t = tb + 1;
+	for (int i = 0; i < n; i++, t = json_skip(d, t)) {
+		char line[2048];
+		if (json_str_get(d, t, line, sizeof(line)) >= 0)
+			print_lines(c, line, "    ", "    ", false);
+	}
+}
+
+void
+console_error(const struct console *c, const char *id,
+    const struct json_doc *d, const struct comfy_event *ev, bool interrupted)
+{
+	if (!c->f)
+		return;
+	char ntype[128] = "", etype[256] = "", msg[2048] = "";
+	if (ev->node_type >= 0)
+		json_str_get(d, ev->node_type, ntype, sizeof(ntype));
+	console_line(c, "[%s] Prompt %s, Node %s (%s)",
+	    interrupted ? "INTERRUPTED" : "ERROR", id,
+	    ev->has_node ? ev->node : "?", ntype);
+	if (interrupted)
+		return;
+	if (ev->exception_type >= 0)
+		json_str_get(d, ev->exception_type, etype, sizeof(etype));
+	if (ev->exception_message >= 0)
+		json_str_get(d, ev->exception_message, msg, sizeof(msg));
+	console_line(c, "  Type: %s", etype);
+	/* ComfyUI appends hints after a newline: indent them under Message */
+	print_lines(c, msg, "  Message: ", "           ", true);
+	if (ev->traceback >= 0 && json_is_array(d, ev->traceback))
+		print_traceback(c, d, ev->traceback);
+}
+
+void
+console_finished(const struct console *c, const struct prompt *p)
+{
+	if (p->status == PS_SUCCESS)
+		console_line(c, "[SUCCESS] Prompt %s (%lld ms)", p->id,
+		    (long long) prompt_duration(p));
+	else if (p->status == PS_LOST)
+		console_line(c, "[LOST] Prompt %s", p->id);
+}
+
+void
+console_status(const struct console *c, int64_t queue_remaining)
+{
+	console_line(
+	    c, "[STATUS] Queue remaining: %lld", (long long) queue_remaining);
+}
+
+void
+console_upstream(const struct console *c, bool up)
+{
+	console_line(
+	    c, up ? "Connected! Listening for events..." : "WebSocket closed");
+}
