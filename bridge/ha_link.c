@@ -24,13 +24,13 @@ struct ha_link {
 };
 
 void
-ha_link_cfg(
-    const struct config *c, const char *comfyui_url, struct discovery_cfg *dc)
+ha_link_cfg(const struct config *c, const char *instance,
+    const char *comfyui_url, struct discovery_cfg *dc)
 {
 	*dc = (struct discovery_cfg) {
 		.ha_prefix = c->ha_prefix,
 		.prefix = c->prefix,
-		.instance = c->instance,
+		.instance = instance,
 		.version = C2M_VERSION,
 		.comfyui_url = comfyui_url,
 		.support_url = C2M_SUPPORT_URL,

@@ -14,10 +14,10 @@
 
 struct ha_link;
 
-/* Fills dc for the instance of c whose ComfyUI base URL without
- * credentials is comfyui_url (all borrowed). */
-void ha_link_cfg(
-    const struct config *c, const char *comfyui_url, struct discovery_cfg *dc);
+/* Fills dc for instance (sanitized) with the options of c; comfyui_url is
+ * its ComfyUI base URL without credentials (all borrowed). */
+void ha_link_cfg(const struct config *c, const char *instance,
+    const char *comfyui_url, struct discovery_cfg *dc);
 
 /* Builds the discovery message for c (see ha_create) into *out (NULL on
  * failure); m is borrowed and must outlive it. Returns 0 or an enum

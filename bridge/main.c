@@ -217,7 +217,7 @@ setup(struct app *a)
 	int rc = create_link(a);
 	if (rc == 0 && c->ha_discovery) {
 		struct discovery_cfg dc;
-		ha_link_cfg(c, a->comfy_public, &dc);
+		ha_link_cfg(c, c->instance, a->comfy_public, &dc);
 		rc = ha_link_create(a->loop, a->mqtt, &dc, &a->ha);
 		if (rc == 0)
 			rc = subscribe(a, ha_link_status_topic(a->ha),
@@ -286,7 +286,7 @@ main(int argc, char **argv)
 		/* the broker only, never ComfyUI */
 		struct discovery_cfg dc;
 		struct mqtt_link_cfg mc;
-		ha_link_cfg(&app.cfg, app.comfy_public, &dc);
+		ha_link_cfg(&app.cfg, app.cfg.instance, app.comfy_public, &dc);
 		broker_cfg(&app.cfg, &mc);
 		exit_code = ha_link_remove(&mc, &dc);
 	} else if ((rc = setup(&app)) != 0) {
