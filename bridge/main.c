@@ -21,7 +21,8 @@
 #define SERVICE_INTERVAL_MS 1000
 #define MAX_ROUTES          4
 
-/* A subscription and the callback its messages go to. */
+/* A subscription and the callback its messages go to (here until the
+ * broker link routes by topic filter itself). */
 typedef void msg_cb(void *ud, const char *topic, const void *p, size_t len);
 struct route {
 	const char *filter;
@@ -42,8 +43,6 @@ struct app {
 	int n_routes;
 	bool stopping;
 };
-
-/* --- broker link --- */
 
 /* The broker settings every link of this process shares. */
 static void
