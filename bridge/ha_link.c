@@ -113,26 +113,18 @@ ha_link_on_connected(struct ha_link *h)
 /* Publishes msg on a link of its own, waits for the broker's PUBACK and
  * returns the exit code: 0 when the broker took it. */
 static int
-publish_once(const struct mqtt_link_cfg *broker, const struct out_msg *msg)
+publish_once(const struct mqtt_link_cfg *b, const struct out_msg *msg)
 {
-	const struct mqtt_link_cfg *b = broker;
 	/* 20 + "-rm" keeps within the 23 bytes 3.1.1 brokers must accept */
 	char client_id[64];
 	snprintf(client_id, sizeof(client_id), "%.20s-rm", b->client_id);
-	struct mqtt_link_cfg mc = {
-		.host = b->host,
-		.port = b->port,
-		.tls = b->tls,
-		.tls_opts = b->tls_opts,
-		.client_id = client_id,
-		.username = b->username,
-		.password = b->password,
-		.protocol = b->protocol,
-		.keepalive_s = b->keepalive_s,
-		.window = 1,
-		.queue_max_messages = 1,
-		.queue_max_bytes = 0,
-	};
+	struct mqtt_link_cfg mc = *b;
+	mc.client_id = client_id;
+	mc.will_topic = mc.will_payload = NULL;
+	mc.window = 1;
+	mc.queue_max_messages = 1;
+	mc.queue_max_bytes = 0;
+	mc.wake = NULL;
 	struct mqtt_link *m = NULL;
 	struct mqtt_link_cb mcb = { 0 };
 	int rc = mqtt_link_create(&mc, &mcb, NULL, &m);
