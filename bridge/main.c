@@ -1,425 +1,122 @@
-/* comfy2mqtt: wiring. Parses the options, builds the loop, the ComfyUI
- * WebSocket and HTTP clients, the broker link and the pure engine, and
- * connects their callbacks. Everything interesting lives in the modules. */
-#include <pthread.h>
-#include <signal.h>
+/* comfy2mqtt: wiring. Parses the options, sets up logging, and builds the
+ * loop, the broker link, the upstream (one ComfyUI server: bridge/
+ * upstream.h) and Home Assistant (bridge/ha_link.h); connects their
+ * callbacks, runs the loop, and tears everything down. */
+#include <mosquitto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "config.h"
-#include "discovery.h"
-#include "engine.h"
-#include "event.h"
 #include "err.h"
-#include "http_client.h"
-#include "jsonw.h"
+#include "ha_link.h"
 #include "log.h"
 #include "loop.h"
 #include "mqtt_link.h"
-#include "reasm.h"
-#include "throttle.h"
-#include "ws_client.h"
+#include "topic.h"
+#include "upstream.h"
 
-#define HTTP_TIMEOUT_MS     10000
-#define HTTP_MAX_BODY       (64u * 1024 * 1024)
-#define REASM_INITIAL       (64 * 1024)
 #define SHUTDOWN_FLUSH_MS   1500
 #define SERVICE_INTERVAL_MS 1000
-/* --ha-remove: how long to wait for the broker to take the empty config */
-#define HA_REMOVE_TIMEOUT_MS 10000
-#define HA_PAYLOAD_MAX       8192
-#define HA_TOPIC_MAX         600
-/* at most one re-announce per window for Home Assistant's "online" */
-#define HA_REANNOUNCE_WINDOW_MS 10000
+#define MAX_ROUTES          4
 
-/* origin.support_url in the Home Assistant discovery message; a packager
- * may define it (-DC2M_SUPPORT_URL=...), else it is left out. */
-#ifndef C2M_SUPPORT_URL
-#define C2M_SUPPORT_URL NULL
-#endif
-
-static const char feature_flags_frame[]
-    = "{\"type\":\"feature_flags\",\"data\":{\"supports_preview_metadata\":"
-      "true}}";
+/* A subscription and the callback its messages go to (here until the
+ * broker link routes by topic filter itself). */
+typedef void msg_cb(void *ud, const char *topic, const void *p, size_t len);
+struct route {
+	const char *filter;
+	msg_cb *cb;
+	void *ud;
+};
 
 struct app {
 	struct config cfg;
+	char comfy_public[600];
 	struct loop *loop;
-	struct engine *engine;
-	struct ws_client *ws;
-	struct http_client *http;
 	struct mqtt_link *mqtt;
-	struct reasm *reasm;
-	struct loop_timer *tick_timer;
+	struct upstream *up;
+	struct ha_link *ha; /* NULL without --ha-discovery */
 	struct loop_timer *service_timer;
 	struct loop_timer *shutdown_timer;
-	struct loop_timer *ha_timer; /* the deferred re-announce */
-	int64_t tick_armed_for;
+	struct route routes[MAX_ROUTES];
+	int n_routes;
 	bool stopping;
-	char comfy_public[600];
-	/* --ha-discovery: built once, (re)published on every broker connect
-	 * and whenever Home Assistant announces itself */
-	char ha_topic[HA_TOPIC_MAX];
-	char ha_status_topic[HA_TOPIC_MAX];
-	char ha_payload[HA_PAYLOAD_MAX];
-	size_t ha_payload_len;
-	/* every "online" may be retained and repeated by anyone who can
-	 * publish there; each re-announce is a retained 3 KB publish and a
-	 * log line, so a burst gets the first and one more at its end */
-	struct throttle ha_throttle;
 };
 
-struct http_req {
-	struct app *app;
-	enum engine_http_kind kind;
-	char tag[PROMPT_ID_MAX + 1];
-	bool has_tag;
-};
-
+/* The broker settings every link of this process shares. */
 static void
-fill_health(struct app *a, struct engine_health_io *h)
+broker_cfg(const struct config *c, struct mqtt_link_cfg *mc)
 {
-	struct mqtt_link_stats s;
-	memset(h, 0, sizeof(*h));
-	if (!a->mqtt)
-		return;
-	mqtt_link_get_stats(a->mqtt, &s);
-	h->mqtt_connected = s.connected;
-	h->mqtt_reconnects = s.connects > 0 ? s.connects - 1 : 0;
-	h->comfyui_reconnects = a->ws ? ws_client_reconnects(a->ws) : 0;
-	memcpy(h->published, s.published, sizeof(h->published));
-	memcpy(h->dropped, s.dropped, sizeof(h->dropped));
-	h->queue_depth = s.queued;
-	h->queue_bytes = s.queued_bytes;
-}
-
-/* Re-arms the engine tick when the engine has something due earlier. */
-static void
-arm_tick(struct app *a)
-{
-	int64_t due = engine_due(a->engine);
-	if (due <= 0)
-		return;
-	if (loop_timer_pending(a->tick_timer) && a->tick_armed_for <= due)
-		return;
-	int64_t delay = due - loop_now_ms();
-	a->tick_armed_for = due;
-	loop_timer_arm(a->tick_timer, delay > 0 ? delay : 0);
-}
-
-static void
-on_tick(void *ud)
-{
-	struct app *a = ud;
-	struct engine_health_io h;
-	fill_health(a, &h);
-	engine_tick(a->engine, loop_now_ms(), &h);
-	a->tick_armed_for = 0;
-	arm_tick(a);
-}
-
-/* --- engine -> world --- */
-
-static void
-do_publish(void *ud, const struct out_msg *m)
-{
-	struct app *a = ud;
-	if (a->mqtt)
-		mqtt_link_publish(a->mqtt, m);
-}
-
-static void
-http_done(void *ud, int status, const char *body, size_t len)
-{
-	struct http_req *r = ud;
-	struct app *a = r->app;
-	engine_on_http(a->engine, r->kind, r->has_tag ? r->tag : NULL, status,
-	    body, len, loop_now_ms());
-	free(r);
-	arm_tick(a);
-}
-
-static void
-do_http_get(
-    void *ud, enum engine_http_kind kind, const char *path, const char *tag)
-{
-	struct app *a = ud;
-	struct http_req *r = calloc(1, sizeof(*r));
-	if (!r) {
-		engine_on_http(
-		    a->engine, kind, tag, BR_ENOMEM, "", 0, loop_now_ms());
-		return;
-	}
-	r->app = a;
-	r->kind = kind;
-	if (tag) {
-		snprintf(r->tag, sizeof(r->tag), "%s", tag);
-		r->has_tag = true;
-	}
-	int rc = http_client_get(a->http, path, HTTP_TIMEOUT_MS, http_done, r);
-	if (rc != 0) {
-		free(r);
-		engine_on_http(a->engine, kind, tag, rc, "", 0, loop_now_ms());
-	}
-}
-
-static void
-do_reconnect_upstream(void *ud)
-{
-	struct app *a = ud;
-	ws_client_reconnect(a->ws);
-}
-
-static bool
-event_allowed(void *ud, const char *type, size_t len)
-{
-	return config_event_allowed(ud, type, len);
-}
-
-static void
-write_options(void *ud, void *w)
-{
-	config_write_json(ud, w);
-}
-
-/* --- ComfyUI WebSocket -> engine --- */
-
-static void
-ws_up(void *ud)
-{
-	struct app *a = ud;
-	reasm_reset(a->reasm);
-	engine_on_upstream(a->engine, true, loop_now_ms());
-	arm_tick(a);
-}
-
-static void
-ws_down(void *ud, const char *why)
-{
-	struct app *a = ud;
-	reasm_reset(a->reasm);
-	engine_on_upstream(a->engine, false, loop_now_ms());
-	(void) why;
-}
-
-static void
-ws_chunk(
-    void *ud, const void *buf, size_t len, bool first, bool final, bool binary)
-{
-	struct app *a = ud;
-	int rc = reasm_feed(a->reasm, buf, len, first, final, binary);
-	if (rc == REASM_DONE) {
-		size_t n;
-		bool bin;
-		const uint8_t *msg = reasm_msg(a->reasm, &n, &bin);
-		if (bin)
-			engine_on_binary(a->engine, msg, n, loop_now_ms());
-		else
-			engine_on_text(
-			    a->engine, (const char *) msg, n, loop_now_ms());
-		/* give a huge buffer back once it is consumed: flat RSS */
-		if (n > 4 * REASM_INITIAL)
-			reasm_reset(a->reasm);
-		arm_tick(a);
-	} else if (rc == REASM_OVERSIZE || rc == REASM_NOMEM) {
-		engine_on_oversize(a->engine, len, binary);
-	}
-}
-
-/* --- Home Assistant discovery --- */
-
-static void
-ha_discovery_cfg(const struct app *a, struct discovery_cfg *dc)
-{
-	const struct config *c = &a->cfg;
-	*dc = (struct discovery_cfg) {
-		.ha_prefix = c->ha_prefix,
-		.prefix = c->prefix,
-		.instance = c->instance,
-		.version = C2M_VERSION,
-		.comfyui_url = a->comfy_public,
-		.support_url = C2M_SUPPORT_URL,
-		.previews = c->previews,
-	};
-}
-
-/* Builds the discovery topic and payload once (--ha-discovery). */
-static int
-ha_prepare(struct app *a)
-{
-	struct discovery_cfg dc;
-	struct jsonw w;
-	ha_discovery_cfg(a, &dc);
-	if (discovery_topic(&dc, a->ha_topic, sizeof(a->ha_topic)) < 0)
-		return BR_ETRUNC;
-	int n = snprintf(a->ha_status_topic, sizeof(a->ha_status_topic),
-	    "%s/status", a->cfg.ha_prefix);
-	if (n < 0 || (size_t) n >= sizeof(a->ha_status_topic))
-		return BR_ETRUNC;
-	jsonw_init(&w, a->ha_payload, sizeof(a->ha_payload));
-	int rc = discovery_write(&dc, &w);
-	if (rc != 0)
-		return rc;
-	a->ha_payload_len = w.len;
-	return 0;
-}
-
-static void
-ha_announce(struct app *a)
-{
-	struct out_msg m = {
-		.cls = MSG_CRITICAL,
-		.topic = a->ha_topic,
-		.payload = a->ha_payload,
-		.len = a->ha_payload_len,
-		.qos = 1,
-		.retain = true,
-		.props = { .content_type = "application/json",
-		    .utf8 = true,
-		    .instance = a->cfg.instance,
-		    .type = "discovery" },
-		/* one pending announcement is enough */
-		.coalesce_key = a->ha_topic,
-	};
-	mqtt_link_publish(a->mqtt, &m);
-}
-
-/* --ha-remove: clears the retained discovery message and returns the exit
- * code. Connects to the broker only (never to ComfyUI), with its own
- * client id and no will, so a running bridge of the same instance is
- * neither kicked off nor marked offline. */
-static int
-ha_remove(struct app *a)
-{
-	struct config *c = &a->cfg;
-	url_format_public(&c->comfy, a->comfy_public, sizeof(a->comfy_public));
-	struct discovery_cfg dc;
-	ha_discovery_cfg(a, &dc);
-	if (discovery_topic(&dc, a->ha_topic, sizeof(a->ha_topic)) < 0) {
-		log_error("ha", "discovery topic does not fit");
-		return 1;
-	}
-	/* 20 + "-rm" keeps within the 23 bytes 3.1.1 brokers must accept */
-	char client_id[64];
-	snprintf(client_id, sizeof(client_id), "%.20s-rm", c->mqtt_client_id);
-	struct mqtt_link_cfg mc = {
+	*mc = (struct mqtt_link_cfg) {
 		.host = c->broker.host,
 		.port = c->broker.port,
 		.tls = c->broker.tls,
 		.tls_opts
 		= { c->tls_ca, c->tls_cert, c->tls_key, c->tls_insecure },
-		.client_id = client_id,
+		.client_id = c->mqtt_client_id,
 		.username = c->mqtt_username,
 		.password = c->mqtt_password,
 		.protocol = c->mqtt_protocol,
 		.keepalive_s = c->mqtt_keepalive,
-		.window = 1,
-		.queue_max_messages = 1,
-		.queue_max_bytes = 0,
 	};
-	struct mqtt_link_cb mcb = { 0 };
-	int rc = mqtt_link_create(&mc, &mcb, a, &a->mqtt);
-	if (rc == BR_OK)
-		rc = mqtt_link_start(a->mqtt);
-	if (rc != BR_OK) {
-		log_error(
-		    "ha", "cannot start the broker link: %s", br_strerror(rc));
-		return 1;
-	}
-	struct out_msg m = {
-		.cls = MSG_CRITICAL,
-		.topic = a->ha_topic,
-		.payload = "",
-		.len = 0,
-		.qos = 1,
-		.retain = true,
-	};
-	mqtt_link_publish(a->mqtt, &m);
-	/* drains: waits for the connect and the PUBACK, then disconnects */
-	mqtt_link_shutdown(a->mqtt, NULL, HA_REMOVE_TIMEOUT_MS);
-	struct mqtt_link_stats s;
-	mqtt_link_get_stats(a->mqtt, &s);
-	if (s.published[MSG_CRITICAL] != 1 || s.queued != 0
-	    || s.inflight != 0) {
-		log_error("ha",
-		    "%s not cleared: broker %s:%d did not "
-		    "acknowledge within %d ms",
-		    a->ha_topic, c->broker.host, c->broker.port,
-		    HA_REMOVE_TIMEOUT_MS);
-		return 1;
-	}
-	log_info("ha", "cleared %s", a->ha_topic);
-	return 0;
 }
-
-/* --- broker link -> engine --- */
 
 static void
 mqtt_connected(void *ud, bool session_present)
 {
 	struct app *a = ud;
-	engine_set_max_packet(a->engine, mqtt_link_max_packet(a->mqtt));
-	engine_on_broker_connected(a->engine, session_present, loop_now_ms());
-	/* announced on every connect: the broker may have lost it, and a
-	 * retained copy from an older version must be replaced */
-	if (a->cfg.ha_discovery)
-		ha_announce(a);
-}
-
-static void
-mqtt_disconnected(void *ud, const char *why)
-{
-	(void) ud;
-	(void) why;
-}
-
-/* The deferred re-announce of a burst of "online"s; a timer that fired a
- * little early is armed again for the rest. */
-static void
-on_ha_timer(void *ud)
-{
-	struct app *a = ud;
-	int64_t now = loop_mono_ms();
-	uint64_t n = throttle_poll(&a->ha_throttle, now);
-	if (n == 0) {
-		int64_t due = throttle_due(&a->ha_throttle);
-		if (due >= 0)
-			loop_timer_arm(a->ha_timer, due > now ? due - now : 0);
-		return;
-	}
-	log_info("ha",
-	    "Home Assistant is online: re-announcing (%llu more \"online\" "
-	    "within %d s)",
-	    (unsigned long long) n, HA_REANNOUNCE_WINDOW_MS / 1000);
-	ha_announce(a);
+	upstream_on_broker_connected(
+	    a->up, session_present, mqtt_link_max_packet(a->mqtt));
+	if (a->ha)
+		ha_link_on_connected(a->ha);
 }
 
 static void
 mqtt_message(void *ud, const char *topic, const void *payload, size_t len)
 {
 	struct app *a = ud;
-	/* the other subscription: prompt states (MQTT 3.1.1) */
-	if (!a->cfg.ha_discovery || strcmp(topic, a->ha_status_topic) != 0) {
-		engine_on_retained_state(
-		    a->engine, topic, payload, len, loop_now_ms());
-		return;
+	for (int i = 0; i < a->n_routes; i++) {
+		const struct route *r = &a->routes[i];
+		bool match = false;
+		mosquitto_topic_matches_sub(r->filter, topic, &match);
+		if (match) {
+			r->cb(r->ud, topic, payload, len);
+			return;
+		}
 	}
-	/* Home Assistant's birth message: it (re)started and wants discovery
-	 * again (its entities are unavailable until it gets it) */
-	if (len != 6 || memcmp(payload, "online", 6) != 0)
-		return;
-	int64_t now = loop_mono_ms();
-	if (!throttle_request(&a->ha_throttle, now)) {
-		if (!loop_timer_pending(a->ha_timer))
-			loop_timer_arm(
-			    a->ha_timer, throttle_due(&a->ha_throttle) - now);
-		return;
-	}
-	log_info("ha", "Home Assistant is online: re-announcing");
-	ha_announce(a);
 }
+
+/* Subscribes (on every connect) and routes what arrives to cb. */
+static int
+subscribe(struct app *a, const char *filter, msg_cb *cb, void *ud)
+{
+	if (a->n_routes == MAX_ROUTES)
+		return BR_EFULL;
+	a->routes[a->n_routes++] = (struct route) { filter, cb, ud };
+	return mqtt_link_subscribe(a->mqtt, filter);
+}
+
+static void
+publish(void *ud, const struct out_msg *m)
+{
+	mqtt_link_publish(ud, m);
+}
+
+static void
+broker_health(void *ud, struct engine_health_io *h)
+{
+	struct mqtt_link_stats s;
+	mqtt_link_get_stats(ud, &s);
+	h->mqtt_connected = s.connected;
+	h->mqtt_reconnects = s.connects > 0 ? s.connects - 1 : 0;
+	memcpy(h->published, s.published, sizeof(h->published));
+	memcpy(h->dropped, s.dropped, sizeof(h->dropped));
+	h->queue_depth = s.queued;
+	h->queue_bytes = s.queued_bytes;
+}
+
+/* --- loop -> broker link --- */
 
 static void
 wake(void *ud)
@@ -431,16 +128,14 @@ static void
 on_wake(void *ud)
 {
 	struct app *a = ud;
-	if (a->mqtt)
-		mqtt_link_service(a->mqtt);
+	mqtt_link_service(a->mqtt);
 }
 
 static void
 on_idle(void *ud)
 {
 	struct app *a = ud;
-	if (a->mqtt)
-		mqtt_link_flush(a->mqtt);
+	mqtt_link_flush(a->mqtt);
 }
 
 static void
@@ -454,18 +149,11 @@ on_service(void *ud)
 /* --- shutdown --- */
 
 static void
-hard_exit(int signo)
-{
-	(void) signo;
-	_exit(1);
-}
-
-static void
 finish_shutdown(void *ud)
 {
 	struct app *a = ud;
 	struct out_msg offline;
-	engine_offline_msg(a->engine, &offline);
+	upstream_offline_msg(a->up, &offline);
 	mqtt_link_shutdown(a->mqtt, &offline, SHUTDOWN_FLUSH_MS);
 	loop_quit(a->loop);
 }
@@ -474,183 +162,97 @@ static void
 on_signal(void *ud, int signo)
 {
 	struct app *a = ud;
-	if (a->stopping) {
-		hard_exit(signo);
-		return;
-	}
+	if (a->stopping)
+		_exit(1);
 	a->stopping = true;
 	log_info("bridge", "signal %d: shutting down", signo);
-	engine_print_line(a->engine, "Shutting down...");
-	/* A second signal during the (blocking) flush exits at once. */
-	struct sigaction sa = { 0 };
-	sa.sa_handler = hard_exit;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-	ws_client_stop(a->ws);
+	/* a second signal during the (blocking) flush exits at once */
+	loop_exit_on_signal(a->loop);
+	upstream_stop(a->up, "Shutting down...");
 	/* let the loop send the close frame, then flush and leave */
 	loop_timer_arm(a->shutdown_timer, 50);
 }
 
-/* --- setup --- */
+/* --- set-up --- */
+
+static int
+create_link(struct app *a)
+{
+	const struct config *c = &a->cfg;
+	char will_topic[TOPIC_MAX];
+	struct mqtt_link_cfg mc;
+	int rc = topic_join(will_topic, sizeof(will_topic), c->prefix,
+	    c->instance, "bridge/state");
+	if (rc < 0)
+		return rc;
+	broker_cfg(c, &mc);
+	mc.will_topic = will_topic;
+	mc.will_payload = "offline";
+	mc.window = 1000;
+	mc.queue_max_messages = c->queue_max_messages;
+	mc.queue_max_bytes = c->queue_max_bytes;
+	mc.wake = wake;
+	mc.wake_ud = a->loop;
+	struct mqtt_link_cb mcb
+	    = { .on_connected = mqtt_connected, .on_message = mqtt_message };
+	/* mqtt_link_create logs what failed (e.g. which --tls-* file) */
+	return mqtt_link_create(&mc, &mcb, a, &a->mqtt);
+}
 
 static int
 setup(struct app *a)
 {
-	struct config *c = &a->cfg;
-	url_format_public(&c->comfy, a->comfy_public, sizeof(a->comfy_public));
-
+	const struct config *c = &a->cfg;
 	a->loop = loop_create_tls(c->comfy.tls);
 	if (!a->loop)
 		return BR_EIO;
 	loop_set_wake_cb(a->loop, on_wake, a);
 	loop_set_idle_cb(a->loop, on_idle, a);
 	loop_set_signal_cb(a->loop, on_signal, a);
-	a->tick_timer = loop_timer_create(a->loop, on_tick, a);
 	a->service_timer = loop_timer_create(a->loop, on_service, a);
 	a->shutdown_timer = loop_timer_create(a->loop, finish_shutdown, a);
-	a->ha_timer = loop_timer_create(a->loop, on_ha_timer, a);
-	throttle_init(&a->ha_throttle, HA_REANNOUNCE_WINDOW_MS);
-	a->reasm = reasm_create(REASM_INITIAL, c->max_frame_bytes);
-	if (!a->tick_timer || !a->service_timer || !a->shutdown_timer
-	    || !a->ha_timer || !a->reasm)
+	if (!a->service_timer || !a->shutdown_timer)
 		return BR_ENOMEM;
-
-	struct engine_cfg ec = {
-		.prefix = c->prefix,
-		.instance = c->instance,
-		.client_id = c->client_id,
-		.mqtt_client_id = c->mqtt_client_id,
-		.comfyui_public = a->comfy_public,
-		.mqtt_protocol = c->mqtt_protocol,
-		.state_ttl_s = c->state_ttl,
-		.max_tokens = c->max_tokens,
-		.history_items = c->history_items,
-		.upstream_watchdog_s = c->upstream_watchdog,
-		.health_interval_s = c->health_interval,
-		.previews = c->previews,
-		.preview_max_bytes = c->preview_max_bytes,
-		.preview_rate = c->preview_rate,
-		.event_allowed = event_allowed,
-		.event_allowed_ud = c,
-		.print = c->print ? stdout : NULL,
-		.print_timestamps = c->print_timestamps,
-		.write_options = write_options,
-		.write_options_ud = c,
-	};
-	struct engine_io eio = { .publish = do_publish,
-		.http_get = do_http_get,
-		.reconnect_upstream = do_reconnect_upstream,
-		.ud = a };
-
-	char will_topic[600];
-	snprintf(will_topic, sizeof(will_topic), "%s/%s/bridge/state",
-	    c->prefix, c->instance);
-	struct mqtt_link_cfg mc = {
-		.host = c->broker.host,
-		.port = c->broker.port,
-		.tls = c->broker.tls,
-		.tls_opts
-		= { c->tls_ca, c->tls_cert, c->tls_key, c->tls_insecure },
-		.client_id = c->mqtt_client_id,
-		.username = c->mqtt_username,
-		.password = c->mqtt_password,
-		.protocol = c->mqtt_protocol,
-		.keepalive_s = c->mqtt_keepalive,
-		.will_topic = will_topic,
-		.will_payload = "offline",
-		.window = 1000,
-		.queue_max_messages = c->queue_max_messages,
-		.queue_max_bytes = c->queue_max_bytes,
-		.wake = wake,
-		.wake_ud = a->loop,
-	};
-	struct mqtt_link_cb mcb = { .on_connected = mqtt_connected,
-		.on_disconnected = mqtt_disconnected,
-		.on_message = mqtt_message };
-	/* mqtt_link_create logs what failed (e.g. which --tls-* file) */
-	int rc = mqtt_link_create(&mc, &mcb, a, &a->mqtt);
-	if (rc != BR_OK)
-		return rc;
-	if (c->ha_discovery) {
-		rc = ha_prepare(a);
-		if (rc != 0)
-			return rc;
-		rc = mqtt_link_subscribe(a->mqtt, a->ha_status_topic);
-		if (rc != 0)
-			return rc;
+	int rc = create_link(a);
+	if (rc == 0 && c->ha_discovery) {
+		struct discovery_cfg dc;
+		ha_link_cfg(c, c->instance, a->comfy_public, &dc);
+		rc = ha_link_create(a->loop, a->mqtt, &dc, &a->ha);
+		if (rc == 0)
+			rc = subscribe(a, ha_link_status_topic(a->ha),
+			    ha_link_on_status, a->ha);
 	}
-	/* the engine publishes retained start-up state into the link's queue
-	 */
-	a->engine = engine_create(&ec, &eio, loop_now_ms());
-	if (!a->engine)
-		return BR_ENOMEM;
+	struct upstream_cfg uc;
+	upstream_cfg_from_config(c, &uc);
+	struct upstream_out out = { publish, broker_health, a->mqtt };
+	/* the engine publishes its start-up state into the link's queue */
+	if (rc == 0)
+		rc = upstream_create(a->loop, &uc, &out, &a->up);
 	/* MQTT 3.1.1 has no message expiry: finished states an earlier run
 	 * left retained are read back and cleared when their TTL passes */
-	if (c->mqtt_protocol == MQTT_PROTO_311) {
-		rc = mqtt_link_subscribe(
-		    a->mqtt, engine_state_filter(a->engine));
-		if (rc != 0)
-			return rc;
-	}
-
-	struct tls_opts tls
-	    = { c->tls_ca, c->tls_cert, c->tls_key, c->tls_insecure };
-	a->http = http_client_create(a->loop, &c->comfy, c->comfyui_header,
-	    c->n_comfyui_headers, &tls, HTTP_MAX_BODY);
-	struct ws_client_cfg wc = {
-		.base = &c->comfy,
-		.client_id = c->client_id,
-		.headers = c->comfyui_header,
-		.n_headers = c->n_comfyui_headers,
-		.first_frame = feature_flags_frame,
-		.tls = tls,
-		.ping_interval_s = 20,
-		.pong_timeout_s = 10,
-		.handshake_timeout_s = 10,
-		.stable_s = 60,
-	};
-	struct ws_client_cb wcb
-	    = { .on_up = ws_up, .on_down = ws_down, .on_chunk = ws_chunk };
-	a->ws = ws_client_create(a->loop, &wc, &wcb, a);
-	if (!a->http || !a->ws)
-		return BR_ENOMEM;
-
-	rc = mqtt_link_start(a->mqtt);
-	if (rc != BR_OK)
-		return rc;
-	if (ws_client_start(a->ws) != 0)
-		return BR_EIO;
-	loop_timer_arm(a->service_timer, SERVICE_INTERVAL_MS);
-	arm_tick(a);
-	return 0;
+	if (rc == 0 && c->mqtt_protocol == MQTT_PROTO_311)
+		rc = subscribe(a, upstream_state_filter(a->up),
+		    upstream_on_retained_state, a->up);
+	if (rc == 0)
+		rc = mqtt_link_start(a->mqtt);
+	if (rc == 0)
+		rc = upstream_start(a->up);
+	if (rc == 0)
+		loop_timer_arm(a->service_timer, SERVICE_INTERVAL_MS);
+	return rc;
 }
 
 static void
 teardown(struct app *a)
 {
-	if (a->ws)
-		ws_client_destroy(a->ws);
-	if (a->http)
-		http_client_destroy(a->http);
-	if (a->tick_timer)
-		loop_timer_destroy(a->tick_timer);
+	upstream_destroy(a->up);
+	ha_link_destroy(a->ha);
 	if (a->service_timer)
 		loop_timer_destroy(a->service_timer);
 	if (a->shutdown_timer)
 		loop_timer_destroy(a->shutdown_timer);
-	if (a->ha_timer)
-		loop_timer_destroy(a->ha_timer);
 	if (a->mqtt)
 		mqtt_link_destroy(a->mqtt);
-	if (a->engine)
-		engine_destroy(a->engine);
-	if (a->reasm)
-		reasm_destroy(a->reasm);
 	if (a->loop)
 		loop_destroy(a->loop);
 	config_free(&a->cfg);
@@ -665,32 +267,29 @@ main(int argc, char **argv)
 
 	int rc = config_load(
 	    &app.cfg, argc, argv, NULL, err, sizeof(err), stdout);
-	if (rc == CONFIG_EXIT_OK) {
+	if (rc != CONFIG_OK) { /* or --help / --version printed */
+		if (rc != CONFIG_EXIT_OK)
+			fprintf(stderr, "comfy2mqtt: %s\n", err);
 		config_free(&app.cfg);
-		return 0;
-	}
-	if (rc != CONFIG_OK) {
-		fprintf(stderr, "comfy2mqtt: %s\n", err);
-		config_free(&app.cfg);
-		return rc;
+		return rc == CONFIG_EXIT_OK ? 0 : rc;
 	}
 	log_setup(app.cfg.log_level, app.cfg.log_format);
 	config_log_warnings(&app.cfg);
-	char public_url[600];
-	url_format_public(&app.cfg.comfy, public_url, sizeof(public_url));
+	url_format_public(
+	    &app.cfg.comfy, app.comfy_public, sizeof(app.comfy_public));
 	log_info("bridge",
-	    "comfy2mqtt %s: ComfyUI %s, instance %s, "
-	    "client id %s",
-	    C2M_VERSION, public_url, app.cfg.instance, app.cfg.client_id);
+	    "comfy2mqtt %s: ComfyUI %s, instance %s, client id %s",
+	    C2M_VERSION, app.comfy_public, app.cfg.instance,
+	    app.cfg.client_id);
 
 	if (app.cfg.ha_remove) {
-		exit_code = ha_remove(&app);
-		teardown(&app);
-		return exit_code;
-	}
-
-	rc = setup(&app);
-	if (rc != 0) {
+		/* the broker only, never ComfyUI */
+		struct discovery_cfg dc;
+		struct mqtt_link_cfg mc;
+		ha_link_cfg(&app.cfg, app.cfg.instance, app.comfy_public, &dc);
+		broker_cfg(&app.cfg, &mc);
+		exit_code = ha_link_remove(&mc, &dc);
+	} else if ((rc = setup(&app)) != 0) {
 		log_error("bridge", "start-up failed: %s", br_strerror(rc));
 		exit_code = 1;
 	} else {

@@ -8,7 +8,8 @@ bool
 ratelog_msg(struct ratelog *r, enum log_level lvl, const char *src,
     const char *fmt, ...)
 {
-	bool loud = r->seen < r->first_n;
+	bool loud = r->seen < r->first_n
+	    || (r->every > 0 && (r->seen + 1) % r->every == 0);
 	if (r->seen < UINT32_MAX)
 		r->seen++;
 	if (!loud)

@@ -1,4 +1,4 @@
-/* Home Assistant device-based discovery (contract §3.7). One retained
+/* Home Assistant device-based discovery. One retained
  * message describes the whole ComfyUI instance; HA's own documentation
  * (integrations/mqtt, device discovery payload) lists the keys used here.
  * Full key names are used throughout: HA accepts them everywhere, and they
@@ -78,6 +78,17 @@ discovery_topic(const struct discovery_cfg *c, char *topic, size_t cap)
 		return BR_ETRUNC;
 	int n
 	    = snprintf(topic, cap, "%s/device/%s/config", c->ha_prefix, node);
+	if (n < 0 || (size_t) n >= cap)
+		return BR_ETRUNC;
+	return n;
+}
+
+int
+discovery_status_topic(const struct discovery_cfg *c, char *topic, size_t cap)
+{
+	if (!cfg_valid(c))
+		return BR_EINVAL;
+	int n = snprintf(topic, cap, "%s/status", c->ha_prefix);
 	if (n < 0 || (size_t) n >= cap)
 		return BR_ETRUNC;
 	return n;

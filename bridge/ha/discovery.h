@@ -1,5 +1,5 @@
-/* Home Assistant MQTT discovery (contract §3.7): one retained device-based
- * discovery message per instance. Pure: builds topic and JSON. */
+/* Home Assistant MQTT discovery: one retained device-based discovery
+ * message per instance. Pure: builds the topics and the JSON. */
 #ifndef C2M_DISCOVERY_H
 #define C2M_DISCOVERY_H
 
@@ -24,6 +24,12 @@ struct discovery_cfg {
  * bytes). Returns the length, BR_ETRUNC, or BR_EINVAL when a required
  * field (ha_prefix, prefix, instance, version) is missing or empty. */
 int discovery_topic(const struct discovery_cfg *c, char *topic, size_t cap);
+
+/* Writes "<ha_prefix>/status", where Home Assistant publishes "online"
+ * when it (re)starts, into topic (cap bytes). Returns the length,
+ * BR_ETRUNC or BR_EINVAL (see discovery_topic). */
+int discovery_status_topic(
+    const struct discovery_cfg *c, char *topic, size_t cap);
 
 /* Writes the discovery payload (one JSON object) into w (borrowed; strings
  * copied into its buffer). Returns 0, BR_EINVAL (see discovery_topic) or

@@ -18,14 +18,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "err.h"
 #include "http_client.h"
 #include "log.h"
 #include "lws_glue.h"
+#include "ratelog.h"
 
 #define LOG_SRC                 "http"
 #define HTTP_DEFAULT_TIMEOUT_MS 30000
 #define LOCATION_SHOWN_MAX      256 /* of a redirect's Location, escaped */
+#define BODY_INITIAL            4096 /* first allocation of a body */
 
 struct http_req {
 	struct glue_user tag; /* first: the lws user pointer is the request */
@@ -39,8 +42,7 @@ struct http_req {
 	http_done_cb done;
 	void *ud;
 	char *path;
-	char *body; /* the response body, or a redirect's error text */
-	size_t len, cap;
+	struct buf body; /* the response body, or a redirect's error text */
 	int timeout_ms;
 	int status;
 	int result;
@@ -63,7 +65,7 @@ struct http_client {
 	char *host_hdr;
 	int ssl_flags;
 	bool insecure;
-	bool redirect_warned; /* once per client: ComfyUI repeats it */
+	struct ratelog redirect_log; /* warns once: ComfyUI repeats it */
 	struct glue_header *headers;
 	int n_headers;
 	size_t max_body;
@@ -91,6 +93,7 @@ http_client_create(struct loop *l, const struct url *base,
 	h->ctx = loop_lws_context(l);
 	h->base = base;
 	h->max_body = max_body;
+	h->redirect_log = (struct ratelog) RATELOG_INIT(1);
 	url_format_authority(base, authority, sizeof authority);
 	h->address = strdup(base->host);
 	h->host_hdr = strdup(authority);
@@ -143,7 +146,7 @@ free_req(struct http_req *r)
 	lws_sul_cancel(&r->sul);
 	unlink_req(r);
 	free(r->path);
-	free(r->body);
+	buf_free(&r->body);
 	free(r);
 }
 
@@ -253,13 +256,11 @@ deliver(struct http_req *r)
 		if (r->result < 0)
 			r->done(r->ud, r->result, "", 0);
 		else
-			r->done(
-			    r->ud, r->result, r->body ? r->body : "", r->len);
+			r->done(r->ud, r->result, r->body.p ? r->body.p : "",
+			    r->body.len);
 		r->in_callback = false;
 	}
-	free(r->body);
-	r->body = NULL;
-	r->len = r->cap = 0;
+	buf_free(&r->body);
 	kill_wsi(r);
 	maybe_free(r);
 }
@@ -427,23 +428,19 @@ redirect_refused(struct http_req *r, int status, const char *loc)
 	struct http_client *h = r->h;
 
 	safe_location(loc != NULL ? loc : "(none)", shown, sizeof shown);
-	free(r->body);
-	r->len = r->cap = 0;
-	r->body = glue_asprintf("HTTP %d redirect to %s not followed (it "
-	                        "would carry the --comfyui headers and "
-	                        "credentials there); point --comfyui at the "
-	                        "final URL",
+	char *text = glue_asprintf("HTTP %d redirect to %s not followed (it "
+	                           "would carry the --comfyui headers and "
+	                           "credentials there); point --comfyui at "
+	                           "the final URL",
 	    status, shown);
-	if (r->body != NULL)
-		r->len = strlen(r->body);
-	if (h != NULL && !h->redirect_warned) {
-		h->redirect_warned = true;
-		log_warn(LOG_SRC, "GET %s: %s", r->path,
-		    r->body != NULL ? r->body : "redirect not followed");
-	} else {
-		log_debug(LOG_SRC, "GET %s: HTTP %d redirect not followed",
-		    r->path, status);
-	}
+	buf_reset(&r->body);
+	if (text == NULL || buf_puts(&r->body, text) != BR_OK)
+		buf_free(&r->body);
+	free(text);
+	if (h != NULL)
+		ratelog_msg(&h->redirect_log, LOG_LVL_WARN, LOG_SRC,
+		    "GET %s: %s", r->path,
+		    r->body.p != NULL ? r->body.p : "redirect not followed");
 	r->closing = true;
 	finish(r, status);
 }
@@ -472,27 +469,13 @@ static int
 append_body(struct http_req *r, const void *in, size_t len)
 {
 	size_t max = r->h != NULL ? r->h->max_body : 0;
-	size_t cap;
-	char *nb;
 
-	if (len > max || r->len > max - len)
+	if (len > max || r->body.len > max - len)
 		return BR_EFULL;
-	if (r->len + len + 1 > r->cap) {
-		cap = r->cap ? r->cap : 4096;
-		while (cap < r->len + len + 1)
-			cap *= 2;
-		if (cap > max + 1)
-			cap = max + 1;
-		nb = realloc(r->body, cap);
-		if (nb == NULL)
-			return BR_ENOMEM;
-		r->body = nb;
-		r->cap = cap;
-	}
-	memcpy(r->body + r->len, in, len);
-	r->len += len;
-	r->body[r->len] = '\0';
-	return BR_OK;
+	/* most bodies fit the first allocation */
+	if (r->body.cap == 0 && buf_reserve(&r->body, BODY_INITIAL) != BR_OK)
+		return BR_ENOMEM;
+	return buf_append(&r->body, in, len);
 }
 
 static int

@@ -205,6 +205,32 @@ restore_signals(struct loop *l)
 	pthread_sigmask(SIG_SETMASK, &l->old_mask, NULL);
 }
 
+static void
+exit_at_once(int signo)
+{
+	(void) signo;
+	_exit(1);
+}
+
+/* A handler that only calls _exit (async-signal-safe), and the two
+ * signals unblocked in the calling thread: the other threads keep them
+ * blocked, so they arrive here. */
+void
+loop_exit_on_signal(struct loop *l)
+{
+	struct sigaction sa = { 0 };
+	sigset_t set;
+
+	(void) l;
+	sa.sa_handler = exit_at_once;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
 struct loop *
 loop_create(void)
 {

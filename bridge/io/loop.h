@@ -36,6 +36,11 @@ void loop_set_idle_cb(struct loop *l, void (*cb)(void *ud), void *ud);
 void loop_set_signal_cb(
     struct loop *l, void (*cb)(void *ud, int signo), void *ud);
 
+/* From now on SIGINT and SIGTERM end the process at once (exit status 1)
+ * instead of reaching the signal callback: for a shutdown that blocks the
+ * loop thread, so that a second signal still stops it. */
+void loop_exit_on_signal(struct loop *l);
+
 /* One-shot timers owned by the caller's object. */
 struct loop_timer *loop_timer_create(
     struct loop *l, void (*cb)(void *ud), void *ud);

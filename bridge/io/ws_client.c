@@ -3,8 +3,8 @@
  * One wsi at a time: a new connect is only started from the retry sul, and
  * that sul is only armed once the previous wsi has been destroyed
  * (LWS_CALLBACK_WSI_DESTROY). ComfyUI unregisters a clientId when *any*
- * socket with that id ends (protocol.md §1.4), so overlapping the old and
- * the new socket would orphan the new one. */
+ * socket with that id ends (bridge/README.md#comfyui-client-id), so
+ * overlapping the old and the new socket would orphan the new one. */
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -16,11 +16,13 @@
 #include "err.h"
 #include "log.h"
 #include "lws_glue.h"
+#include "ratelog.h"
 #include "ws_client.h"
 
 #define LOG_SRC "ws"
-/* after the first failure of a series, log every Nth */
+/* a series of failed attempts logs its first and every Nth at warn */
 #define FAIL_LOG_EVERY 10
+#define FAIL_LOG_INIT  RATELOG_INIT_EVERY(1, FAIL_LOG_EVERY)
 
 struct ws_client {
 	struct glue_user tag; /* first: the lws user pointer is the client */
@@ -64,8 +66,7 @@ struct ws_client {
 	bool send_first; /* first frame still to be written */
 	bool send_close; /* close frame wanted at the next writable */
 	uint64_t reconnects;
-	unsigned fail_streak;
-	bool logged_cap;
+	struct ratelog fail_log; /* failed attempts since the last link */
 	char why[256];
 };
 
@@ -121,6 +122,7 @@ ws_client_create(struct loop *l, const struct ws_client_cfg *cfg,
 	if (c == NULL)
 		return NULL;
 	c->tag.kind = GLUE_KIND_WS;
+	c->fail_log = (struct ratelog) FAIL_LOG_INIT;
 	c->loop = l;
 	c->ctx = loop_lws_context(l);
 	c->cb = *cb;
@@ -212,20 +214,15 @@ link_down(struct ws_client *c)
 static void
 log_failure(struct ws_client *c)
 {
-	bool capped = c->retry_count >= backoff_upstream.n_steps;
+	const char *why = c->why[0] ? c->why : "failed";
 
-	c->fail_streak++;
-	if (c->fail_streak == 1)
-		log_warn(LOG_SRC, "cannot connect to %s: %s; retrying",
-		    c->url_log, c->why[0] ? c->why : "failed");
-	else if (c->fail_streak % FAIL_LOG_EVERY == 0
-	    || (capped && !c->logged_cap))
-		log_warn(LOG_SRC,
-		    "still cannot connect to %s after %u "
-		    "attempts: %s",
-		    c->url_log, c->fail_streak, c->why[0] ? c->why : "failed");
-	if (capped)
-		c->logged_cap = true;
+	if (c->fail_log.seen == 0)
+		ratelog_msg(&c->fail_log, LOG_LVL_WARN, LOG_SRC,
+		    "cannot connect to %s: %s; retrying", c->url_log, why);
+	else
+		ratelog_msg(&c->fail_log, LOG_LVL_WARN, LOG_SRC,
+		    "still cannot connect to %s after %u attempts: %s",
+		    c->url_log, c->fail_log.seen + 1, why);
 }
 
 /* The wsi of the current attempt is gone for good. */
@@ -322,8 +319,7 @@ ws_client_start(struct ws_client *c)
 		return BR_OK;
 	c->running = true;
 	c->retry_count = 0;
-	c->fail_streak = 0;
-	c->logged_cap = false;
+	c->fail_log = (struct ratelog) FAIL_LOG_INIT;
 	if (!c->wsi_alive)
 		lws_sul_schedule(c->ctx, 0, &c->sul_connect, connect_now, 1);
 	return BR_OK;
@@ -410,13 +406,13 @@ established(struct ws_client *c, struct lws *wsi)
 	c->up = true;
 	c->was_up = true;
 	c->why[0] = '\0';
-	if (c->fail_streak > 0)
+	if (c->fail_log.seen > 0)
 		log_info(LOG_SRC, "connected to %s (after %u failed attempts)",
-		    c->url_log, c->fail_streak);
+		    c->url_log, c->fail_log.seen);
 	else
 		log_info(LOG_SRC, "connected to %s", c->url_log);
-	c->fail_streak = 0;
-	c->logged_cap = false;
+	/* the new series starts quietly: the line above gave the count */
+	c->fail_log = (struct ratelog) FAIL_LOG_INIT;
 	lws_sul_schedule(c->ctx, 0, &c->sul_stable, link_stable,
 	    (lws_usec_t) c->stable_s * LWS_US_PER_SEC);
 	if (c->first_frame != NULL) {

@@ -1,12 +1,13 @@
 /* discovery: the Home Assistant device discovery message parses with the
- * project's JSON module, has the entities of contract §3.7 (the image only
- * with previews), points every entity at the bridge's topics, and ids stay
- * inside HA's [A-Za-z0-9_-] alphabet. */
+ * project's JSON module, has every entity Home Assistant is promised (the
+ * image only with previews), points every entity at the bridge's topics, and
+ * ids stay inside HA's [A-Za-z0-9_-] alphabet. */
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "discovery.h"
 #include "err.h"
+#include "ha.h"
 #include "json.h"
 #include "jsonw.h"
 #include "test.h"
@@ -265,6 +266,109 @@ test_escaping_and_truncation(void)
 	CHECK_INT(discovery_write(&c, &w), BR_EINVAL);
 }
 
+/* ---- ha.h: announce, re-announce, clear ---- */
+
+struct ha_capture {
+	int published;
+	char topic[256];
+	size_t len;
+	bool retain;
+	int qos;
+	int armed; /* arm_timer calls */
+	int64_t delay_ms;
+};
+
+static void
+cap_publish(void *ud, const struct out_msg *m)
+{
+	struct ha_capture *c = ud;
+	c->published++;
+	snprintf(c->topic, sizeof(c->topic), "%s", m->topic);
+	c->len = m->len;
+	c->retain = m->retain;
+	c->qos = m->qos;
+}
+
+static void
+cap_arm(void *ud, int64_t delay_ms)
+{
+	struct ha_capture *c = ud;
+	c->armed++;
+	c->delay_ms = delay_ms;
+}
+
+static struct ha *
+make_ha(struct ha_capture *cap)
+{
+	struct discovery_cfg c = cfg(false);
+	struct ha_io io = { cap_publish, cap_arm, cap };
+	struct ha *h = NULL;
+	memset(cap, 0, sizeof(*cap));
+	CHECK_INT(ha_create(&c, &io, &h), 0);
+	return h;
+}
+
+static void
+test_ha_topics_and_announce(void)
+{
+	struct ha_capture cap;
+	struct ha *h = make_ha(&cap);
+	if (h == NULL)
+		return;
+	CHECK_STR(
+	    ha_discovery_topic(h), "homeassistant/device/comfyui_gpu1/config");
+	CHECK_STR(ha_status_topic(h), "homeassistant/status");
+	ha_on_broker_connected(h);
+	CHECK_INT(cap.published, 1);
+	CHECK_STR(cap.topic, "homeassistant/device/comfyui_gpu1/config");
+	CHECK(cap.len > 1000 && cap.retain && cap.qos == 1);
+
+	struct out_msg m;
+	ha_clear_msg(h, &m);
+	CHECK_STR(m.topic, ha_discovery_topic(h));
+	CHECK(m.len == 0 && m.retain && m.qos == 1);
+	ha_destroy(h);
+
+	struct discovery_cfg bad = cfg(false);
+	bad.ha_prefix = "";
+	struct ha_io io = { cap_publish, cap_arm, &cap };
+	CHECK_INT(ha_create(&bad, &io, &h), BR_EINVAL);
+	CHECK(h == NULL);
+}
+
+static void
+test_ha_online_burst(void)
+{
+	struct ha_capture cap;
+	struct ha *h = make_ha(&cap);
+	if (h == NULL)
+		return;
+	/* anything but exactly "online" is ignored */
+	ha_on_status(h, "offline", 7, 1000);
+	ha_on_status(h, "online ", 7, 1000);
+	CHECK_INT(cap.published, 0);
+	ha_on_status(h, "online", 6, 1000);
+	CHECK_INT(cap.published, 1);
+	/* the rest of the burst: one timer for the window's end */
+	ha_on_status(h, "online", 6, 3000);
+	ha_on_status(h, "online", 6, 4000);
+	CHECK_INT(cap.published, 1);
+	CHECK_INT(cap.armed, 1);
+	CHECK_INT((int) cap.delay_ms, HA_REANNOUNCE_WINDOW_MS - 2000);
+	/* a timer that fires early is armed again for the rest */
+	ha_on_timer(h, 10000);
+	CHECK_INT(cap.published, 1);
+	CHECK_INT(cap.armed, 2);
+	CHECK_INT((int) cap.delay_ms, 1000);
+	ha_on_timer(h, 11000);
+	CHECK_INT(cap.published, 2);
+	/* nothing deferred: the timer does nothing */
+	ha_on_timer(h, 12000);
+	CHECK_INT(cap.published, 2);
+	CHECK_INT(cap.armed, 2);
+	ha_destroy(h);
+}
+
 int
 main(void)
 {
@@ -275,6 +379,8 @@ main(void)
 	RUN(test_preview_only_with_previews);
 	RUN(test_unique_ids);
 	RUN(test_escaping_and_truncation);
+	RUN(test_ha_topics_and_announce);
+	RUN(test_ha_online_burst);
 	json_parser_destroy(parser);
 	TEST_MAIN_END();
 }

@@ -358,6 +358,17 @@ test_ratelog_first_n_then_count(void)
 }
 
 static void
+test_ratelog_every_nth(void)
+{
+	struct ratelog r = RATELOG_INIT_EVERY(1, 10);
+
+	for (int i = 1; i <= 30; i++)
+		CHECK(ratelog_msg(&r, LOG_LVL_DEBUG, "t", "failed %d", i)
+		    == (i == 1 || i % 10 == 0));
+	CHECK_INT((int) r.suppressed, 26);
+}
+
+static void
 test_logchange(void)
 {
 	struct logchange c = { 0 };
@@ -380,6 +391,7 @@ main(void)
 	RUN(test_level_parse);
 	RUN(test_excerpt);
 	RUN(test_ratelog_first_n_then_count);
+	RUN(test_ratelog_every_nth);
 	RUN(test_logchange);
 	TEST_MAIN_END();
 }
