@@ -29,7 +29,15 @@ br_strerror(int err)
 	case BR_ETOKENS:
 		return "too many JSON tokens";
 	case BR_ETYPE:
-		return "field has the wrong type";
+		return "wrong JSON type";
+	case BR_EEMPTY:
+		return "empty input";
+	case BR_ESYNTAX:
+		return "syntax error";
+	case BR_ESHORT:
+		return "input shorter than it declares";
+	case BR_EUNSUPPORTED:
+		return "unsupported kind of input";
 	}
 	return "unknown error";
 }

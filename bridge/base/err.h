@@ -1,4 +1,7 @@
-/* Error codes shared by every module: 0 is success, negative is failure. */
+/* The one error vocabulary: every fallible function returns 0 for success
+ * or one of these. Why an input was refused is counted by the caller (the
+ * health payload's rejected-by-reason counters), not returned as a type of
+ * its own. */
 #ifndef C2M_ERR_H
 #define C2M_ERR_H
 
@@ -15,7 +18,11 @@ enum br_err {
 	BR_EUTF8 = -9, /* invalid UTF-8 */
 	BR_EDEPTH = -10, /* nesting too deep */
 	BR_ETOKENS = -11, /* more JSON tokens than the configured bound */
-	BR_ETYPE = -12, /* a field has the wrong JSON type */
+	BR_ETYPE = -12, /* a field or document has the wrong JSON type */
+	BR_EEMPTY = -13, /* input empty (or whitespace only) */
+	BR_ESYNTAX = -14, /* input does not follow its grammar (not JSON) */
+	BR_ESHORT = -15, /* input ends before a length it declares */
+	BR_EUNSUPPORTED = -16, /* a kind of input the bridge does not know */
 };
 
 /* Returns a static, human-readable sentence for an enum br_err value. */

@@ -31,24 +31,6 @@ struct json_parser {
 	unsigned max; /* cap never grows past it; == initial when fixed */
 };
 
-static const char *const reason_names[JSON_REASON_COUNT] = {
-	"ok",
-	"empty",
-	"invalid_json",
-	"invalid_utf8",
-	"too_deep",
-	"too_many_tokens",
-	"not_object",
-};
-
-const char *
-json_reason_name(int reason)
-{
-	if (reason < 0 || reason >= JSON_REASON_COUNT)
-		return "unknown";
-	return reason_names[reason];
-}
-
 struct json_parser *
 json_parser_create_growing(unsigned initial_tokens, unsigned max_tokens)
 {
@@ -376,11 +358,11 @@ close_frame(const char *buf, const jsmntok_t *tok, struct frame *f, int *pos)
 	int close = t->end - 1;
 	char want = t->type == JSMN_OBJECT ? '}' : ']';
 	if (close < *pos || buf[close] != want || f->state == FRAME_AFTER_KEY)
-		return JSON_E_SYNTAX;
+		return BR_ESYNTAX;
 	if (!gap_ok(buf, *pos, close, 0) || t->size != f->members)
-		return JSON_E_SYNTAX;
+		return BR_ESYNTAX;
 	*pos = close + 1;
-	return JSON_OK;
+	return BR_OK;
 }
 
 /* Places token i in the innermost open container f: checks the separator
@@ -395,23 +377,23 @@ place_token(
 	    : f->state == FRAME_AFTER_KEY  ? ':'
 	                                   : ',';
 	if (!gap_ok(buf, pos, outer_start(t), sep))
-		return JSON_E_SYNTAX;
+		return BR_ESYNTAX;
 	if (is_obj && f->state != FRAME_AFTER_KEY) {
 		if (t->type != JSMN_STRING || t->parent != f->tok
 		    || t->size != 1)
-			return JSON_E_SYNTAX;
+			return BR_ESYNTAX;
 		f->last_key = i;
 		f->members++;
 		f->state = FRAME_AFTER_KEY;
-		return JSON_OK;
+		return BR_OK;
 	}
 	int parent = is_obj ? f->last_key : f->tok;
 	if (t->parent != parent)
-		return JSON_E_SYNTAX;
+		return BR_ESYNTAX;
 	if (!is_obj)
 		f->members++;
 	f->state = FRAME_AFTER_VALUE;
-	return JSON_OK;
+	return BR_OK;
 }
 
 /* bad: what prescan() found wrong in strings. Also sets *finite_prefix
@@ -427,23 +409,23 @@ validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
 	for (int i = 0; i < ntok; i++) {
 		const jsmntok_t *t = &tok[i];
 		if (t->start < 0 || t->end < t->start)
-			return JSON_E_SYNTAX;
+			return BR_ESYNTAX;
 		int start = outer_start(t);
 		while (depth > 0 && tok[stack[depth - 1].tok].end <= start) {
 			int rc
 			    = close_frame(buf, tok, &stack[depth - 1], &pos);
-			if (rc != JSON_OK)
+			if (rc != BR_OK)
 				return rc;
 			depth--;
 		}
 		if (depth == 0) {
 			/* the root, and nothing after it */
 			if (i != 0 || start != pos || t->parent != -1)
-				return JSON_E_SYNTAX;
+				return BR_ESYNTAX;
 		} else {
 			int rc
 			    = place_token(buf, tok, i, &stack[depth - 1], pos);
-			if (rc != JSON_OK)
+			if (rc != BR_OK)
 				return rc;
 		}
 		switch (t->type) {
@@ -456,7 +438,7 @@ validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
 		case JSMN_PRIMITIVE:
 			if (!is_primitive(
 			        buf + t->start, (size_t) (t->end - t->start)))
-				return JSON_E_SYNTAX;
+				return BR_ESYNTAX;
 			if (*finite_prefix == ntok
 			    && is_nonfinite_text(buf + t->start))
 				*finite_prefix = i;
@@ -466,9 +448,9 @@ validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
 		case JSMN_ARRAY:
 			if (buf[t->start]
 			    != (t->type == JSMN_OBJECT ? '{' : '['))
-				return JSON_E_SYNTAX;
+				return BR_ESYNTAX;
 			if (depth == JSON_MAX_DEPTH)
-				return JSON_E_DEPTH;
+				return BR_EDEPTH;
 			stack[depth].tok = i;
 			stack[depth].last_key = -1;
 			stack[depth].members = 0;
@@ -477,16 +459,16 @@ validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
 			pos = t->start + 1;
 			break;
 		default:
-			return JSON_E_SYNTAX;
+			return BR_ESYNTAX;
 		}
 	}
 	while (depth > 0) {
 		int rc = close_frame(buf, tok, &stack[depth - 1], &pos);
-		if (rc != JSON_OK)
+		if (rc != BR_OK)
 			return rc;
 		depth--;
 	}
-	return pos == last ? JSON_OK : JSON_E_SYNTAX;
+	return pos == last ? BR_OK : BR_ESYNTAX;
 }
 
 /* jsmn's primitive delimiters (and a NUL, where jsmn stops). */
@@ -522,7 +504,7 @@ scan_string(
 {
 	const unsigned char *s = (const unsigned char *) buf;
 	size_t content = i;
-	int reason = JSON_OK;
+	int reason = BR_OK;
 	for (;;) {
 		i += utf8_json_plain_run(s + i, len - i);
 		if (i >= len || s[i] == '\0')
@@ -535,27 +517,27 @@ scan_string(
 		if (c == '\\') {
 			k = escape_len(buf + i, len - i, &cp);
 			if (k == 0) {
-				if (reason == JSON_OK)
-					reason = JSON_E_SYNTAX;
+				if (reason == BR_OK)
+					reason = BR_ESYNTAX;
 				k = i + 1 < len ? 2 : 1;
 			} else if (is_lone_surrogate(buf + i, k, cp)) {
 				*lone = true;
 			}
 		} else if (c < 0x20) {
-			if (reason == JSON_OK)
-				reason = JSON_E_UTF8;
+			if (reason == BR_OK)
+				reason = BR_EUTF8;
 			k = 1;
 		} else {
 			k = utf8_decode(s + i, len - i, &cp);
 			if (k == 0) {
-				if (reason == JSON_OK)
-					reason = JSON_E_UTF8;
+				if (reason == BR_OK)
+					reason = BR_EUTF8;
 				k = 1;
 			}
 		}
 		i += k;
 	}
-	if (reason != JSON_OK && bad->start < 0) {
+	if (reason != BR_OK && bad->start < 0) {
 		bad->start = (int) content;
 		bad->reason = reason;
 	}
@@ -583,16 +565,16 @@ prescan(const char *buf, size_t len, struct bad_string *bad, bool *lone)
 	while (i < len) {
 		switch (buf[i++]) {
 		case '\0':
-			return JSON_OK; /* jsmn stops here */
+			return BR_OK; /* jsmn stops here */
 		case '{':
 		case '[':
 			if (++depth > JSON_MAX_DEPTH)
-				return JSON_E_DEPTH;
+				return BR_EDEPTH;
 			break;
 		case '}':
 		case ']':
 			if (depth-- == 0)
-				return JSON_E_SYNTAX;
+				return BR_ESYNTAX;
 			break;
 		case '"':
 			i = scan_string(buf, len, i, bad, lone);
@@ -610,7 +592,7 @@ prescan(const char *buf, size_t len, struct bad_string *bad, bool *lone)
 			break;
 		}
 	}
-	return JSON_OK;
+	return BR_OK;
 }
 
 int
@@ -624,19 +606,19 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 	out->finite_prefix = 0;
 	out->no_lone_surrogates = false;
 	if (len > INT_MAX)
-		return JSON_E_SYNTAX; /* jsmn counts in int */
+		return BR_ESYNTAX; /* jsmn counts in int */
 	size_t first = 0, last = len;
 	while (first < len && is_ws(buf[first]))
 		first++;
 	if (first == len)
-		return JSON_E_EMPTY;
+		return BR_EEMPTY;
 	while (last > first && is_ws(buf[last - 1]))
 		last--;
 
-	struct bad_string bad = { -1, JSON_OK };
+	struct bad_string bad = { -1, BR_OK };
 	bool lone = false;
 	int rc = prescan(buf, len, &bad, &lone);
-	if (rc != JSON_OK)
+	if (rc != BR_OK)
 		return rc;
 	jsmn_parser jp;
 	jsmn_init(&jp);
@@ -647,22 +629,22 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 	while ((r = jsmn_parse(&jp, buf, len, p->tok, p->cap))
 	    == JSMN_ERROR_NOMEM) {
 		if (!parser_grow(p))
-			return JSON_E_TOKENS;
+			return BR_ETOKENS;
 		out->tok = p->tok;
 	}
 	if (r <= 0)
-		return JSON_E_SYNTAX;
+		return BR_ESYNTAX;
 	int finite_prefix;
 	rc = validate(
 	    buf, (int) first, (int) last, p->tok, r, &bad, &finite_prefix);
-	if (rc != JSON_OK)
+	if (rc != BR_OK)
 		return rc;
 	if (require_object && p->tok[0].type != JSMN_OBJECT)
-		return JSON_E_NOT_OBJECT;
+		return BR_ETYPE;
 	out->ntok = r;
 	out->finite_prefix = finite_prefix;
 	out->no_lone_surrogates = !lone;
-	return JSON_OK;
+	return BR_OK;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -33,26 +33,10 @@
 #endif
 #include <jsmn.h>
 
+#include "err.h"
 #include "jsonw.h"
 
 #define JSON_MAX_DEPTH 64
-
-/* Why a document was rejected (also used as counter indexes). */
-enum json_reason {
-	JSON_OK = 0,
-	JSON_E_EMPTY = 1, /* empty or whitespace only */
-	JSON_E_SYNTAX = 2, /* not JSON (jsmn error, bad primitive, separators,
-	                      trailing garbage, embedded NUL, ...) */
-	JSON_E_UTF8 = 3, /* invalid UTF-8 or raw control character */
-	JSON_E_DEPTH = 4, /* nesting deeper than JSON_MAX_DEPTH */
-	JSON_E_TOKENS = 5, /* more tokens than the parser's budget */
-	JSON_E_NOT_OBJECT = 6, /* top-level value is not an object */
-	JSON_REASON_COUNT
-};
-
-/* Short snake_case name of a reason ("invalid_json", "invalid_utf8",
- * "too_deep", "too_many_tokens", "not_object", "empty"). */
-const char *json_reason_name(int reason);
 
 /* A parsed document: tokens borrowed from the parser, bytes borrowed from
  * the caller. Valid until the next json_parse() or json_parser_trim() on
@@ -77,13 +61,13 @@ struct json_parser;
 
 /* Creates a parser owning a fixed token array of max_tokens entries
  * (1..INT_MAX/2): json_parse never allocates, which the WebSocket path
- * relies on; a document needing more tokens is JSON_E_TOKENS. */
+ * relies on; a document needing more tokens is BR_ETOKENS. */
 struct json_parser *json_parser_create(unsigned max_tokens);
 /* Creates a parser whose token array starts with initial_tokens entries
  * (1..max_tokens) and that json_parse grows, doubling, up to max_tokens
  * (at most INT_MAX/2) for documents that need more: big HTTP bodies such
  * as a long /queue. A document needing more than max_tokens, or memory
- * that cannot be had, is JSON_E_TOKENS. */
+ * that cannot be had, is BR_ETOKENS. */
 struct json_parser *json_parser_create_growing(
     unsigned initial_tokens, unsigned max_tokens);
 /* Shrinks a grown token array back to its initial_tokens entries, so the
@@ -94,8 +78,13 @@ void json_parser_trim(struct json_parser *p);
 unsigned json_parser_capacity(const struct json_parser *p);
 void json_parser_destroy(struct json_parser *p);
 
-/* Tokenizes and validates buf[0..len) (borrowed). Returns JSON_OK or a
- * json_reason. require_object: the top-level value must be an object.
+/* Tokenizes and validates buf[0..len) (borrowed). Returns BR_OK,
+ * BR_EEMPTY (empty or whitespace only), BR_ESYNTAX (not JSON: jsmn error,
+ * bad primitive, separators, trailing garbage, embedded NUL, ...),
+ * BR_EUTF8 (invalid UTF-8 or a raw control character), BR_EDEPTH (nesting
+ * deeper than JSON_MAX_DEPTH), BR_ETOKENS (more tokens than the parser's
+ * budget) or BR_ETYPE (the top-level value is not an object, with
+ * require_object). require_object: the top-level value must be an object.
  * A growing parser may move its token array: docs from earlier calls are
  * invalid afterwards, as they are after any json_parse. */
 int json_parse(struct json_parser *p, const char *buf, size_t len,

@@ -30,11 +30,11 @@ static int
 take_u32(struct reader *rd, uint32_t *value)
 {
 	if (rd->left < BINFRAME_U32)
-		return BINFRAME_E_TRUNCATED;
+		return BR_ESHORT;
 	*value = read_be32(rd->pos);
 	rd->pos += BINFRAME_U32;
 	rd->left -= BINFRAME_U32;
-	return BINFRAME_OK;
+	return BR_OK;
 }
 
 /* Takes a u32 length n, then n bytes as a slice. */
@@ -43,15 +43,15 @@ take_sized(struct reader *rd, const char **slice, size_t *slice_len)
 {
 	uint32_t n;
 	int rc = take_u32(rd, &n);
-	if (rc != BINFRAME_OK)
+	if (rc != BR_OK)
 		return rc;
 	if (n > rd->left)
-		return BINFRAME_E_TRUNCATED;
+		return BR_ESHORT;
 	*slice = (const char *) rd->pos;
 	*slice_len = n;
 	rd->pos += n;
 	rd->left -= n;
-	return BINFRAME_OK;
+	return BR_OK;
 }
 
 static int
@@ -59,39 +59,39 @@ parse_preview(struct reader *rd, struct binframe *out)
 {
 	uint32_t format;
 	int rc = take_u32(rd, &format);
-	if (rc != BINFRAME_OK)
+	if (rc != BR_OK)
 		return rc;
 	if (format == IMAGE_FORMAT_JPEG)
 		out->mime = "image/jpeg";
 	else if (format == IMAGE_FORMAT_PNG)
 		out->mime = "image/png";
 	else
-		return BINFRAME_E_FORMAT;
+		return BR_EINVAL;
 	out->image = rd->pos;
 	out->image_len = rd->left;
-	return BINFRAME_OK;
+	return BR_OK;
 }
 
 static int
 parse_text(struct reader *rd, struct binframe *out)
 {
 	int rc = take_sized(rd, &out->node_id, &out->node_id_len);
-	if (rc != BINFRAME_OK)
+	if (rc != BR_OK)
 		return rc;
 	out->text = (const char *) rd->pos;
 	out->text_len = rd->left;
-	return BINFRAME_OK;
+	return BR_OK;
 }
 
 static int
 parse_preview_metadata(struct reader *rd, struct binframe *out)
 {
 	int rc = take_sized(rd, &out->metadata, &out->metadata_len);
-	if (rc != BINFRAME_OK)
+	if (rc != BR_OK)
 		return rc;
 	out->image = rd->pos;
 	out->image_len = rd->left;
-	return BINFRAME_OK;
+	return BR_OK;
 }
 
 int
@@ -101,7 +101,7 @@ binframe_parse(const uint8_t *frame, size_t len, struct binframe *out)
 	struct reader rd = { .pos = frame, .left = len };
 
 	int rc = take_u32(&rd, &out->type);
-	if (rc != BINFRAME_OK)
+	if (rc != BR_OK)
 		return rc;
 
 	switch (out->type) {
@@ -115,30 +115,13 @@ binframe_parse(const uint8_t *frame, size_t len, struct binframe *out)
 		rc = parse_preview_metadata(&rd, out);
 		break;
 	default:
-		return BINFRAME_E_UNKNOWN_TYPE;
+		return BR_EUNSUPPORTED;
 	}
-	if (rc != BINFRAME_OK) {
+	if (rc != BR_OK) {
 		/* Half-filled slices must not be mistaken for a result. */
 		uint32_t type = out->type;
 		memset(out, 0, sizeof(*out));
 		out->type = type;
 	}
 	return rc;
-}
-
-const char *
-binframe_err_name(int err)
-{
-	switch (err) {
-	case BINFRAME_OK:
-		return "ok";
-	case BINFRAME_E_TRUNCATED:
-		return "truncated_binary";
-	case BINFRAME_E_UNKNOWN_TYPE:
-		return "unknown_binary_type";
-	case BINFRAME_E_FORMAT:
-		return "bad_image_format";
-	default:
-		return "unknown_error";
-	}
 }

@@ -7,19 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "err.h"
+
 enum binframe_type {
 	BINFRAME_PREVIEW = 1, /* u32 image format, image bytes */
 	BINFRAME_TEXT = 3, /* u32 node-id length, node id, text */
 	BINFRAME_PREVIEW_METADATA = 4, /* u32 metadata length, JSON, image */
-};
-
-enum binframe_err {
-	BINFRAME_OK = 0,
-	BINFRAME_E_TRUNCATED = -1, /* header or a declared length runs past
-	                              the end of the frame */
-	BINFRAME_E_UNKNOWN_TYPE = -2, /* out->type is set */
-	BINFRAME_E_FORMAT = -3, /* type 1 with an image format other than
-	                           1 (JPEG) or 2 (PNG) */
 };
 
 struct binframe {
@@ -39,10 +32,10 @@ struct binframe {
 	size_t metadata_len;
 };
 
-/* Parses frame[0..len) (borrowed) into out. Returns enum binframe_err. */
+/* Parses frame[0..len) (borrowed) into out. Returns BR_OK, BR_ESHORT (the
+ * header or a declared length runs past the end of the frame),
+ * BR_EUNSUPPORTED (an unknown type; out->type is set) or BR_EINVAL (type 1
+ * with an image format other than 1, JPEG, or 2, PNG). */
 int binframe_parse(const uint8_t *frame, size_t len, struct binframe *out);
-
-/* "truncated_binary", "unknown_binary_type", "bad_image_format". */
-const char *binframe_err_name(int err);
 
 #endif

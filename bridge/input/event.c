@@ -23,20 +23,6 @@ static const struct {
 	{ "logs", EVK_LOGS },
 };
 
-const char *
-event_reject_name(int reason)
-{
-	switch (reason) {
-	case EVR_OK:
-		return "ok";
-	case EVR_MISSING_TYPE:
-		return "missing_type";
-	case EVR_BAD_FIELD:
-		return "bad_field";
-	}
-	return "unknown";
-}
-
 static enum event_kind
 kind_of(const char *type)
 {
@@ -47,7 +33,7 @@ kind_of(const char *type)
 }
 
 /* Copies an optional string member. Returns 0 when absent, 1 when copied,
- * EVR_BAD_FIELD when present with another type (null allowed if
+ * BR_ETYPE when present with another type (null allowed if
  * null_ok), too long, or holding a NUL. */
 static int
 get_id(const struct json_doc *d, int obj, const char *key, char *dst,
@@ -59,11 +45,11 @@ get_id(const struct json_doc *d, int obj, const char *key, char *dst,
 	if (json_is_null(d, t)) {
 		if (is_null)
 			*is_null = true;
-		return null_ok ? 0 : EVR_BAD_FIELD;
+		return null_ok ? 0 : BR_ETYPE;
 	}
 	int n = json_str_get(d, t, dst, cap);
 	if (n < 0)
-		return EVR_BAD_FIELD;
+		return BR_ETYPE;
 	*len = (size_t) n;
 	return 1;
 }
@@ -102,8 +88,8 @@ parse_data(const struct json_doc *d, struct comfy_event *ev)
 
 	rc = get_id(d, data, "prompt_id", ev->prompt_id, sizeof(ev->prompt_id),
 	    &ev->prompt_len, true, NULL);
-	if (rc == EVR_BAD_FIELD)
-		return EVR_BAD_FIELD;
+	if (rc == BR_ETYPE)
+		return BR_ETYPE;
 	ev->has_prompt = rc == 1;
 
 	const char *node_key = "node";
@@ -114,8 +100,8 @@ parse_data(const struct json_doc *d, struct comfy_event *ev)
 	    && ev->kind != EVK_FEATURE_FLAGS && ev->kind != EVK_LOGS) {
 		rc = get_id(d, data, node_key, ev->node, sizeof(ev->node),
 		    &ev->node_len, true, &ev->node_null);
-		if (rc == EVR_BAD_FIELD)
-			return EVR_BAD_FIELD;
+		if (rc == BR_ETYPE)
+			return BR_ETYPE;
 		ev->has_node = rc == 1;
 	}
 
@@ -129,11 +115,11 @@ parse_data(const struct json_doc *d, struct comfy_event *ev)
 		int ei = st >= 0 ? json_obj_get(d, st, "exec_info") : -1;
 		int qr = ei >= 0 ? json_obj_get(d, ei, "queue_remaining") : -1;
 		if (st >= 0 && !json_is_object(d, st))
-			return EVR_BAD_FIELD;
+			return BR_ETYPE;
 		if (qr >= 0) {
 			if (json_get_int64(d, qr, &ev->queue_remaining) != 0
 			    || ev->queue_remaining < 0)
-				return EVR_BAD_FIELD;
+				return BR_ETYPE;
 			ev->has_queue_remaining = true;
 		}
 		break;
@@ -144,20 +130,20 @@ parse_data(const struct json_doc *d, struct comfy_event *ev)
 		    = number_or_nan(d, json_obj_get(d, data, "value"), &ok);
 		ev->max = number_or_nan(d, json_obj_get(d, data, "max"), &ok);
 		if (!ok)
-			return EVR_BAD_FIELD;
+			return BR_ETYPE;
 		ev->has_progress = true;
 		break;
 	}
 	case EVK_EXECUTION_CACHED:
 		ev->nodes = json_obj_get(d, data, "nodes");
 		if (ev->nodes >= 0 && !json_is_array(d, ev->nodes))
-			return EVR_BAD_FIELD;
+			return BR_ETYPE;
 		break;
 	case EVK_EXECUTED:
 		ev->output = json_obj_get(d, data, "output");
 		if (ev->output >= 0 && !json_is_object(d, ev->output)
 		    && !json_is_null(d, ev->output))
-			return EVR_BAD_FIELD;
+			return BR_ETYPE;
 		break;
 	case EVK_EXECUTION_ERROR:
 	case EVK_EXECUTION_INTERRUPTED:
@@ -178,7 +164,7 @@ parse_data(const struct json_doc *d, struct comfy_event *ev)
 	default:
 		break;
 	}
-	return EVR_OK;
+	return BR_OK;
 }
 
 int
@@ -192,23 +178,23 @@ event_parse(const struct json_doc *d, struct comfy_event *ev)
 
 	int t = json_obj_get(d, 0, "type");
 	if (t < 0 || !json_is_string(d, t))
-		return EVR_MISSING_TYPE;
+		return BR_ENOTFOUND;
 	int n = json_str_get(d, t, ev->type, sizeof(ev->type));
 	if (n == BR_ETRUNC)
-		return EVR_BAD_FIELD;
+		return BR_ETYPE;
 	if (n <= 0)
-		return EVR_MISSING_TYPE;
+		return BR_ENOTFOUND;
 	ev->type_len = (size_t) n;
 	ev->kind = kind_of(ev->type);
 
 	ev->data = json_obj_get(d, 0, "data");
 	if (ev->data < 0)
-		return ev->kind == EVK_OTHER ? EVR_OK : EVR_BAD_FIELD;
+		return ev->kind == EVK_OTHER ? BR_OK : BR_ETYPE;
 	if (!json_is_object(d, ev->data)) {
 		/* custom nodes may send any JSON as data; core types never */
 		if (ev->kind != EVK_OTHER)
-			return EVR_BAD_FIELD;
-		return EVR_OK;
+			return BR_ETYPE;
+		return BR_OK;
 	}
 	return parse_data(d, ev);
 }

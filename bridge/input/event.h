@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "err.h"
 #include "json.h"
 
 #define EVENT_TYPE_MAX 128
@@ -28,14 +29,6 @@ enum event_kind {
 	EVK_EXECUTION_INTERRUPTED,
 	EVK_FEATURE_FLAGS,
 	EVK_LOGS,
-};
-
-/* Why a valid JSON frame is still rejected. */
-enum event_reject {
-	EVR_OK = 0,
-	EVR_MISSING_TYPE = 1, /* no "type", or not a string, or empty */
-	EVR_BAD_FIELD = 2, /* a field the bridge uses has the wrong type or
-	                      an unusable value (e.g. a NUL in an id) */
 };
 
 struct comfy_event {
@@ -72,11 +65,11 @@ struct comfy_event {
 };
 
 /* Fills ev from a validated doc whose root is an object (borrowed; ev
- * keeps token indexes into it). Returns enum event_reject. */
+ * keeps token indexes into it). Returns BR_OK,
+ * BR_ENOTFOUND (no "type", or not a string, or empty) or BR_ETYPE (a field
+ * the bridge uses has the wrong type or an unusable value, e.g. a NUL in an
+ * id). */
 int event_parse(const struct json_doc *doc, struct comfy_event *ev);
-
-/* "missing_type", "bad_field" */
-const char *event_reject_name(int reason);
 
 /* true for execution_success, execution_interrupted, and execution_error
  * unless it is an "Execution Blocked" error (which is not terminal). */

@@ -86,16 +86,15 @@ engine_on_text(struct engine *e, const char *buf, size_t len, int64_t now)
 	e->health.counters.frames_text++;
 	e->last_frame_at = now;
 	int rc = json_parse(e->parser, buf, len, true, &doc);
-	if (rc != JSON_OK) {
-		/* json_reason values 1..6 map onto the first reject reasons */
-		health_reject(e, (enum reject_reason)(rc - 1), buf, len);
+	if (rc != BR_OK) {
+		health_reject(e, health_json_reason(rc), buf, len);
 		return;
 	}
 	rc = event_parse(&doc, &ev);
-	if (rc != EVR_OK) {
+	if (rc != BR_OK) {
 		health_reject(e,
-		    rc == EVR_MISSING_TYPE ? RJ_MISSING_TYPE : RJ_BAD_FIELD,
-		    buf, len);
+		    rc == BR_ENOTFOUND ? RJ_MISSING_TYPE : RJ_BAD_FIELD, buf,
+		    len);
 		return;
 	}
 	struct prompt *p = NULL;
@@ -139,7 +138,7 @@ preview_meta(struct engine *e, const struct binframe *bf, int64_t now,
 	struct json_doc doc;
 	char id[PROMPT_ID_MAX + 1], it[32];
 	if (json_parse(e->parser, bf->metadata, bf->metadata_len, true, &doc)
-	    != JSON_OK) {
+	    != BR_OK) {
 		health_reject(
 		    e, RJ_INVALID_JSON, bf->metadata, bf->metadata_len);
 		return false;
@@ -164,13 +163,13 @@ engine_on_binary(struct engine *e, const uint8_t *buf, size_t len, int64_t now)
 	e->last_frame_at = now;
 	size_t head = len < 16 ? len : 16;
 	switch (binframe_parse(buf, len, &bf)) {
-	case BINFRAME_E_TRUNCATED:
+	case BR_ESHORT:
 		health_reject(e, RJ_TRUNCATED_BINARY, buf, len);
 		return;
-	case BINFRAME_E_UNKNOWN_TYPE:
+	case BR_EUNSUPPORTED:
 		health_reject(e, RJ_UNKNOWN_BINARY, buf, head);
 		return;
-	case BINFRAME_E_FORMAT:
+	case BR_EINVAL:
 		health_reject(e, RJ_BAD_IMAGE_FORMAT, buf, head);
 		return;
 	default:

@@ -60,7 +60,7 @@ struct health {
 	int64_t next_at;
 	uint64_t rejected[RJ_COUNT];
 	struct ratelog reject_log[RJ_COUNT];
-	struct ratelog body_log[JSON_REASON_COUNT]; /* unusable HTTP bodies */
+	struct ratelog body_log[RJ_COUNT]; /* unusable HTTP bodies */
 	struct fault_counts last_logged;
 	struct engine_counters counters;
 };
@@ -228,8 +228,10 @@ void health_init(struct health *h);
 void health_reject(
     struct engine *e, enum reject_reason r, const void *buf, size_t len);
 void health_oversize(struct engine *e, size_t len_so_far, bool binary);
+/* The reject reason of a json_parse() error (an enum br_err). */
+enum reject_reason health_json_reason(int err);
 void health_body_unusable(
-    struct engine *e, const char *what, int reason, size_t len);
+    struct engine *e, const char *what, int err, size_t len);
 int64_t health_tick(
     struct engine *e, int64_t now, const struct engine_health_io *h);
 

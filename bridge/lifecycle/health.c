@@ -29,7 +29,7 @@ health_init(struct health *h)
 	for (int i = 0; i < RJ_COUNT; i++)
 		h->reject_log[i]
 		    = (struct ratelog) RATELOG_INIT(REJECT_LOG_MAX);
-	for (int i = 0; i < JSON_REASON_COUNT; i++)
+	for (int i = 0; i < RJ_COUNT; i++)
 		h->body_log[i] = (struct ratelog) RATELOG_INIT(1);
 }
 
@@ -67,19 +67,35 @@ health_oversize(struct engine *e, size_t len_so_far, bool binary)
 
 /* A 2xx body that cannot be used: counted as an HTTP failure (health) and
  * logged, at warn the first time for a reason, then at debug. */
+enum reject_reason
+health_json_reason(int err)
+{
+	switch (err) {
+	case BR_EEMPTY:
+		return RJ_EMPTY;
+	case BR_EUTF8:
+		return RJ_INVALID_UTF8;
+	case BR_EDEPTH:
+		return RJ_TOO_DEEP;
+	case BR_ETOKENS:
+		return RJ_TOO_MANY_TOKENS;
+	case BR_ETYPE:
+		return RJ_NOT_OBJECT;
+	default:
+		return RJ_INVALID_JSON;
+	}
+}
+
 void
-health_body_unusable(
-    struct engine *e, const char *what, int reason, size_t len)
+health_body_unusable(struct engine *e, const char *what, int err, size_t len)
 {
 	struct health *h = &e->health;
 	h->counters.http_failures++;
-	struct ratelog *r
-	    = &h->body_log[reason > 0 && reason < JSON_REASON_COUNT ? reason
-	                                                            : 0];
-	ratelog_msg(r, LOG_LVL_WARN, "http",
-	    "GET %s: unusable body (%s, %zu bytes)%s", what,
-	    json_reason_name(reason), len,
-	    last_loud(r, "; further ones are logged at debug"));
+	enum reject_reason r = health_json_reason(err);
+	struct ratelog *rl = &h->body_log[r];
+	ratelog_msg(rl, LOG_LVL_WARN, "http",
+	    "GET %s: unusable body (%s, %zu bytes)%s", what, reject_names[r],
+	    len, last_loud(rl, "; further ones are logged at debug"));
 }
 
 /* The health figures that say something went wrong (logged at info when

@@ -341,7 +341,7 @@ on_queue(struct engine *e, const char *body, size_t len, int64_t now)
 	struct recon *r = &e->recon;
 	struct json_doc d;
 	int rc = json_parse(e->http_parser, body, len, true, &d);
-	if (rc != JSON_OK) {
+	if (rc != BR_OK) {
 		health_body_unusable(e, "/queue", rc, len);
 		return;
 	}
@@ -486,7 +486,7 @@ on_history_id(struct engine *e, const char *id, const char *body, size_t len,
 		return;
 	struct json_doc d;
 	int rc = json_parse(e->http_parser, body, len, true, &d);
-	if (rc != JSON_OK) {
+	if (rc != BR_OK) {
 		health_body_unusable(e, "/history/<id>", rc, len);
 		history_retry(e, p, now);
 		return;
@@ -540,7 +540,7 @@ on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 {
 	struct json_doc d;
 	int rc = json_parse(e->http_parser, body, len, true, &d);
-	if (rc != JSON_OK) {
+	if (rc != BR_OK) {
 		health_body_unusable(e, "/history", rc, len);
 		return;
 	}
@@ -570,7 +570,7 @@ static void
 on_system_stats(struct engine *e, const char *body, size_t len, int64_t now)
 {
 	struct json_doc d;
-	if (json_parse(e->http_parser, body, len, true, &d) != JSON_OK)
+	if (json_parse(e->http_parser, body, len, true, &d) != BR_OK)
 		return;
 	int sys = json_obj_get(&d, 0, "system");
 	int v = sys >= 0 ? json_obj_get(&d, sys, "comfyui_version") : -1;

@@ -122,9 +122,9 @@ read_finished_state(struct engine *e, const void *payload, size_t len,
 	struct json_doc d;
 	char status[16] = "";
 	int rc = json_parse(e->http_parser, payload, len, true, &d);
-	int t_id = rc == JSON_OK ? json_obj_get(&d, 0, "prompt_id") : -1;
-	int t_st = rc == JSON_OK ? json_obj_get(&d, 0, "status") : -1;
-	int t_fin = rc == JSON_OK ? json_obj_get(&d, 0, "finished_at") : -1;
+	int t_id = rc == BR_OK ? json_obj_get(&d, 0, "prompt_id") : -1;
+	int t_st = rc == BR_OK ? json_obj_get(&d, 0, "status") : -1;
+	int t_fin = rc == BR_OK ? json_obj_get(&d, 0, "finished_at") : -1;
 	int il = t_id >= 0 ? json_str_get(&d, t_id, id, id_cap) : -1;
 	if (t_st >= 0)
 		json_str_get(&d, t_st, status, sizeof(status));

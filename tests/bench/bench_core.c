@@ -213,8 +213,7 @@ main(int argc, char **argv)
 				size_t n;
 				const char *p = frame_payload(&mix, i, &n);
 				struct json_doc d;
-				bad += json_parse(jp, p, n, true, &d)
-				    != JSON_OK;
+				bad += json_parse(jp, p, n, true, &d) != BR_OK;
 			}
 		int64_t parse = bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
 

@@ -42,13 +42,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_slice(frame, size, out.text, out.text_len);
 	check_slice(frame, size, out.metadata, out.metadata_len);
 
-	if (rc != BINFRAME_OK) {
+	if (rc != BR_OK) {
 		if (out.image || out.node_id || out.text || out.metadata)
 			abort();
-		if (rc != BINFRAME_E_TRUNCATED && rc != BINFRAME_E_UNKNOWN_TYPE
-		    && rc != BINFRAME_E_FORMAT)
+		if (rc != BR_ESHORT && rc != BR_EUNSUPPORTED
+		    && rc != BR_EINVAL)
 			abort();
-		if (rc == BINFRAME_E_TRUNCATED && size >= 8 && out.type == 1)
+		if (rc == BR_ESHORT && size >= 8 && out.type == 1)
 			abort();
 		goto out;
 	}

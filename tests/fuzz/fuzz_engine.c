@@ -38,7 +38,7 @@ check_publish(void *ud, const struct out_msg *m)
 	    || (m->len == 7 && memcmp(m->payload, "offline", 7) == 0))
 		return;
 	struct json_doc d;
-	if (json_parse(checker, m->payload, m->len, true, &d) != JSON_OK)
+	if (json_parse(checker, m->payload, m->len, true, &d) != BR_OK)
 		abort();
 }
 

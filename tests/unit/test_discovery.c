@@ -37,7 +37,7 @@ build(const struct discovery_cfg *c, struct json_doc *d)
 	struct jsonw w;
 	jsonw_init(&w, buf, sizeof(buf));
 	CHECK_INT(discovery_write(c, &w), 0);
-	CHECK_INT(json_parse(parser, buf, w.len, true, d), JSON_OK);
+	CHECK_INT(json_parse(parser, buf, w.len, true, d), BR_OK);
 	return w.len;
 }
 

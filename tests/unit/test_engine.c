@@ -163,7 +163,7 @@ check_invariants(void)
 		struct json_doc d;
 		int rc
 		    = json_parse(check_parser, m->payload, m->len, true, &d);
-		if (rc != JSON_OK) {
+		if (rc != BR_OK) {
 			TEST_FAIL("invalid JSON on %s: %.200s", m->topic,
 			    m->payload);
 			continue;

@@ -13,7 +13,7 @@ parse(const char *s, struct comfy_event *ev)
 {
 	struct json_doc d;
 	int rc = json_parse(parser, s, strlen(s), true, &d);
-	if (rc != JSON_OK)
+	if (rc != BR_OK)
 		return -100 - rc;
 	return event_parse(&d, ev);
 }
@@ -42,7 +42,7 @@ test_every_trace_line(void)
 				continue;
 			struct comfy_event ev;
 			int rc = parse(l, &ev);
-			if (rc != EVR_OK)
+			if (rc != BR_OK)
 				TEST_FAIL(
 				    "%s: rc %d for %.120s", de->d_name, rc, l);
 			lines++;
@@ -71,7 +71,7 @@ test_fields(void)
 	                "\"max\": 20, \"prompt_id\": \"p\", \"node\": "
 	                "\"3\"}}",
 	              &ev),
-	    EVR_OK);
+	    BR_OK);
 	CHECK_INT(ev.kind, EVK_PROGRESS);
 	CHECK(ev.value == 5 && ev.max == 20);
 	CHECK_STR(ev.prompt_id, "p");
@@ -80,26 +80,26 @@ test_fields(void)
 	CHECK_INT(parse("{\"type\": \"executing\", \"data\": {\"node\": null, "
 	                "\"prompt_id\": \"p\"}}",
 	              &ev),
-	    EVR_OK);
+	    BR_OK);
 	CHECK(ev.node_null && !ev.has_node);
 
 	CHECK_INT(parse("{\"type\": \"executing\", \"data\": {\"node\": "
 	                "\"12:5\"}}",
 	              &ev),
-	    EVR_OK);
+	    BR_OK);
 	CHECK(!ev.has_prompt && ev.has_node);
 
 	CHECK_INT(parse("{\"type\": \"status\", \"data\": {\"status\": "
 	                "{\"exec_info\": {\"queue_remaining\": 3}}, \"sid\": "
 	                "\"x\"}}",
 	              &ev),
-	    EVR_OK);
+	    BR_OK);
 	CHECK(ev.has_queue_remaining && ev.queue_remaining == 3);
 
 	CHECK_INT(parse("{\"type\": \"progress\", \"data\": {\"value\": NaN, "
 	                "\"max\": 1, \"prompt_id\": \"p\"}}",
 	              &ev),
-	    EVR_OK);
+	    BR_OK);
 	CHECK(isnan(ev.value));
 
 	/* old-server errors have no timestamp and are terminal */
@@ -107,19 +107,19 @@ test_fields(void)
 	                "{\"prompt_id\": \"p\", \"node_id\": \"3\", "
 	                "\"exception_type\": \"RuntimeError\"}}",
 	              &ev),
-	    EVR_OK);
+	    BR_OK);
 	CHECK(event_is_terminal(&ev));
 	CHECK_INT(parse("{\"type\": \"execution_error\", \"data\": "
 	                "{\"prompt_id\": \"p\", \"exception_type\": "
 	                "\"ExecutionBlocked\", \"exception_message\": "
 	                "\"Execution Blocked: x\"}}",
 	              &ev),
-	    EVR_OK);
+	    BR_OK);
 	CHECK(!event_is_terminal(&ev));
 
 	CHECK_INT(
 	    parse("{\"type\": \"crystools.monitor\", \"data\": [1]}", &ev),
-	    EVR_OK);
+	    BR_OK);
 	CHECK_INT(ev.kind, EVK_OTHER);
 }
 
@@ -127,40 +127,37 @@ static void
 test_rejects(void)
 {
 	struct comfy_event ev;
-	CHECK_INT(parse("{\"data\": {}}", &ev), EVR_MISSING_TYPE);
-	CHECK_INT(
-	    parse("{\"type\": \"\", \"data\": {}}", &ev), EVR_MISSING_TYPE);
-	CHECK_INT(
-	    parse("{\"type\": null, \"data\": {}}", &ev), EVR_MISSING_TYPE);
-	CHECK_INT(parse("{\"type\": \"status\"}", &ev), EVR_BAD_FIELD);
-	CHECK_INT(
-	    parse("{\"type\": \"status\", \"data\": 1}", &ev), EVR_BAD_FIELD);
+	CHECK_INT(parse("{\"data\": {}}", &ev), BR_ENOTFOUND);
+	CHECK_INT(parse("{\"type\": \"\", \"data\": {}}", &ev), BR_ENOTFOUND);
+	CHECK_INT(parse("{\"type\": null, \"data\": {}}", &ev), BR_ENOTFOUND);
+	CHECK_INT(parse("{\"type\": \"status\"}", &ev), BR_ETYPE);
+	CHECK_INT(parse("{\"type\": \"status\", \"data\": 1}", &ev), BR_ETYPE);
 	CHECK_INT(parse("{\"type\": \"progress\", \"data\": {\"value\": "
 	                "true, \"max\": 1}}",
 	              &ev),
-	    EVR_BAD_FIELD);
+	    BR_ETYPE);
 	CHECK_INT(parse("{\"type\": \"executed\", \"data\": {\"node\": [], "
 	                "\"prompt_id\": \"p\"}}",
 	              &ev),
-	    EVR_BAD_FIELD);
+	    BR_ETYPE);
 	CHECK_INT(
 	    parse("{\"type\": \"x\", \"data\": {\"prompt_id\": 5}}", &ev),
-	    EVR_BAD_FIELD);
+	    BR_ETYPE);
 	CHECK_INT(parse("{\"type\": \"x\", \"data\": {\"prompt_id\": "
 	                "\"a\\u0000b\"}}",
 	              &ev),
-	    EVR_BAD_FIELD);
+	    BR_ETYPE);
 	CHECK_INT(parse("{\"type\": \"status\", \"data\": {\"status\": "
 	                "{\"exec_info\": {\"queue_remaining\": -1}}}}",
 	              &ev),
-	    EVR_BAD_FIELD);
+	    BR_ETYPE);
 	char big[600];
 	memset(big, 'a', sizeof(big));
 	char frame[800];
 	snprintf(frame, sizeof(frame),
 	    "{\"type\": \"x\", \"data\": {\"prompt_id\": \"%.*s\"}}",
 	    (int) sizeof(big), big);
-	CHECK_INT(parse(frame, &ev), EVR_BAD_FIELD);
+	CHECK_INT(parse(frame, &ev), BR_ETYPE);
 }
 
 int

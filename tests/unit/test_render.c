@@ -113,7 +113,7 @@ test_node_output_urls(void)
 	const char *o = "{\"images\":[{\"filename\":\"a b.png\","
 	                "\"subfolder\":\"\",\"type\":\"output\"}],\"n\":1}";
 	struct json_doc d;
-	CHECK_INT(json_parse(jp, o, strlen(o), true, &d), JSON_OK);
+	CHECK_INT(json_parse(jp, o, strlen(o), true, &d), BR_OK);
 	CHECK_INT(render_count_files(&d, 0), 1);
 	struct jsonw w;
 	bool cut = false;
