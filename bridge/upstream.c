@@ -183,7 +183,7 @@ ws_chunk(
 		if (n > 4 * REASM_INITIAL)
 			reasm_reset(u->reasm);
 		arm_tick(u);
-	} else if (rc == REASM_OVERSIZE || rc == REASM_NOMEM) {
+	} else if (rc == BR_EFULL || rc == BR_ENOMEM) {
 		engine_on_oversize(u->engine, len, binary);
 	}
 }

@@ -13,9 +13,14 @@ buf_reserve(struct buf *b, size_t n)
 		return BR_ENOMEM;
 	if (b->len + n + 1 <= b->cap)
 		return 0;
-	size_t cap = b->cap ? b->cap : 128;
-	while (cap < b->len + n + 1)
-		cap = cap > (size_t) -1 / 2 ? b->len + n + 1 : cap * 2;
+	/* at least double (appends in a loop stay O(n)), at least what is
+	 * needed (a first reservation allocates exactly that) */
+	size_t need = b->len + n + 1;
+	size_t cap = b->cap > (size_t) -1 / 2 ? need : b->cap * 2;
+	if (cap < need)
+		cap = need;
+	if (cap < 128)
+		cap = 128;
 	char *p = realloc(b->p, cap);
 	if (p == NULL)
 		return BR_ENOMEM;

@@ -1,6 +1,6 @@
 /* The one growable byte buffer: always NUL-terminated after its len bytes,
- * doubling from 128 bytes, kept for reuse (buf_reset keeps the memory). A
- * zeroed struct is an empty buffer. */
+ * at least doubling (from 128 bytes) when it grows, kept for reuse (buf_reset
+ * keeps the memory). A zeroed struct is an empty buffer. */
 #ifndef C2M_BUF_H
 #define C2M_BUF_H
 

@@ -8,8 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Smallest buffer worth allocating when growing from a tiny start. */
-#define REASM_MIN_GROW 64
+#include "buf.h"
 
 enum reasm_state {
 	REASM_IDLE, /* between messages */
@@ -18,9 +17,7 @@ enum reasm_state {
 };
 
 struct reasm {
-	uint8_t *buf; /* cap + 1 bytes: room for the trailing NUL */
-	size_t cap; /* message bytes buf can hold */
-	size_t len; /* bytes of the current message */
+	struct buf b; /* the current message, NUL-terminated */
 	size_t initial_cap; /* size reasm_reset shrinks back to */
 	size_t max_msg;
 	enum reasm_state state;
@@ -41,13 +38,11 @@ reasm_create(size_t initial_cap, size_t max_msg)
 	struct reasm *r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return NULL;
-	r->buf = malloc(initial_cap + 1);
-	if (r->buf == NULL) {
+	if (buf_reserve(&r->b, initial_cap) != 0) {
 		free(r);
 		return NULL;
 	}
-	r->buf[0] = '\0';
-	r->cap = initial_cap;
+	buf_reset(&r->b);
 	r->initial_cap = initial_cap;
 	r->max_msg = max_msg;
 	r->state = REASM_IDLE;
@@ -59,36 +54,15 @@ reasm_destroy(struct reasm *r)
 {
 	if (r == NULL)
 		return;
-	free(r->buf);
+	buf_free(&r->b);
 	free(r);
-}
-
-/* Makes room for need message bytes (need <= max_msg). Doubles so that a
- * message arriving in many chunks costs O(log n) reallocations. */
-static bool
-reserve(struct reasm *r, size_t need)
-{
-	if (need <= r->cap)
-		return true;
-	size_t new_cap = r->cap < REASM_MIN_GROW ? REASM_MIN_GROW : r->cap;
-	while (new_cap < need)
-		new_cap *= 2;
-	if (new_cap > r->max_msg)
-		new_cap = r->max_msg;
-	uint8_t *grown = realloc(r->buf, new_cap + 1);
-	if (grown == NULL)
-		return false;
-	r->buf = grown;
-	r->cap = new_cap;
-	return true;
 }
 
 /* Drops the current message; its remaining chunks (if any) are eaten. */
 static int
 drop_message(struct reasm *r, bool final, int result)
 {
-	r->len = 0;
-	r->buf[0] = '\0';
+	buf_reset(&r->b);
 	r->state = final ? REASM_IDLE : REASM_SWALLOWING;
 	return result;
 }
@@ -103,10 +77,10 @@ reasm_feed(struct reasm *r, const void *chunk, size_t len, bool first,
 		/* A new start also abandons any partial or swallowed
 		 * message: the peer (or lws) has moved on. */
 		r->state = REASM_COLLECTING;
-		r->len = 0;
+		buf_reset(&r->b);
 		r->binary = binary;
 	} else if (r->state == REASM_IDLE) {
-		return REASM_PROTO;
+		return BR_ESTATE;
 	}
 
 	if (r->state == REASM_SWALLOWING) {
@@ -116,15 +90,10 @@ reasm_feed(struct reasm *r, const void *chunk, size_t len, bool first,
 	}
 
 	/* Written as a subtraction so that len cannot wrap the sum. */
-	if (len > r->max_msg - r->len)
-		return drop_message(r, final, REASM_OVERSIZE);
-	if (!reserve(r, r->len + len))
-		return drop_message(r, final, REASM_NOMEM);
-
-	if (len > 0)
-		memcpy(r->buf + r->len, chunk, len);
-	r->len += len;
-	r->buf[r->len] = '\0';
+	if (len > r->max_msg - r->b.len)
+		return drop_message(r, final, BR_EFULL);
+	if (buf_append(&r->b, chunk, len) != 0)
+		return drop_message(r, final, BR_ENOMEM);
 
 	if (!final)
 		return REASM_MORE;
@@ -137,10 +106,10 @@ const uint8_t *
 reasm_msg(const struct reasm *r, size_t *len, bool *binary)
 {
 	if (len != NULL)
-		*len = r->ready ? r->len : 0;
+		*len = r->ready ? r->b.len : 0;
 	if (binary != NULL)
 		*binary = r->ready && r->binary;
-	return r->ready ? r->buf : NULL;
+	return r->ready ? (const uint8_t *) r->b.p : NULL;
 }
 
 void
@@ -148,16 +117,15 @@ reasm_reset(struct reasm *r)
 {
 	r->state = REASM_IDLE;
 	r->ready = false;
-	r->len = 0;
 	/* initial_cap <= max_msg <= SIZE_MAX / 4: the product can't wrap. */
-	if (r->cap > 4 * r->initial_cap) {
-		uint8_t *shrunk = realloc(r->buf, r->initial_cap + 1);
+	if (r->b.cap > 4 * (r->initial_cap + 1)) {
+		struct buf small = { 0 };
 		/* On failure the big buffer stays: still correct, just
 		 * not shrunk. */
-		if (shrunk != NULL) {
-			r->buf = shrunk;
-			r->cap = r->initial_cap;
+		if (buf_reserve(&small, r->initial_cap) == 0) {
+			buf_free(&r->b);
+			r->b = small;
 		}
 	}
-	r->buf[0] = '\0';
+	buf_reset(&r->b);
 }

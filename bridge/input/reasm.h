@@ -9,15 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum reasm_result {
-	REASM_MORE = 0, /* need more chunks */
-	REASM_DONE = 1, /* a whole message is ready: reasm_msg() */
-	REASM_OVERSIZE = -1, /* this message exceeds max_msg; it is dropped
-	                        (reported once, its remaining chunks are
-	                        swallowed and return REASM_MORE) */
-	REASM_PROTO = -2, /* continuation without a start: chunk dropped */
-	REASM_NOMEM = -3, /* could not grow the buffer: message dropped */
-};
+#include "err.h"
+
+/* What reasm_feed returns when nothing went wrong; failures are enum
+ * br_err values (negative). */
+enum { REASM_MORE = 0, REASM_DONE = 1 };
 
 struct reasm;
 
@@ -29,6 +25,11 @@ void reasm_destroy(struct reasm *r);
 /* Feeds one chunk (borrowed, copied). first: first chunk of a message;
  * final: last chunk of the message; binary: the message is binary (only
  * looked at on the first chunk). */
+/* Returns REASM_MORE (need more chunks), REASM_DONE (a whole message is
+ * ready: reasm_msg()), BR_EFULL (this message exceeds max_msg: it is dropped,
+ * reported once, and its remaining chunks are swallowed as REASM_MORE),
+ * BR_ESTATE (a continuation without a start: the chunk is dropped) or
+ * BR_ENOMEM (the buffer could not grow: the message is dropped). */
 int reasm_feed(struct reasm *r, const void *chunk, size_t len, bool first,
     bool final, bool binary);
 

@@ -35,7 +35,7 @@ model_feed(struct model *m, const uint8_t *chunk, size_t len, bool first,
 		m->len = 0;
 		m->binary = binary;
 	} else if (m->state == MODEL_IDLE) {
-		return REASM_PROTO;
+		return BR_ESTATE;
 	}
 	if (m->state == MODEL_SWALLOWING) {
 		if (final)
@@ -44,7 +44,7 @@ model_feed(struct model *m, const uint8_t *chunk, size_t len, bool first,
 	}
 	if (len > FUZZ_MAX_MSG - m->len) {
 		m->state = final ? MODEL_IDLE : MODEL_SWALLOWING;
-		return REASM_OVERSIZE;
+		return BR_EFULL;
 	}
 	memcpy(m->msg + m->len, chunk, len);
 	m->len += len;
@@ -101,7 +101,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int got = reasm_feed(r, chunk, len, first, final, binary);
 		free(chunk);
 
-		if (got == REASM_NOMEM)
+		if (got == BR_ENOMEM)
 			abort(); /* nothing here allocates more than 512 bytes
 			          */
 		if (got != want)

@@ -127,8 +127,7 @@ test_oversize_reported_once(void)
 	struct reasm *r = reasm_create(16, 100);
 	uint8_t *data = make_pattern(400, 2);
 	CHECK_INT(reasm_feed(r, data, 60, true, false, false), REASM_MORE);
-	CHECK_INT(
-	    reasm_feed(r, data + 60, 60, false, false, false), REASM_OVERSIZE);
+	CHECK_INT(reasm_feed(r, data + 60, 60, false, false, false), BR_EFULL);
 	CHECK(reasm_msg(r, NULL, NULL) == NULL);
 	/* The rest is swallowed, final included, without a second report
 	 * and without a PROTO for the continuations. */
@@ -136,7 +135,7 @@ test_oversize_reported_once(void)
 	for (size_t off = 120; off < 400; off += 40) {
 		int rc = reasm_feed(
 		    r, data + off, 40, false, off + 40 >= 400, false);
-		if (rc == REASM_OVERSIZE)
+		if (rc == BR_EFULL)
 			oversize++;
 		else if (rc != REASM_MORE)
 			other++;
@@ -149,12 +148,12 @@ test_oversize_reported_once(void)
 	check_msg(r, "next", 4, false);
 
 	/* A single oversize final chunk: the next message still works. */
-	CHECK_INT(reasm_feed(r, data, 101, true, true, true), REASM_OVERSIZE);
+	CHECK_INT(reasm_feed(r, data, 101, true, true, true), BR_EFULL);
 	CHECK_INT(reasm_feed(r, "ok", 2, true, true, false), REASM_DONE);
 	check_msg(r, "ok", 2, false);
 	/* ... and a continuation after it is again a protocol error. */
-	CHECK_INT(reasm_feed(r, data, 101, true, true, true), REASM_OVERSIZE);
-	CHECK_INT(reasm_feed(r, "x", 1, false, true, false), REASM_PROTO);
+	CHECK_INT(reasm_feed(r, data, 101, true, true, true), BR_EFULL);
+	CHECK_INT(reasm_feed(r, "x", 1, false, true, false), BR_ESTATE);
 	free(data);
 	reasm_destroy(r);
 }
@@ -164,8 +163,7 @@ test_first_while_swallowing_starts_afresh(void)
 {
 	struct reasm *r = reasm_create(16, 100);
 	uint8_t *data = make_pattern(200, 3);
-	CHECK_INT(
-	    reasm_feed(r, data, 150, true, false, false), REASM_OVERSIZE);
+	CHECK_INT(reasm_feed(r, data, 150, true, false, false), BR_EFULL);
 	CHECK_INT(reasm_feed(r, data, 10, false, false, false), REASM_MORE);
 	CHECK_INT(reasm_feed(r, "fresh", 5, true, true, false), REASM_DONE);
 	check_msg(r, "fresh", 5, false);
@@ -177,13 +175,12 @@ static void
 test_continuation_without_start(void)
 {
 	struct reasm *r = reasm_create(64, 4096);
-	CHECK_INT(
-	    reasm_feed(r, "orphan", 6, false, false, false), REASM_PROTO);
-	CHECK_INT(reasm_feed(r, "orphan", 6, false, true, false), REASM_PROTO);
+	CHECK_INT(reasm_feed(r, "orphan", 6, false, false, false), BR_ESTATE);
+	CHECK_INT(reasm_feed(r, "orphan", 6, false, true, false), BR_ESTATE);
 	CHECK(reasm_msg(r, NULL, NULL) == NULL);
 	CHECK_INT(reasm_feed(r, "a", 1, true, true, false), REASM_DONE);
 	/* After a completed message there is again nothing to continue. */
-	CHECK_INT(reasm_feed(r, "b", 1, false, true, false), REASM_PROTO);
+	CHECK_INT(reasm_feed(r, "b", 1, false, true, false), BR_ESTATE);
 	CHECK_INT(reasm_feed(r, "c", 1, true, true, false), REASM_DONE);
 	check_msg(r, "c", 1, false);
 	reasm_destroy(r);
@@ -216,7 +213,7 @@ test_empty_message(void)
 	CHECK(z != NULL);
 	CHECK_INT(reasm_feed(z, NULL, 0, true, true, true), REASM_DONE);
 	check_msg(z, "", 0, true);
-	CHECK_INT(reasm_feed(z, "a", 1, true, true, false), REASM_OVERSIZE);
+	CHECK_INT(reasm_feed(z, "a", 1, true, true, false), BR_EFULL);
 	reasm_destroy(z);
 	reasm_destroy(r);
 }
@@ -244,12 +241,12 @@ test_reset_shrinks_and_forgets(void)
 	/* Reset in the middle of a message drops it. */
 	CHECK_INT(reasm_feed(r, "half", 4, true, false, false), REASM_MORE);
 	reasm_reset(r);
-	CHECK_INT(reasm_feed(r, "rest", 4, false, true, false), REASM_PROTO);
+	CHECK_INT(reasm_feed(r, "rest", 4, false, true, false), BR_ESTATE);
 	/* Reset while swallowing an oversize message drops that too. */
 	struct reasm *s = reasm_create(16, 32);
-	CHECK_INT(reasm_feed(s, data, 40, true, false, false), REASM_OVERSIZE);
+	CHECK_INT(reasm_feed(s, data, 40, true, false, false), BR_EFULL);
 	reasm_reset(s);
-	CHECK_INT(reasm_feed(s, "tail", 4, false, true, false), REASM_PROTO);
+	CHECK_INT(reasm_feed(s, "tail", 4, false, true, false), BR_ESTATE);
 	CHECK_INT(reasm_feed(s, "new", 3, true, true, false), REASM_DONE);
 	check_msg(s, "new", 3, false);
 	reasm_destroy(s);
@@ -266,8 +263,7 @@ test_cap_boundary(void)
 
 	CHECK_INT(reasm_feed(r, data, cap, true, true, false), REASM_DONE);
 	check_msg(r, data, cap, false);
-	CHECK_INT(
-	    reasm_feed(r, data, cap + 1, true, true, false), REASM_OVERSIZE);
+	CHECK_INT(reasm_feed(r, data, cap + 1, true, true, false), BR_EFULL);
 
 	CHECK_INT(reasm_feed(r, data, 50, true, false, false), REASM_MORE);
 	CHECK_INT(
@@ -275,12 +271,11 @@ test_cap_boundary(void)
 	check_msg(r, data, cap, false);
 
 	CHECK_INT(reasm_feed(r, data, cap, true, false, false), REASM_MORE);
-	CHECK_INT(
-	    reasm_feed(r, data + cap, 1, false, true, false), REASM_OVERSIZE);
+	CHECK_INT(reasm_feed(r, data + cap, 1, false, true, false), BR_EFULL);
 	/* A huge length must not wrap the size check. */
 	CHECK_INT(reasm_feed(r, data, 10, true, false, false), REASM_MORE);
-	CHECK_INT(reasm_feed(r, data, SIZE_MAX - 5, false, true, false),
-	    REASM_OVERSIZE);
+	CHECK_INT(
+	    reasm_feed(r, data, SIZE_MAX - 5, false, true, false), BR_EFULL);
 	free(data);
 	reasm_destroy(r);
 }
