@@ -276,10 +276,13 @@ print_row(const char *k, const struct peers_row *r)
 	    r->hwm_kib, k, (unsigned long long) r->lifecycle,
 	    (unsigned long long) r->lifecycle_expected, k,
 	    (unsigned long long) r->events);
-	printf(" %s_coalesced=%lld %s_queued=%llu", k,
-	    (long long) r->frames - (long long) r->events, k,
-	    (unsigned long long) r->made_up);
-	if (r->procs > 0)
+	printf(" %s_queued=%llu", k, (unsigned long long) r->made_up);
+	/* progress the bridge coalesced (or the broker dropped on the way
+	 * to the subscriber); the direct rows publish everything */
+	if (r->procs == 0)
+		printf(" %s_coalesced=%lld", k,
+		    (long long) r->frames - (long long) r->events);
+	else
 		printf(" %s_procs=%d %s_msgs=%llu/%llu", k, r->procs, k,
 		    (unsigned long long) r->msgs,
 		    (unsigned long long) r->msgs_expected);
