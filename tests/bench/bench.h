@@ -109,6 +109,9 @@ struct bench_sub {
 	 * these, since progress may be coalesced */
 	struct bench_counter all;
 	struct bench_counter lifecycle;
+	/* the last bridge/health payload (under cap_mu) and how many came */
+	char health[4096];
+	atomic_uint_fast64_t health_n;
 	atomic_uint_fast64_t others; /* state, completion, queue, bridge/... */
 	atomic_uint_fast64_t hello_seen; /* event/feature_flags messages */
 	/* latency samples (µs x 1000 = ns), filled while lat_on */

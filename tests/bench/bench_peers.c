@@ -217,6 +217,33 @@ blast(const struct peers_opts *o, struct bench_ws *ws, struct bench_mix *mix,
 	r->ok = r->lifecycle == r->lifecycle_expected;
 }
 
+/* comfy2mqtt's own count of the messages it handed to libmosquitto
+ * (every class), from its next bridge/health (-1: none came). The
+ * subscriber's count of all its messages less this one tells what the
+ * broker dropped on the way; the rest of the frames it did not relay it
+ * coalesced. */
+static long long
+health_published(void)
+{
+	uint64_t n0 = atomic_load(&peers_sub.health_n);
+	for (int i = 0; i < 300 && atomic_load(&peers_sub.health_n) == n0; i++)
+		peers_sleep_us(10000);
+	long long v = -1;
+	pthread_mutex_lock(&peers_sub.cap_mu);
+	const char *p = strstr(peers_sub.health, "\"published\":{");
+	const char *e = p ? strchr(p, '}') : NULL;
+	if (atomic_load(&peers_sub.health_n) != n0 && e != NULL) {
+		v = 0;
+		for (p = strchr(p + 12, ':'); p != NULL && p < e;
+		     p = strchr(p + 1, ':'))
+			v += strtoll(p + 1, NULL, 10);
+	}
+	if (getenv("C2M_BENCH_VERBOSE"))
+		fprintf(stderr, "bench: last health: %s\n", peers_sub.health);
+	pthread_mutex_unlock(&peers_sub.cap_mu);
+	return v;
+}
+
 /* argv with "{ws}" and "{mqtt}" replaced by the two addresses. */
 static bool
 peer_row(const struct peers_opts *o, struct bench_mix *mix, char *const tmpl[],
@@ -238,6 +265,7 @@ peer_row(const struct peers_opts *o, struct bench_mix *mix, char *const tmpl[],
 		                                       : tmpl[n];
 	argv[n] = NULL;
 	uint64_t hello0 = atomic_load(&peers_sub.hello_seen);
+	uint64_t all0 = atomic_load(&peers_sub.all.events);
 	pid_t pid = peers_spawn(argv, NULL);
 	bool ok = pid > 0 && bench_ws_wait_client(ws, 20000);
 	for (int i = 0;
@@ -250,6 +278,11 @@ peer_row(const struct peers_opts *o, struct bench_mix *mix, char *const tmpl[],
 	ok = ok && warm_up(ws, mix, o->tag, o->warmup, capture, o->stall_s);
 	if (ok)
 		blast(o, ws, mix, pid, r);
+	r->published = -1;
+	if (ok && capture) {
+		r->published = health_published();
+		r->received = atomic_load(&peers_sub.all.events) - all0 - 1;
+	}
 	if (pid > 0)
 		peers_stop(pid);
 	bench_ws_stop(ws);
@@ -278,14 +311,19 @@ print_row(const char *k, const struct peers_row *r)
 	    (unsigned long long) r->events);
 	printf(" %s_queued=%llu", k, (unsigned long long) r->made_up);
 	/* progress the bridge coalesced (or the broker dropped on the way
-	 * to the subscriber); the direct rows publish everything */
-	if (r->procs == 0)
-		printf(" %s_coalesced=%lld", k,
-		    (long long) r->frames - (long long) r->events);
-	else
+	 * to the subscriber: published - received); the direct rows publish
+	 * everything */
+	if (r->procs > 0) {
 		printf(" %s_procs=%d %s_msgs=%llu/%llu", k, r->procs, k,
 		    (unsigned long long) r->msgs,
 		    (unsigned long long) r->msgs_expected);
+		return;
+	}
+	printf(" %s_coalesced=%lld", k,
+	    (long long) r->frames - (long long) r->events);
+	if (r->published >= 0)
+		printf(" %s_published=%lld %s_received=%llu", k, r->published,
+		    k, (unsigned long long) r->received);
 }
 
 static double
@@ -415,7 +453,7 @@ main(int argc, char **argv)
 	char *c2m[] = { (char *) o.bridge, "--comfyui", "{http}", "--mqtt",
 		"{mqtt}", "--prefix", "bench", "--instance", inst,
 		"--client-id", "bench-client", "--mqtt-client-id", cid,
-		"--log-level", "warn", NULL };
+		"--log-level", "warn", "--health-interval", "1", NULL };
 	struct peers_row rc = { 0 }, rn = { 0 }, rd = { 0 }, r1 = { 0 };
 	bool ok = peer_row(&o, &mix, c2m, true, &rc);
 	if (o.node_peer != NULL) {

@@ -39,6 +39,10 @@ struct peers_row {
 	uint64_t lifecycle, lifecycle_expected;
 	uint64_t events; /* event messages that arrived (frames relayed) */
 	uint64_t made_up; /* queued / lost events (comfy2mqtt's own) */
+	/* comfy2mqtt over its whole life: messages it published (its own
+	 * bridge/health count, -1: unknown) and that reached the subscriber */
+	long long published;
+	uint64_t received;
 	int procs; /* direct row: mosquitto_pub processes */
 	uint64_t msgs, msgs_expected; /* direct row: every message */
 };

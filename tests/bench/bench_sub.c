@@ -118,6 +118,15 @@ on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
 	}
 	if (s->cap_id[0] != '\0')
 		capture(s, msg, props);
+	size_t tl = strlen(msg->topic);
+	if (tl > 14 && strcmp(msg->topic + tl - 14, "/bridge/health") == 0
+	    && (size_t) msg->payloadlen < sizeof(s->health)) {
+		pthread_mutex_lock(&s->cap_mu);
+		memcpy(s->health, msg->payload, (size_t) msg->payloadlen);
+		s->health[msg->payloadlen] = '\0';
+		pthread_mutex_unlock(&s->cap_mu);
+		atomic_fetch_add(&s->health_n, 1);
+	}
 }
 
 static void

@@ -67,7 +67,10 @@ stop_broker() {
 trap 'stop_broker; rm -rf "$work"' EXIT
 
 # $1 = extra configuration lines. "tuned": no receive maximum, no queue
-# limit, no Nagle delay (as run.sh); "default": mosquitto's defaults.
+# limit, no Nagle delay (as run.sh); "default": mosquitto's defaults
+# (a receive maximum of 20) but for the queue limit, which would drop
+# messages on the way to the benchmark's own subscriber when it falls
+# behind, i.e. measure the subscriber (README).
 start_broker() {
 	local try port i
 	for try in 1 2 3 4 5 6 7 8 9 10; do
@@ -93,6 +96,8 @@ tuned='set_tcp_nodelay true
 max_queued_messages 0
 max_queued_bytes 0
 max_inflight_messages 0'
+default='max_queued_messages 0
+max_queued_bytes 0'
 
 failed=0
 : >"$work/results"
@@ -108,7 +113,7 @@ for rep in $(seq "$reps"); do
 	echo "$line" >>"$work/results"
 done
 for rep in $(seq "$default_runs"); do
-	start_broker "" || exit 1
+	start_broker "$default" || exit 1
 	line=$("$driver" --bridge "$bridge" --trace "$trace" --broker-port "$broker_port" \
 		--frames "$frames" --workdir "$work" --tag $((RANDOM * 4 + rep * 65536)))
 	[ $? -eq 0 ] || failed=1
@@ -133,10 +138,15 @@ row() { # label key: what arrived is the lifecycle events, for the
 	local r=$work/results arrived
 	[ "$(first "${2}_ran" "$r")" = 1 ] || return
 	arrived=$(first "${2}_msgs" "$r")
-	arrived=${arrived:+messages $arrived}
+	if [ -n "$arrived" ]; then
+		arrived="messages $arrived"
+	else
+		arrived="lifecycle $(first "${2}_lifecycle" "$r"), frames relayed $(
+			awk -v e="$(first "${2}_events" "$r")" -v f="$(first "${2}_frames" "$r")" \
+				'BEGIN {printf "%.0f%%", 100 * e / f}')"
+	fi
 	printf '%-38s %-20s %-18s %-24s %s\n' "$1" "$(stat "${2}_eps" "$r")" \
-		"$(stat "${2}_cpu_us" "$r" 1)" "$(stat "${2}_rss_kib" "$r")" \
-		"${arrived:-lifecycle $(first "${2}_lifecycle" "$r")}"
+		"$(stat "${2}_cpu_us" "$r" 1)" "$(stat "${2}_rss_kib" "$r")" "$arrived"
 }
 
 r=$work/results
@@ -152,7 +162,8 @@ row "direct: mosquitto_pub -l, one topic" direct1
 [ -n "$node_note" ] && echo "$node_note"
 [ -n "$direct_note" ] && echo "$direct_note"
 echo "  direct rows: $(first direct_procs "$r") processes per topic / 1; CPU and RSS are sums over the processes"
-echo "  comfy2mqtt progress coalesced: $(stat c2m_coalesced "$r") of $(first c2m_frames "$r") frames"
+echo "  comfy2mqtt progress coalesced: $(stat c2m_coalesced "$r") of $(first c2m_frames "$r") frames;" \
+	"messages published / arrived, per run: $(paste -d/ <(vals c2m_published "$r") <(vals c2m_received "$r") | tr '\n' ' ')"
 echo "ratios, each from one run: median (min-max)"
 printf '  %-36s %-22s %s\n' "comfy2mqtt / node, events/s" "$(stat eps_c2m_node "$r" 3)" "(target >= 1)"
 printf '  %-36s %-22s %s\n' "comfy2mqtt / direct per topic, ev/s" "$(stat eps_c2m_direct "$r" 3)" "(target >= 0.7)"
@@ -160,12 +171,12 @@ printf '  %-36s %-22s %s\n' "comfy2mqtt / direct one topic, ev/s" "$(stat eps_c2
 printf '  %-36s %-22s %s\n' "comfy2mqtt / node, CPU per event" "$(stat cpu_c2m_node "$r" 3)" "(target <= 0.6)"
 if [ "$default_runs" -gt 0 ]; then
 	d=$work/default
-	echo "mosquitto's default configuration (receive maximum 20), comfy2mqtt alone, $default_runs run(s):"
+	echo "mosquitto's default configuration (receive maximum 20; queue limit lifted), comfy2mqtt alone, $default_runs run(s):"
 	echo "  events/s $(stat c2m_eps "$d"), CPU us per event $(stat c2m_cpu_us "$d" 1)"
 	echo "  lifecycle events in (per run): $(vals c2m_lifecycle "$d" | tr '\n' ' ')"
-	echo "  frames not relayed (progress coalesced by comfy2mqtt, or dropped by the" \
-		"broker's default queue limit on the way to the subscriber), per run:" \
-		"$(vals c2m_coalesced "$d" | tr '\n' ' ')"
+	echo "  frames not relayed (progress coalesced), per run: $(vals c2m_coalesced "$d" | tr '\n' ' ')"
+	echo "  messages comfy2mqtt published (its bridge/health) / that arrived, per run:" \
+		"$(paste -d/ <(vals c2m_published "$d") <(vals c2m_received "$d") | tr '\n' ' ')"
 fi
 if [ $failed -ne 0 ]; then
 	echo "FAILED: a lifecycle event or a direct message went missing (see the lines above)" >&2
