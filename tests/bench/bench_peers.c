@@ -196,7 +196,15 @@ blast(const struct peers_opts *o, struct bench_ws *ws, struct bench_mix *mix,
 	struct peers_proc p0 = { 0 }, p1 = { 0 };
 	peers_proc_sample(pid, &p0);
 	int64_t t0 = bench_now_ns();
+	/* --window: at most that many frames' worth of whole prompts whose
+	 * lifecycle events have not all arrived (those are never
+	 * coalesced, so the loop cannot wait for what will not come) */
+	uint64_t lpp = mix_lifecycle(mix), wp = o->window / mix->n_frames;
 	for (uint64_t k = 0; k < o->prompts; k++) {
+		if (o->window > 0 && k >= wp
+		    && !peers_wait_count(&peers_sub.lifecycle,
+		        lc0 + (k - wp) * lpp, o->stall_s))
+			break;
 		bench_prompt_id(id, o->tag + 1, k);
 		bench_patch_ids(mix->block, mix->id_offs, mix->n_ids, id);
 		if (!bench_ws_write(ws, mix->block, mix->block_len))
@@ -363,7 +371,7 @@ usage(void)
 	    "PATH\n"
 	    "  [--frames N] [--warmup N] [--node-peer FILE.js] [--node PATH]\n"
 	    "  [--mosquitto-pub PATH] [--direct-one-topic]\n"
-	    "  [--workdir DIR]"
+	    "  [--window N] [--workdir DIR]"
 	    " [--tag N] [--stall-s N]\n");
 }
 
@@ -376,7 +384,8 @@ parse_opts(int argc, char **argv, struct peers_opts *o)
 		{ "node-peer", 1, NULL, 'j' }, { "node", 1, NULL, 'n' },
 		{ "mosquitto-pub", 1, NULL, 'm' }, { "workdir", 1, NULL, 'd' },
 		{ "tag", 1, NULL, 'g' }, { "stall-s", 1, NULL, 'x' },
-		{ "direct-one-topic", 0, NULL, 'O' }, { NULL, 0, NULL, 0 } };
+		{ "direct-one-topic", 0, NULL, 'O' },
+		{ "window", 1, NULL, 'W' }, { NULL, 0, NULL, 0 } };
 	*o = (struct peers_opts) { .frames = 100000,
 		.warmup = 20,
 		.node = "node",
@@ -421,6 +430,9 @@ parse_opts(int argc, char **argv, struct peers_opts *o)
 			break;
 		case 'O':
 			o->direct_one_topic = true;
+			break;
+		case 'W':
+			o->window = strtoull(optarg, NULL, 10);
 			break;
 		default:
 			return false;

@@ -23,6 +23,7 @@ struct peers_opts {
 	uint64_t frames; /* the workload, rounded up to whole prompts */
 	uint64_t prompts;
 	uint64_t warmup; /* prompts sent one at a time before timing */
+	uint64_t window; /* frames outstanding (0: as fast as read) */
 	unsigned tag;
 	int stall_s; /* give up when nothing arrives for this long */
 };

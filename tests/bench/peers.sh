@@ -6,7 +6,10 @@
 # default configuration. Prints one table of medians with ratios.
 #
 #   peers.sh [--reps N] [--frames N] [--default-runs N] [--no-node]
-#            [--bridge PATH] [--driver PATH]
+#            [--window N] [--bridge PATH] [--driver PATH]
+#
+# --window N: closed loop (at most N frames of prompts whose lifecycle
+# events are not all in) instead of as fast as each bridge reads.
 #
 # Exit status 1 when a lifecycle event (or a direct message) went missing.
 set -u
@@ -17,13 +20,14 @@ build=${C2M_BUILD_DIR:-$src/build-bench}
 bridge=${C2M_BRIDGE:-$build/comfy2mqtt}
 driver=$build/tests/bench/c2m_bench_peers
 trace=$src/tests/data/traces/a_normal_txt2img.jsonl
-reps=3 frames=100000 default_runs=1 node=1
+reps=3 frames=100000 default_runs=1 node=1 window=0
 
 while [ $# -gt 0 ]; do
 	case $1 in
 	--reps) reps=$2; shift ;;
 	--frames) frames=$2; shift ;;
 	--default-runs) default_runs=$2; shift ;;
+	--window) window=$2; shift ;;
 	--no-node) node=0 ;;
 	--bridge) bridge=$2; shift ;;
 	--driver) driver=$2; shift ;;
@@ -105,7 +109,7 @@ failed=0
 for rep in $(seq "$reps"); do
 	start_broker "$tuned" || exit 1
 	line=$("$driver" --bridge "$bridge" --trace "$trace" --broker-port "$broker_port" \
-		--frames "$frames" --workdir "$work" --tag $((RANDOM * 4 + rep * 65536)) \
+		--frames "$frames" --window "$window" --workdir "$work" --tag $((RANDOM * 4 + rep * 65536)) \
 		"${node_args[@]}" "${direct_args[@]}")
 	[ $? -eq 0 ] || failed=1
 	stop_broker
@@ -115,7 +119,7 @@ done
 for rep in $(seq "$default_runs"); do
 	start_broker "$default" || exit 1
 	line=$("$driver" --bridge "$bridge" --trace "$trace" --broker-port "$broker_port" \
-		--frames "$frames" --workdir "$work" --tag $((RANDOM * 4 + rep * 65536)))
+		--frames "$frames" --window "$window" --workdir "$work" --tag $((RANDOM * 4 + rep * 65536)))
 	[ $? -eq 0 ] || failed=1
 	stop_broker
 	echo "default broker, rep $rep: $line" >&2
@@ -133,6 +137,10 @@ stat() {
 		else printf f " (" f "-" f ")\n", m, v[1], v[NR] }'
 }
 first() { vals "$1" "$2" | head -1; }
+pairs() { # "a/b" per run, in run order
+	paste -d/ <(tr ' ' '\n' <"$3" | sed -n "s/^$1=//p") \
+		<(tr ' ' '\n' <"$3" | sed -n "s/^$2=//p") | tr '\n' ' '
+}
 row() { # label key: what arrived is the lifecycle events, for the
 	# direct rows every message (one of them has no lifecycle topic)
 	local r=$work/results arrived
@@ -152,7 +160,8 @@ row() { # label key: what arrived is the lifecycle events, for the
 r=$work/results
 echo
 echo "peer rows: $reps run(s), $(first prompts "$r") prompts x $(first frames_per_prompt "$r") frames" \
-	"(fresh prompt id each), one mosquitto without receive maximum or queue limit;" \
+	"(fresh prompt id each), $([ "$window" = 0 ] && echo "as fast as each bridge reads" || echo "window $window frames")," \
+	"one mosquitto without receive maximum or queue limit;" \
 	"medians (min-max)"
 printf '%-38s %-20s %-18s %-24s %s\n' row events/s "CPU us per event" "peak RSS KiB" "arrived (run 1)"
 row "comfy2mqtt" c2m
@@ -163,7 +172,7 @@ row "direct: mosquitto_pub -l, one topic" direct1
 [ -n "$direct_note" ] && echo "$direct_note"
 echo "  direct rows: $(first direct_procs "$r") processes per topic / 1; CPU and RSS are sums over the processes"
 echo "  comfy2mqtt progress coalesced: $(stat c2m_coalesced "$r") of $(first c2m_frames "$r") frames;" \
-	"messages published / arrived, per run: $(paste -d/ <(vals c2m_published "$r") <(vals c2m_received "$r") | tr '\n' ' ')"
+	"messages published / arrived, per run: $(pairs c2m_published c2m_received "$r")"
 echo "ratios, each from one run: median (min-max)"
 printf '  %-36s %-22s %s\n' "comfy2mqtt / node, events/s" "$(stat eps_c2m_node "$r" 3)" "(target >= 1)"
 printf '  %-36s %-22s %s\n' "comfy2mqtt / direct per topic, ev/s" "$(stat eps_c2m_direct "$r" 3)" "(target >= 0.7)"
@@ -176,7 +185,7 @@ if [ "$default_runs" -gt 0 ]; then
 	echo "  lifecycle events in (per run): $(vals c2m_lifecycle "$d" | tr '\n' ' ')"
 	echo "  frames not relayed (progress coalesced), per run: $(vals c2m_coalesced "$d" | tr '\n' ' ')"
 	echo "  messages comfy2mqtt published (its bridge/health) / that arrived, per run:" \
-		"$(paste -d/ <(vals c2m_published "$d") <(vals c2m_received "$d") | tr '\n' ' ')"
+		"$(pairs c2m_published c2m_received "$d")"
 fi
 if [ $failed -ne 0 ]; then
 	echo "FAILED: a lifecycle event or a direct message went missing (see the lines above)" >&2
