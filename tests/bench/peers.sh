@@ -76,14 +76,14 @@ trap 'stop_broker; rm -rf "$work"' EXIT
 # messages on the way to the benchmark's own subscriber when it falls
 # behind, i.e. measure the subscriber (README).
 start_broker() {
-	local try port i
-	for try in 1 2 3 4 5 6 7 8 9 10; do
+	local port
+	for _ in 1 2 3 4 5 6 7 8 9 10; do
 		port=$((20000 + (RANDOM % 30000)))
 		printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n%s\n' \
 			"$port" "$1" >"$work/mosquitto.conf"
 		mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
 		broker_pid=$!
-		for i in $(seq 50); do
+		for _ in $(seq 50); do
 			kill -0 "$broker_pid" 2>/dev/null || break
 			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 				broker_port=$port
