@@ -152,8 +152,8 @@ mix_lifecycle(const struct bench_mix *mix)
 
 /* ---- a bridge row (comfy2mqtt or the Node peer) --------------------- */
 
-/* Sends prompts k0..k0+n-1 one at a time, each once the previous one's
- * events are all in (no coalescing: the capture sees whole prompts). */
+/* Sends n prompts (ids of tag) one at a time, each once the one before
+ * is fully in (no coalescing: the capture sees a whole prompt). */
 static bool
 warm_up(struct bench_ws *ws, struct bench_mix *mix, unsigned tag, uint64_t n,
     bool capture, int stall_s)
@@ -185,7 +185,7 @@ warm_up(struct bench_ws *ws, struct bench_mix *mix, unsigned tag, uint64_t n,
  * until every lifecycle event is in. */
 static void
 blast(const struct peers_opts *o, struct bench_ws *ws, struct bench_mix *mix,
-    pid_t pid, struct peers_row *r)
+    unsigned tag, pid_t pid, struct peers_row *r)
 {
 	char id[BENCH_ID_LEN + 1];
 	uint64_t lc0 = atomic_load(&peers_sub.lifecycle.events);
@@ -205,7 +205,7 @@ blast(const struct peers_opts *o, struct bench_ws *ws, struct bench_mix *mix,
 		    && !peers_wait_count(&peers_sub.lifecycle,
 		        lc0 + (k - wp) * lpp, o->stall_s))
 			break;
-		bench_prompt_id(id, o->tag + 1, k);
+		bench_prompt_id(id, tag, k);
 		bench_patch_ids(mix->block, mix->id_offs, mix->n_ids, id);
 		if (!bench_ws_write(ws, mix->block, mix->block_len))
 			break;
@@ -252,10 +252,13 @@ health_published(void)
 	return v;
 }
 
-/* argv with "{ws}" and "{mqtt}" replaced by the two addresses. */
+/* One bridge row: starts a load source and the bridge (tmpl, with "{ws}",
+ * "{http}" and "{mqtt}" standing for the addresses), warms it up, runs
+ * the workload under prompt ids of its own (tag), stops it. capture: the
+ * comfy2mqtt row (its prompt is captured, its health read). */
 static bool
 peer_row(const struct peers_opts *o, struct bench_mix *mix, char *const tmpl[],
-    bool capture, struct peers_row *r)
+    bool capture, unsigned tag, struct peers_row *r)
 {
 	struct bench_ws *ws = bench_ws_start(mix->hello, mix->hello_len);
 	if (ws == NULL)
@@ -283,9 +286,9 @@ peer_row(const struct peers_opts *o, struct bench_mix *mix, char *const tmpl[],
 	ok = ok && atomic_load(&peers_sub.hello_seen) != hello0;
 	if (!ok)
 		fprintf(stderr, "bench: %s never relayed hello\n", argv[0]);
-	ok = ok && warm_up(ws, mix, o->tag, o->warmup, capture, o->stall_s);
+	ok = ok && warm_up(ws, mix, tag, o->warmup, capture, o->stall_s);
 	if (ok)
-		blast(o, ws, mix, pid, r);
+		blast(o, ws, mix, tag + 1, pid, r);
 	r->published = -1;
 	if (ok && capture) {
 		r->published = health_published();
@@ -467,13 +470,13 @@ main(int argc, char **argv)
 		"--client-id", "bench-client", "--mqtt-client-id", cid,
 		"--log-level", "warn", "--health-interval", "1", NULL };
 	struct peers_row rc = { 0 }, rn = { 0 }, rd = { 0 }, r1 = { 0 };
-	bool ok = peer_row(&o, &mix, c2m, true, &rc);
+	bool ok = peer_row(&o, &mix, c2m, true, o.tag, &rc);
 	if (o.node_peer != NULL) {
 		char ninst[32];
 		snprintf(ninst, sizeof(ninst), "n%x", o.tag);
 		char *node[] = { (char *) o.node, (char *) o.node_peer, "{ws}",
 			"{mqtt}", "bench", ninst, NULL };
-		ok = peer_row(&o, &mix, node, false, &rn) && ok;
+		ok = peer_row(&o, &mix, node, false, o.tag + 4, &rn) && ok;
 	}
 	if (o.mosquitto_pub != NULL)
 		ok = peers_direct_row(&o, false, &rd) && ok;
