@@ -104,6 +104,14 @@ struct bench_sub {
 	 * the bridge makes up itself, queued and lost, are counted apart) */
 	struct bench_counter count;
 	atomic_uint_fast64_t made_up;
+	/* every message, and the relayed lifecycle events (execution_start
+	 * and the terminal types): the peer rows (bench_peers.c) wait on
+	 * these, since progress may be coalesced */
+	struct bench_counter all;
+	struct bench_counter lifecycle;
+	/* the last bridge/health payload (under cap_mu) and how many came */
+	char health[4096];
+	atomic_uint_fast64_t health_n;
 	atomic_uint_fast64_t others; /* state, completion, queue, bridge/... */
 	atomic_uint_fast64_t hello_seen; /* event/feature_flags messages */
 	/* latency samples (µs x 1000 = ns), filled while lat_on */

@@ -73,12 +73,35 @@ capture(struct bench_sub *s, const struct mosquitto_message *msg,
 	pthread_mutex_unlock(&s->cap_mu);
 }
 
+static bool
+is_lifecycle(const char *ev)
+{
+	static const char *const types[] = { "/event/execution_start",
+		"/event/execution_success", "/event/execution_error",
+		"/event/execution_interrupted" };
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		if (strcmp(ev, types[i]) == 0)
+			return true;
+	return false;
+}
+
+static void
+count(struct bench_counter *c, int64_t now)
+{
+	atomic_store(&c->last_ns, now);
+	atomic_fetch_add(&c->events, 1);
+}
+
 static void
 on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
     const mosquitto_property *props)
 {
 	struct bench_sub *s = ud;
 	const char *ev = strstr(msg->topic, "/event/");
+	int64_t now = bench_now_ns();
+	count(&s->all, now);
+	if (ev != NULL && is_lifecycle(ev))
+		count(&s->lifecycle, now);
 	if (ev != NULL
 	    && (strcmp(ev, "/event/queued") == 0
 	        || strcmp(ev, "/event/lost") == 0)) {
@@ -95,6 +118,15 @@ on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
 	}
 	if (s->cap_id[0] != '\0')
 		capture(s, msg, props);
+	size_t tl = strlen(msg->topic);
+	if (tl > 14 && strcmp(msg->topic + tl - 14, "/bridge/health") == 0
+	    && (size_t) msg->payloadlen < sizeof(s->health)) {
+		pthread_mutex_lock(&s->cap_mu);
+		memcpy(s->health, msg->payload, (size_t) msg->payloadlen);
+		s->health[msg->payloadlen] = '\0';
+		pthread_mutex_unlock(&s->cap_mu);
+		atomic_fetch_add(&s->health_n, 1);
+	}
 }
 
 static void
