@@ -105,6 +105,12 @@ ha_link_on_status(void *ud, const char *topic, const void *payload, size_t len)
 }
 
 void
+ha_link_on_preview(struct ha_link *h, const char *content_type)
+{
+	ha_on_preview(h->ha, content_type);
+}
+
+void
 ha_link_on_connected(struct ha_link *h)
 {
 	ha_on_broker_connected(h->ha);

@@ -32,6 +32,8 @@ const char *ha_link_status_topic(const struct ha_link *h);
 /* A message on the status topic; ud is the ha_link. */
 void ha_link_on_status(
     void *ud, const char *topic, const void *payload, size_t len);
+/* A preview went out on the retained preview topic (see ha_on_preview). */
+void ha_link_on_preview(struct ha_link *h, const char *content_type);
 /* The broker accepted us: announces. */
 void ha_link_on_connected(struct ha_link *h);
 

@@ -97,17 +97,22 @@ subscribe(struct app *a, const char *filter, msg_cb *cb, void *ud)
 	return mqtt_link_subscribe(a->mqtt, filter);
 }
 
+/* Home Assistant's image entity follows the retained preview's type. */
 static void
 publish(void *ud, const struct out_msg *m)
 {
-	mqtt_link_publish(ud, m);
+	struct app *a = ud;
+	const char *ct = m->props.content_type;
+	mqtt_link_publish(a->mqtt, m);
+	if (a->ha != NULL && m->retain && ct && strncmp(ct, "image/", 6) == 0)
+		ha_link_on_preview(a->ha, ct);
 }
 
 static void
 broker_health(void *ud, struct engine_health_io *h)
 {
 	struct mqtt_link_stats s;
-	mqtt_link_get_stats(ud, &s);
+	mqtt_link_get_stats(((struct app *) ud)->mqtt, &s);
 	h->mqtt_connected = s.connected;
 	h->mqtt_reconnects = s.connects > 0 ? s.connects - 1 : 0;
 	memcpy(h->published, s.published, sizeof(h->published));
@@ -224,7 +229,7 @@ setup(struct app *a)
 	}
 	struct upstream_cfg uc;
 	upstream_cfg_from_config(c, &uc);
-	struct upstream_out out = { publish, broker_health, a->mqtt };
+	struct upstream_out out = { publish, broker_health, a };
 	/* the engine publishes its start-up state into the link's queue */
 	if (rc == 0)
 		rc = upstream_create(a->loop, &uc, &out, &a->up);

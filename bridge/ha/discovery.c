@@ -29,11 +29,17 @@ static const char tpl_progress[]
       "{{ value_json.progress.percent }}{% else %}0{% endif %}";
 /* HA rejects sensor states longer than 255 characters. */
 static const char tpl_current_prompt[] = "{{ value_json.prompt_id[:255] }}";
+/* Last duration and last error read the retained current snapshot, so they
+ * are back after a Home Assistant restart; while a prompt runs they keep
+ * their state (entity_id is the entity itself). */
 static const char tpl_last_duration[]
-    = "{{ (value_json.duration_ms / 1000) | round(3)"
-      " if value_json.duration_ms is not none else None }}";
+    = "{% if value_json.finished_at is not none"
+      " and value_json.duration_ms is not none %}"
+      "{{ (value_json.duration_ms / 1000) | round(3) }}"
+      "{% else %}{{ states(entity_id) | float(None) }}{% endif %}";
 static const char tpl_last_error[]
-    = "{% if value_json.event_type == 'error' and value_json.error %}"
+    = "{% if value_json.finished_at is none %}{{ states(entity_id) }}"
+      "{% elif value_json.status == 'error' and value_json.error %}"
       "{{ ((value_json.error.get('exception_type') or 'error') ~ ': ' ~"
       " (value_json.error.get('exception_message') or ''))[:255] }}"
       "{% else %}none{% endif %}";
@@ -217,7 +223,7 @@ w_components(struct jsonw *w, const struct discovery_cfg *c, const char *node)
 	jsonw_obj_end(w);
 
 	component_begin(w, node, "last_duration", "sensor", "Last duration");
-	w_topic(w, c, "state_topic", "completion");
+	w_topic(w, c, "state_topic", "current");
 	jsonw_kstr(w, "value_template", tpl_last_duration);
 	jsonw_kstr(w, "unit_of_measurement", "s");
 	jsonw_kstr(w, "device_class", "duration");
@@ -225,7 +231,7 @@ w_components(struct jsonw *w, const struct discovery_cfg *c, const char *node)
 	jsonw_obj_end(w);
 
 	component_begin(w, node, "last_error", "sensor", "Last error");
-	w_topic(w, c, "state_topic", "completion");
+	w_topic(w, c, "state_topic", "current");
 	jsonw_kstr(w, "value_template", tpl_last_error);
 	jsonw_kstr(w, "entity_category", "diagnostic");
 	jsonw_kstr(w, "icon", "mdi:alert-circle-outline");
@@ -247,7 +253,8 @@ w_components(struct jsonw *w, const struct discovery_cfg *c, const char *node)
 	if (c->previews) {
 		component_begin(w, node, "preview", "image", "Preview");
 		w_topic(w, c, "image_topic", "preview");
-		jsonw_kstr(w, "content_type", "image/jpeg");
+		jsonw_kstr(w, "content_type",
+		    c->preview_type ? c->preview_type : "image/jpeg");
 		jsonw_obj_end(w);
 	}
 

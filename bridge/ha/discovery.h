@@ -17,6 +17,7 @@ struct discovery_cfg {
 	                            NULL or "": omitted */
 	const char *support_url; /* origin support_url; NULL or "": omitted */
 	bool previews; /* add the image entity */
+	const char *preview_type; /* its content type; NULL: image/jpeg */
 };
 
 /* Writes "<ha_prefix>/device/<prefix>_<instance>/config" (prefix '/' and

@@ -1,6 +1,7 @@
 /* See ha.h. */
 #include "ha.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +15,10 @@
 
 struct ha {
 	struct ha_io io;
-	char *instance; /* for the message's user properties */
+	struct discovery_cfg cfg; /* strings in strs */
+	char *strs[6];
+	char preview_type[32];
+	const char *instance; /* for the user properties (in strs) */
 	char topic[HA_TOPIC_MAX];
 	char status_topic[HA_TOPIC_MAX];
 	char payload[HA_PAYLOAD_MAX];
@@ -39,6 +43,31 @@ build(struct ha *h, const struct discovery_cfg *c)
 	return rc;
 }
 
+/* Keeps a copy of c, so that the payload can be built again. */
+static int
+copy_cfg(struct ha *h, const struct discovery_cfg *c)
+{
+	const char *src[] = { c->ha_prefix, c->prefix, c->instance, c->version,
+		c->comfyui_url, c->support_url };
+	const char **dst[] = { &h->cfg.ha_prefix, &h->cfg.prefix,
+		&h->cfg.instance, &h->cfg.version, &h->cfg.comfyui_url,
+		&h->cfg.support_url };
+	h->cfg = *c;
+	for (size_t i = 0; i < sizeof(src) / sizeof(src[0]); i++) {
+		*dst[i] = NULL;
+		if (src[i] == NULL)
+			continue;
+		h->strs[i] = strdup(src[i]);
+		if (h->strs[i] == NULL)
+			return BR_ENOMEM;
+		*dst[i] = h->strs[i];
+	}
+	snprintf(h->preview_type, sizeof(h->preview_type), "%s",
+	    c->preview_type ? c->preview_type : "image/jpeg");
+	h->cfg.preview_type = h->preview_type;
+	return 0;
+}
+
 int
 ha_create(
     const struct discovery_cfg *c, const struct ha_io *io, struct ha **out)
@@ -51,8 +80,10 @@ ha_create(
 		return BR_ENOMEM;
 	h->io = *io;
 	throttle_init(&h->throttle, HA_REANNOUNCE_WINDOW_MS);
-	h->instance = strdup(c->instance);
-	int rc = h->instance != NULL ? build(h, c) : BR_ENOMEM;
+	int rc = copy_cfg(h, c);
+	h->instance = h->cfg.instance;
+	if (rc == 0)
+		rc = build(h, &h->cfg);
 	if (rc != 0) {
 		ha_destroy(h);
 		return rc;
@@ -66,7 +97,8 @@ ha_destroy(struct ha *h)
 {
 	if (h == NULL)
 		return;
-	free(h->instance);
+	for (size_t i = 0; i < sizeof(h->strs) / sizeof(h->strs[0]); i++)
+		free(h->strs[i]);
 	free(h);
 }
 
@@ -147,6 +179,25 @@ ha_on_timer(struct ha *h, int64_t now_ms)
 	    "Home Assistant is online: re-announcing (%llu more \"online\" "
 	    "within %d s)",
 	    (unsigned long long) n, HA_REANNOUNCE_WINDOW_MS / 1000);
+	announce(h);
+}
+
+void
+ha_on_preview(struct ha *h, const char *content_type)
+{
+	if (!h->cfg.previews || content_type == NULL
+	    || strcmp(content_type, h->preview_type) == 0
+	    || strlen(content_type) >= sizeof(h->preview_type))
+		return;
+	char was[sizeof(h->preview_type)];
+	memcpy(was, h->preview_type, sizeof(was));
+	memcpy(h->preview_type, content_type, strlen(content_type) + 1);
+	if (build(h, &h->cfg) != 0) {
+		memcpy(h->preview_type, was, sizeof(was));
+		build(h, &h->cfg);
+		return;
+	}
+	log_info("ha", "previews are %s now: re-announcing", content_type);
 	announce(h);
 }
 

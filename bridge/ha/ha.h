@@ -49,6 +49,11 @@ void ha_on_status(
 /* The timer armed through ha_io fired; now_ms: monotonic. */
 void ha_on_timer(struct ha *h, int64_t now_ms);
 
+/* A preview went out on the retained preview topic with content_type
+ * (borrowed): Home Assistant's image entity has one fixed content type, so
+ * a change (JPEG to PNG, or back) re-announces with the new one. */
+void ha_on_preview(struct ha *h, const char *content_type);
+
 /* The empty retained message that clears the discovery message (topic
  * borrowed from h), for --ha-remove. */
 void ha_clear_msg(const struct ha *h, struct out_msg *m);

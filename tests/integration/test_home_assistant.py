@@ -159,11 +159,19 @@ def _progress(v):
     return 0
 
 
-def _last_error(v):
+def _last_error(v, prev):
     err = v["error"]
-    if v["event_type"] == "error" and err:
+    if v["finished_at"] is None:
+        return prev  # states(entity_id): a running prompt keeps the last one
+    if v["status"] == "error" and err:
         return ((err.get("exception_type") or "error") + ": " + (err.get("exception_message") or ""))[:255]
     return "none"
+
+
+def _last_duration(v, prev):
+    if v["finished_at"] is not None and v["duration_ms"] is not None:
+        return round(v["duration_ms"] / 1000, 3)
+    return prev  # states(entity_id) | float(None)
 
 
 # Python mirrors of the Jinja templates the bridge announces. Indexing is
@@ -175,9 +183,11 @@ TEMPLATES = {
     "{% if value_json.status == 'running' and value_json.progress and value_json.progress.percent is not none %}"
     "{{ value_json.progress.percent }}{% else %}0{% endif %}": _progress,
     "{{ value_json.prompt_id[:255] }}": lambda v: v["prompt_id"][:255],
-    "{{ (value_json.duration_ms / 1000) | round(3) if value_json.duration_ms is not none else None }}":
-        lambda v: round(v["duration_ms"] / 1000, 3) if v["duration_ms"] is not None else None,
-    "{% if value_json.event_type == 'error' and value_json.error %}"
+    "{% if value_json.finished_at is not none and value_json.duration_ms is not none %}"
+    "{{ (value_json.duration_ms / 1000) | round(3) }}{% else %}{{ states(entity_id) | float(None) }}{% endif %}":
+        _last_duration,
+    "{% if value_json.finished_at is none %}{{ states(entity_id) }}"
+    "{% elif value_json.status == 'error' and value_json.error %}"
     "{{ ((value_json.error.get('exception_type') or 'error') ~ ': ' ~"
     " (value_json.error.get('exception_message') or ''))[:255] }}{% else %}none{% endif %}": _last_error,
 }
@@ -297,6 +307,10 @@ def test_discovery_uses_documented_keys(broker, sim, collector, make_bridge):
     c = by_suffix(payload, "completion") or {}
     if sorted(c.get("event_types") or []) != sorted(["success", "error", "interrupted", "lost"]):
         problems.append("completion event_types %r" % c.get("event_types"))
+    for suffix in ("last_duration", "last_error"):
+        # the retained snapshot: these sensors are back after a Home Assistant restart
+        if (by_suffix(payload, suffix) or {}).get("state_topic") != BASE + "/current":
+            problems.append("%s must read the retained %s/current" % (suffix, BASE))
     if (by_suffix(payload, "last_error") or {}).get("entity_category") != "diagnostic":
         problems.append("last error must be a diagnostic entity")
     ld = by_suffix(payload, "last_duration") or {}
@@ -392,8 +406,12 @@ def test_entity_topics_are_published_with_usable_payloads(broker, sim, collector
                     continue
                 if tpl is None:
                     continue
+                fn = TEMPLATES[tpl]
                 try:
-                    values.append(TEMPLATES[tpl](o))
+                    if fn.__code__.co_argcount == 2:  # also reads its own last state
+                        values.append(fn(o, values[-1] if values else None))
+                    else:
+                        values.append(fn(o))
                 except (KeyError, TypeError, IndexError) as e:
                     problems.append("%s: template fails on %r: %r" % (cid, o, e))
             problems += check_values(cid, comp, values)
@@ -421,7 +439,7 @@ def check_values(cid, comp, values):
         if not all(v is None or (is_number(v) and v >= 0) for v in values) or not any(is_number(v) for v in values):
             problems.append("%s: states %r" % (cid, values))
     elif cid.endswith("last_error"):
-        errors = [v for v in values if v != "none"]
+        errors = sorted({v for v in values if v not in ("none", None)})
         if len(errors) != 1 or not errors[0].startswith("torch.OutOfMemoryError: ") or len(errors[0]) > 255:
             problems.append("%s: expected one OOM error and 'none' otherwise, got %r" % (cid, values))
         if "none" not in values:
@@ -517,3 +535,27 @@ def test_discovery_matches_the_asyncapi_schema(broker, sim, collector, make_brid
     assert ms, "no discovery message on %s%s" % (DISCOVERY_TOPIC, bridge.context())
     errors = sorted(e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(ms[-1].json()))
     assert not errors, "discovery payload does not match schema/asyncapi.yaml: %s" % errors
+
+
+def test_image_entity_content_type_follows_png_previews(broker, sim, collector, make_bridge):
+    """Home Assistant's image entity has one content type: when the retained
+    preview turns PNG the device is re-announced with image/png, so the entity
+    never decodes a PNG as JPEG."""
+    import uuid
+
+    from test_previews import frame_type4, make_image
+
+    bridge = make_bridge(sim.url, broker.url, extra_args=["--ha-discovery", "--previews"])
+    bridge.wait_connected(collector, sim)
+    first = wait_discovery(collector)
+    assert first, "no discovery message%s" % bridge.context()
+    img = by_suffix(first[-1].json(), "preview") or {}
+    assert img.get("content_type") == "image/jpeg", img
+    since = collector.mark()
+    sim.send(bridge.client_id, [frame_type4(str(uuid.uuid4()), make_image("PNG", 7), "image/png")])
+    got = collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/preview"], timeout=10, since=since)
+    assert got, "no retained preview published%s" % bridge.context()
+    again = wait_discovery(collector, since=since)
+    assert again, "the PNG preview did not re-announce the device%s" % bridge.context()
+    img = by_suffix(again[-1].json(), "preview") or {}
+    assert img.get("content_type") == "image/png", "image entity content_type %r after a PNG preview" % img

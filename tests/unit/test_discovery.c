@@ -170,13 +170,13 @@ test_entities(void)
 
 	t = component(&d, "last_duration", "sensor");
 	CHECK(t >= 0);
-	CHECK(str_at(&d, t, "state_topic", "comfyui/gpu1/completion"));
+	CHECK(str_at(&d, t, "state_topic", "comfyui/gpu1/current"));
 	CHECK(str_at(&d, t, "unit_of_measurement", "s"));
 	CHECK(str_at(&d, t, "device_class", "duration"));
 
 	t = component(&d, "last_error", "sensor");
 	CHECK(t >= 0);
-	CHECK(str_at(&d, t, "state_topic", "comfyui/gpu1/completion"));
+	CHECK(str_at(&d, t, "state_topic", "comfyui/gpu1/current"));
 	CHECK(str_at(&d, t, "entity_category", "diagnostic"));
 
 	t = component(&d, "completion", "event");
@@ -271,6 +271,7 @@ test_escaping_and_truncation(void)
 struct ha_capture {
 	int published;
 	char topic[256];
+	char payload[8192];
 	size_t len;
 	bool retain;
 	int qos;
@@ -285,6 +286,8 @@ cap_publish(void *ud, const struct out_msg *m)
 	c->published++;
 	snprintf(c->topic, sizeof(c->topic), "%s", m->topic);
 	c->len = m->len;
+	snprintf(c->payload, sizeof(c->payload), "%.*s", (int) m->len,
+	    (const char *) m->payload);
 	c->retain = m->retain;
 	c->qos = m->qos;
 }
@@ -369,6 +372,43 @@ test_ha_online_burst(void)
 	ha_destroy(h);
 }
 
+/* The image entity's one content type follows the previews: a change
+ * re-announces, the same type again does not. */
+static void
+test_ha_preview_type_follows(void)
+{
+	struct ha_capture cap;
+	struct discovery_cfg c = cfg(true);
+	struct ha_io io = { cap_publish, cap_arm, &cap };
+	struct ha *h = NULL;
+	memset(&cap, 0, sizeof(cap));
+	CHECK_INT(ha_create(&c, &io, &h), 0);
+	if (h == NULL)
+		return;
+	ha_on_broker_connected(h);
+	CHECK(strstr(cap.payload, "\"content_type\":\"image/jpeg\"") != NULL);
+	ha_on_preview(h, "image/jpeg");
+	CHECK_INT(cap.published, 1);
+	ha_on_preview(h, "image/png");
+	CHECK_INT(cap.published, 2);
+	CHECK(strstr(cap.payload, "\"content_type\":\"image/png\"") != NULL);
+	CHECK(strstr(cap.payload, "image/jpeg") == NULL);
+	ha_on_preview(h, "image/png");
+	CHECK_INT(cap.published, 2);
+	/* a reconnect announces the type in force */
+	ha_on_broker_connected(h);
+	CHECK(strstr(cap.payload, "\"content_type\":\"image/png\"") != NULL);
+	ha_destroy(h);
+
+	/* without previews there is no image entity to follow */
+	struct ha *n = make_ha(&cap);
+	if (n == NULL)
+		return;
+	ha_on_preview(n, "image/png");
+	CHECK_INT(cap.published, 0);
+	ha_destroy(n);
+}
+
 int
 main(void)
 {
@@ -381,6 +421,7 @@ main(void)
 	RUN(test_escaping_and_truncation);
 	RUN(test_ha_topics_and_announce);
 	RUN(test_ha_online_burst);
+	RUN(test_ha_preview_type_follows);
 	json_parser_destroy(parser);
 	TEST_MAIN_END();
 }
