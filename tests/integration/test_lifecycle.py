@@ -100,7 +100,7 @@ def test_kill9_makes_broker_publish_offline_will(broker, sim, collector, make_br
     harness.assert_all_valid(collector, bridge=bridge)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_publishes_offline_and_exits_0_within_2s(sig, broker, sim, collector, make_bridge):
     mid = mqtt_id()
     bridge = make_bridge(sim.url, broker.url, extra_args=["--mqtt-client-id", mid])
