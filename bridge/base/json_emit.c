@@ -91,52 +91,78 @@ fits(const struct emitter *e, size_t limit, size_t n)
 	return used <= limit && n <= limit - used;
 }
 
-/* Emits token i within limit (an absolute w->len). whole: the value must
- * fit entirely or not at all (returns false, caller rewinds); otherwise it
- * is cut to fit as well as it can. Sets *next to the token after i's
- * subtree. Depth is bounded by JSON_MAX_DEPTH through validation. */
+/* A string token: copied when it fits; otherwise, unless whole, cut at a
+ * character boundary. */
 static bool
-emit_value(struct emitter *e, int i, size_t limit, bool whole, int *next)
+emit_string(struct emitter *e, const jsmntok_t *t, size_t limit, bool whole)
 {
-	const struct json_doc *d = e->d;
-	const jsmntok_t *t = &d->tok[i];
+	const char *raw = e->d->buf + t->start;
 	size_t n = (size_t) (t->end - t->start);
-	const char *raw = d->buf + t->start;
-	*next = i + 1;
-
-	if (t->type == JSMN_STRING) {
-		size_t from = e->w->len;
-		if (fits(e, limit, n + 2)) {
-			jsonw_str_raw(e->w, raw, n);
-			fix_written(e, from);
-			return true;
-		}
-		if (whole)
-			return false;
-		size_t used = e->w->len + jsonw_sep_len(e->w) + 2;
-		size_t room = used < limit ? limit - used : 0;
-		jsonw_str_raw(e->w, raw, string_cut(raw, n, room));
+	size_t from = e->w->len;
+	if (fits(e, limit, n + 2)) {
+		jsonw_str_raw(e->w, raw, n);
 		fix_written(e, from);
-		mark_truncated(e);
 		return true;
 	}
-	if (t->type == JSMN_PRIMITIVE) {
-		bool nonfinite = json_is_nonfinite(d, i);
-		const char *text = nonfinite ? "null" : raw;
-		size_t len = nonfinite ? 4 : n;
-		if (fits(e, limit, len)) {
-			jsonw_raw(e->w, text, len);
-			return true;
-		}
-		if (whole)
-			return false;
-		/* null (and NaN, which becomes null) lose nothing */
-		jsonw_null(e->w);
-		if (raw[0] != 'n' && !nonfinite)
-			mark_truncated(e);
-		return true;
-	}
+	if (whole)
+		return false;
+	size_t used = e->w->len + jsonw_sep_len(e->w) + 2;
+	size_t room = used < limit ? limit - used : 0;
+	jsonw_str_raw(e->w, raw, string_cut(raw, n, room));
+	fix_written(e, from);
+	mark_truncated(e);
+	return true;
+}
 
+/* A primitive token: copied when it fits, NaN/Infinity as null;
+ * otherwise, unless whole, null. */
+static bool
+emit_primitive(struct emitter *e, const jsmntok_t *t, size_t limit, bool whole)
+{
+	const char *raw = e->d->buf + t->start;
+	bool nonfinite = json_nonfinite_text(raw);
+	const char *text = nonfinite ? "null" : raw;
+	size_t len = nonfinite ? 4 : (size_t) (t->end - t->start);
+	if (fits(e, limit, len)) {
+		jsonw_raw(e->w, text, len);
+		return true;
+	}
+	if (whole)
+		return false;
+	/* null (and NaN, which becomes null) lose nothing */
+	jsonw_null(e->w);
+	if (raw[0] != 'n' && !nonfinite)
+		mark_truncated(e);
+	return true;
+}
+
+static bool emit_value(
+    struct emitter *e, int i, size_t limit, bool whole, int *next);
+
+/* One member of a container, whole or not at all: the element at *j, or
+ * for an object the key at *j and its value. Moves *j past it. */
+static bool
+emit_member(struct emitter *e, bool is_obj, int *j, size_t limit)
+{
+	if (is_obj) {
+		const jsmntok_t *key = &e->d->tok[*j];
+		size_t klen = (size_t) (key->end - key->start);
+		if (!fits(e, limit, klen + 3))
+			return false;
+		size_t from = e->w->len;
+		jsonw_key_raw(e->w, e->d->buf + key->start, klen);
+		fix_written(e, from);
+		(*j)++;
+	}
+	return emit_value(e, *j, limit, true, j);
+}
+
+/* An object or array at i: its members in order; unless whole, it ends
+ * after the last member that fits. */
+static bool
+emit_container(struct emitter *e, int i, size_t limit, bool whole, int *next)
+{
+	const jsmntok_t *t = &e->d->tok[i];
 	bool is_obj = t->type == JSMN_OBJECT;
 	if (whole && !fits(e, limit, 2))
 		return false;
@@ -149,28 +175,14 @@ emit_value(struct emitter *e, int i, size_t limit, bool whole, int *next)
 	int j = i + 1;
 	for (int k = 0; k < t->size; k++) {
 		struct jsonw_mark m = jsonw_mark(e->w);
-		bool ok = true;
-		if (is_obj) {
-			const jsmntok_t *key = &d->tok[j];
-			size_t klen = (size_t) (key->end - key->start);
-			ok = fits(e, inner, klen + 3);
-			if (ok) {
-				jsonw_key_raw(e->w, d->buf + key->start, klen);
-				fix_written(e, m.len);
-			}
-			j++;
-		}
-		int after;
-		ok = ok && emit_value(e, j, inner, true, &after);
-		if (!ok) {
+		if (!emit_member(e, is_obj, &j, inner)) {
 			if (whole)
 				return false;
 			jsonw_rewind(e->w, &m);
 			mark_truncated(e);
-			*next = json_skip(d, i);
+			*next = json_skip(e->d, i);
 			break;
 		}
-		j = after;
 		*next = j;
 	}
 	if (is_obj)
@@ -178,6 +190,22 @@ emit_value(struct emitter *e, int i, size_t limit, bool whole, int *next)
 	else
 		jsonw_arr_end(e->w);
 	return true;
+}
+
+/* Emits token i within limit (an absolute w->len). whole: the value must
+ * fit entirely or not at all (returns false, caller rewinds); otherwise it
+ * is cut to fit as well as it can. Sets *next to the token after i's
+ * subtree. Depth is bounded by JSON_MAX_DEPTH through validation. */
+static bool
+emit_value(struct emitter *e, int i, size_t limit, bool whole, int *next)
+{
+	const jsmntok_t *t = &e->d->tok[i];
+	*next = i + 1;
+	if (t->type == JSMN_STRING)
+		return emit_string(e, t, limit, whole);
+	if (t->type == JSMN_PRIMITIVE)
+		return emit_primitive(e, t, limit, whole);
+	return emit_container(e, i, limit, whole, next);
 }
 
 /* End of the validated string whose content starts at s (just after its

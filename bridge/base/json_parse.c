@@ -333,79 +333,139 @@ place_token(
 	return BR_OK;
 }
 
-/* bad: what prescan() found wrong in strings. Also sets *finite_prefix
- * (see struct json_doc). */
+/* The walk's state: the containers open around the next token and the
+ * first byte not yet checked. */
+struct validator {
+	const char *buf;
+	const jsmntok_t *tok;
+	int ntok;
+	const struct bad_string *bad; /* what prescan() found in strings */
+	int finite_prefix; /* see struct json_doc */
+	int pos;
+	int depth;
+	struct frame stack[JSON_MAX_DEPTH];
+};
+
+/* Closes the open containers that end at or before byte `before`. */
+static int
+close_frames(struct validator *v, int before)
+{
+	while (
+	    v->depth > 0 && v->tok[v->stack[v->depth - 1].tok].end <= before) {
+		int rc = close_frame(
+		    v->buf, v->tok, &v->stack[v->depth - 1], &v->pos);
+		if (rc != BR_OK)
+			return rc;
+		v->depth--;
+	}
+	return BR_OK;
+}
+
+/* Opens the object or array at token i. */
+static int
+open_frame(struct validator *v, int i)
+{
+	const jsmntok_t *t = &v->tok[i];
+	if (v->buf[t->start] != (t->type == JSMN_OBJECT ? '{' : '['))
+		return BR_ESYNTAX;
+	if (v->depth == JSON_MAX_DEPTH)
+		return BR_EDEPTH;
+	struct frame *f = &v->stack[v->depth++];
+	f->tok = i;
+	f->last_key = -1;
+	f->members = 0;
+	f->state = FRAME_EMPTY;
+	v->pos = t->start + 1;
+	return BR_OK;
+}
+
+/* Checks token i's own bytes, then moves pos past the token (or into the
+ * container it opens). */
+static int
+check_token(struct validator *v, int i)
+{
+	const jsmntok_t *t = &v->tok[i];
+	switch (t->type) {
+	case JSMN_STRING:
+		/* content checked by prescan() */
+		if (t->start == v->bad->start)
+			return v->bad->reason;
+		v->pos = json_outer_end(t);
+		return BR_OK;
+	case JSMN_PRIMITIVE:
+		if (!is_primitive(
+		        v->buf + t->start, (size_t) (t->end - t->start)))
+			return BR_ESYNTAX;
+		if (v->finite_prefix == v->ntok
+		    && json_nonfinite_text(v->buf + t->start))
+			v->finite_prefix = i;
+		v->pos = t->end;
+		return BR_OK;
+	case JSMN_OBJECT:
+	case JSMN_ARRAY:
+		return open_frame(v, i);
+	default:
+		return BR_ESYNTAX;
+	}
+}
+
+/* Checks the token at i in order: the containers it comes after are
+ * closed, it sits where the grammar allows (the root alone at the start,
+ * or a key or value of the innermost container), and its bytes are
+ * valid. */
+static int
+visit_token(struct validator *v, int i)
+{
+	const jsmntok_t *t = &v->tok[i];
+	if (t->start < 0 || t->end < t->start)
+		return BR_ESYNTAX;
+	int start = json_outer_start(t);
+	int rc;
+	/* most tokens close nothing: test before the call */
+	if (v->depth > 0 && v->tok[v->stack[v->depth - 1].tok].end <= start) {
+		rc = close_frames(v, start);
+		if (rc != BR_OK)
+			return rc;
+	}
+	if (v->depth == 0) {
+		/* the root, and nothing after it */
+		if (i != 0 || start != v->pos || t->parent != -1)
+			return BR_ESYNTAX;
+	} else {
+		rc = place_token(
+		    v->buf, v->tok, i, &v->stack[v->depth - 1], v->pos);
+		if (rc != BR_OK)
+			return rc;
+	}
+	return check_token(v, i);
+}
+
+/* Checks the tokens of buf, whose value spans [first, last) without the
+ * surrounding whitespace. bad: what prescan() found wrong in strings.
+ * Sets *finite_prefix (see struct json_doc) on success. */
 static int
 validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
     const struct bad_string *bad, int *finite_prefix)
 {
-	struct frame stack[JSON_MAX_DEPTH];
-	*finite_prefix = ntok;
-	int depth = 0;
-	int pos = first;
+	/* fields one by one: the stack needs no clearing */
+	struct validator v;
+	v.buf = buf;
+	v.tok = tok;
+	v.ntok = ntok;
+	v.bad = bad;
+	v.finite_prefix = ntok;
+	v.pos = first;
+	v.depth = 0;
 	for (int i = 0; i < ntok; i++) {
-		const jsmntok_t *t = &tok[i];
-		if (t->start < 0 || t->end < t->start)
-			return BR_ESYNTAX;
-		int start = json_outer_start(t);
-		while (depth > 0 && tok[stack[depth - 1].tok].end <= start) {
-			int rc
-			    = close_frame(buf, tok, &stack[depth - 1], &pos);
-			if (rc != BR_OK)
-				return rc;
-			depth--;
-		}
-		if (depth == 0) {
-			/* the root, and nothing after it */
-			if (i != 0 || start != pos || t->parent != -1)
-				return BR_ESYNTAX;
-		} else {
-			int rc
-			    = place_token(buf, tok, i, &stack[depth - 1], pos);
-			if (rc != BR_OK)
-				return rc;
-		}
-		switch (t->type) {
-		case JSMN_STRING:
-			/* content checked by prescan() */
-			if (t->start == bad->start)
-				return bad->reason;
-			pos = json_outer_end(t);
-			break;
-		case JSMN_PRIMITIVE:
-			if (!is_primitive(
-			        buf + t->start, (size_t) (t->end - t->start)))
-				return BR_ESYNTAX;
-			if (*finite_prefix == ntok
-			    && json_nonfinite_text(buf + t->start))
-				*finite_prefix = i;
-			pos = t->end;
-			break;
-		case JSMN_OBJECT:
-		case JSMN_ARRAY:
-			if (buf[t->start]
-			    != (t->type == JSMN_OBJECT ? '{' : '['))
-				return BR_ESYNTAX;
-			if (depth == JSON_MAX_DEPTH)
-				return BR_EDEPTH;
-			stack[depth].tok = i;
-			stack[depth].last_key = -1;
-			stack[depth].members = 0;
-			stack[depth].state = FRAME_EMPTY;
-			depth++;
-			pos = t->start + 1;
-			break;
-		default:
-			return BR_ESYNTAX;
-		}
-	}
-	while (depth > 0) {
-		int rc = close_frame(buf, tok, &stack[depth - 1], &pos);
+		int rc = visit_token(&v, i);
 		if (rc != BR_OK)
 			return rc;
-		depth--;
 	}
-	return pos == last ? BR_OK : BR_ESYNTAX;
+	int rc = close_frames(&v, INT_MAX);
+	if (rc != BR_OK)
+		return rc;
+	*finite_prefix = v.finite_prefix;
+	return v.pos == last ? BR_OK : BR_ESYNTAX;
 }
 
 /* jsmn's primitive delimiters (and a NUL, where jsmn stops). */
