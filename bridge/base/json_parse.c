@@ -346,12 +346,20 @@ struct validator {
 	struct frame stack[JSON_MAX_DEPTH];
 };
 
+/* true when the innermost open container ends at or before byte
+ * `before`. */
+static bool
+top_ends_by(const struct validator *v, int before)
+{
+	return v->depth > 0
+	    && v->tok[v->stack[v->depth - 1].tok].end <= before;
+}
+
 /* Closes the open containers that end at or before byte `before`. */
 static int
 close_frames(struct validator *v, int before)
 {
-	while (
-	    v->depth > 0 && v->tok[v->stack[v->depth - 1].tok].end <= before) {
+	while (top_ends_by(v, before)) {
 		int rc = close_frame(
 		    v->buf, v->tok, &v->stack[v->depth - 1], &v->pos);
 		if (rc != BR_OK)
@@ -422,7 +430,7 @@ visit_token(struct validator *v, int i)
 	int start = json_outer_start(t);
 	int rc;
 	/* most tokens close nothing: test before the call */
-	if (v->depth > 0 && v->tok[v->stack[v->depth - 1].tok].end <= start) {
+	if (top_ends_by(v, start)) {
 		rc = close_frames(v, start);
 		if (rc != BR_OK)
 			return rc;
