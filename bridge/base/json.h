@@ -1,4 +1,4 @@
-/* jsmn wrapper. json.c is the one translation unit that holds jsmn's
+/* jsmn wrapper. json_parse.c is the one translation unit that holds jsmn's
  * implementation; every other file sees only declarations (JSMN_HEADER).
  *
  * json_parse() tokenizes within the parser's token budget (a fixed parser

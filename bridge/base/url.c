@@ -244,28 +244,13 @@ parse_userinfo(
 	return BR_OK;
 }
 
-/* Copies everything it keeps into u; s and schemes are only read. */
-int
-url_parse(const char *s, const char *schemes, struct url *u, char *err,
-    unsigned errlen)
+/* Checks and lower-cases the scheme s[0..sep) into u, with the port and TLS
+ * its name implies. allowed: the accepted schemes, as messages show them. */
+static int
+parse_scheme(const char *s, const char *sep, const char *schemes,
+    const char *allowed, struct url *u, char *err, unsigned errlen)
 {
-	char allowed[64];
-	const char *sep, *rest, *auth_end, *at;
-	size_t scheme_len;
-	int rc;
-
-	memset(u, 0, sizeof *u);
-	if (err && errlen)
-		err[0] = '\0';
-	describe_schemes(schemes, allowed, sizeof allowed);
-	if (!s || !*s)
-		return fail(err, errlen, "empty URL (use %s)", allowed);
-	sep = strstr(s, "://");
-	if (!sep || sep == s)
-		return fail(err, errlen,
-		    "missing scheme, e.g. \"%.*s://host:port\" (use %s)",
-		    (int) strcspn(schemes, ","), schemes, allowed);
-	scheme_len = (size_t) (sep - s);
+	size_t scheme_len = (size_t) (sep - s);
 	for (size_t i = 0; i < scheme_len; i++) {
 		int ch = (unsigned char) s[i];
 		if (!isalnum(ch) && ch != '+' && ch != '-' && ch != '.')
@@ -292,8 +277,13 @@ url_parse(const char *s, const char *schemes, struct url *u, char *err,
 			u->tls = known_schemes[i].tls;
 		}
 	}
+	return BR_OK;
+}
 
-	rest = sep + 3;
+/* Refuses, in the text after "://", the bytes no part of it may hold. */
+static int
+check_rest_chars(const char *rest, char *err, unsigned errlen)
+{
 	for (const char *p = rest; *p; p++) {
 		unsigned char ch = (unsigned char) *p;
 		if (ch <= 0x20 || ch == 0x7f)
@@ -305,7 +295,14 @@ url_parse(const char *s, const char *schemes, struct url *u, char *err,
 			    "supported here (in a user name or password "
 			    "write them as %%3F and %%23)");
 	}
-	auth_end = rest + strcspn(rest, "/");
+	return BR_OK;
+}
+
+/* Parses the authority rest[0..auth_end): [userinfo@]host[:port]. */
+static int
+parse_authority(const char *rest, const char *auth_end, struct url *u,
+    char *err, unsigned errlen)
+{
 	/* "mqtt://bob:1883/pw@h" is ambiguous: a '/' in the password, or a
 	 * path "/pw@h"? Taking it as a path would put the password's tail
 	 * into every log line showing the URL, so refuse it. */
@@ -313,31 +310,68 @@ url_parse(const char *s, const char *schemes, struct url *u, char *err,
 		return fail(err, errlen,
 		    "'@' after a '/': write a '/' in the user name or "
 		    "password as %%2F (and an '@' in the path as %%40)");
-	at = NULL;
+	const char *at = NULL;
 	for (const char *p = rest; p < auth_end; p++) {
 		if (*p == '@')
 			at = p;
 	}
 	if (at) {
-		rc = parse_userinfo(
+		int rc = parse_userinfo(
 		    rest, (size_t) (at - rest), u, err, errlen);
 		if (rc)
 			return rc;
 		rest = at + 1;
 	}
-	rc = parse_hostport(rest, (size_t) (auth_end - rest), u, err, errlen);
-	if (rc)
-		return rc;
+	return parse_hostport(
+	    rest, (size_t) (auth_end - rest), u, err, errlen);
+}
 
-	size_t path_len = strlen(auth_end);
-	while (path_len > 0 && auth_end[path_len - 1] == '/')
+/* Keeps the path without its trailing '/'s. */
+static int
+parse_path(const char *path, struct url *u, char *err, unsigned errlen)
+{
+	size_t path_len = strlen(path);
+	while (path_len > 0 && path[path_len - 1] == '/')
 		path_len--;
 	if (path_len >= sizeof u->path)
 		return fail(
 		    err, errlen, "path too long (%zu bytes)", path_len);
-	memcpy(u->path, auth_end, path_len);
+	memcpy(u->path, path, path_len);
 	u->path[path_len] = '\0';
 	return BR_OK;
+}
+
+/* Copies everything it keeps into u; s and schemes are only read. */
+int
+url_parse(const char *s, const char *schemes, struct url *u, char *err,
+    unsigned errlen)
+{
+	char allowed[64];
+	int rc;
+
+	memset(u, 0, sizeof *u);
+	if (err && errlen)
+		err[0] = '\0';
+	describe_schemes(schemes, allowed, sizeof allowed);
+	if (!s || !*s)
+		return fail(err, errlen, "empty URL (use %s)", allowed);
+	const char *sep = strstr(s, "://");
+	if (!sep || sep == s)
+		return fail(err, errlen,
+		    "missing scheme, e.g. \"%.*s://host:port\" (use %s)",
+		    (int) strcspn(schemes, ","), schemes, allowed);
+	rc = parse_scheme(s, sep, schemes, allowed, u, err, errlen);
+	if (rc)
+		return rc;
+	const char *rest = sep + 3;
+	rc = check_rest_chars(rest, err, errlen);
+	if (rc)
+		return rc;
+	const char *auth_end = rest + strcspn(rest, "/");
+	rc = parse_authority(rest, auth_end, u, err, errlen);
+	if (rc)
+		return rc;
+	return parse_path(auth_end, u, err, errlen);
 }
 
 /* snprintf's result n into dst (cap > 0) as the length actually written. */

@@ -80,14 +80,14 @@ str_has_prefix(const struct json_doc *d, int t, const char *prefix)
 	return json_is_string(d, t) && n >= pl && memcmp(raw, prefix, pl) == 0;
 }
 
+/* The members every kind may carry: prompt_id, the node (named node_id in
+ * failures; only the kinds about a node have one) and timestamp. */
 static int
-parse_data(const struct json_doc *d, struct comfy_event *ev)
+parse_common(const struct json_doc *d, struct comfy_event *ev)
 {
 	int data = ev->data;
-	int rc;
-
-	rc = get_id(d, data, "prompt_id", ev->prompt_id, sizeof(ev->prompt_id),
-	    &ev->prompt_len, true, NULL);
+	int rc = get_id(d, data, "prompt_id", ev->prompt_id,
+	    sizeof(ev->prompt_id), &ev->prompt_len, true, NULL);
 	if (rc == BR_ETYPE)
 		return BR_ETYPE;
 	ev->has_prompt = rc == 1;
@@ -108,63 +108,88 @@ parse_data(const struct json_doc *d, struct comfy_event *ev)
 	int ts = json_obj_get(d, data, "timestamp");
 	if (ts >= 0 && json_get_int64(d, ts, &ev->timestamp) == 0)
 		ev->has_timestamp = true;
+	return BR_OK;
+}
 
+/* status: data.status.exec_info.queue_remaining, a count when present. */
+static int
+parse_status(const struct json_doc *d, struct comfy_event *ev)
+{
+	int st = json_obj_get(d, ev->data, "status");
+	int ei = st >= 0 ? json_obj_get(d, st, "exec_info") : -1;
+	int qr = ei >= 0 ? json_obj_get(d, ei, "queue_remaining") : -1;
+	if (st >= 0 && !json_is_object(d, st))
+		return BR_ETYPE;
+	if (qr >= 0) {
+		if (json_get_int64(d, qr, &ev->queue_remaining) != 0
+		    || ev->queue_remaining < 0)
+			return BR_ETYPE;
+		ev->has_queue_remaining = true;
+	}
+	return BR_OK;
+}
+
+static int
+parse_progress(const struct json_doc *d, struct comfy_event *ev)
+{
+	bool ok = true;
+	ev->value = number_or_nan(d, json_obj_get(d, ev->data, "value"), &ok);
+	ev->max = number_or_nan(d, json_obj_get(d, ev->data, "max"), &ok);
+	if (!ok)
+		return BR_ETYPE;
+	ev->has_progress = true;
+	return BR_OK;
+}
+
+/* execution_error and execution_interrupted: the members the bridge
+ * passes on, and whether an error is a blocked prompt (no timestamp, an
+ * ExecutionBlocked exception), which does not end the prompt. */
+static void
+parse_failure(const struct json_doc *d, struct comfy_event *ev)
+{
+	int data = ev->data;
+	ev->node_type = json_obj_get(d, data, "node_type");
+	ev->exception_type = json_obj_get(d, data, "exception_type");
+	ev->exception_message = json_obj_get(d, data, "exception_message");
+	ev->traceback = json_obj_get(d, data, "traceback");
+	if (ev->kind == EVK_EXECUTION_ERROR && !ev->has_timestamp
+	    && ((ev->exception_type >= 0
+	            && json_str_eq(d, ev->exception_type, "ExecutionBlocked"))
+	        || (ev->exception_message >= 0
+	            && str_has_prefix(
+	                d, ev->exception_message, "Execution Blocked"))))
+		ev->blocked = true;
+}
+
+static int
+parse_data(const struct json_doc *d, struct comfy_event *ev)
+{
+	int rc = parse_common(d, ev);
+	if (rc != BR_OK)
+		return rc;
 	switch (ev->kind) {
-	case EVK_STATUS: {
-		int st = json_obj_get(d, data, "status");
-		int ei = st >= 0 ? json_obj_get(d, st, "exec_info") : -1;
-		int qr = ei >= 0 ? json_obj_get(d, ei, "queue_remaining") : -1;
-		if (st >= 0 && !json_is_object(d, st))
-			return BR_ETYPE;
-		if (qr >= 0) {
-			if (json_get_int64(d, qr, &ev->queue_remaining) != 0
-			    || ev->queue_remaining < 0)
-				return BR_ETYPE;
-			ev->has_queue_remaining = true;
-		}
-		break;
-	}
-	case EVK_PROGRESS: {
-		bool ok = true;
-		ev->value
-		    = number_or_nan(d, json_obj_get(d, data, "value"), &ok);
-		ev->max = number_or_nan(d, json_obj_get(d, data, "max"), &ok);
-		if (!ok)
-			return BR_ETYPE;
-		ev->has_progress = true;
-		break;
-	}
+	case EVK_STATUS:
+		return parse_status(d, ev);
+	case EVK_PROGRESS:
+		return parse_progress(d, ev);
 	case EVK_EXECUTION_CACHED:
-		ev->nodes = json_obj_get(d, data, "nodes");
+		ev->nodes = json_obj_get(d, ev->data, "nodes");
 		if (ev->nodes >= 0 && !json_is_array(d, ev->nodes))
 			return BR_ETYPE;
-		break;
+		return BR_OK;
 	case EVK_EXECUTED:
-		ev->output = json_obj_get(d, data, "output");
+		ev->output = json_obj_get(d, ev->data, "output");
 		if (ev->output >= 0 && !json_is_object(d, ev->output)
 		    && !json_is_null(d, ev->output))
 			return BR_ETYPE;
-		break;
+		return BR_OK;
 	case EVK_EXECUTION_ERROR:
 	case EVK_EXECUTION_INTERRUPTED:
-		ev->node_type = json_obj_get(d, data, "node_type");
-		ev->exception_type = json_obj_get(d, data, "exception_type");
-		ev->exception_message
-		    = json_obj_get(d, data, "exception_message");
-		ev->traceback = json_obj_get(d, data, "traceback");
-		if (ev->kind == EVK_EXECUTION_ERROR && !ev->has_timestamp
-		    && ((ev->exception_type >= 0
-		            && json_str_eq(
-		                d, ev->exception_type, "ExecutionBlocked"))
-		        || (ev->exception_message >= 0
-		            && str_has_prefix(d, ev->exception_message,
-		                "Execution Blocked"))))
-			ev->blocked = true;
-		break;
+		parse_failure(d, ev);
+		return BR_OK;
 	default:
-		break;
+		return BR_OK;
 	}
-	return BR_OK;
 }
 
 int
