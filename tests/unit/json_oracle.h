@@ -1,6 +1,7 @@
 /* A test oracle shared by unit.test_json and fuzz_json: finds unpaired
- * surrogate escapes in JSON text, written apart from json.c's own decoding
- * so that it checks that code rather than shares its mistakes. */
+ * surrogate escapes in JSON text, written apart from json_parse.c and
+ * json_read.c decoding so that it checks that code rather than shares its
+ * mistakes. */
 #ifndef C2M_TEST_JSON_ORACLE_H
 #define C2M_TEST_JSON_ORACLE_H
 
