@@ -396,18 +396,23 @@ on_ha_timer(void *ud)
 	ha_announce(a);
 }
 
+/* Prompt states an earlier run left retained (MQTT 3.1.1 read-back). */
 static void
-mqtt_message(void *ud, const char *topic, const void *payload, size_t len)
+mqtt_retained_state(
+    void *ud, const char *topic, const void *payload, size_t len)
 {
 	struct app *a = ud;
-	/* the other subscription: prompt states (MQTT 3.1.1) */
-	if (!a->cfg.ha_discovery || strcmp(topic, a->ha_status_topic) != 0) {
-		engine_on_retained_state(
-		    a->engine, topic, payload, len, loop_now_ms());
-		return;
-	}
-	/* Home Assistant's birth message: it (re)started and wants discovery
-	 * again (its entities are unavailable until it gets it) */
+	engine_on_retained_state(
+	    a->engine, topic, payload, len, loop_now_ms());
+}
+
+/* Home Assistant's birth message: it (re)started and wants discovery
+ * again (its entities are unavailable until it gets it) */
+static void
+mqtt_ha_status(void *ud, const char *topic, const void *payload, size_t len)
+{
+	struct app *a = ud;
+	(void) topic;
 	if (len != 6 || memcmp(payload, "online", 6) != 0)
 		return;
 	int64_t now = loop_mono_ms();
@@ -433,14 +438,6 @@ on_wake(void *ud)
 	struct app *a = ud;
 	if (a->mqtt)
 		mqtt_link_service(a->mqtt);
-}
-
-static void
-on_idle(void *ud)
-{
-	struct app *a = ud;
-	if (a->mqtt)
-		mqtt_link_flush(a->mqtt);
 }
 
 static void
@@ -508,7 +505,6 @@ setup(struct app *a)
 	if (!a->loop)
 		return BR_EIO;
 	loop_set_wake_cb(a->loop, on_wake, a);
-	loop_set_idle_cb(a->loop, on_idle, a);
 	loop_set_signal_cb(a->loop, on_signal, a);
 	a->tick_timer = loop_timer_create(a->loop, on_tick, a);
 	a->service_timer = loop_timer_create(a->loop, on_service, a);
@@ -570,8 +566,7 @@ setup(struct app *a)
 		.wake_ud = a->loop,
 	};
 	struct mqtt_link_cb mcb = { .on_connected = mqtt_connected,
-		.on_disconnected = mqtt_disconnected,
-		.on_message = mqtt_message };
+		.on_disconnected = mqtt_disconnected };
 	/* mqtt_link_create logs what failed (e.g. which --tls-* file) */
 	int rc = mqtt_link_create(&mc, &mcb, a, &a->mqtt);
 	if (rc != BR_OK)
@@ -580,7 +575,8 @@ setup(struct app *a)
 		rc = ha_prepare(a);
 		if (rc != 0)
 			return rc;
-		rc = mqtt_link_subscribe(a->mqtt, a->ha_status_topic);
+		rc = mqtt_link_subscribe(
+		    a->mqtt, a->ha_status_topic, mqtt_ha_status, a);
 		if (rc != 0)
 			return rc;
 	}
@@ -592,8 +588,8 @@ setup(struct app *a)
 	/* MQTT 3.1.1 has no message expiry: finished states an earlier run
 	 * left retained are read back and cleared when their TTL passes */
 	if (c->mqtt_protocol == MQTT_PROTO_311) {
-		rc = mqtt_link_subscribe(
-		    a->mqtt, engine_state_filter(a->engine));
+		rc = mqtt_link_subscribe(a->mqtt,
+		    engine_state_filter(a->engine), mqtt_retained_state, a);
 		if (rc != 0)
 			return rc;
 	}

@@ -1,14 +1,21 @@
-/* The broker link: libmosquitto driven by a network thread of the link's
- * own (it reconnects with backoff whatever made mosquitto_loop() give up:
- * refused, TLS, protocol errors), publishing from the loop thread. Owns the
- * bounded outgoing queue: nothing is handed to libmosquitto while the
- * broker is away, so nothing is handed over and forgotten. Callbacks from
- * the mosquitto thread only set flags and call cfg->wake; every mqtt_link_cb
- * runs in the owner's thread from mqtt_link_service(). Independent of the
- * loop module: the owner wires wake to loop_wake(), calls
- * mqtt_link_service() after each wake and at least once a second, and
- * mqtt_link_flush() after each pass of its loop so that the network thread
- * sends what the pass produced in one corked write. */
+/* The broker link: libmosquitto, the bounded outgoing queue, reconnects.
+ *
+ * Threads. The link's network thread runs libmosquitto's loop
+ * (mosquitto_loop), every (re)connect and its backoff, and every
+ * libmosquitto callback. The owner's thread calls every function below;
+ * publishing calls mosquitto_publish_v5 directly, which in threaded mode
+ * only queues the packet and wakes the network thread. One mutex guards
+ * what both threads see: the connection facts the callbacks record, the
+ * messages in flight and the messages received; a condition variable on
+ * it announces each change. The callbacks record and call cfg->wake; the
+ * owner turns the news into mqtt_link_cb calls in mqtt_link_service().
+ * The owner holds the mutex across its mosquitto_publish_v5 and
+ * mosquitto_subscribe calls (so a completion is never seen before its
+ * message is registered): from a second thread those take only
+ * libmosquitto's queue locks, never the ones it holds around callbacks.
+ *
+ * Independent of the event loop: the owner wires wake to loop_wake() and
+ * calls mqtt_link_service() after each wake and at least once a second. */
 #ifndef C2M_MQTT_LINK_H
 #define C2M_MQTT_LINK_H
 
@@ -37,7 +44,7 @@ struct mqtt_link_cfg {
 	                    yet acknowledged/written; default 1000 */
 	size_t queue_max_messages;
 	size_t queue_max_bytes;
-	/* Called from the mosquitto thread when there is news for
+	/* Called from the network thread when there is news for
 	 * mqtt_link_service(); must be thread-safe (e.g. loop_wake). */
 	void (*wake)(void *wake_ud);
 	void *wake_ud;
@@ -48,10 +55,12 @@ struct mqtt_link_cb {
 	void (*on_connected)(void *ud, bool session_present);
 	/* the link is gone (reason for the log) */
 	void (*on_disconnected)(void *ud, const char *why);
-	/* a message on a subscribed topic (borrowed) */
-	void (*on_message)(
-	    void *ud, const char *topic, const void *payload, size_t len);
 };
+
+/* A message on a subscribed topic (topic and payload borrowed for the
+ * call; the payload is followed by a NUL not counted in len). */
+typedef void (*mqtt_link_msg_fn)(
+    void *ud, const char *topic, const void *payload, size_t len);
 
 struct mqtt_link_stats {
 	bool connected;
@@ -59,18 +68,11 @@ struct mqtt_link_stats {
 	uint64_t disconnects;
 	uint64_t connect_failures; /* refused, or lost before CONNACK */
 	uint64_t published[MSG_CLASS_COUNT]; /* handed to libmosquitto */
-	/* queue bound, QoS 0 lost in a drop race, rejected by libmosquitto */
+	/* queue bound, QoS 0 lost in a drop, rejected by libmosquitto */
 	uint64_t dropped[MSG_CLASS_COUNT];
 	size_t queued; /* waiting in our queue */
 	size_t queued_bytes;
 	unsigned inflight; /* handed, not yet done */
-	/* reads of the connected socket, and those of them that waited for
-	 * acknowledgements to gather (at most one per millisecond) */
-	uint64_t socket_reads;
-	uint64_t gathered_reads;
-	/* the connected broker announced no receive maximum below the
-	 * window, so acknowledgements may gather */
-	bool acks_gathered;
 };
 
 /* Creates the link (copies cfg and its strings) into *out (NULL on
@@ -81,31 +83,27 @@ struct mqtt_link_stats {
  * missing host or client id is logged with its cause. */
 int mqtt_link_create(const struct mqtt_link_cfg *cfg,
     const struct mqtt_link_cb *cb, void *ud, struct mqtt_link **out);
-/* Starts the mosquitto thread and the (re)connect cycle. Returns 0,
+/* Starts the network thread and the (re)connect cycle. Returns 0,
  * BR_ESTATE (already started), or BR_ENOMEM/BR_EINVAL/BR_EIO (logged). */
 int mqtt_link_start(struct mqtt_link *m);
 
-/* Publishes a copy of msg: straight to libmosquitto when connected and the
- * window allows, else into the bounded queue (in order). Never blocks.
- * Returns 0, or BR_EFULL when the bound dropped msg itself. */
+/* Publishes a copy of msg: straight to libmosquitto when connected, the
+ * window allows and nothing older waits, else into the bounded queue (in
+ * order). Never blocks. Returns 0, or BR_EFULL when the bound dropped msg
+ * itself. */
 int mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg);
 
-/* Owner's thread: delivers pending callbacks, logs connection failures
- * (rate-limited) and drains the queue while the window allows. A broker
- * that accepts TCP but never sends CONNACK needs no watchdog here:
- * libmosquitto drops the attempt after keepalive_s and the network thread
- * retries (tested). Call after every wake and at least once a second. */
+/* Owner's thread: delivers pending callbacks and received messages, logs
+ * connection failures (rate-limited) and drains the queue while the
+ * window allows. Call after every wake and at least once a second. */
 void mqtt_link_service(struct mqtt_link *m);
 
-/* Owner's thread: sends what was published since the last call in one
- * go (one wakeup of the network thread, corked writes). Once called, the
- * link leaves every publish's sending to the next call, so call it after
- * each pass of the event loop (loop_set_idle_cb); a link on which it is
- * never called sends each message at once. */
-void mqtt_link_flush(struct mqtt_link *m);
-
-/* Subscribes (QoS 1) on every (re)connect. */
-int mqtt_link_subscribe(struct mqtt_link *m, const char *topic);
+/* Subscribes (QoS 1) to filter on every (re)connect; each received
+ * message goes to the fn of every filter it matches, in the order they
+ * were added, from mqtt_link_service(). Returns 0, BR_ENOMEM or
+ * BR_EINVAL (not a valid filter). */
+int mqtt_link_subscribe(
+    struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn, void *ud);
 
 /* Largest packet the broker accepts (CONNACK maximum packet size), or 0
  * when the broker did not say. */

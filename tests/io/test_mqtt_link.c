@@ -206,7 +206,6 @@ sub_stop(struct sub *s)
 struct drv {
 	int pipe[2];
 	struct mqtt_link *link;
-	bool batching; /* flush after every service, like the daemon's loop */
 	char events[64]; /* 'C' connected (or 'c' session present), 'D' */
 	int nev;
 };
@@ -249,8 +248,6 @@ pump(struct drv *d, int ms)
 			;
 	}
 	mqtt_link_service(d->link);
-	if (d->batching)
-		mqtt_link_flush(d->link);
 }
 
 #define PUMP_UNTIL(d, cond, timeout_ms)                                       \
@@ -279,7 +276,6 @@ struct link_opts {
 	const char *will_topic;
 	bool tls; /* with the system's CAs unless ca is set */
 	const char *ca, *cert, *key; /* --tls-ca, --tls-cert, --tls-key */
-	bool batching; /* see struct drv */
 };
 
 static struct drv *
@@ -309,7 +305,6 @@ drv_start(const struct link_opts *o)
 	struct mqtt_link_cb cb = { .on_connected = drv_on_connected,
 		.on_disconnected = drv_on_disconnected };
 	CHECK_INT(mqtt_link_create(&cfg, &cb, d, &d->link), BR_OK);
-	d->batching = o->batching;
 	if (d->link == NULL)
 		abort(); /* nothing below could run */
 	CHECK_INT(mqtt_link_start(d->link), BR_OK);
@@ -440,7 +435,7 @@ check_seq_at_least_once(struct sub *s, int n)
  * once); otherwise with a full in-flight window (then QoS 1 may repeat
  * what was in flight, never more, and order of first arrival holds). */
 static void
-restart_midstream(bool quiescent, bool batching)
+restart_midstream(bool quiescent)
 {
 	struct broker_opts bo = { .persistence = true };
 	struct broker *b = broker_create(&bo);
@@ -450,8 +445,7 @@ restart_midstream(bool quiescent, bool batching)
 	struct link_opts lo = { .port = broker_port(b),
 		.protocol = 5,
 		.id = "link-restart",
-		.window = window,
-		.batching = batching };
+		.window = window };
 	struct drv *d = drv_start(&lo);
 	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
 	CHECK_STR(d->events, "C");
@@ -516,26 +510,20 @@ restart_midstream(bool quiescent, bool batching)
 static void
 test_broker_restart_quiescent(void)
 {
-	restart_midstream(true, false);
+	restart_midstream(true);
 }
 
 static void
 test_broker_restart_mid_burst(void)
 {
-	restart_midstream(false, false);
+	restart_midstream(false);
 }
 
+/* Bursts of QoS 0 and 1 messages, serviced once per burst (as the daemon
+ * does after each pass of its loop): every message arrives exactly once
+ * and in order. */
 static void
-test_broker_restart_mid_burst_batched(void)
-{
-	restart_midstream(false, true);
-}
-
-/* The owner flushes once per batch (as the daemon does after each pass of
- * its loop): the network thread then writes whole batches, corked, and
- * every message still arrives exactly once and in order, QoS 0 and 1. */
-static void
-test_batched_flush_delivers_in_order(void)
+test_mixed_bursts_deliver_in_order(void)
 {
 	struct broker *b = broker_create(NULL);
 	CHECK_INT(broker_start(b), 0);
@@ -543,9 +531,8 @@ test_batched_flush_delivers_in_order(void)
 	struct sub *s1 = sub_start(broker_port(b), NULL, 5, "t9/q1");
 	struct link_opts lo = { .port = broker_port(b),
 		.protocol = 5,
-		.id = "link-batched",
-		.window = 200,
-		.batching = true };
+		.id = "link-bursts",
+		.window = 200 };
 	struct drv *d = drv_start(&lo);
 	CHECK(PUMP_UNTIL(d,
 	    stats(d).connected && sub_subscribed(s0) && sub_subscribed(s1),
@@ -568,8 +555,8 @@ test_batched_flush_delivers_in_order(void)
 	    20000));
 	check_seq(s0, N);
 	check_seq(s1, N);
-	/* and each flush wakes the network thread at once: a lone message
-	 * must not wait for its 1 s poll tick (5 in a row, so a tick that
+	/* and each publish wakes the network thread at once: a lone message
+	 * must not wait for its poll tick (5 in a row, so a tick that
 	 * happens to come soon cannot hide a missing wake-up) */
 	for (int r = 0; r < 5; r++) {
 		int before = sub_count(s1);
@@ -591,12 +578,11 @@ test_batched_flush_delivers_in_order(void)
 	broker_destroy(b);
 }
 
-/* Publishes N QoS 1 messages, kicking the link after each, so PUBACKs
- * stream back, and checks every one arrived in order and was
- * acknowledged. Returns the link's stats at the end (reads: deltas) and
- * the time taken. */
-static struct mqtt_link_stats
-stream_acks(const struct broker_opts *bo, long *elapsed_ms)
+/* Publishes N QoS 1 messages one at a time, servicing the link after
+ * each, so PUBACKs stream back; every one arrives in order and is
+ * acknowledged. */
+static void
+stream_acks(const struct broker_opts *bo)
 {
 	enum { N = 3000 };
 	struct broker *b = broker_create(bo);
@@ -604,13 +590,10 @@ stream_acks(const struct broker_opts *bo, long *elapsed_ms)
 	struct sub *s = sub_start(broker_port(b), NULL, 5, "t10/q1");
 	struct link_opts lo = { .port = broker_port(b),
 		.protocol = 5,
-		.id = "link-gather",
-		.window = 1000,
-		.batching = true };
+		.id = "link-stream",
+		.window = 1000 };
 	struct drv *d = drv_start(&lo);
 	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
-	struct mqtt_link_stats st0 = stats(d);
-	long t0 = mono_ms();
 	for (int i = 0; i < N; i++) {
 		CHECK_INT(publish_seq(d, "t10/q1", MSG_CRITICAL, 1, i), BR_OK);
 		pump(d, 0);
@@ -619,45 +602,81 @@ stream_acks(const struct broker_opts *bo, long *elapsed_ms)
 	    sub_count(s) >= N && stats(d).queued == 0
 	        && stats(d).inflight == 0,
 	    20000));
-	*elapsed_ms = mono_ms() - t0;
-	struct mqtt_link_stats st = stats(d);
-	st.socket_reads -= st0.socket_reads;
-	st.gathered_reads -= st0.gathered_reads;
 	check_seq(s, N);
-	CHECK_INT(st.published[MSG_CRITICAL], N);
-	if (getenv("C2M_TEST_VERBOSE"))
-		fprintf(stderr, "  %llu reads, %llu gathered, in %ld ms\n",
-		    (unsigned long long) st.socket_reads,
-		    (unsigned long long) st.gathered_reads, *elapsed_ms);
+	CHECK_INT(stats(d).published[MSG_CRITICAL], N);
 	sub_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
-	return st;
 }
 
-/* While PUBACKs stream, the link reads them in batches (the timing rule
- * itself is unit.test_readgate's): some reads wait for acknowledgements
- * to gather, never more than one per millisecond, and every message still
- * arrives. Against a broker whose receive maximum (20, mosquitto's
- * default) is below the window no read waits: libmosquitto holds back
- * messages until acknowledgements are read. */
+/* Acknowledgements streaming back, with and without a broker receive
+ * maximum (20, mosquitto's default) below the window: libmosquitto then
+ * holds messages back until acknowledgements are read. */
 static void
-test_acks_are_read_in_batches(void)
+test_acks_stream(void)
 {
-	long elapsed;
-	struct mqtt_link_stats st = stream_acks(NULL, &elapsed);
-	CHECK(st.acks_gathered);
-	CHECK(st.gathered_reads > 0);
-	/* +2: a gathered read at either end of the measured span */
-	CHECK(st.gathered_reads <= (uint64_t) elapsed + 2);
-	CHECK(st.socket_reads >= st.gathered_reads);
-
+	stream_acks(NULL);
 	struct broker_opts small
 	    = { .extra_conf = "max_inflight_messages 20" };
-	st = stream_acks(&small, &elapsed);
-	CHECK(!st.acks_gathered);
-	CHECK_INT(st.gathered_reads, 0);
-	CHECK(st.socket_reads > 0);
+	stream_acks(&small);
+}
+
+struct route_rx {
+	int n;
+	char last[64];
+};
+
+static void
+route_fn(void *ud, const char *topic, const void *payload, size_t len)
+{
+	struct route_rx *r = ud;
+	r->n++;
+	snprintf(r->last, sizeof(r->last), "%s=%.*s", topic, (int) len,
+	    (const char *) payload);
+}
+
+/* Subscriptions route by topic filter: each message goes to the filter
+ * it matches (wildcards included), subscribed before or after the
+ * connect, and again after a broker restart. (The filters do not overlap:
+ * mosquitto sends a message once per matching subscription.) */
+static void
+test_subscriptions_route_by_filter(void)
+{
+	struct broker *b = broker_create(NULL);
+	CHECK_INT(broker_start(b), 0);
+	struct link_opts lo
+	    = { .port = broker_port(b), .protocol = 5, .id = "link-routes" };
+	struct drv *d = drv_start(&lo);
+	struct route_rx ra = { 0 }, rl = { 0 }, rc = { 0 };
+	CHECK_INT(mqtt_link_subscribe(d->link, "t11/a/+", route_fn, &ra), 0);
+	CHECK_INT(mqtt_link_subscribe(d->link, "t11/+", route_fn, &rl), 0);
+	CHECK_INT(
+	    mqtt_link_subscribe(d->link, "t11/#/x", route_fn, &rc), BR_EINVAL);
+	CHECK(PUMP_UNTIL(d, stats(d).connected, 5000));
+	CHECK_INT(mqtt_link_subscribe(d->link, "t12/#", route_fn, &rc), 0);
+	pump(d, 200); /* the SUBSCRIBEs are answered */
+	CHECK_INT(publish_seq(d, "t11/a/x", MSG_CRITICAL, 1, 1), BR_OK);
+	CHECK_INT(publish_seq(d, "t11/b", MSG_CRITICAL, 1, 2), BR_OK);
+	CHECK_INT(publish_seq(d, "t12/c", MSG_CRITICAL, 1, 3), BR_OK);
+	CHECK(PUMP_UNTIL(d, rl.n >= 1 && ra.n >= 1 && rc.n >= 1, 5000));
+	pump(d, 100);
+	CHECK_INT(ra.n, 1);
+	CHECK_STR(ra.last, "t11/a/x=00001");
+	CHECK_INT(rl.n, 1);
+	CHECK_STR(rl.last, "t11/b=00002");
+	CHECK_INT(rc.n, 1);
+	CHECK_STR(rc.last, "t12/c=00003");
+	/* re-subscribed after a restart (new session: no persistence) */
+	broker_stop(b);
+	CHECK(PUMP_UNTIL(d, !stats(d).connected, 5000));
+	CHECK_INT(broker_start(b), 0);
+	CHECK(PUMP_UNTIL(d, stats(d).connected, 10000));
+	pump(d, 200);
+	CHECK_INT(publish_seq(d, "t12/c", MSG_CRITICAL, 1, 4), BR_OK);
+	CHECK(PUMP_UNTIL(d, rc.n >= 2, 5000));
+	CHECK_STR(rc.last, "t12/c=00004");
+	drv_stop(d);
+	broker_destroy(b);
 }
 
 static void
@@ -879,8 +898,9 @@ silent_listener(int port)
 }
 
 /* libmosquitto 2.0.11 itself drops a connection whose CONNACK does not
- * come within keepalive (measured: 5.0 s for keepalive 5) and retries with
- * its backoff, so no extra CONNACK watchdog is needed; this pins that. */
+ * come within keepalive and the link retries with its backoff, so no
+ * extra CONNACK watchdog is needed; this pins that. libmosquitto's clock
+ * counts whole seconds, so for keepalive 5 the drop comes after 4 to 5 s. */
 static void
 test_silent_broker(void)
 {
@@ -899,7 +919,7 @@ test_silent_broker(void)
 	 * after keepalive, not hung for ever */
 	CHECK(PUMP_UNTIL(d, stats(d).connect_failures >= 1, 8000));
 	long gave_up = mono_ms() - t0;
-	CHECK(gave_up >= 4500 && gave_up <= 7000);
+	CHECK(gave_up >= 3900 && gave_up <= 7000);
 	CHECK(!stats(d).connected);
 	CHECK_INT(stats(d).queued, 5);
 	/* a real broker takes the silent one's place */
@@ -1184,9 +1204,9 @@ main(void)
 	RUN(test_broker_down_at_start);
 	RUN(test_broker_restart_quiescent);
 	RUN(test_broker_restart_mid_burst);
-	RUN(test_broker_restart_mid_burst_batched);
-	RUN(test_batched_flush_delivers_in_order);
-	RUN(test_acks_are_read_in_batches);
+	RUN(test_mixed_bursts_deliver_in_order);
+	RUN(test_acks_stream);
+	RUN(test_subscriptions_route_by_filter);
 	RUN(test_queue_bound_during_outage);
 	RUN(test_qos0_lost_in_a_drop_is_counted);
 	RUN(test_v5_properties);
