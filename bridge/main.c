@@ -22,11 +22,10 @@
 #include "throttle.h"
 #include "ws_client.h"
 
-#define HTTP_TIMEOUT_MS     10000
-#define HTTP_MAX_BODY       (64u * 1024 * 1024)
-#define REASM_INITIAL       (64 * 1024)
-#define SHUTDOWN_FLUSH_MS   1500
-#define SERVICE_INTERVAL_MS 1000
+#define HTTP_TIMEOUT_MS   10000
+#define HTTP_MAX_BODY     (64u * 1024 * 1024)
+#define REASM_INITIAL     (64 * 1024)
+#define SHUTDOWN_FLUSH_MS 1500
 /* --ha-remove: how long to wait for the broker to take the empty config */
 #define HA_REMOVE_TIMEOUT_MS 10000
 #define HA_PAYLOAD_MAX       8192
@@ -53,7 +52,6 @@ struct app {
 	struct mqtt_link *mqtt;
 	struct reasm *reasm;
 	struct loop_timer *tick_timer;
-	struct loop_timer *service_timer;
 	struct loop_timer *shutdown_timer;
 	struct loop_timer *ha_timer; /* the deferred re-announce */
 	int64_t tick_armed_for;
@@ -320,7 +318,11 @@ ha_remove(struct app *a)
 		.queue_max_bytes = 0,
 	};
 	struct mqtt_link_cb mcb = { 0 };
-	int rc = mqtt_link_create(&mc, &mcb, a, &a->mqtt);
+	/* the link needs a loop, though shutdown below runs it by itself */
+	a->loop = loop_create_tls(false);
+	int rc = a->loop != NULL
+	    ? mqtt_link_create(a->loop, &mc, &mcb, a, &a->mqtt)
+	    : BR_EIO;
 	if (rc == BR_OK)
 		rc = mqtt_link_start(a->mqtt);
 	if (rc != BR_OK) {
@@ -426,28 +428,6 @@ mqtt_ha_status(void *ud, const char *topic, const void *payload, size_t len)
 	ha_announce(a);
 }
 
-static void
-wake(void *ud)
-{
-	loop_wake(ud);
-}
-
-static void
-on_wake(void *ud)
-{
-	struct app *a = ud;
-	if (a->mqtt)
-		mqtt_link_service(a->mqtt);
-}
-
-static void
-on_service(void *ud)
-{
-	struct app *a = ud;
-	mqtt_link_service(a->mqtt);
-	loop_timer_arm(a->service_timer, SERVICE_INTERVAL_MS);
-}
-
 /* --- shutdown --- */
 
 static void
@@ -504,16 +484,13 @@ setup(struct app *a)
 	a->loop = loop_create_tls(c->comfy.tls);
 	if (!a->loop)
 		return BR_EIO;
-	loop_set_wake_cb(a->loop, on_wake, a);
 	loop_set_signal_cb(a->loop, on_signal, a);
 	a->tick_timer = loop_timer_create(a->loop, on_tick, a);
-	a->service_timer = loop_timer_create(a->loop, on_service, a);
 	a->shutdown_timer = loop_timer_create(a->loop, finish_shutdown, a);
 	a->ha_timer = loop_timer_create(a->loop, on_ha_timer, a);
 	throttle_init(&a->ha_throttle, HA_REANNOUNCE_WINDOW_MS);
 	a->reasm = reasm_create(REASM_INITIAL, c->max_frame_bytes);
-	if (!a->tick_timer || !a->service_timer || !a->shutdown_timer
-	    || !a->ha_timer || !a->reasm)
+	if (!a->tick_timer || !a->shutdown_timer || !a->ha_timer || !a->reasm)
 		return BR_ENOMEM;
 
 	struct engine_cfg ec = {
@@ -562,13 +539,11 @@ setup(struct app *a)
 		.window = 1000,
 		.queue_max_messages = c->queue_max_messages,
 		.queue_max_bytes = c->queue_max_bytes,
-		.wake = wake,
-		.wake_ud = a->loop,
 	};
 	struct mqtt_link_cb mcb = { .on_connected = mqtt_connected,
 		.on_disconnected = mqtt_disconnected };
 	/* mqtt_link_create logs what failed (e.g. which --tls-* file) */
-	int rc = mqtt_link_create(&mc, &mcb, a, &a->mqtt);
+	int rc = mqtt_link_create(a->loop, &mc, &mcb, a, &a->mqtt);
 	if (rc != BR_OK)
 		return rc;
 	if (c->ha_discovery) {
@@ -621,7 +596,6 @@ setup(struct app *a)
 		return rc;
 	if (ws_client_start(a->ws) != 0)
 		return BR_EIO;
-	loop_timer_arm(a->service_timer, SERVICE_INTERVAL_MS);
 	arm_tick(a);
 	return 0;
 }
@@ -635,8 +609,6 @@ teardown(struct app *a)
 		http_client_destroy(a->http);
 	if (a->tick_timer)
 		loop_timer_destroy(a->tick_timer);
-	if (a->service_timer)
-		loop_timer_destroy(a->service_timer);
 	if (a->shutdown_timer)
 		loop_timer_destroy(a->shutdown_timer);
 	if (a->ha_timer)

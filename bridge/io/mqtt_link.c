@@ -1,14 +1,15 @@
-/* The broker link; the threads are described in mqtt_link.h.
+/* The broker link; how it runs is described in mqtt_link.h.
  *
- * The network thread is libmosquitto's own loop (mosquitto_loop), run by
- * a thread of ours rather than by mosquitto_loop_start(): libmosquitto
- * 2.0.11's thread ends for good after a TLS handshake failure, a protocol
- * error or an unresolvable host, sometimes without on_disconnect, and has
- * no jitter in its backoff. Ours notices every return, waits
- * backoff_broker's delay (reset once a connection stayed up for a minute)
- * and reconnects, until shutdown. mosquitto_loop() wakes on the socket, on
- * the byte every publish writes to libmosquitto's internal socket pair,
- * and at least every LOOP_TICK_MS, which is when it notices shutdown.
+ * Why not mosquitto_loop_start(): its thread ends for good after a TLS
+ * handshake failure, a protocol error or an unresolvable host, sometimes
+ * without on_disconnect, its backoff has no jitter, and each publish wakes
+ * it and makes it write that one packet. Here the loop's pass publishes
+ * into libmosquitto's queue and the next writable event writes the whole
+ * batch (corked, so the packets leave as full segments).
+ *
+ * libmosquitto closes its own socket inside mosquitto_loop() on an error,
+ * and that number may be reused at once: the loop watches a dup() of it,
+ * which the link closes (through the loop) after every drop.
  *
  * In-flight bookkeeping: mid_state[mid] says whether a handed-over message
  * is a QoS 0 one (completed by on_publish once written, discarded by
@@ -19,13 +20,17 @@
 #include "mqtt_link.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
-#include <pthread.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "backoff.h"
@@ -45,7 +50,8 @@ enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 #define FAIL_LOG_FIRST     3 /* failed attempts logged per reason */
 #define LAST_ACK_EXTRA_MS  100 /* how long `last` may wait past the bound */
 #define DISCONNECT_WAIT_MS 80
-#define LOOP_TICK_MS       100
+#define TICK_MS            1000 /* keepalive; a CONNACK that never comes */
+#define SHUTDOWN_SLICE_MS  50
 #define BACKOFF_STABLE_MS  60000
 #define WHY_MAX            160
 #define DETAIL_MAX         320 /* libmosquitto's error lines (OpenSSL's) */
@@ -63,7 +69,7 @@ struct route {
 	void *ud;
 };
 
-/* What the network thread reports; guarded by mqtt_link.mu. */
+/* What libmosquitto's callbacks report, taken in by deliver(). */
 struct facts {
 	bool up; /* CONNACK accepted and not lost since */
 	uint64_t connacks; /* accepted CONNACKs so far */
@@ -79,15 +85,11 @@ struct facts {
 	 * same drop is not news */
 	bool attempt_settled;
 	bool attempt_connected; /* CONNACK accepted in this attempt */
-	bool stopping; /* shutdown: the network thread must end */
 	unsigned inflight0, inflight1;
 	/* QoS >= 1 messages from before the latest drop are still with
 	 * libmosquitto, which resends them only after on_connect returns:
 	 * anything handed over before they complete would overtake them. */
 	bool resend_pending;
-	/* the owner has messages waiting for window room: only then must a
-	 * completion wake it */
-	bool backlog;
 	uint64_t lost[MSG_CLASS_COUNT]; /* QoS 0 discarded at a drop */
 	struct rx_msg *rx_head, *rx_tail;
 	size_t rx_len;
@@ -97,27 +99,29 @@ struct mqtt_link {
 	struct mqtt_link_cfg cfg; /* strings point at owned copies */
 	struct mqtt_link_cb cb;
 	void *ud;
+	struct loop *loop;
 	struct mosquitto *mosq;
 	unsigned window;
-	bool started, stopped;
-	pthread_t thread;
-	int first_rc; /* of the connect_async in mqtt_link_start */
-	char first_why[WHY_MAX];
+	bool started, stopping, stopped;
+	struct loop_fd *watch; /* of fd, a dup of libmosquitto's socket */
+	int fd;
+	/* the retry after a backoff, or the tick while a socket exists */
+	struct loop_timer *timer;
+	int64_t retry_at; /* monotonic ms; while waiting for the retry */
+	unsigned failures; /* attempts in a row that did not last */
+	uint32_t seed; /* backoff jitter */
+	int64_t attempt_began;
+	bool connecting_first; /* mosquitto_connect_async not yet called */
+	unsigned handed; /* published since the last write */
+	bool delivering; /* deliver() runs: it must not recurse */
 
-	pthread_mutex_t mu;
-	pthread_cond_t changed; /* completions and state changes */
 	struct facts f;
 	uint8_t *mid_state; /* MID_SPACE entries */
 	uint8_t *mid_class; /* the msg_class of each handed-over mid */
-	struct route *routes; /* written by the owner under mu */
+	struct route *routes;
 	size_t nroutes;
+	char detail[DETAIL_MAX]; /* libmosquitto's error lines (attempt) */
 
-	/* network thread only: libmosquitto's error lines of the current
-	 * attempt (on_log is set only while not connected, when the owner
-	 * makes no libmosquitto calls) */
-	char detail[DETAIL_MAX];
-
-	/* owner thread only */
 	struct outq *q;
 	struct mqtt_prop_cache props;
 	bool connected; /* as reported through cb */
@@ -139,28 +143,6 @@ mono_ms(void)
 	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Waits on m->changed (mu held) until at most deadline (monotonic ms). */
-static void
-wait_changed(struct mqtt_link *m, int64_t deadline)
-{
-	int64_t now = mono_ms();
-	if (now >= deadline)
-		return;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	int64_t ns = ts.tv_nsec + (deadline - now) * 1000000;
-	ts.tv_sec += ns / 1000000000;
-	ts.tv_nsec = ns % 1000000000;
-	pthread_cond_timedwait(&m->changed, &m->mu, &ts);
-}
-
-static void
-wake(struct mqtt_link *m)
-{
-	if (m->cfg.wake != NULL)
-		m->cfg.wake(m->cfg.wake_ud);
-}
-
 static const char *
 rc_text(int rc)
 {
@@ -170,7 +152,7 @@ rc_text(int rc)
 	                  : mosquitto_strerror(rc);
 }
 
-/* ---- network thread: callbacks ---------------------------------------- */
+/* ---- libmosquitto's callbacks ------------------------------------------ */
 
 /* What a refused CONNACK code means, in the protocol's own words. */
 static const char *
@@ -262,15 +244,11 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 	 * it only while there is a failure to explain */
 	if (rc == 0)
 		mosquitto_log_callback_set(mosq, NULL);
-	pthread_mutex_lock(&m->mu);
 	if (rc == 0)
 		record_connack(m, flags, props);
 	else /* an MQTT 5 refusal is followed by on_disconnect(PROTOCOL),
 	        which must not replace this reason (attempt_settled) */
 		record_failure(m, rc, true, refusal_text(m, rc));
-	pthread_cond_broadcast(&m->changed);
-	pthread_mutex_unlock(&m->mu);
-	wake(m);
 }
 
 /* Runs inside mosquitto_loop(), so errno (for MOSQ_ERR_ERRNO's text) is
@@ -281,15 +259,11 @@ on_disconnect(
 {
 	struct mqtt_link *m = obj;
 	const char *why = rc_text(rc);
-	pthread_mutex_lock(&m->mu);
 	if (m->f.up)
 		record_loss(m, why);
 	else if (!m->f.attempt_settled)
 		record_failure(m, rc, false, why);
 	link_down(m);
-	pthread_cond_broadcast(&m->changed);
-	pthread_mutex_unlock(&m->mu);
-	wake(m);
 }
 
 static void
@@ -297,24 +271,15 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
     const mosquitto_property *props)
 {
 	struct mqtt_link *m = obj;
-	bool need_wake = false;
-	pthread_mutex_lock(&m->mu);
-	if (mid > 0 && mid < MID_SPACE) {
-		if (m->mid_state[mid] == MID_QOS0)
-			m->f.inflight0--;
-		else if (m->mid_state[mid] == MID_QOS1)
-			m->f.inflight1--;
-		m->mid_state[mid] = MID_FREE;
-		if (m->f.inflight1 == 0 && m->f.resend_pending) {
-			m->f.resend_pending = false;
-			need_wake = true;
-		}
-	}
-	need_wake |= m->f.backlog;
-	pthread_cond_broadcast(&m->changed);
-	pthread_mutex_unlock(&m->mu);
-	if (need_wake)
-		wake(m);
+	if (mid <= 0 || mid >= MID_SPACE)
+		return;
+	if (m->mid_state[mid] == MID_QOS0)
+		m->f.inflight0--;
+	else if (m->mid_state[mid] == MID_QOS1)
+		m->f.inflight1--;
+	m->mid_state[mid] = MID_FREE;
+	if (m->f.inflight1 == 0)
+		m->f.resend_pending = false;
 }
 
 static void
@@ -334,49 +299,33 @@ on_message(struct mosquitto *mosq, void *obj,
 	rx->len = len;
 	memcpy(rx->payload, msg->payload != NULL ? msg->payload : "", len);
 	rx->payload[len] = '\0';
-	pthread_mutex_lock(&m->mu);
-	bool keep = m->f.rx_len < RX_QUEUE_MAX;
-	if (keep) {
-		if (m->f.rx_tail != NULL)
-			m->f.rx_tail->next = rx;
-		else
-			m->f.rx_head = rx;
-		m->f.rx_tail = rx;
-		m->f.rx_len++;
-	}
-	pthread_mutex_unlock(&m->mu);
-	if (!keep) {
+	if (m->f.rx_len >= RX_QUEUE_MAX) {
 		free(topic);
 		free(rx);
 		return;
 	}
-	wake(m);
+	if (m->f.rx_tail != NULL)
+		m->f.rx_tail->next = rx;
+	else
+		m->f.rx_head = rx;
+	m->f.rx_tail = rx;
+	m->f.rx_len++;
 }
 
-/* ---- network thread: the loop ------------------------------------------ */
+/* ---- driving libmosquitto from the loop -------------------------------- */
 
-static bool
-is_stopping(struct mqtt_link *m)
-{
-	pthread_mutex_lock(&m->mu);
-	bool stopping = m->f.stopping;
-	pthread_mutex_unlock(&m->mu);
-	return stopping;
-}
+static void deliver(struct mqtt_link *m);
+static void on_fd(void *ud, int event);
 
-/* Starts a connection attempt with a clean slate; false once shutdown
- * began (checked under mu, so no reconnect starts after it). */
-static bool
+/* Starts a connection attempt with a clean slate. */
+static void
 begin_attempt(struct mqtt_link *m)
 {
 	m->detail[0] = '\0';
 	mosquitto_log_callback_set(m->mosq, on_log);
-	pthread_mutex_lock(&m->mu);
-	bool go = !m->f.stopping;
 	m->f.attempt_settled = false;
 	m->f.attempt_connected = false;
-	pthread_mutex_unlock(&m->mu);
-	return go;
+	m->attempt_began = mono_ms();
 }
 
 /* The attempt is over with rc: records it when no callback did (2.0.11
@@ -385,105 +334,131 @@ begin_attempt(struct mqtt_link *m)
 static bool
 end_attempt(struct mqtt_link *m, int rc, const char *why)
 {
-	pthread_mutex_lock(&m->mu);
-	bool news = !m->f.attempt_settled;
-	if (news && m->f.up)
+	if (!m->f.attempt_settled && m->f.up)
 		record_loss(m, why);
-	else if (news)
+	else if (!m->f.attempt_settled)
 		record_failure(m, rc, false, why);
-	bool reached = m->f.attempt_connected;
-	pthread_cond_broadcast(&m->changed);
-	pthread_mutex_unlock(&m->mu);
-	if (news)
-		wake(m);
-	return reached;
+	return m->f.attempt_connected;
 }
 
-/* Sleeps delay_ms, cut short by shutdown; false once shutdown began. */
-static bool
-backoff_wait(struct mqtt_link *m, int64_t delay_ms)
-{
-	int64_t until = mono_ms() + delay_ms;
-	pthread_mutex_lock(&m->mu);
-	while (!m->f.stopping && mono_ms() < until)
-		wait_changed(m, until);
-	bool go = !m->f.stopping;
-	pthread_mutex_unlock(&m->mu);
-	return go;
-}
-
-/* Shutdown: a clean DISCONNECT (reason 0, so the broker discards the
- * will: the owner's `last` already said we are going) when connected. An
- * attempt still connecting is just closed by mosquitto_destroy(). */
 static void
-say_goodbye(struct mqtt_link *m)
+set_cork(int fd, int on)
 {
-	pthread_mutex_lock(&m->mu);
-	bool up = m->f.up;
-	pthread_mutex_unlock(&m->mu);
-	if (!up || mosquitto_disconnect_v5(m->mosq, 0, NULL) != 0)
-		return;
-	int64_t until = mono_ms() + DISCONNECT_WAIT_MS;
-	while (mono_ms() < until && mosquitto_socket(m->mosq) >= 0
-	    && mosquitto_loop(m->mosq, 10, 1) == MOSQ_ERR_SUCCESS)
-		;
+	/* not TCP (a unix socket, say): the packets just leave one by one */
+	(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
 }
 
-/* Runs libmosquitto's loop on the attempt's socket. Returns the
- * MOSQ_ERR_* code that ended it (its text in why), or MOSQ_ERR_SUCCESS
- * at shutdown. */
+/* The attempt or connection is over (rc, why): stop watching the socket
+ * and retry after backoff_broker's delay. A connection that lasted a
+ * minute resets the delay; one that is dropped at once does not. */
+static void
+drop(struct mqtt_link *m, int rc, const char *why)
+{
+	loop_fd_close(m->watch);
+	m->watch = NULL;
+	m->fd = -1;
+	if (end_attempt(m, rc, why)
+	    && mono_ms() - m->attempt_began >= BACKOFF_STABLE_MS)
+		m->failures = 0;
+	uint32_t delay
+	    = backoff_delay_ms(&backoff_broker, m->failures, &m->seed);
+	m->failures += m->failures < UINT_MAX;
+	m->retry_at = mono_ms() + delay;
+	loop_timer_arm(m->timer, delay);
+}
+
+/* One round of libmosquitto's loop without waiting (read what arrived,
+ * write what is queued, keepalive), then asks the loop to report the
+ * socket writable while something waits to be written. */
+static void
+step(struct mqtt_link *m)
+{
+	bool cork = m->handed > 1;
+	if (cork)
+		set_cork(m->fd, 1);
+	m->handed = 0;
+	int rc = mosquitto_loop(m->mosq, 0, 1);
+	if (cork && m->watch != NULL)
+		set_cork(m->fd, 0);
+	if (rc != MOSQ_ERR_SUCCESS)
+		drop(m, rc,
+		    rc_text(rc)); /* errno is still the failing call's */
+	else if (mosquitto_want_write(m->mosq))
+		loop_fd_want_write(m->watch);
+}
+
+/* Watches a dup of the attempt's socket. Returns a MOSQ_ERR_* code. */
 static int
-run_connection(struct mqtt_link *m, char *why, size_t cap)
+watch_socket(struct mqtt_link *m)
 {
-	for (;;) {
-		if (is_stopping(m)) {
-			say_goodbye(m);
-			return MOSQ_ERR_SUCCESS;
-		}
-		int rc = mosquitto_loop(m->mosq, LOOP_TICK_MS, 1);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			snprintf(why, cap, "%s", rc_text(rc));
+	int sock = mosquitto_socket(m->mosq);
+	int fd = sock >= 0 ? fcntl(sock, F_DUPFD_CLOEXEC, 0) : -1;
+	if (fd < 0)
+		return MOSQ_ERR_ERRNO;
+	m->watch = loop_fd_watch(m->loop, fd, on_fd, m);
+	if (m->watch == NULL)
+		return MOSQ_ERR_NOMEM;
+	m->fd = fd;
+	loop_timer_arm(m->timer, TICK_MS);
+	if (mosquitto_want_write(m->mosq)) /* CONNECT is queued */
+		loop_fd_want_write(m->watch);
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* A connection attempt: asynchronous, so the TCP and TLS handshakes run
+ * in step(). Returns a MOSQ_ERR_* code only for the first attempt's
+ * configuration errors; every other failure is retried. */
+static int
+attempt(struct mqtt_link *m)
+{
+	begin_attempt(m);
+	int rc;
+	if (m->connecting_first) {
+		m->connecting_first = false;
+		/* threaded mode: this only queues CONNECT (a direct write that
+		 * fails would reset the client to a state it never leaves) */
+		rc = mosquitto_connect_async(
+		    m->mosq, m->cfg.host, m->cfg.port, m->cfg.keepalive_s);
+		if (rc == MOSQ_ERR_INVAL || rc == MOSQ_ERR_NOMEM)
 			return rc;
-		}
-	}
-}
-
-/* The network thread: the loop until it returns, whatever the reason,
- * then the backoff and a reconnect, until shutdown. */
-static void *
-net_main(void *arg)
-{
-	struct mqtt_link *m = arg;
-	int rc = m->first_rc;
-	char why[WHY_MAX];
-	snprintf(why, sizeof(why), "%s", m->first_why);
-	unsigned failures = 0;
-	uint32_t seed = (uint32_t) mono_ms() ^ (uint32_t) (uintptr_t) m;
-	for (;;) {
-		int64_t began = mono_ms();
-		if (rc == MOSQ_ERR_SUCCESS) {
-			rc = run_connection(m, why, sizeof(why));
-			if (rc == MOSQ_ERR_SUCCESS)
-				break;
-		}
-		/* a broker that accepts and drops at once must not reset it */
-		if (end_attempt(m, rc, why)
-		    && mono_ms() - began >= BACKOFF_STABLE_MS)
-			failures = 0;
-		uint32_t delay
-		    = backoff_delay_ms(&backoff_broker, failures, &seed);
-		failures += failures < UINT_MAX;
-		if (!backoff_wait(m, delay) || !begin_attempt(m))
-			break;
-		/* asynchronous, like the first connect: the TCP and TLS
-		 * handshakes run in mosquitto_loop() */
+	} else {
 		rc = mosquitto_reconnect_async(m->mosq);
-		snprintf(why, sizeof(why), "%s", rc_text(rc));
 	}
-	return NULL;
+	if (rc == MOSQ_ERR_SUCCESS)
+		rc = watch_socket(m);
+	if (rc != MOSQ_ERR_SUCCESS)
+		drop(m, rc, rc_text(rc));
+	return MOSQ_ERR_SUCCESS;
 }
 
-/* ---- owner thread: creation -------------------------------------------- */
+static void
+on_fd(void *ud, int event)
+{
+	struct mqtt_link *m = ud;
+	if (event == LOOP_FD_GONE) {
+		m->watch = NULL; /* the loop freed it */
+		drop(m, MOSQ_ERR_CONN_LOST, rc_text(MOSQ_ERR_CONN_LOST));
+	} else {
+		step(m);
+	}
+	deliver(m);
+}
+
+static void
+on_timer(void *ud)
+{
+	struct mqtt_link *m = ud;
+	if (m->watch == NULL) {
+		attempt(m);
+	} else {
+		step(m);
+		if (m->watch != NULL)
+			loop_timer_arm(m->timer, TICK_MS);
+	}
+	deliver(m);
+}
+
+/* ---- creation ----------------------------------------------------------- */
 
 static bool
 dup_str(const char **dst, const char *src)
@@ -531,21 +506,20 @@ copy_cfg(struct mqtt_link_cfg *dst, const struct mqtt_link_cfg *src)
 }
 
 int
-mqtt_link_create(const struct mqtt_link_cfg *cfg,
+mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
     const struct mqtt_link_cb *cb, void *ud, struct mqtt_link **out)
 {
 	*out = NULL;
-	if (cfg == NULL || cfg->host == NULL || cfg->client_id == NULL)
+	if (l == NULL || cfg == NULL || cfg->host == NULL
+	    || cfg->client_id == NULL)
 		return BR_EINVAL;
 	struct mqtt_link *m = calloc(1, sizeof(*m));
 	if (m == NULL)
 		return BR_ENOMEM;
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&m->changed, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&m->mu, NULL);
+	m->loop = l;
+	m->fd = -1;
+	m->connecting_first = true;
+	m->seed = (uint32_t) mono_ms() ^ (uint32_t) (uintptr_t) m;
 	if (cb != NULL)
 		m->cb = *cb;
 	m->ud = ud;
@@ -558,9 +532,10 @@ mqtt_link_create(const struct mqtt_link_cfg *cfg,
 	m->mid_state = calloc(MID_SPACE, 1);
 	m->mid_class = calloc(MID_SPACE, 1);
 	m->q = outq_create(cfg->queue_max_messages, cfg->queue_max_bytes);
+	m->timer = loop_timer_create(l, on_timer, m);
 	int rc = BR_ENOMEM;
-	if (ok && m->mid_state != NULL && m->mid_class != NULL
-	    && m->q != NULL) {
+	if (ok && m->mid_state != NULL && m->mid_class != NULL && m->q != NULL
+	    && m->timer != NULL) {
 		mosquitto_lib_init(); /* idempotent */
 		rc = mqtt_setup_client(&m->cfg, m->window, m, &m->mosq);
 	}
@@ -576,39 +551,17 @@ mqtt_link_create(const struct mqtt_link_cfg *cfg,
 	return BR_OK;
 }
 
-static int
-start_connecting(struct mqtt_link *m)
-{
-	int rc = MOSQ_ERR_SUCCESS;
-	if (m->cfg.protocol == 5)
-		rc = mqtt_setup_connect_props(m->mosq, &m->cfg);
-	if (rc != MOSQ_ERR_SUCCESS)
-		return rc;
-	begin_attempt(m);
-	/* Refused or unreachable is fine: the network thread retries. In
-	 * threaded mode this only queues CONNECT (a direct write that fails
-	 * would reset the client to a state it never leaves), and no other
-	 * thread runs yet. */
-	rc = mosquitto_connect_async(
-	    m->mosq, m->cfg.host, m->cfg.port, m->cfg.keepalive_s);
-	if (rc == MOSQ_ERR_INVAL || rc == MOSQ_ERR_NOMEM)
-		return rc;
-	m->first_rc = rc;
-	snprintf(m->first_why, sizeof(m->first_why), "%s", rc_text(rc));
-	int err = pthread_create(&m->thread, NULL, net_main, m);
-	if (err != 0) {
-		errno = err;
-		return MOSQ_ERR_ERRNO;
-	}
-	return MOSQ_ERR_SUCCESS;
-}
-
 int
 mqtt_link_start(struct mqtt_link *m)
 {
 	if (m == NULL || m->started)
 		return BR_ESTATE;
-	int rc = start_connecting(m);
+	int rc = MOSQ_ERR_SUCCESS;
+	if (m->cfg.protocol == 5)
+		rc = mqtt_setup_connect_props(m->mosq, &m->cfg);
+	/* refused or unreachable is fine: retried */
+	if (rc == MOSQ_ERR_SUCCESS)
+		rc = attempt(m);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		log_error("mqtt", "cannot start the broker link to %s:%d: %s",
 		    m->cfg.host, m->cfg.port, mosquitto_strerror(rc));
@@ -618,10 +571,11 @@ mqtt_link_start(struct mqtt_link *m)
 	log_info("mqtt", "connecting to %s:%d as %s (MQTT %s%s)", m->cfg.host,
 	    m->cfg.port, m->cfg.client_id,
 	    m->cfg.protocol == 5 ? "5" : "3.1.1", m->cfg.tls ? ", TLS" : "");
+	deliver(m);
 	return BR_OK;
 }
 
-/* ---- owner thread: publishing ------------------------------------------ */
+/* ---- publishing --------------------------------------------------------- */
 
 static void
 count_reject(struct mqtt_link *m, const struct out_msg *msg, int rc)
@@ -680,6 +634,10 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 	}
 	m->published[msg->cls]++;
 	register_mid(m, mid, qos, msg->cls);
+	/* the first of a batch: written when the loop next finds the socket
+	 * writable, after the rest of this pass */
+	if (m->handed++ == 0)
+		loop_fd_want_write(m->watch);
 	return mid;
 }
 
@@ -690,8 +648,7 @@ window_open(const struct mqtt_link *m)
 	    && m->f.inflight0 + m->f.inflight1 < m->window;
 }
 
-/* Feeds queued messages while the link is up and the window has room
- * (mu held). */
+/* Feeds queued messages while the link is up and the window has room. */
 static void
 feed_queue(struct mqtt_link *m)
 {
@@ -700,7 +657,6 @@ feed_queue(struct mqtt_link *m)
 		hand_over(m, msg);
 		outq_pop(m->q);
 	}
-	m->f.backlog = outq_count(m->q) > 0;
 }
 
 int
@@ -709,15 +665,11 @@ mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg)
 	if (m == NULL || msg == NULL || msg->topic == NULL || msg->cls < 0
 	    || msg->cls >= MSG_CLASS_COUNT)
 		return BR_EINVAL;
-	pthread_mutex_lock(&m->mu);
 	/* straight through only when nothing older waits (order) */
 	bool direct = m->started && !m->stopped && m->connected && m->f.up
 	    && window_open(m) && outq_count(m->q) == 0;
 	if (direct)
 		hand_over(m, msg);
-	else
-		m->f.backlog = true;
-	pthread_mutex_unlock(&m->mu);
 	return direct ? BR_OK : outq_push(m->q, msg);
 }
 
@@ -731,37 +683,31 @@ mqtt_link_subscribe(
 	char *copy = strdup(filter);
 	if (copy == NULL)
 		return BR_ENOMEM;
-	pthread_mutex_lock(&m->mu);
 	struct route *grown
 	    = realloc(m->routes, (m->nroutes + 1) * sizeof(*grown));
 	if (grown == NULL) {
-		pthread_mutex_unlock(&m->mu);
 		free(copy);
 		return BR_ENOMEM;
 	}
 	m->routes = grown;
 	m->routes[m->nroutes++] = (struct route) { copy, fn, ud };
 	/* not up: record_connack subscribes after the (re)connect */
-	if (m->f.up)
-		mosquitto_subscribe(m->mosq, NULL, copy, 1);
-	pthread_mutex_unlock(&m->mu);
+	if (m->f.up && mosquitto_subscribe(m->mosq, NULL, copy, 1) == 0)
+		loop_fd_want_write(m->watch);
 	return BR_OK;
 }
 
-/* ---- owner thread: service --------------------------------------------- */
+/* ---- news for the owner ------------------------------------------------- */
 
 static void
 deliver_messages(struct mqtt_link *m)
 {
-	pthread_mutex_lock(&m->mu);
 	struct rx_msg *rx = m->f.rx_head;
 	m->f.rx_head = m->f.rx_tail = NULL;
 	m->f.rx_len = 0;
-	pthread_mutex_unlock(&m->mu);
 	while (rx != NULL) {
 		struct rx_msg *next = rx->next;
-		/* the owner alone changes the routes: no lock to read them */
-		for (size_t i = 0; i < m->nroutes; i++) {
+		for (size_t i = 0; i < m->nroutes && !m->stopping; i++) {
 			bool match = false;
 			mosquitto_topic_matches_sub(
 			    m->routes[i].filter, rx->topic, &match);
@@ -856,10 +802,8 @@ report_failure(struct mqtt_link *m, const struct facts *f, uint64_t n)
 static void
 deliver_transitions(struct mqtt_link *m)
 {
-	for (;;) {
-		pthread_mutex_lock(&m->mu);
+	while (!m->stopping) {
 		struct facts f = m->f;
-		pthread_mutex_unlock(&m->mu);
 		if (!m->connected && m->seen_connacks < f.connacks) {
 			m->seen_connacks = f.connacks;
 			report_connected(m, f.session_present);
@@ -879,28 +823,26 @@ deliver_transitions(struct mqtt_link *m)
 	}
 }
 
-void
-mqtt_link_service(struct mqtt_link *m)
+/* Turns what the callbacks recorded into the owner's callbacks and feeds
+ * the queue. Runs after every round of libmosquitto's loop, never inside
+ * one (so an owner's callback may publish), and never during shutdown. */
+static void
+deliver(struct mqtt_link *m)
 {
-	if (m == NULL || !m->started || m->stopped)
+	if (!m->started || m->stopping || m->delivering)
 		return;
+	m->delivering = true;
 	deliver_transitions(m);
 	deliver_messages(m);
-	if (!m->connected)
-		return;
-	pthread_mutex_lock(&m->mu);
-	feed_queue(m);
-	pthread_mutex_unlock(&m->mu);
+	if (m->connected && !m->stopping)
+		feed_queue(m);
+	m->delivering = false;
 }
 
 uint32_t
 mqtt_link_max_packet(const struct mqtt_link *m)
 {
-	struct mqtt_link *mm = (struct mqtt_link *) m;
-	pthread_mutex_lock(&mm->mu);
-	uint32_t v = mm->f.up ? mm->f.max_packet : 0;
-	pthread_mutex_unlock(&mm->mu);
-	return v;
+	return m->f.up ? m->f.max_packet : 0;
 }
 
 bool
@@ -912,14 +854,12 @@ mqtt_link_connected(const struct mqtt_link *m)
 void
 mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s)
 {
-	struct mqtt_link *mm = (struct mqtt_link *) m;
 	memset(s, 0, sizeof(*s));
 	s->connected = m->connected;
 	s->connects = m->connects;
 	s->disconnects = m->disconnects;
 	s->queued = outq_count(m->q);
 	s->queued_bytes = outq_bytes(m->q);
-	pthread_mutex_lock(&mm->mu);
 	for (int c = 0; c < MSG_CLASS_COUNT; c++) {
 		s->published[c] = m->published[c];
 		s->dropped[c]
@@ -927,62 +867,94 @@ mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s)
 	}
 	s->inflight = m->f.inflight0 + m->f.inflight1;
 	s->connect_failures = m->f.failures;
-	pthread_mutex_unlock(&mm->mu);
 }
 
-/* ---- owner thread: shutdown -------------------------------------------- */
+/* ---- shutdown ----------------------------------------------------------- */
+
+/* Runs the link for a slice of at most SHUTDOWN_SLICE_MS before
+ * deadline, without the loop (it is stopping): a round of libmosquitto's
+ * loop that may wait for the socket, or the wait for the next retry, or
+ * the retry itself. */
+static void
+shutdown_round(struct mqtt_link *m, int64_t deadline)
+{
+	int64_t now = mono_ms();
+	int64_t slice = deadline - now;
+	if (slice > SHUTDOWN_SLICE_MS)
+		slice = SHUTDOWN_SLICE_MS;
+	if (slice <= 0)
+		return;
+	if (m->watch != NULL) {
+		int rc = mosquitto_loop(m->mosq, (int) slice, 1);
+		if (rc != MOSQ_ERR_SUCCESS)
+			drop(m, rc, rc_text(rc));
+	} else if (now >= m->retry_at) {
+		attempt(m);
+	} else {
+		poll(NULL, 0,
+		    (int) (m->retry_at - now < slice ? m->retry_at - now
+		                                     : slice));
+	}
+}
 
 /* Feeds the queue until it and the window are empty or the deadline. */
 static void
 flush_until(struct mqtt_link *m, int64_t deadline)
 {
-	pthread_mutex_lock(&m->mu);
 	for (;;) {
 		feed_queue(m);
 		bool idle = outq_count(m->q) == 0
 		    && m->f.inflight0 + m->f.inflight1 == 0;
 		if (idle || mono_ms() >= deadline)
 			break;
-		wait_changed(m, deadline);
+		shutdown_round(m, deadline);
 	}
-	pthread_mutex_unlock(&m->mu);
 }
 
 /* Publishes last and waits for its completion until deadline. */
 static void
 publish_last(struct mqtt_link *m, const struct out_msg *last, int64_t deadline)
 {
-	pthread_mutex_lock(&m->mu);
 	if (!m->f.up) {
 		m->rejected[last->cls]++;
-		pthread_mutex_unlock(&m->mu);
 		return;
 	}
 	int mid = hand_over(m, last);
 	while (mid > 0 && m->f.up && m->mid_state[mid] != MID_FREE
 	    && mono_ms() < deadline)
-		wait_changed(m, deadline);
-	pthread_mutex_unlock(&m->mu);
+		shutdown_round(m, deadline);
+}
+
+/* A clean DISCONNECT (reason 0, so the broker discards the will: `last`
+ * already said we are going) when connected. */
+static void
+say_goodbye(struct mqtt_link *m)
+{
+	if (!m->f.up || mosquitto_disconnect_v5(m->mosq, 0, NULL) != 0)
+		return;
+	int64_t until = mono_ms() + DISCONNECT_WAIT_MS;
+	while (m->watch != NULL && mosquitto_socket(m->mosq) >= 0
+	    && mono_ms() < until)
+		shutdown_round(m, until);
 }
 
 void
 mqtt_link_shutdown(
     struct mqtt_link *m, const struct out_msg *last, int timeout_ms)
 {
-	if (m == NULL || !m->started || m->stopped)
+	if (m == NULL || !m->started || m->stopping)
 		return;
+	m->stopping = true;
 	int64_t deadline = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 	flush_until(m, deadline);
 	if (last != NULL)
 		publish_last(m, last, deadline + LAST_ACK_EXTRA_MS);
+	say_goodbye(m);
+	loop_timer_cancel(m->timer);
+	loop_fd_close(m->watch);
+	m->watch = NULL;
+	m->fd = -1;
 	m->stopped = true;
-	pthread_mutex_lock(&m->mu);
-	m->f.stopping = true;
-	pthread_cond_broadcast(&m->changed); /* ends a backoff wait */
-	pthread_mutex_unlock(&m->mu);
-	/* the thread ends within LOOP_TICK_MS plus the DISCONNECT, or once
-	 * a connect it is in (name lookup included) returns */
-	pthread_join(m->thread, NULL);
 	m->connected = false;
 	log_info("mqtt", "disconnected from %s:%d", m->cfg.host, m->cfg.port);
 }
@@ -994,6 +966,8 @@ mqtt_link_destroy(struct mqtt_link *m)
 		return;
 	if (m->started && !m->stopped)
 		mqtt_link_shutdown(m, NULL, 0);
+	loop_timer_destroy(m->timer);
+	loop_fd_close(m->watch);
 	if (m->mosq != NULL)
 		mosquitto_destroy(m->mosq);
 	struct rx_msg *rx = m->f.rx_head;
@@ -1011,7 +985,5 @@ mqtt_link_destroy(struct mqtt_link *m)
 	free(m->mid_state);
 	free(m->mid_class);
 	free_cfg_strings(&m->cfg);
-	pthread_cond_destroy(&m->changed);
-	pthread_mutex_destroy(&m->mu);
 	free(m);
 }

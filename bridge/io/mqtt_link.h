@@ -1,21 +1,13 @@
 /* The broker link: libmosquitto, the bounded outgoing queue, reconnects.
  *
- * Threads. The link's network thread runs libmosquitto's loop
- * (mosquitto_loop), every (re)connect and its backoff, and every
- * libmosquitto callback. The owner's thread calls every function below;
- * publishing calls mosquitto_publish_v5 directly, which in threaded mode
- * only queues the packet and wakes the network thread. One mutex guards
- * what both threads see: the connection facts the callbacks record, the
- * messages in flight and the messages received; a condition variable on
- * it announces each change. The callbacks record and call cfg->wake; the
- * owner turns the news into mqtt_link_cb calls in mqtt_link_service().
- * The owner holds the mutex across its mosquitto_publish_v5 and
- * mosquitto_subscribe calls (so a completion is never seen before its
- * message is registered): from a second thread those take only
- * libmosquitto's queue locks, never the ones it holds around callbacks.
- *
- * Independent of the event loop: the owner wires wake to loop_wake() and
- * calls mqtt_link_service() after each wake and at least once a second. */
+ * Threads: none of its own. Everything runs in the event loop's thread:
+ * the loop watches a duplicate of libmosquitto's socket and the link then
+ * calls mosquitto_loop() (read, write, keepalive), reconnects on a loop
+ * timer, and calls every libmosquitto function and every callback below
+ * itself. libmosquitto runs in threaded mode only so that a publish queues
+ * its packet instead of writing it: the link writes what one pass of the
+ * loop published in one go when the loop reports the socket writable. No
+ * locks. Every function must be called from the loop's thread. */
 #ifndef C2M_MQTT_LINK_H
 #define C2M_MQTT_LINK_H
 
@@ -23,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loop.h"
 #include "outq.h"
 #include "tlsopts.h"
 
@@ -44,10 +37,6 @@ struct mqtt_link_cfg {
 	                    yet acknowledged/written; default 1000 */
 	size_t queue_max_messages;
 	size_t queue_max_bytes;
-	/* Called from the network thread when there is news for
-	 * mqtt_link_service(); must be thread-safe (e.g. loop_wake). */
-	void (*wake)(void *wake_ud);
-	void *wake_ud;
 };
 
 struct mqtt_link_cb {
@@ -58,7 +47,8 @@ struct mqtt_link_cb {
 };
 
 /* A message on a subscribed topic (topic and payload borrowed for the
- * call; the payload is followed by a NUL not counted in len). */
+ * call; the payload is followed by a NUL not counted in len). The
+ * callbacks run from the loop, never from inside a call into the link. */
 typedef void (*mqtt_link_msg_fn)(
     void *ud, const char *topic, const void *payload, size_t len);
 
@@ -81,9 +71,9 @@ struct mqtt_link_stats {
  * --tls-ca/--tls-cert/--tls-key file cannot be read) or BR_EINVAL (cfg
  * incomplete, or libmosquitto refused a setting); a failure other than a
  * missing host or client id is logged with its cause. */
-int mqtt_link_create(const struct mqtt_link_cfg *cfg,
+int mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
     const struct mqtt_link_cb *cb, void *ud, struct mqtt_link **out);
-/* Starts the network thread and the (re)connect cycle. Returns 0,
+/* Starts the (re)connect cycle. Returns 0,
  * BR_ESTATE (already started), or BR_ENOMEM/BR_EINVAL/BR_EIO (logged). */
 int mqtt_link_start(struct mqtt_link *m);
 
@@ -93,15 +83,11 @@ int mqtt_link_start(struct mqtt_link *m);
  * itself. */
 int mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg);
 
-/* Owner's thread: delivers pending callbacks and received messages, logs
- * connection failures (rate-limited) and drains the queue while the
- * window allows. Call after every wake and at least once a second. */
-void mqtt_link_service(struct mqtt_link *m);
-
 /* Subscribes (QoS 1) to filter on every (re)connect; each received
  * message goes to the fn of every filter it matches, in the order they
- * were added, from mqtt_link_service(). Returns 0, BR_ENOMEM or
- * BR_EINVAL (not a valid filter). */
+ * were added. Filters that overlap get a message once per matching
+ * subscription from the broker. Returns 0, BR_ENOMEM or BR_EINVAL (not a
+ * valid filter). */
 int mqtt_link_subscribe(
     struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn, void *ud);
 
@@ -113,10 +99,12 @@ bool mqtt_link_connected(const struct mqtt_link *m);
 void mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s);
 
 /* Shutdown: drains the queue for at most timeout_ms, publishes last (e.g.
- * bridge/state offline; may be NULL), disconnects cleanly and stops the
- * thread. Blocks the caller for at most about timeout_ms + 200 ms. */
+ * bridge/state offline; may be NULL) and disconnects cleanly. Runs the
+ * link itself, without the loop, and blocks the caller for at most about
+ * timeout_ms + 200 ms. No callback runs from it. */
 void mqtt_link_shutdown(
     struct mqtt_link *m, const struct out_msg *last, int timeout_ms);
+/* Before the loop is destroyed. */
 void mqtt_link_destroy(struct mqtt_link *m);
 
 #endif

@@ -1,7 +1,7 @@
 /* mqtt_link against a real mosquitto: offline queueing, broker restarts,
- * the queue bound, MQTT 5 properties, 3.1.1, a silent broker, shutdown.
- * The link is driven like the daemon drives it: wake writes to a pipe, the
- * test thread polls the pipe and calls mqtt_link_service(). */
+ * the queue bound, MQTT 5 properties, 3.1.1, a silent broker, routing by
+ * topic filter, shutdown. The link runs in the real event loop, as in the
+ * daemon; the test runs the loop for a while between its checks. */
 #include "mqtt_link.h"
 
 #include <arpa/inet.h>
@@ -21,6 +21,7 @@
 
 #include "err.h"
 #include "helper_broker.h"
+#include "helper_loop.h"
 #include "test.h"
 
 static long
@@ -201,24 +202,15 @@ sub_stop(struct sub *s)
 	free(s);
 }
 
-/* ---- the driver: wake pipe + service loop ---------------------------- */
+/* ---- the driver: the event loop ------------------------------------------
+ */
 
 struct drv {
-	int pipe[2];
+	struct loop *loop;
 	struct mqtt_link *link;
 	char events[64]; /* 'C' connected (or 'c' session present), 'D' */
 	int nev;
 };
-
-static void
-drv_wake(void *ud)
-{
-	struct drv *d = ud;
-	char x = 1;
-	if (write(d->pipe[1], &x, 1) < 0) {
-		/* pipe full: a wake is already pending */
-	}
-}
 
 static void
 drv_on_connected(void *ud, bool session_present)
@@ -237,17 +229,11 @@ drv_on_disconnected(void *ud, const char *why)
 	CHECK(why != NULL && why[0] != '\0');
 }
 
-/* Waits for a wake (at most ms) and services the link. */
+/* Runs the loop for ms (at least one pass). */
 static void
 pump(struct drv *d, int ms)
 {
-	struct pollfd pfd = { .fd = d->pipe[0], .events = POLLIN };
-	if (poll(&pfd, 1, ms) > 0) {
-		char buf[256];
-		while (read(d->pipe[0], buf, sizeof(buf)) > 0)
-			;
-	}
-	mqtt_link_service(d->link);
+	helper_wait_for(d->loop, NULL, NULL, ms);
 }
 
 #define PUMP_UNTIL(d, cond, timeout_ms)                                       \
@@ -282,10 +268,9 @@ static struct drv *
 drv_start(const struct link_opts *o)
 {
 	struct drv *d = calloc(1, sizeof(*d));
-	if (pipe(d->pipe) != 0)
+	d->loop = loop_create_tls(false);
+	if (d->loop == NULL)
 		abort();
-	fcntl(d->pipe[0], F_SETFL, O_NONBLOCK);
-	fcntl(d->pipe[1], F_SETFL, O_NONBLOCK);
 	struct mqtt_link_cfg cfg = {
 		.host = "127.0.0.1",
 		.port = o->port,
@@ -299,12 +284,10 @@ drv_start(const struct link_opts *o)
 		.window = o->window,
 		.queue_max_messages = o->queue_max ? o->queue_max : 100000,
 		.queue_max_bytes = 64 * 1024 * 1024,
-		.wake = drv_wake,
-		.wake_ud = d,
 	};
 	struct mqtt_link_cb cb = { .on_connected = drv_on_connected,
 		.on_disconnected = drv_on_disconnected };
-	CHECK_INT(mqtt_link_create(&cfg, &cb, d, &d->link), BR_OK);
+	CHECK_INT(mqtt_link_create(d->loop, &cfg, &cb, d, &d->link), BR_OK);
 	if (d->link == NULL)
 		abort(); /* nothing below could run */
 	CHECK_INT(mqtt_link_start(d->link), BR_OK);
@@ -315,8 +298,7 @@ static void
 drv_stop(struct drv *d)
 {
 	mqtt_link_destroy(d->link);
-	close(d->pipe[0]);
-	close(d->pipe[1]);
+	loop_destroy(d->loop);
 	free(d);
 }
 
@@ -969,8 +951,8 @@ garbage_main(void *arg)
 	return NULL;
 }
 
-/* libmosquitto 2.0.11's loop thread exits for good on MOSQ_ERR_PROTOCOL
- * (and TLS, EAI, ...): the link must restart it and keep retrying. */
+/* libmosquitto 2.0.11's own loop thread would exit for good on
+ * MOSQ_ERR_PROTOCOL (and TLS, EAI, ...): the link must keep retrying. */
 static void
 test_garbage_broker_keeps_retrying(void)
 {
@@ -1097,18 +1079,20 @@ test_tls_unreadable_file(void)
 		.tls_opts = { .cert = "/nonexistent/client.pem",
 		    .key = "/nonexistent/client.key" } };
 	struct mqtt_link_cb cb = { 0 };
+	struct loop *l = loop_create_tls(false);
 	/* not NULL, to see that a failure sets it */
 	struct mqtt_link *m = (struct mqtt_link *) (void *) &cfg;
-	CHECK_INT(mqtt_link_create(&cfg, &cb, NULL, &m), BR_EIO);
+	CHECK_INT(mqtt_link_create(l, &cfg, &cb, NULL, &m), BR_EIO);
 	CHECK(m == NULL);
 	cfg.tls_opts = (struct tls_opts) { .ca = "/nonexistent/ca.pem" };
-	CHECK_INT(mqtt_link_create(&cfg, &cb, NULL, &m), BR_EIO);
+	CHECK_INT(mqtt_link_create(l, &cfg, &cb, NULL, &m), BR_EIO);
 	CHECK(m == NULL);
 	/* without TLS the files are not used, so not checked */
 	cfg.tls = false;
-	CHECK_INT(mqtt_link_create(&cfg, &cb, NULL, &m), BR_OK);
+	CHECK_INT(mqtt_link_create(l, &cfg, &cb, NULL, &m), BR_OK);
 	CHECK(m != NULL);
 	mqtt_link_destroy(m);
+	loop_destroy(l);
 }
 
 static void
@@ -1182,7 +1166,7 @@ test_shutdown_without_broker(void)
 	long took = mono_ms() - t0;
 	CHECK(took >= 290);
 	CHECK(took <= 500);
-	/* and a silent peer: the thread sits in select() on it */
+	/* and a silent peer: connected, never answering */
 	int fd = silent_listener(broker_port(b));
 	struct drv *d2 = drv_start(&lo);
 	pump(d2, 300);
