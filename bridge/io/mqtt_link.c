@@ -1,11 +1,9 @@
 /* The broker link; how it runs is described in mqtt_link.h.
  *
- * Why not mosquitto_loop_start(): its thread ends for good after a TLS
- * handshake failure, a protocol error or an unresolvable host, sometimes
- * without on_disconnect, its backoff has no jitter, and each publish wakes
- * it and makes it write that one packet. Here the loop's pass publishes
- * into libmosquitto's queue and the next writable event writes the whole
- * batch (corked, so the packets leave as full segments).
+ * Not mosquitto_loop_start(): its thread ends for good after a TLS
+ * handshake failure, a protocol error or an unresolvable host, its backoff
+ * has no jitter, and each publish wakes it to write that one packet. Here
+ * a whole pass's packets leave in one corked write.
  *
  * libmosquitto closes its own socket inside mosquitto_loop() on an error,
  * and that number may be reused at once: the loop watches a dup() of it,
@@ -19,7 +17,6 @@
  * counts them as dropped, so neither count can leak or go negative. */
 #include "mqtt_link.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <mosquitto.h>
@@ -44,8 +41,7 @@ enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 
 #define DEFAULT_WINDOW     1000u
 #define MAX_WINDOW         60000u /* stays well below the 16-bit mid space */
-#define DEFAULT_KEEPALIVE  30
-#define RX_QUEUE_MAX       1024 /* received messages waiting for service() */
+#define RX_QUEUE_MAX       1024 /* received messages not yet delivered */
 #define REJECT_LOG_FIRST   5
 #define FAIL_LOG_FIRST     3 /* failed attempts logged per reason */
 #define LAST_ACK_EXTRA_MS  100 /* how long `last` may wait past the bound */
@@ -114,14 +110,12 @@ struct mqtt_link {
 	bool connecting_first; /* mosquitto_connect_async not yet called */
 	unsigned handed; /* published since the last write */
 	bool delivering; /* deliver() runs: it must not recurse */
-
 	struct facts f;
 	uint8_t *mid_state; /* MID_SPACE entries */
 	uint8_t *mid_class; /* the msg_class of each handed-over mid */
 	struct route *routes;
 	size_t nroutes;
 	char detail[DETAIL_MAX]; /* libmosquitto's error lines (attempt) */
-
 	struct outq *q;
 	struct mqtt_prop_cache props;
 	bool connected; /* as reported through cb */
@@ -135,32 +129,7 @@ struct mqtt_link {
 	uint64_t series_failures; /* failed attempts in this outage */
 };
 
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static const char *
-rc_text(int rc)
-{
-	/* v5 reason codes from a broker DISCONNECT are >= 0x80; smaller
-	 * values are libmosquitto's own MOSQ_ERR_* codes */
-	return rc >= 0x80 ? mosquitto_reason_string(rc)
-	                  : mosquitto_strerror(rc);
-}
-
 /* ---- libmosquitto's callbacks ------------------------------------------ */
-
-/* What a refused CONNACK code means, in the protocol's own words. */
-static const char *
-refusal_text(const struct mqtt_link *m, int rc)
-{
-	return m->cfg.protocol == 5 ? mosquitto_reason_string(rc)
-	                            : mosquitto_connack_string(rc);
-}
 
 /* The link went down, reported or not (mu held): QoS 0 messages not yet
  * written are gone, QoS >= 1 ones will be resent first. */
@@ -248,7 +217,8 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 		record_connack(m, flags, props);
 	else /* an MQTT 5 refusal is followed by on_disconnect(PROTOCOL),
 	        which must not replace this reason (attempt_settled) */
-		record_failure(m, rc, true, refusal_text(m, rc));
+		record_failure(
+		    m, rc, true, mqtt_refusal_text(m->cfg.protocol, rc));
 }
 
 /* Runs inside mosquitto_loop(), so errno (for MOSQ_ERR_ERRNO's text) is
@@ -258,7 +228,7 @@ on_disconnect(
     struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
 {
 	struct mqtt_link *m = obj;
-	const char *why = rc_text(rc);
+	const char *why = mqtt_rc_text(rc);
 	if (m->f.up)
 		record_loss(m, why);
 	else if (!m->f.attempt_settled)
@@ -325,7 +295,7 @@ begin_attempt(struct mqtt_link *m)
 	mosquitto_log_callback_set(m->mosq, on_log);
 	m->f.attempt_settled = false;
 	m->f.attempt_connected = false;
-	m->attempt_began = mono_ms();
+	m->attempt_began = loop_mono_ms();
 }
 
 /* The attempt is over with rc: records it when no callback did (2.0.11
@@ -358,12 +328,12 @@ drop(struct mqtt_link *m, int rc, const char *why)
 	m->watch = NULL;
 	m->fd = -1;
 	if (end_attempt(m, rc, why)
-	    && mono_ms() - m->attempt_began >= BACKOFF_STABLE_MS)
+	    && loop_mono_ms() - m->attempt_began >= BACKOFF_STABLE_MS)
 		m->failures = 0;
 	uint32_t delay
 	    = backoff_delay_ms(&backoff_broker, m->failures, &m->seed);
 	m->failures += m->failures < UINT_MAX;
-	m->retry_at = mono_ms() + delay;
+	m->retry_at = loop_mono_ms() + delay;
 	loop_timer_arm(m->timer, delay);
 }
 
@@ -382,7 +352,7 @@ step(struct mqtt_link *m)
 		set_cork(m->fd, 0);
 	if (rc != MOSQ_ERR_SUCCESS)
 		drop(m, rc,
-		    rc_text(rc)); /* errno is still the failing call's */
+		    mqtt_rc_text(rc)); /* errno is still the failing call's */
 	else if (mosquitto_want_write(m->mosq))
 		loop_fd_want_write(m->watch);
 }
@@ -427,7 +397,7 @@ attempt(struct mqtt_link *m)
 	if (rc == MOSQ_ERR_SUCCESS)
 		rc = watch_socket(m);
 	if (rc != MOSQ_ERR_SUCCESS)
-		drop(m, rc, rc_text(rc));
+		drop(m, rc, mqtt_rc_text(rc));
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -437,7 +407,7 @@ on_fd(void *ud, int event)
 	struct mqtt_link *m = ud;
 	if (event == LOOP_FD_GONE) {
 		m->watch = NULL; /* the loop freed it */
-		drop(m, MOSQ_ERR_CONN_LOST, rc_text(MOSQ_ERR_CONN_LOST));
+		drop(m, MOSQ_ERR_CONN_LOST, mqtt_rc_text(MOSQ_ERR_CONN_LOST));
 	} else {
 		step(m);
 	}
@@ -460,51 +430,6 @@ on_timer(void *ud)
 
 /* ---- creation ----------------------------------------------------------- */
 
-static bool
-dup_str(const char **dst, const char *src)
-{
-	if (src == NULL) {
-		*dst = NULL;
-		return true;
-	}
-	*dst = strdup(src);
-	return *dst != NULL;
-}
-
-static void
-free_cfg_strings(struct mqtt_link_cfg *c)
-{
-	free((char *) c->host);
-	free((char *) c->client_id);
-	free((char *) c->username);
-	free((char *) c->password);
-	free((char *) c->will_topic);
-	free((char *) c->will_payload);
-	free((char *) c->tls_opts.ca);
-	free((char *) c->tls_opts.cert);
-	free((char *) c->tls_opts.key);
-}
-
-static bool
-copy_cfg(struct mqtt_link_cfg *dst, const struct mqtt_link_cfg *src)
-{
-	*dst = *src;
-	bool ok = dup_str(&dst->host, src->host);
-	ok &= dup_str(&dst->client_id, src->client_id);
-	ok &= dup_str(&dst->username, src->username);
-	ok &= dup_str(&dst->password, src->password);
-	ok &= dup_str(&dst->will_topic, src->will_topic);
-	ok &= dup_str(&dst->will_payload, src->will_payload);
-	ok &= dup_str(&dst->tls_opts.ca, src->tls_opts.ca);
-	ok &= dup_str(&dst->tls_opts.cert, src->tls_opts.cert);
-	ok &= dup_str(&dst->tls_opts.key, src->tls_opts.key);
-	if (dst->protocol != 4)
-		dst->protocol = 5;
-	if (dst->keepalive_s <= 0)
-		dst->keepalive_s = DEFAULT_KEEPALIVE;
-	return ok;
-}
-
 int
 mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
     const struct mqtt_link_cb *cb, void *ud, struct mqtt_link **out)
@@ -519,13 +444,13 @@ mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
 	m->loop = l;
 	m->fd = -1;
 	m->connecting_first = true;
-	m->seed = (uint32_t) mono_ms() ^ (uint32_t) (uintptr_t) m;
+	m->seed = (uint32_t) loop_mono_ms() ^ (uint32_t) (uintptr_t) m;
 	if (cb != NULL)
 		m->cb = *cb;
 	m->ud = ud;
 	m->reject_log = (struct ratelog) RATELOG_INIT(REJECT_LOG_FIRST);
 	m->fail_log = (struct ratelog) RATELOG_INIT(FAIL_LOG_FIRST);
-	bool ok = copy_cfg(&m->cfg, cfg);
+	bool ok = mqtt_setup_copy_cfg(&m->cfg, cfg);
 	m->window = cfg->window == 0 ? DEFAULT_WINDOW : cfg->window;
 	if (m->window > MAX_WINDOW)
 		m->window = MAX_WINDOW;
@@ -750,36 +675,16 @@ report_lost(struct mqtt_link *m, const char *why)
 		m->cb.on_disconnected(m->ud, why);
 }
 
-/* Hints for the refusals a user can fix with an option. */
-static const char *
-refusal_hint(const struct mqtt_link *m, int rc)
-{
-	bool credentials = m->cfg.protocol == 5
-	    ? rc == MQTT_RC_BAD_USERNAME_OR_PASSWORD
-	        || rc == MQTT_RC_NOT_AUTHORIZED
-	    : rc == CONNACK_REFUSED_BAD_USERNAME_PASSWORD
-	        || rc == CONNACK_REFUSED_NOT_AUTHORIZED;
-	return credentials ? " (check --mqtt-username / --mqtt-password-file)"
-	                   : "";
-}
-
-static int
-text_hash(const char *s)
-{
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (; *s != '\0'; s++)
-		h = (h ^ (uint8_t) *s) * 16777619u;
-	return (int) (h & INT_MAX);
-}
-
 /* Logs n more failed attempts of this outage: the first FAIL_LOG_FIRST
- * of each reason at warn, the rest at debug (counted), so that a broker
- * refusing for hours does not write a line per retry. */
+ * of each reason (refusal or error code) at warn, the rest at debug
+ * (counted), so that a broker refusing for hours does not write a line
+ * per retry. */
 static void
 report_failure(struct mqtt_link *m, const struct facts *f, uint64_t n)
 {
 	m->series_failures += n;
-	if (logchange_changed(&m->fail_reason, text_hash(f->failure_why)))
+	if (logchange_changed(&m->fail_reason,
+	        f->failure_refused ? 1000 + f->failure_rc : f->failure_rc))
 		ratelog_reset(
 		    &m->fail_log, "mqtt", "failed connection attempts");
 	char attempts[48] = "";
@@ -790,7 +695,8 @@ report_failure(struct mqtt_link *m, const struct facts *f, uint64_t n)
 		ratelog_msg(&m->fail_log, LOG_LVL_WARN, "mqtt",
 		    "broker %s:%d refused the connection: %s%s; retrying%s",
 		    m->cfg.host, m->cfg.port, f->failure_why,
-		    refusal_hint(m, f->failure_rc), attempts);
+		    mqtt_refusal_hint(m->cfg.protocol, f->failure_rc),
+		    attempts);
 	else
 		ratelog_msg(&m->fail_log, LOG_LVL_WARN, "mqtt",
 		    "cannot connect to %s:%d (%s); retrying%s", m->cfg.host,
@@ -878,7 +784,7 @@ mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s)
 static void
 shutdown_round(struct mqtt_link *m, int64_t deadline)
 {
-	int64_t now = mono_ms();
+	int64_t now = loop_mono_ms();
 	int64_t slice = deadline - now;
 	if (slice > SHUTDOWN_SLICE_MS)
 		slice = SHUTDOWN_SLICE_MS;
@@ -887,7 +793,7 @@ shutdown_round(struct mqtt_link *m, int64_t deadline)
 	if (m->watch != NULL) {
 		int rc = mosquitto_loop(m->mosq, (int) slice, 1);
 		if (rc != MOSQ_ERR_SUCCESS)
-			drop(m, rc, rc_text(rc));
+			drop(m, rc, mqtt_rc_text(rc));
 	} else if (now >= m->retry_at) {
 		attempt(m);
 	} else {
@@ -905,7 +811,7 @@ flush_until(struct mqtt_link *m, int64_t deadline)
 		feed_queue(m);
 		bool idle = outq_count(m->q) == 0
 		    && m->f.inflight0 + m->f.inflight1 == 0;
-		if (idle || mono_ms() >= deadline)
+		if (idle || loop_mono_ms() >= deadline)
 			break;
 		shutdown_round(m, deadline);
 	}
@@ -921,7 +827,7 @@ publish_last(struct mqtt_link *m, const struct out_msg *last, int64_t deadline)
 	}
 	int mid = hand_over(m, last);
 	while (mid > 0 && m->f.up && m->mid_state[mid] != MID_FREE
-	    && mono_ms() < deadline)
+	    && loop_mono_ms() < deadline)
 		shutdown_round(m, deadline);
 }
 
@@ -932,9 +838,9 @@ say_goodbye(struct mqtt_link *m)
 {
 	if (!m->f.up || mosquitto_disconnect_v5(m->mosq, 0, NULL) != 0)
 		return;
-	int64_t until = mono_ms() + DISCONNECT_WAIT_MS;
+	int64_t until = loop_mono_ms() + DISCONNECT_WAIT_MS;
 	while (m->watch != NULL && mosquitto_socket(m->mosq) >= 0
-	    && mono_ms() < until)
+	    && loop_mono_ms() < until)
 		shutdown_round(m, until);
 }
 
@@ -945,7 +851,7 @@ mqtt_link_shutdown(
 	if (m == NULL || !m->started || m->stopping)
 		return;
 	m->stopping = true;
-	int64_t deadline = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+	int64_t deadline = loop_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 	flush_until(m, deadline);
 	if (last != NULL)
 		publish_last(m, last, deadline + LAST_ACK_EXTRA_MS);
@@ -984,6 +890,6 @@ mqtt_link_destroy(struct mqtt_link *m)
 	mqtt_props_clear(&m->props);
 	free(m->mid_state);
 	free(m->mid_class);
-	free_cfg_strings(&m->cfg);
+	mqtt_setup_free_cfg(&m->cfg);
 	free(m);
 }

@@ -12,7 +12,8 @@
 
 /* a session (subscriptions, QoS 1 messages to us) outlives an outage of
  * up to a day */
-#define SESSION_EXPIRY_S 86400u
+#define SESSION_EXPIRY_S  86400u
+#define DEFAULT_KEEPALIVE 30
 
 static int
 setup_will(struct mosquitto *mosq, const struct mqtt_link_cfg *c)
@@ -271,4 +272,79 @@ mqtt_props_clear(struct mqtt_prop_cache *c)
 		if (c->e[i].valid)
 			mosquitto_property_free_all(&c->e[i].props);
 	memset(c, 0, sizeof(*c));
+}
+
+static bool
+dup_str(const char **dst, const char *src)
+{
+	if (src == NULL) {
+		*dst = NULL;
+		return true;
+	}
+	*dst = strdup(src);
+	return *dst != NULL;
+}
+
+void
+mqtt_setup_free_cfg(struct mqtt_link_cfg *c)
+{
+	free((char *) c->host);
+	free((char *) c->client_id);
+	free((char *) c->username);
+	free((char *) c->password);
+	free((char *) c->will_topic);
+	free((char *) c->will_payload);
+	free((char *) c->tls_opts.ca);
+	free((char *) c->tls_opts.cert);
+	free((char *) c->tls_opts.key);
+}
+
+bool
+mqtt_setup_copy_cfg(struct mqtt_link_cfg *dst, const struct mqtt_link_cfg *src)
+{
+	*dst = *src;
+	bool ok = dup_str(&dst->host, src->host);
+	ok &= dup_str(&dst->client_id, src->client_id);
+	ok &= dup_str(&dst->username, src->username);
+	ok &= dup_str(&dst->password, src->password);
+	ok &= dup_str(&dst->will_topic, src->will_topic);
+	ok &= dup_str(&dst->will_payload, src->will_payload);
+	ok &= dup_str(&dst->tls_opts.ca, src->tls_opts.ca);
+	ok &= dup_str(&dst->tls_opts.cert, src->tls_opts.cert);
+	ok &= dup_str(&dst->tls_opts.key, src->tls_opts.key);
+	if (dst->protocol != 4)
+		dst->protocol = 5;
+	if (dst->keepalive_s <= 0)
+		dst->keepalive_s = DEFAULT_KEEPALIVE;
+	return ok;
+}
+
+const char *
+mqtt_rc_text(int rc)
+{
+	/* v5 reason codes from a broker DISCONNECT are >= 0x80; smaller
+	 * values are libmosquitto's own MOSQ_ERR_* codes */
+	return rc >= 0x80 ? mosquitto_reason_string(rc)
+	                  : mosquitto_strerror(rc);
+}
+
+/* What a refused CONNACK code means, in the protocol's own words. */
+const char *
+mqtt_refusal_text(int protocol, int rc)
+{
+	return protocol == 5 ? mosquitto_reason_string(rc)
+	                     : mosquitto_connack_string(rc);
+}
+
+/* Hints for the refusals a user can fix with an option. */
+const char *
+mqtt_refusal_hint(int protocol, int rc)
+{
+	bool credentials = protocol == 5
+	    ? rc == MQTT_RC_BAD_USERNAME_OR_PASSWORD
+	        || rc == MQTT_RC_NOT_AUTHORIZED
+	    : rc == CONNACK_REFUSED_BAD_USERNAME_PASSWORD
+	        || rc == CONNACK_REFUSED_NOT_AUTHORIZED;
+	return credentials ? " (check --mqtt-username / --mqtt-password-file)"
+	                   : "";
 }

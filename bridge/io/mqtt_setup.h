@@ -23,6 +23,21 @@ int mqtt_setup_client(const struct mqtt_link_cfg *c, unsigned window,
 int mqtt_setup_connect_props(
     struct mosquitto *mosq, const struct mqtt_link_cfg *c);
 
+/* Copies src and its strings into dst, with the defaults filled in
+ * (protocol 5 unless 4, keepalive); false when out of memory (dst is then
+ * still freed by mqtt_setup_free_cfg). */
+bool mqtt_setup_copy_cfg(
+    struct mqtt_link_cfg *dst, const struct mqtt_link_cfg *src);
+void mqtt_setup_free_cfg(struct mqtt_link_cfg *c);
+
+/* The text of a MOSQ_ERR_* code, or of an MQTT 5 reason code (>= 0x80) a
+ * broker's DISCONNECT carried. */
+const char *mqtt_rc_text(int rc);
+/* What a refused CONNACK code means, in the protocol's (5 or 4) words. */
+const char *mqtt_refusal_text(int protocol, int rc);
+/* A hint for the refusals a user can fix with an option, or "". */
+const char *mqtt_refusal_hint(int protocol, int rc);
+
 /* br_err for a MOSQ_ERR_* code. */
 int mqtt_setup_br_err(int mosq_rc);
 
