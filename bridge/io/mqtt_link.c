@@ -131,7 +131,7 @@ struct mqtt_link {
 
 /* ---- libmosquitto's callbacks ------------------------------------------ */
 
-/* The link went down, reported or not (mu held): QoS 0 messages not yet
+/* The link went down, reported or not: QoS 0 messages not yet
  * written are gone, QoS >= 1 ones will be resent first. */
 static void
 link_down(struct mqtt_link *m)
@@ -149,7 +149,7 @@ link_down(struct mqtt_link *m)
 	m->f.attempt_settled = true;
 }
 
-/* A drop after an accepted CONNACK (mu held). */
+/* A drop after an accepted CONNACK. */
 static void
 record_loss(struct mqtt_link *m, const char *why)
 {
@@ -158,7 +158,7 @@ record_loss(struct mqtt_link *m, const char *why)
 	link_down(m);
 }
 
-/* An attempt that ended before an accepted CONNACK (mu held), with what
+/* An attempt that ended before an accepted CONNACK, with what
  * libmosquitto logged about it. */
 static void
 record_failure(struct mqtt_link *m, int rc, bool refused, const char *why)
@@ -188,7 +188,7 @@ on_log(struct mosquitto *mosq, void *obj, int level, const char *str)
 		    used > 0 ? "; " : "", str);
 }
 
-/* Records an accepted CONNACK and subscribes every route (mu held). */
+/* Records an accepted CONNACK and subscribes every route. */
 static void
 record_connack(struct mqtt_link *m, int flags, const mosquitto_property *p)
 {
@@ -211,14 +211,14 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 	struct mqtt_link *m = obj;
 	/* libmosquitto formats a line per packet for a log callback: keep
 	 * it only while there is a failure to explain */
-	if (rc == 0)
+	if (rc == 0) {
 		mosquitto_log_callback_set(mosq, NULL);
-	if (rc == 0)
 		record_connack(m, flags, props);
-	else /* an MQTT 5 refusal is followed by on_disconnect(PROTOCOL),
-	        which must not replace this reason (attempt_settled) */
-		record_failure(
-		    m, rc, true, mqtt_refusal_text(m->cfg.protocol, rc));
+		return;
+	}
+	/* an MQTT 5 refusal is followed by on_disconnect(PROTOCOL), which
+	 * must not replace this reason (attempt_settled) */
+	record_failure(m, rc, true, mqtt_refusal_text(m->cfg.protocol, rc));
 }
 
 /* Runs inside mosquitto_loop(), so errno (for MOSQ_ERR_ERRNO's text) is
@@ -350,9 +350,9 @@ step(struct mqtt_link *m)
 	int rc = mosquitto_loop(m->mosq, 0, 1);
 	if (cork && m->watch != NULL)
 		set_cork(m->fd, 0);
+	/* the text first: errno is still the failing call's */
 	if (rc != MOSQ_ERR_SUCCESS)
-		drop(m, rc,
-		    mqtt_rc_text(rc)); /* errno is still the failing call's */
+		drop(m, rc, mqtt_rc_text(rc));
 	else if (mosquitto_want_write(m->mosq))
 		loop_fd_want_write(m->watch);
 }
@@ -506,13 +506,13 @@ static void
 count_reject(struct mqtt_link *m, const struct out_msg *msg, int rc)
 {
 	m->rejected[msg->cls]++;
-	if (rc != MOSQ_ERR_NO_CONN) /* NO_CONN: the race with a drop */
+	if (rc != MOSQ_ERR_NO_CONN) /* NO_CONN: the link is dropping */
 		ratelog_msg(&m->reject_log, LOG_LVL_WARN, "mqtt",
 		    "message on %s (%zu bytes) rejected: %s", msg->topic,
 		    msg->len, mosquitto_strerror(rc));
 }
 
-/* Registers a handed-over message's mid (mu held). */
+/* Registers a handed-over message's mid. */
 static void
 register_mid(struct mqtt_link *m, int mid, int qos, enum msg_class cls)
 {
@@ -532,7 +532,7 @@ register_mid(struct mqtt_link *m, int mid, int qos, enum msg_class cls)
 		m->f.inflight0++;
 }
 
-/* Hands msg to libmosquitto (mu held). Returns its mid (0 when unknown),
+/* Hands msg to libmosquitto. Returns its mid (0 when unknown),
  * or -1 when libmosquitto refused it. */
 static int
 hand_over(struct mqtt_link *m, const struct out_msg *msg)
@@ -704,7 +704,7 @@ report_failure(struct mqtt_link *m, const struct facts *f, uint64_t n)
 }
 
 /* Turns the facts into callbacks, one per transition, in order. A whole
- * connect+loss cycle between two service calls is reported as both. */
+ * connect+loss cycle between two deliveries is reported as both. */
 static void
 deliver_transitions(struct mqtt_link *m)
 {

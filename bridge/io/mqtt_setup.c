@@ -163,8 +163,8 @@ mqtt_setup_client(const struct mqtt_link_cfg *c, unsigned window, void *obj,
 	 * previous one's acknowledgement */
 	if (rc == MOSQ_ERR_SUCCESS)
 		rc = mosquitto_int_option(mosq, MOSQ_OPT_TCP_NODELAY, 1);
-	/* a publish from the owner's thread only queues the packet and
-	 * wakes the network thread, which writes it */
+	/* a publish only queues its packet: the link writes a whole batch
+	 * at once (mqtt_link.c) */
 	if (rc == MOSQ_ERR_SUCCESS)
 		rc = mosquitto_threaded_set(mosq, true);
 	if (rc == MOSQ_ERR_SUCCESS)

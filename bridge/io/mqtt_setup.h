@@ -1,6 +1,6 @@
 /* io-internal: what the broker link sets up once (the libmosquitto client
  * with its options, will and TLS) and the MQTT 5 property lists it reuses.
- * Owner's thread only. Never included outside bridge/io. */
+ * Never included outside bridge/io. */
 #ifndef C2M_MQTT_SETUP_H
 #define C2M_MQTT_SETUP_H
 
