@@ -3,7 +3,7 @@
  * Not mosquitto_loop_start(): its thread ends for good after a TLS
  * handshake failure, a protocol error or an unresolvable host, its backoff
  * has no jitter, and each publish wakes it to write that one packet. Here
- * a whole pass's packets leave in one corked write.
+ * a whole pass's packets leave together, corked.
  *
  * libmosquitto closes its own socket inside mosquitto_loop() on an error,
  * and that number may be reused at once: the loop watches a dup() of it,

@@ -1,13 +1,15 @@
 /* The broker link: libmosquitto, the bounded outgoing queue, reconnects.
  *
- * Threads: none of its own. Everything runs in the event loop's thread:
- * the loop watches a duplicate of libmosquitto's socket and the link then
- * calls mosquitto_loop() (read, write, keepalive), reconnects on a loop
- * timer, and calls every libmosquitto function and every callback below
- * itself. libmosquitto runs in threaded mode only so that a publish queues
- * its packet instead of writing it: the link writes what one pass of the
- * loop published in one go when the loop reports the socket writable. No
- * locks. Every function must be called from the loop's thread. */
+ * Threads: none of its own, and no locks. Everything runs in the event
+ * loop's thread: the loop watches a duplicate of libmosquitto's socket,
+ * and on its events and timers the link calls mosquitto_loop() (read,
+ * write, keepalive) and reconnects; every libmosquitto call and every
+ * callback below happens there. libmosquitto runs in threaded mode only so
+ * that a publish queues its packet instead of writing it: what one pass
+ * of the loop published is written together, corked, when the loop next
+ * finds the socket writable. A reconnect's name lookup blocks the loop, as the
+ * WebSocket's connects do. Every function must be called from the loop's
+ * thread. */
 #ifndef C2M_MQTT_LINK_H
 #define C2M_MQTT_LINK_H
 
