@@ -130,16 +130,19 @@ publish_once(const struct mqtt_link_cfg *b, const struct out_msg *msg)
 	mc.window = 1;
 	mc.queue_max_messages = 1;
 	mc.queue_max_bytes = 0;
-	mc.wake = NULL;
 	struct mqtt_link *m = NULL;
 	struct mqtt_link_cb mcb = { 0 };
-	int rc = mqtt_link_create(&mc, &mcb, NULL, &m);
+	/* the link runs on a loop; this one lives for the one message */
+	struct loop *l = loop_create_tls(false);
+	int rc
+	    = l != NULL ? mqtt_link_create(l, &mc, &mcb, NULL, &m) : BR_ENOMEM;
 	if (rc == BR_OK)
 		rc = mqtt_link_start(m);
 	if (rc != BR_OK) {
 		log_error(
 		    "ha", "cannot start the broker link: %s", br_strerror(rc));
 		mqtt_link_destroy(m);
+		loop_destroy(l);
 		return 1;
 	}
 	mqtt_link_publish(m, msg);
@@ -148,6 +151,7 @@ publish_once(const struct mqtt_link_cfg *b, const struct out_msg *msg)
 	struct mqtt_link_stats s;
 	mqtt_link_get_stats(m, &s);
 	mqtt_link_destroy(m);
+	loop_destroy(l);
 	if (s.published[MSG_CRITICAL] != 1 || s.queued != 0
 	    || s.inflight != 0) {
 		log_error("ha",

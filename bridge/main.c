@@ -2,7 +2,6 @@
  * loop, the broker link, the upstream (one ComfyUI server: bridge/
  * upstream.h) and Home Assistant (bridge/ha_link.h); connects their
  * callbacks, runs the loop, and tears everything down. */
-#include <mosquitto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,18 +16,7 @@
 #include "topic.h"
 #include "upstream.h"
 
-#define SHUTDOWN_FLUSH_MS   1500
-#define SERVICE_INTERVAL_MS 1000
-#define MAX_ROUTES          4
-
-/* A subscription and the callback its messages go to (here until the
- * broker link routes by topic filter itself). */
-typedef void msg_cb(void *ud, const char *topic, const void *p, size_t len);
-struct route {
-	const char *filter;
-	msg_cb *cb;
-	void *ud;
-};
+#define SHUTDOWN_FLUSH_MS 1500
 
 struct app {
 	struct config cfg;
@@ -37,10 +25,7 @@ struct app {
 	struct mqtt_link *mqtt;
 	struct upstream *up;
 	struct ha_link *ha; /* NULL without --ha-discovery */
-	struct loop_timer *service_timer;
 	struct loop_timer *shutdown_timer;
-	struct route routes[MAX_ROUTES];
-	int n_routes;
 	bool stopping;
 };
 
@@ -72,31 +57,6 @@ mqtt_connected(void *ud, bool session_present)
 		ha_link_on_connected(a->ha);
 }
 
-static void
-mqtt_message(void *ud, const char *topic, const void *payload, size_t len)
-{
-	struct app *a = ud;
-	for (int i = 0; i < a->n_routes; i++) {
-		const struct route *r = &a->routes[i];
-		bool match = false;
-		mosquitto_topic_matches_sub(r->filter, topic, &match);
-		if (match) {
-			r->cb(r->ud, topic, payload, len);
-			return;
-		}
-	}
-}
-
-/* Subscribes (on every connect) and routes what arrives to cb. */
-static int
-subscribe(struct app *a, const char *filter, msg_cb *cb, void *ud)
-{
-	if (a->n_routes == MAX_ROUTES)
-		return BR_EFULL;
-	a->routes[a->n_routes++] = (struct route) { filter, cb, ud };
-	return mqtt_link_subscribe(a->mqtt, filter);
-}
-
 /* Home Assistant's image entity follows the retained preview's type. */
 static void
 publish(void *ud, const struct out_msg *m)
@@ -119,36 +79,6 @@ broker_health(void *ud, struct engine_health_io *h)
 	memcpy(h->dropped, s.dropped, sizeof(h->dropped));
 	h->queue_depth = s.queued;
 	h->queue_bytes = s.queued_bytes;
-}
-
-/* --- loop -> broker link --- */
-
-static void
-wake(void *ud)
-{
-	loop_wake(ud);
-}
-
-static void
-on_wake(void *ud)
-{
-	struct app *a = ud;
-	mqtt_link_service(a->mqtt);
-}
-
-static void
-on_idle(void *ud)
-{
-	struct app *a = ud;
-	mqtt_link_flush(a->mqtt);
-}
-
-static void
-on_service(void *ud)
-{
-	struct app *a = ud;
-	mqtt_link_service(a->mqtt);
-	loop_timer_arm(a->service_timer, SERVICE_INTERVAL_MS);
 }
 
 /* --- shutdown --- */
@@ -196,12 +126,9 @@ create_link(struct app *a)
 	mc.window = 1000;
 	mc.queue_max_messages = c->queue_max_messages;
 	mc.queue_max_bytes = c->queue_max_bytes;
-	mc.wake = wake;
-	mc.wake_ud = a->loop;
-	struct mqtt_link_cb mcb
-	    = { .on_connected = mqtt_connected, .on_message = mqtt_message };
+	struct mqtt_link_cb mcb = { .on_connected = mqtt_connected };
 	/* mqtt_link_create logs what failed (e.g. which --tls-* file) */
-	return mqtt_link_create(&mc, &mcb, a, &a->mqtt);
+	return mqtt_link_create(a->loop, &mc, &mcb, a, &a->mqtt);
 }
 
 static int
@@ -211,12 +138,9 @@ setup(struct app *a)
 	a->loop = loop_create_tls(c->comfy.tls);
 	if (!a->loop)
 		return BR_EIO;
-	loop_set_wake_cb(a->loop, on_wake, a);
-	loop_set_idle_cb(a->loop, on_idle, a);
 	loop_set_signal_cb(a->loop, on_signal, a);
-	a->service_timer = loop_timer_create(a->loop, on_service, a);
 	a->shutdown_timer = loop_timer_create(a->loop, finish_shutdown, a);
-	if (!a->service_timer || !a->shutdown_timer)
+	if (!a->shutdown_timer)
 		return BR_ENOMEM;
 	int rc = create_link(a);
 	if (rc == 0 && c->ha_discovery) {
@@ -224,8 +148,9 @@ setup(struct app *a)
 		ha_link_cfg(c, c->instance, a->comfy_public, &dc);
 		rc = ha_link_create(a->loop, a->mqtt, &dc, &a->ha);
 		if (rc == 0)
-			rc = subscribe(a, ha_link_status_topic(a->ha),
-			    ha_link_on_status, a->ha);
+			rc = mqtt_link_subscribe(a->mqtt,
+			    ha_link_status_topic(a->ha), ha_link_on_status,
+			    a->ha);
 	}
 	struct upstream_cfg uc;
 	upstream_cfg_from_config(c, &uc);
@@ -236,14 +161,12 @@ setup(struct app *a)
 	/* MQTT 3.1.1 has no message expiry: finished states an earlier run
 	 * left retained are read back and cleared when their TTL passes */
 	if (rc == 0 && c->mqtt_protocol == MQTT_PROTO_311)
-		rc = subscribe(a, upstream_state_filter(a->up),
+		rc = mqtt_link_subscribe(a->mqtt, upstream_state_filter(a->up),
 		    upstream_on_retained_state, a->up);
 	if (rc == 0)
 		rc = mqtt_link_start(a->mqtt);
 	if (rc == 0)
 		rc = upstream_start(a->up);
-	if (rc == 0)
-		loop_timer_arm(a->service_timer, SERVICE_INTERVAL_MS);
 	return rc;
 }
 
@@ -252,8 +175,6 @@ teardown(struct app *a)
 {
 	upstream_destroy(a->up);
 	ha_link_destroy(a->ha);
-	if (a->service_timer)
-		loop_timer_destroy(a->service_timer);
 	if (a->shutdown_timer)
 		loop_timer_destroy(a->shutdown_timer);
 	if (a->mqtt)

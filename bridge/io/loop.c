@@ -24,6 +24,7 @@
 #define LOOP_MAX_VHOSTS 4
 #define PROTO_BASE      "c2m-base"
 #define PROTO_SIGNAL    "c2m-signal"
+#define PROTO_FD        "c2m-fd"
 
 struct tls_vhost {
 	char *ca, *cert, *key;
@@ -58,6 +59,14 @@ static int base_cb(struct lws *wsi, enum lws_callback_reasons reason,
     void *user, void *in, size_t len);
 static int signal_cb(struct lws *wsi, enum lws_callback_reasons reason,
     void *user, void *in, size_t len);
+static int fd_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+    void *in, size_t len);
+
+struct loop_fd {
+	struct lws *wsi;
+	void (*cb)(void *ud, int event); /* NULL once closed */
+	void *ud;
+};
 
 /* protocols[0] is the router for WSI_DESTROY and the wake-up; the raw-file
  * signal protocol only ever lives on the default vhost. */
@@ -66,6 +75,7 @@ static const struct lws_protocols protocols[] = {
 	{ C2M_LWS_PROTO_WS, ws_client_lws_cb, 0, 65536, 0, NULL, 0 },
 	{ C2M_LWS_PROTO_HTTP, http_client_lws_cb, 0, 0, 0, NULL, 0 },
 	{ PROTO_SIGNAL, signal_cb, 0, 0, 0, NULL, 0 },
+	{ PROTO_FD, fd_cb, 0, 0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
@@ -148,6 +158,79 @@ signal_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		break;
 	}
 	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static int
+fd_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+    size_t len)
+{
+	struct loop_fd *w = lws_get_opaque_user_data(wsi);
+
+	switch (reason) {
+	case LWS_CALLBACK_RAW_RX_FILE:
+		if (w != NULL && w->cb != NULL)
+			w->cb(w->ud, LOOP_FD_IN);
+		return 0;
+	case LWS_CALLBACK_RAW_WRITEABLE_FILE:
+		if (w != NULL && w->cb != NULL)
+			w->cb(w->ud, LOOP_FD_OUT);
+		return 0;
+	case LWS_CALLBACK_RAW_CLOSE_FILE:
+		/* lws closes the fd itself */
+		if (w == NULL)
+			return 0;
+		lws_set_opaque_user_data(wsi, NULL);
+		if (w->cb != NULL && !loop_lws_destroying(loop_of(wsi)))
+			w->cb(w->ud, LOOP_FD_GONE);
+		free(w);
+		return 0;
+	default:
+		break;
+	}
+	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+struct loop_fd *
+loop_fd_watch(
+    struct loop *l, int fd, void (*cb)(void *ud, int event), void *ud)
+{
+	lws_sock_file_fd_type f;
+	struct loop_fd *w = calloc(1, sizeof(*w));
+
+	if (w == NULL) {
+		close(fd);
+		return NULL;
+	}
+	f.filefd = fd;
+	w->wsi = lws_adopt_descriptor_vhost(
+	    lws_get_vhost_by_name(l->ctx, "default"), LWS_ADOPT_RAW_FILE_DESC,
+	    f, PROTO_FD, NULL);
+	if (w->wsi == NULL) { /* lws closed the fd already */
+		free(w);
+		return NULL;
+	}
+	w->cb = cb;
+	w->ud = ud;
+	lws_set_opaque_user_data(w->wsi, w);
+	return w;
+}
+
+void
+loop_fd_want_write(struct loop_fd *w)
+{
+	if (w != NULL && w->cb != NULL)
+		lws_callback_on_writable(w->wsi);
+}
+
+void
+loop_fd_close(struct loop_fd *w)
+{
+	if (w == NULL || w->cb == NULL)
+		return;
+	w->cb = NULL;
+	/* closed (and w freed) by the loop, outside any callback of it */
+	lws_set_timeout(
+	    w->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
 }
 
 /* lws' own log lines: errors and warnings always, notices at debug only. */

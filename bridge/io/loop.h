@@ -50,6 +50,21 @@ void loop_timer_cancel(struct loop_timer *t);
 bool loop_timer_pending(const struct loop_timer *t);
 void loop_timer_destroy(struct loop_timer *t);
 
+/* A descriptor watched by the loop (e.g. a duplicate of a library's
+ * socket). Events for cb: */
+struct loop_fd;
+enum { LOOP_FD_IN = 1, LOOP_FD_OUT = 2, LOOP_FD_GONE = 4 };
+/* Watches fd for reading, and for writing once after each
+ * loop_fd_want_write(); the watch owns fd and closes it. cb(ud, event)
+ * runs in the loop thread; after LOOP_FD_GONE (the loop dropped the fd: a
+ * hang-up or an error) the watch is freed and must not be used. Returns
+ * NULL (fd closed) on failure. */
+struct loop_fd *loop_fd_watch(
+    struct loop *l, int fd, void (*cb)(void *ud, int event), void *ud);
+void loop_fd_want_write(struct loop_fd *w);
+/* Stops the watch: cb is never called again, fd is closed soon. */
+void loop_fd_close(struct loop_fd *w);
+
 /* Wall clock, ms since the epoch. */
 int64_t loop_now_ms(void);
 /* Monotonic clock, ms. */

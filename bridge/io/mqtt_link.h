@@ -1,14 +1,15 @@
-/* The broker link: libmosquitto driven by a network thread of the link's
- * own (it reconnects with backoff whatever made mosquitto_loop() give up:
- * refused, TLS, protocol errors), publishing from the loop thread. Owns the
- * bounded outgoing queue: nothing is handed to libmosquitto while the
- * broker is away, so nothing is handed over and forgotten. Callbacks from
- * the mosquitto thread only set flags and call cfg->wake; every mqtt_link_cb
- * runs in the owner's thread from mqtt_link_service(). Independent of the
- * loop module: the owner wires wake to loop_wake(), calls
- * mqtt_link_service() after each wake and at least once a second, and
- * mqtt_link_flush() after each pass of its loop so that the network thread
- * sends what the pass produced in one corked write. */
+/* The broker link: libmosquitto, the bounded outgoing queue, reconnects.
+ *
+ * Threads: none of its own, and no locks. Everything runs in the event
+ * loop's thread: the loop watches a duplicate of libmosquitto's socket,
+ * and on its events and timers the link calls mosquitto_loop() (read,
+ * write, keepalive) and reconnects; every libmosquitto call and every
+ * callback below happens there. libmosquitto runs in threaded mode only so
+ * that a publish queues its packet instead of writing it: what one pass
+ * of the loop published is written together, corked, when the loop next
+ * finds the socket writable. A reconnect's name lookup blocks the loop, as the
+ * WebSocket's connects do. Every function must be called from the loop's
+ * thread. */
 #ifndef C2M_MQTT_LINK_H
 #define C2M_MQTT_LINK_H
 
@@ -16,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loop.h"
 #include "outq.h"
 #include "tlsopts.h"
 
@@ -37,10 +39,6 @@ struct mqtt_link_cfg {
 	                    yet acknowledged/written; default 1000 */
 	size_t queue_max_messages;
 	size_t queue_max_bytes;
-	/* Called from the mosquitto thread when there is news for
-	 * mqtt_link_service(); must be thread-safe (e.g. loop_wake). */
-	void (*wake)(void *wake_ud);
-	void *wake_ud;
 };
 
 struct mqtt_link_cb {
@@ -48,10 +46,13 @@ struct mqtt_link_cb {
 	void (*on_connected)(void *ud, bool session_present);
 	/* the link is gone (reason for the log) */
 	void (*on_disconnected)(void *ud, const char *why);
-	/* a message on a subscribed topic (borrowed) */
-	void (*on_message)(
-	    void *ud, const char *topic, const void *payload, size_t len);
 };
+
+/* A message on a subscribed topic (topic and payload borrowed for the
+ * call; the payload is followed by a NUL not counted in len). The
+ * callbacks run from the loop, never from inside a call into the link. */
+typedef void (*mqtt_link_msg_fn)(
+    void *ud, const char *topic, const void *payload, size_t len);
 
 struct mqtt_link_stats {
 	bool connected;
@@ -59,18 +60,11 @@ struct mqtt_link_stats {
 	uint64_t disconnects;
 	uint64_t connect_failures; /* refused, or lost before CONNACK */
 	uint64_t published[MSG_CLASS_COUNT]; /* handed to libmosquitto */
-	/* queue bound, QoS 0 lost in a drop race, rejected by libmosquitto */
+	/* queue bound, QoS 0 lost in a drop, rejected by libmosquitto */
 	uint64_t dropped[MSG_CLASS_COUNT];
 	size_t queued; /* waiting in our queue */
 	size_t queued_bytes;
 	unsigned inflight; /* handed, not yet done */
-	/* reads of the connected socket, and those of them that waited for
-	 * acknowledgements to gather (at most one per millisecond) */
-	uint64_t socket_reads;
-	uint64_t gathered_reads;
-	/* the connected broker announced no receive maximum below the
-	 * window, so acknowledgements may gather */
-	bool acks_gathered;
 };
 
 /* Creates the link (copies cfg and its strings) into *out (NULL on
@@ -79,33 +73,25 @@ struct mqtt_link_stats {
  * --tls-ca/--tls-cert/--tls-key file cannot be read) or BR_EINVAL (cfg
  * incomplete, or libmosquitto refused a setting); a failure other than a
  * missing host or client id is logged with its cause. */
-int mqtt_link_create(const struct mqtt_link_cfg *cfg,
+int mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
     const struct mqtt_link_cb *cb, void *ud, struct mqtt_link **out);
-/* Starts the mosquitto thread and the (re)connect cycle. Returns 0,
+/* Starts the (re)connect cycle. Returns 0,
  * BR_ESTATE (already started), or BR_ENOMEM/BR_EINVAL/BR_EIO (logged). */
 int mqtt_link_start(struct mqtt_link *m);
 
-/* Publishes a copy of msg: straight to libmosquitto when connected and the
- * window allows, else into the bounded queue (in order). Never blocks.
- * Returns 0, or BR_EFULL when the bound dropped msg itself. */
+/* Publishes a copy of msg: straight to libmosquitto when connected, the
+ * window allows and nothing older waits, else into the bounded queue (in
+ * order). Never blocks. Returns 0, or BR_EFULL when the bound dropped msg
+ * itself. */
 int mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg);
 
-/* Owner's thread: delivers pending callbacks, logs connection failures
- * (rate-limited) and drains the queue while the window allows. A broker
- * that accepts TCP but never sends CONNACK needs no watchdog here:
- * libmosquitto drops the attempt after keepalive_s and the network thread
- * retries (tested). Call after every wake and at least once a second. */
-void mqtt_link_service(struct mqtt_link *m);
-
-/* Owner's thread: sends what was published since the last call in one
- * go (one wakeup of the network thread, corked writes). Once called, the
- * link leaves every publish's sending to the next call, so call it after
- * each pass of the event loop (loop_set_idle_cb); a link on which it is
- * never called sends each message at once. */
-void mqtt_link_flush(struct mqtt_link *m);
-
-/* Subscribes (QoS 1) on every (re)connect. */
-int mqtt_link_subscribe(struct mqtt_link *m, const char *topic);
+/* Subscribes (QoS 1) to filter on every (re)connect; each received
+ * message goes to the fn of every filter it matches, in the order they
+ * were added. Filters that overlap get a message once per matching
+ * subscription from the broker. Returns 0, BR_ENOMEM or BR_EINVAL (not a
+ * valid filter). */
+int mqtt_link_subscribe(
+    struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn, void *ud);
 
 /* Largest packet the broker accepts (CONNACK maximum packet size), or 0
  * when the broker did not say. */
@@ -115,10 +101,12 @@ bool mqtt_link_connected(const struct mqtt_link *m);
 void mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s);
 
 /* Shutdown: drains the queue for at most timeout_ms, publishes last (e.g.
- * bridge/state offline; may be NULL), disconnects cleanly and stops the
- * thread. Blocks the caller for at most about timeout_ms + 200 ms. */
+ * bridge/state offline; may be NULL) and disconnects cleanly. Runs the
+ * link itself, without the loop, and blocks the caller for at most about
+ * timeout_ms + 200 ms. No callback runs from it. */
 void mqtt_link_shutdown(
     struct mqtt_link *m, const struct out_msg *last, int timeout_ms);
+/* Before the loop is destroyed. */
 void mqtt_link_destroy(struct mqtt_link *m);
 
 #endif

@@ -177,6 +177,11 @@ broker_start(struct broker *b)
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
+		/* the event loop blocks SIGTERM for its signalfd: unblocked,
+		 * or broker_stop could not stop the broker */
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
 		int fd = open(b->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 		if (fd >= 0) {
 			dup2(fd, 1);
