@@ -34,11 +34,6 @@ struct tls_vhost {
 struct loop {
 	struct lws_context *ctx;
 	atomic_bool quit;
-	atomic_bool wake_pending;
-	void (*wake_cb)(void *ud);
-	void *wake_ud;
-	void (*idle_cb)(void *ud);
-	void *idle_ud;
 	void (*signal_cb)(void *ud, int signo);
 	void *signal_ud;
 	int sigfd;
@@ -89,18 +84,9 @@ static int
 base_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     void *in, size_t len)
 {
-	struct loop *l;
 	const struct glue_user *g = user;
 
 	switch (reason) {
-	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-		/* Broadcast to protocols[0] of every vhost: the exchange makes
-		 * one wake_cb call per batch of loop_wake() calls. */
-		l = loop_of(wsi);
-		if (l != NULL && atomic_exchange(&l->wake_pending, false)
-		    && l->wake_cb != NULL)
-			l->wake_cb(l->wake_ud);
-		return 0;
 	case LWS_CALLBACK_WSI_DESTROY:
 		if (g == NULL)
 			return 0;
@@ -333,7 +319,6 @@ loop_create_tls(bool tls)
 		return NULL;
 	l->sigfd = -1;
 	atomic_init(&l->quit, false);
-	atomic_init(&l->wake_pending, false);
 	if (setup_signals(l) != BR_OK) {
 		free(l);
 		return NULL;
@@ -412,8 +397,6 @@ loop_run(struct loop *l)
 {
 	while (!atomic_exchange(&l->quit, false)) {
 		lws_service(l->ctx, 0);
-		if (l->idle_cb != NULL)
-			l->idle_cb(l->idle_ud);
 	}
 	return 0;
 }
@@ -423,27 +406,6 @@ loop_quit(struct loop *l)
 {
 	atomic_store(&l->quit, true);
 	lws_cancel_service(l->ctx);
-}
-
-void
-loop_wake(struct loop *l)
-{
-	atomic_store(&l->wake_pending, true);
-	lws_cancel_service(l->ctx);
-}
-
-void
-loop_set_idle_cb(struct loop *l, void (*cb)(void *ud), void *ud)
-{
-	l->idle_cb = cb;
-	l->idle_ud = ud;
-}
-
-void
-loop_set_wake_cb(struct loop *l, void (*cb)(void *ud), void *ud)
-{
-	l->wake_cb = cb;
-	l->wake_ud = ud;
 }
 
 void

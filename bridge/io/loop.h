@@ -1,5 +1,5 @@
 /* The event loop: owns the libwebsockets context (the only poll), timers,
- * the signal fd, and the thread-safe wake-up used by the MQTT thread. */
+ * the signal fd and descriptor watches (the broker link's socket). */
 #ifndef C2M_LOOP_H
 #define C2M_LOOP_H
 
@@ -22,16 +22,10 @@ void loop_destroy(struct loop *l);
 
 /* Services until loop_quit(). Returns 0. */
 int loop_run(struct loop *l);
-/* Makes loop_run() return after the current iteration. */
+/* Makes loop_run() return after the current iteration; safe to call from
+ * any thread. */
 void loop_quit(struct loop *l);
 
-/* Thread-safe: makes the loop call the wake callback soon (from the loop
- * thread). Safe to call from any thread. */
-void loop_wake(struct loop *l);
-void loop_set_wake_cb(struct loop *l, void (*cb)(void *ud), void *ud);
-/* cb(ud) runs after every pass of the loop (one poll and the callbacks
- * it caused): the place to flush what those callbacks produced. */
-void loop_set_idle_cb(struct loop *l, void (*cb)(void *ud), void *ud);
 /* Called in the loop thread for each SIGINT/SIGTERM/SIGHUP received. */
 void loop_set_signal_cb(
     struct loop *l, void (*cb)(void *ud, int signo), void *ud);

@@ -4,7 +4,7 @@
  * followed and no connection to the Location's host; at most
  * HTTP_MAX_INFLIGHT on the wire, FIFO; timeouts from the start on the wire;
  * destroy with queued requests), plus the loop itself: signals through the
- * signalfd, loop_wake and loop_quit from another thread, timers. */
+ * signalfd, loop_quit from another thread, timers. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -666,8 +666,6 @@ test_destroy_from_callback(void)
 static pthread_t loop_thread;
 static int signals_seen[3];
 static bool signal_in_loop_thread = true;
-static int wakes;
-static bool wake_in_loop_thread = true;
 
 static void
 on_signal(void *ud, int signo)
@@ -707,31 +705,14 @@ test_signals_reach_the_loop(void)
 	loop_set_signal_cb(L, NULL, NULL);
 }
 
-static void
-on_wake(void *ud)
-{
-	if (!pthread_equal(pthread_self(), loop_thread))
-		wake_in_loop_thread = false;
-	wakes++;
-}
-
 static void *
-waker(void *arg)
+quitter(void *arg)
 {
 	struct timespec ts = { 0, 100 * 1000000 };
 
 	nanosleep(&ts, NULL); /* let the loop block first */
-	if (arg != NULL)
-		loop_quit(L);
-	else
-		loop_wake(L);
+	loop_quit(L);
 	return NULL;
-}
-
-static bool
-pred_woken(void *ud)
-{
-	return wakes >= 1;
 }
 
 static bool backstop_fired;
@@ -744,33 +725,23 @@ backstop(void *ud)
 }
 
 static void
-test_wake_and_quit_from_another_thread(void)
+test_quit_from_another_thread(void)
 {
 	pthread_t t;
 	struct loop_timer *bs;
 	int64_t t0;
-
-	loop_thread = pthread_self();
-	loop_set_wake_cb(L, on_wake, NULL);
-	CHECK_INT(pthread_create(&t, NULL, waker, NULL), 0);
-	CHECK(helper_wait_for(L, pred_woken, NULL, 5000));
-	pthread_join(t, NULL);
-	CHECK_INT(wakes, 1);
-	CHECK(wake_in_loop_thread);
 
 	/* loop_quit from another thread ends a loop with nothing to do soon
 	 * (the backstop is far away) */
 	bs = loop_timer_create(L, backstop, NULL);
 	loop_timer_arm(bs, 10000);
 	t0 = loop_mono_ms();
-	CHECK_INT(pthread_create(&t, NULL, waker, (void *) 1), 0);
+	CHECK_INT(pthread_create(&t, NULL, quitter, NULL), 0);
 	loop_run(L);
 	pthread_join(t, NULL);
 	CHECK(!backstop_fired);
 	CHECK(loop_mono_ms() - t0 < 5000);
-	CHECK_INT(wakes, 1); /* a quit is not a wake */
 	loop_timer_destroy(bs);
-	loop_set_wake_cb(L, NULL, NULL);
 }
 
 static int fired_a, fired_b;
@@ -857,7 +828,7 @@ main(void)
 	helper_peer_kill(&hpeer);
 	helper_peer_close(&hpeer);
 	RUN(test_signals_reach_the_loop);
-	RUN(test_wake_and_quit_from_another_thread);
+	RUN(test_quit_from_another_thread);
 	RUN(test_timers);
 
 	helper_peer_kill(&peer);
