@@ -1,4 +1,4 @@
-/* The bridge's own bounded outgoing queue (contract §4.3). Messages wait
+/* The bridge's own bounded outgoing queue. Messages wait
  * here, in order, while the broker is away or the in-flight window is full.
  * Bounded by count and bytes; when a bound is hit the lowest class goes
  * first (previews, then progress, then lifecycle, then critical), oldest
