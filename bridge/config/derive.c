@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "topic.h"
+#include "hash.h"
 
 /* MQTT 3.1.1 servers need only accept client ids of 1..23 bytes. */
 #define MQTT311_CLIENT_ID_MAX 23
@@ -178,16 +179,6 @@ derive_client_id(struct loader *ld)
 	return CONFIG_OK;
 }
 
-static uint32_t
-fnv1a(uint32_t h, const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char) s[i];
-		h *= 16777619u;
-	}
-	return h;
-}
-
 /* A given MQTT client id: MQTT strings hold no control characters, and
  * MQTT 3.1.1 servers need only accept 23 bytes. */
 static int
@@ -227,9 +218,9 @@ derive_mqtt_client_id(struct loader *ld)
 		return check_mqtt_client_id(ld);
 	if (gethostname(host, sizeof host - 1) != 0)
 		host[0] = '\0';
-	h = fnv1a(2166136261u, host, strlen(host));
-	h = fnv1a(h, "", 1);
-	h = fnv1a(h, c->instance, strlen(c->instance));
+	h = hash32(HASH32_INIT, host, strlen(host));
+	h = hash32(h, "", 1);
+	h = hash32(h, c->instance, strlen(c->instance));
 	for (const char *p = c->instance; *p && n < sizeof part - 1; p++) {
 		unsigned char ch = (unsigned char) *p;
 		part[n++] = (isalnum(ch) || ch == '_' || ch == '-') ? (char) ch

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "hash.h"
 
 bool
 node_list_has(const struct node_list *l, const char *id)
@@ -78,12 +79,7 @@ struct tracker {
 uint64_t
 tracker_hash(const char *id, size_t len)
 {
-	uint64_t h = 1469598103934665603ULL;
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char) id[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
+	return hash64(HASH64_INIT, id, len);
 }
 
 struct tracker *

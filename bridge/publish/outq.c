@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "hash.h"
 
 /* Size classes of recycled entries: 256, 512, ... 4096 bytes of strings.
  * Bigger messages (previews) get an exact allocation that is not kept. */
@@ -72,12 +73,7 @@ msg_class_name(int cls)
 static uint32_t
 hash_key(const char *s)
 {
-	uint32_t h = 2166136261u;
-	for (; *s != '\0'; s++) {
-		h ^= (unsigned char) *s;
-		h *= 16777619u;
-	}
-	return h;
+	return hash32(HASH32_INIT, s, strlen(s));
 }
 
 struct outq *

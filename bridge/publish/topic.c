@@ -10,6 +10,7 @@
 
 #include "err.h"
 #include "utf8.h"
+#include "hash.h"
 
 /* Longest prefix accepted, in bytes. */
 #define TOPIC_PREFIX_MAX 128
@@ -22,20 +23,6 @@ id_char_allowed(unsigned char c)
 	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
 	    || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':'
 	    || c == '-';
-}
-
-/* 32-bit FNV-1a: cheap, stable across builds, good enough to keep long
- * ids with a shared prefix apart (not a defence against chosen
- * collisions; the raw id stays in the payload anyway). */
-static uint32_t
-fnv1a32(const char *data, size_t len)
-{
-	uint32_t hash = 2166136261u;
-	for (size_t i = 0; i < len; i++) {
-		hash ^= (unsigned char) data[i];
-		hash *= 16777619u;
-	}
-	return hash;
 }
 
 size_t
@@ -74,7 +61,7 @@ topic_sanitize(char *dst, size_t cap, const char *id, size_t len)
 		return keep;
 	}
 	static const char hex[] = "0123456789abcdef";
-	uint32_t hash = fnv1a32(id, len);
+	uint32_t hash = hash32(HASH32_INIT, id, len);
 	dst[keep] = '_';
 	for (size_t i = 0; i < 8; i++)
 		dst[keep + 1 + i] = hex[(hash >> (28 - 4 * i)) & 0xfu];
