@@ -146,6 +146,8 @@ console_finished(const struct console *c, const struct prompt *p)
 		    (long long) prompt_duration(p));
 	else if (p->status == PS_LOST)
 		console_line(c, "[LOST] Prompt %s", p->id);
+	else if (p->status == PS_CANCELLED)
+		console_line(c, "[CANCELLED] Prompt %s", p->id);
 }
 
 void

@@ -33,7 +33,8 @@ void console_executed(
 /* An execution_error / execution_interrupted frame, with its details. */
 void console_error(const struct console *c, const char *id,
     const struct json_doc *d, const struct comfy_event *ev, bool interrupted);
-/* A prompt's end (success and lost; errors are told by console_error). */
+/* A prompt's end (success, lost and cancelled; errors are told by
+ * console_error). */
 void console_finished(const struct console *c, const struct prompt *p);
 void console_status(const struct console *c, int64_t queue_remaining);
 void console_upstream(const struct console *c, bool up);

@@ -172,8 +172,8 @@ emit_terminal(struct engine *e, const struct prompt *p,
 	} else {
 		struct jsonw w;
 		jsonw_init(&w, synth, sizeof(synth));
-		render_end_data(&w, p, end->status == PS_LOST, end->derived,
-		    end->finished_at);
+		render_end_data(
+		    &w, p, end->status, end->derived, end->finished_at);
 		ev.data_raw = w.buf;
 		ev.data_raw_len = w.len;
 	}
@@ -204,7 +204,8 @@ lc_finish(
 	if (p->terminal_sent)
 		return;
 	lc_ensure_queued(e, p, end->source, now);
-	if (!p->start_sent && end->status != PS_LOST)
+	if (!p->start_sent && end->status != PS_LOST
+	    && end->status != PS_CANCELLED)
 		lc_derive_start(e, p, end->source, p->started_at, now);
 	p->terminal_sent = true;
 	p->status = end->status;

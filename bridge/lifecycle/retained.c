@@ -135,7 +135,8 @@ read_finished_state(struct engine *e, const void *payload, size_t len,
 	bool ok = il > 0 && finished
 	    && (strcmp(status, "success") == 0 || strcmp(status, "error") == 0
 	        || strcmp(status, "interrupted") == 0
-	        || strcmp(status, "lost") == 0);
+	        || strcmp(status, "lost") == 0
+	        || strcmp(status, "cancelled") == 0);
 	return ok ? (size_t) il : 0;
 }
 

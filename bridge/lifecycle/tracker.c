@@ -54,8 +54,9 @@ const char *
 prompt_status_name(enum prompt_status s)
 {
 	static const char *const names[] = { "queued", "running", "success",
-		"error", "interrupted", "lost" };
-	return (unsigned) s < 6 ? names[s] : "unknown";
+		"error", "interrupted", "lost", "cancelled" };
+	return (unsigned) s < sizeof(names) / sizeof(names[0]) ? names[s]
+	                                                       : "unknown";
 }
 
 const char *

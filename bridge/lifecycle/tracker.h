@@ -39,6 +39,7 @@ enum prompt_status {
 	PS_ERROR,
 	PS_INTERRUPTED,
 	PS_LOST,
+	PS_CANCELLED,
 };
 
 enum prompt_source { SRC_LIVE = 0, SRC_POLL, SRC_HISTORY };
@@ -98,6 +99,10 @@ struct prompt {
 	int64_t history_due; /* 0: no lookup scheduled */
 	unsigned history_tries;
 	bool history_inflight;
+	/* left the pending queue (never started) while the link stayed up:
+	 * no history entry then means it was removed, not lost */
+	bool left_pending;
+	bool listed_running; /* a /queue answer listed it running */
 	uint64_t queue_generation; /* last /queue poll that listed it */
 	/* frames rejected in total when it was first seen: a rejection
 	 * after that may have been its terminal event */

@@ -47,12 +47,13 @@ MAX_PAYLOAD = 256 * 1024
 
 # contract §2: prompt events at QoS 1 are these; every other one goes at QoS 0
 QOS1_EVENT_TYPES = {"queued", "execution_start", "execution_success", "execution_error",
-                    "execution_interrupted", "lost"}
-TERMINAL_TYPES = {"execution_success", "execution_error", "execution_interrupted", "lost"}
+                    "execution_interrupted", "cancelled", "lost"}
+TERMINAL_TYPES = {"execution_success", "execution_error", "execution_interrupted", "cancelled", "lost"}
 TERMINAL_TO_STATUS = {
     "execution_success": "success",
     "execution_error": "error",
     "execution_interrupted": "interrupted",
+    "cancelled": "cancelled",
     "lost": "lost",
 }
 

@@ -295,7 +295,7 @@ def test_discovery_uses_documented_keys(broker, sim, collector, make_bridge):
     if len(components(payload)) != len(want):
         problems.append("expected %d entities, got %s" % (len(want), sorted(components(payload))))
     c = by_suffix(payload, "completion") or {}
-    if sorted(c.get("event_types") or []) != sorted(["success", "error", "interrupted", "lost"]):
+    if sorted(c.get("event_types") or []) != sorted(["success", "error", "interrupted", "cancelled", "lost"]):
         problems.append("completion event_types %r" % c.get("event_types"))
     if (by_suffix(payload, "last_error") or {}).get("entity_category") != "diagnostic":
         problems.append("last error must be a diagnostic entity")

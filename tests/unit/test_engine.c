@@ -134,13 +134,27 @@ last_topic(const char *suffix)
 	return NULL;
 }
 
+/* Messages whose topic ends with suffix and whose payload has needle. */
+static int
+count_with(const char *suffix, const char *needle)
+{
+	int n = 0;
+	size_t sl = strlen(suffix);
+	for (int i = 0; i < n_msgs; i++) {
+		size_t tl = strlen(msgs[i].topic);
+		n += tl >= sl && strcmp(msgs[i].topic + tl - sl, suffix) == 0
+		    && strstr(msgs[i].payload, needle) != NULL;
+	}
+	return n;
+}
+
 static int
 count_terminals(void)
 {
 	return count_topic("/event/execution_success")
 	    + count_topic("/event/execution_error")
 	    + count_topic("/event/execution_interrupted")
-	    + count_topic("/event/lost");
+	    + count_topic("/event/lost") + count_topic("/event/cancelled");
 }
 
 /* Every payload is valid JSON (or the plain texts), every topic stays
@@ -428,14 +442,21 @@ test_foreign_prompt_from_poll_and_history(void)
 			    "{}", 2, clock_ms + 20);
 	}
 	free(h);
+	/* the pending ones never ran and ComfyUI stayed up: removed from
+	 * the queue, so cancelled, not lost */
 	CHECK_INT(count_topic("/event/execution_success"), 1);
-	CHECK_INT(count_topic("/event/lost"), 3);
+	CHECK_INT(count_topic("/event/lost"), 0);
+	CHECK_INT(count_topic("/event/cancelled"), 3);
 	CHECK_INT(count_topic("/completion"), 4);
+	CHECK(payload_has(last_topic("/event/cancelled"), "\"reason\":"));
+	CHECK_INT(
+	    count_with("/completion", "\"event_type\":\"cancelled\""), 3);
+	CHECK_INT(count_with("/state", "\"status\":\"cancelled\""), 3);
 	const struct msg *ok = last_topic("/event/execution_success");
 	CHECK(payload_has(ok, "\"source\":\"history\""));
 	struct engine_counters c;
 	engine_get_counters(e, &c);
-	CHECK_INT(c.lost, 3);
+	CHECK_INT(c.lost, 0);
 	CHECK_INT(c.recovered, 1);
 	check_invariants();
 	engine_destroy(e);
@@ -483,6 +504,37 @@ test_resync_after_reconnect(void)
 	struct engine_counters c;
 	engine_get_counters(e, &c);
 	CHECK_INT(c.resyncs, 1);
+	check_invariants();
+	engine_destroy(e);
+}
+
+/* A pending prompt that is gone after a reconnect may have died with a
+ * ComfyUI restart: lost, not cancelled. */
+static void
+test_pending_gone_after_reconnect_is_lost(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	static const char q[]
+	    = "{\"queue_running\": [], \"queue_pending\": [[3, \"p-1\", "
+	      "{}, {\"client_id\": \"other\"}, []]]}";
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, q, strlen(q), clock_ms);
+	CHECK_INT(count_topic("/event/queued"), 1);
+	engine_on_upstream(e, false, clock_ms + 100);
+	engine_on_upstream(e, true, clock_ms + 3000);
+	n_reqs = 0;
+	static const char empty[]
+	    = "{\"queue_running\": [], \"queue_pending\": []}";
+	engine_on_http(
+	    e, EHTTP_QUEUE, NULL, 200, empty, strlen(empty), clock_ms + 3010);
+	engine_tick(e, clock_ms + 3020, NULL);
+	int hi = find_req(EHTTP_HISTORY_ID);
+	CHECK(hi >= 0);
+	if (hi >= 0)
+		engine_on_http(e, EHTTP_HISTORY_ID, reqs[hi].tag, 200, "{}", 2,
+		    clock_ms + 3030);
+	CHECK_INT(count_topic("/event/lost"), 1);
+	CHECK_INT(count_topic("/event/cancelled"), 0);
 	check_invariants();
 	engine_destroy(e);
 }
@@ -1009,6 +1061,7 @@ main(void)
 	RUN(test_trace_custom_events);
 	RUN(test_foreign_prompt_from_poll_and_history);
 	RUN(test_resync_after_reconnect);
+	RUN(test_pending_gone_after_reconnect_is_lost);
 	RUN(test_hostile_frames);
 	RUN(test_execution_blocked_not_terminal);
 	RUN(test_state_ttl_clears);

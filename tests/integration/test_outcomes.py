@@ -1,0 +1,97 @@
+"""How prompts end and in which order their events come, against the
+simulator and a real mosquitto: cancelled prompts, one clock, the order
+queued -> start -> the rest, --print of every outcome, and the
+upstream/state of a start with ComfyUI up (contract §3.1-§3.3, §4.2, §5)."""
+
+import time
+import uuid
+
+import harness
+from harness import BASE, sanitize
+
+OTHER = "sim-browser"
+
+
+def pid():
+    return "p-" + uuid.uuid4().hex[:12]
+
+
+def prompt_events(collector, prompt_id, since=0):
+    """(type, envelope) of every event of one prompt, in arrival order."""
+    glob = "%s/prompt/%s/event/*" % (BASE, sanitize(prompt_id))
+    return [(obj.get("type"), obj) for _m, obj in collector.json_messages(glob, since)]
+
+
+def last_json(collector, topic_suffix, prompt_id=None, since=0):
+    topic = "%s/%s" % (BASE, topic_suffix) if prompt_id is None else \
+        "%s/prompt/%s/%s" % (BASE, sanitize(prompt_id), topic_suffix)
+    got = collector.json_messages(topic, since)
+    return got[-1][1] if got else None
+
+
+def completion_of(collector, prompt_id, since=0):
+    for _m, obj in collector.json_messages(BASE + "/completion", since):
+        if obj.get("prompt_id") == prompt_id:
+            return obj
+    return None
+
+
+def wait_terminal(collector, prompt_id, timeout=10, since=0):
+    def done():
+        return [t for t, _ in prompt_events(collector, prompt_id, since) if t in harness.TERMINAL_TYPES]
+    return harness.wait_until(done, timeout)
+
+
+def hold_queue(sim):
+    """A running prompt of another client that holds the queue until
+    released, so that prompts queued behind it stay pending."""
+    runner = pid()
+    sim.submit(client_id=OTHER, prompt_id=runner, hold=True, steps=1)
+    harness.wait_until(lambda: runner in (sim.req("GET", "/_sim/state").get("holding") or []), 10)
+    return runner
+
+
+def assert_cancelled(collector, bridge, prompt_id):
+    kinds = wait_terminal(collector, prompt_id)
+    assert kinds == ["cancelled"], "prompt %s removed from the queue ended with %r, expected cancelled%s\n%s" % (
+        prompt_id, kinds, bridge.context(), collector.dump("%s/prompt/%s/*" % (BASE, sanitize(prompt_id))))
+    ok = harness.wait_until(lambda: completion_of(collector, prompt_id), 5)
+    assert ok and ok.get("event_type") == "cancelled", "completion %r" % ok
+    st = last_json(collector, "state", prompt_id)
+    assert st and st.get("status") == "cancelled", "state %r" % st
+    assert not [t for t, _ in prompt_events(collector, prompt_id) if t == "lost"]
+
+
+# --------------------------------------------------------------------------
+# cancelled
+
+
+def test_pending_prompt_deleted_is_cancelled(sim, collector, bridge):
+    runner = hold_queue(sim)
+    victim, keep = pid(), pid()
+    sim.submit(client_id=OTHER, prompt_id=victim, steps=1)
+    sim.submit(client_id=OTHER, prompt_id=keep, steps=1)
+    seen = harness.wait_until(lambda: "queued" in [t for t, _ in prompt_events(collector, victim)], 10)
+    assert seen, "no queued event for %s%s" % (victim, bridge.context())
+    sim.req("POST", "/queue", {"delete": [victim]})
+    assert_cancelled(collector, bridge, victim)
+    sim.release(runner)
+    assert wait_terminal(collector, keep, 15) == ["execution_success"], bridge.context()
+    assert wait_terminal(collector, runner, 5) == ["execution_success"], bridge.context()
+    harness.assert_all_valid(collector, bridge=bridge)
+
+
+def test_queue_clear_cancels_every_pending_prompt(sim, collector, bridge):
+    runner = hold_queue(sim)
+    victims = [pid() for _ in range(3)]
+    for v in victims:
+        sim.submit(client_id=OTHER, prompt_id=v, steps=1)
+    seen = harness.wait_until(
+        lambda: all("queued" in [t for t, _ in prompt_events(collector, v)] for v in victims), 10)
+    assert seen, "not every prompt was announced queued%s" % bridge.context()
+    sim.req("POST", "/queue", {"clear": True})
+    for v in victims:
+        assert_cancelled(collector, bridge, v)
+    sim.release(runner)
+    assert wait_terminal(collector, runner, 10) == ["execution_success"], bridge.context()
+    harness.assert_all_valid(collector, bridge=bridge)
