@@ -157,6 +157,10 @@ void lc_ensure_queued(
 /* An execution_start the bridge infers (from /queue or history). */
 void lc_derive_start(struct engine *e, struct prompt *p,
     enum prompt_source src, int64_t started_at, int64_t now);
+/* ComfyUI's timestamp of the prompt's start (0: none): it replaces a
+ * start time the bridge took from its own clock; keeps the times in
+ * order. */
+void lc_clock_start(struct prompt *p, int64_t ts);
 /* How a prompt ends, for lc_finish. */
 struct lc_end {
 	enum prompt_status status;

@@ -43,6 +43,31 @@ node_done(struct prompt *p, const char *node, int64_t now)
 	node_list_add(&p->done, node, t0 > 0 && now >= t0 ? now - t0 : -1);
 }
 
+/* One clock: ComfyUI's timestamps where it gives them, the bridge's
+ * otherwise; the bridge learns of a prompt a little after ComfyUI stamps
+ * its start, so the order queued <= started <= finished is restored by
+ * moving the later-learned bound. */
+static void
+order_times(struct prompt *p)
+{
+	if (p->started_at && p->queued_at > p->started_at)
+		p->queued_at = p->started_at;
+	if (p->finished_at && p->finished_at < p->started_at)
+		p->finished_at = p->started_at;
+	if (p->finished_at && p->queued_at > p->finished_at)
+		p->queued_at = p->finished_at;
+}
+
+void
+lc_clock_start(struct prompt *p, int64_t ts)
+{
+	if (ts > 0 && !p->start_exact) {
+		p->started_at = ts;
+		p->start_exact = true;
+	}
+	order_times(p);
+}
+
 static void
 set_running(struct engine *e, struct prompt *p, enum prompt_source src)
 {
@@ -82,6 +107,7 @@ lc_derive_start(struct engine *e, struct prompt *p, enum prompt_source src,
 		return;
 	p->start_sent = true;
 	p->started_at = started_at > 0 ? started_at : now;
+	order_times(p);
 	char data[PROMPT_ID_MAX * 12 + RENDER_DATA_MAX];
 	struct jsonw w;
 	jsonw_init(&w, data, sizeof(data));
@@ -211,8 +237,7 @@ lc_finish(
 	p->status = end->status;
 	p->source = end->source;
 	p->finished_at = end->finished_at > 0 ? end->finished_at : now;
-	if (p->finished_at < p->started_at)
-		p->finished_at = p->started_at;
+	order_times(p);
 	if (end->status == PS_SUCCESS && p->has_node)
 		node_done(p, p->node, now);
 	if (end->status == PS_ERROR || end->status == PS_INTERRUPTED)
@@ -241,8 +266,9 @@ on_execution_start(struct engine *e, const struct comfy_event *ev,
 	emit_envelope(e, env);
 	if (!p->start_sent) {
 		p->start_sent = true;
-		p->started_at = ev->has_timestamp ? ev->timestamp : now;
+		p->started_at = now;
 	}
+	lc_clock_start(p, ev->has_timestamp ? ev->timestamp : 0);
 	if (!p->terminal_sent) {
 		set_running(e, p, SRC_LIVE);
 		emit_state(e, p, now);
@@ -319,6 +345,7 @@ on_executing(struct engine *e, const struct comfy_event *ev, struct prompt *p,
 		if (!p->start_sent) {
 			p->start_sent = true;
 			p->started_at = now;
+			order_times(p);
 		}
 	}
 	emit_state(e, p, now);

@@ -457,6 +457,8 @@ apply_history_entry(struct engine *e, struct prompt *p,
 	lc_ensure_queued(e, p, SRC_HISTORY, now);
 	if (!p->start_sent)
 		lc_derive_start(e, p, SRC_HISTORY, h.start_ts, now);
+	/* history's start and end share ComfyUI's clock: its duration */
+	lc_clock_start(p, h.start_ts);
 	history_outputs(e, p, d, json_obj_get(d, entry, "outputs"));
 	char node[NODE_ID_MAX + 1];
 	const char *nodep = NULL;

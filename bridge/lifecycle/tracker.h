@@ -76,6 +76,7 @@ struct prompt {
 	bool has_client_id;
 
 	int64_t queued_at, started_at, finished_at; /* 0: unknown */
+	bool start_exact; /* started_at is ComfyUI's own timestamp */
 	char node[NODE_ID_MAX + 1];
 	bool has_node;
 	char pnode[NODE_ID_MAX + 1];

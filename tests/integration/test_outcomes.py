@@ -95,3 +95,34 @@ def test_queue_clear_cancels_every_pending_prompt(sim, collector, bridge):
     sim.release(runner)
     assert wait_terminal(collector, runner, 10) == ["execution_success"], bridge.context()
     harness.assert_all_valid(collector, bridge=bridge)
+
+
+# --------------------------------------------------------------------------
+# one clock
+
+
+def history_times(sim, prompt_id):
+    entry = sim.history(prompt_id).get(prompt_id) or {}
+    msgs = (entry.get("status") or {}).get("messages") or []
+    ts = {name: data.get("timestamp") for name, data in msgs if isinstance(data, dict)}
+    end = [ts[k] for k in ("execution_success", "execution_error", "execution_interrupted") if k in ts]
+    return ts.get("execution_start"), end[0] if end else None
+
+
+def test_foreign_prompts_take_comfyui_times_and_duration(sim, collector, bridge):
+    """Prompts of another client are learned from /queue and /history: their
+    start and end are history's timestamps, and the duration is history's
+    (an interrupt included)."""
+    ids = {pid(): outcome for outcome in ("success", "error", "interrupt")}
+    for p, outcome in ids.items():
+        sim.submit(client_id=OTHER, prompt_id=p, outcome=outcome, steps=4, step_ms=15)
+    for p in ids:
+        assert wait_terminal(collector, p, 15), "no terminal event for %s%s" % (p, bridge.context())
+    for p in ids:
+        state = last_json(collector, "state", p)
+        start, end = history_times(sim, p)
+        assert (state["started_at"], state["finished_at"]) == (start, end), \
+            "state %r, history says start %r end %r" % (state, start, end)
+        assert state["duration_ms"] == end - start, "duration %r, history's %d" % (state["duration_ms"], end - start)
+        assert state["queued_at"] <= state["started_at"]
+    harness.assert_all_valid(collector, bridge=bridge)

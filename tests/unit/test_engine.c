@@ -157,8 +157,36 @@ count_terminals(void)
 	    + count_topic("/event/lost") + count_topic("/event/cancelled");
 }
 
+/* A state's times: one clock, in order, and duration_ms their
+ * difference. */
+static void
+check_state_clock(const struct json_doc *d, const char *topic)
+{
+	static const char *const keys[]
+	    = { "queued_at", "started_at", "finished_at", "duration_ms" };
+	int64_t v[4];
+	for (int k = 0; k < 4; k++) {
+		int t = json_obj_get(d, 0, keys[k]);
+		if (t < 0 || json_get_int64(d, t, &v[k]) != 0)
+			v[k] = -1;
+	}
+	int64_t last = -1;
+	for (int k = 0; k < 3; k++) {
+		if (v[k] < 0)
+			continue;
+		if (v[k] < last)
+			TEST_FAIL("%s out of order on %s", keys[k], topic);
+		last = v[k];
+	}
+	if (v[1] >= 0 && v[2] >= 0 ? v[3] != v[2] - v[1] : v[3] != -1)
+		TEST_FAIL(
+		    "duration_ms %lld is not finished_at - started_at on %s",
+		    (long long) v[3], topic);
+}
+
 /* Every payload is valid JSON (or the plain texts), every topic stays
- * under comfyui/t/, seq strictly increases. */
+ * under comfyui/t/, seq strictly increases, every state's times are in
+ * order. */
 static void
 check_invariants(void)
 {
@@ -189,6 +217,10 @@ check_invariants(void)
 			TEST_FAIL("seq %lld after %lld on %s", (long long) seq,
 			    (long long) last_seq, m->topic);
 		last_seq = seq;
+		size_t tl = strlen(m->topic);
+		if (tl > 6 && strcmp(m->topic + tl - 6, "/state") == 0
+		    && strncmp(m->topic, "comfyui/t/prompt/", 17) == 0)
+			check_state_clock(&d, m->topic);
 	}
 }
 
@@ -454,6 +486,10 @@ test_foreign_prompt_from_poll_and_history(void)
 	CHECK_INT(count_with("/state", "\"status\":\"cancelled\""), 3);
 	const struct msg *ok = last_topic("/event/execution_success");
 	CHECK(payload_has(ok, "\"source\":\"history\""));
+	/* started by the poll on the bridge's clock, finished in history on
+	 * ComfyUI's: history's start wins, and with it history's duration */
+	CHECK(payload_has(ok, "\"duration_ms\":5168"));
+	CHECK_INT(count_with("/state", "\"duration_ms\":5168"), 1);
 	struct engine_counters c;
 	engine_get_counters(e, &c);
 	CHECK_INT(c.lost, 0);
