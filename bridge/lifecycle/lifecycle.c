@@ -505,6 +505,14 @@ lc_on_event(struct engine *e, const struct json_doc *d,
 	}
 	if (!p->terminal_sent)
 		lc_ensure_queued(e, p, SRC_LIVE, now);
+	/* queued and then a start come before any other event of the
+	 * prompt: a client-less prompt's first frame is a progress_state,
+	 * and its execution_start goes to nobody */
+	if (!p->terminal_sent && !p->start_sent
+	    && ev->kind != EVK_EXECUTION_START && !event_is_terminal(ev)) {
+		lc_derive_start(e, p, SRC_LIVE, now, now);
+		emit_state(e, p, now);
+	}
 	dispatch(e, d, ev, p, &env, now);
 	/* a prompt first learned from a frame that changes nothing else */
 	if (!p->terminal_sent && p->state.len == 0)

@@ -126,3 +126,34 @@ def test_foreign_prompts_take_comfyui_times_and_duration(sim, collector, bridge)
         assert state["duration_ms"] == end - start, "duration %r, history's %d" % (state["duration_ms"], end - start)
         assert state["queued_at"] <= state["started_at"]
     harness.assert_all_valid(collector, bridge=bridge)
+
+
+# --------------------------------------------------------------------------
+# order
+
+
+def order_problems(collector, prompt_id):
+    types = [t for t, _ in prompt_events(collector, prompt_id)]
+    if types[:2] != ["queued", "execution_start"]:
+        return ["%s: events begin %r, expected queued then execution_start" % (prompt_id, types[:4])]
+    if types.count("queued") != 1:
+        return ["%s: %d queued events" % (prompt_id, types.count("queued"))]
+    return []
+
+
+def test_every_prompt_begins_with_queued_then_start(sim, collector, bridge):
+    """Ours, another client's and a client-less prompt (whose first live
+    frame is a broadcast progress_state, and whose execution_start goes to
+    nobody)."""
+    ours, foreign, clientless = pid(), pid(), pid()
+    sim.submit(client_id=bridge.client_id, prompt_id=ours, steps=3)
+    sim.submit(client_id=OTHER, prompt_id=foreign, steps=3)
+    sim.submit(prompt_id=clientless, steps=3)
+    for p in (ours, foreign, clientless):
+        assert wait_terminal(collector, p, 15) == ["execution_success"], bridge.context()
+    collector.wait_quiet(0.3)
+    problems = sum((order_problems(collector, p) for p in (ours, foreign, clientless)), [])
+    assert not problems, "\n".join(problems) + bridge.context()
+    live = [t for t, _ in prompt_events(collector, clientless)]
+    assert "progress_state" in live or "progress" in live, "client-less prompt streamed nothing live: %r" % live
+    harness.assert_all_valid(collector, bridge=bridge)

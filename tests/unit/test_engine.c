@@ -544,6 +544,52 @@ test_resync_after_reconnect(void)
 	engine_destroy(e);
 }
 
+/* The event types published for a prompt, in order, joined by ','. */
+static void
+event_order(const char *prompt, char *out, size_t cap)
+{
+	char pre[128];
+	int pl
+	    = snprintf(pre, sizeof(pre), "comfyui/t/prompt/%s/event/", prompt);
+	size_t n = 0;
+	out[0] = '\0';
+	for (int i = 0; i < n_msgs; i++)
+		if (strncmp(msgs[i].topic, pre, (size_t) pl) == 0)
+			n += (size_t) snprintf(out + n, cap - n, "%s%s",
+			    n ? "," : "", msgs[i].topic + pl);
+}
+
+/* A prompt submitted with no client id: ComfyUI broadcasts its
+ * progress_state first and never sends it execution_start; queued and a
+ * start still come first, then its frames, and its state runs. */
+static void
+test_clientless_prompt_starts_first(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	static const char ps[]
+	    = "{\"type\": \"progress_state\", \"data\": {\"prompt_id\": "
+	      "\"nc-1\", \"nodes\": {}}}";
+	static const char pr[]
+	    = "{\"type\": \"progress\", \"data\": {\"value\": 1, \"max\": "
+	      "2, \"prompt_id\": \"nc-1\", \"node\": \"3\"}}";
+	engine_on_text(e, ps, strlen(ps), clock_ms + 10);
+	engine_on_text(e, pr, strlen(pr), clock_ms + 20);
+	char order[512];
+	event_order("nc-1", order, sizeof(order));
+	CHECK_STR(order, "queued,execution_start,progress_state,progress");
+	CHECK(payload_has(
+	    last_topic("/prompt/nc-1/state"), "\"status\":\"running\""));
+	/* the poll that lists it running adds no second start */
+	static const char q[]
+	    = "{\"queue_running\": [[5, \"nc-1\", {}, {}, []]], "
+	      "\"queue_pending\": []}";
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, q, strlen(q), clock_ms + 30);
+	CHECK_INT(count_topic("/prompt/nc-1/event/execution_start"), 1);
+	check_invariants();
+	engine_destroy(e);
+}
+
 /* A pending prompt that is gone after a reconnect may have died with a
  * ComfyUI restart: lost, not cancelled. */
 static void
@@ -1098,6 +1144,7 @@ main(void)
 	RUN(test_foreign_prompt_from_poll_and_history);
 	RUN(test_resync_after_reconnect);
 	RUN(test_pending_gone_after_reconnect_is_lost);
+	RUN(test_clientless_prompt_starts_first);
 	RUN(test_hostile_frames);
 	RUN(test_execution_blocked_not_terminal);
 	RUN(test_state_ttl_clears);
