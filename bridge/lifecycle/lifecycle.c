@@ -249,7 +249,11 @@ lc_finish(
 		e->running_id[0] = '\0';
 	if (end->status == PS_LOST)
 		e->health.counters.lost++;
-	console_finished(&e->console, p);
+	if (end->status == PS_ERROR || end->status == PS_INTERRUPTED)
+		console_error(&e->console, p->id, end->doc, end->data,
+		    end->status == PS_INTERRUPTED);
+	else
+		console_finished(&e->console, p);
 	emit_state(e, p, now);
 	emit_completion(e, p, now);
 	recon_seen_add(e, p->id, p->id_len);
@@ -408,8 +412,6 @@ on_terminal(struct engine *e, const struct json_doc *d,
     const struct comfy_event *ev, struct prompt *p, enum prompt_status st,
     int64_t now)
 {
-	if (st != PS_SUCCESS)
-		console_error(&e->console, p->id, d, ev, st == PS_INTERRUPTED);
 	lc_finish(e, p,
 	    &(struct lc_end) { st, SRC_LIVE, ev->type, d, ev->data,
 	        ev->has_timestamp ? ev->timestamp : now,

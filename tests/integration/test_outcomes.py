@@ -157,3 +157,36 @@ def test_every_prompt_begins_with_queued_then_start(sim, collector, bridge):
     live = [t for t, _ in prompt_events(collector, clientless)]
     assert "progress_state" in live or "progress" in live, "client-less prompt streamed nothing live: %r" % live
     harness.assert_all_valid(collector, bridge=bridge)
+
+
+# --------------------------------------------------------------------------
+# --print
+
+
+def test_print_tells_outcomes_learned_from_history(sim, broker, collector, make_bridge):
+    bridge = make_bridge(sim.url, broker.url, extra_args=["--print"])
+    bridge.wait_connected(collector, sim)
+    failed, stopped, ok = pid(), pid(), pid()
+    sim.submit(client_id=OTHER, prompt_id=failed, outcome="error", steps=2)
+    sim.submit(client_id=OTHER, prompt_id=stopped, outcome="interrupt", steps=4)
+    sim.submit(client_id=OTHER, prompt_id=ok, steps=2)
+    for p in (failed, stopped, ok):
+        assert wait_terminal(collector, p, 15), bridge.context()
+    want = ["[ERROR] Prompt %s, Node 3 (KSampler)" % failed,
+            "[INTERRUPTED] Prompt %s, Node 3 (KSampler)" % stopped]
+    lines = harness.wait_until(
+        lambda: (lambda ls: ls if all(w in ls for w in want) else None)(bridge.stdout_text().splitlines()), 5)
+    out = bridge.stdout_text()
+    assert lines, "--print lacks %r:\n%s" % ([w for w in want if w not in out.splitlines()], out[-3000:])
+    assert any(line.startswith("[SUCCESS] Prompt %s (" % ok) for line in lines), out[-3000:]
+    # the traceback as ComfyUI wrote it, under "  Traceback:" (two more spaces)
+    entry = sim.history(failed)[failed]
+    err = [d for name, d in entry["status"]["messages"] if name == "execution_error"][0]
+    at = lines.index(want[0])
+    assert "  Traceback:" in lines[at:], out[-3000:]
+    tb_at = lines.index("  Traceback:", at)
+    expected = ["  " + line for frame in err["traceback"] for line in frame.split("\n") if line]
+    assert expected and expected[0].startswith("    "), "the simulator sent no indented traceback: %r" % err
+    assert lines[tb_at + 1:tb_at + 1 + len(expected)] == expected, \
+        "traceback printed as %r, expected %r" % (lines[tb_at + 1:tb_at + 1 + len(expected)], expected)
+    harness.assert_all_valid(collector, bridge=bridge)

@@ -590,6 +590,64 @@ test_clientless_prompt_starts_first(void)
 	engine_destroy(e);
 }
 
+/* Feeds the history sample of name for id as a history-list answer (a
+ * prompt of another client that came and went between two polls). */
+static void
+feed_history_list(struct engine *e, const char *name, int64_t now)
+{
+	size_t len;
+	char *h = sample(name, &len);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, h, len, now);
+	free(h);
+}
+
+/* --print tells every outcome, those learned from history too, with the
+ * traceback verbatim. */
+static void
+test_print_outcomes_from_history(void)
+{
+	char *out = NULL;
+	size_t out_len = 0;
+	FILE *f = open_memstream(&out, &out_len);
+	struct engine_cfg cfg = {
+		.prefix = "comfyui",
+		.instance = "t",
+		.client_id = "bridge-x",
+		.mqtt_client_id = "c2m-t",
+		.comfyui_public = "http://127.0.0.1:8188",
+		.mqtt_protocol = 5,
+		.state_ttl_s = 3600,
+		.max_tokens = 8192,
+		.history_items = 20,
+		.health_interval_s = 30,
+		.print = f,
+	};
+	struct engine_io io = { .publish = cap_publish, .http_get = cap_http };
+	reset_capture();
+	struct engine *e = engine_create(&cfg, &io, clock_ms);
+	engine_on_upstream(e, true, clock_ms);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, "{}", 2, clock_ms);
+	feed_history_list(e, "history_by_id_error.json", clock_ms + 10);
+	feed_history_list(e, "history_by_id_interrupted.json", clock_ms + 20);
+	fflush(f);
+	CHECK(out
+	    && strstr(out,
+	        "[ERROR] Prompt f7a3c9e1-5d2b-4a6f-8e0c-3b9d1f5a7c62, Node "
+	        "3 (KSampler)\n  Type: torch.OutOfMemoryError\n"));
+	CHECK(out
+	    && strstr(out,
+	        "  Traceback:\n    File \"/opt/ComfyUI/execution.py\", line "
+	        "535, in execute\n      output_data, output_ui"));
+	CHECK(out
+	    && strstr(out,
+	        "[INTERRUPTED] Prompt "
+	        "2b8e5f1c-9a3d-4e7b-b6f0-4c1a8d2e9f53, Node "));
+	check_invariants();
+	engine_destroy(e);
+	fclose(f);
+	free(out);
+}
+
 /* A pending prompt that is gone after a reconnect may have died with a
  * ComfyUI restart: lost, not cancelled. */
 static void
@@ -1145,6 +1203,7 @@ main(void)
 	RUN(test_resync_after_reconnect);
 	RUN(test_pending_gone_after_reconnect_is_lost);
 	RUN(test_clientless_prompt_starts_first);
+	RUN(test_print_outcomes_from_history);
 	RUN(test_hostile_frames);
 	RUN(test_execution_blocked_not_terminal);
 	RUN(test_state_ttl_clears);
