@@ -374,9 +374,14 @@ static void
 timer_fire(lws_sorted_usec_list_t *sul)
 {
 	struct loop_timer *t = lws_container_of(sul, struct loop_timer, sul);
+	struct loop *l = t->l;
 
 	/* lws unlinked the sul before calling: cb may re-arm or destroy t */
 	t->cb(t->ud);
+	/* lws_service() may go on waiting for an fd after a timer fired:
+	 * what the timer published goes out now, not at the next fd event */
+	if (l->idle_cb != NULL)
+		l->idle_cb(l->idle_ud);
 }
 
 /* Allocates a disarmed timer; cb is called from the loop thread. */

@@ -290,6 +290,7 @@ engine_tick(struct engine *e, int64_t now, const struct engine_health_io *h)
 	struct prompt *p;
 	while ((p = tracker_next(e->tracker, &i)) != NULL) {
 		next = min_due(next, lc_prompt_tick(e, p, now));
+		next = min_due(next, emit_preview_tick(e, p, now));
 		next = min_due(next, recon_prompt_tick(e, p, now));
 		retained_prompt_tick(e, p, now, &next);
 	}

@@ -193,6 +193,9 @@ void emit_queue(struct engine *e, const struct queue_item *items, size_t n_run,
     size_t n, int64_t now);
 void emit_preview(struct engine *e, struct prompt *p, const char *mime,
     const uint8_t *img, size_t len, int64_t now);
+/* Publishes a preview held back by the rate limit once its window opens;
+ * returns when that is (0: none held). */
+int64_t emit_preview_tick(struct engine *e, struct prompt *p, int64_t now);
 
 /* recon.c */
 /* A status frame: the queue is read again (and the history list when it

@@ -119,6 +119,7 @@ free_buffers(struct prompt *p)
 	node_list_free(&p->done);
 	buf_free(&p->error);
 	buf_free(&p->state);
+	buf_free(&p->preview_held);
 	for (unsigned i = 0; i < p->n_outputs; i++)
 		buf_free(&p->outputs[i].json);
 	free(p->outputs);

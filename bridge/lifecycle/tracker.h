@@ -109,6 +109,10 @@ struct prompt {
 	 * after that may have been its terminal event */
 	uint64_t rejected_mark;
 	int64_t last_preview_at;
+	/* the newest preview that came too early: out when the rate window
+	 * opens (empty: none) */
+	struct buf preview_held;
+	const char *preview_mime; /* a static string */
 
 	/* table links */
 	int next_in_bucket;

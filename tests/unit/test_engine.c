@@ -648,6 +648,64 @@ test_print_outcomes_from_history(void)
 	free(out);
 }
 
+/* A type 4 preview frame for prompt pv-1 whose image is the text img. */
+static void
+send_preview(struct engine *e, const char *img, int64_t now)
+{
+	static const char meta[] = "{\"node_id\": \"3\", \"prompt_id\": "
+	                           "\"pv-1\", \"image_type\": \"image/png\"}";
+	uint8_t frame[256];
+	size_t ml = strlen(meta), il = strlen(img);
+	uint8_t head[8]
+	    = { 0, 0, 0, 4, 0, 0, (uint8_t) (ml >> 8), (uint8_t) ml };
+	memcpy(frame, head, 8);
+	memcpy(frame + 8, meta, ml);
+	memcpy(frame + 8 + ml, img, il);
+	engine_on_binary(e, frame, 8 + ml + il, now);
+}
+
+/* The preview limit (2/s here) keeps the latest: a burst ends with its
+ * last preview published, when the window opens, on both topics. */
+static void
+test_preview_burst_keeps_the_last(void)
+{
+	struct engine_cfg cfg = {
+		.prefix = "comfyui",
+		.instance = "t",
+		.client_id = "bridge-x",
+		.mqtt_client_id = "c2m-t",
+		.comfyui_public = "http://127.0.0.1:8188",
+		.mqtt_protocol = 5,
+		.state_ttl_s = 3600,
+		.max_tokens = 8192,
+		.health_interval_s = 30,
+		.previews = true,
+		.preview_max_bytes = 1 << 20,
+		.preview_rate = 2.0,
+	};
+	struct engine_io io = { .publish = cap_publish, .http_get = cap_http };
+	reset_capture();
+	int64_t t0 = clock_ms;
+	struct engine *e = engine_create(&cfg, &io, t0);
+	engine_on_upstream(e, true, t0);
+	send_preview(e, "step-1", t0);
+	send_preview(e, "step-2", t0 + 10);
+	send_preview(e, "step-3", t0 + 20);
+	CHECK_INT(count_topic("/prompt/pv-1/preview"), 1);
+	CHECK_STR(last_topic("/prompt/pv-1/preview")->payload, "step-1");
+	CHECK(engine_due(e) > 0 && engine_due(e) <= t0 + 500);
+	engine_tick(e, t0 + 499, NULL);
+	CHECK_INT(count_topic("/prompt/pv-1/preview"), 1);
+	engine_tick(e, t0 + 500, NULL);
+	CHECK_INT(count_topic("/prompt/pv-1/preview"), 2);
+	CHECK_STR(last_topic("/prompt/pv-1/preview")->payload, "step-3");
+	const struct msg *ret = last_topic("comfyui/t/preview");
+	CHECK(ret && ret->retain && strcmp(ret->payload, "step-3") == 0);
+	engine_tick(e, t0 + 2000, NULL);
+	CHECK_INT(count_topic("/prompt/pv-1/preview"), 2);
+	engine_destroy(e);
+}
+
 /* A pending prompt that is gone after a reconnect may have died with a
  * ComfyUI restart: lost, not cancelled. */
 static void
@@ -1204,6 +1262,7 @@ main(void)
 	RUN(test_pending_gone_after_reconnect_is_lost);
 	RUN(test_clientless_prompt_starts_first);
 	RUN(test_print_outcomes_from_history);
+	RUN(test_preview_burst_keeps_the_last);
 	RUN(test_hostile_frames);
 	RUN(test_execution_blocked_not_terminal);
 	RUN(test_state_ttl_clears);
