@@ -123,6 +123,12 @@ struct engine {
 
 	/* upstream */
 	bool upstream_up, upstream_ever_up;
+	/* upstream/state is published once the link's state is known: the
+	 * first connect succeeded, or failed, or did not answer by
+	 * upstream_known_by (a retained "offline" at every start would tell
+	 * HA that ComfyUI went down) */
+	bool upstream_known;
+	int64_t upstream_known_by;
 	int64_t upstream_up_at;
 	int64_t last_frame_at;
 	char comfyui_version[64];

@@ -16,7 +16,9 @@ static void
 republish(struct engine *e)
 {
 	struct retained *r = &e->retained;
-	emit_text(e, TK_UPSTREAM_STATE, e->upstream_up ? "online" : "offline");
+	if (e->upstream_known)
+		emit_text(e, TK_UPSTREAM_STATE,
+		    e->upstream_up ? "online" : "offline");
 	if (r->info.len)
 		emit_global(e, TK_INFO, NULL, r->info.p, r->info.len, NULL);
 	if (r->queue.len)

@@ -190,3 +190,26 @@ def test_print_tells_outcomes_learned_from_history(sim, broker, collector, make_
     assert lines[tb_at + 1:tb_at + 1 + len(expected)] == expected, \
         "traceback printed as %r, expected %r" % (lines[tb_at + 1:tb_at + 1 + len(expected)], expected)
     harness.assert_all_valid(collector, bridge=bridge)
+
+
+# --------------------------------------------------------------------------
+# upstream/state
+
+
+def test_start_with_comfyui_up_publishes_no_offline(broker, sim, collector, make_bridge):
+    """upstream/state goes offline only when the link is down: neither the
+    first start nor a restart with ComfyUI up says offline first."""
+    first = make_bridge(sim.url, broker.url)
+    first.wait_connected(collector, sim)
+    collector.wait_quiet(0.3)
+    ups = [m.payload for m in collector.messages(BASE + "/upstream/state")]
+    assert ups == [b"online"], "first start: upstream/state %r with ComfyUI up%s" % (ups, first.context())
+    rc, _ = first.stop()
+    assert rc == 0, first.context()
+    since = collector.mark()
+    second = make_bridge(sim.url, broker.url)
+    second.wait_connected(collector, sim)
+    collector.wait_quiet(0.5)
+    ups = [m.payload for m in collector.messages(BASE + "/upstream/state", since)]
+    assert ups == [b"online"], "restart: upstream/state %r with ComfyUI up%s" % (ups, second.context())
+    harness.assert_all_valid(collector, bridge=second)

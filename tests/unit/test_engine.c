@@ -134,6 +134,19 @@ last_topic(const char *suffix)
 	return NULL;
 }
 
+/* Messages on prompt state topics. */
+static int
+count_states(void)
+{
+	int n = 0;
+	for (int i = 0; i < n_msgs; i++) {
+		size_t tl = strlen(msgs[i].topic);
+		n += strncmp(msgs[i].topic, "comfyui/t/prompt/", 17) == 0
+		    && tl > 6 && strcmp(msgs[i].topic + tl - 6, "/state") == 0;
+	}
+	return n;
+}
+
 /* Messages whose topic ends with suffix and whose payload has needle. */
 static int
 count_with(const char *suffix, const char *needle)
@@ -706,6 +719,37 @@ test_preview_burst_keeps_the_last(void)
 	engine_destroy(e);
 }
 
+/* upstream/state follows the link: a start with ComfyUI up publishes
+ * online and never offline first; a first connect that does not answer
+ * makes it offline. */
+static void
+test_upstream_state_only_when_known(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	engine_on_broker_connected(e, false, clock_ms);
+	CHECK_INT(count_topic("/upstream/state"), 0);
+	engine_tick(e, clock_ms + 100, NULL);
+	CHECK_INT(count_topic("/upstream/state"), 0);
+	engine_on_upstream(e, true, clock_ms + 150);
+	CHECK_INT(count_topic("/upstream/state"), 1);
+	CHECK_STR(last_topic("/upstream/state")->payload, "online");
+	engine_tick(e, clock_ms + 5000, NULL);
+	CHECK_INT(count_topic("/upstream/state"), 1);
+	engine_destroy(e);
+
+	e = make_engine("bridge-x");
+	engine_on_broker_connected(e, false, clock_ms);
+	engine_on_broker_connected(e, false, clock_ms + 10); /* republish */
+	CHECK_INT(count_topic("/upstream/state"), 0);
+	CHECK(engine_due(e) > 0 && engine_due(e) <= clock_ms + 2000);
+	engine_tick(e, clock_ms + 2000, NULL);
+	CHECK_INT(count_topic("/upstream/state"), 1);
+	CHECK_STR(last_topic("/upstream/state")->payload, "offline");
+	engine_on_upstream(e, true, clock_ms + 3000);
+	CHECK_STR(last_topic("/upstream/state")->payload, "online");
+	engine_destroy(e);
+}
+
 /* A pending prompt that is gone after a reconnect may have died with a
  * ComfyUI restart: lost, not cancelled. */
 static void
@@ -776,7 +820,7 @@ test_hostile_frames(void)
 	engine_on_text(e, evil2, strlen(evil2), clock_ms);
 	CHECK(n_msgs > before);
 	CHECK_INT(count_topic("/prompt/_SYS____/event/exec_..__"), 1);
-	CHECK_INT(count_topic("/state"), 2);
+	CHECK_INT(count_states(), 1);
 	check_invariants();
 
 	/* NaN / Infinity become null, nothing invalid goes out */
@@ -822,9 +866,9 @@ test_state_ttl_clears(void)
 {
 	struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
 	feed_trace(e, "a_normal_txt2img");
-	int before = count_topic("/state");
+	int before = count_states();
 	engine_tick(e, clock_ms + 3600 * 1000 + 10, NULL);
-	CHECK_INT(count_topic("/state"), before + 1);
+	CHECK_INT(count_states(), before + 1);
 	const struct msg *s = last_topic("/state");
 	CHECK(s && s->len == 0 && s->retain);
 	engine_destroy(e);
@@ -1263,6 +1307,7 @@ main(void)
 	RUN(test_clientless_prompt_starts_first);
 	RUN(test_print_outcomes_from_history);
 	RUN(test_preview_burst_keeps_the_last);
+	RUN(test_upstream_state_only_when_known);
 	RUN(test_hostile_frames);
 	RUN(test_execution_blocked_not_terminal);
 	RUN(test_state_ttl_clears);
