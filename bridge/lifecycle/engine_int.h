@@ -210,6 +210,8 @@ void recon_on_status(struct engine *e, const struct comfy_event *ev);
 /* The WebSocket went up or down (called before upstream_ever_up is set:
  * a second up is a reconnect, which starts a resync). */
 void recon_on_upstream(struct engine *e, bool up, int64_t now);
+/* Reads the queue (when the link is up; else it is read on connect). */
+void recon_poll_soon(struct engine *e);
 /* Reads the history list and the queue (after the WebSocket came up). */
 void recon_catch_up(struct engine *e);
 void recon_on_http(struct engine *e, enum engine_http_kind kind,

@@ -130,6 +130,12 @@ recon_on_upstream(struct engine *e, bool up, int64_t now)
 }
 
 void
+recon_poll_soon(struct engine *e)
+{
+	request_poll(e);
+}
+
+void
 recon_catch_up(struct engine *e)
 {
 	request_history_list(e);
@@ -316,8 +322,9 @@ find_vanished(struct engine *e, int64_t now)
 		if (!p->queued_sent && !p->start_sent)
 			continue;
 		vanished = true;
-		p->left_pending = !r->resyncing && !p->start_sent
-		    && !p->listed_running && p->status == PS_QUEUED;
+		p->left_pending = !r->resyncing && !p->inherited
+		    && !p->start_sent && !p->listed_running
+		    && p->status == PS_QUEUED;
 		p->history_due
 		    = now + (p->ours && !r->resyncing ? HISTORY_GRACE_MS : 0);
 		engine_schedule(e, p->history_due);

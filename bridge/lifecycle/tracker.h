@@ -104,6 +104,7 @@ struct prompt {
 	 * no history entry then means it was removed, not lost */
 	bool left_pending;
 	bool listed_running; /* a /queue answer listed it running */
+	bool inherited; /* left queued or running by an earlier run */
 	uint64_t queue_generation; /* last /queue poll that listed it */
 	/* frames rejected in total when it was first seen: a rejection
 	 * after that may have been its terminal event */

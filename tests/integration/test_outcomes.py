@@ -213,3 +213,44 @@ def test_start_with_comfyui_up_publishes_no_offline(broker, sim, collector, make
     ups = [m.payload for m in collector.messages(BASE + "/upstream/state", since)]
     assert ups == [b"online"], "restart: upstream/state %r with ComfyUI up%s" % (ups, second.context())
     harness.assert_all_valid(collector, bridge=second)
+
+
+# --------------------------------------------------------------------------
+# the bridge's own restart (contract §4.2a)
+
+
+def test_kill9_mid_run_then_restart_publishes_the_end(sim, broker, collector, make_bridge):
+    """A prompt running when the bridge is killed finishes while it is
+    down: the next run publishes its end from history, once, and does not
+    publish its queued or start again."""
+    first = make_bridge(sim.url, broker.url)
+    first.wait_connected(collector, sim)
+    runner, waiting = pid(), pid()
+    sim.submit(client_id=OTHER, prompt_id=runner, hold=True, steps=1)
+    sim.submit(client_id=OTHER, prompt_id=waiting, steps=1)
+    running = harness.wait_until(
+        lambda: (last_json(collector, "state", runner) or {}).get("status") == "running"
+        and (last_json(collector, "state", waiting) or {}).get("status") == "queued", 10)
+    assert running, "states never showed running / queued%s" % first.context()
+    first.kill9()
+    sim.release(runner)
+    done = harness.wait_until(lambda: sim.history(waiting).get(waiting), 10)
+    assert done, "the simulator never finished the prompts"
+    since = collector.mark()
+    second = make_bridge(sim.url, broker.url)
+    second.wait_connected(collector, sim)
+    for p in (runner, waiting):
+        kinds = wait_terminal(collector, p, 10, since)
+        assert kinds == ["execution_success"], "%s after the restart: %r%s" % (p, kinds, second.context())
+        assert completion_of(collector, p, since), "no completion for %s" % p
+        assert not [t for t, _ in prompt_events(collector, p, since) if t == "queued"], \
+            "%s: queued published again" % p
+        st = last_json(collector, "state", p)
+        assert st["status"] == "success" and st["source"] == "history", st
+    collector.wait_quiet(0.5)
+    for p in (runner, waiting):
+        kinds = [t for t, _ in prompt_events(collector, p) if t in harness.TERMINAL_TYPES]
+        assert kinds == ["execution_success"], "%s: terminal events %r over both runs" % (p, kinds)
+        starts = [t for t, _ in prompt_events(collector, p) if t == "execution_start"]
+        assert len(starts) == 1, "%s: %d execution_start over both runs" % (p, len(starts))
+    harness.assert_all_valid(collector, bridge=second)

@@ -1292,6 +1292,64 @@ test_stale_retained_states_cleared(void)
 	engine_destroy(e);
 }
 
+/* Prompts an earlier run left queued or running (kill -9, an upgrade) are
+ * resolved from history after a restart: their end is published once, and
+ * what that run published is not published again. */
+static void
+test_unfinished_states_of_an_earlier_run_resolved(void)
+{
+	static const char pid_run[] = "8c2f6e1a-4b7d-4e3a-9f05-6d1c2b8a7e94";
+	struct engine *e = make_engine("bridge-x");
+	int64_t now = clock_ms;
+	char payload[512];
+	snprintf(payload, sizeof(payload),
+	    "{\"v\":1,\"prompt_id\":\"%s\",\"instance\":\"t\","
+	    "\"status\":\"running\",\"queued_at\":1778578199990,"
+	    "\"started_at\":1778578200000,\"finished_at\":null}",
+	    pid_run);
+	engine_on_retained_state(e,
+	    "comfyui/t/prompt/8c2f6e1a-4b7d-4e3a-9f05-"
+	    "6d1c2b8a7e94/state",
+	    payload, strlen(payload), now);
+	static const char queued[]
+	    = "{\"v\":1,\"prompt_id\":\"old-q\",\"instance\":\"t\","
+	      "\"status\":\"queued\",\"queued_at\":1778578100000,"
+	      "\"started_at\":null,\"finished_at\":null}";
+	engine_on_retained_state(
+	    e, "comfyui/t/prompt/old-q/state", queued, strlen(queued), now);
+	engine_on_upstream(e, true, now);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, "{}", 2, now);
+	static const char empty[]
+	    = "{\"queue_running\": [], \"queue_pending\": []}";
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, empty, strlen(empty), now);
+	engine_tick(e, now + 10, NULL);
+	for (int i = 0; i < n_reqs; i++) {
+		if (reqs[i].kind != EHTTP_HISTORY_ID)
+			continue;
+		if (strcmp(reqs[i].tag, pid_run) == 0) {
+			size_t len;
+			char *h = sample("history_by_id_success.json", &len);
+			engine_on_http(e, EHTTP_HISTORY_ID, reqs[i].tag, 200,
+			    h, len, now + 20);
+			free(h);
+		} else {
+			engine_on_http(e, EHTTP_HISTORY_ID, reqs[i].tag, 200,
+			    "{}", 2, now + 20);
+		}
+	}
+	CHECK_INT(count_topic("/event/queued"), 0);
+	CHECK_INT(count_topic("/event/execution_start"), 0);
+	CHECK_INT(count_topic("/event/execution_success"), 1);
+	CHECK(payload_has(
+	    last_topic("/event/execution_success"), "\"source\":\"history\""));
+	CHECK(payload_has(
+	    last_topic("/event/execution_success"), "\"duration_ms\":5168"));
+	CHECK_INT(count_topic("/prompt/old-q/event/lost"), 1);
+	CHECK_INT(count_topic("/completion"), 2);
+	check_invariants();
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -1320,6 +1378,7 @@ main(void)
 	RUN(test_error_payload_complete);
 	RUN(test_big_queue_body);
 	RUN(test_stale_retained_states_cleared);
+	RUN(test_unfinished_states_of_an_earlier_run_resolved);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();
