@@ -158,9 +158,11 @@ setup(struct app *a)
 	/* the engine publishes its start-up state into the link's queue */
 	if (rc == 0)
 		rc = upstream_create(a->loop, &uc, &out, &a->up);
-	/* MQTT 3.1.1 has no message expiry: finished states an earlier run
-	 * left retained are read back and cleared when their TTL passes */
-	if (rc == 0 && c->mqtt_protocol == MQTT_PROTO_311)
+	/* the retained states an earlier run left: queued or running ones
+	 * are followed again (their end is read from history); finished
+	 * ones are cleared when their TTL passes (MQTT 3.1.1 has no message
+	 * expiry) */
+	if (rc == 0)
 		rc = mqtt_link_subscribe(a->mqtt, upstream_state_filter(a->up),
 		    upstream_on_retained_state, a->up);
 	if (rc == 0)

@@ -246,6 +246,7 @@ w_components(struct jsonw *w, const struct discovery_cfg *c, const char *node)
 	jsonw_str(w, "success");
 	jsonw_str(w, "error");
 	jsonw_str(w, "interrupted");
+	jsonw_str(w, "cancelled");
 	jsonw_str(w, "lost");
 	jsonw_arr_end(w);
 	jsonw_obj_end(w);

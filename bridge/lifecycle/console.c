@@ -79,27 +79,28 @@ console_executed(
 		    c, "  → Produced %lld image(s)", (long long) files);
 }
 
-/* Prints the lines of s, the first after first_prefix, the others after
- * prefix. A message (msg) prints its prefix even when empty and keeps
- * leading blanks; a traceback line (!msg) loses them. */
+/* Prints the lines of s verbatim (leading blanks kept: a traceback's
+ * ^^^^ markers point at a column), the first after first_prefix, the
+ * others after prefix; an empty s prints first_prefix alone when
+ * always. */
 static void
 print_lines(const struct console *c, char *s, const char *first_prefix,
-    const char *prefix, bool msg)
+    const char *prefix, bool always)
 {
-	bool strip = !msg;
 	char *save = NULL;
 	bool first = true;
 	for (char *l = strtok_r(s, "\n", &save); l;
 	     l = strtok_r(NULL, "\n", &save)) {
-		while (strip && *l == ' ')
-			l++;
 		console_line(c, "%s%s", first ? first_prefix : prefix, l);
 		first = false;
 	}
-	if (first && msg)
+	if (first && always)
 		console_line(c, "%s", first_prefix);
 }
 
+/* ComfyUI's entries are Python's formatted frames, which indent
+ * themselves ("  File ...", "    code"): under "  Traceback:" they get two
+ * more spaces and nothing else. */
 static void
 print_traceback(const struct console *c, const struct json_doc *d, int tb)
 {
@@ -107,35 +108,48 @@ print_traceback(const struct console *c, const struct json_doc *d, int tb)
 	int n = json_size(d, tb);
 	int t = tb + 1;
 	for (int i = 0; i < n; i++, t = json_skip(d, t)) {
-		char line[2048];
+		char line[4096];
 		if (json_str_get(d, t, line, sizeof(line)) >= 0)
-			print_lines(c, line, "    ", "    ", false);
+			print_lines(c, line, "  ", "  ", false);
 	}
+}
+
+/* The string member key of the object at obj into out ("" if none). */
+static void
+member_str(
+    const struct json_doc *d, int obj, const char *key, char *out, size_t cap)
+{
+	out[0] = '\0';
+	int t = obj >= 0 && json_is_object(d, obj) ? json_obj_get(d, obj, key)
+	                                           : -1;
+	if (t >= 0 && json_str_get(d, t, out, cap) < 0)
+		out[0] = '\0';
 }
 
 void
 console_error(const struct console *c, const char *id,
-    const struct json_doc *d, const struct comfy_event *ev, bool interrupted)
+    const struct json_doc *d, int data, bool interrupted)
 {
 	if (!c->f)
 		return;
-	char ntype[128] = "", etype[256] = "", msg[2048] = "";
-	if (ev->node_type >= 0)
-		json_str_get(d, ev->node_type, ntype, sizeof(ntype));
+	char node[NODE_ID_MAX + 1], ntype[128], etype[256], msg[2048];
+	if (!d)
+		data = -1;
+	member_str(d, data, "node_id", node, sizeof(node));
+	member_str(d, data, "node_type", ntype, sizeof(ntype));
 	console_line(c, "[%s] Prompt %s, Node %s (%s)",
-	    interrupted ? "INTERRUPTED" : "ERROR", id,
-	    ev->has_node ? ev->node : "?", ntype);
+	    interrupted ? "INTERRUPTED" : "ERROR", id, node[0] ? node : "?",
+	    ntype);
 	if (interrupted)
 		return;
-	if (ev->exception_type >= 0)
-		json_str_get(d, ev->exception_type, etype, sizeof(etype));
-	if (ev->exception_message >= 0)
-		json_str_get(d, ev->exception_message, msg, sizeof(msg));
+	member_str(d, data, "exception_type", etype, sizeof(etype));
+	member_str(d, data, "exception_message", msg, sizeof(msg));
 	console_line(c, "  Type: %s", etype);
 	/* ComfyUI appends hints after a newline: indent them under Message */
 	print_lines(c, msg, "  Message: ", "           ", true);
-	if (ev->traceback >= 0 && json_is_array(d, ev->traceback))
-		print_traceback(c, d, ev->traceback);
+	int tb = data >= 0 ? json_obj_get(d, data, "traceback") : -1;
+	if (tb >= 0 && json_is_array(d, tb))
+		print_traceback(c, d, tb);
 }
 
 void
@@ -146,6 +160,8 @@ console_finished(const struct console *c, const struct prompt *p)
 		    (long long) prompt_duration(p));
 	else if (p->status == PS_LOST)
 		console_line(c, "[LOST] Prompt %s", p->id);
+	else if (p->status == PS_CANCELLED)
+		console_line(c, "[CANCELLED] Prompt %s", p->id);
 }
 
 void

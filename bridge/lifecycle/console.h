@@ -30,10 +30,12 @@ void console_executing(
 void console_progress(const struct console *c, double value, double max);
 void console_executed(
     const struct console *c, const char *id, const char *node, int64_t files);
-/* An execution_error / execution_interrupted frame, with its details. */
+/* An execution_error / execution_interrupted, live or from history: its
+ * data object (d NULL or data < 0: none) with its details. */
 void console_error(const struct console *c, const char *id,
-    const struct json_doc *d, const struct comfy_event *ev, bool interrupted);
-/* A prompt's end (success and lost; errors are told by console_error). */
+    const struct json_doc *d, int data, bool interrupted);
+/* A prompt's end (success, lost and cancelled; errors are told by
+ * console_error). */
 void console_finished(const struct console *c, const struct prompt *p);
 void console_status(const struct console *c, int64_t queue_remaining);
 void console_upstream(const struct console *c, bool up);

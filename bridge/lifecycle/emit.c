@@ -192,22 +192,22 @@ emit_queue(struct engine *e, const struct queue_item *items, size_t n_run,
 	emit_global(e, TK_QUEUE, NULL, w.buf, w.len, &e->retained.queue);
 }
 
-void
-emit_preview(struct engine *e, struct prompt *p, const char *mime,
-    const uint8_t *img, size_t len, int64_t now)
+static int64_t
+preview_gap_ms(const struct engine *e)
 {
-	if (len > e->cfg.preview_max_bytes || len > e->rctx.max_payload * 4) {
-		e->health.rejected[RJ_TOO_LARGE]++;
-		return;
-	}
 	double rate = e->cfg.preview_rate > 0 ? e->cfg.preview_rate : 2.0;
-	int64_t gap = (int64_t) (1000.0 / rate);
+	return (int64_t) (1000.0 / rate);
+}
+
+/* Publishes a preview on the prompt's topic (p: when known) and the
+ * retained one. */
+static void
+send_preview(struct engine *e, struct prompt *p, const char *mime,
+    const uint8_t *img, size_t len)
+{
 	struct pub_req r
 	    = { .payload = img, .len = len, .content_type = mime };
 	if (p) {
-		if (p->last_preview_at && now - p->last_preview_at < gap)
-			return;
-		p->last_preview_at = now;
 		pub_topic(e->topic, sizeof(e->topic), e->prefix, e->instance,
 		    TK_PROMPT_PREVIEW, p->tid, NULL);
 		r.kind = TK_PROMPT_PREVIEW;
@@ -221,4 +221,46 @@ emit_preview(struct engine *e, struct prompt *p, const char *mime,
 	r.topic = e->topic;
 	r.prompt_id = p ? p->id : NULL;
 	emit_msg(e, &r);
+}
+
+/* The rate limit keeps the latest: a preview inside the window waits,
+ * replaced by any newer one, and goes out when the window opens, so a
+ * burst (a sampler's last steps) ends with its last preview retained. */
+void
+emit_preview(struct engine *e, struct prompt *p, const char *mime,
+    const uint8_t *img, size_t len, int64_t now)
+{
+	if (len > e->cfg.preview_max_bytes || len > e->rctx.max_payload * 4) {
+		e->health.rejected[RJ_TOO_LARGE]++;
+		return;
+	}
+	if (!p) {
+		send_preview(e, NULL, mime, img, len);
+		return;
+	}
+	int64_t gap = preview_gap_ms(e);
+	if (p->last_preview_at && now - p->last_preview_at < gap) {
+		buf_set(&p->preview_held, (const char *) img, len);
+		p->preview_mime = mime;
+		engine_schedule(e, p->last_preview_at + gap);
+		return;
+	}
+	buf_free(&p->preview_held);
+	p->last_preview_at = now;
+	send_preview(e, p, mime, img, len);
+}
+
+int64_t
+emit_preview_tick(struct engine *e, struct prompt *p, int64_t now)
+{
+	if (p->preview_held.len == 0)
+		return 0;
+	int64_t due = p->last_preview_at + preview_gap_ms(e);
+	if (now < due)
+		return due;
+	p->last_preview_at = now;
+	send_preview(e, p, p->preview_mime,
+	    (const uint8_t *) p->preview_held.p, p->preview_held.len);
+	buf_free(&p->preview_held);
+	return 0;
 }

@@ -20,6 +20,8 @@
  * 325k tokens), up to 4M tokens (80 MiB), and is trimmed after each body */
 #define HTTP_INITIAL_TOKENS (1u << 14)
 #define HTTP_MAX_TOKENS     (1u << 22)
+/* how long the first connect may take before the link counts as down */
+#define UPSTREAM_FIRST_CONNECT_MS 2000
 
 /* snprintf(dst, cap, "%s", src) without the format machinery, which is a
  * large share of the per-event cost: copies at most cap - 1 bytes, always
@@ -251,8 +253,9 @@ engine_offline_msg(struct engine *e, struct out_msg *m)
 void
 engine_on_upstream(struct engine *e, bool up, int64_t now)
 {
-	if (up == e->upstream_up)
+	if (e->upstream_known && up == e->upstream_up)
 		return;
+	e->upstream_known = true;
 	e->upstream_up = up;
 	emit_text(e, TK_UPSTREAM_STATE, up ? "online" : "offline");
 	console_upstream(&e->console, up);
@@ -282,14 +285,29 @@ engine_on_http(struct engine *e, enum engine_http_kind kind, const char *tag,
 /* ------------------------------------------------------------------ */
 /* time */
 
+/* The first connect did not answer in time: the link is down. */
+static int64_t
+upstream_known_tick(struct engine *e, int64_t now)
+{
+	if (e->upstream_known)
+		return 0;
+	if (now < e->upstream_known_by)
+		return e->upstream_known_by;
+	e->upstream_known = true;
+	emit_text(e, TK_UPSTREAM_STATE, "offline");
+	return 0;
+}
+
 int64_t
 engine_tick(struct engine *e, int64_t now, const struct engine_health_io *h)
 {
 	int64_t next = min_due(now + 1000, recon_retry_tick(e, now));
+	next = min_due(next, upstream_known_tick(e, now));
 	unsigned i = 0;
 	struct prompt *p;
 	while ((p = tracker_next(e->tracker, &i)) != NULL) {
 		next = min_due(next, lc_prompt_tick(e, p, now));
+		next = min_due(next, emit_preview_tick(e, p, now));
 		next = min_due(next, recon_prompt_tick(e, p, now));
 		retained_prompt_tick(e, p, now, &next);
 	}
@@ -367,7 +385,8 @@ engine_create(
 	engine_schedule(e, e->health.next_at);
 	console_line(&e->console, "Connecting to ComfyUI WebSocket...");
 	emit_info(e, now);
-	emit_text(e, TK_UPSTREAM_STATE, "offline");
+	e->upstream_known_by = now + UPSTREAM_FIRST_CONNECT_MS;
+	engine_schedule(e, e->upstream_known_by);
 	return e;
 }
 

@@ -104,12 +104,12 @@ void engine_on_http(struct engine *e, enum engine_http_kind kind,
 void engine_on_broker_connected(
     struct engine *e, bool session_present, int64_t now_ms);
 /* A retained prompt state read back from the broker (topic and payload
- * borrowed): a finished prompt's state left by an earlier run, whose TTL
- * timer died with it, is cleared (an empty retained message) once its TTL
- * has passed, at once or later. States of prompts this run follows, and
- * anything that is not such a state, are ignored. The owner subscribes to
- * <prefix>/<instance>/prompt/+/state where message expiry does not do it
- * (MQTT 3.1.1). */
+ * borrowed), left by an earlier run: a queued or running one is followed
+ * again, so that its end is published (from /queue and /history); a
+ * finished one, whose TTL timer died with that run, is cleared (an empty
+ * retained message) once its TTL has passed, at once or later. States of
+ * prompts this run follows, and anything that is not such a state, are
+ * ignored. The owner subscribes to <prefix>/<instance>/prompt/+/state. */
 void engine_on_retained_state(struct engine *e, const char *topic,
     const void *payload, size_t len, int64_t now_ms);
 /* The topic filter for engine_on_retained_state (borrowed from e). */

@@ -123,6 +123,12 @@ struct engine {
 
 	/* upstream */
 	bool upstream_up, upstream_ever_up;
+	/* upstream/state is published once the link's state is known: the
+	 * first connect succeeded, or failed, or did not answer by
+	 * upstream_known_by (a retained "offline" at every start would tell
+	 * HA that ComfyUI went down) */
+	bool upstream_known;
+	int64_t upstream_known_by;
 	int64_t upstream_up_at;
 	int64_t last_frame_at;
 	char comfyui_version[64];
@@ -157,6 +163,10 @@ void lc_ensure_queued(
 /* An execution_start the bridge infers (from /queue or history). */
 void lc_derive_start(struct engine *e, struct prompt *p,
     enum prompt_source src, int64_t started_at, int64_t now);
+/* ComfyUI's timestamp of the prompt's start (0: none): it replaces a
+ * start time the bridge took from its own clock; keeps the times in
+ * order. */
+void lc_clock_start(struct prompt *p, int64_t ts);
 /* How a prompt ends, for lc_finish. */
 struct lc_end {
 	enum prompt_status status;
@@ -189,6 +199,9 @@ void emit_queue(struct engine *e, const struct queue_item *items, size_t n_run,
     size_t n, int64_t now);
 void emit_preview(struct engine *e, struct prompt *p, const char *mime,
     const uint8_t *img, size_t len, int64_t now);
+/* Publishes a preview held back by the rate limit once its window opens;
+ * returns when that is (0: none held). */
+int64_t emit_preview_tick(struct engine *e, struct prompt *p, int64_t now);
 
 /* recon.c */
 /* A status frame: the queue is read again (and the history list when it
@@ -197,6 +210,8 @@ void recon_on_status(struct engine *e, const struct comfy_event *ev);
 /* The WebSocket went up or down (called before upstream_ever_up is set:
  * a second up is a reconnect, which starts a resync). */
 void recon_on_upstream(struct engine *e, bool up, int64_t now);
+/* Reads the queue (when the link is up; else it is read on connect). */
+void recon_poll_soon(struct engine *e);
 /* Reads the history list and the queue (after the WebSocket came up). */
 void recon_catch_up(struct engine *e);
 void recon_on_http(struct engine *e, enum engine_http_kind kind,

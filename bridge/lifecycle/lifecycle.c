@@ -43,6 +43,31 @@ node_done(struct prompt *p, const char *node, int64_t now)
 	node_list_add(&p->done, node, t0 > 0 && now >= t0 ? now - t0 : -1);
 }
 
+/* One clock: ComfyUI's timestamps where it gives them, the bridge's
+ * otherwise; the bridge learns of a prompt a little after ComfyUI stamps
+ * its start, so the order queued <= started <= finished is restored by
+ * moving the later-learned bound. */
+static void
+order_times(struct prompt *p)
+{
+	if (p->started_at && p->queued_at > p->started_at)
+		p->queued_at = p->started_at;
+	if (p->finished_at && p->finished_at < p->started_at)
+		p->finished_at = p->started_at;
+	if (p->finished_at && p->queued_at > p->finished_at)
+		p->queued_at = p->finished_at;
+}
+
+void
+lc_clock_start(struct prompt *p, int64_t ts)
+{
+	if (ts > 0 && !p->start_exact) {
+		p->started_at = ts;
+		p->start_exact = true;
+	}
+	order_times(p);
+}
+
 static void
 set_running(struct engine *e, struct prompt *p, enum prompt_source src)
 {
@@ -82,6 +107,7 @@ lc_derive_start(struct engine *e, struct prompt *p, enum prompt_source src,
 		return;
 	p->start_sent = true;
 	p->started_at = started_at > 0 ? started_at : now;
+	order_times(p);
 	char data[PROMPT_ID_MAX * 12 + RENDER_DATA_MAX];
 	struct jsonw w;
 	jsonw_init(&w, data, sizeof(data));
@@ -172,8 +198,8 @@ emit_terminal(struct engine *e, const struct prompt *p,
 	} else {
 		struct jsonw w;
 		jsonw_init(&w, synth, sizeof(synth));
-		render_end_data(&w, p, end->status == PS_LOST, end->derived,
-		    end->finished_at);
+		render_end_data(
+		    &w, p, end->status, end->derived, end->finished_at);
 		ev.data_raw = w.buf;
 		ev.data_raw_len = w.len;
 	}
@@ -204,14 +230,14 @@ lc_finish(
 	if (p->terminal_sent)
 		return;
 	lc_ensure_queued(e, p, end->source, now);
-	if (!p->start_sent && end->status != PS_LOST)
+	if (!p->start_sent && end->status != PS_LOST
+	    && end->status != PS_CANCELLED)
 		lc_derive_start(e, p, end->source, p->started_at, now);
 	p->terminal_sent = true;
 	p->status = end->status;
 	p->source = end->source;
 	p->finished_at = end->finished_at > 0 ? end->finished_at : now;
-	if (p->finished_at < p->started_at)
-		p->finished_at = p->started_at;
+	order_times(p);
 	if (end->status == PS_SUCCESS && p->has_node)
 		node_done(p, p->node, now);
 	if (end->status == PS_ERROR || end->status == PS_INTERRUPTED)
@@ -223,7 +249,11 @@ lc_finish(
 		e->running_id[0] = '\0';
 	if (end->status == PS_LOST)
 		e->health.counters.lost++;
-	console_finished(&e->console, p);
+	if (end->status == PS_ERROR || end->status == PS_INTERRUPTED)
+		console_error(&e->console, p->id, end->doc, end->data,
+		    end->status == PS_INTERRUPTED);
+	else
+		console_finished(&e->console, p);
 	emit_state(e, p, now);
 	emit_completion(e, p, now);
 	recon_seen_add(e, p->id, p->id_len);
@@ -240,8 +270,9 @@ on_execution_start(struct engine *e, const struct comfy_event *ev,
 	emit_envelope(e, env);
 	if (!p->start_sent) {
 		p->start_sent = true;
-		p->started_at = ev->has_timestamp ? ev->timestamp : now;
+		p->started_at = now;
 	}
+	lc_clock_start(p, ev->has_timestamp ? ev->timestamp : 0);
 	if (!p->terminal_sent) {
 		set_running(e, p, SRC_LIVE);
 		emit_state(e, p, now);
@@ -318,6 +349,7 @@ on_executing(struct engine *e, const struct comfy_event *ev, struct prompt *p,
 		if (!p->start_sent) {
 			p->start_sent = true;
 			p->started_at = now;
+			order_times(p);
 		}
 	}
 	emit_state(e, p, now);
@@ -380,8 +412,6 @@ on_terminal(struct engine *e, const struct json_doc *d,
     const struct comfy_event *ev, struct prompt *p, enum prompt_status st,
     int64_t now)
 {
-	if (st != PS_SUCCESS)
-		console_error(&e->console, p->id, d, ev, st == PS_INTERRUPTED);
 	lc_finish(e, p,
 	    &(struct lc_end) { st, SRC_LIVE, ev->type, d, ev->data,
 	        ev->has_timestamp ? ev->timestamp : now,
@@ -477,6 +507,14 @@ lc_on_event(struct engine *e, const struct json_doc *d,
 	}
 	if (!p->terminal_sent)
 		lc_ensure_queued(e, p, SRC_LIVE, now);
+	/* queued and then a start come before any other event of the
+	 * prompt: a client-less prompt's first frame is a progress_state,
+	 * and its execution_start goes to nobody */
+	if (!p->terminal_sent && !p->start_sent
+	    && ev->kind != EVK_EXECUTION_START && !event_is_terminal(ev)) {
+		lc_derive_start(e, p, SRC_LIVE, now, now);
+		emit_state(e, p, now);
+	}
 	dispatch(e, d, ev, p, &env, now);
 	/* a prompt first learned from a frame that changes nothing else */
 	if (!p->terminal_sent && p->state.len == 0)

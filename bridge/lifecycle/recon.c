@@ -2,7 +2,8 @@
  * /history do. The queue is read after every status frame and on
  * connect; a prompt that left the queue without a terminal event is looked
  * up in /history/<id> (after a grace for our own, whose frames may still
- * be on their way) and reported lost when it is in neither; the history
+ * be on their way) and reported cancelled (a pending prompt removed while
+ * ComfyUI stayed up) or lost when it is in neither; the history
  * list finds prompts that came and went between two polls. After a
  * reconnect a resync reads both. The watchdog asks the same questions
  * after a silence and reconnects a WebSocket that stopped hearing. */
@@ -129,6 +130,12 @@ recon_on_upstream(struct engine *e, bool up, int64_t now)
 }
 
 void
+recon_poll_soon(struct engine *e)
+{
+	request_poll(e);
+}
+
+void
 recon_catch_up(struct engine *e)
 {
 	request_history_list(e);
@@ -188,6 +195,8 @@ apply_queue_item(
 		p->queued_at = qi->create_time > 0 ? qi->create_time : now;
 	}
 	p->queue_generation = e->recon.queue_generation;
+	if (running)
+		p->listed_running = true;
 	if (qi->has_number) {
 		p->has_number = true;
 		p->number = (int64_t) qi->number;
@@ -313,6 +322,9 @@ find_vanished(struct engine *e, int64_t now)
 		if (!p->queued_sent && !p->start_sent)
 			continue;
 		vanished = true;
+		p->left_pending = !r->resyncing && !p->inherited
+		    && !p->start_sent && !p->listed_running
+		    && p->status == PS_QUEUED;
 		p->history_due
 		    = now + (p->ours && !r->resyncing ? HISTORY_GRACE_MS : 0);
 		engine_schedule(e, p->history_due);
@@ -452,6 +464,8 @@ apply_history_entry(struct engine *e, struct prompt *p,
 	lc_ensure_queued(e, p, SRC_HISTORY, now);
 	if (!p->start_sent)
 		lc_derive_start(e, p, SRC_HISTORY, h.start_ts, now);
+	/* history's start and end share ComfyUI's clock: its duration */
+	lc_clock_start(p, h.start_ts);
 	history_outputs(e, p, d, json_obj_get(d, entry, "outputs"));
 	char node[NODE_ID_MAX + 1];
 	const char *nodep = NULL;
@@ -501,9 +515,12 @@ on_history_id(struct engine *e, const char *id, const char *body, size_t len,
 		/* listed by the latest poll: still queued or running */
 		return;
 	}
+	/* a pending prompt that never ran and has no entry, gone while
+	 * ComfyUI stayed up, was removed from the queue (delete, clear) */
+	bool cancelled = p->left_pending;
 	lc_finish(e, p,
-	    &(struct lc_end) {
-	        PS_LOST, SRC_HISTORY, "lost", NULL, -1, now, NULL, false },
+	    &(struct lc_end) { cancelled ? PS_CANCELLED : PS_LOST, SRC_HISTORY,
+	        cancelled ? "cancelled" : "lost", NULL, -1, now, NULL, false },
 	    now);
 }
 

@@ -16,7 +16,9 @@ static void
 republish(struct engine *e)
 {
 	struct retained *r = &e->retained;
-	emit_text(e, TK_UPSTREAM_STATE, e->upstream_up ? "online" : "offline");
+	if (e->upstream_known)
+		emit_text(e, TK_UPSTREAM_STATE,
+		    e->upstream_up ? "online" : "offline");
 	if (r->info.len)
 		emit_global(e, TK_INFO, NULL, r->info.p, r->info.len, NULL);
 	if (r->queue.len)
@@ -113,30 +115,87 @@ is_state_topic(const struct retained *r, const char *topic)
 	    && memchr(topic + base, '/', tl - base - strlen("/state")) == NULL;
 }
 
-/* Reads a finished state: its prompt id and finished_at; returns the id's
- * length, 0 when the payload is no finished state. */
-static size_t
-read_finished_state(struct engine *e, const void *payload, size_t len,
-    char *id, size_t id_cap, int64_t *finished_at)
+/* A retained prompt state read back from the broker. */
+struct old_state {
+	char id[PROMPT_ID_MAX + 1];
+	size_t id_len;
+	char status[16];
+	int64_t queued_at, started_at, finished_at; /* 0: none */
+};
+
+static int64_t
+member_time(const struct json_doc *d, const char *key)
+{
+	int64_t v = 0;
+	int t = json_obj_get(d, 0, key);
+	if (t < 0 || json_get_int64(d, t, &v) != 0 || v < 0)
+		return 0;
+	return v;
+}
+
+/* Reads a state payload; false when it is none. */
+static bool
+read_state(
+    struct engine *e, const void *payload, size_t len, struct old_state *s)
 {
 	struct json_doc d;
-	char status[16] = "";
-	int rc = json_parse(e->http_parser, payload, len, true, &d);
-	int t_id = rc == BR_OK ? json_obj_get(&d, 0, "prompt_id") : -1;
-	int t_st = rc == BR_OK ? json_obj_get(&d, 0, "status") : -1;
-	int t_fin = rc == BR_OK ? json_obj_get(&d, 0, "finished_at") : -1;
-	int il = t_id >= 0 ? json_str_get(&d, t_id, id, id_cap) : -1;
-	if (t_st >= 0)
-		json_str_get(&d, t_st, status, sizeof(status));
-	*finished_at = 0;
-	bool finished = t_fin >= 0
-	    && json_get_int64(&d, t_fin, finished_at) == 0 && *finished_at > 0;
+	memset(s, 0, sizeof(*s));
+	if (json_parse(e->http_parser, payload, len, true, &d) != BR_OK
+	    || !json_is_object(&d, 0))
+		return false;
+	int t_id = json_obj_get(&d, 0, "prompt_id");
+	int t_st = json_obj_get(&d, 0, "status");
+	int il = t_id >= 0 ? json_str_get(&d, t_id, s->id, sizeof(s->id)) : -1;
+	if (t_st < 0
+	    || json_str_get(&d, t_st, s->status, sizeof(s->status)) < 0)
+		s->status[0] = '\0';
+	s->queued_at = member_time(&d, "queued_at");
+	s->started_at = member_time(&d, "started_at");
+	s->finished_at = member_time(&d, "finished_at");
 	json_parser_trim(e->http_parser);
-	bool ok = il > 0 && finished
-	    && (strcmp(status, "success") == 0 || strcmp(status, "error") == 0
-	        || strcmp(status, "interrupted") == 0
-	        || strcmp(status, "lost") == 0);
-	return ok ? (size_t) il : 0;
+	s->id_len = il > 0 ? (size_t) il : 0;
+	return il > 0;
+}
+
+static bool
+is_finished(const struct old_state *s)
+{
+	static const char *const done[]
+	    = { "success", "error", "interrupted", "lost", "cancelled" };
+	for (size_t i = 0; i < sizeof(done) / sizeof(done[0]); i++)
+		if (strcmp(s->status, done[i]) == 0)
+			return s->finished_at > 0;
+	return false;
+}
+
+/* A prompt an earlier run left queued or running: followed again, so the
+ * next /queue answer either lists it or sends it to history, which
+ * publishes its end (lost when history has no record: whether it was
+ * removed or died with a ComfyUI restart cannot be told). What that run
+ * published (queued, a start) is not published again. */
+static void
+adopt_unfinished(struct engine *e, const struct old_state *s, int64_t now)
+{
+	bool running = strcmp(s->status, "running") == 0;
+	if (!running && strcmp(s->status, "queued") != 0)
+		return;
+	bool created;
+	struct prompt *p = tracker_get(e->tracker, s->id, s->id_len, &created);
+	if (!created)
+		return;
+	p->source = SRC_HISTORY;
+	p->inherited = true;
+	p->queued_sent = true;
+	p->queued_at = s->queued_at ? s->queued_at : now;
+	p->rejected_mark = e->health.counters.rejected_total;
+	if (running) {
+		p->start_sent = true;
+		p->status = PS_RUNNING;
+		p->started_at = s->started_at ? s->started_at : p->queued_at;
+	}
+	log_info("bridge", "following %s again: left %s by an earlier run",
+	    p->tid, s->status);
+	recon_poll_soon(e);
 }
 
 /* Remembers a stale state to clear at due. */
@@ -164,17 +223,18 @@ retained_on_state(struct engine *e, const char *topic, const void *payload,
 {
 	if (len == 0 || !is_state_topic(&e->retained, topic))
 		return;
-	char id[PROMPT_ID_MAX + 1];
-	int64_t finished_at;
-	size_t il = read_finished_state(
-	    e, payload, len, id, sizeof(id), &finished_at);
-	if (il == 0)
+	struct old_state s;
+	if (!read_state(e, payload, len, &s))
 		return;
-	if (tracker_find(e->tracker, id, il) != NULL)
+	if (tracker_find(e->tracker, s.id, s.id_len) != NULL)
 		return; /* this run's own: its timer runs */
-	int64_t due = finished_at + (int64_t) e->cfg.state_ttl_s * 1000;
+	if (!is_finished(&s)) {
+		adopt_unfinished(e, &s, now);
+		return;
+	}
+	int64_t due = s.finished_at + (int64_t) e->cfg.state_ttl_s * 1000;
 	if (now >= due) {
-		clear_state(e, topic, id);
+		clear_state(e, topic, s.id);
 		return;
 	}
 	keep_stale(e, topic, due);

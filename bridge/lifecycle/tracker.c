@@ -55,8 +55,9 @@ const char *
 prompt_status_name(enum prompt_status s)
 {
 	static const char *const names[] = { "queued", "running", "success",
-		"error", "interrupted", "lost" };
-	return (unsigned) s < 6 ? names[s] : "unknown";
+		"error", "interrupted", "lost", "cancelled" };
+	return (unsigned) s < sizeof(names) / sizeof(names[0]) ? names[s]
+	                                                       : "unknown";
 }
 
 const char *
@@ -114,6 +115,7 @@ free_buffers(struct prompt *p)
 	node_list_free(&p->done);
 	buf_free(&p->error);
 	buf_free(&p->state);
+	buf_free(&p->preview_held);
 	for (unsigned i = 0; i < p->n_outputs; i++)
 		buf_free(&p->outputs[i].json);
 	free(p->outputs);

@@ -39,6 +39,7 @@ enum prompt_status {
 	PS_ERROR,
 	PS_INTERRUPTED,
 	PS_LOST,
+	PS_CANCELLED,
 };
 
 enum prompt_source { SRC_LIVE = 0, SRC_POLL, SRC_HISTORY };
@@ -75,6 +76,7 @@ struct prompt {
 	bool has_client_id;
 
 	int64_t queued_at, started_at, finished_at; /* 0: unknown */
+	bool start_exact; /* started_at is ComfyUI's own timestamp */
 	char node[NODE_ID_MAX + 1];
 	bool has_node;
 	char pnode[NODE_ID_MAX + 1];
@@ -98,11 +100,20 @@ struct prompt {
 	int64_t history_due; /* 0: no lookup scheduled */
 	unsigned history_tries;
 	bool history_inflight;
+	/* left the pending queue (never started) while the link stayed up:
+	 * no history entry then means it was removed, not lost */
+	bool left_pending;
+	bool listed_running; /* a /queue answer listed it running */
+	bool inherited; /* left queued or running by an earlier run */
 	uint64_t queue_generation; /* last /queue poll that listed it */
 	/* frames rejected in total when it was first seen: a rejection
 	 * after that may have been its terminal event */
 	uint64_t rejected_mark;
 	int64_t last_preview_at;
+	/* the newest preview that came too early: out when the rate window
+	 * opens (empty: none) */
+	struct buf preview_held;
+	const char *preview_mime; /* a static string */
 
 	/* table links */
 	int next_in_bucket;

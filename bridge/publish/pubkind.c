@@ -51,6 +51,7 @@ static const struct {
 	{ "execution_success", { MSG_LIFECYCLE, 1, false } },
 	{ "execution_error", { MSG_LIFECYCLE, 1, false } },
 	{ "execution_interrupted", { MSG_LIFECYCLE, 1, false } },
+	{ "cancelled", { MSG_LIFECYCLE, 1, false } },
 	{ "lost", { MSG_LIFECYCLE, 1, false } },
 	{ "progress", { MSG_PROGRESS, 0, true } },
 	{ "progress_state", { MSG_PROGRESS, 0, true } },

@@ -158,15 +158,18 @@ render_start_data(struct jsonw *w, const struct prompt *p)
 }
 
 void
-render_end_data(struct jsonw *w, const struct prompt *p, bool lost,
+render_end_data(struct jsonw *w, const struct prompt *p, enum prompt_status st,
     bool derived, int64_t finished_at)
 {
 	jsonw_obj_begin(w);
 	jsonw_kstrn(w, "prompt_id", p->id, p->id_len);
-	if (lost)
+	if (st == PS_LOST)
 		jsonw_kstr(w, "reason",
 		    "not in queue or history after it left the queue or "
 		    "after a reconnect");
+	else if (st == PS_CANCELLED)
+		jsonw_kstr(w, "reason",
+		    "removed from the pending queue before it ran");
 	else if (!derived)
 		w_nullable_int(w, "timestamp", finished_at);
 	jsonw_obj_end(w);
@@ -312,6 +315,8 @@ render_completion_type(enum prompt_status s)
 		return "error";
 	case PS_INTERRUPTED:
 		return "interrupted";
+	case PS_CANCELLED:
+		return "cancelled";
 	default:
 		return "lost";
 	}

@@ -62,15 +62,15 @@ int render_envelope(struct jsonw *w, const struct render_ctx *c,
     const struct envelope *ev, uint64_t seq);
 
 /* The data of events the bridge writes itself: queued, an execution_start
- * it derived, a terminal event without ComfyUI's data (lost: the reason;
- * else the timestamp unless derived), progress_text from a binary frame
- * (node cut at 256 bytes, text at 4 KiB). Room needed: RENDER_DATA_MAX
+ * it derived, a terminal event without ComfyUI's data (lost and cancelled:
+ * the reason; else the timestamp unless derived), progress_text from a binary
+ * frame (node cut at 256 bytes, text at 4 KiB). Room needed: RENDER_DATA_MAX
  * plus 6 bytes per byte of the prompt id (or of node and text). */
 #define RENDER_DATA_MAX 256
 void render_queued_data(struct jsonw *w, const struct prompt *p);
 void render_start_data(struct jsonw *w, const struct prompt *p);
-void render_end_data(struct jsonw *w, const struct prompt *p, bool lost,
-    bool derived, int64_t finished_at);
+void render_end_data(struct jsonw *w, const struct prompt *p,
+    enum prompt_status st, bool derived, int64_t finished_at);
 void render_progress_text_data(struct jsonw *w, const char *node,
     size_t node_len, const char *text, size_t text_len);
 

@@ -47,12 +47,13 @@ MAX_PAYLOAD = 256 * 1024
 
 # contract §2: prompt events at QoS 1 are these; every other one goes at QoS 0
 QOS1_EVENT_TYPES = {"queued", "execution_start", "execution_success", "execution_error",
-                    "execution_interrupted", "lost"}
-TERMINAL_TYPES = {"execution_success", "execution_error", "execution_interrupted", "lost"}
+                    "execution_interrupted", "cancelled", "lost"}
+TERMINAL_TYPES = {"execution_success", "execution_error", "execution_interrupted", "cancelled", "lost"}
 TERMINAL_TO_STATUS = {
     "execution_success": "success",
     "execution_error": "error",
     "execution_interrupted": "interrupted",
+    "cancelled": "cancelled",
     "lost": "lost",
 }
 
@@ -806,6 +807,23 @@ def message_problems(m, prefix=PREFIX, instance=INSTANCE):
             pid = obj.get("prompt_id")
             if isinstance(pid, str) and not sanitized_matches(pid, parts["prompt"]):
                 problems.append("prompt_id %r does not match topic level %r" % (pid, parts["prompt"]))
+            problems += clock_problems(obj)
+    return problems
+
+
+def clock_problems(state):
+    """Contract §3.3, one clock: queued_at <= started_at <= finished_at (the
+    known ones), duration_ms = finished_at - started_at."""
+    times = [(k, state.get(k)) for k in ("queued_at", "started_at", "finished_at")]
+    known = [(k, v) for k, v in times if isinstance(v, int)]
+    problems = ["%s %d after %s %d" % (k1, v1, k2, v2)
+                for (k1, v1), (k2, v2) in zip(known, known[1:]) if v1 > v2]
+    s, f, d = state.get("started_at"), state.get("finished_at"), state.get("duration_ms")
+    if isinstance(s, int) and isinstance(f, int):
+        if d != f - s:
+            problems.append("duration_ms %r, finished_at - started_at is %d" % (d, f - s))
+    elif d is not None:
+        problems.append("duration_ms %r without both started_at and finished_at" % d)
     return problems
 
 

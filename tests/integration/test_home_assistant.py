@@ -305,7 +305,7 @@ def test_discovery_uses_documented_keys(broker, sim, collector, make_bridge):
     if len(components(payload)) != len(want):
         problems.append("expected %d entities, got %s" % (len(want), sorted(components(payload))))
     c = by_suffix(payload, "completion") or {}
-    if sorted(c.get("event_types") or []) != sorted(["success", "error", "interrupted", "lost"]):
+    if sorted(c.get("event_types") or []) != sorted(["success", "error", "interrupted", "cancelled", "lost"]):
         problems.append("completion event_types %r" % c.get("event_types"))
     for suffix in ("last_duration", "last_error"):
         # the retained snapshot: these sensors are back after a Home Assistant restart

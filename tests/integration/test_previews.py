@@ -162,13 +162,21 @@ def test_rate_limit_per_prompt(broker, sim, collector, make_bridge):
     sim.send(bridge.client_id, [frame_type4(p2, other, "image/jpeg")])
     assert collector.wait_for(lambda ms: previews_of(collector, p2, since), timeout=10), \
         "preview of the second prompt missing%s" % bridge.context()
+    # the limit keeps the latest: the burst's last preview follows when
+    # the window opens
+    assert collector.wait_for(
+        lambda ms: [m for m in previews_of(collector, p1, since) if m.payload == images[-1]], timeout=5), \
+        "the last preview of the burst never came%s" % bridge.context()
     collector.wait_quiet(quiet=0.3, timeout=5)
 
     passed = previews_of(collector, p1, since)
-    allowed = 1 + int(burst_s * rate)
-    assert 1 <= len(passed) <= allowed, "%d of 10 previews passed in a %.3f s burst at %.1f/s (allowed %d)%s" % (
+    allowed = 2 + int(burst_s * rate)
+    assert 2 <= len(passed) <= allowed, "%d of 10 previews passed in a %.3f s burst at %.1f/s (allowed %d)%s" % (
         len(passed), burst_s, rate, allowed, bridge.context())
     assert passed[0].payload == images[0], "the first preview of a burst must pass"
+    assert passed[-1].payload == images[-1], "the last preview of a burst must pass"
+    assert passed[-1].t - passed[0].t >= 0.8 / rate, "the held preview came %.3f s after the first" % (
+        passed[-1].t - passed[0].t)
     retained = [m for m in collector.messages(BASE + "/preview", since) if m.payload in images]
     assert len(retained) == len(passed), "retained preview not limited like the prompt's: %d vs %d" % (
         len(retained), len(passed))
@@ -246,3 +254,27 @@ def test_no_previews_without_flag(broker, sim, collector, make_bridge):
     collector.wait_quiet(quiet=0.3, timeout=5)
     leaked = collector.messages(BASE + "/preview", since) + collector.messages(BASE + "/prompt/*/preview", since)
     assert not leaked, "previews published without --previews: %r" % leaked
+
+
+def test_preview_burst_ends_with_its_last_step(broker, sim, collector, make_bridge):
+    """A sampler's last steps come in a burst: the last step's preview is
+    published and is the retained one (Home Assistant's image entity)."""
+    bridge = start(broker, sim, collector, make_bridge)
+    prompt_id = pid()
+    since = collector.mark()
+    sim.req("POST", "/prompt", {
+        "prompt": harness.default_workflow(), "client_id": bridge.client_id, "prompt_id": prompt_id,
+        "extra_data": {"sim": {"steps": 8, "step_ms": 40, "previews": True, "preview_burst": 5}}})
+    last_step = b"step 8"
+    got = collector.wait_for(
+        lambda ms: [m for m in previews_of(collector, prompt_id, since) if last_step in m.payload], timeout=15)
+    assert got, "the burst's last preview (step 8) was never published; got %d previews%s" % (
+        len(previews_of(collector, prompt_id, since)), bridge.context())
+    collector.wait_quiet(quiet=0.8, timeout=5)
+    passed = previews_of(collector, prompt_id, since)
+    assert last_step in passed[-1].payload, "the last preview published is not step 8"
+    assert len(passed) < 8, "no rate limit: %d previews of 8 passed" % len(passed)
+    retained = harness.read_retained(broker.port, BASE + "/preview")
+    assert retained is not None and last_step in retained.payload, \
+        "the retained preview is not the last step's%s" % bridge.context()
+    harness.assert_all_valid(collector, bridge=bridge)

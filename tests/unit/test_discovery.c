@@ -183,10 +183,10 @@ test_entities(void)
 	CHECK(t >= 0);
 	CHECK(str_at(&d, t, "state_topic", "comfyui/gpu1/completion"));
 	int et = json_obj_get(&d, t, "event_types");
-	CHECK(json_is_array(&d, et) && json_size(&d, et) == 4);
+	CHECK(json_is_array(&d, et) && json_size(&d, et) == 5);
 	static const char *const types[]
-	    = { "success", "error", "interrupted", "lost" };
-	for (int i = 0; i < 4 && json_is_array(&d, et); i++)
+	    = { "success", "error", "interrupted", "cancelled", "lost" };
+	for (int i = 0; i < 5 && json_is_array(&d, et); i++)
 		CHECK(json_str_eq(&d, json_child(&d, et, i), types[i]));
 
 	CHECK(component(&d, "preview", "image") < 0);

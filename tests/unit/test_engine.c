@@ -134,17 +134,72 @@ last_topic(const char *suffix)
 	return NULL;
 }
 
+/* Messages on prompt state topics. */
+static int
+count_states(void)
+{
+	int n = 0;
+	for (int i = 0; i < n_msgs; i++) {
+		size_t tl = strlen(msgs[i].topic);
+		n += strncmp(msgs[i].topic, "comfyui/t/prompt/", 17) == 0
+		    && tl > 6 && strcmp(msgs[i].topic + tl - 6, "/state") == 0;
+	}
+	return n;
+}
+
+/* Messages whose topic ends with suffix and whose payload has needle. */
+static int
+count_with(const char *suffix, const char *needle)
+{
+	int n = 0;
+	size_t sl = strlen(suffix);
+	for (int i = 0; i < n_msgs; i++) {
+		size_t tl = strlen(msgs[i].topic);
+		n += tl >= sl && strcmp(msgs[i].topic + tl - sl, suffix) == 0
+		    && strstr(msgs[i].payload, needle) != NULL;
+	}
+	return n;
+}
+
 static int
 count_terminals(void)
 {
 	return count_topic("/event/execution_success")
 	    + count_topic("/event/execution_error")
 	    + count_topic("/event/execution_interrupted")
-	    + count_topic("/event/lost");
+	    + count_topic("/event/lost") + count_topic("/event/cancelled");
+}
+
+/* A state's times: one clock, in order, and duration_ms their
+ * difference. */
+static void
+check_state_clock(const struct json_doc *d, const char *topic)
+{
+	static const char *const keys[]
+	    = { "queued_at", "started_at", "finished_at", "duration_ms" };
+	int64_t v[4];
+	for (int k = 0; k < 4; k++) {
+		int t = json_obj_get(d, 0, keys[k]);
+		if (t < 0 || json_get_int64(d, t, &v[k]) != 0)
+			v[k] = -1;
+	}
+	int64_t last = -1;
+	for (int k = 0; k < 3; k++) {
+		if (v[k] < 0)
+			continue;
+		if (v[k] < last)
+			TEST_FAIL("%s out of order on %s", keys[k], topic);
+		last = v[k];
+	}
+	if (v[1] >= 0 && v[2] >= 0 ? v[3] != v[2] - v[1] : v[3] != -1)
+		TEST_FAIL(
+		    "duration_ms %lld is not finished_at - started_at on %s",
+		    (long long) v[3], topic);
 }
 
 /* Every payload is valid JSON (or the plain texts), every topic stays
- * under comfyui/t/, seq strictly increases. */
+ * under comfyui/t/, seq strictly increases, every state's times are in
+ * order. */
 static void
 check_invariants(void)
 {
@@ -175,6 +230,10 @@ check_invariants(void)
 			TEST_FAIL("seq %lld after %lld on %s", (long long) seq,
 			    (long long) last_seq, m->topic);
 		last_seq = seq;
+		size_t tl = strlen(m->topic);
+		if (tl > 6 && strcmp(m->topic + tl - 6, "/state") == 0
+		    && strncmp(m->topic, "comfyui/t/prompt/", 17) == 0)
+			check_state_clock(&d, m->topic);
 	}
 }
 
@@ -428,14 +487,25 @@ test_foreign_prompt_from_poll_and_history(void)
 			    "{}", 2, clock_ms + 20);
 	}
 	free(h);
+	/* the pending ones never ran and ComfyUI stayed up: removed from
+	 * the queue, so cancelled, not lost */
 	CHECK_INT(count_topic("/event/execution_success"), 1);
-	CHECK_INT(count_topic("/event/lost"), 3);
+	CHECK_INT(count_topic("/event/lost"), 0);
+	CHECK_INT(count_topic("/event/cancelled"), 3);
 	CHECK_INT(count_topic("/completion"), 4);
+	CHECK(payload_has(last_topic("/event/cancelled"), "\"reason\":"));
+	CHECK_INT(
+	    count_with("/completion", "\"event_type\":\"cancelled\""), 3);
+	CHECK_INT(count_with("/state", "\"status\":\"cancelled\""), 3);
 	const struct msg *ok = last_topic("/event/execution_success");
 	CHECK(payload_has(ok, "\"source\":\"history\""));
+	/* started by the poll on the bridge's clock, finished in history on
+	 * ComfyUI's: history's start wins, and with it history's duration */
+	CHECK(payload_has(ok, "\"duration_ms\":5168"));
+	CHECK_INT(count_with("/state", "\"duration_ms\":5168"), 1);
 	struct engine_counters c;
 	engine_get_counters(e, &c);
-	CHECK_INT(c.lost, 3);
+	CHECK_INT(c.lost, 0);
 	CHECK_INT(c.recovered, 1);
 	check_invariants();
 	engine_destroy(e);
@@ -487,6 +557,230 @@ test_resync_after_reconnect(void)
 	engine_destroy(e);
 }
 
+/* The event types published for a prompt, in order, joined by ','. */
+static void
+event_order(const char *prompt, char *out, size_t cap)
+{
+	char pre[128];
+	int pl
+	    = snprintf(pre, sizeof(pre), "comfyui/t/prompt/%s/event/", prompt);
+	size_t n = 0;
+	out[0] = '\0';
+	for (int i = 0; i < n_msgs; i++)
+		if (strncmp(msgs[i].topic, pre, (size_t) pl) == 0)
+			n += (size_t) snprintf(out + n, cap - n, "%s%s",
+			    n ? "," : "", msgs[i].topic + pl);
+}
+
+/* A prompt submitted with no client id: ComfyUI broadcasts its
+ * progress_state first and never sends it execution_start; queued and a
+ * start still come first, then its frames, and its state runs. */
+static void
+test_clientless_prompt_starts_first(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	static const char ps[]
+	    = "{\"type\": \"progress_state\", \"data\": {\"prompt_id\": "
+	      "\"nc-1\", \"nodes\": {}}}";
+	static const char pr[]
+	    = "{\"type\": \"progress\", \"data\": {\"value\": 1, \"max\": "
+	      "2, \"prompt_id\": \"nc-1\", \"node\": \"3\"}}";
+	engine_on_text(e, ps, strlen(ps), clock_ms + 10);
+	engine_on_text(e, pr, strlen(pr), clock_ms + 20);
+	char order[512];
+	event_order("nc-1", order, sizeof(order));
+	CHECK_STR(order, "queued,execution_start,progress_state,progress");
+	CHECK(payload_has(
+	    last_topic("/prompt/nc-1/state"), "\"status\":\"running\""));
+	/* the poll that lists it running adds no second start */
+	static const char q[]
+	    = "{\"queue_running\": [[5, \"nc-1\", {}, {}, []]], "
+	      "\"queue_pending\": []}";
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, q, strlen(q), clock_ms + 30);
+	CHECK_INT(count_topic("/prompt/nc-1/event/execution_start"), 1);
+	check_invariants();
+	engine_destroy(e);
+}
+
+/* Feeds the history sample of name for id as a history-list answer (a
+ * prompt of another client that came and went between two polls). */
+static void
+feed_history_list(struct engine *e, const char *name, int64_t now)
+{
+	size_t len;
+	char *h = sample(name, &len);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, h, len, now);
+	free(h);
+}
+
+/* --print tells every outcome, those learned from history too, with the
+ * traceback verbatim. */
+static void
+test_print_outcomes_from_history(void)
+{
+	char *out = NULL;
+	size_t out_len = 0;
+	FILE *f = open_memstream(&out, &out_len);
+	struct engine_cfg cfg = {
+		.prefix = "comfyui",
+		.instance = "t",
+		.client_id = "bridge-x",
+		.mqtt_client_id = "c2m-t",
+		.comfyui_public = "http://127.0.0.1:8188",
+		.mqtt_protocol = 5,
+		.state_ttl_s = 3600,
+		.max_tokens = 8192,
+		.history_items = 20,
+		.health_interval_s = 30,
+		.print = f,
+	};
+	struct engine_io io = { .publish = cap_publish, .http_get = cap_http };
+	reset_capture();
+	struct engine *e = engine_create(&cfg, &io, clock_ms);
+	engine_on_upstream(e, true, clock_ms);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, "{}", 2, clock_ms);
+	feed_history_list(e, "history_by_id_error.json", clock_ms + 10);
+	feed_history_list(e, "history_by_id_interrupted.json", clock_ms + 20);
+	fflush(f);
+	CHECK(out
+	    && strstr(out,
+	        "[ERROR] Prompt f7a3c9e1-5d2b-4a6f-8e0c-3b9d1f5a7c62, Node "
+	        "3 (KSampler)\n  Type: torch.OutOfMemoryError\n"));
+	CHECK(out
+	    && strstr(out,
+	        "  Traceback:\n    File \"/opt/ComfyUI/execution.py\", line "
+	        "535, in execute\n      output_data, output_ui"));
+	CHECK(out
+	    && strstr(out,
+	        "[INTERRUPTED] Prompt "
+	        "2b8e5f1c-9a3d-4e7b-b6f0-4c1a8d2e9f53, Node "));
+	check_invariants();
+	engine_destroy(e);
+	fclose(f);
+	free(out);
+}
+
+/* A type 4 preview frame for prompt pv-1 whose image is the text img. */
+static void
+send_preview(struct engine *e, const char *img, int64_t now)
+{
+	static const char meta[] = "{\"node_id\": \"3\", \"prompt_id\": "
+	                           "\"pv-1\", \"image_type\": \"image/png\"}";
+	uint8_t frame[256];
+	size_t ml = strlen(meta), il = strlen(img);
+	uint8_t head[8]
+	    = { 0, 0, 0, 4, 0, 0, (uint8_t) (ml >> 8), (uint8_t) ml };
+	memcpy(frame, head, 8);
+	memcpy(frame + 8, meta, ml);
+	memcpy(frame + 8 + ml, img, il);
+	engine_on_binary(e, frame, 8 + ml + il, now);
+}
+
+/* The preview limit (2/s here) keeps the latest: a burst ends with its
+ * last preview published, when the window opens, on both topics. */
+static void
+test_preview_burst_keeps_the_last(void)
+{
+	struct engine_cfg cfg = {
+		.prefix = "comfyui",
+		.instance = "t",
+		.client_id = "bridge-x",
+		.mqtt_client_id = "c2m-t",
+		.comfyui_public = "http://127.0.0.1:8188",
+		.mqtt_protocol = 5,
+		.state_ttl_s = 3600,
+		.max_tokens = 8192,
+		.health_interval_s = 30,
+		.previews = true,
+		.preview_max_bytes = 1 << 20,
+		.preview_rate = 2.0,
+	};
+	struct engine_io io = { .publish = cap_publish, .http_get = cap_http };
+	reset_capture();
+	int64_t t0 = clock_ms;
+	struct engine *e = engine_create(&cfg, &io, t0);
+	engine_on_upstream(e, true, t0);
+	send_preview(e, "step-1", t0);
+	send_preview(e, "step-2", t0 + 10);
+	send_preview(e, "step-3", t0 + 20);
+	CHECK_INT(count_topic("/prompt/pv-1/preview"), 1);
+	CHECK_STR(last_topic("/prompt/pv-1/preview")->payload, "step-1");
+	CHECK(engine_due(e) > 0 && engine_due(e) <= t0 + 500);
+	engine_tick(e, t0 + 499, NULL);
+	CHECK_INT(count_topic("/prompt/pv-1/preview"), 1);
+	engine_tick(e, t0 + 500, NULL);
+	CHECK_INT(count_topic("/prompt/pv-1/preview"), 2);
+	CHECK_STR(last_topic("/prompt/pv-1/preview")->payload, "step-3");
+	const struct msg *ret = last_topic("comfyui/t/preview");
+	CHECK(ret && ret->retain && strcmp(ret->payload, "step-3") == 0);
+	engine_tick(e, t0 + 2000, NULL);
+	CHECK_INT(count_topic("/prompt/pv-1/preview"), 2);
+	engine_destroy(e);
+}
+
+/* upstream/state follows the link: a start with ComfyUI up publishes
+ * online and never offline first; a first connect that does not answer
+ * makes it offline. */
+static void
+test_upstream_state_only_when_known(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	engine_on_broker_connected(e, false, clock_ms);
+	CHECK_INT(count_topic("/upstream/state"), 0);
+	engine_tick(e, clock_ms + 100, NULL);
+	CHECK_INT(count_topic("/upstream/state"), 0);
+	engine_on_upstream(e, true, clock_ms + 150);
+	CHECK_INT(count_topic("/upstream/state"), 1);
+	CHECK_STR(last_topic("/upstream/state")->payload, "online");
+	engine_tick(e, clock_ms + 5000, NULL);
+	CHECK_INT(count_topic("/upstream/state"), 1);
+	engine_destroy(e);
+
+	e = make_engine("bridge-x");
+	engine_on_broker_connected(e, false, clock_ms);
+	engine_on_broker_connected(e, false, clock_ms + 10); /* republish */
+	CHECK_INT(count_topic("/upstream/state"), 0);
+	CHECK(engine_due(e) > 0 && engine_due(e) <= clock_ms + 2000);
+	engine_tick(e, clock_ms + 2000, NULL);
+	CHECK_INT(count_topic("/upstream/state"), 1);
+	CHECK_STR(last_topic("/upstream/state")->payload, "offline");
+	engine_on_upstream(e, true, clock_ms + 3000);
+	CHECK_STR(last_topic("/upstream/state")->payload, "online");
+	engine_destroy(e);
+}
+
+/* A pending prompt that is gone after a reconnect may have died with a
+ * ComfyUI restart: lost, not cancelled. */
+static void
+test_pending_gone_after_reconnect_is_lost(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	static const char q[]
+	    = "{\"queue_running\": [], \"queue_pending\": [[3, \"p-1\", "
+	      "{}, {\"client_id\": \"other\"}, []]]}";
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, q, strlen(q), clock_ms);
+	CHECK_INT(count_topic("/event/queued"), 1);
+	engine_on_upstream(e, false, clock_ms + 100);
+	engine_on_upstream(e, true, clock_ms + 3000);
+	n_reqs = 0;
+	static const char empty[]
+	    = "{\"queue_running\": [], \"queue_pending\": []}";
+	engine_on_http(
+	    e, EHTTP_QUEUE, NULL, 200, empty, strlen(empty), clock_ms + 3010);
+	engine_tick(e, clock_ms + 3020, NULL);
+	int hi = find_req(EHTTP_HISTORY_ID);
+	CHECK(hi >= 0);
+	if (hi >= 0)
+		engine_on_http(e, EHTTP_HISTORY_ID, reqs[hi].tag, 200, "{}", 2,
+		    clock_ms + 3030);
+	CHECK_INT(count_topic("/event/lost"), 1);
+	CHECK_INT(count_topic("/event/cancelled"), 0);
+	check_invariants();
+	engine_destroy(e);
+}
+
 static void
 test_hostile_frames(void)
 {
@@ -526,7 +820,7 @@ test_hostile_frames(void)
 	engine_on_text(e, evil2, strlen(evil2), clock_ms);
 	CHECK(n_msgs > before);
 	CHECK_INT(count_topic("/prompt/_SYS____/event/exec_..__"), 1);
-	CHECK_INT(count_topic("/state"), 2);
+	CHECK_INT(count_states(), 1);
 	check_invariants();
 
 	/* NaN / Infinity become null, nothing invalid goes out */
@@ -572,9 +866,9 @@ test_state_ttl_clears(void)
 {
 	struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-1d4e8b7f0c35");
 	feed_trace(e, "a_normal_txt2img");
-	int before = count_topic("/state");
+	int before = count_states();
 	engine_tick(e, clock_ms + 3600 * 1000 + 10, NULL);
-	CHECK_INT(count_topic("/state"), before + 1);
+	CHECK_INT(count_states(), before + 1);
 	const struct msg *s = last_topic("/state");
 	CHECK(s && s->len == 0 && s->retain);
 	engine_destroy(e);
@@ -998,6 +1292,64 @@ test_stale_retained_states_cleared(void)
 	engine_destroy(e);
 }
 
+/* Prompts an earlier run left queued or running (kill -9, an upgrade) are
+ * resolved from history after a restart: their end is published once, and
+ * what that run published is not published again. */
+static void
+test_unfinished_states_of_an_earlier_run_resolved(void)
+{
+	static const char pid_run[] = "8c2f6e1a-4b7d-4e3a-9f05-6d1c2b8a7e94";
+	struct engine *e = make_engine("bridge-x");
+	int64_t now = clock_ms;
+	char payload[512];
+	snprintf(payload, sizeof(payload),
+	    "{\"v\":1,\"prompt_id\":\"%s\",\"instance\":\"t\","
+	    "\"status\":\"running\",\"queued_at\":1778578199990,"
+	    "\"started_at\":1778578200000,\"finished_at\":null}",
+	    pid_run);
+	engine_on_retained_state(e,
+	    "comfyui/t/prompt/8c2f6e1a-4b7d-4e3a-9f05-"
+	    "6d1c2b8a7e94/state",
+	    payload, strlen(payload), now);
+	static const char queued[]
+	    = "{\"v\":1,\"prompt_id\":\"old-q\",\"instance\":\"t\","
+	      "\"status\":\"queued\",\"queued_at\":1778578100000,"
+	      "\"started_at\":null,\"finished_at\":null}";
+	engine_on_retained_state(
+	    e, "comfyui/t/prompt/old-q/state", queued, strlen(queued), now);
+	engine_on_upstream(e, true, now);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, "{}", 2, now);
+	static const char empty[]
+	    = "{\"queue_running\": [], \"queue_pending\": []}";
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, empty, strlen(empty), now);
+	engine_tick(e, now + 10, NULL);
+	for (int i = 0; i < n_reqs; i++) {
+		if (reqs[i].kind != EHTTP_HISTORY_ID)
+			continue;
+		if (strcmp(reqs[i].tag, pid_run) == 0) {
+			size_t len;
+			char *h = sample("history_by_id_success.json", &len);
+			engine_on_http(e, EHTTP_HISTORY_ID, reqs[i].tag, 200,
+			    h, len, now + 20);
+			free(h);
+		} else {
+			engine_on_http(e, EHTTP_HISTORY_ID, reqs[i].tag, 200,
+			    "{}", 2, now + 20);
+		}
+	}
+	CHECK_INT(count_topic("/event/queued"), 0);
+	CHECK_INT(count_topic("/event/execution_start"), 0);
+	CHECK_INT(count_topic("/event/execution_success"), 1);
+	CHECK(payload_has(
+	    last_topic("/event/execution_success"), "\"source\":\"history\""));
+	CHECK(payload_has(
+	    last_topic("/event/execution_success"), "\"duration_ms\":5168"));
+	CHECK_INT(count_topic("/prompt/old-q/event/lost"), 1);
+	CHECK_INT(count_topic("/completion"), 2);
+	check_invariants();
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -1009,6 +1361,11 @@ main(void)
 	RUN(test_trace_custom_events);
 	RUN(test_foreign_prompt_from_poll_and_history);
 	RUN(test_resync_after_reconnect);
+	RUN(test_pending_gone_after_reconnect_is_lost);
+	RUN(test_clientless_prompt_starts_first);
+	RUN(test_print_outcomes_from_history);
+	RUN(test_preview_burst_keeps_the_last);
+	RUN(test_upstream_state_only_when_known);
 	RUN(test_hostile_frames);
 	RUN(test_execution_blocked_not_terminal);
 	RUN(test_state_ttl_clears);
@@ -1021,6 +1378,7 @@ main(void)
 	RUN(test_error_payload_complete);
 	RUN(test_big_queue_body);
 	RUN(test_stale_retained_states_cleared);
+	RUN(test_unfinished_states_of_an_earlier_run_resolved);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();

@@ -54,6 +54,7 @@ test_completion(void)
 	CHECK(strstr(out, "\"outputs\":{}") != NULL);
 	CHECK(strstr(out, "\"error\":null") != NULL);
 	CHECK_STR(render_completion_type(PS_LOST), "lost");
+	CHECK_STR(render_completion_type(PS_CANCELLED), "cancelled");
 	tracker_destroy(t);
 }
 

@@ -1,0 +1,256 @@
+"""How prompts end and in which order their events come, against the
+simulator and a real mosquitto: cancelled prompts, one clock, the order
+queued -> start -> the rest, --print of every outcome, and the
+upstream/state of a start with ComfyUI up (contract §3.1-§3.3, §4.2, §5)."""
+
+import time
+import uuid
+
+import harness
+from harness import BASE, sanitize
+
+OTHER = "sim-browser"
+
+
+def pid():
+    return "p-" + uuid.uuid4().hex[:12]
+
+
+def prompt_events(collector, prompt_id, since=0):
+    """(type, envelope) of every event of one prompt, in arrival order."""
+    glob = "%s/prompt/%s/event/*" % (BASE, sanitize(prompt_id))
+    return [(obj.get("type"), obj) for _m, obj in collector.json_messages(glob, since)]
+
+
+def last_json(collector, topic_suffix, prompt_id=None, since=0):
+    topic = "%s/%s" % (BASE, topic_suffix) if prompt_id is None else \
+        "%s/prompt/%s/%s" % (BASE, sanitize(prompt_id), topic_suffix)
+    got = collector.json_messages(topic, since)
+    return got[-1][1] if got else None
+
+
+def completion_of(collector, prompt_id, since=0):
+    for _m, obj in collector.json_messages(BASE + "/completion", since):
+        if obj.get("prompt_id") == prompt_id:
+            return obj
+    return None
+
+
+def wait_terminal(collector, prompt_id, timeout=10, since=0):
+    def done():
+        return [t for t, _ in prompt_events(collector, prompt_id, since) if t in harness.TERMINAL_TYPES]
+    return harness.wait_until(done, timeout)
+
+
+def hold_queue(sim):
+    """A running prompt of another client that holds the queue until
+    released, so that prompts queued behind it stay pending."""
+    runner = pid()
+    sim.submit(client_id=OTHER, prompt_id=runner, hold=True, steps=1)
+    harness.wait_until(lambda: runner in (sim.req("GET", "/_sim/state").get("holding") or []), 10)
+    return runner
+
+
+def assert_cancelled(collector, bridge, prompt_id):
+    kinds = wait_terminal(collector, prompt_id)
+    assert kinds == ["cancelled"], "prompt %s removed from the queue ended with %r, expected cancelled%s\n%s" % (
+        prompt_id, kinds, bridge.context(), collector.dump("%s/prompt/%s/*" % (BASE, sanitize(prompt_id))))
+    ok = harness.wait_until(lambda: completion_of(collector, prompt_id), 5)
+    assert ok and ok.get("event_type") == "cancelled", "completion %r" % ok
+    st = last_json(collector, "state", prompt_id)
+    assert st and st.get("status") == "cancelled", "state %r" % st
+    assert not [t for t, _ in prompt_events(collector, prompt_id) if t == "lost"]
+
+
+# --------------------------------------------------------------------------
+# cancelled
+
+
+def test_pending_prompt_deleted_is_cancelled(sim, collector, bridge):
+    runner = hold_queue(sim)
+    victim, keep = pid(), pid()
+    sim.submit(client_id=OTHER, prompt_id=victim, steps=1)
+    sim.submit(client_id=OTHER, prompt_id=keep, steps=1)
+    seen = harness.wait_until(lambda: "queued" in [t for t, _ in prompt_events(collector, victim)], 10)
+    assert seen, "no queued event for %s%s" % (victim, bridge.context())
+    sim.req("POST", "/queue", {"delete": [victim]})
+    assert_cancelled(collector, bridge, victim)
+    sim.release(runner)
+    assert wait_terminal(collector, keep, 15) == ["execution_success"], bridge.context()
+    assert wait_terminal(collector, runner, 5) == ["execution_success"], bridge.context()
+    harness.assert_all_valid(collector, bridge=bridge)
+
+
+def test_queue_clear_cancels_every_pending_prompt(sim, collector, bridge):
+    runner = hold_queue(sim)
+    victims = [pid() for _ in range(3)]
+    for v in victims:
+        sim.submit(client_id=OTHER, prompt_id=v, steps=1)
+    seen = harness.wait_until(
+        lambda: all("queued" in [t for t, _ in prompt_events(collector, v)] for v in victims), 10)
+    assert seen, "not every prompt was announced queued%s" % bridge.context()
+    sim.req("POST", "/queue", {"clear": True})
+    for v in victims:
+        assert_cancelled(collector, bridge, v)
+    sim.release(runner)
+    assert wait_terminal(collector, runner, 10) == ["execution_success"], bridge.context()
+    harness.assert_all_valid(collector, bridge=bridge)
+
+
+# --------------------------------------------------------------------------
+# one clock
+
+
+def history_times(sim, prompt_id):
+    entry = sim.history(prompt_id).get(prompt_id) or {}
+    msgs = (entry.get("status") or {}).get("messages") or []
+    ts = {name: data.get("timestamp") for name, data in msgs if isinstance(data, dict)}
+    end = [ts[k] for k in ("execution_success", "execution_error", "execution_interrupted") if k in ts]
+    return ts.get("execution_start"), end[0] if end else None
+
+
+def test_foreign_prompts_take_comfyui_times_and_duration(sim, collector, bridge):
+    """Prompts of another client are learned from /queue and /history: their
+    start and end are history's timestamps, and the duration is history's
+    (an interrupt included)."""
+    ids = {pid(): outcome for outcome in ("success", "error", "interrupt")}
+    for p, outcome in ids.items():
+        sim.submit(client_id=OTHER, prompt_id=p, outcome=outcome, steps=4, step_ms=15)
+    for p in ids:
+        assert wait_terminal(collector, p, 15), "no terminal event for %s%s" % (p, bridge.context())
+    for p in ids:
+        state = last_json(collector, "state", p)
+        start, end = history_times(sim, p)
+        assert (state["started_at"], state["finished_at"]) == (start, end), \
+            "state %r, history says start %r end %r" % (state, start, end)
+        assert state["duration_ms"] == end - start, "duration %r, history's %d" % (state["duration_ms"], end - start)
+        assert state["queued_at"] <= state["started_at"]
+    harness.assert_all_valid(collector, bridge=bridge)
+
+
+# --------------------------------------------------------------------------
+# order
+
+
+def order_problems(collector, prompt_id):
+    types = [t for t, _ in prompt_events(collector, prompt_id)]
+    if types[:2] != ["queued", "execution_start"]:
+        return ["%s: events begin %r, expected queued then execution_start" % (prompt_id, types[:4])]
+    if types.count("queued") != 1:
+        return ["%s: %d queued events" % (prompt_id, types.count("queued"))]
+    return []
+
+
+def test_every_prompt_begins_with_queued_then_start(sim, collector, bridge):
+    """Ours, another client's and a client-less prompt (whose first live
+    frame is a broadcast progress_state, and whose execution_start goes to
+    nobody)."""
+    ours, foreign, clientless = pid(), pid(), pid()
+    sim.submit(client_id=bridge.client_id, prompt_id=ours, steps=3)
+    sim.submit(client_id=OTHER, prompt_id=foreign, steps=3)
+    sim.submit(prompt_id=clientless, steps=3)
+    for p in (ours, foreign, clientless):
+        assert wait_terminal(collector, p, 15) == ["execution_success"], bridge.context()
+    collector.wait_quiet(0.3)
+    problems = sum((order_problems(collector, p) for p in (ours, foreign, clientless)), [])
+    assert not problems, "\n".join(problems) + bridge.context()
+    live = [t for t, _ in prompt_events(collector, clientless)]
+    assert "progress_state" in live or "progress" in live, "client-less prompt streamed nothing live: %r" % live
+    harness.assert_all_valid(collector, bridge=bridge)
+
+
+# --------------------------------------------------------------------------
+# --print
+
+
+def test_print_tells_outcomes_learned_from_history(sim, broker, collector, make_bridge):
+    bridge = make_bridge(sim.url, broker.url, extra_args=["--print"])
+    bridge.wait_connected(collector, sim)
+    failed, stopped, ok = pid(), pid(), pid()
+    sim.submit(client_id=OTHER, prompt_id=failed, outcome="error", steps=2)
+    sim.submit(client_id=OTHER, prompt_id=stopped, outcome="interrupt", steps=4)
+    sim.submit(client_id=OTHER, prompt_id=ok, steps=2)
+    for p in (failed, stopped, ok):
+        assert wait_terminal(collector, p, 15), bridge.context()
+    want = ["[ERROR] Prompt %s, Node 3 (KSampler)" % failed,
+            "[INTERRUPTED] Prompt %s, Node 3 (KSampler)" % stopped]
+    lines = harness.wait_until(
+        lambda: (lambda ls: ls if all(w in ls for w in want) else None)(bridge.stdout_text().splitlines()), 5)
+    out = bridge.stdout_text()
+    assert lines, "--print lacks %r:\n%s" % ([w for w in want if w not in out.splitlines()], out[-3000:])
+    assert any(line.startswith("[SUCCESS] Prompt %s (" % ok) for line in lines), out[-3000:]
+    # the traceback as ComfyUI wrote it, under "  Traceback:" (two more spaces)
+    entry = sim.history(failed)[failed]
+    err = [d for name, d in entry["status"]["messages"] if name == "execution_error"][0]
+    at = lines.index(want[0])
+    assert "  Traceback:" in lines[at:], out[-3000:]
+    tb_at = lines.index("  Traceback:", at)
+    expected = ["  " + line for frame in err["traceback"] for line in frame.split("\n") if line]
+    assert expected and expected[0].startswith("    "), "the simulator sent no indented traceback: %r" % err
+    assert lines[tb_at + 1:tb_at + 1 + len(expected)] == expected, \
+        "traceback printed as %r, expected %r" % (lines[tb_at + 1:tb_at + 1 + len(expected)], expected)
+    harness.assert_all_valid(collector, bridge=bridge)
+
+
+# --------------------------------------------------------------------------
+# upstream/state
+
+
+def test_start_with_comfyui_up_publishes_no_offline(broker, sim, collector, make_bridge):
+    """upstream/state goes offline only when the link is down: neither the
+    first start nor a restart with ComfyUI up says offline first."""
+    first = make_bridge(sim.url, broker.url)
+    first.wait_connected(collector, sim)
+    collector.wait_quiet(0.3)
+    ups = [m.payload for m in collector.messages(BASE + "/upstream/state")]
+    assert ups == [b"online"], "first start: upstream/state %r with ComfyUI up%s" % (ups, first.context())
+    rc, _ = first.stop()
+    assert rc == 0, first.context()
+    since = collector.mark()
+    second = make_bridge(sim.url, broker.url)
+    second.wait_connected(collector, sim)
+    collector.wait_quiet(0.5)
+    ups = [m.payload for m in collector.messages(BASE + "/upstream/state", since)]
+    assert ups == [b"online"], "restart: upstream/state %r with ComfyUI up%s" % (ups, second.context())
+    harness.assert_all_valid(collector, bridge=second)
+
+
+# --------------------------------------------------------------------------
+# the bridge's own restart (contract §4.2a)
+
+
+def test_kill9_mid_run_then_restart_publishes_the_end(sim, broker, collector, make_bridge):
+    """A prompt running when the bridge is killed finishes while it is
+    down: the next run publishes its end from history, once, and does not
+    publish its queued or start again."""
+    first = make_bridge(sim.url, broker.url)
+    first.wait_connected(collector, sim)
+    runner, waiting = pid(), pid()
+    sim.submit(client_id=OTHER, prompt_id=runner, hold=True, steps=1)
+    sim.submit(client_id=OTHER, prompt_id=waiting, steps=1)
+    running = harness.wait_until(
+        lambda: (last_json(collector, "state", runner) or {}).get("status") == "running"
+        and (last_json(collector, "state", waiting) or {}).get("status") == "queued", 10)
+    assert running, "states never showed running / queued%s" % first.context()
+    first.kill9()
+    sim.release(runner)
+    done = harness.wait_until(lambda: sim.history(waiting).get(waiting), 10)
+    assert done, "the simulator never finished the prompts"
+    since = collector.mark()
+    second = make_bridge(sim.url, broker.url)
+    second.wait_connected(collector, sim)
+    for p in (runner, waiting):
+        kinds = wait_terminal(collector, p, 10, since)
+        assert kinds == ["execution_success"], "%s after the restart: %r%s" % (p, kinds, second.context())
+        assert completion_of(collector, p, since), "no completion for %s" % p
+        assert not [t for t, _ in prompt_events(collector, p, since) if t == "queued"], \
+            "%s: queued published again" % p
+        st = last_json(collector, "state", p)
+        assert st["status"] == "success" and st["source"] == "history", st
+    collector.wait_quiet(0.5)
+    for p in (runner, waiting):
+        kinds = [t for t, _ in prompt_events(collector, p) if t in harness.TERMINAL_TYPES]
+        assert kinds == ["execution_success"], "%s: terminal events %r over both runs" % (p, kinds)
+        starts = [t for t, _ in prompt_events(collector, p) if t == "execution_start"]
+        assert len(starts) == 1, "%s: %d execution_start over both runs" % (p, len(starts))
+    harness.assert_all_valid(collector, bridge=second)
