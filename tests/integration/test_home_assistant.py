@@ -500,6 +500,9 @@ def test_ha_remove_clears_discovery(broker, sim, collector, make_bridge):
     res = harness.run_bridge_once(["--comfyui", sim.url, "--mqtt", broker.url, "--instance", INSTANCE,
                                    "--client-id", bridge.client_id, "--ha-remove"], timeout=20)
     assert res.returncode == 0, "--ha-remove exited %d:\n%s" % (res.returncode, res.stderr.decode()[-2000:])
+    # the broker forwards the clearing message to the collector after
+    # --ha-remove got its PUBACK and exited
+    collector.wait_for(lambda ms: [m for m in ms if m.topic == DISCOVERY_TOPIC], timeout=5, since=since)
     cleared = [m for m in collector.messages(DISCOVERY_TOPIC, since)]
     assert cleared and cleared[-1].payload == b"" and cleared[-1].retain, collector.dump(DISCOVERY_TOPIC, since)
     assert harness.read_retained(broker.port, DISCOVERY_TOPIC, timeout=2) is None, "discovery still retained"
