@@ -121,6 +121,7 @@ struct old_state {
 	size_t id_len;
 	char status[16];
 	int64_t queued_at, started_at, finished_at; /* 0: none */
+	int64_t run; /* the run that published it; 0: none */
 };
 
 static int64_t
@@ -152,6 +153,7 @@ read_state(
 	s->queued_at = member_time(&d, "queued_at");
 	s->started_at = member_time(&d, "started_at");
 	s->finished_at = member_time(&d, "finished_at");
+	s->run = member_time(&d, "run");
 	json_parser_trim(e->http_parser);
 	s->id_len = il > 0 ? (size_t) il : 0;
 	return il > 0;
@@ -226,8 +228,11 @@ retained_on_state(struct engine *e, const char *topic, const void *payload,
 	struct old_state s;
 	if (!read_state(e, payload, len, &s))
 		return;
-	if (tracker_find(e->tracker, s.id, s.id_len) != NULL)
-		return; /* this run's own: its timer runs */
+	/* this run's own (the subscription also brings back what this run
+	 * publishes): its own timers and transitions take care of it */
+	if (s.run == e->rctx.run
+	    || tracker_find(e->tracker, s.id, s.id_len) != NULL)
+		return;
 	if (!is_finished(&s)) {
 		adopt_unfinished(e, &s, now);
 		return;
