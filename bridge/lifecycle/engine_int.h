@@ -24,6 +24,7 @@
 #include "console.h"
 #include "engine.h"
 #include "event.h"
+#include "idset.h"
 #include "json.h"
 #include "pubkind.h"
 #include "ratelog.h"
@@ -31,7 +32,10 @@
 #include "topic.h"
 #include "tracker.h"
 
-#define SEEN_RING 4096
+/* Finished prompt ids remembered, so that no terminal event goes out twice
+ * whatever /history lists: ComfyUI keeps at most 10,000 history entries,
+ * and a server that ignores max_items lists them all. 16 bytes each. */
+#define FINISHED_IDS_MAX 32768
 
 enum reject_reason {
 	RJ_EMPTY = 0,
@@ -79,9 +83,8 @@ struct recon {
 	/* a status frame said the queue shrank and asked for the list: the
 	 * next /queue answer showing the same need not ask again */
 	bool list_asked_by_status;
-	/* ids of prompts finished or in the history baseline (hashes) */
-	uint64_t seen[SEEN_RING];
-	unsigned seen_next;
+	/* ids of prompts finished or in the history baseline */
+	struct idset finished;
 	/* liveness of the WebSocket: see bridge/README.md#orphaned-socket */
 	int64_t last_status_count; /* queue_remaining of the last status */
 	int64_t next_watchdog_at;
@@ -210,6 +213,9 @@ int64_t recon_prompt_tick(struct engine *e, struct prompt *p, int64_t now);
 int64_t recon_watchdog_tick(struct engine *e, int64_t now);
 /* Remembers a finished prompt, so the history list does not report it. */
 void recon_seen_add(struct engine *e, const char *id, size_t len);
+/* Whether the prompt finished (or was in the history baseline). */
+bool recon_seen_has(const struct engine *e, const char *id, size_t len);
+void recon_init(struct recon *r);
 void recon_destroy(struct recon *r);
 
 /* retained.c */

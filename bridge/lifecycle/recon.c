@@ -26,20 +26,23 @@ retry_in(unsigned failures)
 }
 
 void
-recon_seen_add(struct engine *e, const char *id, size_t len)
+recon_init(struct recon *r)
 {
-	struct recon *r = &e->recon;
-	r->seen[r->seen_next++ % SEEN_RING] = tracker_hash(id, len);
+	idset_init(&r->finished, FINISHED_IDS_MAX);
 }
 
-static bool
-seen_has(const struct recon *r, const char *id, size_t len)
+void
+recon_seen_add(struct engine *e, const char *id, size_t len)
 {
-	uint64_t h = tracker_hash(id, len);
-	for (unsigned i = 0; i < SEEN_RING; i++)
-		if (r->seen[i] == h && h != 0)
-			return true;
-	return false;
+	/* out of memory: the history list may report it once more, and
+	 * lc_finish still refuses a second terminal of a tracked prompt */
+	(void) idset_add(&e->recon.finished, tracker_hash(id, len));
+}
+
+bool
+recon_seen_has(const struct engine *e, const char *id, size_t len)
+{
+	return idset_has(&e->recon.finished, tracker_hash(id, len));
 }
 
 static void
@@ -515,7 +518,7 @@ history_list_prompt(struct engine *e, const char *id, size_t il, bool *deaf)
 	struct prompt *p = tracker_find(e->tracker, id, il);
 	if (p && (p->terminal_sent || p->history_inflight))
 		return NULL;
-	if (!p && seen_has(&e->recon, id, il))
+	if (!p && recon_seen_has(e, id, il))
 		return NULL;
 	if (!p) {
 		bool created;
@@ -708,5 +711,6 @@ recon_prompt_tick(struct engine *e, struct prompt *p, int64_t now)
 void
 recon_destroy(struct recon *r)
 {
+	idset_free(&r->finished);
 	buf_free(&r->queue_ids);
 }

@@ -36,6 +36,8 @@ static int n_msgs;
 static struct req reqs[MAX_REQS];
 static int n_reqs;
 static struct json_parser *check_parser;
+/* counted past MAX_MSGS too */
+static int total_queued, total_completions, total_clears;
 
 static void
 reset_capture(void)
@@ -44,12 +46,20 @@ reset_capture(void)
 		free(msgs[i].payload);
 	n_msgs = 0;
 	n_reqs = 0;
+	total_queued = total_completions = total_clears = 0;
 }
 
 static void
 cap_publish(void *ud, const struct out_msg *m)
 {
 	(void) ud;
+	size_t tl = strlen(m->topic);
+	total_queued
+	    += tl > 13 && strcmp(m->topic + tl - 13, "/event/queued") == 0;
+	total_completions
+	    += tl > 11 && strcmp(m->topic + tl - 11, "/completion") == 0;
+	total_clears += m->len == 0 && m->retain && tl > 6
+	    && strcmp(m->topic + tl - 6, "/state") == 0;
 	if (n_msgs >= MAX_MSGS)
 		return;
 	struct msg *c = &msgs[n_msgs++];
@@ -998,6 +1008,49 @@ test_stale_retained_states_cleared(void)
 	engine_destroy(e);
 }
 
+/* A /history list of n finished prompts hist-<first>.. (what a server
+ * that ignores max_items answers). */
+static char *
+history_body(int first, int n, size_t *len)
+{
+	size_t cap = (size_t) n * 160 + 16;
+	char *b = malloc(cap);
+	size_t l = 0;
+	b[l++] = '{';
+	for (int i = first; i < first + n; i++)
+		l += (size_t) snprintf(b + l, cap - l,
+		    "%s\"hist-%d\": {\"outputs\": {}, \"status\": "
+		    "{\"status_str\": \"success\", \"completed\": true, "
+		    "\"messages\": []}}",
+		    i > first ? ", " : "", i);
+	b[l++] = '}';
+	*len = l;
+	return b;
+}
+
+/* A history list of 10,000 entries, read again and again, never makes a
+ * prompt finish twice: the baseline's are never reported, new ones once. */
+static void
+test_history_ignoring_max_items(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	size_t len;
+	char *old = history_body(0, 10000, &len);
+	for (int i = 0; i < 4; i++)
+		engine_on_http(
+		    e, EHTTP_HISTORY_LIST, NULL, 200, old, len, clock_ms + i);
+	CHECK_INT(total_completions, 0);
+	free(old);
+	char *fresh = history_body(10000, 10000, &len);
+	for (int i = 0; i < 4; i++)
+		engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, fresh, len,
+		    clock_ms + 10 + i);
+	CHECK_INT(total_completions, 10000);
+	free(fresh);
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -1021,6 +1074,7 @@ main(void)
 	RUN(test_error_payload_complete);
 	RUN(test_big_queue_body);
 	RUN(test_stale_retained_states_cleared);
+	RUN(test_history_ignoring_max_items);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();

@@ -1,4 +1,5 @@
 /* The prompt table: lookup, creation, eviction order, buffers. */
+#include "idset.h"
 #include "test.h"
 #include "tracker.h"
 
@@ -78,11 +79,40 @@ test_many_ids_collide_safely(void)
 	tracker_destroy(t);
 }
 
+/* The finished-id set forgets the oldest id once full, and only it. */
+static void
+test_idset_bounded_fifo(void)
+{
+	struct idset s;
+	idset_init(&s, 1000);
+	CHECK(!idset_has(&s, 1));
+	char id[32];
+	for (int i = 0; i < 100000; i++) {
+		snprintf(id, sizeof(id), "id-%d", i);
+		CHECK_INT(idset_add(&s, tracker_hash(id, strlen(id))), 0);
+		/* small hashes crowd one probe run */
+		CHECK_INT(idset_add(&s, (uint64_t) i * 4096 + 1), 0);
+	}
+	int held = 0, newest = 0;
+	for (int i = 0; i < 100000; i++) {
+		snprintf(id, sizeof(id), "id-%d", i);
+		bool has = idset_has(&s, tracker_hash(id, strlen(id)));
+		held += has;
+		newest += has && i >= 99500;
+	}
+	CHECK_INT(held, 500);
+	CHECK_INT(newest, 500);
+	CHECK(idset_has(&s, (uint64_t) 99999 * 4096 + 1));
+	CHECK(!idset_has(&s, (uint64_t) 99499 * 4096 + 1));
+	idset_free(&s);
+}
+
 int
 main(void)
 {
 	RUN(test_find_and_get);
 	RUN(test_eviction_prefers_finished);
 	RUN(test_many_ids_collide_safely);
+	RUN(test_idset_bounded_fifo);
 	TEST_MAIN_END();
 }
