@@ -92,18 +92,30 @@ struct recon {
 	unsigned watchdog_mismatches;
 };
 
-/* A retained state of an earlier run, cleared when its TTL has passed. */
-struct stale_state {
-	char *topic;
+/* A retained state to clear when its TTL has passed: of an earlier run,
+ * or of a prompt evicted from the table. The level is the topic level
+ * between <prefix>/<instance>/prompt/ and /state. */
+struct expiry {
 	int64_t due;
+	char *level;
 };
+
+/* Retained states waiting for their TTL to pass (where message expiry is
+ * not honoured) beyond the prompt table: 64 bytes each for a UUID id (the
+ * heap entry, the id copy, its hash in the dedupe set), so 2 MiB at most.
+ * Once full, the state due first is cleared early, so that none is ever
+ * left behind on the broker. */
+#define EXPIRY_MAX 32768
 
 struct retained {
 	struct buf info, queue, current; /* payloads to republish */
 	char current_id[PROMPT_ID_MAX + 1];
 	bool broker_ever_connected;
-	struct stale_state *stale; /* states left by an earlier run */
-	size_t n_stale;
+	struct expiry *exp; /* a min-heap on due */
+	size_t n_exp, cap_exp;
+	struct idset exp_levels; /* hashes of the levels ever queued */
+	uint64_t early_clears;
+	struct ratelog full_log;
 	char state_filter[TOPIC_MAX];
 };
 
@@ -219,6 +231,7 @@ void recon_init(struct recon *r);
 void recon_destroy(struct recon *r);
 
 /* retained.c */
+void retained_init(struct engine *e);
 void retained_on_connected(struct engine *e, bool session_present);
 void retained_on_state(struct engine *e, const char *topic,
     const void *payload, size_t len, int64_t now);

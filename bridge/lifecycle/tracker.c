@@ -73,6 +73,8 @@ struct tracker {
 	int free_head; /* freed slots chained through next_in_bucket */
 	unsigned high_water; /* slots below it have been used at least once */
 	unsigned count;
+	tracker_evict_fn *evict;
+	void *evict_ud;
 };
 
 uint64_t
@@ -84,6 +86,13 @@ tracker_hash(const char *id, size_t len)
 		h *= 1099511628211ULL;
 	}
 	return h;
+}
+
+void
+tracker_on_evict(struct tracker *t, tracker_evict_fn *fn, void *ud)
+{
+	t->evict = fn;
+	t->evict_ud = ud;
 }
 
 struct tracker *
@@ -199,8 +208,12 @@ tracker_get(struct tracker *t, const char *id, size_t len, bool *created)
 		return p;
 	if (len > PROMPT_ID_MAX)
 		len = PROMPT_ID_MAX;
-	if (t->free_head < 0 && t->high_water == t->capacity)
-		tracker_remove(t, pick_victim(t));
+	if (t->free_head < 0 && t->high_water == t->capacity) {
+		struct prompt *victim = pick_victim(t);
+		if (t->evict)
+			t->evict(t->evict_ud, victim);
+		tracker_remove(t, victim);
+	}
 	int idx;
 	if (t->free_head >= 0) {
 		idx = t->free_head;

@@ -1051,6 +1051,61 @@ test_history_ignoring_max_items(void)
 	engine_destroy(e);
 }
 
+/* Prompt p-<i> starts and succeeds (live frames) at now. */
+static void
+run_prompt(struct engine *e, int i, int64_t now)
+{
+	char f[256];
+	snprintf(f, sizeof(f),
+	    "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	    "\"p-%d\", \"timestamp\": %lld}}",
+	    i, (long long) now);
+	engine_on_text(e, f, strlen(f), now);
+	snprintf(f, sizeof(f),
+	    "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	    "\"p-%d\", \"timestamp\": %lld}}",
+	    i, (long long) now);
+	engine_on_text(e, f, strlen(f), now);
+}
+
+/* Every retained state is cleared when its TTL (3600 s) passes, however
+ * many finished within one TTL (more than the prompt table holds), and a
+ * restart clears every state the earlier run left. */
+static void
+test_ttl_clears_beyond_the_table(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	int64_t now = clock_ms;
+	for (int i = 0; i < 3000; i++)
+		run_prompt(e, i, now + i);
+	CHECK_INT(total_completions, 3000);
+	CHECK_INT(total_clears, 0);
+	engine_tick(e, now + 3600 * 1000 + 1000, NULL);
+	CHECK_INT(total_clears, 1001); /* p-0 .. p-1000 */
+	engine_tick(e, now + 3600 * 1000 + 3000, NULL);
+	CHECK_INT(total_clears, 3000);
+	engine_destroy(e);
+
+	e = make_engine("bridge-x");
+	for (int i = 0; i < 3000; i++) {
+		char topic[64], id[16];
+		snprintf(id, sizeof(id), "old-%d", i);
+		snprintf(
+		    topic, sizeof(topic), "comfyui/t/prompt/%s/state", id);
+		feed_retained_state(
+		    e, topic, id, "success", now - 10 * 1000 + i, now);
+		/* read again after a reconnect: still one clear */
+		feed_retained_state(
+		    e, topic, id, "success", now - 10 * 1000 + i, now + 1);
+	}
+	CHECK_INT(total_clears, 0);
+	engine_tick(e, now + 3600 * 1000, NULL);
+	CHECK_INT(total_clears, 3000);
+	engine_tick(e, now + 7200 * 1000, NULL);
+	CHECK_INT(total_clears, 3000);
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -1075,6 +1130,7 @@ main(void)
 	RUN(test_big_queue_body);
 	RUN(test_stale_retained_states_cleared);
 	RUN(test_history_ignoring_max_items);
+	RUN(test_ttl_clears_beyond_the_table);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();
