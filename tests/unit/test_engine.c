@@ -37,7 +37,7 @@ static struct req reqs[MAX_REQS];
 static int n_reqs;
 static struct json_parser *check_parser;
 /* counted past MAX_MSGS too */
-static int total_queued, total_completions, total_clears;
+static int total_queued, total_completions, total_clears, total_states;
 
 static void
 reset_capture(void)
@@ -46,7 +46,7 @@ reset_capture(void)
 		free(msgs[i].payload);
 	n_msgs = 0;
 	n_reqs = 0;
-	total_queued = total_completions = total_clears = 0;
+	total_queued = total_completions = total_clears = total_states = 0;
 }
 
 static void
@@ -59,6 +59,8 @@ cap_publish(void *ud, const struct out_msg *m)
 	total_completions
 	    += tl > 11 && strcmp(m->topic + tl - 11, "/completion") == 0;
 	total_clears += m->len == 0 && m->retain && tl > 6
+	    && strcmp(m->topic + tl - 6, "/state") == 0;
+	total_states += m->len > 0 && tl > 6
 	    && strcmp(m->topic + tl - 6, "/state") == 0;
 	if (n_msgs >= MAX_MSGS)
 		return;
@@ -1106,6 +1108,46 @@ test_ttl_clears_beyond_the_table(void)
 	engine_destroy(e);
 }
 
+/* A batch of 1,100 pending prompts (more than the table's first size) and
+ * a running one: each gets one queued event and one state, however many
+ * polls list them, and none is forgotten. */
+static void
+test_big_batch_queued_once(void)
+{
+	size_t cap = 1200 * 64, len = 0;
+	char *body = malloc(cap);
+	len += (size_t) snprintf(body + len, cap - len,
+	    "{\"queue_running\": [[0, \"run-0\", {}, {\"client_id\": "
+	    "\"o\"}, []]], \"queue_pending\": [");
+	for (int i = 1; i <= 1100; i++)
+		len += (size_t) snprintf(body + len, cap - len,
+		    "%s[%d, \"pend-%d\", {}, {\"client_id\": \"o\"}, []]",
+		    i > 1 ? ", " : "", i, i);
+	len += (size_t) snprintf(body + len, cap - len, "]}");
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, "{}", 2, clock_ms);
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, body, len, clock_ms);
+	CHECK_INT(total_queued, 1101);
+	int states = total_states;
+	CHECK(states >= 1101);
+	for (int i = 1; i < 4; i++)
+		engine_on_http(
+		    e, EHTTP_QUEUE, NULL, 200, body, len, clock_ms + i);
+	CHECK_INT(total_queued, 1101);
+	CHECK_INT(total_states, states);
+	/* the running prompt is still tracked: its end is its one terminal,
+	 * with no second queued */
+	static const char done[]
+	    = "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	      "\"run-0\", \"timestamp\": 1}}";
+	engine_on_text(e, done, strlen(done), clock_ms + 11);
+	CHECK_INT(total_completions, 1);
+	CHECK_INT(total_queued, 1101);
+	free(body);
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -1131,6 +1173,7 @@ main(void)
 	RUN(test_stale_retained_states_cleared);
 	RUN(test_history_ignoring_max_items);
 	RUN(test_ttl_clears_beyond_the_table);
+	RUN(test_big_batch_queued_once);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();

@@ -46,15 +46,54 @@ test_eviction_prefers_finished(void)
 	CHECK(tracker_find(t, "p2", 2) != NULL);
 	tracker_get(t, "p5", 2, &created)->queued_at = 201;
 	CHECK(tracker_find(t, "p2", 2) == NULL);
-	/* then the oldest queued one */
+	/* only live prompts left: the table grows (by 4 here), none goes */
+	struct prompt *p1 = tracker_find(t, "p1", 2);
+	p1->status = PS_RUNNING;
 	tracker_get(t, "p6", 2, &created);
-	CHECK(tracker_find(t, "p0", 2) == NULL);
-	CHECK(tracker_find(t, "p1", 2) != NULL);
-	CHECK_INT(tracker_count(t), 4);
+	CHECK(tracker_find(t, "p0", 2) != NULL);
+	CHECK(tracker_find(t, "p1", 2) == p1);
+	CHECK_INT(tracker_count(t), 5);
 	unsigned i = 0, n = 0;
 	while (tracker_next(t, &i))
 		n++;
-	CHECK_INT(n, 4);
+	CHECK_INT(n, 5);
+	tracker_destroy(t);
+}
+
+/* Live prompts stay (their pointers too) up to four times the first size;
+ * past it the oldest queued one goes, but comes back announced. */
+static void
+test_live_prompts_grow_the_table(void)
+{
+	struct tracker *t = tracker_create(4);
+	bool created;
+	char id[16];
+	struct prompt *first = tracker_get(t, "q0", 2, &created);
+	first->queued_sent = true;
+	first->status = PS_RUNNING;
+	for (int i = 1; i < 16; i++) {
+		snprintf(id, sizeof(id), "q%d", i);
+		struct prompt *p = tracker_get(t, id, strlen(id), &created);
+		CHECK(created);
+		p->queued_sent = true;
+		p->queued_at = 100 + i;
+	}
+	CHECK_INT(tracker_count(t), 16);
+	CHECK(tracker_find(t, "q0", 2) == first);
+	CHECK_STR(first->id, "q0");
+	for (int i = 0; i < 16; i++) {
+		snprintf(id, sizeof(id), "q%d", i);
+		CHECK(tracker_find(t, id, strlen(id)) != NULL);
+	}
+	/* the limit: q1 (oldest queued; q0 runs) goes, remembered */
+	tracker_get(t, "q16", 3, &created)->queued_at = 200;
+	CHECK_INT(tracker_count(t), 16);
+	CHECK(tracker_find(t, "q1", 2) == NULL);
+	CHECK(tracker_find(t, "q0", 2) == first);
+	struct prompt *back = tracker_get(t, "q1", 2, &created);
+	CHECK(created && back->queued_sent);
+	CHECK(!tracker_find(t, "q16", 3)
+	    || !tracker_find(t, "q16", 3)->queued_sent);
 	tracker_destroy(t);
 }
 
@@ -114,5 +153,6 @@ main(void)
 	RUN(test_eviction_prefers_finished);
 	RUN(test_many_ids_collide_safely);
 	RUN(test_idset_bounded_fifo);
+	RUN(test_live_prompts_grow_the_table);
 	TEST_MAIN_END();
 }
