@@ -108,7 +108,11 @@ enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 #define DEFAULT_KEEPALIVE 30
 #define SESSION_EXPIRY_S  86400u
 #define RX_QUEUE_MAX      1024 /* received messages waiting for service() */
-#define REJECT_LOG_MAX    5
+/* a full queue holds the network thread up to this long before a drop: a
+ * burst of retained states at subscribe (thousands of them after a restart)
+ * then waits for service() instead of being lost */
+#define RX_WAIT_MS     2000
+#define REJECT_LOG_MAX 5
 #define LAST_ACK_EXTRA_MS                                                     \
 	100 /* how long `last` may wait past the deadline                     \
 	     */
@@ -519,6 +523,14 @@ on_message(struct mosquitto *mosq, void *obj,
 	struct rx_msg *rx = malloc(sizeof(*rx) + len + 1);
 	char *topic = rx != NULL ? strdup(msg->topic) : NULL;
 	pthread_mutex_lock(&m->mu);
+	int64_t until = now_ms() + RX_WAIT_MS;
+	while (m->f.rx_len >= RX_QUEUE_MAX && !m->f.stopping
+	    && now_ms() < until) {
+		pthread_mutex_unlock(&m->mu);
+		wake(m);
+		pthread_mutex_lock(&m->mu);
+		wait_changed(m, now_ms() + 50);
+	}
 	if (topic == NULL || m->f.rx_len >= RX_QUEUE_MAX) {
 		m->f.rx_dropped++;
 		free(topic);
@@ -1313,6 +1325,7 @@ deliver_messages(struct mqtt_link *m)
 	struct rx_msg *rx = m->f.rx_head;
 	m->f.rx_head = m->f.rx_tail = NULL;
 	m->f.rx_len = 0;
+	pthread_cond_broadcast(&m->changed); /* room for on_message */
 	pthread_mutex_unlock(&m->mu);
 	while (rx != NULL) {
 		struct rx_msg *next = rx->next;
