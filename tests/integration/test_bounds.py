@@ -1,10 +1,10 @@
 """Counts past the bridge's first prompt table (1,024 prompts), against the
 simulator and a real mosquitto: with MQTT 3.1.1 every retained state is
 cleared when --state-ttl passes, in the run that published it and in the
-next one. (That a batch of more than 1,024 pending prompts gets one queued
-event each, and that a history answer ignoring max_items finishes no prompt
-twice, the engine's unit tests show: the simulator serves a queue that long
-too slowly for a test.)"""
+next one; a /history answer that ignores max_items (10,000 entries) finishes
+no prompt twice. (That a batch of more than 1,024 pending prompts gets one
+queued event each, the engine's unit tests show: the simulator serves a
+queue that long too slowly for a test.)"""
 
 import json
 import time
@@ -73,3 +73,22 @@ def test_mqtt311_clears_every_state_past_the_table(broker, make_sim, collector, 
     left = harness.wait_until(lambda: not retained_states(broker.port), ttl + 20, interval=1.0)
     assert left, "%d states of the first run still retained %d s after their TTL%s" % (
         len(retained_states(broker.port)), ttl, second.context())
+
+
+def test_history_ignoring_max_items_finishes_each_prompt_once(broker, make_sim, collector, make_bridge):
+    sim = make_sim(extra_args=["--history-fill", "10000", "--ignore-max-items"])
+    bridge = make_bridge(sim.url, broker.url)
+    bridge.wait_connected(collector, sim)
+    time.sleep(2.0)  # the first history list: 10,000 old entries
+    mark = collector.mark()
+    ids = []
+    for _ in range(4):
+        # foreign prompts: each ends with a queue that shrank, a history read
+        ids.append(sim.submit(client_id="someone-else", steps=1, step_ms=0)["prompt_id"])
+        harness.wait_until(lambda: sim.history(ids[-1]), 20, interval=0.1)
+        time.sleep(1.5)
+    wait_completions(collector, len(ids), mark, bridge, timeout=20)
+    time.sleep(2.0)
+    done = [m.json()["prompt_id"] for m in collector.messages(BASE + "/completion", mark)]
+    assert sorted(done) == sorted(ids), "%d completions for %d prompts (%r...)%s" % (
+        len(done), len(ids), done[:3], bridge.context())
