@@ -139,7 +139,7 @@ expiry_room(struct engine *e)
 		r->early_clears++;
 		ratelog_msg(&r->full_log, LOG_LVL_WARN, "mqtt",
 		    "more than %u retained states wait for their TTL: "
-		    "clearing the oldest early (%llu so far)",
+		    "clearing the one due first now (%llu so far)",
 		    EXPIRY_MAX, (unsigned long long) r->early_clears);
 		pop_expiry(e);
 		return true;

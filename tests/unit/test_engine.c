@@ -1106,6 +1106,23 @@ test_ttl_clears_beyond_the_table(void)
 	engine_tick(e, now + 7200 * 1000, NULL);
 	CHECK_INT(total_clears, 3000);
 	engine_destroy(e);
+
+	/* past the bound (32,768 waiting), the state due first goes early */
+	e = make_engine("bridge-x");
+	for (int i = 0; i < 32768 + 2; i++) {
+		char topic[64], id[16];
+		snprintf(id, sizeof(id), "many-%d", i);
+		snprintf(
+		    topic, sizeof(topic), "comfyui/t/prompt/%s/state", id);
+		feed_retained_state(e, topic, id, "success", now - i, now);
+	}
+	CHECK_INT(total_clears, 2);
+	/* a later one finished earlier: due first */
+	CHECK_INT(count_clears("comfyui/t/prompt/many-32767/state"), 1);
+	CHECK_INT(count_clears("comfyui/t/prompt/many-32768/state"), 1);
+	engine_tick(e, now + 3600 * 1000, NULL);
+	CHECK_INT(total_clears, 32768 + 2);
+	engine_destroy(e);
 }
 
 /* A batch of 1,100 pending prompts (more than the table's first size) and
