@@ -225,8 +225,8 @@ int64_t recon_prompt_tick(struct engine *e, struct prompt *p, int64_t now);
 int64_t recon_watchdog_tick(struct engine *e, int64_t now);
 /* Remembers a finished prompt, so the history list does not report it. */
 void recon_seen_add(struct engine *e, const char *id, size_t len);
-/* Whether the prompt finished (or was in the history baseline). */
-bool recon_seen_has(const struct engine *e, const char *id, size_t len);
+/* Whether this run published the prompt's terminal event. */
+bool recon_finished_here(const struct engine *e, const char *id, size_t len);
 void recon_init(struct recon *r);
 void recon_destroy(struct recon *r);
 

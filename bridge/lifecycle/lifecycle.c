@@ -203,7 +203,7 @@ lc_finish(
 {
 	if (p->terminal_sent)
 		return;
-	if (recon_seen_has(e, p->id, p->id_len)) {
+	if (recon_finished_here(e, p->id, p->id_len)) {
 		/* finished before and evicted since: never a second
 		 * terminal event, whatever the server sends */
 		p->terminal_sent = true;

@@ -31,18 +31,36 @@ recon_init(struct recon *r)
 	idset_init(&r->finished, FINISHED_IDS_MAX);
 }
 
+/* The set holds finished ids with the low bit of the hash set, ids of the
+ * history baseline with it clear: a baseline id may still see its live
+ * terminal frame (read from the socket after the list that holds it). */
 void
 recon_seen_add(struct engine *e, const char *id, size_t len)
 {
 	/* out of memory: the history list may report it once more, and
 	 * lc_finish still refuses a second terminal of a tracked prompt */
-	(void) idset_add(&e->recon.finished, tracker_hash(id, len));
+	(void) idset_add(&e->recon.finished, tracker_hash(id, len) | 1);
+}
+
+static void
+baseline_add(struct engine *e, const char *id, size_t len)
+{
+	(void) idset_add(&e->recon.finished, tracker_hash(id, len) & ~1ull);
 }
 
 bool
-recon_seen_has(const struct engine *e, const char *id, size_t len)
+recon_finished_here(const struct engine *e, const char *id, size_t len)
 {
-	return idset_has(&e->recon.finished, tracker_hash(id, len));
+	return idset_has(&e->recon.finished, tracker_hash(id, len) | 1);
+}
+
+/* Whether the prompt finished or was in the history baseline. */
+static bool
+seen_has(const struct engine *e, const char *id, size_t len)
+{
+	uint64_t h = tracker_hash(id, len);
+	return idset_has(&e->recon.finished, h | 1)
+	    || idset_has(&e->recon.finished, h & ~1ull);
 }
 
 static void
@@ -518,7 +536,7 @@ history_list_prompt(struct engine *e, const char *id, size_t il, bool *deaf)
 	struct prompt *p = tracker_find(e->tracker, id, il);
 	if (p && (p->terminal_sent || p->history_inflight))
 		return NULL;
-	if (!p && recon_seen_has(e, id, il))
+	if (!p && seen_has(e, id, il))
 		return NULL;
 	if (!p) {
 		bool created;
@@ -557,7 +575,7 @@ on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 		if (il <= 0 || !json_is_object(&d, k + 1))
 			continue;
 		if (baseline) {
-			recon_seen_add(e, id, (size_t) il);
+			baseline_add(e, id, (size_t) il);
 			continue;
 		}
 		struct prompt *p

@@ -1050,6 +1050,20 @@ test_history_ignoring_max_items(void)
 		    clock_ms + 10 + i);
 	CHECK_INT(total_completions, 10000);
 	free(fresh);
+	/* a late terminal frame of one long evicted from the table: refused */
+	static const char again[]
+	    = "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	      "\"hist-10000\", \"timestamp\": 1}}";
+	engine_on_text(e, again, strlen(again), clock_ms + 20);
+	CHECK_INT(total_completions, 10000);
+	/* a baseline prompt's own terminal frame, read after the list that
+	 * already held it, still goes out (once) */
+	static const char late[]
+	    = "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	      "\"hist-5\", \"timestamp\": 1}}";
+	engine_on_text(e, late, strlen(late), clock_ms + 21);
+	engine_on_text(e, late, strlen(late), clock_ms + 22);
+	CHECK_INT(total_completions, 10001);
 	engine_destroy(e);
 }
 
