@@ -41,7 +41,6 @@ enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 
 #define DEFAULT_WINDOW     1000u
 #define MAX_WINDOW         60000u /* stays well below the 16-bit mid space */
-#define RX_QUEUE_MAX       1024 /* received messages not yet delivered */
 #define REJECT_LOG_FIRST   5
 #define FAIL_LOG_FIRST     3 /* failed attempts logged per reason */
 #define LAST_ACK_EXTRA_MS  100 /* how long `last` may wait past the bound */
@@ -252,6 +251,10 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
 		m->f.resend_pending = false;
 }
 
+/* Keeps a received message for deliver(), which runs after the
+ * mosquitto_loop() call that read it: what one read of the socket holds
+ * (a burst of retained states at subscribe may be thousands) all waits,
+ * none is dropped. */
 static void
 on_message(struct mosquitto *mosq, void *obj,
     const struct mosquitto_message *msg, const mosquitto_property *props)
@@ -269,11 +272,6 @@ on_message(struct mosquitto *mosq, void *obj,
 	rx->len = len;
 	memcpy(rx->payload, msg->payload != NULL ? msg->payload : "", len);
 	rx->payload[len] = '\0';
-	if (m->f.rx_len >= RX_QUEUE_MAX) {
-		free(topic);
-		free(rx);
-		return;
-	}
 	if (m->f.rx_tail != NULL)
 		m->f.rx_tail->next = rx;
 	else

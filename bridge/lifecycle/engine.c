@@ -381,6 +381,8 @@ engine_create(
 	}
 	e->rctx = (struct render_ctx) { e->instance, now, MAX_PAYLOAD };
 	health_init(&e->health);
+	recon_init(&e->recon);
+	retained_init(e);
 	e->health.next_at = now + 1000;
 	engine_schedule(e, e->health.next_at);
 	console_line(&e->console, "Connecting to ComfyUI WebSocket...");

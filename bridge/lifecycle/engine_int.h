@@ -24,6 +24,7 @@
 #include "console.h"
 #include "engine.h"
 #include "event.h"
+#include "idset.h"
 #include "json.h"
 #include "pubkind.h"
 #include "ratelog.h"
@@ -31,7 +32,10 @@
 #include "topic.h"
 #include "tracker.h"
 
-#define SEEN_RING 4096
+/* Finished prompt ids remembered, so that no terminal event goes out twice
+ * whatever /history lists: ComfyUI keeps at most 10,000 history entries,
+ * and a server that ignores max_items lists them all. 16 bytes each. */
+#define FINISHED_IDS_MAX 32768
 
 enum reject_reason {
 	RJ_EMPTY = 0,
@@ -79,9 +83,8 @@ struct recon {
 	/* a status frame said the queue shrank and asked for the list: the
 	 * next /queue answer showing the same need not ask again */
 	bool list_asked_by_status;
-	/* ids of prompts finished or in the history baseline (hashes) */
-	uint64_t seen[SEEN_RING];
-	unsigned seen_next;
+	/* ids of prompts finished or in the history baseline */
+	struct idset finished;
 	/* liveness of the WebSocket: see bridge/README.md#orphaned-socket */
 	int64_t last_status_count; /* queue_remaining of the last status */
 	int64_t next_watchdog_at;
@@ -89,18 +92,30 @@ struct recon {
 	unsigned watchdog_mismatches;
 };
 
-/* A retained state of an earlier run, cleared when its TTL has passed. */
-struct stale_state {
-	char *topic;
+/* A retained state to clear when its TTL has passed: of an earlier run,
+ * or of a prompt evicted from the table. The level is the topic level
+ * between <prefix>/<instance>/prompt/ and /state. */
+struct expiry {
 	int64_t due;
+	char *level;
 };
+
+/* Retained states waiting for their TTL to pass (where message expiry is
+ * not honoured) beyond the prompt table: 64 bytes each for a UUID id (the
+ * heap entry, the id copy, its hash in the dedupe set), so 2 MiB at most.
+ * Once full, the state due first is cleared early, so that none is ever
+ * left behind on the broker. */
+#define EXPIRY_MAX 32768
 
 struct retained {
 	struct buf info, queue, current; /* payloads to republish */
 	char current_id[PROMPT_ID_MAX + 1];
 	bool broker_ever_connected;
-	struct stale_state *stale; /* states left by an earlier run */
-	size_t n_stale;
+	struct expiry *exp; /* a min-heap on due */
+	size_t n_exp, cap_exp;
+	struct idset exp_levels; /* hashes of the levels ever queued */
+	uint64_t early_clears;
+	struct ratelog full_log;
 	char state_filter[TOPIC_MAX];
 };
 
@@ -225,9 +240,13 @@ int64_t recon_prompt_tick(struct engine *e, struct prompt *p, int64_t now);
 int64_t recon_watchdog_tick(struct engine *e, int64_t now);
 /* Remembers a finished prompt, so the history list does not report it. */
 void recon_seen_add(struct engine *e, const char *id, size_t len);
+/* Whether this run published the prompt's terminal event. */
+bool recon_finished_here(const struct engine *e, const char *id, size_t len);
+void recon_init(struct recon *r);
 void recon_destroy(struct recon *r);
 
 /* retained.c */
+void retained_init(struct engine *e);
 void retained_on_connected(struct engine *e, bool session_present);
 void retained_on_state(struct engine *e, const char *topic,
     const void *payload, size_t len, int64_t now);

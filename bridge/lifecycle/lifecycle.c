@@ -229,6 +229,12 @@ lc_finish(
 {
 	if (p->terminal_sent)
 		return;
+	if (recon_finished_here(e, p->id, p->id_len)) {
+		/* finished before and evicted since: never a second
+		 * terminal event, whatever the server sends */
+		p->terminal_sent = true;
+		return;
+	}
 	lc_ensure_queued(e, p, end->source, now);
 	if (!p->start_sent && end->status != PS_LOST
 	    && end->status != PS_CANCELLED)

@@ -27,20 +27,41 @@ retry_in(unsigned failures)
 }
 
 void
-recon_seen_add(struct engine *e, const char *id, size_t len)
+recon_init(struct recon *r)
 {
-	struct recon *r = &e->recon;
-	r->seen[r->seen_next++ % SEEN_RING] = tracker_hash(id, len);
+	idset_init(&r->finished, FINISHED_IDS_MAX);
 }
 
+/* The set holds finished ids with the low bit of the hash set, ids of the
+ * history baseline with it clear: a baseline id may still see its live
+ * terminal frame (read from the socket after the list that holds it). */
+void
+recon_seen_add(struct engine *e, const char *id, size_t len)
+{
+	/* out of memory: the history list may report it once more, and
+	 * lc_finish still refuses a second terminal of a tracked prompt */
+	(void) idset_add(&e->recon.finished, tracker_hash(id, len) | 1);
+}
+
+static void
+baseline_add(struct engine *e, const char *id, size_t len)
+{
+	(void) idset_add(&e->recon.finished, tracker_hash(id, len) & ~1ull);
+}
+
+bool
+recon_finished_here(const struct engine *e, const char *id, size_t len)
+{
+	return idset_has(&e->recon.finished, tracker_hash(id, len) | 1);
+}
+
+/* Whether the prompt finished or was in the history baseline. */
 static bool
-seen_has(const struct recon *r, const char *id, size_t len)
+seen_has(const struct engine *e, const char *id, size_t len)
 {
 	uint64_t h = tracker_hash(id, len);
-	for (unsigned i = 0; i < SEEN_RING; i++)
-		if (r->seen[i] == h && h != 0)
-			return true;
-	return false;
+	return idset_has(&e->recon.finished, h | 1)
+	    || idset_has(&e->recon.finished, h & ~1ull);
 }
 
 static void
@@ -532,7 +553,7 @@ history_list_prompt(struct engine *e, const char *id, size_t il, bool *deaf)
 	struct prompt *p = tracker_find(e->tracker, id, il);
 	if (p && (p->terminal_sent || p->history_inflight))
 		return NULL;
-	if (!p && seen_has(&e->recon, id, il))
+	if (!p && seen_has(e, id, il))
 		return NULL;
 	if (!p) {
 		bool created;
@@ -571,7 +592,7 @@ on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 		if (il <= 0 || !json_is_object(&d, k + 1))
 			continue;
 		if (baseline) {
-			recon_seen_add(e, id, (size_t) il);
+			baseline_add(e, id, (size_t) il);
 			continue;
 		}
 		struct prompt *p
@@ -725,5 +746,6 @@ recon_prompt_tick(struct engine *e, struct prompt *p, int64_t now)
 void
 recon_destroy(struct recon *r)
 {
+	idset_free(&r->finished);
 	buf_free(&r->queue_ids);
 }

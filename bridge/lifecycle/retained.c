@@ -7,10 +7,8 @@
 #include <string.h>
 
 #include "engine_int.h"
+#include "err.h"
 #include "log.h"
-
-/* retained states of an earlier run waiting for their TTL to pass */
-#define STALE_STATES_MAX 1024
 
 static void
 republish(struct engine *e)
@@ -83,31 +81,145 @@ retained_prompt_tick(
 	return true;
 }
 
+/* The length of <prefix>/<instance>/prompt/, where the level starts. */
+static size_t
+level_at(const struct retained *r)
+{
+	return strlen(r->state_filter) - strlen("+/state");
+}
+
+static void
+clear_expiry(struct engine *e, const struct expiry *x)
+{
+	struct retained *r = &e->retained;
+	size_t base = level_at(r);
+	if (base + strlen(x->level) + strlen("/state") < sizeof(e->topic)) {
+		memcpy(e->topic, r->state_filter, base);
+		strcpy(e->topic + base, x->level);
+		strcat(e->topic, "/state");
+		clear_state(e, e->topic, NULL);
+	}
+	free(x->level);
+}
+
+static void
+heap_swap(struct expiry *h, size_t i, size_t j)
+{
+	struct expiry t = h[i];
+	h[i] = h[j];
+	h[j] = t;
+}
+
+/* Removes the entry due first (the heap's root) after clearing it. */
+static void
+pop_expiry(struct engine *e)
+{
+	struct retained *r = &e->retained;
+	struct expiry *h = r->exp;
+	clear_expiry(e, &h[0]);
+	h[0] = h[--r->n_exp];
+	for (size_t i = 0;;) {
+		size_t l = 2 * i + 1, m = i;
+		if (l < r->n_exp && h[l].due < h[m].due)
+			m = l;
+		if (l + 1 < r->n_exp && h[l + 1].due < h[m].due)
+			m = l + 1;
+		if (m == i)
+			break;
+		heap_swap(h, i, m);
+		i = m;
+	}
+}
+
+/* Makes room for one more entry: grows the heap, or once it holds
+ * EXPIRY_MAX, clears the state due first ahead of its time. */
+static bool
+expiry_room(struct engine *e)
+{
+	struct retained *r = &e->retained;
+	if (r->n_exp == EXPIRY_MAX) {
+		r->early_clears++;
+		ratelog_msg(&r->full_log, LOG_LVL_WARN, "mqtt",
+		    "more than %u retained states wait for their TTL: "
+		    "clearing the one due first now (%llu so far)",
+		    EXPIRY_MAX, (unsigned long long) r->early_clears);
+		pop_expiry(e);
+		return true;
+	}
+	if (r->n_exp < r->cap_exp)
+		return true;
+	size_t cap = r->cap_exp ? r->cap_exp * 2 : 256;
+	if (cap > EXPIRY_MAX)
+		cap = EXPIRY_MAX;
+	struct expiry *h = realloc(r->exp, cap * sizeof(*h));
+	if (!h)
+		return false;
+	r->exp = h;
+	r->cap_exp = cap;
+	return true;
+}
+
+/* Remembers to clear the state at level (len bytes) at due, once. */
+static void
+push_expiry(struct engine *e, const char *level, size_t len, int64_t due)
+{
+	struct retained *r = &e->retained;
+	uint64_t hash = tracker_hash(level, len);
+	if (idset_has(&r->exp_levels, hash))
+		return; /* read again after a reconnect */
+	char *copy = expiry_room(e) ? strndup(level, len) : NULL;
+	if (copy == NULL || idset_add(&r->exp_levels, hash) != BR_OK) {
+		free(copy);
+		return; /* out of memory: read again at the next connect */
+	}
+	size_t i = r->n_exp++;
+	r->exp[i] = (struct expiry) { due, copy };
+	while (i > 0 && r->exp[(i - 1) / 2].due > r->exp[i].due) {
+		heap_swap(r->exp, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	engine_schedule(e, due);
+}
+
+/* A finished prompt leaves the table before its TTL: its clear is kept. */
+static void
+on_evict(void *ud, const struct prompt *p)
+{
+	struct engine *e = ud;
+	char topic[TOPIC_MAX];
+	if (!p->terminal_sent || !p->expire_at)
+		return;
+	int n = pub_topic(topic, sizeof(topic), e->prefix, e->instance,
+	    TK_STATE_CLEAR, p->tid, NULL);
+	size_t base = level_at(&e->retained);
+	if (n < 0 || (size_t) n <= base + strlen("/state"))
+		return;
+	push_expiry(e, topic + base, (size_t) n - base - strlen("/state"),
+	    p->expire_at);
+}
+
+void
+retained_init(struct engine *e)
+{
+	idset_init(&e->retained.exp_levels, EXPIRY_MAX);
+	e->retained.full_log = (struct ratelog) RATELOG_INIT(1);
+	tracker_on_evict(e->tracker, on_evict, e);
+}
+
 int64_t
 retained_tick(struct engine *e, int64_t now)
 {
 	struct retained *r = &e->retained;
-	int64_t next = 0;
-	size_t kept = 0;
-	for (size_t i = 0; i < r->n_stale; i++) {
-		struct stale_state *s = &r->stale[i];
-		if (now >= s->due) {
-			clear_state(e, s->topic, NULL);
-			free(s->topic);
-			continue;
-		}
-		next = min_due(next, s->due);
-		r->stale[kept++] = *s;
-	}
-	r->n_stale = kept;
-	return next;
+	while (r->n_exp && now >= r->exp[0].due)
+		pop_expiry(e);
+	return r->n_exp ? r->exp[0].due : 0;
 }
 
 /* Whether topic is <prefix>/<instance>/prompt/<one level>/state. */
 static bool
 is_state_topic(const struct retained *r, const char *topic)
 {
-	size_t base = strlen(r->state_filter) - strlen("+/state");
+	size_t base = level_at(r);
 	size_t tl = strlen(topic);
 	return tl < TOPIC_MAX && tl > base + strlen("/state")
 	    && strncmp(topic, r->state_filter, base) == 0
@@ -200,25 +312,6 @@ adopt_unfinished(struct engine *e, const struct old_state *s, int64_t now)
 	recon_poll_soon(e);
 }
 
-/* Remembers a stale state to clear at due. */
-static void
-keep_stale(struct engine *e, const char *topic, int64_t due)
-{
-	struct retained *r = &e->retained;
-	for (size_t i = 0; i < r->n_stale; i++)
-		if (strcmp(r->stale[i].topic, topic) == 0)
-			return; /* read again after a reconnect */
-	if (r->n_stale == 0 && r->stale == NULL)
-		r->stale = calloc(STALE_STATES_MAX, sizeof(*r->stale));
-	char *copy = r->stale != NULL && r->n_stale < STALE_STATES_MAX
-	    ? strdup(topic)
-	    : NULL;
-	if (copy == NULL)
-		return; /* read again at the next connect */
-	r->stale[r->n_stale++] = (struct stale_state) { copy, due };
-	engine_schedule(e, due);
-}
-
 void
 retained_on_state(struct engine *e, const char *topic, const void *payload,
     size_t len, int64_t now)
@@ -242,15 +335,18 @@ retained_on_state(struct engine *e, const char *topic, const void *payload,
 		clear_state(e, topic, s.id);
 		return;
 	}
-	keep_stale(e, topic, due);
+	size_t base = level_at(&e->retained);
+	push_expiry(
+	    e, topic + base, strlen(topic) - base - strlen("/state"), due);
 }
 
 void
 retained_destroy(struct retained *r)
 {
-	for (size_t i = 0; i < r->n_stale; i++)
-		free(r->stale[i].topic);
-	free(r->stale);
+	for (size_t i = 0; i < r->n_exp; i++)
+		free(r->exp[i].level);
+	free(r->exp);
+	idset_free(&r->exp_levels);
 	buf_free(&r->info);
 	buf_free(&r->queue);
 	buf_free(&r->current);

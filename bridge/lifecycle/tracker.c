@@ -5,6 +5,7 @@
 
 #include "err.h"
 #include "hash.h"
+#include "idset.h"
 
 bool
 node_list_has(const struct node_list *l, const char *id)
@@ -67,20 +68,103 @@ prompt_source_name(enum prompt_source s)
 	return (unsigned) s < 3 ? names[s] : "live";
 }
 
+/* Live prompts (queued or running) are never evicted to make room: the
+ * table grows by chunks (which never move, so a struct prompt * stays valid)
+ * up to TRACKER_GROWTH times its first size. Past that the oldest queued one
+ * goes, and its id is kept in `announced`, so it never gets a second queued
+ * event. */
+#define TRACKER_CHUNK     256
+#define TRACKER_GROWTH    4
+#define TRACKER_ANNOUNCED 65536
+
 struct tracker {
-	struct prompt *slots;
-	unsigned capacity;
+	struct prompt **chunks;
+	unsigned chunk, n_chunks, max_chunks;
+	unsigned capacity; /* chunk * n_chunks */
 	int *buckets;
 	unsigned n_buckets;
 	int free_head; /* freed slots chained through next_in_bucket */
 	unsigned high_water; /* slots below it have been used at least once */
 	unsigned count;
+	tracker_evict_fn *evict;
+	void *evict_ud;
+	struct idset announced; /* live prompts evicted at the limit */
 };
+
+static struct prompt *
+slot(const struct tracker *t, unsigned i)
+{
+	return &t->chunks[i / t->chunk][i % t->chunk];
+}
+
+static int
+index_of(const struct tracker *t, const struct prompt *p)
+{
+	for (unsigned c = 0; c < t->n_chunks; c++)
+		if (p >= t->chunks[c] && p < t->chunks[c] + t->chunk)
+			return (int) (c * t->chunk
+			    + (unsigned) (p - t->chunks[c]));
+	return -1;
+}
 
 uint64_t
 tracker_hash(const char *id, size_t len)
 {
 	return hash64(HASH64_INIT, id, len);
+}
+
+void
+tracker_on_evict(struct tracker *t, tracker_evict_fn *fn, void *ud)
+{
+	t->evict = fn;
+	t->evict_ud = ud;
+}
+
+/* Buckets for twice the slots, every used slot linked again. */
+static int
+rehash(struct tracker *t)
+{
+	unsigned n = t->n_buckets ? t->n_buckets : 1;
+	while (n < t->capacity * 2)
+		n *= 2;
+	if (n == t->n_buckets)
+		return 0;
+	int *b = malloc(n * sizeof(*b));
+	if (!b)
+		return BR_ENOMEM;
+	free(t->buckets);
+	t->buckets = b;
+	t->n_buckets = n;
+	for (unsigned i = 0; i < n; i++)
+		b[i] = -1;
+	for (unsigned i = 0; i < t->high_water; i++) {
+		struct prompt *p = slot(t, i);
+		if (!p->used)
+			continue;
+		int *bucket = &b[p->hash & (n - 1)];
+		p->next_in_bucket = *bucket;
+		*bucket = (int) i;
+	}
+	return 0;
+}
+
+/* One more chunk of slots; BR_EFULL at the limit. */
+static int
+grow(struct tracker *t)
+{
+	if (t->n_chunks == t->max_chunks)
+		return BR_EFULL;
+	struct prompt *c = calloc(t->chunk, sizeof(*c));
+	if (!c)
+		return BR_ENOMEM;
+	t->chunks[t->n_chunks++] = c;
+	t->capacity += t->chunk;
+	if (rehash(t) != 0) {
+		t->capacity -= t->chunk;
+		free(t->chunks[--t->n_chunks]);
+		return BR_ENOMEM;
+	}
+	return 0;
 }
 
 struct tracker *
@@ -89,22 +173,22 @@ tracker_create(unsigned capacity)
 	struct tracker *t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	t->capacity = capacity ? capacity : 1;
-	t->n_buckets = 1;
-	while (t->n_buckets < t->capacity * 2)
-		t->n_buckets *= 2;
-	t->slots = calloc(t->capacity, sizeof(*t->slots));
-	t->buckets = malloc(t->n_buckets * sizeof(*t->buckets));
-	if (!t->slots || !t->buckets) {
-		tracker_destroy(t);
-		return NULL;
-	}
-	for (unsigned i = 0; i < t->n_buckets; i++)
-		t->buckets[i] = -1;
+	capacity = capacity ? capacity : 1;
+	t->chunk = capacity < TRACKER_CHUNK ? capacity : TRACKER_CHUNK;
+	unsigned first = (capacity + t->chunk - 1) / t->chunk;
+	t->max_chunks = first * TRACKER_GROWTH;
+	t->chunks = calloc(t->max_chunks, sizeof(*t->chunks));
 	/* slots are handed out in order first (high_water), so untouched
 	 * pages of the table stay out of RSS */
 	t->free_head = -1;
-	t->high_water = 0;
+	idset_init(&t->announced, TRACKER_ANNOUNCED);
+	bool ok = t->chunks != NULL;
+	for (unsigned i = 0; ok && i < first; i++)
+		ok = grow(t) == 0;
+	if (!ok) {
+		tracker_destroy(t);
+		return NULL;
+	}
 	return t;
 }
 
@@ -126,12 +210,14 @@ tracker_destroy(struct tracker *t)
 {
 	if (!t)
 		return;
-	if (t->slots)
-		for (unsigned i = 0; i < t->high_water; i++)
-			if (t->slots[i].used)
-				free_buffers(&t->slots[i]);
-	free(t->slots);
+	for (unsigned i = 0; i < t->high_water; i++)
+		if (slot(t, i)->used)
+			free_buffers(slot(t, i));
+	for (unsigned c = 0; c < t->n_chunks; c++)
+		free(t->chunks[c]);
+	free(t->chunks);
 	free(t->buckets);
+	idset_free(&t->announced);
 	free(t);
 }
 
@@ -141,7 +227,7 @@ tracker_find(struct tracker *t, const char *id, size_t len)
 	uint64_t h = tracker_hash(id, len);
 	int i = t->buckets[h & (t->n_buckets - 1)];
 	while (i >= 0) {
-		struct prompt *p = &t->slots[i];
+		struct prompt *p = slot(t, (unsigned) i);
 		if (p->hash == h && p->id_len == len
 		    && memcmp(p->id, id, len) == 0)
 			return p;
@@ -153,10 +239,10 @@ tracker_find(struct tracker *t, const char *id, size_t len)
 void
 tracker_remove(struct tracker *t, struct prompt *p)
 {
-	int idx = (int) (p - t->slots);
+	int idx = index_of(t, p);
 	int *link = &t->buckets[p->hash & (t->n_buckets - 1)];
 	while (*link >= 0 && *link != idx)
-		link = &t->slots[*link].next_in_bucket;
+		link = &slot(t, (unsigned) *link)->next_in_bucket;
 	if (*link == idx)
 		*link = p->next_in_bucket;
 	free_buffers(p);
@@ -171,7 +257,7 @@ pick_victim(struct tracker *t)
 {
 	struct prompt *finished = NULL, *queued = NULL, *any = NULL;
 	for (unsigned i = 0; i < t->high_water; i++) {
-		struct prompt *p = &t->slots[i];
+		struct prompt *p = slot(t, i);
 		if (!p->used)
 			continue;
 		if (p->terminal_sent) {
@@ -188,6 +274,21 @@ pick_victim(struct tracker *t)
 	return finished ? finished : queued ? queued : any;
 }
 
+/* Frees a slot: the finished prompt that finished first goes, else the
+ * table grows, else (at the limit) the oldest queued prompt goes. */
+static void
+make_room(struct tracker *t)
+{
+	struct prompt *victim = pick_victim(t);
+	if (!victim->terminal_sent && grow(t) == 0)
+		return;
+	if (!victim->terminal_sent)
+		(void) idset_add(&t->announced, victim->hash);
+	if (t->evict)
+		t->evict(t->evict_ud, victim);
+	tracker_remove(t, victim);
+}
+
 struct prompt *
 tracker_get(struct tracker *t, const char *id, size_t len, bool *created)
 {
@@ -198,15 +299,15 @@ tracker_get(struct tracker *t, const char *id, size_t len, bool *created)
 	if (len > PROMPT_ID_MAX)
 		len = PROMPT_ID_MAX;
 	if (t->free_head < 0 && t->high_water == t->capacity)
-		tracker_remove(t, pick_victim(t));
+		make_room(t);
 	int idx;
 	if (t->free_head >= 0) {
 		idx = t->free_head;
-		t->free_head = t->slots[idx].next_in_bucket;
+		t->free_head = slot(t, (unsigned) idx)->next_in_bucket;
 	} else {
 		idx = (int) t->high_water++;
 	}
-	p = &t->slots[idx];
+	p = slot(t, (unsigned) idx);
 	memset(p, 0, sizeof(*p));
 	memcpy(p->id, id, len);
 	p->id[len] = '\0';
@@ -215,6 +316,8 @@ tracker_get(struct tracker *t, const char *id, size_t len, bool *created)
 	p->hash = tracker_hash(id, len);
 	p->used = true;
 	p->status = PS_QUEUED;
+	/* evicted while live: its queued event went out */
+	p->queued_sent = idset_has(&t->announced, p->hash);
 	int *bucket = &t->buckets[p->hash & (t->n_buckets - 1)];
 	p->next_in_bucket = *bucket;
 	*bucket = idx;
@@ -227,7 +330,7 @@ struct prompt *
 tracker_next(struct tracker *t, unsigned *i)
 {
 	while (*i < t->high_water) {
-		struct prompt *p = &t->slots[(*i)++];
+		struct prompt *p = slot(t, (*i)++);
 		if (p->used)
 			return p;
 	}

@@ -133,6 +133,11 @@ struct prompt *tracker_find(struct tracker *t, const char *id, size_t len);
  * oldest queued one. Never returns NULL for a valid id. */
 struct prompt *tracker_get(
     struct tracker *t, const char *id, size_t len, bool *created);
+/* Called with the prompt about to be evicted to make room (not for
+ * tracker_remove), so that what it still owes (a retained state to clear)
+ * is kept elsewhere. */
+typedef void tracker_evict_fn(void *ud, const struct prompt *p);
+void tracker_on_evict(struct tracker *t, tracker_evict_fn *fn, void *ud);
 /* Frees the prompt's buffers and its slot. */
 void tracker_remove(struct tracker *t, struct prompt *p);
 

@@ -1676,6 +1676,8 @@ class Routes:
             offset = int(request.query.get("offset", -1))
         except ValueError:
             return internal_error()
+        if self.s.args.ignore_max_items:
+            max_items = None  # a server or proxy that drops the parameter
         history = self.s.history
         if offset < 0 and max_items is not None:
             offset = len(history) - max_items
@@ -1980,6 +1982,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--history-fill", type=int, default=0, metavar="N",
                         help="a fresh server (no state file yet) starts with N old "
                              "finished prompts in its history")
+    parser.add_argument("--ignore-max-items", action="store_true",
+                        help="GET /history lists every entry whatever max_items says")
     parser.add_argument("--tls-cert", help="serve https/wss with this certificate (PEM)")
     parser.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     parser.add_argument("--require-header", metavar='"NAME: VALUE"',

@@ -36,6 +36,8 @@ static int n_msgs;
 static struct req reqs[MAX_REQS];
 static int n_reqs;
 static struct json_parser *check_parser;
+/* counted past MAX_MSGS too */
+static int total_queued, total_completions, total_clears, total_states;
 
 static void
 reset_capture(void)
@@ -44,12 +46,22 @@ reset_capture(void)
 		free(msgs[i].payload);
 	n_msgs = 0;
 	n_reqs = 0;
+	total_queued = total_completions = total_clears = total_states = 0;
 }
 
 static void
 cap_publish(void *ud, const struct out_msg *m)
 {
 	(void) ud;
+	size_t tl = strlen(m->topic);
+	total_queued
+	    += tl > 13 && strcmp(m->topic + tl - 13, "/event/queued") == 0;
+	total_completions
+	    += tl > 11 && strcmp(m->topic + tl - 11, "/completion") == 0;
+	total_clears += m->len == 0 && m->retain && tl > 6
+	    && strcmp(m->topic + tl - 6, "/state") == 0;
+	total_states += m->len > 0 && tl > 6
+	    && strcmp(m->topic + tl - 6, "/state") == 0;
 	if (n_msgs >= MAX_MSGS)
 		return;
 	struct msg *c = &msgs[n_msgs++];
@@ -1350,6 +1362,175 @@ test_unfinished_states_of_an_earlier_run_resolved(void)
 	engine_destroy(e);
 }
 
+/* A /history list of n finished prompts hist-<first>.. (what a server
+ * that ignores max_items answers). */
+static char *
+history_body(int first, int n, size_t *len)
+{
+	size_t cap = (size_t) n * 160 + 16;
+	char *b = malloc(cap);
+	size_t l = 0;
+	b[l++] = '{';
+	for (int i = first; i < first + n; i++)
+		l += (size_t) snprintf(b + l, cap - l,
+		    "%s\"hist-%d\": {\"outputs\": {}, \"status\": "
+		    "{\"status_str\": \"success\", \"completed\": true, "
+		    "\"messages\": []}}",
+		    i > first ? ", " : "", i);
+	b[l++] = '}';
+	*len = l;
+	return b;
+}
+
+/* A history list of 10,000 entries, read again and again, never makes a
+ * prompt finish twice: the baseline's are never reported, new ones once. */
+static void
+test_history_ignoring_max_items(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	size_t len;
+	char *old = history_body(0, 10000, &len);
+	for (int i = 0; i < 4; i++)
+		engine_on_http(
+		    e, EHTTP_HISTORY_LIST, NULL, 200, old, len, clock_ms + i);
+	CHECK_INT(total_completions, 0);
+	free(old);
+	char *fresh = history_body(10000, 10000, &len);
+	for (int i = 0; i < 4; i++)
+		engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, fresh, len,
+		    clock_ms + 10 + i);
+	CHECK_INT(total_completions, 10000);
+	free(fresh);
+	/* a late terminal frame of one long evicted from the table: refused */
+	static const char again[]
+	    = "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	      "\"hist-10000\", \"timestamp\": 1}}";
+	engine_on_text(e, again, strlen(again), clock_ms + 20);
+	CHECK_INT(total_completions, 10000);
+	/* a baseline prompt's own terminal frame, read after the list that
+	 * already held it, still goes out (once) */
+	static const char late[]
+	    = "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	      "\"hist-5\", \"timestamp\": 1}}";
+	engine_on_text(e, late, strlen(late), clock_ms + 21);
+	engine_on_text(e, late, strlen(late), clock_ms + 22);
+	CHECK_INT(total_completions, 10001);
+	engine_destroy(e);
+}
+
+/* Prompt p-<i> starts and succeeds (live frames) at now. */
+static void
+run_prompt(struct engine *e, int i, int64_t now)
+{
+	char f[256];
+	snprintf(f, sizeof(f),
+	    "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	    "\"p-%d\", \"timestamp\": %lld}}",
+	    i, (long long) now);
+	engine_on_text(e, f, strlen(f), now);
+	snprintf(f, sizeof(f),
+	    "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	    "\"p-%d\", \"timestamp\": %lld}}",
+	    i, (long long) now);
+	engine_on_text(e, f, strlen(f), now);
+}
+
+/* Every retained state is cleared when its TTL (3600 s) passes, however
+ * many finished within one TTL (more than the prompt table holds), and a
+ * restart clears every state the earlier run left. */
+static void
+test_ttl_clears_beyond_the_table(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	int64_t now = clock_ms;
+	for (int i = 0; i < 3000; i++)
+		run_prompt(e, i, now + i);
+	CHECK_INT(total_completions, 3000);
+	CHECK_INT(total_clears, 0);
+	engine_tick(e, now + 3600 * 1000 + 1000, NULL);
+	CHECK_INT(total_clears, 1001); /* p-0 .. p-1000 */
+	engine_tick(e, now + 3600 * 1000 + 3000, NULL);
+	CHECK_INT(total_clears, 3000);
+	engine_destroy(e);
+
+	e = make_engine("bridge-x");
+	for (int i = 0; i < 3000; i++) {
+		char topic[64], id[16];
+		snprintf(id, sizeof(id), "old-%d", i);
+		snprintf(
+		    topic, sizeof(topic), "comfyui/t/prompt/%s/state", id);
+		feed_retained_state(
+		    e, topic, id, "success", now - 10 * 1000 + i, now);
+		/* read again after a reconnect: still one clear */
+		feed_retained_state(
+		    e, topic, id, "success", now - 10 * 1000 + i, now + 1);
+	}
+	CHECK_INT(total_clears, 0);
+	engine_tick(e, now + 3600 * 1000, NULL);
+	CHECK_INT(total_clears, 3000);
+	engine_tick(e, now + 7200 * 1000, NULL);
+	CHECK_INT(total_clears, 3000);
+	engine_destroy(e);
+
+	/* past the bound (32,768 waiting), the state due first goes early */
+	e = make_engine("bridge-x");
+	for (int i = 0; i < 32768 + 2; i++) {
+		char topic[64], id[16];
+		snprintf(id, sizeof(id), "many-%d", i);
+		snprintf(
+		    topic, sizeof(topic), "comfyui/t/prompt/%s/state", id);
+		feed_retained_state(e, topic, id, "success", now - i, now);
+	}
+	CHECK_INT(total_clears, 2);
+	/* a later one finished earlier: due first */
+	CHECK_INT(count_clears("comfyui/t/prompt/many-32767/state"), 1);
+	CHECK_INT(count_clears("comfyui/t/prompt/many-32768/state"), 1);
+	engine_tick(e, now + 3600 * 1000, NULL);
+	CHECK_INT(total_clears, 32768 + 2);
+	engine_destroy(e);
+}
+
+/* A batch of 1,100 pending prompts (more than the table's first size) and
+ * a running one: each gets one queued event and one state, however many
+ * polls list them, and none is forgotten. */
+static void
+test_big_batch_queued_once(void)
+{
+	size_t cap = 1200 * 64, len = 0;
+	char *body = malloc(cap);
+	len += (size_t) snprintf(body + len, cap - len,
+	    "{\"queue_running\": [[0, \"run-0\", {}, {\"client_id\": "
+	    "\"o\"}, []]], \"queue_pending\": [");
+	for (int i = 1; i <= 1100; i++)
+		len += (size_t) snprintf(body + len, cap - len,
+		    "%s[%d, \"pend-%d\", {}, {\"client_id\": \"o\"}, []]",
+		    i > 1 ? ", " : "", i, i);
+	len += (size_t) snprintf(body + len, cap - len, "]}");
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	engine_on_http(e, EHTTP_HISTORY_LIST, NULL, 200, "{}", 2, clock_ms);
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, body, len, clock_ms);
+	CHECK_INT(total_queued, 1101);
+	int states = total_states;
+	CHECK(states >= 1101);
+	for (int i = 1; i < 4; i++)
+		engine_on_http(
+		    e, EHTTP_QUEUE, NULL, 200, body, len, clock_ms + i);
+	CHECK_INT(total_queued, 1101);
+	CHECK_INT(total_states, states);
+	/* the running prompt is still tracked: its end is its one terminal,
+	 * with no second queued */
+	static const char done[]
+	    = "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	      "\"run-0\", \"timestamp\": 1}}";
+	engine_on_text(e, done, strlen(done), clock_ms + 11);
+	CHECK_INT(total_completions, 1);
+	CHECK_INT(total_queued, 1101);
+	free(body);
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -1379,6 +1560,9 @@ main(void)
 	RUN(test_big_queue_body);
 	RUN(test_stale_retained_states_cleared);
 	RUN(test_unfinished_states_of_an_earlier_run_resolved);
+	RUN(test_history_ignoring_max_items);
+	RUN(test_ttl_clears_beyond_the_table);
+	RUN(test_big_batch_queued_once);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();

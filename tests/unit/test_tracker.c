@@ -1,4 +1,5 @@
 /* The prompt table: lookup, creation, eviction order, buffers. */
+#include "idset.h"
 #include "test.h"
 #include "tracker.h"
 
@@ -45,15 +46,54 @@ test_eviction_prefers_finished(void)
 	CHECK(tracker_find(t, "p2", 2) != NULL);
 	tracker_get(t, "p5", 2, &created)->queued_at = 201;
 	CHECK(tracker_find(t, "p2", 2) == NULL);
-	/* then the oldest queued one */
+	/* only live prompts left: the table grows (by 4 here), none goes */
+	struct prompt *p1 = tracker_find(t, "p1", 2);
+	p1->status = PS_RUNNING;
 	tracker_get(t, "p6", 2, &created);
-	CHECK(tracker_find(t, "p0", 2) == NULL);
-	CHECK(tracker_find(t, "p1", 2) != NULL);
-	CHECK_INT(tracker_count(t), 4);
+	CHECK(tracker_find(t, "p0", 2) != NULL);
+	CHECK(tracker_find(t, "p1", 2) == p1);
+	CHECK_INT(tracker_count(t), 5);
 	unsigned i = 0, n = 0;
 	while (tracker_next(t, &i))
 		n++;
-	CHECK_INT(n, 4);
+	CHECK_INT(n, 5);
+	tracker_destroy(t);
+}
+
+/* Live prompts stay (their pointers too) up to four times the first size;
+ * past it the oldest queued one goes, but comes back announced. */
+static void
+test_live_prompts_grow_the_table(void)
+{
+	struct tracker *t = tracker_create(4);
+	bool created;
+	char id[16];
+	struct prompt *first = tracker_get(t, "q0", 2, &created);
+	first->queued_sent = true;
+	first->status = PS_RUNNING;
+	for (int i = 1; i < 16; i++) {
+		snprintf(id, sizeof(id), "q%d", i);
+		struct prompt *p = tracker_get(t, id, strlen(id), &created);
+		CHECK(created);
+		p->queued_sent = true;
+		p->queued_at = 100 + i;
+	}
+	CHECK_INT(tracker_count(t), 16);
+	CHECK(tracker_find(t, "q0", 2) == first);
+	CHECK_STR(first->id, "q0");
+	for (int i = 0; i < 16; i++) {
+		snprintf(id, sizeof(id), "q%d", i);
+		CHECK(tracker_find(t, id, strlen(id)) != NULL);
+	}
+	/* the limit: q1 (oldest queued; q0 runs) goes, remembered */
+	tracker_get(t, "q16", 3, &created)->queued_at = 200;
+	CHECK_INT(tracker_count(t), 16);
+	CHECK(tracker_find(t, "q1", 2) == NULL);
+	CHECK(tracker_find(t, "q0", 2) == first);
+	struct prompt *back = tracker_get(t, "q1", 2, &created);
+	CHECK(created && back->queued_sent);
+	CHECK(!tracker_find(t, "q16", 3)
+	    || !tracker_find(t, "q16", 3)->queued_sent);
 	tracker_destroy(t);
 }
 
@@ -78,11 +118,41 @@ test_many_ids_collide_safely(void)
 	tracker_destroy(t);
 }
 
+/* The finished-id set forgets the oldest id once full, and only it. */
+static void
+test_idset_bounded_fifo(void)
+{
+	struct idset s;
+	idset_init(&s, 1000);
+	CHECK(!idset_has(&s, 1));
+	char id[32];
+	for (int i = 0; i < 100000; i++) {
+		snprintf(id, sizeof(id), "id-%d", i);
+		CHECK_INT(idset_add(&s, tracker_hash(id, strlen(id))), 0);
+		/* small hashes crowd one probe run */
+		CHECK_INT(idset_add(&s, (uint64_t) i * 4096 + 1), 0);
+	}
+	int held = 0, newest = 0;
+	for (int i = 0; i < 100000; i++) {
+		snprintf(id, sizeof(id), "id-%d", i);
+		bool has = idset_has(&s, tracker_hash(id, strlen(id)));
+		held += has;
+		newest += has && i >= 99500;
+	}
+	CHECK_INT(held, 500);
+	CHECK_INT(newest, 500);
+	CHECK(idset_has(&s, (uint64_t) 99999 * 4096 + 1));
+	CHECK(!idset_has(&s, (uint64_t) 99499 * 4096 + 1));
+	idset_free(&s);
+}
+
 int
 main(void)
 {
 	RUN(test_find_and_get);
 	RUN(test_eviction_prefers_finished);
 	RUN(test_many_ids_collide_safely);
+	RUN(test_idset_bounded_fifo);
+	RUN(test_live_prompts_grow_the_table);
 	TEST_MAIN_END();
 }

@@ -1,0 +1,89 @@
+#include "idset.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+void
+idset_init(struct idset *s, unsigned cap)
+{
+	memset(s, 0, sizeof(*s));
+	s->cap = cap ? cap : 1;
+}
+
+/* The index slot holding ring position pos + 1, or of the free slot
+ * where hash h would go. */
+static unsigned
+slot_of(const struct idset *s, uint64_t h)
+{
+	unsigned i = (unsigned) h & s->mask;
+	while (s->index[i] && s->ring[s->index[i] - 1] != h)
+		i = (i + 1) & s->mask;
+	return i;
+}
+
+bool
+idset_has(const struct idset *s, uint64_t h)
+{
+	return s->index != NULL && s->index[slot_of(s, h)] != 0;
+}
+
+/* Empties slot i and moves later entries of its probe run back, so that
+ * every lookup still finds them (linear probing without tombstones). */
+static void
+unlink_slot(struct idset *s, unsigned i)
+{
+	unsigned j = i;
+	for (;;) {
+		j = (j + 1) & s->mask;
+		if (!s->index[j])
+			break;
+		unsigned home = (unsigned) s->ring[s->index[j] - 1] & s->mask;
+		/* the entry at j may move to i when its home is not in
+		 * the cyclic range (i, j] */
+		bool in_range = i <= j ? (home > i && home <= j)
+		                       : (home > i || home <= j);
+		if (in_range)
+			continue;
+		s->index[i] = s->index[j];
+		i = j;
+	}
+	s->index[i] = 0;
+}
+
+int
+idset_add(struct idset *s, uint64_t h)
+{
+	if (!s->index) {
+		unsigned slots = 2;
+		while (slots < s->cap * 2)
+			slots *= 2;
+		s->ring = calloc(s->cap, sizeof(*s->ring));
+		s->index = calloc(slots, sizeof(*s->index));
+		if (!s->ring || !s->index) {
+			idset_free(s);
+			return BR_ENOMEM;
+		}
+		s->mask = slots - 1;
+	}
+	if (idset_has(s, h))
+		return 0;
+	if (s->n == s->cap)
+		unlink_slot(s, slot_of(s, s->ring[s->next]));
+	else
+		s->n++;
+	s->ring[s->next] = h;
+	s->index[slot_of(s, h)] = s->next + 1;
+	s->next = (s->next + 1) % s->cap;
+	return 0;
+}
+
+void
+idset_free(struct idset *s)
+{
+	unsigned cap = s->cap;
+	free(s->ring);
+	free(s->index);
+	idset_init(s, cap);
+}
