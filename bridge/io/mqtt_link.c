@@ -187,6 +187,18 @@ on_log(struct mosquitto *mosq, void *obj, int level, const char *str)
 		    used > 0 ? "; " : "", str);
 }
 
+/* Subscribes filter at QoS 1. With MQTT 5 the broker does not send back
+ * what this connection publishes itself (no local): the bridge reads its
+ * own topics only for what an earlier connection left retained. */
+static int
+subscribe_route(struct mqtt_link *m, const char *filter)
+{
+	if (m->cfg.protocol != 5)
+		return mosquitto_subscribe(m->mosq, NULL, filter, 1);
+	return mosquitto_subscribe_v5(
+	    m->mosq, NULL, filter, 1, MQTT_SUB_OPT_NO_LOCAL, NULL);
+}
+
 /* Records an accepted CONNACK and subscribes every route. */
 static void
 record_connack(struct mqtt_link *m, int flags, const mosquitto_property *p)
@@ -200,7 +212,7 @@ record_connack(struct mqtt_link *m, int flags, const mosquitto_property *p)
 	m->f.session_present = (flags & 1) != 0;
 	m->f.max_packet = max_packet;
 	for (size_t i = 0; i < m->nroutes; i++)
-		mosquitto_subscribe(m->mosq, NULL, m->routes[i].filter, 1);
+		subscribe_route(m, m->routes[i].filter);
 }
 
 static void
@@ -615,7 +627,7 @@ mqtt_link_subscribe(
 	m->routes = grown;
 	m->routes[m->nroutes++] = (struct route) { copy, fn, ud };
 	/* not up: record_connack subscribes after the (re)connect */
-	if (m->f.up && mosquitto_subscribe(m->mosq, NULL, copy, 1) == 0)
+	if (m->f.up && subscribe_route(m, copy) == 0)
 		loop_fd_want_write(m->watch);
 	return BR_OK;
 }
