@@ -33,6 +33,7 @@
 #include "backoff.h"
 #include "err.h"
 #include "log.h"
+#include "mqtt_guard.h"
 #include "mqtt_setup.h"
 #include "ratelog.h"
 
@@ -42,7 +43,6 @@ enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 #define DEFAULT_WINDOW     1000u
 #define MAX_WINDOW         60000u /* stays well below the 16-bit mid space */
 #define RX_QUEUE_MAX       1024 /* received messages not yet delivered */
-#define REJECT_LOG_FIRST   5
 #define FAIL_LOG_FIRST     3 /* failed attempts logged per reason */
 #define LAST_ACK_EXTRA_MS  100 /* how long `last` may wait past the bound */
 #define DISCONNECT_WAIT_MS 80
@@ -113,6 +113,8 @@ struct mqtt_link {
 	struct facts f;
 	uint8_t *mid_state; /* MID_SPACE entries */
 	uint8_t *mid_class; /* the msg_class of each handed-over mid */
+	uint8_t *mid_kind; /* its topic kind (mqtt_guard_kind) */
+	struct mqtt_guard guard;
 	struct route *routes;
 	size_t nroutes;
 	char detail[DETAIL_MAX]; /* libmosquitto's error lines (attempt) */
@@ -122,8 +124,6 @@ struct mqtt_link {
 	uint64_t seen_connacks, seen_losses, seen_failures;
 	uint64_t connects, disconnects;
 	uint64_t published[MSG_CLASS_COUNT];
-	uint64_t rejected[MSG_CLASS_COUNT]; /* refused by libmosquitto */
-	struct ratelog reject_log;
 	struct ratelog fail_log; /* per reason, see report_failure */
 	struct logchange fail_reason;
 	uint64_t series_failures; /* failed attempts in this outage */
@@ -243,6 +243,9 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
 	struct mqtt_link *m = obj;
 	if (mid <= 0 || mid >= MID_SPACE)
 		return;
+	if (m->mid_state[mid] == MID_QOS1 && reason >= 0x80)
+		mqtt_guard_refused(&m->guard, reason,
+		    (enum msg_class) m->mid_class[mid], m->mid_kind[mid]);
 	if (m->mid_state[mid] == MID_QOS0)
 		m->f.inflight0--;
 	else if (m->mid_state[mid] == MID_QOS1)
@@ -311,13 +314,6 @@ end_attempt(struct mqtt_link *m, int rc, const char *why)
 	return m->f.attempt_connected;
 }
 
-static void
-set_cork(int fd, int on)
-{
-	/* not TCP (a unix socket, say): the packets just leave one by one */
-	(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
-}
-
 /* The attempt or connection is over (rc, why): stop watching the socket
  * and retry after backoff_broker's delay. A connection that lasted a
  * minute resets the delay; one that is dropped at once does not. */
@@ -345,11 +341,11 @@ step(struct mqtt_link *m)
 {
 	bool cork = m->handed > 1;
 	if (cork)
-		set_cork(m->fd, 1);
+		mqtt_set_cork(m->fd, 1);
 	m->handed = 0;
 	int rc = mosquitto_loop(m->mosq, 0, 1);
 	if (cork && m->watch != NULL)
-		set_cork(m->fd, 0);
+		mqtt_set_cork(m->fd, 0);
 	/* the text first: errno is still the failing call's */
 	if (rc != MOSQ_ERR_SUCCESS)
 		drop(m, rc, mqtt_rc_text(rc));
@@ -448,7 +444,6 @@ mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
 	if (cb != NULL)
 		m->cb = *cb;
 	m->ud = ud;
-	m->reject_log = (struct ratelog) RATELOG_INIT(REJECT_LOG_FIRST);
 	m->fail_log = (struct ratelog) RATELOG_INIT(FAIL_LOG_FIRST);
 	bool ok = mqtt_setup_copy_cfg(&m->cfg, cfg);
 	m->window = cfg->window == 0 ? DEFAULT_WINDOW : cfg->window;
@@ -456,11 +451,13 @@ mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
 		m->window = MAX_WINDOW;
 	m->mid_state = calloc(MID_SPACE, 1);
 	m->mid_class = calloc(MID_SPACE, 1);
+	m->mid_kind = calloc(MID_SPACE, 1);
+	mqtt_guard_init(&m->guard);
 	m->q = outq_create(cfg->queue_max_messages, cfg->queue_max_bytes);
 	m->timer = loop_timer_create(l, on_timer, m);
 	int rc = BR_ENOMEM;
-	if (ok && m->mid_state != NULL && m->mid_class != NULL && m->q != NULL
-	    && m->timer != NULL) {
+	if (ok && m->mid_state != NULL && m->mid_class != NULL
+	    && m->mid_kind != NULL && m->q != NULL && m->timer != NULL) {
 		mosquitto_lib_init(); /* idempotent */
 		rc = mqtt_setup_client(&m->cfg, m->window, m, &m->mosq);
 	}
@@ -502,19 +499,9 @@ mqtt_link_start(struct mqtt_link *m)
 
 /* ---- publishing --------------------------------------------------------- */
 
-static void
-count_reject(struct mqtt_link *m, const struct out_msg *msg, int rc)
-{
-	m->rejected[msg->cls]++;
-	if (rc != MOSQ_ERR_NO_CONN) /* NO_CONN: the link is dropping */
-		ratelog_msg(&m->reject_log, LOG_LVL_WARN, "mqtt",
-		    "message on %s (%zu bytes) rejected: %s", msg->topic,
-		    msg->len, mosquitto_strerror(rc));
-}
-
 /* Registers a handed-over message's mid. */
 static void
-register_mid(struct mqtt_link *m, int mid, int qos, enum msg_class cls)
+register_mid(struct mqtt_link *m, int mid, int qos, const struct out_msg *msg)
 {
 	if (mid <= 0 || mid >= MID_SPACE)
 		return;
@@ -525,7 +512,8 @@ register_mid(struct mqtt_link *m, int mid, int qos, enum msg_class cls)
 	else if (m->mid_state[mid] == MID_QOS1)
 		m->f.inflight1--;
 	m->mid_state[mid] = qos > 0 ? MID_QOS1 : MID_QOS0;
-	m->mid_class[mid] = (uint8_t) cls;
+	m->mid_class[mid] = (uint8_t) msg->cls;
+	m->mid_kind[mid] = mqtt_guard_kind(&m->guard, msg->topic);
 	if (qos > 0)
 		m->f.inflight1++;
 	else
@@ -537,6 +525,12 @@ register_mid(struct mqtt_link *m, int mid, int qos, enum msg_class cls)
 static int
 hand_over(struct mqtt_link *m, const struct out_msg *msg)
 {
+	uint32_t limit = mqtt_link_max_packet(m);
+	size_t size = mqtt_packet_size(m->cfg.protocol, msg);
+	if (limit > 0 && size > limit) {
+		mqtt_guard_oversize(&m->guard, msg, size, limit);
+		return -1;
+	}
 	int rc = MOSQ_ERR_SUCCESS;
 	mosquitto_property *props = NULL;
 	bool owned = false;
@@ -554,11 +548,11 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 	/* QoS >= 1 with NO_CONN is queued inside libmosquitto and resent
 	 * after the reconnect: resending it ourselves would duplicate it. */
 	if (rc != MOSQ_ERR_SUCCESS && (rc != MOSQ_ERR_NO_CONN || qos == 0)) {
-		count_reject(m, msg, rc);
+		mqtt_guard_rejected(&m->guard, msg, rc);
 		return -1;
 	}
 	m->published[msg->cls]++;
-	register_mid(m, mid, qos, msg->cls);
+	register_mid(m, mid, qos, msg);
 	/* the first of a batch: written when the loop next finds the socket
 	 * writable, after the rest of this pass */
 	if (m->handed++ == 0)
@@ -593,9 +587,13 @@ mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg)
 	/* straight through only when nothing older waits (order) */
 	bool direct = m->started && !m->stopped && m->connected && m->f.up
 	    && window_open(m) && outq_count(m->q) == 0;
-	if (direct)
+	if (direct) {
 		hand_over(m, msg);
-	return direct ? BR_OK : outq_push(m->q, msg);
+		return BR_OK;
+	}
+	int rc = outq_push(m->q, msg);
+	mqtt_guard_queue_drops(&m->guard, m->q);
+	return rc;
 }
 
 int
@@ -748,7 +746,9 @@ deliver(struct mqtt_link *m)
 uint32_t
 mqtt_link_max_packet(const struct mqtt_link *m)
 {
-	return m->f.up ? m->f.max_packet : 0;
+	uint32_t broker = m->f.up ? m->f.max_packet : 0;
+	uint32_t own = m->cfg.max_packet;
+	return broker > 0 && (own == 0 || broker < own) ? broker : own;
 }
 
 bool
@@ -768,9 +768,13 @@ mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s)
 	s->queued_bytes = outq_bytes(m->q);
 	for (int c = 0; c < MSG_CLASS_COUNT; c++) {
 		s->published[c] = m->published[c];
-		s->dropped[c]
-		    = outq_dropped(m->q, c) + m->rejected[c] + m->f.lost[c];
+		s->oversize[c] = m->guard.oversize[c];
+		s->refused[c] = m->guard.refused[c];
+		s->published[c] -= s->refused[c];
+		s->dropped[c] = outq_dropped(m->q, c) + m->guard.rejected[c]
+		    + m->f.lost[c] + s->oversize[c];
 	}
+	memcpy(s->refused_by, m->guard.refused_by, sizeof(s->refused_by));
 	s->inflight = m->f.inflight0 + m->f.inflight1;
 	s->connect_failures = m->f.failures;
 }
@@ -822,7 +826,7 @@ static void
 publish_last(struct mqtt_link *m, const struct out_msg *last, int64_t deadline)
 {
 	if (!m->f.up) {
-		m->rejected[last->cls]++;
+		m->guard.rejected[last->cls]++;
 		return;
 	}
 	int mid = hand_over(m, last);
@@ -890,6 +894,7 @@ mqtt_link_destroy(struct mqtt_link *m)
 	mqtt_props_clear(&m->props);
 	free(m->mid_state);
 	free(m->mid_class);
+	free(m->mid_kind);
 	mqtt_setup_free_cfg(&m->cfg);
 	free(m);
 }

@@ -3,9 +3,12 @@
 
 #include <errno.h>
 #include <mqtt_protocol.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "err.h"
 #include "log.h"
@@ -347,4 +350,11 @@ mqtt_refusal_hint(int protocol, int rc)
 	        || rc == CONNACK_REFUSED_NOT_AUTHORIZED;
 	return credentials ? " (check --mqtt-username / --mqtt-password-file)"
 	                   : "";
+}
+
+void
+mqtt_set_cork(int fd, int on)
+{
+	/* not TCP (a unix socket, say): the packets just leave one by one */
+	(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
 }

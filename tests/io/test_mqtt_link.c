@@ -262,6 +262,7 @@ struct link_opts {
 	const char *will_topic;
 	bool tls; /* with the system's CAs unless ca is set */
 	const char *ca, *cert, *key; /* --tls-ca, --tls-cert, --tls-key */
+	uint32_t max_packet; /* --mqtt-max-packet */
 };
 
 static struct drv *
@@ -284,6 +285,7 @@ drv_start(const struct link_opts *o)
 		.window = o->window,
 		.queue_max_messages = o->queue_max ? o->queue_max : 100000,
 		.queue_max_bytes = 64 * 1024 * 1024,
+		.max_packet = o->max_packet,
 	};
 	struct mqtt_link_cb cb = { .on_connected = drv_on_connected,
 		.on_disconnected = drv_on_disconnected };
@@ -861,6 +863,98 @@ test_mqtt311(void)
 	broker_destroy(b);
 }
 
+/* A 3.1.1 broker with max_packet_size 2048 drops the connection of a
+ * client that sends a larger packet, and libmosquitto resends an
+ * unacknowledged message after every reconnect: one 6 kB message used to
+ * loop for ever and nothing after it arrived. With --mqtt-max-packet the
+ * link drops it before it leaves, counts it, and the rest flows. */
+static void
+test_max_packet_311(void)
+{
+	struct broker_opts bo = { .extra_conf = "max_packet_size 2048\n" };
+	struct broker *b = broker_create(&bo);
+	CHECK_INT(broker_start(b), 0);
+	struct sub *s = sub_start(broker_port(b), NULL, 4, "mp/#");
+	struct link_opts lo = { .port = broker_port(b),
+		.protocol = 4,
+		.id = "link-maxpkt",
+		.max_packet = 2048 };
+	struct drv *d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK_INT(mqtt_link_max_packet(d->link), 2048);
+	static char big[6000];
+	memset(big, 'x', sizeof(big));
+	struct out_msg m = { .cls = MSG_CRITICAL,
+		.topic = "mp/prompt/p1/completion",
+		.payload = big,
+		.len = sizeof(big),
+		.qos = 1 };
+	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(publish_seq(d, "mp/seq", MSG_CRITICAL, 1, i), BR_OK);
+	CHECK(
+	    PUMP_UNTIL(d, sub_count(s) >= 5 && stats(d).inflight == 0, 5000));
+	pump(d, 300);
+	check_seq(s, 5);
+	CHECK_STR(d->events, "C");
+	CHECK_INT(stats(d).oversize[MSG_CRITICAL], 1);
+	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 1);
+	CHECK_INT(stats(d).published[MSG_CRITICAL], 5);
+	/* a message that fits still goes */
+	m.len = 1500;
+	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
+	CHECK(PUMP_UNTIL(d, sub_count(s) >= 6, 5000));
+	CHECK_STR(d->events, "C");
+	sub_stop(s);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+/* An ACL denial: mosquitto answers the MQTT 5 PUBLISH with PUBACK 0x87
+ * (not authorized). Such a message counts as refused (by reason), not as
+ * published. */
+static void
+test_acl_refusal_counted(void)
+{
+	char acl[] = "/tmp/c2m-acl-XXXXXX";
+	int fd = mkstemp(acl);
+	CHECK(fd >= 0);
+	const char *rules = "topic readwrite ok/#\ntopic readwrite sync/#\n";
+	CHECK(write(fd, rules, strlen(rules)) == (ssize_t) strlen(rules));
+	close(fd);
+	char conf[128];
+	/* mosquitto 2.0.11 drops a client after a denied QoS 1 publish
+	 * when max_queued_messages is 0 (the helper's setting) */
+	snprintf(conf, sizeof(conf), "acl_file %s\nmax_queued_messages 1000\n",
+	    acl);
+	struct broker_opts bo = { .extra_conf = conf };
+	struct broker *b = broker_create(&bo);
+	CHECK_INT(broker_start(b), 0);
+	struct sub *s = sub_start(broker_port(b), NULL, 5, "ok/#");
+	struct link_opts lo
+	    = { .port = broker_port(b), .protocol = 5, .id = "link-acl" };
+	struct drv *d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK_INT(publish_seq(d, "ok/seq", MSG_CRITICAL, 1, 0), BR_OK);
+	CHECK_INT(publish_seq(d, "deny/p1/state", MSG_CRITICAL, 1, 1), BR_OK);
+	CHECK_INT(publish_seq(d, "deny/p2/state", MSG_CRITICAL, 1, 2), BR_OK);
+	CHECK_INT(publish_seq(d, "ok/seq", MSG_CRITICAL, 1, 1), BR_OK);
+	CHECK(
+	    PUMP_UNTIL(d, sub_count(s) >= 2 && stats(d).inflight == 0, 5000));
+	struct mqtt_link_stats st = stats(d);
+	CHECK_INT(st.refused[MSG_CRITICAL], 2);
+	CHECK_INT(st.refused_by[PR_NOT_AUTHORIZED], 2);
+	CHECK_INT(st.refused_by[PR_OTHER], 0);
+	CHECK_INT(st.published[MSG_CRITICAL], 2);
+	CHECK_INT(st.dropped[MSG_CRITICAL], 0);
+	CHECK_STR(d->events, "C");
+	check_seq(s, 2);
+	sub_stop(s);
+	drv_stop(d);
+	broker_destroy(b);
+	unlink(acl);
+}
+
 /* A listener that completes TCP handshakes (backlog) and never answers. */
 static int
 silent_listener(int port)
@@ -1195,6 +1289,8 @@ main(void)
 	RUN(test_qos0_lost_in_a_drop_is_counted);
 	RUN(test_v5_properties);
 	RUN(test_mqtt311);
+	RUN(test_max_packet_311);
+	RUN(test_acl_refusal_counted);
 	RUN(test_silent_broker);
 	RUN(test_garbage_broker_keeps_retrying);
 	RUN(test_tls_handshake_failure_keeps_retrying);
