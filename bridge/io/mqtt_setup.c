@@ -335,8 +335,20 @@ mqtt_rc_text(int rc)
 const char *
 mqtt_refusal_text(int protocol, int rc)
 {
-	return protocol == 5 ? mosquitto_reason_string(rc)
-	                     : mosquitto_connack_string(rc);
+	/* MQTT 3.1.1's CONNACK return codes */
+	static const char *const v311[] = {
+		"accepted",
+		"unacceptable protocol version (CONNACK code 1)",
+		"identifier rejected (CONNACK code 2)",
+		"server unavailable (CONNACK code 3)",
+		"bad user name or password (CONNACK code 4)",
+		"not authorized (CONNACK code 5)",
+	};
+	if (protocol == 5)
+		return mosquitto_reason_string(rc);
+	return rc > 0 && rc <= 5
+	    ? v311[rc]
+	    : "unknown reason (CONNACK code out of range)";
 }
 
 /* Hints for the refusals a user can fix with an option. */

@@ -955,6 +955,41 @@ test_acl_refusal_counted(void)
 	unlink(acl);
 }
 
+/* An MQTT 3.1.1 refusal names its CONNACK code's reason in the log: a
+ * broker without anonymous access answers 5, not authorized. */
+static void
+test_mqtt311_refusal_named(void)
+{
+	struct broker_opts bo = { .extra_conf = "allow_anonymous false\n" };
+	struct broker *b = broker_create(&bo);
+	CHECK_INT(broker_start(b), 0);
+	char path[] = "/tmp/c2m-log-XXXXXX";
+	int fd = mkstemp(path);
+	int saved = dup(2);
+	fflush(stderr);
+	dup2(fd, 2);
+	struct link_opts lo
+	    = { .port = broker_port(b), .protocol = 4, .id = "link-refused" };
+	struct drv *d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connect_failures >= 1, 5000));
+	pump(d, 100);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	char text[8192] = "";
+	ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+	text[n > 0 ? n : 0] = '\0';
+	close(fd);
+	unlink(path);
+	CHECK(strstr(text,
+	          "refused the connection: not authorized (CONNACK "
+	          "code 5)")
+	    != NULL);
+	CHECK(!stats(d).connected);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
 /* A listener that completes TCP handshakes (backlog) and never answers. */
 static int
 silent_listener(int port)
@@ -1291,6 +1326,7 @@ main(void)
 	RUN(test_mqtt311);
 	RUN(test_max_packet_311);
 	RUN(test_acl_refusal_counted);
+	RUN(test_mqtt311_refusal_named);
 	RUN(test_silent_broker);
 	RUN(test_garbage_broker_keeps_retrying);
 	RUN(test_tls_handshake_failure_keeps_retrying);
