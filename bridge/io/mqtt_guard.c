@@ -114,6 +114,22 @@ mqtt_guard_oversize(struct mqtt_guard *g, const struct out_msg *msg,
 	    msg_class_name(msg->cls), msg->topic, size, (unsigned) limit);
 }
 
+void
+mqtt_guard_poison(struct mqtt_guard *g, enum msg_class cls, uint8_t kind,
+    unsigned hits, uint64_t after)
+{
+	g->poison[cls]++;
+	if (kind >= GUARD_KINDS)
+		kind = GUARD_KINDS - 1;
+	ratelog_msg(&g->over_log[kind], LOG_LVL_WARN, "mqtt",
+	    "the broker dropped the connection right after the same %s "
+	    "message (%s topic) %u times: dropped it as undeliverable (too "
+	    "big? see --mqtt-max-packet), and %llu sent after it; further "
+	    "ones of this kind are only counted",
+	    msg_class_name(cls), g->kinds[kind][0] ? g->kinds[kind] : "other",
+	    hits, (unsigned long long) after);
+}
+
 static enum pub_refusal
 reason_of(int code)
 {

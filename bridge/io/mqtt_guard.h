@@ -23,6 +23,7 @@
 
 struct mqtt_guard {
 	uint64_t oversize[MSG_CLASS_COUNT]; /* dropped before sending */
+	uint64_t poison[MSG_CLASS_COUNT]; /* the broker kept dropping us */
 	uint64_t rejected[MSG_CLASS_COUNT]; /* by libmosquitto */
 	uint64_t refused[MSG_CLASS_COUNT]; /* by class */
 	uint64_t refused_by[PR_COUNT]; /* by reason */
@@ -54,6 +55,12 @@ uint8_t mqtt_guard_kind(struct mqtt_guard *g, const char *topic);
 /* msg (size bytes) exceeds limit: counts and logs it. */
 void mqtt_guard_oversize(struct mqtt_guard *g, const struct out_msg *msg,
     size_t size, uint32_t limit);
+
+/* A message of class cls and kind was dropped as poison (the broker
+ * dropped the link right after it hits times in a row), with after more
+ * messages that were in flight behind it: counts and logs it. */
+void mqtt_guard_poison(struct mqtt_guard *g, enum msg_class cls, uint8_t kind,
+    unsigned hits, uint64_t after);
 
 /* The broker answered a message of class cls and kind with reason
  * (>= 0x80): counts and logs it. */

@@ -34,11 +34,9 @@
 #include "err.h"
 #include "log.h"
 #include "mqtt_guard.h"
+#include "mqtt_link_int.h"
 #include "mqtt_setup.h"
 #include "ratelog.h"
-
-#define MID_SPACE 65536
-enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 
 #define DEFAULT_WINDOW     1000u
 #define MAX_WINDOW         60000u /* stays well below the 16-bit mid space */
@@ -49,85 +47,6 @@ enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 #define TICK_MS            1000 /* keepalive; a CONNACK that never comes */
 #define SHUTDOWN_SLICE_MS  50
 #define BACKOFF_STABLE_MS  60000
-#define WHY_MAX            160
-#define DETAIL_MAX         320 /* libmosquitto's error lines (OpenSSL's) */
-
-struct rx_msg {
-	struct rx_msg *next;
-	char *topic;
-	size_t len;
-	char payload[];
-};
-
-struct route {
-	char *filter;
-	mqtt_link_msg_fn fn;
-	void *ud;
-};
-
-/* What libmosquitto's callbacks report, taken in by deliver(). */
-struct facts {
-	bool up; /* CONNACK accepted and not lost since */
-	uint64_t connacks; /* accepted CONNACKs so far */
-	uint64_t losses; /* disconnects after an accepted CONNACK */
-	uint64_t failures; /* refused CONNACKs, drops before CONNACK */
-	bool session_present; /* of the latest CONNACK */
-	uint32_t max_packet; /* of the latest CONNACK; 0: not said */
-	char loss_why[WHY_MAX];
-	int failure_rc; /* refused CONNACK code or disconnect rc */
-	bool failure_refused;
-	char failure_why[WHY_MAX + DETAIL_MAX + 2];
-	/* the current attempt's outcome is recorded: a later report of the
-	 * same drop is not news */
-	bool attempt_settled;
-	bool attempt_connected; /* CONNACK accepted in this attempt */
-	unsigned inflight0, inflight1;
-	/* QoS >= 1 messages from before the latest drop are still with
-	 * libmosquitto, which resends them only after on_connect returns:
-	 * anything handed over before they complete would overtake them. */
-	bool resend_pending;
-	uint64_t lost[MSG_CLASS_COUNT]; /* QoS 0 discarded at a drop */
-	struct rx_msg *rx_head, *rx_tail;
-	size_t rx_len;
-};
-
-struct mqtt_link {
-	struct mqtt_link_cfg cfg; /* strings point at owned copies */
-	struct mqtt_link_cb cb;
-	void *ud;
-	struct loop *loop;
-	struct mosquitto *mosq;
-	unsigned window;
-	bool started, stopping, stopped;
-	struct loop_fd *watch; /* of fd, a dup of libmosquitto's socket */
-	int fd;
-	/* the retry after a backoff, or the tick while a socket exists */
-	struct loop_timer *timer;
-	int64_t retry_at; /* monotonic ms; while waiting for the retry */
-	unsigned failures; /* attempts in a row that did not last */
-	uint32_t seed; /* backoff jitter */
-	int64_t attempt_began;
-	bool connecting_first; /* mosquitto_connect_async not yet called */
-	unsigned handed; /* published since the last write */
-	bool delivering; /* deliver() runs: it must not recurse */
-	struct facts f;
-	uint8_t *mid_state; /* MID_SPACE entries */
-	uint8_t *mid_class; /* the msg_class of each handed-over mid */
-	uint8_t *mid_kind; /* its topic kind (mqtt_guard_kind) */
-	struct mqtt_guard guard;
-	struct route *routes;
-	size_t nroutes;
-	char detail[DETAIL_MAX]; /* libmosquitto's error lines (attempt) */
-	struct outq *q;
-	struct mqtt_prop_cache props;
-	bool connected; /* as reported through cb */
-	uint64_t seen_connacks, seen_losses, seen_failures;
-	uint64_t connects, disconnects;
-	uint64_t published[MSG_CLASS_COUNT];
-	struct ratelog fail_log; /* per reason, see report_failure */
-	struct logchange fail_reason;
-	uint64_t series_failures; /* failed attempts in this outage */
-};
 
 /* ---- libmosquitto's callbacks ------------------------------------------ */
 
@@ -155,6 +74,7 @@ record_loss(struct mqtt_link *m, const char *why)
 {
 	m->f.losses++;
 	snprintf(m->f.loss_why, sizeof(m->f.loss_why), "%s", why);
+	mqtt_poison_on_loss(m);
 	link_down(m);
 }
 
@@ -200,6 +120,7 @@ record_connack(struct mqtt_link *m, int flags, const mosquitto_property *p)
 	m->f.connacks++;
 	m->f.session_present = (flags & 1) != 0;
 	m->f.max_packet = max_packet;
+	m->sent_at = loop_mono_ms(); /* libmosquitto resends now */
 	for (size_t i = 0; i < m->nroutes; i++)
 		mosquitto_subscribe(m->mosq, NULL, m->routes[i].filter, 1);
 }
@@ -377,6 +298,8 @@ watch_socket(struct mqtt_link *m)
 static int
 attempt(struct mqtt_link *m)
 {
+	if (m->poison_mid != 0 && m->poison_hits >= POISON_HITS)
+		m->connecting_first |= mqtt_poison_reset(m);
 	begin_attempt(m);
 	int rc;
 	if (m->connecting_first) {
@@ -427,6 +350,19 @@ on_timer(void *ud)
 /* ---- creation ----------------------------------------------------------- */
 
 int
+mqtt_link_new_client(struct mqtt_link *m, struct mosquitto **out)
+{
+	int rc = mqtt_setup_client(&m->cfg, m->window, m, out);
+	if (rc != BR_OK)
+		return rc;
+	mosquitto_connect_v5_callback_set(*out, on_connect);
+	mosquitto_disconnect_v5_callback_set(*out, on_disconnect);
+	mosquitto_publish_v5_callback_set(*out, on_publish);
+	mosquitto_message_v5_callback_set(*out, on_message);
+	return BR_OK;
+}
+
+int
 mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
     const struct mqtt_link_cb *cb, void *ud, struct mqtt_link **out)
 {
@@ -459,16 +395,12 @@ mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
 	if (ok && m->mid_state != NULL && m->mid_class != NULL
 	    && m->mid_kind != NULL && m->q != NULL && m->timer != NULL) {
 		mosquitto_lib_init(); /* idempotent */
-		rc = mqtt_setup_client(&m->cfg, m->window, m, &m->mosq);
+		rc = mqtt_link_new_client(m, &m->mosq);
 	}
 	if (rc != BR_OK) {
 		mqtt_link_destroy(m);
 		return rc;
 	}
-	mosquitto_connect_v5_callback_set(m->mosq, on_connect);
-	mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
-	mosquitto_publish_v5_callback_set(m->mosq, on_publish);
-	mosquitto_message_v5_callback_set(m->mosq, on_message);
 	*out = m;
 	return BR_OK;
 }
@@ -553,6 +485,8 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 	}
 	m->published[msg->cls]++;
 	register_mid(m, mid, qos, msg);
+	m->sent_at = loop_mono_ms();
+	m->last_mid = mid;
 	/* the first of a batch: written when the loop next finds the socket
 	 * writable, after the rest of this pass */
 	if (m->handed++ == 0)
@@ -772,7 +706,7 @@ mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s)
 		s->refused[c] = m->guard.refused[c];
 		s->published[c] -= s->refused[c];
 		s->dropped[c] = outq_dropped(m->q, c) + m->guard.rejected[c]
-		    + m->f.lost[c] + s->oversize[c];
+		    + m->f.lost[c] + s->oversize[c] + m->guard.poison[c];
 	}
 	memcpy(s->refused_by, m->guard.refused_by, sizeof(s->refused_by));
 	s->inflight = m->f.inflight0 + m->f.inflight1;

@@ -910,6 +910,45 @@ test_max_packet_311(void)
 	broker_destroy(b);
 }
 
+/* Without --mqtt-max-packet a 3.1.1 link cannot know the broker's
+ * limit: the broker drops the link right after the oversize message, and
+ * libmosquitto resends it after every reconnect. After three such quick
+ * losses with the same oldest message the link drops it as poison (counted
+ * as dropped) and later messages arrive again. */
+static void
+test_poison_message_dropped(void)
+{
+	struct broker_opts bo = { .extra_conf = "max_packet_size 2048\n" };
+	struct broker *b = broker_create(&bo);
+	CHECK_INT(broker_start(b), 0);
+	struct sub *s = sub_start(broker_port(b), NULL, 4, "pz/#");
+	struct link_opts lo
+	    = { .port = broker_port(b), .protocol = 4, .id = "link-poison" };
+	struct drv *d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	static char big[6000];
+	memset(big, 'x', sizeof(big));
+	struct out_msg m = { .cls = MSG_CRITICAL,
+		.topic = "pz/prompt/p1/completion",
+		.payload = big,
+		.len = sizeof(big),
+		.qos = 1 };
+	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
+	CHECK(PUMP_UNTIL(d, stats(d).dropped[MSG_CRITICAL] >= 1, 20000));
+	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 1);
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(publish_seq(d, "pz/seq", MSG_CRITICAL, 1, i), BR_OK);
+	CHECK(
+	    PUMP_UNTIL(d, sub_count(s) >= 5 && stats(d).inflight == 0, 10000));
+	pump(d, 300);
+	check_seq(s, 5);
+	CHECK(stats(d).connected);
+	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 1);
+	sub_stop(s);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
 /* An ACL denial: mosquitto answers the MQTT 5 PUBLISH with PUBACK 0x87
  * (not authorized). Such a message counts as refused (by reason), not as
  * published. */
@@ -1325,6 +1364,7 @@ main(void)
 	RUN(test_v5_properties);
 	RUN(test_mqtt311);
 	RUN(test_max_packet_311);
+	RUN(test_poison_message_dropped);
 	RUN(test_acl_refusal_counted);
 	RUN(test_mqtt311_refusal_named);
 	RUN(test_silent_broker);
