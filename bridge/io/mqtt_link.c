@@ -388,12 +388,14 @@ mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
 	m->mid_state = calloc(MID_SPACE, 1);
 	m->mid_class = calloc(MID_SPACE, 1);
 	m->mid_kind = calloc(MID_SPACE, 1);
+	m->mid_size = calloc(MID_SPACE, sizeof(*m->mid_size));
 	mqtt_guard_init(&m->guard);
 	m->q = outq_create(cfg->queue_max_messages, cfg->queue_max_bytes);
 	m->timer = loop_timer_create(l, on_timer, m);
 	int rc = BR_ENOMEM;
 	if (ok && m->mid_state != NULL && m->mid_class != NULL
-	    && m->mid_kind != NULL && m->q != NULL && m->timer != NULL) {
+	    && m->mid_kind != NULL && m->mid_size != NULL && m->q != NULL
+	    && m->timer != NULL) {
 		mosquitto_lib_init(); /* idempotent */
 		rc = mqtt_link_new_client(m, &m->mosq);
 	}
@@ -433,7 +435,8 @@ mqtt_link_start(struct mqtt_link *m)
 
 /* Registers a handed-over message's mid. */
 static void
-register_mid(struct mqtt_link *m, int mid, int qos, const struct out_msg *msg)
+register_mid(struct mqtt_link *m, int mid, int qos, const struct out_msg *msg,
+    size_t size)
 {
 	if (mid <= 0 || mid >= MID_SPACE)
 		return;
@@ -446,6 +449,7 @@ register_mid(struct mqtt_link *m, int mid, int qos, const struct out_msg *msg)
 	m->mid_state[mid] = qos > 0 ? MID_QOS1 : MID_QOS0;
 	m->mid_class[mid] = (uint8_t) msg->cls;
 	m->mid_kind[mid] = mqtt_guard_kind(&m->guard, msg->topic);
+	m->mid_size[mid] = size > UINT32_MAX ? UINT32_MAX : (uint32_t) size;
 	if (qos > 0)
 		m->f.inflight1++;
 	else
@@ -484,7 +488,7 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 		return -1;
 	}
 	m->published[msg->cls]++;
-	register_mid(m, mid, qos, msg);
+	register_mid(m, mid, qos, msg, size);
 	m->sent_at = loop_mono_ms();
 	m->last_mid = mid;
 	/* the first of a batch: written when the loop next finds the socket
@@ -680,9 +684,13 @@ deliver(struct mqtt_link *m)
 uint32_t
 mqtt_link_max_packet(const struct mqtt_link *m)
 {
-	uint32_t broker = m->f.up ? m->f.max_packet : 0;
-	uint32_t own = m->cfg.max_packet;
-	return broker > 0 && (own == 0 || broker < own) ? broker : own;
+	uint32_t limits[] = { m->f.up ? m->f.max_packet : 0, m->cfg.max_packet,
+		m->learned_max };
+	uint32_t least = 0;
+	for (int i = 0; i < 3; i++)
+		if (limits[i] > 0 && (least == 0 || limits[i] < least))
+			least = limits[i];
+	return least;
 }
 
 bool
@@ -829,6 +837,7 @@ mqtt_link_destroy(struct mqtt_link *m)
 	free(m->mid_state);
 	free(m->mid_class);
 	free(m->mid_kind);
+	free(m->mid_size);
 	mqtt_setup_free_cfg(&m->cfg);
 	free(m);
 }

@@ -80,6 +80,7 @@ struct mqtt_link {
 	uint8_t *mid_state; /* MID_SPACE entries */
 	uint8_t *mid_class; /* the msg_class of each handed-over mid */
 	uint8_t *mid_kind; /* its topic kind (mqtt_guard_kind) */
+	uint32_t *mid_size; /* its packet's bytes */
 	struct mqtt_guard guard;
 	struct route *routes;
 	size_t nroutes;
@@ -98,11 +99,20 @@ struct mqtt_link {
 	int64_t sent_at; /* latest hand-over or resend (CONNACK), mono ms */
 	int last_mid; /* latest handed-over mid */
 	int poison_mid; /* oldest in flight at the latest quick loss */
+	/* that message's kind and size: a retained topic republished after a
+	 * reconnect is the same message under a new mid */
+	uint8_t poison_kind;
+	uint32_t poison_size;
 	unsigned poison_hits;
+	/* a poison message's packet size minus one: larger ones are dropped
+	 * before they leave (0: nothing learned) */
+	uint32_t learned_max;
 };
 
 #define POISON_HITS     3 /* quick losses with the same oldest message */
 #define POISON_QUICK_MS 2000 /* a loss this soon after sending is quick */
+/* a poison smaller than this says nothing about the broker's limit */
+#define POISON_LEARN_MIN 1024
 
 /* Creates a libmosquitto client for m with the link's callbacks. Returns
  * a br_err. */

@@ -33,12 +33,16 @@ mqtt_poison_on_loss(struct mqtt_link *m)
 	if (head == 0 || loop_mono_ms() - m->sent_at > POISON_QUICK_MS) {
 		m->poison_mid = 0;
 		m->poison_hits = 0;
+		m->poison_size = 0;
 		return;
 	}
-	if (head != m->poison_mid) {
-		m->poison_mid = head;
+	if (m->mid_kind[head] != m->poison_kind
+	    || m->mid_size[head] != m->poison_size) {
+		m->poison_kind = m->mid_kind[head];
+		m->poison_size = m->mid_size[head];
 		m->poison_hits = 0;
 	}
+	m->poison_mid = head;
 	m->poison_hits++;
 }
 
@@ -71,6 +75,13 @@ mqtt_poison_reset(struct mqtt_link *m)
 	m->f.resend_pending = false;
 	m->poison_mid = 0;
 	m->poison_hits = 0;
-	mqtt_guard_poison(&m->guard, cls, kind, POISON_HITS, after);
+	m->failures = 0; /* the cause is gone: no reason to wait longer */
+	/* most likely over the broker's limit, which MQTT 3.1.1 cannot tell:
+	 * a packet this large is dropped before it leaves from now on */
+	uint32_t size = m->poison_size;
+	if (size > POISON_LEARN_MIN
+	    && (m->learned_max == 0 || size - 1 < m->learned_max))
+		m->learned_max = size - 1;
+	mqtt_guard_poison(&m->guard, cls, kind, POISON_HITS, size, after);
 	return true;
 }
