@@ -32,6 +32,7 @@
 
 #include "backoff.h"
 #include "err.h"
+#include "hash.h"
 #include "log.h"
 #include "mqtt_guard.h"
 #include "mqtt_link_int.h"
@@ -389,13 +390,14 @@ mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
 	m->mid_class = calloc(MID_SPACE, 1);
 	m->mid_kind = calloc(MID_SPACE, 1);
 	m->mid_size = calloc(MID_SPACE, sizeof(*m->mid_size));
+	m->mid_sig = calloc(MID_SPACE, sizeof(*m->mid_sig));
 	mqtt_guard_init(&m->guard);
 	m->q = outq_create(cfg->queue_max_messages, cfg->queue_max_bytes);
 	m->timer = loop_timer_create(l, on_timer, m);
 	int rc = BR_ENOMEM;
 	if (ok && m->mid_state != NULL && m->mid_class != NULL
-	    && m->mid_kind != NULL && m->mid_size != NULL && m->q != NULL
-	    && m->timer != NULL) {
+	    && m->mid_kind != NULL && m->mid_size != NULL && m->mid_sig != NULL
+	    && m->q != NULL && m->timer != NULL) {
 		mosquitto_lib_init(); /* idempotent */
 		rc = mqtt_link_new_client(m, &m->mosq);
 	}
@@ -450,6 +452,9 @@ register_mid(struct mqtt_link *m, int mid, int qos, const struct out_msg *msg,
 	m->mid_class[mid] = (uint8_t) msg->cls;
 	m->mid_kind[mid] = mqtt_guard_kind(&m->guard, msg->topic);
 	m->mid_size[mid] = size > UINT32_MAX ? UINT32_MAX : (uint32_t) size;
+	/* the same bytes: the envelope's seq comes first */
+	m->mid_sig[mid] = hash32(HASH32_INIT, msg->payload,
+	    msg->len < POISON_SIG_BYTES ? msg->len : POISON_SIG_BYTES);
 	if (qos > 0)
 		m->f.inflight1++;
 	else
@@ -838,6 +843,7 @@ mqtt_link_destroy(struct mqtt_link *m)
 	free(m->mid_class);
 	free(m->mid_kind);
 	free(m->mid_size);
+	free(m->mid_sig);
 	mqtt_setup_free_cfg(&m->cfg);
 	free(m);
 }

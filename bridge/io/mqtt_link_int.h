@@ -81,6 +81,7 @@ struct mqtt_link {
 	uint8_t *mid_class; /* the msg_class of each handed-over mid */
 	uint8_t *mid_kind; /* its topic kind (mqtt_guard_kind) */
 	uint32_t *mid_size; /* its packet's bytes */
+	uint32_t *mid_sig; /* a hash of its payload's first bytes */
 	struct mqtt_guard guard;
 	struct route *routes;
 	size_t nroutes;
@@ -99,18 +100,19 @@ struct mqtt_link {
 	int64_t sent_at; /* latest hand-over or resend (CONNACK), mono ms */
 	int last_mid; /* latest handed-over mid */
 	int poison_mid; /* oldest in flight at the latest quick loss */
-	/* that message's kind and size: a retained topic republished after a
-	 * reconnect is the same message under a new mid */
+	/* that message's kind, size and signature: a retained topic
+	 * republished after a reconnect is the same message under a new mid */
 	uint8_t poison_kind;
-	uint32_t poison_size;
+	uint32_t poison_size, poison_sig;
 	unsigned poison_hits;
 	/* a poison message's packet size minus one: larger ones are dropped
 	 * before they leave (0: nothing learned) */
 	uint32_t learned_max;
 };
 
-#define POISON_HITS     3 /* quick losses with the same oldest message */
-#define POISON_QUICK_MS 2000 /* a loss this soon after sending is quick */
+#define POISON_HITS      3 /* quick losses with the same oldest message */
+#define POISON_QUICK_MS  2000 /* a loss this soon after sending is quick */
+#define POISON_SIG_BYTES 128 /* of the payload, in its signature */
 /* a poison smaller than this says nothing about the broker's limit */
 #define POISON_LEARN_MIN 1024
 

@@ -37,9 +37,11 @@ mqtt_poison_on_loss(struct mqtt_link *m)
 		return;
 	}
 	if (m->mid_kind[head] != m->poison_kind
-	    || m->mid_size[head] != m->poison_size) {
+	    || m->mid_size[head] != m->poison_size
+	    || m->mid_sig[head] != m->poison_sig) {
 		m->poison_kind = m->mid_kind[head];
 		m->poison_size = m->mid_size[head];
+		m->poison_sig = m->mid_sig[head];
 		m->poison_hits = 0;
 	}
 	m->poison_mid = head;

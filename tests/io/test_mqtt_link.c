@@ -936,6 +936,10 @@ test_poison_message_dropped(void)
 	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
 	CHECK(PUMP_UNTIL(d, stats(d).dropped[MSG_CRITICAL] >= 1, 20000));
 	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 1);
+	/* its size is the limit from now on: the same again drops at once */
+	CHECK_INT(mqtt_link_max_packet(d->link), 6030 - 1);
+	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
+	CHECK_INT(stats(d).oversize[MSG_CRITICAL], 1);
 	for (int i = 0; i < 5; i++)
 		CHECK_INT(publish_seq(d, "pz/seq", MSG_CRITICAL, 1, i), BR_OK);
 	CHECK(
@@ -943,7 +947,7 @@ test_poison_message_dropped(void)
 	pump(d, 300);
 	check_seq(s, 5);
 	CHECK(stats(d).connected);
-	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 1);
+	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 2);
 	sub_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
