@@ -348,6 +348,38 @@ make_offline_session(int port, const char *id, const char *topic)
 	sub_stop(s);
 }
 
+/* ---- the link's log lines (stderr) ----------------------------------- */
+
+struct capture {
+	char path[32];
+	int fd, saved;
+	char text[16384];
+};
+
+static void
+capture_start(struct capture *c)
+{
+	snprintf(c->path, sizeof(c->path), "/tmp/c2m-log-XXXXXX");
+	c->fd = mkstemp(c->path);
+	c->saved = dup(2);
+	fflush(stderr);
+	dup2(c->fd, 2);
+}
+
+/* Restores stderr and returns what was written meanwhile. */
+static const char *
+capture_end(struct capture *c)
+{
+	fflush(stderr);
+	dup2(c->saved, 2);
+	close(c->saved);
+	ssize_t n = pread(c->fd, c->text, sizeof(c->text) - 1, 0);
+	c->text[n > 0 ? n : 0] = '\0';
+	close(c->fd);
+	unlink(c->path);
+	return c->text;
+}
+
 /* ---- scenarios ------------------------------------------------------- */
 
 static void
@@ -998,6 +1030,33 @@ test_acl_refusal_counted(void)
 	unlink(acl);
 }
 
+/* Critical messages (state, completion) dropped by the queue bound are
+ * logged at warn, not only counted in bridge/health. */
+static void
+test_critical_drops_logged(void)
+{
+	struct broker *b = broker_create(NULL);
+	struct link_opts lo = { .port = broker_port(b),
+		.protocol = 5,
+		.id = "link-crit",
+		.queue_max = 10 };
+	struct capture cap;
+	capture_start(&cap);
+	struct drv *d = drv_start(&lo);
+	for (int i = 0; i < 15; i++)
+		CHECK_INT(
+		    publish_seq(d, "cr/prompt/p/state", MSG_CRITICAL, 1, i),
+		    BR_OK);
+	pump(d, 50);
+	const char *text = capture_end(&cap);
+	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 5);
+	CHECK(strstr(text, "WARN  [mqtt] the outgoing queue is full") != NULL);
+	CHECK(strstr(text, "critical messages (state, completion) dropped")
+	    != NULL);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
 /* An MQTT 3.1.1 refusal names its CONNACK code's reason in the log: a
  * broker without anonymous access answers 5, not authorized. */
 static void
@@ -1006,24 +1065,14 @@ test_mqtt311_refusal_named(void)
 	struct broker_opts bo = { .extra_conf = "allow_anonymous false\n" };
 	struct broker *b = broker_create(&bo);
 	CHECK_INT(broker_start(b), 0);
-	char path[] = "/tmp/c2m-log-XXXXXX";
-	int fd = mkstemp(path);
-	int saved = dup(2);
-	fflush(stderr);
-	dup2(fd, 2);
+	struct capture cap;
+	capture_start(&cap);
 	struct link_opts lo
 	    = { .port = broker_port(b), .protocol = 4, .id = "link-refused" };
 	struct drv *d = drv_start(&lo);
 	CHECK(PUMP_UNTIL(d, stats(d).connect_failures >= 1, 5000));
 	pump(d, 100);
-	fflush(stderr);
-	dup2(saved, 2);
-	close(saved);
-	char text[8192] = "";
-	ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
-	text[n > 0 ? n : 0] = '\0';
-	close(fd);
-	unlink(path);
+	const char *text = capture_end(&cap);
 	CHECK(strstr(text,
 	          "refused the connection: not authorized (CONNACK "
 	          "code 5)")
@@ -1371,6 +1420,7 @@ main(void)
 	RUN(test_poison_message_dropped);
 	RUN(test_acl_refusal_counted);
 	RUN(test_mqtt311_refusal_named);
+	RUN(test_critical_drops_logged);
 	RUN(test_silent_broker);
 	RUN(test_garbage_broker_keeps_retrying);
 	RUN(test_tls_handshake_failure_keeps_retrying);
