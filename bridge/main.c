@@ -44,6 +44,7 @@ broker_cfg(const struct config *c, struct mqtt_link_cfg *mc)
 		.password = c->mqtt_password,
 		.protocol = c->mqtt_protocol,
 		.keepalive_s = c->mqtt_keepalive,
+		.max_packet = (uint32_t) c->mqtt_max_packet,
 	};
 }
 
@@ -77,6 +78,7 @@ broker_health(void *ud, struct engine_health_io *h)
 	h->mqtt_reconnects = s.connects > 0 ? s.connects - 1 : 0;
 	memcpy(h->published, s.published, sizeof(h->published));
 	memcpy(h->dropped, s.dropped, sizeof(h->dropped));
+	memcpy(h->refused, s.refused_by, sizeof(h->refused));
 	h->queue_depth = s.queued;
 	h->queue_bytes = s.queued_bytes;
 }

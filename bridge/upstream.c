@@ -75,7 +75,7 @@ on_tick(void *ud)
 	struct engine_health_io h;
 	memset(&h, 0, sizeof(h));
 	u->out.broker_health(u->out.ud, &h);
-	h.comfyui_reconnects = ws_client_reconnects(u->ws);
+	h.comfyui_reconnects = ws_client_returns(u->ws);
 	engine_tick(u->engine, loop_now_ms(), &h);
 	u->tick_armed_for = 0;
 	arm_tick(u);

@@ -38,6 +38,7 @@ struct config {
 	char *mqtt_client_id;
 	enum mqtt_protocol mqtt_protocol;
 	int mqtt_keepalive; /* seconds, default 30 */
+	size_t mqtt_max_packet; /* bytes; 0: unknown (the broker's, MQTT 5) */
 	char *tls_ca, *tls_cert, *tls_key;
 	bool tls_insecure;
 

@@ -124,6 +124,17 @@ const struct opt options[] = {
 	    .lo = 5,
 	    .hi = 3600,
 	    .help = "MQTT keepalive interval" },
+	{ .name = "mqtt-max-packet",
+	    .kind = OPT_SIZE,
+	    .off = F(mqtt_max_packet),
+	    .def = "0",
+	    .metavar = "BYTES",
+	    .unit = "bytes",
+	    .lo = 0,
+	    .hi = 268435455,
+	    .help = "largest MQTT packet the broker accepts (0: unknown; "
+	            "MQTT 5 also takes the broker's own smaller limit); a "
+	            "larger message is dropped and counted" },
 	{ .name = "tls-ca",
 	    .kind = OPT_FILE,
 	    .off = F(tls_ca),

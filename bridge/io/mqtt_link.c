@@ -32,101 +32,21 @@
 
 #include "backoff.h"
 #include "err.h"
+#include "hash.h"
 #include "log.h"
+#include "mqtt_guard.h"
+#include "mqtt_link_int.h"
 #include "mqtt_setup.h"
 #include "ratelog.h"
 
-#define MID_SPACE 65536
-enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
-
 #define DEFAULT_WINDOW     1000u
 #define MAX_WINDOW         60000u /* stays well below the 16-bit mid space */
-#define REJECT_LOG_FIRST   5
 #define FAIL_LOG_FIRST     3 /* failed attempts logged per reason */
 #define LAST_ACK_EXTRA_MS  100 /* how long `last` may wait past the bound */
 #define DISCONNECT_WAIT_MS 80
 #define TICK_MS            1000 /* keepalive; a CONNACK that never comes */
 #define SHUTDOWN_SLICE_MS  50
 #define BACKOFF_STABLE_MS  60000
-#define WHY_MAX            160
-#define DETAIL_MAX         320 /* libmosquitto's error lines (OpenSSL's) */
-
-struct rx_msg {
-	struct rx_msg *next;
-	char *topic;
-	size_t len;
-	char payload[];
-};
-
-struct route {
-	char *filter;
-	mqtt_link_msg_fn fn;
-	void *ud;
-};
-
-/* What libmosquitto's callbacks report, taken in by deliver(). */
-struct facts {
-	bool up; /* CONNACK accepted and not lost since */
-	uint64_t connacks; /* accepted CONNACKs so far */
-	uint64_t losses; /* disconnects after an accepted CONNACK */
-	uint64_t failures; /* refused CONNACKs, drops before CONNACK */
-	bool session_present; /* of the latest CONNACK */
-	uint32_t max_packet; /* of the latest CONNACK; 0: not said */
-	char loss_why[WHY_MAX];
-	int failure_rc; /* refused CONNACK code or disconnect rc */
-	bool failure_refused;
-	char failure_why[WHY_MAX + DETAIL_MAX + 2];
-	/* the current attempt's outcome is recorded: a later report of the
-	 * same drop is not news */
-	bool attempt_settled;
-	bool attempt_connected; /* CONNACK accepted in this attempt */
-	unsigned inflight0, inflight1;
-	/* QoS >= 1 messages from before the latest drop are still with
-	 * libmosquitto, which resends them only after on_connect returns:
-	 * anything handed over before they complete would overtake them. */
-	bool resend_pending;
-	uint64_t lost[MSG_CLASS_COUNT]; /* QoS 0 discarded at a drop */
-	struct rx_msg *rx_head, *rx_tail;
-	size_t rx_len;
-};
-
-struct mqtt_link {
-	struct mqtt_link_cfg cfg; /* strings point at owned copies */
-	struct mqtt_link_cb cb;
-	void *ud;
-	struct loop *loop;
-	struct mosquitto *mosq;
-	unsigned window;
-	bool started, stopping, stopped;
-	struct loop_fd *watch; /* of fd, a dup of libmosquitto's socket */
-	int fd;
-	/* the retry after a backoff, or the tick while a socket exists */
-	struct loop_timer *timer;
-	int64_t retry_at; /* monotonic ms; while waiting for the retry */
-	unsigned failures; /* attempts in a row that did not last */
-	uint32_t seed; /* backoff jitter */
-	int64_t attempt_began;
-	bool connecting_first; /* mosquitto_connect_async not yet called */
-	unsigned handed; /* published since the last write */
-	bool delivering; /* deliver() runs: it must not recurse */
-	struct facts f;
-	uint8_t *mid_state; /* MID_SPACE entries */
-	uint8_t *mid_class; /* the msg_class of each handed-over mid */
-	struct route *routes;
-	size_t nroutes;
-	char detail[DETAIL_MAX]; /* libmosquitto's error lines (attempt) */
-	struct outq *q;
-	struct mqtt_prop_cache props;
-	bool connected; /* as reported through cb */
-	uint64_t seen_connacks, seen_losses, seen_failures;
-	uint64_t connects, disconnects;
-	uint64_t published[MSG_CLASS_COUNT];
-	uint64_t rejected[MSG_CLASS_COUNT]; /* refused by libmosquitto */
-	struct ratelog reject_log;
-	struct ratelog fail_log; /* per reason, see report_failure */
-	struct logchange fail_reason;
-	uint64_t series_failures; /* failed attempts in this outage */
-};
 
 /* ---- libmosquitto's callbacks ------------------------------------------ */
 
@@ -154,6 +74,7 @@ record_loss(struct mqtt_link *m, const char *why)
 {
 	m->f.losses++;
 	snprintf(m->f.loss_why, sizeof(m->f.loss_why), "%s", why);
+	mqtt_poison_on_loss(m);
 	link_down(m);
 }
 
@@ -211,6 +132,7 @@ record_connack(struct mqtt_link *m, int flags, const mosquitto_property *p)
 	m->f.connacks++;
 	m->f.session_present = (flags & 1) != 0;
 	m->f.max_packet = max_packet;
+	m->sent_at = loop_mono_ms(); /* libmosquitto resends now */
 	for (size_t i = 0; i < m->nroutes; i++)
 		subscribe_route(m, m->routes[i].filter);
 }
@@ -254,6 +176,9 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
 	struct mqtt_link *m = obj;
 	if (mid <= 0 || mid >= MID_SPACE)
 		return;
+	if (m->mid_state[mid] == MID_QOS1 && reason >= 0x80)
+		mqtt_guard_refused(&m->guard, reason,
+		    (enum msg_class) m->mid_class[mid], m->mid_kind[mid]);
 	if (m->mid_state[mid] == MID_QOS0)
 		m->f.inflight0--;
 	else if (m->mid_state[mid] == MID_QOS1)
@@ -321,13 +246,6 @@ end_attempt(struct mqtt_link *m, int rc, const char *why)
 	return m->f.attempt_connected;
 }
 
-static void
-set_cork(int fd, int on)
-{
-	/* not TCP (a unix socket, say): the packets just leave one by one */
-	(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
-}
-
 /* The attempt or connection is over (rc, why): stop watching the socket
  * and retry after backoff_broker's delay. A connection that lasted a
  * minute resets the delay; one that is dropped at once does not. */
@@ -355,11 +273,11 @@ step(struct mqtt_link *m)
 {
 	bool cork = m->handed > 1;
 	if (cork)
-		set_cork(m->fd, 1);
+		mqtt_set_cork(m->fd, 1);
 	m->handed = 0;
 	int rc = mosquitto_loop(m->mosq, 0, 1);
 	if (cork && m->watch != NULL)
-		set_cork(m->fd, 0);
+		mqtt_set_cork(m->fd, 0);
 	/* the text first: errno is still the failing call's */
 	if (rc != MOSQ_ERR_SUCCESS)
 		drop(m, rc, mqtt_rc_text(rc));
@@ -391,6 +309,8 @@ watch_socket(struct mqtt_link *m)
 static int
 attempt(struct mqtt_link *m)
 {
+	if (m->poison_mid != 0 && m->poison_hits >= POISON_HITS)
+		m->connecting_first |= mqtt_poison_reset(m);
 	begin_attempt(m);
 	int rc;
 	if (m->connecting_first) {
@@ -441,6 +361,19 @@ on_timer(void *ud)
 /* ---- creation ----------------------------------------------------------- */
 
 int
+mqtt_link_new_client(struct mqtt_link *m, struct mosquitto **out)
+{
+	int rc = mqtt_setup_client(&m->cfg, m->window, m, out);
+	if (rc != BR_OK)
+		return rc;
+	mosquitto_connect_v5_callback_set(*out, on_connect);
+	mosquitto_disconnect_v5_callback_set(*out, on_disconnect);
+	mosquitto_publish_v5_callback_set(*out, on_publish);
+	mosquitto_message_v5_callback_set(*out, on_message);
+	return BR_OK;
+}
+
+int
 mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
     const struct mqtt_link_cb *cb, void *ud, struct mqtt_link **out)
 {
@@ -458,7 +391,6 @@ mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
 	if (cb != NULL)
 		m->cb = *cb;
 	m->ud = ud;
-	m->reject_log = (struct ratelog) RATELOG_INIT(REJECT_LOG_FIRST);
 	m->fail_log = (struct ratelog) RATELOG_INIT(FAIL_LOG_FIRST);
 	bool ok = mqtt_setup_copy_cfg(&m->cfg, cfg);
 	m->window = cfg->window == 0 ? DEFAULT_WINDOW : cfg->window;
@@ -466,22 +398,23 @@ mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
 		m->window = MAX_WINDOW;
 	m->mid_state = calloc(MID_SPACE, 1);
 	m->mid_class = calloc(MID_SPACE, 1);
+	m->mid_kind = calloc(MID_SPACE, 1);
+	m->mid_size = calloc(MID_SPACE, sizeof(*m->mid_size));
+	m->mid_sig = calloc(MID_SPACE, sizeof(*m->mid_sig));
+	mqtt_guard_init(&m->guard);
 	m->q = outq_create(cfg->queue_max_messages, cfg->queue_max_bytes);
 	m->timer = loop_timer_create(l, on_timer, m);
 	int rc = BR_ENOMEM;
-	if (ok && m->mid_state != NULL && m->mid_class != NULL && m->q != NULL
-	    && m->timer != NULL) {
+	if (ok && m->mid_state != NULL && m->mid_class != NULL
+	    && m->mid_kind != NULL && m->mid_size != NULL && m->mid_sig != NULL
+	    && m->q != NULL && m->timer != NULL) {
 		mosquitto_lib_init(); /* idempotent */
-		rc = mqtt_setup_client(&m->cfg, m->window, m, &m->mosq);
+		rc = mqtt_link_new_client(m, &m->mosq);
 	}
 	if (rc != BR_OK) {
 		mqtt_link_destroy(m);
 		return rc;
 	}
-	mosquitto_connect_v5_callback_set(m->mosq, on_connect);
-	mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
-	mosquitto_publish_v5_callback_set(m->mosq, on_publish);
-	mosquitto_message_v5_callback_set(m->mosq, on_message);
 	*out = m;
 	return BR_OK;
 }
@@ -512,19 +445,10 @@ mqtt_link_start(struct mqtt_link *m)
 
 /* ---- publishing --------------------------------------------------------- */
 
-static void
-count_reject(struct mqtt_link *m, const struct out_msg *msg, int rc)
-{
-	m->rejected[msg->cls]++;
-	if (rc != MOSQ_ERR_NO_CONN) /* NO_CONN: the link is dropping */
-		ratelog_msg(&m->reject_log, LOG_LVL_WARN, "mqtt",
-		    "message on %s (%zu bytes) rejected: %s", msg->topic,
-		    msg->len, mosquitto_strerror(rc));
-}
-
 /* Registers a handed-over message's mid. */
 static void
-register_mid(struct mqtt_link *m, int mid, int qos, enum msg_class cls)
+register_mid(struct mqtt_link *m, int mid, int qos, const struct out_msg *msg,
+    size_t size)
 {
 	if (mid <= 0 || mid >= MID_SPACE)
 		return;
@@ -535,7 +459,12 @@ register_mid(struct mqtt_link *m, int mid, int qos, enum msg_class cls)
 	else if (m->mid_state[mid] == MID_QOS1)
 		m->f.inflight1--;
 	m->mid_state[mid] = qos > 0 ? MID_QOS1 : MID_QOS0;
-	m->mid_class[mid] = (uint8_t) cls;
+	m->mid_class[mid] = (uint8_t) msg->cls;
+	m->mid_kind[mid] = mqtt_guard_kind(&m->guard, msg->topic);
+	m->mid_size[mid] = size > UINT32_MAX ? UINT32_MAX : (uint32_t) size;
+	/* the same bytes: the envelope's seq comes first */
+	m->mid_sig[mid] = hash32(HASH32_INIT, msg->payload,
+	    msg->len < POISON_SIG_BYTES ? msg->len : POISON_SIG_BYTES);
 	if (qos > 0)
 		m->f.inflight1++;
 	else
@@ -547,6 +476,12 @@ register_mid(struct mqtt_link *m, int mid, int qos, enum msg_class cls)
 static int
 hand_over(struct mqtt_link *m, const struct out_msg *msg)
 {
+	uint32_t limit = mqtt_link_max_packet(m);
+	size_t size = mqtt_packet_size(m->cfg.protocol, msg);
+	if (limit > 0 && size > limit) {
+		mqtt_guard_oversize(&m->guard, msg, size, limit);
+		return -1;
+	}
 	int rc = MOSQ_ERR_SUCCESS;
 	mosquitto_property *props = NULL;
 	bool owned = false;
@@ -564,11 +499,13 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 	/* QoS >= 1 with NO_CONN is queued inside libmosquitto and resent
 	 * after the reconnect: resending it ourselves would duplicate it. */
 	if (rc != MOSQ_ERR_SUCCESS && (rc != MOSQ_ERR_NO_CONN || qos == 0)) {
-		count_reject(m, msg, rc);
+		mqtt_guard_rejected(&m->guard, msg, rc);
 		return -1;
 	}
 	m->published[msg->cls]++;
-	register_mid(m, mid, qos, msg->cls);
+	register_mid(m, mid, qos, msg, size);
+	m->sent_at = loop_mono_ms();
+	m->last_mid = mid;
 	/* the first of a batch: written when the loop next finds the socket
 	 * writable, after the rest of this pass */
 	if (m->handed++ == 0)
@@ -603,9 +540,13 @@ mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg)
 	/* straight through only when nothing older waits (order) */
 	bool direct = m->started && !m->stopped && m->connected && m->f.up
 	    && window_open(m) && outq_count(m->q) == 0;
-	if (direct)
+	if (direct) {
 		hand_over(m, msg);
-	return direct ? BR_OK : outq_push(m->q, msg);
+		return BR_OK;
+	}
+	int rc = outq_push(m->q, msg);
+	mqtt_guard_queue_drops(&m->guard, m->q);
+	return rc;
 }
 
 int
@@ -758,7 +699,13 @@ deliver(struct mqtt_link *m)
 uint32_t
 mqtt_link_max_packet(const struct mqtt_link *m)
 {
-	return m->f.up ? m->f.max_packet : 0;
+	uint32_t limits[] = { m->f.up ? m->f.max_packet : 0, m->cfg.max_packet,
+		m->learned_max };
+	uint32_t least = 0;
+	for (int i = 0; i < 3; i++)
+		if (limits[i] > 0 && (least == 0 || limits[i] < least))
+			least = limits[i];
+	return least;
 }
 
 bool
@@ -778,9 +725,13 @@ mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s)
 	s->queued_bytes = outq_bytes(m->q);
 	for (int c = 0; c < MSG_CLASS_COUNT; c++) {
 		s->published[c] = m->published[c];
-		s->dropped[c]
-		    = outq_dropped(m->q, c) + m->rejected[c] + m->f.lost[c];
+		s->oversize[c] = m->guard.oversize[c];
+		s->refused[c] = m->guard.refused[c];
+		s->published[c] -= s->refused[c];
+		s->dropped[c] = outq_dropped(m->q, c) + m->guard.rejected[c]
+		    + m->f.lost[c] + s->oversize[c] + m->guard.poison[c];
 	}
+	memcpy(s->refused_by, m->guard.refused_by, sizeof(s->refused_by));
 	s->inflight = m->f.inflight0 + m->f.inflight1;
 	s->connect_failures = m->f.failures;
 }
@@ -832,7 +783,7 @@ static void
 publish_last(struct mqtt_link *m, const struct out_msg *last, int64_t deadline)
 {
 	if (!m->f.up) {
-		m->rejected[last->cls]++;
+		m->guard.rejected[last->cls]++;
 		return;
 	}
 	int mid = hand_over(m, last);
@@ -900,6 +851,9 @@ mqtt_link_destroy(struct mqtt_link *m)
 	mqtt_props_clear(&m->props);
 	free(m->mid_state);
 	free(m->mid_class);
+	free(m->mid_kind);
+	free(m->mid_size);
+	free(m->mid_sig);
 	mqtt_setup_free_cfg(&m->cfg);
 	free(m);
 }

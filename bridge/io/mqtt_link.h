@@ -39,6 +39,9 @@ struct mqtt_link_cfg {
 	                    yet acknowledged/written; default 1000 */
 	size_t queue_max_messages;
 	size_t queue_max_bytes;
+	/* largest packet the broker takes (--mqtt-max-packet); 0: unknown.
+	 * With MQTT 5 the broker's CONNACK limit applies when smaller. */
+	uint32_t max_packet;
 };
 
 struct mqtt_link_cb {
@@ -60,8 +63,14 @@ struct mqtt_link_stats {
 	uint64_t disconnects;
 	uint64_t connect_failures; /* refused, or lost before CONNACK */
 	uint64_t published[MSG_CLASS_COUNT]; /* handed to libmosquitto */
-	/* queue bound, QoS 0 lost in a drop, rejected by libmosquitto */
+	/* queue bound, QoS 0 lost in a drop, rejected by libmosquitto,
+	 * over the maximum packet */
 	uint64_t dropped[MSG_CLASS_COUNT];
+	uint64_t oversize[MSG_CLASS_COUNT]; /* over the maximum packet */
+	/* MQTT 5 PUBACK reason >= 0x80: the broker did not take it (not
+	 * counted in published) */
+	uint64_t refused[MSG_CLASS_COUNT];
+	uint64_t refused_by[PR_COUNT]; /* by enum pub_refusal */
 	size_t queued; /* waiting in our queue */
 	size_t queued_bytes;
 	unsigned inflight; /* handed, not yet done */
@@ -93,8 +102,8 @@ int mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg);
 int mqtt_link_subscribe(
     struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn, void *ud);
 
-/* Largest packet the broker accepts (CONNACK maximum packet size), or 0
- * when the broker did not say. */
+/* Largest packet the broker accepts: the smaller of cfg.max_packet and
+ * the CONNACK maximum packet size (MQTT 5), or 0 when neither is known. */
 uint32_t mqtt_link_max_packet(const struct mqtt_link *m);
 
 bool mqtt_link_connected(const struct mqtt_link *m);

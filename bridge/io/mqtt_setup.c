@@ -3,9 +3,12 @@
 
 #include <errno.h>
 #include <mqtt_protocol.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "err.h"
 #include "log.h"
@@ -332,8 +335,20 @@ mqtt_rc_text(int rc)
 const char *
 mqtt_refusal_text(int protocol, int rc)
 {
-	return protocol == 5 ? mosquitto_reason_string(rc)
-	                     : mosquitto_connack_string(rc);
+	/* MQTT 3.1.1's CONNACK return codes */
+	static const char *const v311[] = {
+		"accepted",
+		"unacceptable protocol version (CONNACK code 1)",
+		"identifier rejected (CONNACK code 2)",
+		"server unavailable (CONNACK code 3)",
+		"bad user name or password (CONNACK code 4)",
+		"not authorized (CONNACK code 5)",
+	};
+	if (protocol == 5)
+		return mosquitto_reason_string(rc);
+	return rc > 0 && rc <= 5
+	    ? v311[rc]
+	    : "unknown reason (CONNACK code out of range)";
 }
 
 /* Hints for the refusals a user can fix with an option. */
@@ -347,4 +362,11 @@ mqtt_refusal_hint(int protocol, int rc)
 	        || rc == CONNACK_REFUSED_NOT_AUTHORIZED;
 	return credentials ? " (check --mqtt-username / --mqtt-password-file)"
 	                   : "";
+}
+
+void
+mqtt_set_cork(int fd, int on)
+{
+	/* not TCP (a unix socket, say): the packets just leave one by one */
+	(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
 }

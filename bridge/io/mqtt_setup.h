@@ -38,6 +38,9 @@ const char *mqtt_refusal_text(int protocol, int rc);
 /* A hint for the refusals a user can fix with an option, or "". */
 const char *mqtt_refusal_hint(int protocol, int rc);
 
+/* TCP_CORK on (1) or off (0) for fd; nothing for a non-TCP socket. */
+void mqtt_set_cork(int fd, int on);
+
 /* br_err for a MOSQ_ERR_* code. */
 int mqtt_setup_br_err(int mosq_rc);
 

@@ -66,6 +66,8 @@ struct ws_client {
 	bool send_first; /* first frame still to be written */
 	bool send_close; /* close frame wanted at the next writable */
 	uint64_t reconnects;
+	bool ever_up; /* some attempt reached ESTABLISHED */
+	uint64_t returns; /* links that came back after one dropped */
 	struct ratelog fail_log; /* failed attempts since the last link */
 	char why[256];
 };
@@ -399,12 +401,20 @@ ws_client_reconnects(const struct ws_client *c)
 	return c != NULL ? c->reconnects : 0;
 }
 
+uint64_t
+ws_client_returns(const struct ws_client *c)
+{
+	return c != NULL ? c->returns : 0;
+}
+
 static void
 established(struct ws_client *c, struct lws *wsi)
 {
 	lws_sul_cancel(&c->sul_handshake);
 	c->up = true;
 	c->was_up = true;
+	c->returns += c->ever_up;
+	c->ever_up = true;
 	c->why[0] = '\0';
 	if (c->fail_log.seen > 0)
 		log_info(LOG_SRC, "connected to %s (after %u failed attempts)",

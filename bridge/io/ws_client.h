@@ -54,5 +54,8 @@ void ws_client_destroy(struct ws_client *c);
 bool ws_client_is_up(const struct ws_client *c);
 /* Connection attempts that failed or links that dropped. */
 uint64_t ws_client_reconnects(const struct ws_client *c);
+/* Links that came back after an earlier one was up (what bridge/health
+ * calls reconnects): failed first attempts are not counted. */
+uint64_t ws_client_returns(const struct ws_client *c);
 
 #endif

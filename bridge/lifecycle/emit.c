@@ -37,9 +37,8 @@ emit_envelope(struct engine *e, const struct envelope *ev)
 	struct jsonw w;
 	writer(e, &w);
 	if (render_envelope(&w, &e->rctx, ev, ++e->seq) != 0) {
-		log_warn("bridge",
-		    "%s event for %s does not fit in %zu bytes; dropped",
-		    ev->type, ev->tid ? ev->tid : "-", e->rctx.max_payload);
+		health_unfit(e, ev->terminal ? MSG_CRITICAL : MSG_LIFECYCLE,
+		    ev->type, ev->tid);
 		return;
 	}
 	enum topic_kind k = ev->tid ? TK_PROMPT_EVENT : TK_EVENT;
@@ -66,8 +65,7 @@ render_state_of(struct engine *e, const struct prompt *p, int64_t now)
 	struct jsonw w;
 	writer(e, &w);
 	if (render_state(&w, &e->rctx, p, now, ++e->seq) != 0) {
-		log_warn("bridge", "state of %s does not fit; not published",
-		    p->tid);
+		health_unfit(e, MSG_CRITICAL, "state", p->tid);
 		return -1;
 	}
 	return (long) w.len;
@@ -130,7 +128,7 @@ emit_completion(struct engine *e, struct prompt *p, int64_t now)
 	struct jsonw w;
 	writer(e, &w);
 	if (render_completion(&w, &e->rctx, p, now, ++e->seq) != 0) {
-		log_warn("bridge", "completion of %s does not fit", p->tid);
+		health_unfit(e, MSG_CRITICAL, "completion", p->tid);
 		return;
 	}
 	emit_global(e, TK_COMPLETION, p->id, w.buf, w.len, NULL);

@@ -47,6 +47,7 @@ struct engine_health_io {
 	uint64_t comfyui_reconnects;
 	uint64_t published[MSG_CLASS_COUNT];
 	uint64_t dropped[MSG_CLASS_COUNT];
+	uint64_t refused[PR_COUNT]; /* by the broker, by enum pub_refusal */
 	size_t queue_depth;
 	size_t queue_bytes;
 };

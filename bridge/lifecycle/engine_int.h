@@ -65,6 +65,9 @@ struct health {
 	uint64_t rejected[RJ_COUNT];
 	struct ratelog reject_log[RJ_COUNT];
 	struct ratelog body_log[RJ_COUNT]; /* unusable HTTP bodies */
+	/* rendered too big for the broker's maximum packet: dropped */
+	uint64_t unfit[MSG_CLASS_COUNT];
+	struct ratelog unfit_log;
 	struct fault_counts last_logged;
 	struct engine_counters counters;
 };
@@ -262,6 +265,10 @@ void health_init(struct health *h);
 void health_reject(
     struct engine *e, enum reject_reason r, const void *buf, size_t len);
 void health_oversize(struct engine *e, size_t len_so_far, bool binary);
+/* A message of class cls (what: "state", ...; of prompt tid or NULL) did
+ * not fit in the broker's maximum packet: counted as dropped, logged. */
+void health_unfit(
+    struct engine *e, enum msg_class cls, const char *what, const char *tid);
 /* The reject reason of a json_parse() error (an enum br_err). */
 enum reject_reason health_json_reason(int err);
 void health_body_unusable(

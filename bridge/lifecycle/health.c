@@ -31,6 +31,21 @@ health_init(struct health *h)
 		    = (struct ratelog) RATELOG_INIT(REJECT_LOG_MAX);
 	for (int i = 0; i < RJ_COUNT; i++)
 		h->body_log[i] = (struct ratelog) RATELOG_INIT(1);
+	h->unfit_log
+	    = (struct ratelog) RATELOG_INIT_EVERY(REJECT_LOG_MAX, 100);
+}
+
+void
+health_unfit(
+    struct engine *e, enum msg_class cls, const char *what, const char *tid)
+{
+	struct health *h = &e->health;
+	h->unfit[cls]++;
+	ratelog_msg(&h->unfit_log, LOG_LVL_WARN, "bridge",
+	    "%s%s%s does not fit in %zu bytes (the broker's maximum packet); "
+	    "dropped (%llu %s messages so far)",
+	    what, tid ? " of " : "", tid ? tid : "", e->rctx.max_payload,
+	    (unsigned long long) h->unfit[cls], msg_class_name(cls));
 }
 
 /* The note on the last occurrence logged at full level. */
@@ -147,6 +162,14 @@ log_faults_on_change(struct health *hl, const struct engine_health_io *h)
 static void
 publish_health(struct engine *e, int64_t now, const struct engine_health_io *h)
 {
+	/* what did not fit the broker's maximum packet is dropped too */
+	struct engine_health_io io;
+	if (h != NULL) {
+		io = *h;
+		for (int c = 0; c < MSG_CLASS_COUNT; c++)
+			io.dropped[c] += e->health.unfit[c];
+		h = &io;
+	}
 	struct health_facts f = {
 		.counters = &e->health.counters,
 		.rejected = e->health.rejected,

@@ -69,6 +69,15 @@ msg_class_name(int cls)
 	return names[cls];
 }
 
+const char *
+pub_refusal_name(int r)
+{
+	static const char *const names[PR_COUNT]
+	    = { "not_authorized", "topic_name_invalid", "packet_too_large",
+		      "quota_exceeded", "payload_format_invalid", "other" };
+	return r >= 0 && r < PR_COUNT ? names[r] : "other";
+}
+
 /* FNV-1a: keys are short ASCII topics, collisions only cost a strcmp. */
 static uint32_t
 hash_key(const char *s)

@@ -22,6 +22,22 @@ enum msg_class {
 /* "critical", "lifecycle", "progress", "preview" */
 const char *msg_class_name(int cls);
 
+/* Why a broker did not take a message (MQTT 5 PUBACK reason codes >=
+ * 0x80), as counted in bridge/health. */
+enum pub_refusal {
+	PR_NOT_AUTHORIZED, /* 0x87 */
+	PR_TOPIC_INVALID, /* 0x90 */
+	PR_PACKET_TOO_LARGE, /* 0x95 */
+	PR_QUOTA_EXCEEDED, /* 0x97 */
+	PR_PAYLOAD_FORMAT, /* 0x99 */
+	PR_OTHER, /* any other code >= 0x80 */
+	PR_COUNT
+};
+
+/* "not_authorized", "topic_name_invalid", "packet_too_large",
+ * "quota_exceeded", "payload_format_invalid", "other" */
+const char *pub_refusal_name(int r);
+
 /* MQTT 5 properties (dropped for 3.1.1). Strings are copied. */
 struct out_props {
 	const char *content_type; /* e.g. "application/json"; NULL: none */

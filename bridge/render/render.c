@@ -399,7 +399,7 @@ w_per_class(struct jsonw *w, const char *k, const uint64_t *v)
 	jsonw_obj_end(w);
 }
 
-/* The adapters' part: published, queue, dropped, reconnects. */
+/* The adapters' part: published, queue, dropped, refused. */
 static void
 w_health_io(struct jsonw *w, const struct engine_health_io *h)
 {
@@ -410,6 +410,12 @@ w_health_io(struct jsonw *w, const struct engine_health_io *h)
 	jsonw_kint(w, "bytes", h ? (int64_t) h->queue_bytes : 0);
 	jsonw_obj_end(w);
 	w_per_class(w, "dropped", h ? h->dropped : NULL);
+	jsonw_key(w, "refused");
+	jsonw_obj_begin(w);
+	for (int i = 0; i < PR_COUNT; i++)
+		jsonw_kint(
+		    w, pub_refusal_name(i), h ? (int64_t) h->refused[i] : 0);
+	jsonw_obj_end(w);
 }
 
 int

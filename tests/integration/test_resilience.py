@@ -914,3 +914,43 @@ def test_orphaned_socket_is_detected_and_replaced(broker, sim, collector, make_b
     pid2 = sim.submit(client_id=bridge.client_id, steps=3, step_ms=10)["prompt_id"]
     collector.wait_for(lambda _m: finished(collector, pid2, since), timeout=TERMINAL_WAIT)
     common_checks(collector, bridge)
+
+
+# --------------------------------------------------------------------------
+# a broker's maximum packet (issue 16 item 1)
+
+
+@pytest.mark.parametrize("max_packet", [None, "2048"])
+def test_mqtt311_oversize_message_does_not_stop_delivery(max_packet, tmp_path, procs, sim, make_collector,
+                                                        make_bridge):
+    """A 3.1.1 broker with max_packet_size 2048 drops the connection of a
+    client that sends more; a prompt whose execution_error carries 6 kB used
+    to make the bridge resend it after every reconnect, for ever, so no
+    later completion arrived. With --mqtt-max-packet what does not fit is
+    dropped before it leaves; without it, the message the broker keeps
+    dropping the link for is dropped as poison. Either way the next prompt's
+    completion arrives, and what was dropped is counted."""
+    broker = procs.add(harness.Broker(str(tmp_path / "broker"), extra_conf=["max_packet_size 2048"])).start()
+    col = make_collector(broker.port)
+    args = ["--mqtt-protocol", "3.1.1", "--health-interval", "1"]
+    if max_packet:
+        args += ["--mqtt-max-packet", max_packet]
+    bridge = make_bridge(sim.url, broker.url, extra_args=args)
+    bridge.wait_connected(col, sim)
+    body = {"prompt": harness.default_workflow(), "client_id": bridge.client_id,
+            "extra_data": {"sim": {"outcome": "error", "steps": 1, "step_ms": 10, "error_message": "x" * 6000}}}
+    p1 = sim.req("POST", "/prompt", body)["prompt_id"]
+    time.sleep(1.0)
+    p2 = sim.submit(client_id=bridge.client_id, steps=1, step_ms=10)["prompt_id"]
+    got = col.wait_for(lambda ms: completions(col, p2), timeout=30)
+    problems = []
+    if not got:
+        problems.append("the next prompt's completion never arrived")
+    # the oversize messages are dropped (by the link, or by the engine
+    # when they do not fit the known maximum packet) and counted
+    health = col.wait_for(lambda ms: [o for m, o in col.json_messages(BASE + "/bridge/health")
+                                      if o["dropped"]["critical"] > 0], timeout=10)
+    if not health:
+        problems.append("bridge/health never counted the dropped critical messages")
+    assert not problems, "\n  ".join(problems) + bridge.context()
+    assert bridge.alive(), "bridge exited%s" % bridge.context()

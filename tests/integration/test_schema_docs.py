@@ -266,10 +266,13 @@ INFO = {"v": 1, "version": "0.1.0", "instance": "gpu1", "prefix": "comfyui", "co
         **META}
 REASONS = ["empty", "invalid_json", "invalid_utf8", "too_deep", "too_many_tokens", "not_object", "missing_type",
            "bad_field", "too_large", "truncated_binary", "unknown_binary_type", "bad_image_format"]
+REFUSALS = ["not_authorized", "topic_name_invalid", "packet_too_large", "quota_exceeded",
+            "payload_format_invalid", "other"]
 HEALTH = {"v": 1, "uptime_s": 120, "comfyui_connected": True, "mqtt_connected": True,
           "frames": {"text": 53, "binary": 0},
           "published": {"critical": 3, "lifecycle": 20, "progress": 30, "preview": 0},
           "queue": {"depth": 0, "bytes": 0}, "dropped": {"critical": 0, "lifecycle": 0, "progress": 0, "preview": 0},
+          "refused": {r: 0 for r in REFUSALS},
           "rejected": {r: 0 for r in REASONS}, "reconnects": {"comfyui": 0, "mqtt": 0}, "resyncs": 1,
           "recovered_from_history": 0, "lost": 0, "last_frame_age_s": 1.5, **META}
 

@@ -262,6 +262,7 @@ struct link_opts {
 	const char *will_topic;
 	bool tls; /* with the system's CAs unless ca is set */
 	const char *ca, *cert, *key; /* --tls-ca, --tls-cert, --tls-key */
+	uint32_t max_packet; /* --mqtt-max-packet */
 };
 
 static struct drv *
@@ -284,6 +285,7 @@ drv_start(const struct link_opts *o)
 		.window = o->window,
 		.queue_max_messages = o->queue_max ? o->queue_max : 100000,
 		.queue_max_bytes = 64 * 1024 * 1024,
+		.max_packet = o->max_packet,
 	};
 	struct mqtt_link_cb cb = { .on_connected = drv_on_connected,
 		.on_disconnected = drv_on_disconnected };
@@ -344,6 +346,38 @@ make_offline_session(int port, const char *id, const char *topic)
 		usleep(10000);
 	CHECK(sub_subscribed(s));
 	sub_stop(s);
+}
+
+/* ---- the link's log lines (stderr) ----------------------------------- */
+
+struct capture {
+	char path[32];
+	int fd, saved;
+	char text[16384];
+};
+
+static void
+capture_start(struct capture *c)
+{
+	snprintf(c->path, sizeof(c->path), "/tmp/c2m-log-XXXXXX");
+	c->fd = mkstemp(c->path);
+	c->saved = dup(2);
+	fflush(stderr);
+	dup2(c->fd, 2);
+}
+
+/* Restores stderr and returns what was written meanwhile. */
+static const char *
+capture_end(struct capture *c)
+{
+	fflush(stderr);
+	dup2(c->saved, 2);
+	close(c->saved);
+	ssize_t n = pread(c->fd, c->text, sizeof(c->text) - 1, 0);
+	c->text[n > 0 ? n : 0] = '\0';
+	close(c->fd);
+	unlink(c->path);
+	return c->text;
 }
 
 /* ---- scenarios ------------------------------------------------------- */
@@ -620,7 +654,9 @@ route_fn(void *ud, const char *topic, const void *payload, size_t len)
 /* Subscriptions route by topic filter: each message goes to the filter
  * it matches (wildcards included), subscribed before or after the
  * connect, and again after a broker restart. (The filters do not overlap:
- * mosquitto sends a message once per matching subscription.) */
+ * mosquitto sends a message once per matching subscription.) With MQTT 5
+ * what the link publishes itself does not come back (no local); another
+ * client's messages do. */
 static void
 test_subscriptions_route_by_filter(void)
 {
@@ -637,9 +673,17 @@ test_subscriptions_route_by_filter(void)
 	CHECK(PUMP_UNTIL(d, stats(d).connected, 5000));
 	CHECK_INT(mqtt_link_subscribe(d->link, "t12/#", route_fn, &rc), 0);
 	pump(d, 200); /* the SUBSCRIBEs are answered */
-	CHECK_INT(publish_seq(d, "t11/a/x", MSG_CRITICAL, 1, 1), BR_OK);
-	CHECK_INT(publish_seq(d, "t11/b", MSG_CRITICAL, 1, 2), BR_OK);
-	CHECK_INT(publish_seq(d, "t12/c", MSG_CRITICAL, 1, 3), BR_OK);
+	/* its own publication is not read back */
+	CHECK_INT(publish_seq(d, "t12/own", MSG_CRITICAL, 1, 9), BR_OK);
+	struct link_opts po = {
+		.port = broker_port(b), .protocol = 5, .id = "link-routes-pub"
+	};
+	struct drv *p = drv_start(&po);
+	CHECK(PUMP_UNTIL(p, stats(p).connected, 5000));
+	CHECK_INT(publish_seq(p, "t11/a/x", MSG_CRITICAL, 1, 1), BR_OK);
+	CHECK_INT(publish_seq(p, "t11/b", MSG_CRITICAL, 1, 2), BR_OK);
+	CHECK_INT(publish_seq(p, "t12/c", MSG_CRITICAL, 1, 3), BR_OK);
+	pump(p, 300);
 	CHECK(PUMP_UNTIL(d, rl.n >= 1 && ra.n >= 1 && rc.n >= 1, 5000));
 	pump(d, 100);
 	CHECK_INT(ra.n, 1);
@@ -653,10 +697,13 @@ test_subscriptions_route_by_filter(void)
 	CHECK(PUMP_UNTIL(d, !stats(d).connected, 5000));
 	CHECK_INT(broker_start(b), 0);
 	CHECK(PUMP_UNTIL(d, stats(d).connected, 10000));
+	CHECK(PUMP_UNTIL(p, stats(p).connected, 10000));
 	pump(d, 200);
-	CHECK_INT(publish_seq(d, "t12/c", MSG_CRITICAL, 1, 4), BR_OK);
+	CHECK_INT(publish_seq(p, "t12/c", MSG_CRITICAL, 1, 4), BR_OK);
+	pump(p, 300);
 	CHECK(PUMP_UNTIL(d, rc.n >= 2, 5000));
 	CHECK_STR(rc.last, "t12/c=00004");
+	drv_stop(p);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -857,6 +904,193 @@ test_mqtt311(void)
 	CHECK_STR(s->msgs[20].payload, "00019");
 	pthread_mutex_unlock(&s->mu);
 	sub_stop(s);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+/* A 3.1.1 broker with max_packet_size 2048 drops the connection of a
+ * client that sends a larger packet, and libmosquitto resends an
+ * unacknowledged message after every reconnect: one 6 kB message used to
+ * loop for ever and nothing after it arrived. With --mqtt-max-packet the
+ * link drops it before it leaves, counts it, and the rest flows. */
+static void
+test_max_packet_311(void)
+{
+	struct broker_opts bo = { .extra_conf = "max_packet_size 2048\n" };
+	struct broker *b = broker_create(&bo);
+	CHECK_INT(broker_start(b), 0);
+	struct sub *s = sub_start(broker_port(b), NULL, 4, "mp/#");
+	struct link_opts lo = { .port = broker_port(b),
+		.protocol = 4,
+		.id = "link-maxpkt",
+		.max_packet = 2048 };
+	struct drv *d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK_INT(mqtt_link_max_packet(d->link), 2048);
+	static char big[6000];
+	memset(big, 'x', sizeof(big));
+	struct out_msg m = { .cls = MSG_CRITICAL,
+		.topic = "mp/prompt/p1/completion",
+		.payload = big,
+		.len = sizeof(big),
+		.qos = 1 };
+	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(publish_seq(d, "mp/seq", MSG_CRITICAL, 1, i), BR_OK);
+	CHECK(
+	    PUMP_UNTIL(d, sub_count(s) >= 5 && stats(d).inflight == 0, 5000));
+	pump(d, 300);
+	check_seq(s, 5);
+	CHECK_STR(d->events, "C");
+	CHECK_INT(stats(d).oversize[MSG_CRITICAL], 1);
+	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 1);
+	CHECK_INT(stats(d).published[MSG_CRITICAL], 5);
+	/* a message that fits still goes */
+	m.len = 1500;
+	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
+	CHECK(PUMP_UNTIL(d, sub_count(s) >= 6, 5000));
+	CHECK_STR(d->events, "C");
+	sub_stop(s);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+/* Without --mqtt-max-packet a 3.1.1 link cannot know the broker's
+ * limit: the broker drops the link right after the oversize message, and
+ * libmosquitto resends it after every reconnect. After three such quick
+ * losses with the same oldest message the link drops it as poison (counted
+ * as dropped) and later messages arrive again. */
+static void
+test_poison_message_dropped(void)
+{
+	struct broker_opts bo = { .extra_conf = "max_packet_size 2048\n" };
+	struct broker *b = broker_create(&bo);
+	CHECK_INT(broker_start(b), 0);
+	struct sub *s = sub_start(broker_port(b), NULL, 4, "pz/#");
+	struct link_opts lo
+	    = { .port = broker_port(b), .protocol = 4, .id = "link-poison" };
+	struct drv *d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	static char big[6000];
+	memset(big, 'x', sizeof(big));
+	struct out_msg m = { .cls = MSG_CRITICAL,
+		.topic = "pz/prompt/p1/completion",
+		.payload = big,
+		.len = sizeof(big),
+		.qos = 1 };
+	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
+	CHECK(PUMP_UNTIL(d, stats(d).dropped[MSG_CRITICAL] >= 1, 20000));
+	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 1);
+	/* its size is the limit from now on: the same again drops at once */
+	CHECK_INT(mqtt_link_max_packet(d->link), 6030 - 1);
+	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
+	CHECK_INT(stats(d).oversize[MSG_CRITICAL], 1);
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(publish_seq(d, "pz/seq", MSG_CRITICAL, 1, i), BR_OK);
+	CHECK(
+	    PUMP_UNTIL(d, sub_count(s) >= 5 && stats(d).inflight == 0, 10000));
+	pump(d, 300);
+	check_seq(s, 5);
+	CHECK(stats(d).connected);
+	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 2);
+	sub_stop(s);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+/* An ACL denial: mosquitto answers the MQTT 5 PUBLISH with PUBACK 0x87
+ * (not authorized). Such a message counts as refused (by reason), not as
+ * published. */
+static void
+test_acl_refusal_counted(void)
+{
+	char acl[] = "/tmp/c2m-acl-XXXXXX";
+	int fd = mkstemp(acl);
+	CHECK(fd >= 0);
+	const char *rules = "topic readwrite ok/#\ntopic readwrite sync/#\n";
+	CHECK(write(fd, rules, strlen(rules)) == (ssize_t) strlen(rules));
+	close(fd);
+	char conf[128];
+	/* mosquitto 2.0.11 drops a client after a denied QoS 1 publish
+	 * when max_queued_messages is 0 (the helper's setting) */
+	snprintf(conf, sizeof(conf), "acl_file %s\nmax_queued_messages 1000\n",
+	    acl);
+	struct broker_opts bo = { .extra_conf = conf };
+	struct broker *b = broker_create(&bo);
+	CHECK_INT(broker_start(b), 0);
+	struct sub *s = sub_start(broker_port(b), NULL, 5, "ok/#");
+	struct link_opts lo
+	    = { .port = broker_port(b), .protocol = 5, .id = "link-acl" };
+	struct drv *d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK_INT(publish_seq(d, "ok/seq", MSG_CRITICAL, 1, 0), BR_OK);
+	CHECK_INT(publish_seq(d, "deny/p1/state", MSG_CRITICAL, 1, 1), BR_OK);
+	CHECK_INT(publish_seq(d, "deny/p2/state", MSG_CRITICAL, 1, 2), BR_OK);
+	CHECK_INT(publish_seq(d, "ok/seq", MSG_CRITICAL, 1, 1), BR_OK);
+	CHECK(
+	    PUMP_UNTIL(d, sub_count(s) >= 2 && stats(d).inflight == 0, 5000));
+	struct mqtt_link_stats st = stats(d);
+	CHECK_INT(st.refused[MSG_CRITICAL], 2);
+	CHECK_INT(st.refused_by[PR_NOT_AUTHORIZED], 2);
+	CHECK_INT(st.refused_by[PR_OTHER], 0);
+	CHECK_INT(st.published[MSG_CRITICAL], 2);
+	CHECK_INT(st.dropped[MSG_CRITICAL], 0);
+	CHECK_STR(d->events, "C");
+	check_seq(s, 2);
+	sub_stop(s);
+	drv_stop(d);
+	broker_destroy(b);
+	unlink(acl);
+}
+
+/* Critical messages (state, completion) dropped by the queue bound are
+ * logged at warn, not only counted in bridge/health. */
+static void
+test_critical_drops_logged(void)
+{
+	struct broker *b = broker_create(NULL);
+	struct link_opts lo = { .port = broker_port(b),
+		.protocol = 5,
+		.id = "link-crit",
+		.queue_max = 10 };
+	struct capture cap;
+	capture_start(&cap);
+	struct drv *d = drv_start(&lo);
+	for (int i = 0; i < 15; i++)
+		CHECK_INT(
+		    publish_seq(d, "cr/prompt/p/state", MSG_CRITICAL, 1, i),
+		    BR_OK);
+	pump(d, 50);
+	const char *text = capture_end(&cap);
+	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 5);
+	CHECK(strstr(text, "WARN  [mqtt] the outgoing queue is full") != NULL);
+	CHECK(strstr(text, "critical messages (state, completion) dropped")
+	    != NULL);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+/* An MQTT 3.1.1 refusal names its CONNACK code's reason in the log: a
+ * broker without anonymous access answers 5, not authorized. */
+static void
+test_mqtt311_refusal_named(void)
+{
+	struct broker_opts bo = { .extra_conf = "allow_anonymous false\n" };
+	struct broker *b = broker_create(&bo);
+	CHECK_INT(broker_start(b), 0);
+	struct capture cap;
+	capture_start(&cap);
+	struct link_opts lo
+	    = { .port = broker_port(b), .protocol = 4, .id = "link-refused" };
+	struct drv *d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connect_failures >= 1, 5000));
+	pump(d, 100);
+	const char *text = capture_end(&cap);
+	CHECK(strstr(text,
+	          "refused the connection: not authorized (CONNACK "
+	          "code 5)")
+	    != NULL);
+	CHECK(!stats(d).connected);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -1195,6 +1429,11 @@ main(void)
 	RUN(test_qos0_lost_in_a_drop_is_counted);
 	RUN(test_v5_properties);
 	RUN(test_mqtt311);
+	RUN(test_max_packet_311);
+	RUN(test_poison_message_dropped);
+	RUN(test_acl_refusal_counted);
+	RUN(test_mqtt311_refusal_named);
+	RUN(test_critical_drops_logged);
 	RUN(test_silent_broker);
 	RUN(test_garbage_broker_keeps_retrying);
 	RUN(test_tls_handshake_failure_keeps_retrying);

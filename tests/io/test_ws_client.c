@@ -500,6 +500,7 @@ test_reconnect_after_kill(void)
 	CHECK(wait_ups(2, 15000));
 	CHECK(wait_lines("RECV 11 ", recv_before + 1, 5000));
 	CHECK_INT(downs, 1);
+	CHECK_INT(ws_client_returns(c), 1);
 	watch(NULL);
 	ws_client_stop(c);
 	CHECK(wait_downs(2, 5000));
@@ -617,6 +618,7 @@ test_upgrade_never_answered(void)
 	/* never accepted, never answered: attempts time out and go on */
 	CHECK(wait_reconnects(3, 15000));
 	CHECK_INT(ups, 0);
+	CHECK_INT(ws_client_returns(c), 0);
 	CHECK(!ws_client_is_up(c));
 
 	/* a real server appears on that port: the client gets there */
@@ -624,6 +626,8 @@ test_upgrade_never_answered(void)
 	peer_kill(&P);
 	CHECK_INT(peer_start(&P, port), 0);
 	CHECK(wait_ups(1, 20000));
+	/* failed first attempts are no reconnect */
+	CHECK_INT(ws_client_returns(c), 0);
 	watch(NULL);
 	ws_client_stop(c);
 	CHECK(wait_downs(1, 5000));

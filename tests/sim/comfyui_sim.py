@@ -1194,6 +1194,8 @@ class Server:
                 self.send_for_prompt(cid, "execution_success", data, False)
         elif outcome == "error":
             data = self.error_data(pid, node_id, prompt, run.executed)
+            if isinstance(run.error_message, str):
+                data["exception_message"] = run.error_message
             rec.messages.append(["execution_error", data])
             self.send_for_prompt(cid, "execution_error", data, False)
         else:
@@ -1232,6 +1234,8 @@ class PromptRun:
         self.steps = int(sim.get("steps", DEFAULT_STEPS))
         self.step_s = float(sim.get("step_ms", server.args.step_ms)) / 1000.0
         self.previews = bool(sim.get("previews", False))
+        # a test's own execution_error message (a large one, say)
+        self.error_message = sim.get("error_message")
         # The last `preview_burst` steps come without a pause, like a fast sampler's end.
         self.burst = int(sim.get("preview_burst", 0))
         self.order = server.run_order(prompt, rec.item[4] if len(rec.item) > 4 else None)

@@ -854,6 +854,7 @@ test_help_lists_everything(void)
 		"mqtt-client-id",
 		"mqtt-protocol",
 		"mqtt-keepalive",
+		"mqtt-max-packet",
 		"tls-ca",
 		"tls-cert",
 		"tls-key",

@@ -1,0 +1,89 @@
+/* A message the broker cannot take (over a maximum packet the bridge did
+ * not know, say) makes it drop the connection; libmosquitto resends every
+ * unacknowledged QoS >= 1 message after each reconnect, so without this
+ * the same message would end the link for ever and nothing after it would
+ * arrive. When the broker drops the link soon after (re)sending, POISON_HITS
+ * times in a row with the same oldest message in flight, that message is
+ * dropped as poison. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+#include "loop.h"
+#include "mqtt_link_int.h"
+
+/* The oldest in-flight QoS >= 1 mid, or 0: libmosquitto numbers mids in
+ * order, so it is the first in use after the latest one, circularly. */
+static int
+oldest_mid(const struct mqtt_link *m)
+{
+	for (int i = 1; i <= MID_SPACE; i++) {
+		int mid = (m->last_mid + i) % MID_SPACE;
+		if (mid != 0 && m->mid_state[mid] == MID_QOS1)
+			return mid;
+	}
+	return 0;
+}
+
+void
+mqtt_poison_on_loss(struct mqtt_link *m)
+{
+	int head = m->f.inflight1 > 0 ? oldest_mid(m) : 0;
+	if (head == 0 || loop_mono_ms() - m->sent_at > POISON_QUICK_MS) {
+		m->poison_mid = 0;
+		m->poison_hits = 0;
+		m->poison_size = 0;
+		return;
+	}
+	if (m->mid_kind[head] != m->poison_kind
+	    || m->mid_size[head] != m->poison_size
+	    || m->mid_sig[head] != m->poison_sig) {
+		m->poison_kind = m->mid_kind[head];
+		m->poison_size = m->mid_size[head];
+		m->poison_sig = m->mid_sig[head];
+		m->poison_hits = 0;
+	}
+	m->poison_mid = head;
+	m->poison_hits++;
+}
+
+bool
+mqtt_poison_reset(struct mqtt_link *m)
+{
+	struct mosquitto *fresh = NULL;
+	if (mqtt_link_new_client(m, &fresh) != BR_OK
+	    || (m->cfg.protocol == 5
+	        && mqtt_setup_connect_props(fresh, &m->cfg)
+	            != MOSQ_ERR_SUCCESS)) {
+		if (fresh != NULL)
+			mosquitto_destroy(fresh);
+		return false; /* tried again at the next attempt */
+	}
+	mosquitto_destroy(m->mosq);
+	m->mosq = fresh;
+	int poison = m->poison_mid;
+	enum msg_class cls = (enum msg_class) m->mid_class[poison];
+	uint8_t kind = m->mid_kind[poison];
+	uint64_t after = 0;
+	for (int mid = 0; mid < MID_SPACE; mid++) {
+		if (m->mid_state[mid] != MID_FREE && mid != poison) {
+			m->f.lost[m->mid_class[mid]]++;
+			after++;
+		}
+		m->mid_state[mid] = MID_FREE;
+	}
+	m->f.inflight0 = m->f.inflight1 = 0;
+	m->f.resend_pending = false;
+	m->poison_mid = 0;
+	m->poison_hits = 0;
+	m->failures = 0; /* the cause is gone: no reason to wait longer */
+	/* most likely over the broker's limit, which MQTT 3.1.1 cannot tell:
+	 * a packet this large is dropped before it leaves from now on */
+	uint32_t size = m->poison_size;
+	if (size > POISON_LEARN_MIN
+	    && (m->learned_max == 0 || size - 1 < m->learned_max))
+		m->learned_max = size - 1;
+	mqtt_guard_poison(&m->guard, cls, kind, POISON_HITS, size, after);
+	return true;
+}
