@@ -76,6 +76,25 @@ set_running(struct engine *e, struct prompt *p, enum prompt_source src)
 	copy_str(e->running_id, sizeof(e->running_id), p->id);
 }
 
+/* Publishes an event the bridge makes itself (no frame carried it), its
+ * data written by render. */
+static void
+emit_made(struct engine *e, const struct prompt *p, const char *type,
+    void (*render)(struct jsonw *, const struct prompt *),
+    enum prompt_source src, int64_t now)
+{
+	char data[PROMPT_ID_MAX * 12 + RENDER_DATA_MAX];
+	struct jsonw w;
+	jsonw_init(&w, data, sizeof(data));
+	render(&w, p);
+	struct envelope ev;
+	envelope_init(&ev, type, now, src);
+	envelope_for(&ev, p);
+	ev.data_raw = w.buf;
+	ev.data_raw_len = w.len;
+	emit_envelope(e, &ev);
+}
+
 void
 lc_ensure_queued(
     struct engine *e, struct prompt *p, enum prompt_source src, int64_t now)
@@ -85,16 +104,7 @@ lc_ensure_queued(
 	p->queued_sent = true;
 	if (!p->queued_at)
 		p->queued_at = now;
-	char data[PROMPT_ID_MAX * 12 + RENDER_DATA_MAX];
-	struct jsonw w;
-	jsonw_init(&w, data, sizeof(data));
-	render_queued_data(&w, p);
-	struct envelope ev;
-	envelope_init(&ev, "queued", now, src);
-	envelope_for(&ev, p);
-	ev.data_raw = w.buf;
-	ev.data_raw_len = w.len;
-	emit_envelope(e, &ev);
+	emit_made(e, p, "queued", render_queued_data, src, now);
 	console_queued(&e->console, p->id);
 }
 
@@ -108,16 +118,7 @@ lc_derive_start(struct engine *e, struct prompt *p, enum prompt_source src,
 	p->start_sent = true;
 	p->started_at = started_at > 0 ? started_at : now;
 	order_times(p);
-	char data[PROMPT_ID_MAX * 12 + RENDER_DATA_MAX];
-	struct jsonw w;
-	jsonw_init(&w, data, sizeof(data));
-	render_start_data(&w, p);
-	struct envelope ev;
-	envelope_init(&ev, "execution_start", now, src);
-	envelope_for(&ev, p);
-	ev.data_raw = w.buf;
-	ev.data_raw_len = w.len;
-	emit_envelope(e, &ev);
+	emit_made(e, p, "execution_start", render_start_data, src, now);
 	if (!p->terminal_sent)
 		set_running(e, p, src);
 }
