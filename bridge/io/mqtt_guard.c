@@ -116,7 +116,7 @@ mqtt_guard_oversize(struct mqtt_guard *g, const struct out_msg *msg,
 
 void
 mqtt_guard_poison(struct mqtt_guard *g, enum msg_class cls, uint8_t kind,
-    unsigned hits, uint32_t size, uint64_t after)
+    unsigned hits, uint32_t size, uint64_t after, bool learned)
 {
 	g->poison[cls]++;
 	if (kind >= GUARD_KINDS)
@@ -124,11 +124,13 @@ mqtt_guard_poison(struct mqtt_guard *g, enum msg_class cls, uint8_t kind,
 	ratelog_msg(&g->over_log[kind], LOG_LVL_WARN, "mqtt",
 	    "the broker dropped the connection right after the same %s "
 	    "message (%s topic, %u bytes) %u times: dropped it as "
-	    "undeliverable, and %llu sent after it; larger packets are "
-	    "dropped from now on (set --mqtt-max-packet to the broker's "
-	    "max_packet_size); further ones of this kind are only counted",
+	    "undeliverable, and %llu sent after it%s; further ones of this "
+	    "kind are only counted",
 	    msg_class_name(cls), g->kinds[kind][0] ? g->kinds[kind] : "other",
-	    (unsigned) size, hits, (unsigned long long) after);
+	    (unsigned) size, hits, (unsigned long long) after,
+	    learned ? "; packets this large are dropped from now on (set "
+	              "--mqtt-max-packet to the broker's max_packet_size)"
+	            : "");
 }
 
 static enum pub_refusal

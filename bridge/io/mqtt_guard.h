@@ -60,7 +60,7 @@ void mqtt_guard_oversize(struct mqtt_guard *g, const struct out_msg *msg,
  * broker dropped the link right after it hits times in a row), with after
  * more messages that were in flight behind it: counts and logs it. */
 void mqtt_guard_poison(struct mqtt_guard *g, enum msg_class cls, uint8_t kind,
-    unsigned hits, uint32_t size, uint64_t after);
+    unsigned hits, uint32_t size, uint64_t after, bool learned);
 
 /* The broker answered a message of class cls and kind with reason
  * (>= 0x80): counts and logs it. */

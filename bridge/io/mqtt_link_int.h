@@ -99,7 +99,7 @@ struct mqtt_link {
 	 * (re)sent, POISON_HITS times in a row (mqtt_poison.c). */
 	int64_t sent_at; /* latest hand-over or resend (CONNACK), mono ms */
 	int last_mid; /* latest handed-over mid */
-	int poison_mid; /* oldest in flight at the latest quick loss */
+	int poison_mid; /* the suspect at the latest quick loss */
 	/* that message's kind, size and signature: a retained topic
 	 * republished after a reconnect is the same message under a new mid */
 	uint8_t poison_kind;
@@ -110,7 +110,7 @@ struct mqtt_link {
 	uint32_t learned_max;
 };
 
-#define POISON_HITS      3 /* quick losses with the same oldest message */
+#define POISON_HITS      3 /* quick losses with the same suspect */
 #define POISON_QUICK_MS  2000 /* a loss this soon after sending is quick */
 #define POISON_SIG_BYTES 128 /* of the payload, in its signature */
 /* a poison smaller than this says nothing about the broker's limit */
@@ -121,7 +121,7 @@ struct mqtt_link {
 int mqtt_link_new_client(struct mqtt_link *m, struct mosquitto **out);
 
 /* At a loss after an accepted CONNACK (inside libmosquitto's loop):
- * counts a quick loss with the same oldest in-flight message. */
+ * counts a quick loss with the same suspect in flight. */
 void mqtt_poison_on_loss(struct mqtt_link *m);
 /* Between attempts, once poison_hits reached POISON_HITS: replaces the
  * libmosquitto client (the only way to make it forget a message it

@@ -3,8 +3,12 @@
  * unacknowledged QoS >= 1 message after each reconnect, so without this
  * the same message would end the link for ever and nothing after it would
  * arrive. When the broker drops the link soon after (re)sending, POISON_HITS
- * times in a row with the same oldest message in flight, that message is
- * dropped as poison. */
+ * times in a row with the same suspect in flight, that message is dropped
+ * as poison. The suspect is the largest message in flight (the oldest of
+ * the largest): the messages sent just before the poison are still
+ * unacknowledged when the broker cuts the link, so the oldest one is
+ * usually innocent, while a packet over the broker's limit is the
+ * largest. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,23 +17,26 @@
 #include "loop.h"
 #include "mqtt_link_int.h"
 
-/* The oldest in-flight QoS >= 1 mid, or 0: libmosquitto numbers mids in
- * order, so it is the first in use after the latest one, circularly. */
+/* The largest in-flight QoS >= 1 mid (the oldest of equals), or 0:
+ * libmosquitto numbers mids in order, so the scan starts after the latest
+ * one, circularly. */
 static int
-oldest_mid(const struct mqtt_link *m)
+suspect_mid(const struct mqtt_link *m)
 {
+	int best = 0;
 	for (int i = 1; i <= MID_SPACE; i++) {
 		int mid = (m->last_mid + i) % MID_SPACE;
-		if (mid != 0 && m->mid_state[mid] == MID_QOS1)
-			return mid;
+		if (mid != 0 && m->mid_state[mid] == MID_QOS1
+		    && (best == 0 || m->mid_size[mid] > m->mid_size[best]))
+			best = mid;
 	}
-	return 0;
+	return best;
 }
 
 void
 mqtt_poison_on_loss(struct mqtt_link *m)
 {
-	int head = m->f.inflight1 > 0 ? oldest_mid(m) : 0;
+	int head = m->f.inflight1 > 0 ? suspect_mid(m) : 0;
 	if (head == 0 || loop_mono_ms() - m->sent_at > POISON_QUICK_MS) {
 		m->poison_mid = 0;
 		m->poison_hits = 0;
@@ -81,9 +88,10 @@ mqtt_poison_reset(struct mqtt_link *m)
 	/* most likely over the broker's limit, which MQTT 3.1.1 cannot tell:
 	 * a packet this large is dropped before it leaves from now on */
 	uint32_t size = m->poison_size;
-	if (size > POISON_LEARN_MIN
-	    && (m->learned_max == 0 || size - 1 < m->learned_max))
+	bool learned = size > POISON_LEARN_MIN;
+	if (learned && (m->learned_max == 0 || size - 1 < m->learned_max))
 		m->learned_max = size - 1;
-	mqtt_guard_poison(&m->guard, cls, kind, POISON_HITS, size, after);
+	mqtt_guard_poison(
+	    &m->guard, cls, kind, POISON_HITS, size, after, learned);
 	return true;
 }
