@@ -34,6 +34,12 @@ struct bench_counter {
 	atomic_int_fast64_t last_ns;
 };
 
+void bench_sleep_us(long us);
+/* Waits until c counts target events; false when the count stalls for
+ * stall_s seconds first. */
+bool bench_wait_events(
+    const struct bench_counter *c, uint64_t target, int stall_s);
+
 /* ---- the frame mix (bench_mix.c) ---------------------------------- */
 
 struct bench_frame {

@@ -260,7 +260,7 @@ reap_one(struct group *g, int64_t deadline)
 	pid_t w;
 	while ((w = wait4(g->pid, &st, WNOHANG, &g->ru)) == 0
 	    && bench_now_ns() < deadline)
-		peers_sleep_us(2000);
+		bench_sleep_us(2000);
 	if (w == 0) {
 		kill(g->pid, SIGKILL);
 		w = wait4(g->pid, &st, 0, &g->ru);
@@ -346,7 +346,7 @@ start(struct direct *d)
 	for (size_t k = 0; k < d->n; k++)
 		if (!spawn_group(&d->g[k]))
 			return -1;
-	peers_sleep_us(1000000);
+	bench_sleep_us(1000000);
 	for (size_t k = 0; k < d->n; k++)
 		if (waitpid(d->g[k].pid, NULL, WNOHANG) != 0) {
 			fprintf(stderr,
@@ -374,7 +374,7 @@ peers_direct_row(
 	bool ok = prepare(o, one_topic, &d, r);
 	int64_t t0 = ok ? start(&d) : -1;
 	if (t0 >= 0) {
-		ok = peers_wait_count(
+		ok = bench_wait_events(
 		    &peers_sub.all, all0 + r->msgs_expected, o->stall_s);
 		r->secs = (double) (atomic_load(&peers_sub.all.last_ns) - t0)
 		    / 1e9;

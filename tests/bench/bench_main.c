@@ -51,13 +51,6 @@ struct phase {
 static struct bench_sub sub;
 
 static void
-sleep_us(long us)
-{
-	struct timespec t = { us / 1000000, (us % 1000000) * 1000 };
-	nanosleep(&t, NULL);
-}
-
-static void
 sleep_until(int64_t mono_ns)
 {
 	struct timespec t = { mono_ns / 1000000000, mono_ns % 1000000000 };
@@ -78,21 +71,9 @@ static bool
 wait_window(const struct bench_counter *c, uint64_t ev0, uint64_t sent,
     uint64_t batch, uint64_t window, int stall_s)
 {
-	uint64_t last = events_now(c);
-	int64_t last_change = bench_now_ns();
-	for (;;) {
-		uint64_t got = events_now(c);
-		if (sent + batch <= got - ev0 + window)
-			return true;
-		if (got != last) {
-			last = got;
-			last_change = bench_now_ns();
-		} else if (bench_now_ns() - last_change
-		    > (int64_t) stall_s * 1000000000) {
-			return false;
-		}
-		sleep_us(100);
-	}
+	if (sent + batch <= window)
+		return true;
+	return bench_wait_events(c, ev0 + sent + batch - window, stall_s);
 }
 
 /* Waits for all expected events; fills got and the end time. */
@@ -274,7 +255,7 @@ stop_bridge(pid_t pid)
 	for (int i = 0; i < 100; i++) {
 		if (waitpid(pid, NULL, WNOHANG) == pid)
 			return;
-		sleep_us(50000);
+		bench_sleep_us(50000);
 	}
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
@@ -433,7 +414,7 @@ floor_throughput(const struct opts *o, struct bench_mix *mix, unsigned tag,
 	/* the hello (status, feature_flags) must be in before counting */
 	struct bench_counter *c = ok ? bench_wsfloor_counter(fl) : NULL;
 	for (int i = 0; ok && i < 2000 && events_now(c) < 2; i++)
-		sleep_us(10000);
+		bench_sleep_us(10000);
 	ok = ok && events_now(c) >= 2 && bench_wsfloor_up(fl);
 	if (ok) {
 		int64_t cpu0 = bench_wsfloor_cpu_ns(fl);
@@ -600,7 +581,7 @@ main(int argc, char **argv)
 	bool ok = bench_ws_wait_client(ws, 20000);
 	for (int i = 0; ok && i < 2000 && atomic_load(&sub.hello_seen) == 0;
 	     i++)
-		sleep_us(10000);
+		bench_sleep_us(10000);
 	if (!ok || atomic_load(&sub.hello_seen) == 0) {
 		fprintf(stderr, "bench: the bridge never delivered hello\n");
 		stop_bridge(pid);

@@ -20,6 +20,33 @@ bench_now_ns(void)
 	return (int64_t) t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+void
+bench_sleep_us(long us)
+{
+	struct timespec t = { us / 1000000, (us % 1000000) * 1000 };
+	nanosleep(&t, NULL);
+}
+
+bool
+bench_wait_events(const struct bench_counter *c, uint64_t target, int stall_s)
+{
+	uint64_t last = atomic_load(&c->events);
+	int64_t last_change = bench_now_ns();
+	for (;;) {
+		uint64_t got = atomic_load(&c->events);
+		if (got >= target)
+			return true;
+		if (got != last) {
+			last = got;
+			last_change = bench_now_ns();
+		} else if (bench_now_ns() - last_change
+		    > (int64_t) stall_s * 1000000000) {
+			return false;
+		}
+		bench_sleep_us(100);
+	}
+}
+
 int64_t
 bench_cpu_ns(clockid_t clk)
 {

@@ -29,40 +29,13 @@ char peers_capture_id[BENCH_ID_LEN + 1];
 static const char *const lifecycle_types[] = { "execution_start",
 	"execution_success", "execution_error", "execution_interrupted" };
 
-void
-peers_sleep_us(long us)
-{
-	struct timespec t = { us / 1000000, (us % 1000000) * 1000 };
-	nanosleep(&t, NULL);
-}
-
-bool
-peers_wait_count(const struct bench_counter *c, uint64_t target, int stall_s)
-{
-	uint64_t last = atomic_load(&c->events);
-	int64_t last_change = bench_now_ns();
-	for (;;) {
-		uint64_t got = atomic_load(&c->events);
-		if (got >= target)
-			return true;
-		if (got != last) {
-			last = got;
-			last_change = bench_now_ns();
-		} else if (bench_now_ns() - last_change
-		    > (int64_t) stall_s * 1000000000) {
-			return false;
-		}
-		peers_sleep_us(100);
-	}
-}
-
 /* Waits until c has not moved for quiet_ms (the tail of a row). */
 static void
 wait_quiet(const struct bench_counter *c, int quiet_ms)
 {
 	uint64_t last = atomic_load(&c->events);
 	for (;;) {
-		peers_sleep_us((long) quiet_ms * 1000);
+		bench_sleep_us((long) quiet_ms * 1000);
 		uint64_t now = atomic_load(&c->events);
 		if (now == last)
 			return;
@@ -122,7 +95,7 @@ peers_stop(pid_t pid)
 	for (int i = 0; i < 100; i++) {
 		if (waitpid(pid, NULL, WNOHANG) == pid)
 			return;
-		peers_sleep_us(50000);
+		bench_sleep_us(50000);
 	}
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
@@ -166,7 +139,7 @@ warm_up(struct bench_ws *ws, struct bench_mix *mix, unsigned tag, uint64_t n,
 			bench_sub_capture(&peers_sub, id);
 		bench_patch_ids(mix->block, mix->id_offs, mix->n_ids, id);
 		if (!bench_ws_write(ws, mix->block, mix->block_len)
-		    || !peers_wait_count(&peers_sub.count,
+		    || !bench_wait_events(&peers_sub.count,
 		        ev0 + (k + 1) * mix->n_frames, stall_s))
 			return false;
 	}
@@ -202,7 +175,7 @@ blast(const struct peers_opts *o, struct bench_ws *ws, struct bench_mix *mix,
 	uint64_t lpp = mix_lifecycle(mix), wp = o->window / mix->n_frames;
 	for (uint64_t k = 0; k < o->prompts; k++) {
 		if (o->window > 0 && k >= wp
-		    && !peers_wait_count(&peers_sub.lifecycle,
+		    && !bench_wait_events(&peers_sub.lifecycle,
 		        lc0 + (k - wp) * lpp, o->stall_s))
 			break;
 		bench_prompt_id(id, tag, k);
@@ -210,7 +183,7 @@ blast(const struct peers_opts *o, struct bench_ws *ws, struct bench_mix *mix,
 		if (!bench_ws_write(ws, mix->block, mix->block_len))
 			break;
 	}
-	peers_wait_count(
+	bench_wait_events(
 	    &peers_sub.lifecycle, lc0 + r->lifecycle_expected, o->stall_s);
 	int64_t end = atomic_load(&peers_sub.lifecycle.last_ns);
 	peers_proc_sample(pid, &p1);
@@ -235,7 +208,7 @@ health_published(void)
 {
 	uint64_t n0 = atomic_load(&peers_sub.health_n);
 	for (int i = 0; i < 300 && atomic_load(&peers_sub.health_n) == n0; i++)
-		peers_sleep_us(10000);
+		bench_sleep_us(10000);
 	long long v = -1;
 	pthread_mutex_lock(&peers_sub.cap_mu);
 	const char *p = strstr(peers_sub.health, "\"published\":{");
@@ -282,7 +255,7 @@ peer_row(const struct peers_opts *o, struct bench_mix *mix, char *const tmpl[],
 	for (int i = 0;
 	     ok && i < 2000 && atomic_load(&peers_sub.hello_seen) == hello0;
 	     i++)
-		peers_sleep_us(10000);
+		bench_sleep_us(10000);
 	ok = ok && atomic_load(&peers_sub.hello_seen) != hello0;
 	if (!ok)
 		fprintf(stderr, "bench: %s never relayed hello\n", argv[0]);

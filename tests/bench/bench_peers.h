@@ -57,10 +57,6 @@ extern struct bench_sub peers_sub;
 /* the prompt captured from comfy2mqtt during its warm-up ("" if none) */
 extern char peers_capture_id[BENCH_ID_LEN + 1];
 
-void peers_sleep_us(long us);
-/* Waits until c counts target; false when it stalls for stall_s. */
-bool peers_wait_count(
-    const struct bench_counter *c, uint64_t target, int stall_s);
 bool peers_proc_sample(pid_t pid, struct peers_proc *s);
 /* posix_spawnp with this environment; -1 on failure (logged). */
 pid_t peers_spawn(char *const argv[], const posix_spawn_file_actions_t *fa);

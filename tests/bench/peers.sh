@@ -60,42 +60,14 @@ else
 fi
 
 work=$(mktemp -d /tmp/c2m-peers.XXXXXX)
-broker_pid=
-stop_broker() {
-	if [ -n "$broker_pid" ]; then
-		kill "$broker_pid" 2>/dev/null
-		wait "$broker_pid" 2>/dev/null
-		broker_pid=
-	fi
-}
+. "$here/broker.sh"
 trap 'stop_broker; rm -rf "$work"' EXIT
 
-# $1 = extra configuration lines. "tuned": no receive maximum, no queue
+# The two broker configurations. "tuned": no receive maximum, no queue
 # limit, no Nagle delay (as run.sh); "default": mosquitto's defaults
 # (a receive maximum of 20) but for the queue limit, which would drop
 # messages on the way to the benchmark's own subscriber when it falls
 # behind, i.e. measure the subscriber (README).
-start_broker() {
-	local port
-	for _ in 1 2 3 4 5 6 7 8 9 10; do
-		port=$((20000 + (RANDOM % 30000)))
-		printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n%s\n' \
-			"$port" "$1" >"$work/mosquitto.conf"
-		mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-		broker_pid=$!
-		for _ in $(seq 50); do
-			kill -0 "$broker_pid" 2>/dev/null || break
-			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-				broker_port=$port
-				return 0
-			fi
-			sleep 0.1
-		done
-		stop_broker
-	done
-	echo "peers.sh: cannot start mosquitto" >&2
-	return 1
-}
 tuned='set_tcp_nodelay true
 max_queued_messages 0
 max_queued_bytes 0

@@ -51,14 +51,7 @@ for f in "$bridge" "$driver" "$shim" "$trace" "$core"; do
 done
 
 work=$(mktemp -d /tmp/c2m-bench.XXXXXX)
-broker_pid=
-stop_broker() {
-	if [ -n "$broker_pid" ]; then
-		kill "$broker_pid" 2>/dev/null
-		wait "$broker_pid" 2>/dev/null
-		broker_pid=
-	fi
-}
+. "$(dirname "$0")/broker.sh"
 trap 'stop_broker; rm -rf "$work"' EXIT
 
 # A fresh broker per repetition (retained state of earlier runs would
@@ -68,42 +61,17 @@ trap 'stop_broker; rm -rf "$work"' EXIT
 # benchmark checks every event arrived). max_inflight_messages: 0 (no
 # receive maximum announced) unless --broker-inflight; mosquitto's own
 # default is 20, which MQTT 5 clients see as a receive maximum of 20.
-start_broker() {
-	local try port
-	for try in 1 2 3 4 5 6 7 8 9 10; do
-		port=$((20000 + (RANDOM % 30000)))
-		cat >"$work/mosquitto.conf" <<-CONF
-		listener $port 127.0.0.1
-		allow_anonymous true
-		persistence false
-		set_tcp_nodelay true
-		max_queued_messages 0
-		max_queued_bytes 0
-		max_inflight_messages $broker_inflight
-		CONF
-		mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-		broker_pid=$!
-		local i
-		for i in $(seq 50); do
-			if ! kill -0 "$broker_pid" 2>/dev/null; then
-				break
-			fi
-			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-				broker_port=$port
-				return 0
-			fi
-			sleep 0.1
-		done
-		stop_broker
-	done
-	echo "run.sh: cannot start mosquitto" >&2
-	return 1
+tuned_broker() {
+	start_broker "set_tcp_nodelay true
+max_queued_messages 0
+max_queued_bytes 0
+max_inflight_messages $broker_inflight"
 }
 
 failed=0
 : >"$work/results"
 for rep in $(seq "$reps"); do
-	start_broker || exit 1
+	tuned_broker || exit 1
 	# the raw writer does no flow control: not against a receive maximum
 	raw_arg=()
 	[ "$broker_inflight" = 0 ] || raw_arg=(--no-raw)
