@@ -2,9 +2,8 @@
 simulator and a real mosquitto: with MQTT 3.1.1 every retained state is
 cleared when --state-ttl passes, in the run that published it and in the
 next one; a /history answer that ignores max_items (10,000 entries) finishes
-no prompt twice. (That a batch of more than 1,024 pending prompts gets one
-queued event each, the engine's unit tests show: the simulator serves a
-queue that long too slowly for a test.)"""
+no prompt twice; a batch of more than 1,024 pending prompts gets one queued
+event each."""
 
 import json
 import time
@@ -92,3 +91,46 @@ def test_history_ignoring_max_items_finishes_each_prompt_once(broker, make_sim, 
     done = [m.json()["prompt_id"] for m in collector.messages(BASE + "/completion", mark)]
     assert sorted(done) == sorted(ids), "%d completions for %d prompts (%r...)%s" % (
         len(done), len(ids), done[:3], bridge.context())
+
+
+def test_batch_past_the_table_is_queued_once(broker, make_sim, collector, make_bridge):
+    """1,100 pending prompts (past the first table of 1,024) and a running one,
+    listed by four /queue polls: one queued event and one state each; the
+    running one is never evicted, so its end is its one terminal."""
+    sim = make_sim()
+    bridge = make_bridge(sim.url, broker.url)
+    bridge.wait_connected(collector, sim)
+    mark = collector.mark()
+    running = "run-" + str(uuid.uuid4())
+    pending = ["pend-%04d-%s" % (i, uuid.uuid4()) for i in range(1100)]
+    extra = {"client_id": "someone-else"}
+    sim.req("POST", "/_sim/queue", {"running": [[0, running, {}, extra, []]],
+                                    "pending": [[i + 1, pid, {}, extra, []] for i, pid in enumerate(pending)]})
+    for _ in range(4):
+        reads = sim.req("GET", "/_sim/state?history=count")["queue_reads"]
+        sim.req("POST", "/_sim/status")  # a status frame: the bridge reads /queue again
+        polled = harness.wait_until(
+            lambda: sim.req("GET", "/_sim/state?history=count")["queue_reads"] > reads, 15, interval=0.1)
+        assert polled, "no /queue poll after a status frame%s" % bridge.context()
+        harness.wait_until(lambda: len(collector.messages(BASE + "/prompt/*/event/queued", mark)) >= 1101, 15,
+                           interval=0.2)
+    collector.wait_quiet(1.0, timeout=15)
+    queued = [m.topic.split("/")[-3] for m in collector.messages(BASE + "/prompt/*/event/queued", mark)]
+    assert len(queued) == 1101 and len(set(queued)) == 1101, "%d queued events for %d prompts%s%s" % (
+        len(queued), len(set(queued)), collector.dump(since=mark, limit=5), bridge.context())
+    states = [m.topic.split("/")[-2] for m in collector.messages(BASE + "/prompt/*/state", mark)]
+    pending_states = [pid for pid in states if pid != running]
+    assert sorted(pending_states) == sorted(pending), "%d states for %d pending prompts%s" % (
+        len(pending_states), len(pending), bridge.context())
+
+    # the running prompt ends: one terminal, no second queued
+    sim.req("POST", "/_sim/queue", {"running": [], "pending": []})
+    sim.req("POST", "/_sim/history", {"prompt_id": running, "entry": {
+        "prompt": [0, running, {}, extra, []], "outputs": {},
+        "status": {"status_str": "success", "completed": True, "messages": []}, "meta": {}}})
+    sim.req("POST", "/_sim/status")
+    done = harness.wait_until(lambda: any(m.json()["prompt_id"] == running
+                                          for m in collector.messages(BASE + "/completion", mark)), 20, interval=0.2)
+    assert done, "the running prompt never completed%s" % bridge.context()
+    again = collector.messages(BASE + "/prompt/%s/event/queued" % running, mark)
+    assert len(again) == 1, "%d queued events for the running prompt" % len(again)

@@ -644,6 +644,7 @@ class Server:
         self.serials = itertools.count(1)
         self.connects = 0
         self.unauthorized = 0  # requests refused by --require-header
+        self.queue_reads = 0  # GET /queue answers, for tests that count polls
         self.outbox: asyncio.Queue = asyncio.Queue()
         # Prompt queue and history.
         self.pending: List[PendingEntry] = []
@@ -1626,6 +1627,7 @@ class Routes:
         return reply({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
     async def get_queue(self, request: web.Request) -> web.Response:
+        self.s.queue_reads += 1
         return reply({"queue_running": [r.item for r in self.s.running],
                       "queue_pending": [e.item for e in self.s.pending]})
 
@@ -1887,7 +1889,8 @@ class Routes:
                       "running": [r.prompt_id for r in s.running],
                       "pending": [e.item[1] for e in sorted(s.pending)],
                       "history": history, "history_count": len(s.history),
-                      "number": s.number, "interrupts": s.interrupts, "frees": s.frees})
+                      "number": s.number, "interrupts": s.interrupts, "frees": s.frees,
+                      "queue_reads": s.queue_reads})
 
     async def sim_history(self, request: web.Request) -> web.Response:
         try:
