@@ -7,26 +7,37 @@
 #include "err.h"
 
 int
-buf_reserve(struct buf *b, size_t n)
+buf_reserve_max(struct buf *b, size_t n, size_t max)
 {
-	if (n >= (size_t) -1 - b->len - 1)
-		return BR_ENOMEM;
+	if (n > max || b->len > max - n)
+		return BR_EFULL;
 	if (b->len + n + 1 <= b->cap)
 		return 0;
 	/* at least double (appends in a loop stay O(n)), at least what is
-	 * needed (a first reservation allocates exactly that) */
+	 * needed (a first reservation allocates exactly that), never past
+	 * the bound (a body near its limit does not take twice the limit) */
 	size_t need = b->len + n + 1;
 	size_t cap = b->cap > (size_t) -1 / 2 ? need : b->cap * 2;
 	if (cap < need)
 		cap = need;
 	if (cap < 128)
 		cap = 128;
+	if (cap > max + 1)
+		cap = max + 1 > need ? max + 1 : need;
 	char *p = realloc(b->p, cap);
 	if (p == NULL)
 		return BR_ENOMEM;
 	b->p = p;
 	b->cap = cap;
 	return 0;
+}
+
+int
+buf_reserve(struct buf *b, size_t n)
+{
+	if (n >= (size_t) -1 - b->len - 1)
+		return BR_ENOMEM;
+	return buf_reserve_max(b, n, (size_t) -1 - 1);
 }
 
 int

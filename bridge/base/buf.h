@@ -13,6 +13,9 @@ struct buf {
 
 /* Makes room for n more bytes (plus the NUL); returns 0 or BR_ENOMEM. */
 int buf_reserve(struct buf *b, size_t n);
+/* The same, for a buffer that never holds more than max bytes: BR_EFULL
+ * when len + n would pass max, and the memory never grows past max + 1. */
+int buf_reserve_max(struct buf *b, size_t n, size_t max);
 /* Copies n bytes to the end; returns 0 or BR_ENOMEM (b unchanged). */
 int buf_append(struct buf *b, const void *s, size_t n);
 /* Appends a NUL-terminated string; returns 0 or BR_ENOMEM. */

@@ -469,12 +469,16 @@ static int
 append_body(struct http_req *r, const void *in, size_t len)
 {
 	size_t max = r->h != NULL ? r->h->max_body : 0;
+	int rc;
 
-	if (len > max || r->body.len > max - len)
-		return BR_EFULL;
 	/* most bodies fit the first allocation */
-	if (r->body.cap == 0 && buf_reserve(&r->body, BODY_INITIAL) != BR_OK)
+	if (r->body.cap == 0 && len <= max
+	    && buf_reserve_max(
+	           &r->body, max < BODY_INITIAL ? max : BODY_INITIAL, max)
+	        != BR_OK)
 		return BR_ENOMEM;
+	if ((rc = buf_reserve_max(&r->body, len, max)) != BR_OK)
+		return rc;
 	return buf_append(&r->body, in, len);
 }
 

@@ -58,11 +58,34 @@ test_impossible_reservation_fails_cleanly(void)
 	buf_free(&b);
 }
 
+/* A bounded buffer never holds more than its bound, and its memory never
+ * grows past it: doubling stops at max + 1. */
+static void
+test_bounded_growth_stops_at_the_bound(void)
+{
+	struct buf b = { 0 };
+	char chunk[1000];
+	size_t max = 10000;
+
+	memset(chunk, 'x', sizeof chunk);
+	for (int i = 0; i < 10; i++) {
+		CHECK_INT(buf_reserve_max(&b, sizeof chunk, max), 0);
+		CHECK_INT(buf_append(&b, chunk, sizeof chunk), 0);
+		CHECK(b.cap <= max + 1);
+	}
+	CHECK_INT(b.len, max);
+	CHECK_INT(buf_reserve_max(&b, 1, max), BR_EFULL);
+	CHECK_INT(b.len, max);
+	CHECK_INT(buf_reserve_max(&b, SIZE_MAX, max), BR_EFULL);
+	buf_free(&b);
+}
+
 int
 main(void)
 {
 	RUN(test_append_grows_and_terminates);
 	RUN(test_set_and_reset);
 	RUN(test_impossible_reservation_fails_cleanly);
+	RUN(test_bounded_growth_stops_at_the_bound);
 	TEST_MAIN_END();
 }
