@@ -4,6 +4,9 @@
  * runs the loop, and tears everything down. */
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 #include <unistd.h>
 
@@ -57,6 +60,20 @@ on_signal(void *ud, int signo)
 
 /* --- set-up --- */
 
+/* Each instance's large tables (the prompt table, the JSON token arrays,
+ * the output buffer, the link's message-id tables) are calloc'd whole and
+ * touched as they fill. glibc raises its mmap threshold after the first
+ * large free, and then serves such blocks from the heap, clearing every
+ * page: a fixed threshold keeps them mapped and their untouched pages out
+ * of RSS (tests/bench/README.md "A farm in one process"). */
+static void
+keep_large_blocks_mapped(void)
+{
+#ifdef __GLIBC__
+	mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+#endif
+}
+
 static bool
 any_tls_server(const struct config *c)
 {
@@ -83,7 +100,7 @@ setup(struct app *a)
 {
 	const struct config *c = &a->cfg;
 	size_t n = (size_t) c->n_servers;
-	a->loop = loop_create_tls(any_tls_server(c));
+	a->loop = loop_create_for(any_tls_server(c), (unsigned) c->n_servers);
 	if (!a->loop)
 		return BR_EIO;
 	loop_set_signal_cb(a->loop, on_signal, a);
@@ -149,6 +166,7 @@ main(int argc, char **argv)
 		config_free(&app.cfg);
 		return rc == CONFIG_EXIT_OK ? 0 : rc;
 	}
+	keep_large_blocks_mapped();
 	log_setup(app.cfg.log_level, app.cfg.log_format);
 	config_log_warnings(&app.cfg);
 	log_info("bridge", "comfy2mqtt %s: %d ComfyUI server%s", C2M_VERSION,
