@@ -361,6 +361,18 @@ is_tchar(int ch)
 	return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
+/* Leaves out the white space around *text (*len bytes). */
+static void
+trim_span(const char **text, size_t *len)
+{
+	while (*len > 0 && isspace((unsigned char) **text)) {
+		(*text)++;
+		(*len)--;
+	}
+	while (*len > 0 && isspace((unsigned char) (*text)[*len - 1]))
+		(*len)--;
+}
+
 void
 clear_list(char **items, int *count)
 {
@@ -389,12 +401,7 @@ add_header(
 		    "each header on its own: one per --%s, one per line "
 		    "(LF only) in the environment",
 		    o->name);
-	while (len > 0 && isspace((unsigned char) *text)) {
-		text++;
-		len--;
-	}
-	while (len > 0 && isspace((unsigned char) text[len - 1]))
-		len--;
+	trim_span(&text, &len);
 	if (len == 0)
 		return CONFIG_OK;
 	if (!colon)
@@ -438,12 +445,7 @@ add_list_item(
 	int *count = OPT_FIELD2(ld->c, o);
 	char shown[48];
 
-	while (len > 0 && isspace((unsigned char) *text)) {
-		text++;
-		len--;
-	}
-	while (len > 0 && isspace((unsigned char) text[len - 1]))
-		len--;
+	trim_span(&text, &len);
 	if (len == 0)
 		return CONFIG_OK;
 	for (size_t i = 0; i < len; i++) {
@@ -492,12 +494,7 @@ add_server(
 	char why[160], *copy, *url, *eq, *scheme;
 	struct config_server *s;
 
-	while (len > 0 && isspace((unsigned char) *text)) {
-		text++;
-		len--;
-	}
-	while (len > 0 && isspace((unsigned char) text[len - 1]))
-		len--;
+	trim_span(&text, &len);
 	if (len == 0)
 		return CONFIG_OK;
 	if (c->n_servers >= o->hi)

@@ -13,54 +13,7 @@
 #include "jsonw.h"
 #include "test.h"
 
-static char err[512];
-static char *no_env[] = { NULL };
-
-static int
-load_v(struct config *c, char **envp, va_list ap)
-{
-	char *argv[64];
-	int argc = 0;
-	const char *a;
-
-	argv[argc++] = "comfy2mqtt";
-	while ((a = va_arg(ap, const char *)) != NULL && argc < 63)
-		argv[argc++] = (char *) a;
-	argv[argc] = NULL;
-	memset(err, 0, sizeof err);
-	return config_load(c, argc, argv, envp, err, sizeof err, NULL);
-}
-
-static int
-load(struct config *c, char **envp, ...)
-{
-	va_list ap;
-	va_start(ap, envp);
-	int rc = load_v(c, envp ? envp : no_env, ap);
-	va_end(ap);
-	return rc;
-}
-
-static int
-load_fail(char **envp, ...)
-{
-	struct config c;
-	va_list ap;
-	va_start(ap, envp);
-	int rc = load_v(&c, envp ? envp : no_env, ap);
-	va_end(ap);
-	config_free(&c);
-	return rc;
-}
-
-static bool
-contains(const char *hay, const char *needle)
-{
-	bool found = hay && strstr(hay, needle) != NULL;
-	if (!found)
-		fprintf(stderr, "  missing \"%s\" in: %s\n", needle, hay);
-	return found;
-}
+#include "config_load.h"
 
 static const char *
 write_temp(const char *text)
