@@ -23,6 +23,8 @@ static const char feature_flags_frame[]
 
 struct upstream {
 	struct upstream_out out;
+	const struct config *opts;
+	int server;
 	struct engine *engine;
 	struct ws_client *ws;
 	struct http_client *http;
@@ -41,16 +43,19 @@ struct http_req {
 };
 
 void
-upstream_cfg_from_config(const struct config *opts, struct upstream_cfg *c)
+upstream_cfg_from_config(
+    const struct config *opts, int server, struct upstream_cfg *c)
 {
+	const struct config_server *s = &opts->server[server];
 	*c = (struct upstream_cfg) {
 		.opts = opts,
-		.comfy = &opts->comfy,
-		.headers = opts->comfyui_header,
-		.n_headers = opts->n_comfyui_headers,
-		.instance = opts->instance,
-		.client_id = opts->client_id,
-		.mqtt_client_id = opts->mqtt_client_id,
+		.server = server,
+		.comfy = &s->comfy,
+		.headers = s->headers,
+		.n_headers = s->n_headers,
+		.instance = s->instance,
+		.client_id = s->client_id,
+		.mqtt_client_id = s->mqtt_client_id,
 	};
 }
 
@@ -141,7 +146,8 @@ event_allowed(void *ud, const char *type, size_t len)
 static void
 write_options(void *ud, void *w)
 {
-	config_write_json(ud, w);
+	struct upstream *u = ud;
+	config_write_json(u->opts, u->server, w);
 }
 
 /* --- ComfyUI WebSocket -> engine --- */
@@ -213,8 +219,9 @@ create_engine(struct upstream *u, const struct upstream_cfg *uc)
 		.event_allowed_ud = (void *) c,
 		.print = c->print ? stdout : NULL,
 		.print_timestamps = c->print_timestamps,
+		.print_prefix = uc->print_prefix,
 		.write_options = write_options,
-		.write_options_ud = (void *) c,
+		.write_options_ud = u,
 	};
 	struct engine_io eio = { .publish = do_publish,
 		.http_get = do_http_get,
@@ -260,6 +267,8 @@ upstream_create(struct loop *l, const struct upstream_cfg *uc,
 	struct tls_opts tls
 	    = { c->tls_ca, c->tls_cert, c->tls_key, c->tls_insecure };
 	u->out = *out;
+	u->opts = c;
+	u->server = uc->server;
 	url_format_public(uc->comfy, u->public_url, sizeof(u->public_url));
 	u->tick_timer = loop_timer_create(l, on_tick, u);
 	u->reasm = reasm_create(REASM_INITIAL, c->max_frame_bytes);

@@ -20,12 +20,14 @@
  * must outlive the upstream (the HTTP client keeps pointing at comfy). */
 struct upstream_cfg {
 	const struct config *opts;
+	int server; /* index in opts->server: its options in bridge/info */
 	const struct url *comfy;
 	char *const *headers; /* "Name: value" sent to ComfyUI */
 	int n_headers;
 	const char *instance; /* sanitized: <prefix>/<instance>/ */
 	const char *client_id; /* our ComfyUI clientId */
 	const char *mqtt_client_id; /* named in bridge/info */
+	const char *print_prefix; /* before its --print lines; NULL: none */
 };
 
 /* The broker side, as the owner wires it. */
@@ -40,9 +42,9 @@ struct upstream_out {
 
 struct upstream;
 
-/* Fills c for the one server that config c describes. */
+/* Fills c for server number server of opts (an index in opts->server). */
 void upstream_cfg_from_config(
-    const struct config *opts, struct upstream_cfg *c);
+    const struct config *opts, int server, struct upstream_cfg *c);
 
 /* Creates the upstream into *out (NULL on failure); not connected yet.
  * The engine publishes its retained start-up state through out at once.

@@ -361,6 +361,18 @@ is_tchar(int ch)
 	return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
+/* Leaves out the white space around *text (*len bytes). */
+static void
+trim_span(const char **text, size_t *len)
+{
+	while (*len > 0 && isspace((unsigned char) **text)) {
+		(*text)++;
+		(*len)--;
+	}
+	while (*len > 0 && isspace((unsigned char) (*text)[*len - 1]))
+		(*len)--;
+}
+
 void
 clear_list(char **items, int *count)
 {
@@ -389,12 +401,7 @@ add_header(
 		    "each header on its own: one per --%s, one per line "
 		    "(LF only) in the environment",
 		    o->name);
-	while (len > 0 && isspace((unsigned char) *text)) {
-		text++;
-		len--;
-	}
-	while (len > 0 && isspace((unsigned char) text[len - 1]))
-		len--;
+	trim_span(&text, &len);
 	if (len == 0)
 		return CONFIG_OK;
 	if (!colon)
@@ -438,12 +445,7 @@ add_list_item(
 	int *count = OPT_FIELD2(ld->c, o);
 	char shown[48];
 
-	while (len > 0 && isspace((unsigned char) *text)) {
-		text++;
-		len--;
-	}
-	while (len > 0 && isspace((unsigned char) text[len - 1]))
-		len--;
+	trim_span(&text, &len);
 	if (len == 0)
 		return CONFIG_OK;
 	for (size_t i = 0; i < len; i++) {
@@ -462,24 +464,98 @@ add_list_item(
 	return CONFIG_OK;
 }
 
-/* Event lists are split per comma. Headers are split per line in the
- * environment only, which has one variable for all; a flag or a file line
- * holds one header. A source replaces the list of a lower source. */
+void
+clear_servers(struct config *c)
+{
+	for (int i = 0; i < c->n_servers; i++) {
+		struct config_server *s = &c->server[i];
+		free_secret(&s->name);
+		clear_list(s->headers, &s->n_headers);
+		free_secret(&s->instance);
+		free_secret(&s->client_id);
+		free_secret(&s->mqtt_client_id);
+	}
+	if (c->server)
+		explicit_bzero(
+		    c->server, CONFIG_MAX_SERVERS * sizeof *c->server);
+	free(c->server);
+	c->server = NULL;
+	c->n_servers = 0;
+}
+
+/* Appends one "[INSTANCE=]URL": an '=' before the "://" ends the instance
+ * name. The array has room for every server from the start, so URL
+ * credentials are never left behind in a reallocated block. */
+static int
+add_server(
+    struct loader *ld, const struct opt *o, const char *text, size_t len)
+{
+	struct config *c = ld->c;
+	char why[160], *copy, *url, *eq, *scheme;
+	struct config_server *s;
+
+	trim_span(&text, &len);
+	if (len == 0)
+		return CONFIG_OK;
+	if (c->n_servers >= o->hi)
+		return bad(ld, o, "too many servers (at most %lld)", o->hi);
+	if (!c->server && !(c->server = calloc(CONFIG_MAX_SERVERS, sizeof *s)))
+		return out_of_memory(ld);
+	if (!(copy = strndup(text, len)))
+		return out_of_memory(ld);
+	url = copy;
+	scheme = strstr(copy, "://");
+	eq = strchr(copy, '=');
+	s = &c->server[c->n_servers];
+	if (eq && scheme && eq < scheme) {
+		*eq = '\0';
+		url = eq + 1;
+		if (!*copy) {
+			free_secret(&copy);
+			return bad(
+			    ld, o, "the instance name before '=' is empty");
+		}
+		if (set_string(&s->name, copy)) {
+			free_secret(&copy);
+			return out_of_memory(ld);
+		}
+	}
+	int rc = url_parse(url, "http,https", &s->comfy, why, sizeof why);
+	free_secret(&copy);
+	if (rc) {
+		free_secret(&s->name);
+		explicit_bzero(&s->comfy, sizeof s->comfy);
+		return bad(ld, o, "%s", why);
+	}
+	c->n_servers++;
+	return CONFIG_OK;
+}
+
+/* Event lists are split per comma. Headers are split per line and servers
+ * per comma in the environment only, which has one variable for all; a
+ * flag or a file line holds one header or server. A source replaces the
+ * list of a lower source. */
 static int
 apply_list(struct loader *ld, int idx, const char *value)
 {
 	const struct opt *o = &options[idx];
 	char sep = o->kind == OPT_LIST ? ','
-	    : ld->src == SRC_ENV       ? '\n'
-	                               : '\0';
+	    : ld->src != SRC_ENV       ? '\0'
+	    : o->kind == OPT_SERVER    ? ','
+	                               : '\n';
 	int rc;
 
-	if (ld->set_at[idx] < ld->src)
-		clear_list(OPT_FIELD(ld->c, o), OPT_FIELD2(ld->c, o));
+	if (ld->set_at[idx] < ld->src) {
+		if (o->kind == OPT_SERVER)
+			clear_servers(ld->c);
+		else
+			clear_list(OPT_FIELD(ld->c, o), OPT_FIELD2(ld->c, o));
+	}
 	for (const char *p = value;;) {
 		size_t n = strcspn(p, (char[]) { sep, '\0' });
-		rc = o->kind == OPT_HEADER ? add_header(ld, o, p, n)
-		                           : add_list_item(ld, o, p, n);
+		rc = o->kind == OPT_HEADER  ? add_header(ld, o, p, n)
+		    : o->kind == OPT_SERVER ? add_server(ld, o, p, n)
+		                            : add_list_item(ld, o, p, n);
 		if (rc)
 			return rc;
 		if (!p[n])
@@ -497,9 +573,7 @@ apply_url(struct loader *ld, const struct opt *o, const char *value)
 	char why[160];
 	int rc;
 
-	rc = url_parse(value,
-	    o->kind == OPT_HTTP_URL ? "http,https" : "mqtt,mqtts", &parsed,
-	    why, sizeof why);
+	rc = url_parse(value, "mqtt,mqtts", &parsed, why, sizeof why);
 	if (rc) {
 		explicit_bzero(&parsed, sizeof parsed);
 		return bad(ld, o, "%s", why);
@@ -622,9 +696,9 @@ apply_value(struct loader *ld, int idx, const char *value)
 		break;
 	case OPT_HEADER:
 	case OPT_LIST:
+	case OPT_SERVER:
 		rc = apply_list(ld, idx, value);
 		break;
-	case OPT_HTTP_URL:
 	case OPT_MQTT_URL:
 		rc = apply_url(ld, o, value);
 		break;

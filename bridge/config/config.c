@@ -105,7 +105,7 @@ warn_duplicate(struct loader *ld, int idx)
 	const struct opt *o = &options[idx];
 
 	if (ld->set_at[idx] != SRC_FILE || o->kind == OPT_HEADER
-	    || o->kind == OPT_LIST)
+	    || o->kind == OPT_LIST || o->kind == OPT_SERVER)
 		return;
 	loader_warn(ld,
 	    "%s:%u: %s is also set on line %u; the value on line %u is used",
@@ -516,9 +516,11 @@ config_free(struct config *c)
 		case OPT_FILE:
 		case OPT_PREFIX:
 		case OPT_CONFIG:
-		case OPT_HTTP_URL:
 		case OPT_MQTT_URL:
 			free_secret(OPT_FIELD(c, o));
+			break;
+		case OPT_SERVER:
+			clear_servers(c);
 			break;
 		case OPT_HEADER:
 		case OPT_LIST:

@@ -14,6 +14,7 @@
 #define CONFIG_MAX_HEADERS  8
 #define CONFIG_MAX_EVENTS   64
 #define CONFIG_MAX_WARNINGS 16
+#define CONFIG_MAX_SERVERS  256
 
 /* Exit codes (sysexits). */
 #define EXIT_USAGE  64
@@ -21,21 +22,34 @@
 
 enum mqtt_protocol { MQTT_PROTO_5 = 5, MQTT_PROTO_311 = 4 };
 
+/* One ComfyUI server (--comfyui [INSTANCE=]URL): what was given and what
+ * is derived for it. Each becomes one instance, <prefix>/<instance>/. */
+struct config_server {
+	char *name; /* INSTANCE= as given; NULL: --instance or the host */
+	struct url comfy; /* parsed; credentials moved into headers */
+	/* --comfyui-header plus this URL's credentials (secret values) */
+	char *headers[CONFIG_MAX_HEADERS];
+	int n_headers;
+	char *instance; /* sanitized */
+	char *client_id; /* ComfyUI clientId */
+	char *mqtt_client_id;
+};
+
 struct config {
-	/* ComfyUI */
-	char *comfyui; /* as given, e.g. http://127.0.0.1:8188 */
-	struct url comfy; /* parsed */
+	/* ComfyUI: one entry per --comfyui, in the order given */
+	struct config_server *server;
+	int n_servers;
 	char *comfyui_header[CONFIG_MAX_HEADERS]; /* "Name: value" (secret
 	                                             values: never logged) */
 	int n_comfyui_headers;
-	char *client_id; /* ComfyUI clientId */
+	char *client_id; /* --client-id (one server only); see server[] */
 
 	/* MQTT */
 	char *mqtt; /* as given (may hold credentials) */
 	struct url broker; /* parsed */
 	char *mqtt_username;
 	char *mqtt_password; /* secret */
-	char *mqtt_client_id;
+	char *mqtt_client_id; /* --mqtt-client-id (one server only) */
 	enum mqtt_protocol mqtt_protocol;
 	int mqtt_keepalive; /* seconds, default 30 */
 	size_t mqtt_max_packet; /* bytes; 0: unknown (the broker's, MQTT 5) */
@@ -44,7 +58,7 @@ struct config {
 
 	/* Topics and payloads */
 	char *prefix; /* default "comfyui" */
-	char *instance; /* sanitized; default: ComfyUI host */
+	char *instance; /* --instance as given (one server only) */
 	char *events[CONFIG_MAX_EVENTS]; /* allow-list; n_events == 0: all */
 	int n_events;
 	bool previews;
@@ -103,9 +117,11 @@ void config_free(struct config *c);
 bool config_event_allowed(
     const struct config *c, const char *type, size_t len);
 
-/* Writes the options in effect as JSON object members into w (struct
- * jsonw *), without secrets (password, header values, URL credentials). */
+/* Writes the options in effect for server (an index into c->server) as
+ * JSON object members into w (struct jsonw *), without secrets (password,
+ * header values, URL credentials): the per-server options (comfyui,
+ * instance, client ids) are that server's own. */
 struct jsonw;
-void config_write_json(const struct config *c, struct jsonw *w);
+void config_write_json(const struct config *c, int server, struct jsonw *w);
 
 #endif

@@ -58,6 +58,8 @@ int set_string(char **slot, const char *value);
 void free_secret(char **slot);
 /* Wipes and frees the count items of a list option; *count becomes 0. */
 void clear_list(char **items, int *count);
+/* Wipes and frees every server of c (--comfyui); c->n_servers becomes 0. */
+void clear_servers(struct config *c);
 /* Printable, bounded copy of a user value for messages; returns dst. */
 const char *shown_value(char *dst, unsigned cap, const char *value);
 

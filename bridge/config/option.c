@@ -35,6 +35,7 @@ static const struct choice format_choices[] = {
 };
 
 #define F(field) offsetof(struct config, field)
+#define S(field) offsetof(struct config_server, field)
 #define KIB      1024LL
 #define MIB      (1024LL * 1024)
 #define GIB      (1024LL * 1024 * 1024)
@@ -48,12 +49,17 @@ const struct opt options[] = {
 	    .help
 	    = "read options from FILE: lines \"key = value\", # comments" },
 	{ .name = "comfyui",
-	    .kind = OPT_HTTP_URL,
-	    .off = F(comfyui),
-	    .off2 = F(comfy),
+	    .kind = OPT_SERVER,
+	    .off = F(server),
+	    .off2 = F(n_servers),
+	    .hi = CONFIG_MAX_SERVERS,
 	    .def = "http://127.0.0.1:8188",
-	    .metavar = "URL",
-	    .help = "ComfyUI base URL, http or https; a path prefix is kept" },
+	    .metavar = "[INSTANCE=]URL",
+	    .example = "gpu1=http://gpu1:8188",
+	    .help = "ComfyUI base URL, http or https; a path prefix is kept. "
+	            "Repeatable: one instance per server (comma-separated in "
+	            "the environment)",
+	    .per_server = true },
 	{ .name = "comfyui-header",
 	    .kind = OPT_HEADER,
 	    .off = F(comfyui_header),
@@ -72,7 +78,9 @@ const struct opt options[] = {
 	    .example = "comfy2mqtt-gpu1",
 	    .help
 	    = "ComfyUI clientId; keep it stable so prompts submitted with "
-	      "it stream in full" },
+	      "it stream in full (one server only)",
+	    .per_server = true,
+	    .soff = S(client_id) },
 	{ .name = "mqtt",
 	    .kind = OPT_MQTT_URL,
 	    .off = F(mqtt),
@@ -107,7 +115,9 @@ const struct opt options[] = {
 	    .metavar = "ID",
 	    .example = "c2m-gpu1",
 	    .help = "MQTT client id, unique per bridge "
-	            "(at most 23 bytes with MQTT 3.1.1)" },
+	            "(at most 23 bytes with MQTT 3.1.1; one server only)",
+	    .per_server = true,
+	    .soff = S(mqtt_client_id) },
 	{ .name = "mqtt-protocol",
 	    .kind = OPT_ENUM,
 	    .off = F(mqtt_protocol),
@@ -173,8 +183,11 @@ const struct opt options[] = {
 	    .shown = "ComfyUI host, sanitized",
 	    .metavar = "I",
 	    .example = "gpu1",
-	    .help = "second topic level: names this ComfyUI server",
-	    .flag_nonempty = true },
+	    .help = "second topic level: names this ComfyUI server (one "
+	            "server only; with several, --comfyui INSTANCE=URL)",
+	    .flag_nonempty = true,
+	    .per_server = true,
+	    .soff = S(instance) },
 	{ .name = "events",
 	    .kind = OPT_LIST,
 	    .off = F(events),

@@ -27,7 +27,8 @@ enum opt_kind {
 	OPT_ENUM, /* int from choices */
 	OPT_HEADER, /* char *[hi] + int count at off2, repeatable */
 	OPT_LIST, /* char *[hi] + int count at off2, comma-separated */
-	OPT_HTTP_URL, /* char * + struct url at off2 */
+	OPT_SERVER, /* struct config_server * + int count at off2, repeatable:
+	               [INSTANCE=]URL; comma-separated in the environment */
 	OPT_MQTT_URL, /* char * + struct url at off2 */
 	OPT_CONFIG, /* the config file itself: flag or environment */
 	OPT_HELP,
@@ -57,6 +58,9 @@ struct opt {
 	const char *help;
 	bool flag_nonempty; /* "" on the command line is an error, not
 	                       "unset" (the file and environment unset) */
+	bool per_server; /* the value in effect differs per server: the char *
+	                    at soff in struct config_server */
+	size_t soff;
 };
 
 /* The table, in --help order. */

@@ -59,12 +59,15 @@ json_key_for(const struct opt *o, char *dst, size_t cap)
 }
 
 static void
-write_option_json(const struct config *c, const struct opt *o, struct jsonw *w)
+write_option_json(const struct config *c, const struct config_server *s,
+    const struct opt *o, struct jsonw *w)
 {
 	char key[64], url[1024];
 	const void *f = OPT_CFIELD(c, o);
 
 	json_key_for(o, key, sizeof key);
+	if (o->per_server && o->kind != OPT_SERVER)
+		f = (const char *) s + o->soff;
 	switch (o->kind) {
 	case OPT_STR:
 	case OPT_FILE:
@@ -75,7 +78,10 @@ write_option_json(const struct config *c, const struct opt *o, struct jsonw *w)
 		else
 			jsonw_knull(w, key);
 		break;
-	case OPT_HTTP_URL:
+	case OPT_SERVER:
+		url_format_public(&s->comfy, url, sizeof url);
+		jsonw_kstr(w, key, url);
+		break;
 	case OPT_MQTT_URL:
 		url_format_public(OPT_CFIELD2(c, o), url, sizeof url);
 		jsonw_kstr(w, key, url);
@@ -137,9 +143,9 @@ write_option_json(const struct config *c, const struct opt *o, struct jsonw *w)
 /* Copies values into w's buffer; passwords and header values are left
  * out, URLs are written without credentials. */
 void
-config_write_json(const struct config *c, struct jsonw *w)
+config_write_json(const struct config *c, int server, struct jsonw *w)
 {
 	for (size_t i = 0; i < n_options; i++)
-		write_option_json(c, &options[i], w);
+		write_option_json(c, &c->server[server], &options[i], w);
 	jsonw_kbool(w, "mqtt_password_set", c->mqtt_password != NULL);
 }

@@ -53,16 +53,23 @@ ha_id_char(unsigned char c)
 
 /* HA ids allow only [A-Za-z0-9_-]: the instance may also hold '.' and
  * ':' (topic alphabet) and the prefix '/'. */
-static int
-node_id(const struct discovery_cfg *c, char *dst, size_t cap)
+int
+discovery_device_id(
+    const char *prefix, const char *instance, char *dst, size_t cap)
 {
-	int n = snprintf(dst, cap, "%s_%s", c->prefix, c->instance);
+	int n = snprintf(dst, cap, "%s_%s", prefix, instance);
 	if (n < 0 || (size_t) n >= cap)
 		return BR_ETRUNC;
 	for (int i = 0; i < n; i++)
 		if (!ha_id_char((unsigned char) dst[i]))
 			dst[i] = '_';
 	return n;
+}
+
+static int
+node_id(const struct discovery_cfg *c, char *dst, size_t cap)
+{
+	return discovery_device_id(c->prefix, c->instance, dst, cap);
 }
 
 static bool

@@ -20,6 +20,13 @@ struct discovery_cfg {
 	const char *preview_type; /* its content type; NULL: image/jpeg */
 };
 
+/* Writes Home Assistant's id of the device of instance under prefix,
+ * "<prefix>_<instance>" with every character outside [A-Za-z0-9_-] as '_',
+ * into dst (cap bytes). Two instances with one id would be one device.
+ * Returns the length or BR_ETRUNC. */
+int discovery_device_id(
+    const char *prefix, const char *instance, char *dst, size_t cap);
+
 /* Writes "<ha_prefix>/device/<prefix>_<instance>/config" (prefix '/' and
  * other characters outside [A-Za-z0-9_-] become '_') into topic (cap
  * bytes). Returns the length, BR_ETRUNC, or BR_EINVAL when a required

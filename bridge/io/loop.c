@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,12 +20,13 @@
 #include "loop.h"
 #include "lws_glue.h"
 
-#define LOOP_READ_BUF   (32 * 1024)
-#define LOOP_FD_LIMIT   128
-#define LOOP_MAX_VHOSTS 4
-#define PROTO_BASE      "c2m-base"
-#define PROTO_SIGNAL    "c2m-signal"
-#define PROTO_FD        "c2m-fd"
+#define LOOP_READ_BUF     (32 * 1024)
+#define LOOP_FD_LIMIT     128
+#define LOOP_FDS_PER_PEER 8
+#define LOOP_MAX_VHOSTS   4
+#define PROTO_BASE        "c2m-base"
+#define PROTO_SIGNAL      "c2m-signal"
+#define PROTO_FD          "c2m-fd"
 
 struct tls_vhost {
 	char *ca, *cert, *key;
@@ -309,6 +311,28 @@ loop_create(void)
 struct loop *
 loop_create_tls(bool tls)
 {
+	return loop_create_for(tls, 0);
+}
+
+/* lws refuses a descriptor past its table ("Too many fds"), and so does the
+ * kernel past RLIMIT_NOFILE. */
+static unsigned
+fd_room(unsigned peers)
+{
+	unsigned want = LOOP_FD_LIMIT + LOOP_FDS_PER_PEER * peers;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want
+	    && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_warn("loop", "cannot raise the descriptor limit");
+	}
+	return want;
+}
+
+struct loop *
+loop_create_for(bool tls, unsigned peers)
+{
 	struct lws_context_creation_info info;
 	struct loop *l;
 	lws_sock_file_fd_type fd;
@@ -336,7 +360,7 @@ loop_create_tls(bool tls)
 	/* OpenSSL's initialisation and the system CA bundle cost about 4 MiB
 	 * of RSS: only pay for them when ComfyUI is reached over TLS */
 	info.options = tls ? LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT : 0;
-	info.fd_limit_per_thread = LOOP_FD_LIMIT;
+	info.fd_limit_per_thread = fd_room(peers);
 	/* the read size for WebSocket frames (default 4 KiB): under load one
 	 * read then takes a whole burst of events, so a pass of the loop (and
 	 * the broker write it ends with) carries dozens of events */

@@ -18,6 +18,10 @@ struct loop *loop_create(void);
 /* Like loop_create(); tls false skips OpenSSL's initialisation (no https or
  * wss peer will be used), which keeps RSS small. */
 struct loop *loop_create_tls(bool tls);
+/* Like loop_create_tls(), with room for the sockets of peers ComfyUI
+ * servers (each: a WebSocket, its HTTP reads, a broker link); raises the
+ * process's soft descriptor limit towards the hard one when it is lower. */
+struct loop *loop_create_for(bool tls, unsigned peers);
 void loop_destroy(struct loop *l);
 
 /* Services until loop_quit(). Returns 0. */

@@ -9,10 +9,10 @@
  * and that number may be reused at once: the loop watches a dup() of it,
  * which the link closes (through the loop) after every drop.
  *
- * In-flight bookkeeping: mid_state[mid] says whether a handed-over message
- * is a QoS 0 one (completed by on_publish once written, discarded by
- * libmosquitto without a word if the link drops first) or a QoS >= 1 one
- * (completed by on_publish at PUBACK/PUBCOMP; kept and resent by
+ * In-flight bookkeeping: the mid table (mqtt_mids.h) says whether a
+ * handed-over message is a QoS 0 one (completed by on_publish once written,
+ * discarded by libmosquitto without a word if the link drops first) or a QoS
+ * >= 1 one (completed by on_publish at PUBACK/PUBCOMP; kept and resent by
  * libmosquitto across reconnects). Every drop forgets the QoS 0 ones and
  * counts them as dropped, so neither count can leak or go negative. */
 #include "mqtt_link.h"
@@ -55,12 +55,14 @@
 static void
 link_down(struct mqtt_link *m)
 {
-	if (m->f.inflight0 > 0)
-		for (size_t mid = 0; mid < MID_SPACE; mid++)
-			if (m->mid_state[mid] == MID_QOS0) {
-				m->mid_state[mid] = MID_FREE;
-				m->f.lost[m->mid_class[mid]]++;
-			}
+	for (int mid = mids_next(&m->mids, 0); m->f.inflight0 > 0 && mid;
+	     mid = mids_next(&m->mids, mid)) {
+		struct mid_info *e = mids_find(&m->mids, mid);
+		if (e->state == MID_QOS0) {
+			m->f.lost[e->cls]++;
+			mids_release(&m->mids, mid);
+		}
+	}
 	m->f.inflight0 = 0;
 	if (m->f.inflight1 > 0)
 		m->f.resend_pending = true;
@@ -174,16 +176,17 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
     const mosquitto_property *props)
 {
 	struct mqtt_link *m = obj;
-	if (mid <= 0 || mid >= MID_SPACE)
+	struct mid_info *e = mids_find(&m->mids, mid);
+	if (e == NULL)
 		return;
-	if (m->mid_state[mid] == MID_QOS1 && reason >= 0x80)
-		mqtt_guard_refused(&m->guard, reason,
-		    (enum msg_class) m->mid_class[mid], m->mid_kind[mid]);
-	if (m->mid_state[mid] == MID_QOS0)
+	if (e->state == MID_QOS1 && reason >= 0x80)
+		mqtt_guard_refused(
+		    &m->guard, reason, (enum msg_class) e->cls, e->kind);
+	if (e->state == MID_QOS0)
 		m->f.inflight0--;
-	else if (m->mid_state[mid] == MID_QOS1)
+	else
 		m->f.inflight1--;
-	m->mid_state[mid] = MID_FREE;
+	mids_release(&m->mids, mid);
 	if (m->f.inflight1 == 0)
 		m->f.resend_pending = false;
 }
@@ -396,18 +399,11 @@ mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
 	m->window = cfg->window == 0 ? DEFAULT_WINDOW : cfg->window;
 	if (m->window > MAX_WINDOW)
 		m->window = MAX_WINDOW;
-	m->mid_state = calloc(MID_SPACE, 1);
-	m->mid_class = calloc(MID_SPACE, 1);
-	m->mid_kind = calloc(MID_SPACE, 1);
-	m->mid_size = calloc(MID_SPACE, sizeof(*m->mid_size));
-	m->mid_sig = calloc(MID_SPACE, sizeof(*m->mid_sig));
 	mqtt_guard_init(&m->guard);
 	m->q = outq_create(cfg->queue_max_messages, cfg->queue_max_bytes);
 	m->timer = loop_timer_create(l, on_timer, m);
 	int rc = BR_ENOMEM;
-	if (ok && m->mid_state != NULL && m->mid_class != NULL
-	    && m->mid_kind != NULL && m->mid_size != NULL && m->mid_sig != NULL
-	    && m->q != NULL && m->timer != NULL) {
+	if (ok && m->q != NULL && m->timer != NULL) {
 		mosquitto_lib_init(); /* idempotent */
 		rc = mqtt_link_new_client(m, &m->mosq);
 	}
@@ -450,20 +446,22 @@ static void
 register_mid(struct mqtt_link *m, int mid, int qos, const struct out_msg *msg,
     size_t size)
 {
-	if (mid <= 0 || mid >= MID_SPACE)
-		return;
 	/* A mid still marked would mean the 16-bit space wrapped onto a
 	 * message we never saw complete: retire it so counts stay exact. */
-	if (m->mid_state[mid] == MID_QOS0)
+	struct mid_info *e = mids_find(&m->mids, mid);
+	if (e != NULL && e->state == MID_QOS0)
 		m->f.inflight0--;
-	else if (m->mid_state[mid] == MID_QOS1)
+	else if (e != NULL)
 		m->f.inflight1--;
-	m->mid_state[mid] = qos > 0 ? MID_QOS1 : MID_QOS0;
-	m->mid_class[mid] = (uint8_t) msg->cls;
-	m->mid_kind[mid] = mqtt_guard_kind(&m->guard, msg->topic);
-	m->mid_size[mid] = size > UINT32_MAX ? UINT32_MAX : (uint32_t) size;
+	/* out of memory: untracked, as a mid out of range would be */
+	if ((e = mids_claim(&m->mids, mid)) == NULL)
+		return;
+	e->state = qos > 0 ? MID_QOS1 : MID_QOS0;
+	e->cls = (uint8_t) msg->cls;
+	e->kind = mqtt_guard_kind(&m->guard, msg->topic);
+	e->size = size > UINT32_MAX ? UINT32_MAX : (uint32_t) size;
 	/* the same bytes: the envelope's seq comes first */
-	m->mid_sig[mid] = hash32(HASH32_INIT, msg->payload,
+	e->sig = hash32(HASH32_INIT, msg->payload,
 	    msg->len < POISON_SIG_BYTES ? msg->len : POISON_SIG_BYTES);
 	if (qos > 0)
 		m->f.inflight1++;
@@ -787,7 +785,7 @@ publish_last(struct mqtt_link *m, const struct out_msg *last, int64_t deadline)
 		return;
 	}
 	int mid = hand_over(m, last);
-	while (mid > 0 && m->f.up && m->mid_state[mid] != MID_FREE
+	while (mid > 0 && m->f.up && mids_find(&m->mids, mid) != NULL
 	    && loop_mono_ms() < deadline)
 		shutdown_round(m, deadline);
 }
@@ -849,11 +847,7 @@ mqtt_link_destroy(struct mqtt_link *m)
 	free(m->routes);
 	outq_destroy(m->q);
 	mqtt_props_clear(&m->props);
-	free(m->mid_state);
-	free(m->mid_class);
-	free(m->mid_kind);
-	free(m->mid_size);
-	free(m->mid_sig);
+	mids_clear(&m->mids);
 	mqtt_setup_free_cfg(&m->cfg);
 	free(m);
 }

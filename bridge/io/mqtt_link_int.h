@@ -9,11 +9,9 @@
 
 #include "mqtt_guard.h"
 #include "mqtt_link.h"
+#include "mqtt_mids.h"
 #include "mqtt_setup.h"
 #include "ratelog.h"
-
-#define MID_SPACE 65536
-enum mid_kind { MID_FREE = 0, MID_QOS0 = 1, MID_QOS1 = 2 };
 
 #define WHY_MAX    160
 #define DETAIL_MAX 320 /* libmosquitto's error lines (OpenSSL's) */
@@ -77,11 +75,7 @@ struct mqtt_link {
 	unsigned handed; /* published since the last write */
 	bool delivering; /* deliver() runs: it must not recurse */
 	struct facts f;
-	uint8_t *mid_state; /* MID_SPACE entries */
-	uint8_t *mid_class; /* the msg_class of each handed-over mid */
-	uint8_t *mid_kind; /* its topic kind (mqtt_guard_kind) */
-	uint32_t *mid_size; /* its packet's bytes */
-	uint32_t *mid_sig; /* a hash of its payload's first bytes */
+	struct mids mids; /* the messages in flight, by mid */
 	struct mqtt_guard guard;
 	struct route *routes;
 	size_t nroutes;

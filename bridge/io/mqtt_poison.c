@@ -23,12 +23,22 @@
 static int
 suspect_mid(const struct mqtt_link *m)
 {
+	const struct mids *t = &m->mids;
 	int best = 0;
-	for (int i = 1; i <= MID_SPACE; i++) {
-		int mid = (m->last_mid + i) % MID_SPACE;
-		if (mid != 0 && m->mid_state[mid] == MID_QOS1
-		    && (best == 0 || m->mid_size[mid] > m->mid_size[best]))
-			best = mid;
+	uint32_t best_size = 0;
+	/* after the latest mid, then from the start up to it */
+	for (int pass = 0; pass < 2; pass++) {
+		int from = pass == 0 ? m->last_mid : 0;
+		for (int mid = mids_next(t, from);
+		     mid != 0 && (pass == 0 || mid <= m->last_mid);
+		     mid = mids_next(t, mid)) {
+			const struct mid_info *e = mids_find(t, mid);
+			if (e->state == MID_QOS1
+			    && (best == 0 || e->size > best_size)) {
+				best = mid;
+				best_size = e->size;
+			}
+		}
 	}
 	return best;
 }
@@ -43,12 +53,12 @@ mqtt_poison_on_loss(struct mqtt_link *m)
 		m->poison_size = 0;
 		return;
 	}
-	if (m->mid_kind[head] != m->poison_kind
-	    || m->mid_size[head] != m->poison_size
-	    || m->mid_sig[head] != m->poison_sig) {
-		m->poison_kind = m->mid_kind[head];
-		m->poison_size = m->mid_size[head];
-		m->poison_sig = m->mid_sig[head];
+	const struct mid_info *e = mids_find(&m->mids, head);
+	if (e->kind != m->poison_kind || e->size != m->poison_size
+	    || e->sig != m->poison_sig) {
+		m->poison_kind = e->kind;
+		m->poison_size = e->size;
+		m->poison_sig = e->sig;
 		m->poison_hits = 0;
 	}
 	m->poison_mid = head;
@@ -70,15 +80,17 @@ mqtt_poison_reset(struct mqtt_link *m)
 	mosquitto_destroy(m->mosq);
 	m->mosq = fresh;
 	int poison = m->poison_mid;
-	enum msg_class cls = (enum msg_class) m->mid_class[poison];
-	uint8_t kind = m->mid_kind[poison];
+	const struct mid_info *pe = mids_find(&m->mids, poison);
+	enum msg_class cls = pe ? (enum msg_class) pe->cls : MSG_CRITICAL;
+	uint8_t kind = pe ? pe->kind : m->poison_kind;
 	uint64_t after = 0;
-	for (int mid = 0; mid < MID_SPACE; mid++) {
-		if (m->mid_state[mid] != MID_FREE && mid != poison) {
-			m->f.lost[m->mid_class[mid]]++;
+	for (int mid = mids_next(&m->mids, 0); mid;
+	     mid = mids_next(&m->mids, mid)) {
+		if (mid != poison) {
+			m->f.lost[mids_find(&m->mids, mid)->cls]++;
 			after++;
 		}
-		m->mid_state[mid] = MID_FREE;
+		mids_release(&m->mids, mid);
 	}
 	m->f.inflight0 = m->f.inflight1 = 0;
 	m->f.resend_pending = false;

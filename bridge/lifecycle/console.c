@@ -18,6 +18,8 @@ console_line(const struct console *c, const char *fmt, ...)
 		fprintf(c->f, "[%02d:%02d:%02d] ", tm.tm_hour, tm.tm_min,
 		    tm.tm_sec);
 	}
+	if (c->prefix)
+		fputs(c->prefix, c->f);
 	va_list ap;
 	va_start(ap, fmt);
 	vfprintf(c->f, fmt, ap);

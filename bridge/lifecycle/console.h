@@ -15,6 +15,8 @@
 struct console {
 	FILE *f; /* NULL: off */
 	bool timestamps; /* each line starts with [HH:MM:SS] local time */
+	const char *prefix; /* then this (e.g. "gpu1: ", one per instance
+	                       when several share stdout); NULL: none */
 };
 
 void console_line(const struct console *c, const char *fmt, ...)

@@ -347,7 +347,11 @@ init_cfg(struct engine *e, const struct engine_cfg *cfg)
 		e->cfg.health_interval_s = 30;
 	if (e->cfg.state_ttl_s <= 0)
 		e->cfg.state_ttl_s = 86400;
-	e->console = (struct console) { cfg->print, cfg->print_timestamps };
+	if (cfg->print_prefix
+	    && !(e->print_prefix = strdup(cfg->print_prefix)))
+		return false;
+	e->console = (struct console) { cfg->print, cfg->print_timestamps,
+		e->print_prefix };
 	e->pub_env
 	    = (struct pub_env) { e->instance, (uint32_t) e->cfg.state_ttl_s,
 		      (uint32_t) e->cfg.health_interval_s };
@@ -408,6 +412,7 @@ engine_destroy(struct engine *e)
 	free(e->client_id);
 	free(e->mqtt_client_id);
 	free(e->comfy_url);
+	free(e->print_prefix);
 	free(e);
 }
 

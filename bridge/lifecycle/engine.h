@@ -74,6 +74,7 @@ struct engine_cfg {
 	void *event_allowed_ud;
 	FILE *print; /* --print: human lines go here; NULL: off */
 	bool print_timestamps;
+	const char *print_prefix; /* before each --print line; NULL: none */
 	/* writes the options object's members for bridge/info (struct jsonw *)
 	 */
 	void (*write_options)(void *ud, void *jsonw);

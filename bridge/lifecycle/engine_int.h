@@ -125,6 +125,7 @@ struct retained {
 struct engine {
 	struct engine_cfg cfg;
 	char *prefix, *instance, *client_id, *mqtt_client_id, *comfy_url;
+	char *print_prefix; /* NULL: none */
 	struct engine_io io;
 
 	struct json_parser *parser; /* frames */

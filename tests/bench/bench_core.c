@@ -138,9 +138,9 @@ main(int argc, char **argv)
 	struct sink sink = { 0 };
 	struct engine_cfg ec = {
 		.prefix = cfg.prefix,
-		.instance = cfg.instance,
-		.client_id = cfg.client_id,
-		.mqtt_client_id = cfg.mqtt_client_id,
+		.instance = cfg.server[0].instance,
+		.client_id = cfg.server[0].client_id,
+		.mqtt_client_id = cfg.server[0].mqtt_client_id,
 		.comfyui_public = "http://127.0.0.1:8188",
 		.mqtt_protocol = cfg.mqtt_protocol,
 		.state_ttl_s = cfg.state_ttl,

@@ -538,3 +538,46 @@ def test_compose_simulator_is_an_optional_demo(compose, stages):
     # the simulator's default traces directory must be there too
     assert any(os.path.normpath(src) == os.path.join(ROOT, "tests", "data", "traces") for _, src in mapping), \
         "the simulator service lacks tests/data/traces (replays need it)"
+
+
+# --------------------------------------------------------------------------
+# the farm example: two simulated servers, one bridge (README "A GPU farm in
+# one process")
+
+COMPOSE_FARM = os.path.join(DOCKER_DIR, "compose.farm.yaml")
+
+
+def test_farm_compose_follows_two_simulated_servers(stages):
+    with open(COMPOSE_FARM, encoding="utf-8") as f:
+        farm = yaml.safe_load(f)
+    services = services_of(farm)
+    name = bridge_service(farm, stages)
+    svc = services[name]
+    assert svc.get("init") is not True and "entrypoint" not in svc
+    env = env_of(svc)
+    assert re.match(r"^mqtt://mosquitto(:\d+)?$", env.get("COMFY2MQTT_MQTT", "")), env
+    sims = {}
+    for n, s in services.items():
+        b = build_of(s)
+        if b and b[2] == "sim":
+            stage = stage_named(stages, "sim")
+            assert stage is not None and s.get("image"), n
+            words = s["command"]
+            assert "--port" in words and "--host" in words and "0.0.0.0" in words, (n, words)
+            sims[n] = words[words.index("--port") + 1]
+    assert len(sims) == 2, "expected two simulator services, got %r" % sorted(sims)
+    # the bridge's comma list names each simulator service at its port
+    entries = env["COMFY2MQTT_COMFYUI"].split(",")
+    targets = {}
+    for e in entries:
+        m = re.match(r"^([A-Za-z0-9_-]+)=http://([a-z0-9-]+):(\d+)$", e)
+        assert m, "COMFY2MQTT_COMFYUI entry %r is not INSTANCE=http://service:port" % e
+        targets[m.group(2)] = m.group(3)
+    assert targets == sims, "the bridge follows %r, the simulators listen on %r" % (targets, sims)
+    assert set(sims) <= set(svc.get("depends_on") or []) and "mosquitto" in svc["depends_on"]
+    # the daemon's own parser takes the list: the environment is applied
+    # before the flags, so the error names the bad flag, not the list
+    r = harness.run_bridge_once(["--state-ttl", "x"], env={"COMFY2MQTT_COMFYUI": env["COMFY2MQTT_COMFYUI"]})
+    assert r.returncode == 64 and r.stderr.startswith(b"comfy2mqtt: --state-ttl:"), r
+    r = harness.run_bridge_once(["--comfyui", entries[0], "--comfyui", entries[0]])
+    assert r.returncode == 64, r

@@ -110,7 +110,7 @@ test_two_upstreams_one_loop(void)
 	CHECK(l != NULL);
 
 	struct upstream_cfg ua, ub;
-	upstream_cfg_from_config(&c, &ua);
+	upstream_cfg_from_config(&c, 0, &ua);
 	ua.comfy = &base;
 	ub = ua;
 	ua.instance = "a";

@@ -1952,6 +1952,18 @@ async def not_found_middleware(request: web.Request, handler):
         raise web.HTTPNotFound()
 
 
+def slow_middleware(delay_ms: float):
+    """Plays a slow server: every ComfyUI HTTP route answers after delay_ms
+    (the WebSocket and /_sim/ stay prompt, so a test can still drive it)."""
+    @web.middleware
+    async def slow(request: web.Request, handler):
+        path = request.path[4:] if request.path.startswith("/api/") else request.path
+        if path != "/ws" and not path.startswith("/_sim/"):
+            await asyncio.sleep(delay_ms / 1000.0)
+        return await handler(request)
+    return slow
+
+
 def require_header_middleware(server: "Server", name: str, value: str):
     """Plays an authenticating reverse proxy: every request, the WebSocket
     upgrade included, must carry the header `name: value`, else 401
@@ -1995,7 +2007,14 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     parser.add_argument("--require-header", metavar='"NAME: VALUE"',
                         help="answer 401 to every request without this header")
+    parser.add_argument("--http-delay-ms", type=float, default=0, metavar="MS",
+                        help="answer every ComfyUI HTTP route after MS (a slow server)")
+    parser.add_argument("--servers", type=int, default=1, metavar="N",
+                        help="N independent servers in this process, on --port, --port+1, ... "
+                             "(or N free ports with --port 0); one LISTENING line lists them")
     args = parser.parse_args(argv)
+    if not 1 <= args.servers <= 1000:
+        parser.error("--servers takes 1..1000")
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     if args.require_header is not None:
@@ -2010,13 +2029,18 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     return args
 
 
-async def serve(args: argparse.Namespace) -> None:
-    """Start the server, announce the port, run until SIGTERM/SIGINT."""
+async def start_server(args: argparse.Namespace, index: int) -> tuple:
+    """One server on its own port; returns (server, runner, port)."""
+    if args.servers > 1 and args.state_file:
+        args = argparse.Namespace(**vars(args))
+        args.state_file = "%s.%d" % (args.state_file, index)
     server = Server(args)
     if not server.load_state() and args.history_fill:
         server.fill_history(args.history_fill)
         server.save_state()
     middlewares = [not_found_middleware]
+    if args.http_delay_ms > 0:
+        middlewares.insert(0, slow_middleware(args.http_delay_ms))
     if args.require_header is not None:
         middlewares.insert(0, require_header_middleware(server, *args.require_header))
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 ** 2)
@@ -2027,33 +2051,42 @@ async def serve(args: argparse.Namespace) -> None:
     if args.tls_cert:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
-    site = web.TCPSite(runner, args.host, args.port, ssl_context=ssl_context)
+    port = args.port + index if args.port else 0
+    site = web.TCPSite(runner, args.host, port, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
     server.tasks = [asyncio.ensure_future(server.sender()),
                     asyncio.ensure_future(server.worker())]
+    return server, runner, port
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Start the server(s), announce the port(s), run until SIGTERM/SIGINT."""
+    started = [await start_server(args, i) for i in range(args.servers)]
+    ports = " ".join(str(port) for _, _, port in started)
     if args.port_file:
         tmp = args.port_file + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("%d\n" % port)
+            fh.write("%s\n" % ports)
         os.replace(tmp, args.port_file)
-    print("LISTENING %d" % port, flush=True)
+    print("LISTENING %s" % ports, flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    # Like ComfyUI exiting: connections drop without a close frame.
-    for sock in list(server.sockets.values()):
-        if sock.transport is not None:
-            sock.transport.abort()
-    for task in server.tasks:
-        task.cancel()
-    try:
-        await asyncio.wait_for(runner.cleanup(), 2.0)
-    except asyncio.TimeoutError:
-        pass
+    for server, runner, _ in started:
+        # Like ComfyUI exiting: connections drop without a close frame.
+        for sock in list(server.sockets.values()):
+            if sock.transport is not None:
+                sock.transport.abort()
+        for task in server.tasks:
+            task.cancel()
+        try:
+            await asyncio.wait_for(runner.cleanup(), 2.0)
+        except asyncio.TimeoutError:
+            pass
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -12,13 +12,12 @@
 #include "jsonw.h"
 #include "log.h"
 
+#include "config_load.h"
+
 #define SECRET "Zebra-S3cr3t-91x"
 
-static char err[512];
 static char tmpdir[] = "/tmp/c2m-test-config-XXXXXX";
 static int tmp_serial;
-
-static char *no_env[] = { NULL };
 
 /* Writes text into a fresh file in tmpdir; returns its path (static). */
 static const char *
@@ -35,60 +34,6 @@ write_temp(const char *text)
 		exit(2);
 	}
 	return path;
-}
-
-/* config_load with argv given as a NULL-terminated list after envp. */
-static int
-load_v(struct config *c, char **envp, FILE *out, va_list ap)
-{
-	char *argv[64];
-	int argc = 0;
-	const char *a;
-
-	argv[argc++] = "comfy2mqtt";
-	while ((a = va_arg(ap, const char *)) != NULL && argc < 63)
-		argv[argc++] = (char *) a;
-	argv[argc] = NULL;
-	memset(err, 0, sizeof err);
-	return config_load(c, argc, argv, envp, err, sizeof err, out);
-}
-
-static int
-load(struct config *c, char **envp, ...)
-{
-	va_list ap;
-	int rc;
-
-	va_start(ap, envp);
-	rc = load_v(c, envp ? envp : no_env, NULL, ap);
-	va_end(ap);
-	return rc;
-}
-
-/* Loads, expects failure with code, frees; err keeps the message. */
-static int
-load_fail(char **envp, ...)
-{
-	struct config c;
-	va_list ap;
-	int rc;
-
-	va_start(ap, envp);
-	rc = load_v(&c, envp ? envp : no_env, NULL, ap);
-	va_end(ap);
-	config_free(&c);
-	return rc;
-}
-
-static bool
-contains(const char *hay, const char *needle)
-{
-	bool found = hay && strstr(hay, needle) != NULL;
-
-	if (!found)
-		fprintf(stderr, "  (\"%s\" not in \"%s\")\n", needle,
-		    hay ? hay : "(null)");
-	return found;
 }
 
 static FILE *capture_file;
@@ -142,14 +87,14 @@ test_defaults(void)
 	struct config c;
 
 	CHECK_INT(load(&c, NULL, NULL), CONFIG_OK);
-	CHECK_STR(c.comfyui, "http://127.0.0.1:8188");
-	CHECK_STR(c.comfy.host, "127.0.0.1");
-	CHECK_INT(c.comfy.port, 8188);
+	CHECK_INT(c.n_servers, 1);
+	CHECK_STR(c.server[0].comfy.host, "127.0.0.1");
+	CHECK_INT(c.server[0].comfy.port, 8188);
 	CHECK_STR(c.broker.host, "127.0.0.1");
 	CHECK_INT(c.broker.port, 1883);
 	CHECK_STR(c.prefix, "comfyui");
-	CHECK_STR(c.instance, "127.0.0.1");
-	CHECK_STR(c.client_id, "comfy2mqtt-127.0.0.1");
+	CHECK_STR(c.server[0].instance, "127.0.0.1");
+	CHECK_STR(c.server[0].client_id, "comfy2mqtt-127.0.0.1");
 	CHECK_STR(c.ha_prefix, "homeassistant");
 	CHECK_INT(c.mqtt_protocol, MQTT_PROTO_5);
 	CHECK_INT(c.mqtt_keepalive, 30);
@@ -247,10 +192,10 @@ test_config_from_environment(void)
 
 	snprintf(env_cfg, sizeof env_cfg, "COMFY2MQTT_CONFIG=%s", file_a);
 	CHECK_INT(load(&c, envp, NULL), CONFIG_OK);
-	CHECK_STR(c.instance, "from-a");
+	CHECK_STR(c.server[0].instance, "from-a");
 	config_free(&c);
 	CHECK_INT(load(&c, envp, "--config", file_b, NULL), CONFIG_OK);
-	CHECK_STR(c.instance, "from-b");
+	CHECK_STR(c.server[0].instance, "from-b");
 	config_free(&c);
 }
 
@@ -290,7 +235,8 @@ test_file_syntax(void)
 	CHECK_INT(c.n_comfyui_headers, 2);
 	CHECK_STR(c.comfyui_header[0], "X-One: 1");
 	CHECK_STR(c.comfyui_header[1], "X-Two: 2");
-	CHECK_STR(c.instance, "127.0.0.1"); /* "" means unset: derived */
+	CHECK_STR(
+	    c.server[0].instance, "127.0.0.1"); /* "" means unset: derived */
 	config_free(&c);
 }
 
@@ -631,40 +577,44 @@ test_derived_ids(void)
 	for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++) {
 		CHECK_INT(
 		    load(&a, NULL, "--comfyui", hosts[i], NULL), CONFIG_OK);
-		CHECK(strlen(a.mqtt_client_id) <= 23);
-		CHECK(strncmp(a.mqtt_client_id, "comfy2mqtt-", 11) == 0);
-		CHECK(client_id_chars_ok(a.mqtt_client_id));
-		CHECK(strncmp(a.client_id, "comfy2mqtt-", 11) == 0);
-		CHECK_STR(a.client_id + 11, a.instance);
+		CHECK(strlen(a.server[0].mqtt_client_id) <= 23);
+		CHECK(strncmp(a.server[0].mqtt_client_id, "comfy2mqtt-", 11)
+		    == 0);
+		CHECK(client_id_chars_ok(a.server[0].mqtt_client_id));
+		CHECK(strncmp(a.server[0].client_id, "comfy2mqtt-", 11) == 0);
+		CHECK_STR(a.server[0].client_id + 11, a.server[0].instance);
 		config_free(&a);
 	}
 
 	CHECK_INT(load(&a, NULL, "--comfyui", hosts[0], NULL), CONFIG_OK);
-	CHECK_STR(a.instance, "gpu-box.example.com");
-	CHECK(strncmp(a.mqtt_client_id, "comfy2mqtt-gpu-b-", 17) == 0);
-	CHECK_INT(strlen(a.mqtt_client_id), 23);
+	CHECK_STR(a.server[0].instance, "gpu-box.example.com");
+	CHECK(
+	    strncmp(a.server[0].mqtt_client_id, "comfy2mqtt-gpu-b-", 17) == 0);
+	CHECK_INT(strlen(a.server[0].mqtt_client_id), 23);
 	/* stable across runs, different per instance */
 	CHECK_INT(load(&b, NULL, "--comfyui", hosts[0], NULL), CONFIG_OK);
-	CHECK_STR(a.mqtt_client_id, b.mqtt_client_id);
+	CHECK_STR(a.server[0].mqtt_client_id, b.server[0].mqtt_client_id);
 	CHECK_INT(load(&other, NULL, "--comfyui", hosts[0], "--instance",
 	              "gpu-box.example.co", NULL),
 	    CONFIG_OK);
-	CHECK(strcmp(a.mqtt_client_id + 17, other.mqtt_client_id + 17) != 0);
+	CHECK(strcmp(a.server[0].mqtt_client_id + 17,
+	          other.server[0].mqtt_client_id + 17)
+	    != 0);
 	config_free(&a);
 	config_free(&b);
 	config_free(&other);
 
 	CHECK_INT(load(&a, NULL, "--comfyui", "http://[fe80::1]:8188", NULL),
 	    CONFIG_OK);
-	CHECK_STR(a.instance, "fe80::1");
+	CHECK_STR(a.server[0].instance, "fe80::1");
 	config_free(&a);
 
 	/* given ids are kept */
 	CHECK_INT(load(&a, NULL, "--client-id", "mine", "--mqtt-client-id",
 	              "broker-id", NULL),
 	    CONFIG_OK);
-	CHECK_STR(a.client_id, "mine");
-	CHECK_STR(a.mqtt_client_id, "broker-id");
+	CHECK_STR(a.server[0].client_id, "mine");
+	CHECK_STR(a.server[0].mqtt_client_id, "broker-id");
 	config_free(&a);
 }
 
@@ -678,8 +628,8 @@ test_instance_sanitized(void)
 	CHECK_INT(load(&c, NULL, "--instance", "gpu/1+#", NULL), CONFIG_OK);
 	config_log_warnings(&c);
 	logged = capture_end();
-	CHECK_STR(c.instance, "gpu_1__");
-	CHECK_STR(c.client_id, "comfy2mqtt-gpu_1__");
+	CHECK_STR(c.server[0].instance, "gpu_1__");
+	CHECK_STR(c.server[0].client_id, "comfy2mqtt-gpu_1__");
 	CHECK(contains(logged, "WARN"));
 	CHECK(contains(logged, "gpu_1__"));
 	free(logged);
@@ -694,7 +644,7 @@ test_mqtt_protocol_and_client_id_length(void)
 
 	CHECK_INT(load(&c, NULL, "--mqtt-protocol", "311", NULL), CONFIG_OK);
 	CHECK_INT(c.mqtt_protocol, MQTT_PROTO_311);
-	CHECK(strlen(c.mqtt_client_id) <= 23);
+	CHECK(strlen(c.server[0].mqtt_client_id) <= 23);
 	config_free(&c);
 	CHECK_INT(load(&c, NULL, "--mqtt-protocol", "3.1.1",
 	              "--mqtt-client-id", long_id, NULL),
@@ -741,16 +691,16 @@ test_url_credentials(void)
 	/* ComfyUI URL credentials become HTTP Basic auth */
 	CHECK_INT(load(&c, NULL, "--comfyui", "http://user:pass@h:8188", NULL),
 	    CONFIG_OK);
-	CHECK_INT(c.n_comfyui_headers, 1);
-	CHECK_STR(c.comfyui_header[0], "Authorization: Basic dXNlcjpwYXNz");
-	CHECK_STR(c.comfy.user, "");
-	CHECK_STR(c.comfy.pass, "");
+	CHECK_INT(c.server[0].n_headers, 1);
+	CHECK_STR(c.server[0].headers[0], "Authorization: Basic dXNlcjpwYXNz");
+	CHECK_STR(c.server[0].comfy.user, "");
+	CHECK_STR(c.server[0].comfy.pass, "");
 	config_free(&c);
 	CHECK_INT(load(&c, NULL, "--comfyui", "http://user:pass@h:8188",
 	              "--comfyui-header", "authorization: Bearer x", NULL),
 	    CONFIG_OK);
-	CHECK_INT(c.n_comfyui_headers, 1);
-	CHECK_STR(c.comfyui_header[0], "authorization: Bearer x");
+	CHECK_INT(c.server[0].n_headers, 1);
+	CHECK_STR(c.server[0].headers[0], "authorization: Bearer x");
 	config_free(&c);
 }
 
@@ -807,7 +757,7 @@ test_secrets_never_leak(void)
 
 	jsonw_init(&w, json, sizeof json);
 	jsonw_obj_begin(&w);
-	config_write_json(&c, &w);
+	config_write_json(&c, 0, &w);
 	jsonw_obj_end(&w);
 	CHECK_INT(jsonw_finish(&w), 0);
 	CHECK(strstr(json, SECRET) == NULL);
@@ -950,7 +900,7 @@ test_json_reflects_values(void)
 	    CONFIG_OK);
 	jsonw_init(&w, json, sizeof json);
 	jsonw_obj_begin(&w);
-	config_write_json(&c, &w);
+	config_write_json(&c, 0, &w);
 	jsonw_obj_end(&w);
 	CHECK_INT(jsonw_finish(&w), 0);
 	CHECK(contains(json, "\"events\":[\"a\",\"b\"]"));
@@ -1090,7 +1040,7 @@ test_empty_instance(void)
 	CHECK(contains(err, "hint: --instance gpu1"));
 	CHECK_INT(load_fail(NULL, "--instance=", NULL), CONFIG_USAGE);
 	CHECK_INT(load(&c, envp, NULL), CONFIG_OK);
-	CHECK_STR(c.instance, "127.0.0.1");
+	CHECK_STR(c.server[0].instance, "127.0.0.1");
 	config_free(&c);
 }
 

@@ -1,0 +1,199 @@
+/* See instance.h. The upstream publishes through the instance into its
+ * link; the link's connection reaches the upstream and the add-ons. */
+#include "instance.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "ha_link.h"
+#include "log.h"
+#include "topic.h"
+#include "upstream.h"
+
+struct instance {
+	const struct config *cfg;
+	int server;
+	char comfy_public[600];
+	struct mqtt_link *mqtt;
+	struct upstream *up;
+
+	/* Add-ons: features of this one instance on its upstream and its
+	 * link, created in attach_addons() and destroyed in
+	 * instance_destroy(). Each is NULL when its option is off. */
+	struct ha_link *ha; /* --ha-discovery */
+};
+
+void
+instance_broker_cfg(
+    const struct config *c, int server, struct mqtt_link_cfg *mc)
+{
+	*mc = (struct mqtt_link_cfg) {
+		.host = c->broker.host,
+		.port = c->broker.port,
+		.tls = c->broker.tls,
+		.tls_opts
+		= { c->tls_ca, c->tls_cert, c->tls_key, c->tls_insecure },
+		.client_id = c->server[server].mqtt_client_id,
+		.username = c->mqtt_username,
+		.password = c->mqtt_password,
+		.protocol = c->mqtt_protocol,
+		.keepalive_s = c->mqtt_keepalive,
+		.max_packet = (uint32_t) c->mqtt_max_packet,
+	};
+}
+
+static void
+mqtt_connected(void *ud, bool session_present)
+{
+	struct instance *in = ud;
+	upstream_on_broker_connected(
+	    in->up, session_present, mqtt_link_max_packet(in->mqtt));
+	if (in->ha)
+		ha_link_on_connected(in->ha);
+}
+
+/* Home Assistant's image entity follows the retained preview's type. */
+static void
+publish(void *ud, const struct out_msg *m)
+{
+	struct instance *in = ud;
+	const char *ct = m->props.content_type;
+	mqtt_link_publish(in->mqtt, m);
+	if (in->ha != NULL && m->retain && ct && strncmp(ct, "image/", 6) == 0)
+		ha_link_on_preview(in->ha, ct);
+}
+
+static void
+broker_health(void *ud, struct engine_health_io *h)
+{
+	struct mqtt_link_stats s;
+	mqtt_link_get_stats(((struct instance *) ud)->mqtt, &s);
+	h->mqtt_connected = s.connected;
+	h->mqtt_reconnects = s.connects > 0 ? s.connects - 1 : 0;
+	memcpy(h->published, s.published, sizeof(h->published));
+	memcpy(h->dropped, s.dropped, sizeof(h->dropped));
+	memcpy(h->refused, s.refused_by, sizeof(h->refused));
+	h->queue_depth = s.queued;
+	h->queue_bytes = s.queued_bytes;
+}
+
+/* The instance's own session: its will marks this instance, and only it,
+ * offline when the process dies. */
+static int
+create_link(struct instance *in, struct loop *l)
+{
+	const struct config *c = in->cfg;
+	char will_topic[TOPIC_MAX];
+	struct mqtt_link_cfg mc;
+	int rc = topic_join(will_topic, sizeof(will_topic), c->prefix,
+	    c->server[in->server].instance, "bridge/state");
+	if (rc < 0)
+		return rc;
+	instance_broker_cfg(c, in->server, &mc);
+	mc.will_topic = will_topic;
+	mc.will_payload = "offline";
+	mc.window = 1000;
+	mc.queue_max_messages = c->queue_max_messages;
+	mc.queue_max_bytes = c->queue_max_bytes;
+	struct mqtt_link_cb mcb = { .on_connected = mqtt_connected };
+	/* mqtt_link_create logs what failed (e.g. which --tls-* file) */
+	return mqtt_link_create(l, &mc, &mcb, in, &in->mqtt);
+}
+
+/* Per-instance features attach here, each to in->up and in->mqtt. */
+static int
+attach_addons(struct instance *in, struct loop *l)
+{
+	const struct config *c = in->cfg;
+	int rc = 0;
+	if (c->ha_discovery) {
+		struct discovery_cfg dc;
+		ha_link_cfg(
+		    c, c->server[in->server].instance, in->comfy_public, &dc);
+		rc = ha_link_create(l, in->mqtt, &dc, &in->ha);
+		if (rc == 0)
+			rc = mqtt_link_subscribe(in->mqtt,
+			    ha_link_status_topic(in->ha), ha_link_on_status,
+			    in->ha);
+	}
+	return rc;
+}
+
+int
+instance_create(struct loop *l, const struct config *c, int server,
+    const char *print_prefix, struct instance **out)
+{
+	*out = NULL;
+	struct instance *in = calloc(1, sizeof(*in));
+	if (in == NULL)
+		return BR_ENOMEM;
+	in->cfg = c;
+	in->server = server;
+	const struct config_server *s = &c->server[server];
+	url_format_public(
+	    &s->comfy, in->comfy_public, sizeof(in->comfy_public));
+	log_info("bridge",
+	    "instance %s: ComfyUI %s, client id %s, MQTT client "
+	    "id %s",
+	    s->instance, in->comfy_public, s->client_id, s->mqtt_client_id);
+	int rc = create_link(in, l);
+	if (rc == 0)
+		rc = attach_addons(in, l);
+	struct upstream_cfg uc;
+	upstream_cfg_from_config(c, server, &uc);
+	uc.print_prefix = print_prefix;
+	struct upstream_out uo = { publish, broker_health, in };
+	/* the engine publishes its start-up state into the link's queue */
+	if (rc == 0)
+		rc = upstream_create(l, &uc, &uo, &in->up);
+	/* the retained states an earlier run left: queued or running ones
+	 * are followed again (their end is read from history); finished
+	 * ones are cleared when their TTL passes (MQTT 3.1.1 has no message
+	 * expiry) */
+	if (rc == 0)
+		rc = mqtt_link_subscribe(in->mqtt,
+		    upstream_state_filter(in->up), upstream_on_retained_state,
+		    in->up);
+	if (rc != 0) {
+		instance_destroy(in);
+		return rc;
+	}
+	*out = in;
+	return 0;
+}
+
+int
+instance_start(struct instance *in)
+{
+	int rc = mqtt_link_start(in->mqtt);
+	return rc != 0 ? rc : upstream_start(in->up);
+}
+
+void
+instance_stop(struct instance *in, const char *line)
+{
+	upstream_stop(in->up, line);
+}
+
+void
+instance_shutdown(struct instance *in, int64_t deadline)
+{
+	struct out_msg offline;
+	int64_t left = deadline - loop_mono_ms();
+	upstream_offline_msg(in->up, &offline);
+	mqtt_link_shutdown(in->mqtt, &offline, left > 0 ? (int) left : 0);
+}
+
+void
+instance_destroy(struct instance *in)
+{
+	if (in == NULL)
+		return;
+	upstream_destroy(in->up);
+	ha_link_destroy(in->ha);
+	if (in->mqtt)
+		mqtt_link_destroy(in->mqtt);
+	free(in);
+}
