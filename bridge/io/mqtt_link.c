@@ -5,7 +5,7 @@
  * has no jitter, and each publish wakes it to write that one packet. Here
  * a whole pass's packets leave together, corked.
  *
- * libmosquitto closes its own socket inside mosquitto_loop() on an error,
+ * libmosquitto closes its own socket inside its loop calls on an error,
  * and that number may be reused at once: the loop watches a dup() of it,
  * which the link closes (through the loop) after every drop.
  *
@@ -17,6 +17,7 @@
  * counts them as dropped, so neither count can leak or go negative. */
 #include "mqtt_link.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <mosquitto.h>
@@ -156,8 +157,8 @@ on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 	record_failure(m, rc, true, mqtt_refusal_text(m->cfg.protocol, rc));
 }
 
-/* Runs inside mosquitto_loop(), so errno (for MOSQ_ERR_ERRNO's text) is
- * still the failing call's. */
+/* Runs inside libmosquitto's loop calls, so errno (for MOSQ_ERR_ERRNO's text)
+ * is still the failing call's. */
 static void
 on_disconnect(
     struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
@@ -192,7 +193,7 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
 }
 
 /* Keeps a received message for deliver(), which runs after the
- * mosquitto_loop() call that read it: what one read of the socket holds
+ * loop call that read it: what one read of the socket holds
  * (a burst of retained states at subscribe may be thousands) all waits,
  * none is dropped. */
 static void
@@ -268,17 +269,59 @@ drop(struct mqtt_link *m, int rc, const char *why)
 	loop_timer_arm(m->timer, delay);
 }
 
-/* One round of libmosquitto's loop without waiting (read what arrived,
- * write what is queued, keepalive), then asks the loop to report the
- * socket writable while something waits to be written. */
+#define STEP_TICK   0 /* step()'s event for the timer */
+#define READ_ROUNDS 64 /* mosquitto_loop_read() calls per step, at most */
+
+/* Connected: reads when the socket is readable (or on the tick), writes
+ * what is queued, keeps alive on the tick. No select() of libmosquitto's:
+ * the loop's poll() already said which. errno is cleared before each call
+ * (bridge/README.md#mosquitto-stale-eagain). */
+static int
+step_up(struct mqtt_link *m, int event)
+{
+	int rc = MOSQ_ERR_SUCCESS;
+	/* a call reads as many packets as libmosquitto has QoS >= 1
+	 * messages in flight (at least one), and more may wait behind the
+	 * link's own messages coming back to it: read again until the socket
+	 * is empty (a real EAGAIN) or READ_ROUNDS */
+	for (int i = 0; event != LOOP_FD_OUT && i < READ_ROUNDS; i++) {
+		errno = 0;
+		rc = mosquitto_loop_read(m->mosq, 1);
+		if (rc != MOSQ_ERR_SUCCESS || errno == EAGAIN
+		    || errno == EWOULDBLOCK || mosquitto_socket(m->mosq) < 0)
+			break;
+	}
+	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0
+	    && mosquitto_want_write(m->mosq)) {
+		errno = 0;
+		rc = mosquitto_loop_write(m->mosq, 1);
+	}
+	if (rc == MOSQ_ERR_SUCCESS && event == STEP_TICK)
+		rc = mosquitto_loop_misc(m->mosq);
+	/* closed without an error: a DISCONNECT from the broker */
+	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) < 0)
+		rc = MOSQ_ERR_NO_CONN;
+	return rc;
+}
+
+/* One round of libmosquitto's loop without waiting for event (a LOOP_FD_*
+ * or STEP_TICK), then asks the loop to report the socket writable while
+ * something waits to be written. Until the CONNACK, libmosquitto's own
+ * round, whose select() sees what the TCP or TLS handshake waits for. */
 static void
-step(struct mqtt_link *m)
+step(struct mqtt_link *m, int event)
 {
 	bool cork = m->handed > 1;
 	if (cork)
 		mqtt_set_cork(m->fd, 1);
 	m->handed = 0;
-	int rc = mosquitto_loop(m->mosq, 0, 1);
+	int rc;
+	if (m->f.up) {
+		rc = step_up(m, event);
+	} else {
+		errno = 0;
+		rc = mosquitto_loop(m->mosq, 0, 1);
+	}
 	if (cork && m->watch != NULL)
 		mqtt_set_cork(m->fd, 0);
 	/* the text first: errno is still the failing call's */
@@ -342,7 +385,7 @@ on_fd(void *ud, int event)
 		m->watch = NULL; /* the loop freed it */
 		drop(m, MOSQ_ERR_CONN_LOST, mqtt_rc_text(MOSQ_ERR_CONN_LOST));
 	} else {
-		step(m);
+		step(m, event);
 	}
 	deliver(m);
 }
@@ -354,7 +397,7 @@ on_timer(void *ud)
 	if (m->watch == NULL) {
 		attempt(m);
 	} else {
-		step(m);
+		step(m, STEP_TICK);
 		if (m->watch != NULL)
 			loop_timer_arm(m->timer, TICK_MS);
 	}
@@ -750,6 +793,7 @@ shutdown_round(struct mqtt_link *m, int64_t deadline)
 	if (slice <= 0)
 		return;
 	if (m->watch != NULL) {
+		errno = 0; /* bridge/README.md#mosquitto-stale-eagain */
 		int rc = mosquitto_loop(m->mosq, (int) slice, 1);
 		if (rc != MOSQ_ERR_SUCCESS)
 			drop(m, rc, mqtt_rc_text(rc));

@@ -2,14 +2,16 @@
  *
  * Threads: none of its own, and no locks. Everything runs in the event
  * loop's thread: the loop watches a duplicate of libmosquitto's socket,
- * and on its events and timers the link calls mosquitto_loop() (read,
- * write, keepalive) and reconnects; every libmosquitto call and every
- * callback below happens there. libmosquitto runs in threaded mode only so
- * that a publish queues its packet instead of writing it: what one pass
- * of the loop published is written together, corked, when the loop next
- * finds the socket writable. A reconnect's name lookup blocks the loop, as the
- * WebSocket's connects do. Every function must be called from the loop's
- * thread. */
+ * and on its events and timers the link calls libmosquitto's read, write
+ * and keepalive steps (mosquitto_loop() until the CONNACK) and reconnects;
+ * every libmosquitto call and every callback below happens there.
+ * libmosquitto runs in threaded mode only so that a publish queues its
+ * packet instead of writing it: what one pass of the loop published is
+ * written together, corked, when the loop next finds the socket writable.
+ * The client has no wake-up socket pair
+ * (bridge/README.md#mosquitto-socket-pair). A reconnect's name lookup blocks
+ * the loop, as the WebSocket's connects do. Every function must be called from
+ * the loop's thread. */
 #ifndef C2M_MQTT_LINK_H
 #define C2M_MQTT_LINK_H
 

@@ -2,13 +2,16 @@
 #include "mqtt_setup.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <mqtt_protocol.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "log.h"
@@ -146,12 +149,40 @@ mqtt_setup_connect_props(struct mosquitto *mosq, const struct mqtt_link_cfg *c)
 	return rc == MOSQ_ERR_INVAL ? MOSQ_ERR_SUCCESS : rc;
 }
 
+/* mosquitto_new() without its wake-up socket pair
+ * (bridge/README.md#mosquitto-socket-pair). The pair is made there and
+ * nowhere else, so that call runs with the descriptor limit at the lowest
+ * free descriptor: socketpair() fails with EMFILE (libmosquitto goes on
+ * without it), nothing else in mosquitto_new() opens a descriptor, and the
+ * limit is restored at once. The loop's thread is the only one. */
+static struct mosquitto *
+new_without_pair(const char *id, bool clean, void *obj)
+{
+	struct rlimit saved, lim;
+	int lowest_free = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	bool lowered = false;
+	if (lowest_free >= 0) {
+		close(lowest_free);
+		if (getrlimit(RLIMIT_NOFILE, &saved) == 0) {
+			lim = saved;
+			lim.rlim_cur = (rlim_t) lowest_free;
+			lowered = setrlimit(RLIMIT_NOFILE, &lim) == 0;
+		}
+	}
+	struct mosquitto *mosq = mosquitto_new(id, clean, obj);
+	int e = errno;
+	if (lowered)
+		setrlimit(RLIMIT_NOFILE, &saved);
+	errno = e;
+	return mosq;
+}
+
 int
 mqtt_setup_client(const struct mqtt_link_cfg *c, unsigned window, void *obj,
     struct mosquitto **out)
 {
 	bool v5 = c->protocol == 5;
-	struct mosquitto *mosq = mosquitto_new(c->client_id, !v5, obj);
+	struct mosquitto *mosq = new_without_pair(c->client_id, !v5, obj);
 	*out = mosq;
 	if (mosq == NULL) {
 		int e = errno;

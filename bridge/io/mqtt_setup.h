@@ -12,9 +12,10 @@
 #include "mqtt_link.h"
 #include "outq.h"
 
-/* Creates the client for c (protocol, TCP_NODELAY, threaded mode, the
- * in-flight window, credentials, will, TLS) into *out, with obj as the
- * callbacks' user data. Returns a br_err; logs the cause of a failure. */
+/* Creates the client for c (no wake-up socket pair, protocol,
+ * TCP_NODELAY, threaded mode, the in-flight window, credentials, will,
+ * TLS) into *out, with obj as the callbacks' user data. Returns a br_err;
+ * logs the cause of a failure. */
 int mqtt_setup_client(const struct mqtt_link_cfg *c, unsigned window,
     void *obj, struct mosquitto **out);
 

@@ -708,6 +708,53 @@ test_subscriptions_route_by_filter(void)
 	broker_destroy(b);
 }
 
+/* What the broker sent while the link was busy is read in one go: the
+ * acknowledgements of a burst, interleaved (MQTT 3.1.1 has no no-local)
+ * with the link's own messages coming back to it. A read used to end after
+ * one packet (bridge/README.md#mosquitto-stale-eagain), so a busy bridge
+ * read one acknowledgement per pass of the loop, its window filled with
+ * messages the broker had long taken, and progress was coalesced away. */
+static void
+test_burst_acks_read_together(void)
+{
+	enum { N = 900, PASSES = 10 };
+	struct broker *b = broker_create(NULL);
+	CHECK_INT(broker_start(b), 0);
+	struct sub *s = sub_start(broker_port(b), NULL, 5, "t20/#");
+	struct link_opts lo = { .port = broker_port(b),
+		.protocol = 4,
+		.id = "link-read-together",
+		.window = 1000 };
+	struct drv *d = drv_start(&lo);
+	struct route_rx own = { 0 };
+	CHECK_INT(mqtt_link_subscribe(d->link, "t20/#", route_fn, &own), 0);
+	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	pump(d, 200); /* the SUBSCRIBE is answered */
+	for (int i = 0; i < N; i++)
+		CHECK_INT(publish_seq(d, "t20/x", MSG_CRITICAL, 1, i), BR_OK);
+	pump(d, 0); /* the pass that finds the socket writable sends all */
+	/* the loop stands still while the broker answers: once the other
+	 * subscriber's round trip is done, the broker has handled every
+	 * message and written every acknowledgement */
+	long until = mono_ms() + 10000;
+	while (sub_count(s) < N && mono_ms() < until)
+		usleep(1000);
+	CHECK_INT(sub_count(s), N);
+	CHECK(sub_sync(s));
+	int passes = 0;
+	while (stats(d).inflight > 0 && passes < PASSES) {
+		pump(d, 0);
+		passes++;
+	}
+	CHECK_INT(stats(d).inflight, 0);
+	CHECK(PUMP_UNTIL(d, own.n >= N, 10000));
+	CHECK_INT(own.n, N);
+	check_seq(s, N);
+	sub_stop(s);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
 static void
 test_queue_bound_during_outage(void)
 {
@@ -1425,6 +1472,7 @@ main(void)
 	RUN(test_mixed_bursts_deliver_in_order);
 	RUN(test_acks_stream);
 	RUN(test_subscriptions_route_by_filter);
+	RUN(test_burst_acks_read_together);
 	RUN(test_queue_bound_during_outage);
 	RUN(test_qos0_lost_in_a_drop_is_counted);
 	RUN(test_v5_properties);
