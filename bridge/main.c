@@ -167,6 +167,10 @@ setup(struct app *a)
 	if (rc == 0)
 		rc = mqtt_link_subscribe(a->mqtt, upstream_state_filter(a->up),
 		    upstream_on_retained_state, a->up);
+	/* what an earlier run accounted for in history */
+	if (rc == 0)
+		rc = mqtt_link_subscribe(a->mqtt, upstream_cursor_topic(a->up),
+		    upstream_on_retained_state, a->up);
 	if (rc == 0)
 		rc = mqtt_link_start(a->mqtt);
 	if (rc == 0)

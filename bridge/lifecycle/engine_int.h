@@ -83,6 +83,7 @@ struct recon {
 	struct buf queue_ids; /* the last queue published, to see changes */
 	/* history list */
 	bool baseline_taken, list_inflight, list_pending;
+	bool after_inflight, after_done; /* the read after a cursor */
 	/* a status frame said the queue shrank and asked for the list: the
 	 * next /queue answer showing the same need not ask again */
 	bool list_asked_by_status;
@@ -120,6 +121,12 @@ struct retained {
 	uint64_t early_clears;
 	struct ratelog full_log;
 	char state_filter[TOPIC_MAX];
+	/* bridge/cursor: the newest finished prompt accounted for; see
+	 * bridge/README.md#restart-catch-up */
+	char cursor_topic[TOPIC_MAX];
+	char old_id[PROMPT_ID_MAX + 1]; /* an earlier run's cursor */
+	int64_t old_at; /* its finished_at; 0: none read back */
+	int64_t mine_at; /* finished_at of the cursor this run published */
 };
 
 struct engine {
@@ -232,6 +239,10 @@ void recon_on_upstream(struct engine *e, bool up, int64_t now);
 void recon_poll_soon(struct engine *e);
 /* Reads the history list and the queue (after the WebSocket came up). */
 void recon_catch_up(struct engine *e);
+/* Reads history for what finished after an earlier run's cursor. */
+void recon_after_cursor(struct engine *e);
+/* Publishes the cursor at a finished prompt when it is the newest. */
+void retained_cursor(struct engine *e, const char *id, int64_t finished_at);
 void recon_on_http(struct engine *e, enum engine_http_kind kind,
     const char *tag, int status, const char *body, size_t len, int64_t now);
 /* The ticks return the time they are due next (0: nothing). A failed

@@ -8,6 +8,7 @@
 
 #include "engine_int.h"
 #include "err.h"
+#include "jsonw.h"
 #include "log.h"
 
 static void
@@ -313,9 +314,52 @@ adopt_unfinished(struct engine *e, const struct old_state *s, int64_t now)
 }
 
 void
+retained_cursor(struct engine *e, const char *id, int64_t finished_at)
+{
+	struct retained *r = &e->retained;
+	if (finished_at <= 0 || finished_at < r->mine_at)
+		return;
+	r->mine_at = finished_at;
+	char buf[PROMPT_ID_MAX * 6 + 128];
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_obj_begin(&w);
+	jsonw_key(&w, "prompt_id");
+	jsonw_str(&w, id);
+	jsonw_key(&w, "finished_at");
+	jsonw_int(&w, finished_at);
+	jsonw_key(&w, "run");
+	jsonw_int(&w, e->rctx.run);
+	jsonw_obj_end(&w);
+	if (!w.err)
+		emit_global(e, TK_CURSOR, NULL, buf, w.len, NULL);
+}
+
+/* An earlier run's cursor: what finished after it is read from history
+ * (this run's own comes back through the subscription and is skipped). */
+static void
+on_cursor(struct engine *e, const void *payload, size_t len)
+{
+	struct retained *r = &e->retained;
+	struct old_state s;
+	if (!read_state(e, payload, len, &s) || s.run == e->rctx.run
+	    || s.finished_at <= 0 || r->old_at)
+		return;
+	memcpy(r->old_id, s.id, s.id_len + 1);
+	r->old_at = s.finished_at;
+	log_info("bridge", "history after %lld was accounted for by run %lld",
+	    (long long) s.finished_at, (long long) s.run);
+	recon_after_cursor(e);
+}
+
+void
 retained_on_state(struct engine *e, const char *topic, const void *payload,
     size_t len, int64_t now)
 {
+	if (len > 0 && strcmp(topic, e->retained.cursor_topic) == 0) {
+		on_cursor(e, payload, len);
+		return;
+	}
 	if (len == 0 || !is_state_topic(&e->retained, topic))
 		return;
 	struct old_state s;

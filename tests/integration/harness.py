@@ -748,6 +748,8 @@ def classify_topic(topic, prefix=PREFIX, instance=INSTANCE):
         return "bridge-info.schema.json", {}
     if rest == ["bridge", "health"]:
         return "bridge-health.schema.json", {}
+    if rest == ["bridge", "cursor"]:
+        return "bridge-cursor.schema.json", {}
     if rest == ["queue"]:
         return "queue.schema.json", {}
     if rest == ["completion"]:

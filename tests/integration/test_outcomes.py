@@ -254,3 +254,63 @@ def test_kill9_mid_run_then_restart_publishes_the_end(sim, broker, collector, ma
         starts = [t for t, _ in prompt_events(collector, p) if t == "execution_start"]
         assert len(starts) == 1, "%s: %d execution_start over both runs" % (p, len(starts))
     harness.assert_all_valid(collector, bridge=second)
+
+
+def test_stop_prompts_run_start_publishes_each_once_in_order(sim, broker, collector, make_bridge):
+    """Prompts that ran while the bridge was stopped get queued, start,
+    terminal, state and completion from history once each, in finishing
+    order; the one published before the stop is not published again."""
+    first = make_bridge(sim.url, broker.url)
+    first.wait_connected(collector, sim)
+    before = pid()
+    sim.submit(client_id=OTHER, prompt_id=before, steps=1)
+    assert wait_terminal(collector, before, 10) == ["execution_success"], first.context()
+    cursor = harness.wait_until(lambda: last_json(collector, "bridge/cursor"), 5)
+    assert cursor and cursor.get("prompt_id") == before, "bridge/cursor %r%s" % (cursor, first.context())
+    rc, _ = first.stop()
+    assert rc == 0, first.context()
+    down = [pid(), pid(), pid()]
+    outcomes = {down[0]: "success", down[1]: "error", down[2]: "success"}
+    for p in down:
+        sim.submit(client_id=OTHER, prompt_id=p, outcome=outcomes[p], steps=1)
+    assert harness.wait_until(lambda: all(sim.history(p).get(p) for p in down), 15), "the simulator never finished"
+    since = collector.mark()
+    second = make_bridge(sim.url, broker.url)
+    second.wait_connected(collector, sim)
+    want = {"success": "execution_success", "error": "execution_error"}
+    for p in down:
+        kinds = wait_terminal(collector, p, 10, since)
+        assert kinds == [want[outcomes[p]]], "%s after the restart: %r%s" % (p, kinds, second.context())
+    collector.wait_quiet(0.5)
+    order = []
+    for p in down:
+        types = [t for t, _ in prompt_events(collector, p)]
+        assert types == ["queued", "execution_start", want[outcomes[p]]], "%s: events %r over both runs" % (p, types)
+        st = last_json(collector, "state", p)
+        assert st["status"] == outcomes[p] and st["source"] == "history", st
+        comps = [o for _m, o in collector.json_messages(BASE + "/completion") if o.get("prompt_id") == p]
+        assert len(comps) == 1, "%s: %d completions" % (p, len(comps))
+    terminals = [o.get("prompt_id") for _m, o in collector.json_messages(BASE + "/prompt/*/event/*", since)
+                 if o.get("type") in harness.TERMINAL_TYPES]
+    assert terminals == down, "terminal events in order %r, finishing order %r" % (terminals, down)
+    assert not prompt_events(collector, before, since), "%s published again%s" % (before, second.context())
+    assert not [o for _m, o in collector.json_messages(BASE + "/completion", since) if o.get("prompt_id") == before]
+    harness.assert_all_valid(collector, bridge=second)
+
+
+def test_first_start_with_long_history_replays_nothing_and_is_quick(broker, make_sim, collector, make_bridge):
+    """A first start (nothing remembered) against 10,000 old history entries
+    publishes none of them and is connected within 2 s."""
+    sim = make_sim(extra_args=["--history-fill", "10000", "--ignore-max-items"])
+    t0 = time.monotonic()
+    bridge = make_bridge(sim.url, broker.url)
+    bridge.wait_connected(collector, sim, timeout=2)
+    took = time.monotonic() - t0
+    assert took < 2, "connected after %.2f s%s" % (took, bridge.context())
+    cursor = harness.wait_until(lambda: last_json(collector, "bridge/cursor"), 5)
+    assert cursor, "no bridge/cursor after the baseline%s" % bridge.context()
+    collector.wait_quiet(0.5)
+    replayed = collector.messages(BASE + "/prompt/*") + collector.messages(BASE + "/completion")
+    assert not replayed, "old history replayed: %r" % [m.topic for m in replayed[:5]]
+    print("first start with 10000 history entries: connected in %.3f s" % took)
+    harness.assert_all_valid(collector, bridge=bridge)
