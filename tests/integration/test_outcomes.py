@@ -6,6 +6,8 @@ upstream/state of a start with ComfyUI up (contract §3.1-§3.3, §4.2, §5)."""
 import time
 import uuid
 
+import pytest
+
 import harness
 from harness import BASE, sanitize
 
@@ -256,10 +258,14 @@ def test_kill9_mid_run_then_restart_publishes_the_end(sim, broker, collector, ma
     harness.assert_all_valid(collector, bridge=second)
 
 
-def test_stop_prompts_run_start_publishes_each_once_in_order(sim, broker, collector, make_bridge):
+@pytest.mark.parametrize("sim_args", [[], ["--history-fill", "300", "--ignore-max-items"]],
+                         ids=["honours-max-items", "ignores-max-items"])
+def test_stop_prompts_run_start_publishes_each_once_in_order(broker, make_sim, collector, make_bridge, sim_args):
     """Prompts that ran while the bridge was stopped get queued, start,
     terminal, state and completion from history once each, in finishing
-    order; the one published before the stop is not published again."""
+    order; the one published before the stop is not published again (also
+    with a server that lists its whole history whatever max_items says)."""
+    sim = make_sim(extra_args=sim_args)
     first = make_bridge(sim.url, broker.url)
     first.wait_connected(collector, sim)
     before = pid()
