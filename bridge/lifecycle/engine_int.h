@@ -112,7 +112,7 @@ struct expiry {
 #define EXPIRY_MAX 32768
 
 struct retained {
-	struct buf info, queue, current; /* payloads to republish */
+	struct buf info, queue, current, cursor; /* payloads to republish */
 	char current_id[PROMPT_ID_MAX + 1];
 	bool broker_ever_connected;
 	struct expiry *exp; /* a min-heap on due */
@@ -220,6 +220,9 @@ void emit_text(struct engine *e, enum topic_kind k, const char *text);
 void emit_global(struct engine *e, enum topic_kind k, const char *prompt_id,
     const char *json, size_t len, struct buf *keep);
 void emit_info(struct engine *e, int64_t now);
+/* bridge/cursor (retained, kept to republish). */
+void emit_cursor(
+    struct engine *e, const char *id, int64_t finished_at, int64_t now);
 void emit_queue(struct engine *e, const struct queue_item *items, size_t n_run,
     size_t n, int64_t now);
 void emit_preview(struct engine *e, struct prompt *p, const char *mime,
@@ -242,7 +245,8 @@ void recon_catch_up(struct engine *e);
 /* Reads history for what finished after an earlier run's cursor. */
 void recon_after_cursor(struct engine *e);
 /* Publishes the cursor at a finished prompt when it is the newest. */
-void retained_cursor(struct engine *e, const char *id, int64_t finished_at);
+void retained_cursor(
+    struct engine *e, const char *id, int64_t finished_at, int64_t now);
 void recon_on_http(struct engine *e, enum engine_http_kind kind,
     const char *tag, int status, const char *body, size_t len, int64_t now);
 /* The ticks return the time they are due next (0: nothing). A failed

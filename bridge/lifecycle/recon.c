@@ -593,6 +593,12 @@ history_list_prompt(struct engine *e, const char *id, size_t il, bool *deaf)
 	return p;
 }
 
+static bool
+catch_up_pending(const struct engine *e)
+{
+	return e->retained.old_at && !e->recon.after_done;
+}
+
 /* The finish time of a history entry, 0 when it lists none. */
 static int64_t
 entry_end(const struct json_doc *d, int entry)
@@ -677,9 +683,12 @@ on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 		if (baseline) {
 			baseline_add(e, id, (size_t) il);
 			/* the newest is accounted for: a restart replays what
-			 * finishes after it */
-			if (i == n - 1)
-				retained_cursor(e, id, entry_end(&d, k + 1));
+			 * finishes after it (an earlier run's cursor stays
+			 * until what followed it is published, so a crash
+			 * meanwhile loses nothing) */
+			if (i == n - 1 && !catch_up_pending(e))
+				retained_cursor(
+				    e, id, entry_end(&d, k + 1), now);
 			continue;
 		}
 		struct prompt *p

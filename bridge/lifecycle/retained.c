@@ -8,7 +8,6 @@
 
 #include "engine_int.h"
 #include "err.h"
-#include "jsonw.h"
 #include "log.h"
 
 static void
@@ -22,6 +21,9 @@ republish(struct engine *e)
 		emit_global(e, TK_INFO, NULL, r->info.p, r->info.len, NULL);
 	if (r->queue.len)
 		emit_global(e, TK_QUEUE, NULL, r->queue.p, r->queue.len, NULL);
+	if (r->cursor.len)
+		emit_global(
+		    e, TK_CURSOR, NULL, r->cursor.p, r->cursor.len, NULL);
 	if (r->current.len)
 		emit_global(e, TK_CURRENT, r->current_id, r->current.p,
 		    r->current.len, NULL);
@@ -314,25 +316,14 @@ adopt_unfinished(struct engine *e, const struct old_state *s, int64_t now)
 }
 
 void
-retained_cursor(struct engine *e, const char *id, int64_t finished_at)
+retained_cursor(
+    struct engine *e, const char *id, int64_t finished_at, int64_t now)
 {
 	struct retained *r = &e->retained;
 	if (finished_at <= 0 || finished_at < r->mine_at)
 		return;
 	r->mine_at = finished_at;
-	char buf[PROMPT_ID_MAX * 6 + 128];
-	struct jsonw w;
-	jsonw_init(&w, buf, sizeof(buf));
-	jsonw_obj_begin(&w);
-	jsonw_key(&w, "prompt_id");
-	jsonw_str(&w, id);
-	jsonw_key(&w, "finished_at");
-	jsonw_int(&w, finished_at);
-	jsonw_key(&w, "run");
-	jsonw_int(&w, e->rctx.run);
-	jsonw_obj_end(&w);
-	if (!w.err)
-		emit_global(e, TK_CURSOR, NULL, buf, w.len, NULL);
+	emit_cursor(e, id, finished_at, now);
 }
 
 /* An earlier run's cursor: what finished after it is read from history
@@ -392,6 +383,7 @@ retained_destroy(struct retained *r)
 	free(r->exp);
 	idset_free(&r->exp_levels);
 	buf_free(&r->info);
+	buf_free(&r->cursor);
 	buf_free(&r->queue);
 	buf_free(&r->current);
 }
