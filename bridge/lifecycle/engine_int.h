@@ -10,6 +10,7 @@
  *                through the topic-kind table (bridge/publish/pubkind.h)
  *   recon.c      reconciliation: /queue and /history polling, resync
  *                after a reconnect, the WebSocket watchdog
+ *   catchup.c    what finished while the bridge was down (its cursor)
  *   retained.c   retained memory, republish on reconnect, TTL clears
  *   health.c     rejected-input and fault counters, bridge/health
  *   console.c    --print: the same transitions as human lines
@@ -83,7 +84,10 @@ struct recon {
 	struct buf queue_ids; /* the last queue published, to see changes */
 	/* history list */
 	bool baseline_taken, list_inflight, list_pending;
-	bool after_inflight, after_done; /* the read after a cursor */
+	/* the pages read after an earlier run's cursor (catchup.c) */
+	bool after_inflight, after_done, after_passed;
+	int64_t after_offset; /* -1: the newest page */
+	char after_newest[PROMPT_ID_MAX + 1]; /* the last page's first id */
 	/* a status frame said the queue shrank and asked for the list: the
 	 * next /queue answer showing the same need not ask again */
 	bool list_asked_by_status;
@@ -242,8 +246,20 @@ void recon_on_upstream(struct engine *e, bool up, int64_t now);
 void recon_poll_soon(struct engine *e);
 /* Reads the history list and the queue (after the WebSocket came up). */
 void recon_catch_up(struct engine *e);
+/* A history entry: its prompt finished (published once). */
+void recon_apply_entry(struct engine *e, struct prompt *p,
+    const struct json_doc *d, int entry, int64_t now);
+/* The finish time of a history entry, 0 when it lists none. */
+int64_t recon_entry_end(const struct json_doc *d, int entry);
+
+/* catchup.c: see bridge/README.md#restart-catch-up */
+#define CATCHUP_TAG "after"
 /* Reads history for what finished after an earlier run's cursor. */
 void recon_after_cursor(struct engine *e);
+/* Whether an earlier run's cursor waits for that read. */
+bool recon_catching_up(const struct engine *e);
+void recon_on_catch_up_page(
+    struct engine *e, bool ok, const char *body, size_t len, int64_t now);
 /* Publishes the cursor at a finished prompt when it is the newest. */
 void retained_cursor(
     struct engine *e, const char *id, int64_t finished_at, int64_t now);

@@ -30,6 +30,7 @@ void
 recon_init(struct recon *r)
 {
 	idset_init(&r->finished, FINISHED_IDS_MAX);
+	r->after_offset = -1;
 }
 
 /* The set holds finished ids with the low bit of the hash set, ids of the
@@ -154,25 +155,6 @@ void
 recon_poll_soon(struct engine *e)
 {
 	request_poll(e);
-}
-
-/* The most history entries read after a restart: the prompts finished
- * while the bridge was down, in one bounded answer. */
-#define AFTER_CURSOR_MAX 256
-
-void
-recon_after_cursor(struct engine *e)
-{
-	struct recon *r = &e->recon;
-	if (!e->retained.old_at || r->after_done || r->after_inflight)
-		return;
-	if (!e->upstream_up)
-		return; /* asked again by recon_catch_up */
-	char path[64];
-	snprintf(
-	    path, sizeof(path), "/history?max_items=%u", AFTER_CURSOR_MAX);
-	r->after_inflight = true;
-	e->io.http_get(e->io.ud, EHTTP_HISTORY_LIST, path, "after");
 }
 
 void
@@ -492,9 +474,9 @@ history_outputs(
 }
 
 /* Reports a finished prompt read from a history entry. */
-static void
-apply_history_entry(struct engine *e, struct prompt *p,
-    const struct json_doc *d, int entry, int64_t now)
+void
+recon_apply_entry(struct engine *e, struct prompt *p, const struct json_doc *d,
+    int entry, int64_t now)
 {
 	int status = json_obj_get(d, entry, "status");
 	int msgs = status >= 0 ? json_obj_get(d, status, "messages") : -1;
@@ -548,7 +530,7 @@ on_history_id(struct engine *e, const char *id, const char *body, size_t len,
 	}
 	int entry = json_obj_get(&d, 0, id);
 	if (entry >= 0 && json_is_object(&d, entry)) {
-		apply_history_entry(e, p, &d, entry, now);
+		recon_apply_entry(e, p, &d, entry, now);
 		return;
 	}
 	if (p->queue_generation == e->recon.queue_generation
@@ -593,15 +575,9 @@ history_list_prompt(struct engine *e, const char *id, size_t il, bool *deaf)
 	return p;
 }
 
-static bool
-catch_up_pending(const struct engine *e)
-{
-	return e->retained.old_at && !e->recon.after_done;
-}
-
 /* The finish time of a history entry, 0 when it lists none. */
-static int64_t
-entry_end(const struct json_doc *d, int entry)
+int64_t
+recon_entry_end(const struct json_doc *d, int entry)
 {
 	int status = json_obj_get(d, entry, "status");
 	int msgs = status >= 0 ? json_obj_get(d, status, "messages") : -1;
@@ -609,57 +585,6 @@ entry_end(const struct json_doc *d, int entry)
 	if (msgs >= 0 && json_is_array(d, msgs))
 		read_history_messages(d, msgs, &h);
 	return h.end_ts;
-}
-
-/* Whether entry i of a list (in finishing order) comes after the earlier
- * run's cursor: after its id when the list holds it, else by time. */
-static bool
-after_cursor(struct engine *e, const char *id, int64_t end, bool *passed)
-{
-	if (*passed)
-		return true;
-	if (strcmp(id, e->retained.old_id) == 0) {
-		*passed = true;
-		return false;
-	}
-	return end > e->retained.old_at;
-}
-
-/* The prompts an earlier run had not accounted for, published once each
- * in finishing order: see bridge/README.md#restart-catch-up */
-static void
-on_after_list(struct engine *e, const char *body, size_t len, int64_t now)
-{
-	struct json_doc d;
-	int rc = json_parse(e->http_parser, body, len, true, &d);
-	if (rc != BR_OK) {
-		health_body_unusable(e, "/history", rc, len);
-		return;
-	}
-	e->recon.after_done = true;
-	int n = json_size(&d, 0), k = 1;
-	bool passed = false;
-	for (int i = 0; i < n; i++, k = json_skip(&d, k + 1)) {
-		char id[PROMPT_ID_MAX + 1];
-		int il = json_str_get(&d, k, id, sizeof(id));
-		if (il <= 0 || !json_is_object(&d, k + 1)
-		    || !after_cursor(e, id, entry_end(&d, k + 1), &passed))
-			continue;
-		struct prompt *p = tracker_find(e->tracker, id, (size_t) il);
-		if (p && (p->terminal_sent || p->history_inflight))
-			continue;
-		if (!p && recon_finished_here(e, id, (size_t) il))
-			continue;
-		if (!p) {
-			bool created;
-			p = tracker_get(e->tracker, id, (size_t) il, &created);
-			if (!p)
-				continue;
-			p->source = SRC_HISTORY;
-			p->queued_at = 0;
-		}
-		apply_history_entry(e, p, &d, k + 1, now);
-	}
 }
 
 static void
@@ -686,15 +611,15 @@ on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 			 * finishes after it (an earlier run's cursor stays
 			 * until what followed it is published, so a crash
 			 * meanwhile loses nothing) */
-			if (i == n - 1 && !catch_up_pending(e))
+			if (i == n - 1 && !recon_catching_up(e))
 				retained_cursor(
-				    e, id, entry_end(&d, k + 1), now);
+				    e, id, recon_entry_end(&d, k + 1), now);
 			continue;
 		}
 		struct prompt *p
 		    = history_list_prompt(e, id, (size_t) il, &deaf);
 		if (p)
-			apply_history_entry(e, p, &d, k + 1, now);
+			recon_apply_entry(e, p, &d, k + 1, now);
 	}
 	if (deaf)
 		orphaned(e, "a prompt finished");
@@ -736,6 +661,7 @@ on_queue_answer(struct engine *e, bool ok, int status, const char *body,
 	}
 	r->poll_failures = 0;
 	on_queue(e, body, len, now);
+	recon_after_cursor(e); /* a failed catch-up page is asked again */
 	if (r->poll_pending)
 		request_poll(e);
 }
@@ -771,10 +697,8 @@ recon_on_http(struct engine *e, enum engine_http_kind kind, const char *tag,
 		on_history_id_answer(e, tag, ok, status, body, len, now);
 		break;
 	case EHTTP_HISTORY_LIST:
-		if (tag && strcmp(tag, "after") == 0) {
-			e->recon.after_inflight = false;
-			if (ok)
-				on_after_list(e, body, len, now);
+		if (tag && strcmp(tag, CATCHUP_TAG) == 0) {
+			recon_on_catch_up_page(e, ok, body, len, now);
 			break;
 		}
 		e->recon.list_inflight = false;

@@ -889,8 +889,8 @@ def qos_retain_problems(collector, prefix=PREFIX, instance=INSTANCE, since=0):
             # contract §2: QoS 1 for queued, execution_start and the terminal types
             # of a prompt; QoS 0 for the rest and for events of no prompt
             want_qos = 1 if etype in QOS1_EVENT_TYPES and parts.get("prompt") is not None else 0
-        elif kind in ("availability.schema.json", "bridge-info.schema.json", "queue.schema.json",
-                      "state.schema.json"):
+        elif kind in ("availability.schema.json", "bridge-info.schema.json", "bridge-cursor.schema.json",
+                      "queue.schema.json", "state.schema.json"):
             want_retain, want_qos = True, 1
         elif kind == "bridge-health.schema.json":
             want_retain, want_qos = True, 0
