@@ -321,8 +321,11 @@ class Broker(Proc):
 class Sim(Proc):
     """The project's ComfyUI simulator (tests/sim/comfyui_sim.py)."""
 
-    def __init__(self, workdir, port=0, server_version=None, finish_running_as=None, extra_args=()):
+    def __init__(self, workdir, port=0, server_version=None, finish_running_as=None, extra_args=(), persist=True):
+        """persist=False: no --state-file (a simulator that is not restarted
+        takes hundreds of prompts quickly)."""
         super().__init__("sim", workdir)
+        self.persist = persist
         self.port = port
         self.server_version = server_version
         self.finish_running_as = finish_running_as
@@ -336,7 +339,9 @@ class Sim(Proc):
     def start(self, timeout=15):
         if not os.path.exists(SIM_SCRIPT):
             raise RuntimeError("ComfyUI simulator missing: %s" % SIM_SCRIPT)
-        argv = [PYTHON, SIM_SCRIPT, "--port", str(self.port), "--state-file", self.state_file]
+        argv = [PYTHON, SIM_SCRIPT, "--port", str(self.port)]
+        if self.persist:
+            argv += ["--state-file", self.state_file]
         if self.server_version:
             argv += ["--server-version", self.server_version]
         if self.finish_running_as:

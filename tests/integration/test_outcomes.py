@@ -275,7 +275,7 @@ def test_stop_prompts_run_start_publishes_each_once_in_order(broker, make_sim, c
     is not published again. Also with a server that lists its whole history
     whatever max_items says, and with more prompts than one history page
     holds behind an old history (read in pages from the oldest entry)."""
-    sim = make_sim(extra_args=sim_args)
+    sim = make_sim(extra_args=sim_args, persist=False)
     first = make_bridge(sim.url, broker.url)
     first.wait_connected(collector, sim)
     before = pid()
@@ -285,23 +285,18 @@ def test_stop_prompts_run_start_publishes_each_once_in_order(broker, make_sim, c
     assert cursor and cursor.get("prompt_id") == before, "bridge/cursor %r%s" % (cursor, first.context())
     rc, _ = first.stop()
     assert rc == 0, first.context()
-    T=time.monotonic()
     down = [pid() for _ in range(n_down)]
     outcomes = {p: ("success", "error", "interrupt")[i % 3] for i, p in enumerate(down)}
     for p in down:
         sim.submit(client_id=OTHER, prompt_id=p, outcome=outcomes[p], steps=1, step_ms=1)
-    print("submit", time.monotonic()-T)
-    assert harness.wait_until(lambda: sim.history(down[-1]).get(down[-1]), 60), "the simulator never finished"
-    print("ran", time.monotonic()-T)
+    assert harness.wait_until(lambda: sim.history(down[-1]).get(down[-1]), 30), "the simulator never finished"
     since = collector.mark()
     second = make_bridge(sim.url, broker.url)
     second.wait_connected(collector, sim)
     kinds = wait_terminal(collector, down[-1], 20, since)
     assert kinds == [DOWN_EVENT[outcomes[down[-1]]]], "%s after the restart: %r%s" % (down[-1], kinds,
                                                                                      second.context())
-    print("terminal", time.monotonic()-T)
     collector.wait_quiet(0.5)
-    print("quiet", time.monotonic()-T)
     for p in down:
         types = [t for t, _ in prompt_events(collector, p)]
         assert types == ["queued", "execution_start", DOWN_EVENT[outcomes[p]]], "%s: events %r over both runs" % (
@@ -314,7 +309,6 @@ def test_stop_prompts_run_start_publishes_each_once_in_order(broker, make_sim, c
                  if o.get("type") in harness.TERMINAL_TYPES]
     assert terminals == down, "terminal events in order %r, finishing order %r" % (terminals[:8], down[:8])
     assert not prompt_events(collector, before, since), "%s published again%s" % (before, second.context())
-    print("checked", time.monotonic()-T)
     cursor = last_json(collector, "bridge/cursor")
     assert cursor and cursor.get("prompt_id") == down[-1], "bridge/cursor %r after the catch-up" % cursor
     harness.assert_all_valid(collector, bridge=second)
