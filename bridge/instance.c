@@ -156,6 +156,11 @@ instance_create(struct loop *l, const struct config *c, int server,
 		rc = mqtt_link_subscribe(in->mqtt,
 		    upstream_state_filter(in->up), upstream_on_retained_state,
 		    in->up);
+	/* what an earlier run accounted for in history */
+	if (rc == 0)
+		rc = mqtt_link_subscribe(in->mqtt,
+		    upstream_cursor_topic(in->up), upstream_on_retained_state,
+		    in->up);
 	if (rc != 0) {
 		instance_destroy(in);
 		return rc;

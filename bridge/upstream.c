@@ -341,6 +341,12 @@ upstream_state_filter(const struct upstream *u)
 	return engine_state_filter(u->engine);
 }
 
+const char *
+upstream_cursor_topic(const struct upstream *u)
+{
+	return engine_cursor_topic(u->engine);
+}
+
 void
 upstream_offline_msg(struct upstream *u, struct out_msg *m)
 {

@@ -68,6 +68,7 @@ void upstream_on_retained_state(
 /* The filter to subscribe to where the broker has no message expiry
  * (MQTT 3.1.1): <prefix>/<instance>/prompt/+/state (borrowed from u). */
 const char *upstream_state_filter(const struct upstream *u);
+const char *upstream_cursor_topic(const struct upstream *u);
 /* The bridge/state offline message, for the will and the last publish at
  * shutdown (borrowed from u). */
 void upstream_offline_msg(struct upstream *u, struct out_msg *m);

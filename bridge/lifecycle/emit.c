@@ -190,6 +190,16 @@ emit_queue(struct engine *e, const struct queue_item *items, size_t n_run,
 	emit_global(e, TK_QUEUE, NULL, w.buf, w.len, &e->retained.queue);
 }
 
+void
+emit_cursor(struct engine *e, const char *id, int64_t finished_at, int64_t now)
+{
+	struct jsonw w;
+	writer(e, &w);
+	if (render_cursor(&w, &e->rctx, id, finished_at, now, ++e->seq) != 0)
+		return;
+	emit_global(e, TK_CURSOR, NULL, w.buf, w.len, &e->retained.cursor);
+}
+
 static int64_t
 preview_gap_ms(const struct engine *e)
 {

@@ -224,6 +224,12 @@ engine_state_filter(const struct engine *e)
 	return e->retained.state_filter;
 }
 
+const char *
+engine_cursor_topic(const struct engine *e)
+{
+	return e->retained.cursor_topic;
+}
+
 void
 engine_set_max_packet(struct engine *e, uint32_t max_packet)
 {
@@ -357,6 +363,8 @@ init_cfg(struct engine *e, const struct engine_cfg *cfg)
 		      (uint32_t) e->cfg.health_interval_s };
 	topic_join(e->retained.state_filter, sizeof(e->retained.state_filter),
 	    e->prefix, e->instance, "prompt/+/state");
+	topic_join(e->retained.cursor_topic, sizeof(e->retained.cursor_topic),
+	    e->prefix, e->instance, "bridge/cursor");
 	return e->prefix && e->instance && e->client_id && e->comfy_url
 	    && e->mqtt_client_id;
 }

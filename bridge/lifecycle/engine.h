@@ -116,6 +116,8 @@ void engine_on_retained_state(struct engine *e, const char *topic,
     const void *payload, size_t len, int64_t now_ms);
 /* The topic filter for engine_on_retained_state (borrowed from e). */
 const char *engine_state_filter(const struct engine *e);
+/* The retained cursor topic, read back at start like the states. */
+const char *engine_cursor_topic(const struct engine *e);
 
 /* Largest MQTT packet the broker takes (0: unknown). */
 void engine_set_max_packet(struct engine *e, uint32_t max_packet);

@@ -10,6 +10,7 @@
  *                through the topic-kind table (bridge/publish/pubkind.h)
  *   recon.c      reconciliation: /queue and /history polling, resync
  *                after a reconnect, the WebSocket watchdog
+ *   catchup.c    what finished while the bridge was down (its cursor)
  *   retained.c   retained memory, republish on reconnect, TTL clears
  *   health.c     rejected-input and fault counters, bridge/health
  *   console.c    --print: the same transitions as human lines
@@ -83,6 +84,10 @@ struct recon {
 	struct buf queue_ids; /* the last queue published, to see changes */
 	/* history list */
 	bool baseline_taken, list_inflight, list_pending;
+	/* the pages read after an earlier run's cursor (catchup.c) */
+	bool after_inflight, after_done, after_passed;
+	int64_t after_offset; /* -1: the newest page */
+	char after_newest[PROMPT_ID_MAX + 1]; /* the last page's first id */
 	/* a status frame said the queue shrank and asked for the list: the
 	 * next /queue answer showing the same need not ask again */
 	bool list_asked_by_status;
@@ -111,7 +116,7 @@ struct expiry {
 #define EXPIRY_MAX 32768
 
 struct retained {
-	struct buf info, queue, current; /* payloads to republish */
+	struct buf info, queue, current, cursor; /* payloads to republish */
 	char current_id[PROMPT_ID_MAX + 1];
 	bool broker_ever_connected;
 	struct expiry *exp; /* a min-heap on due */
@@ -120,6 +125,12 @@ struct retained {
 	uint64_t early_clears;
 	struct ratelog full_log;
 	char state_filter[TOPIC_MAX];
+	/* bridge/cursor: the newest finished prompt accounted for; see
+	 * bridge/README.md#restart-catch-up */
+	char cursor_topic[TOPIC_MAX];
+	char old_id[PROMPT_ID_MAX + 1]; /* an earlier run's cursor */
+	int64_t old_at; /* its finished_at; 0: none read back */
+	int64_t mine_at; /* finished_at of the cursor this run published */
 };
 
 struct engine {
@@ -214,6 +225,9 @@ void emit_text(struct engine *e, enum topic_kind k, const char *text);
 void emit_global(struct engine *e, enum topic_kind k, const char *prompt_id,
     const char *json, size_t len, struct buf *keep);
 void emit_info(struct engine *e, int64_t now);
+/* bridge/cursor (retained, kept to republish). */
+void emit_cursor(
+    struct engine *e, const char *id, int64_t finished_at, int64_t now);
 void emit_queue(struct engine *e, const struct queue_item *items, size_t n_run,
     size_t n, int64_t now);
 void emit_preview(struct engine *e, struct prompt *p, const char *mime,
@@ -233,6 +247,23 @@ void recon_on_upstream(struct engine *e, bool up, int64_t now);
 void recon_poll_soon(struct engine *e);
 /* Reads the history list and the queue (after the WebSocket came up). */
 void recon_catch_up(struct engine *e);
+/* A history entry: its prompt finished (published once). */
+void recon_apply_entry(struct engine *e, struct prompt *p,
+    const struct json_doc *d, int entry, int64_t now);
+/* The finish time of a history entry, 0 when it lists none. */
+int64_t recon_entry_end(const struct json_doc *d, int entry);
+
+/* catchup.c: see bridge/README.md#restart-catch-up */
+#define CATCHUP_TAG "after"
+/* Reads history for what finished after an earlier run's cursor. */
+void recon_after_cursor(struct engine *e);
+/* Whether an earlier run's cursor waits for that read. */
+bool recon_catching_up(const struct engine *e);
+void recon_on_catch_up_page(
+    struct engine *e, bool ok, const char *body, size_t len, int64_t now);
+/* Publishes the cursor at a finished prompt when it is the newest. */
+void retained_cursor(
+    struct engine *e, const char *id, int64_t finished_at, int64_t now);
 void recon_on_http(struct engine *e, enum engine_http_kind kind,
     const char *tag, int status, const char *body, size_t len, int64_t now);
 /* The ticks return the time they are due next (0: nothing). A failed

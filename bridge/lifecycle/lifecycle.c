@@ -264,6 +264,7 @@ lc_finish(
 	emit_state(e, p, now);
 	emit_completion(e, p, now);
 	recon_seen_add(e, p->id, p->id_len);
+	retained_cursor(e, p->id, p->finished_at, now);
 	drop_details(p);
 }
 

@@ -30,6 +30,7 @@ void
 recon_init(struct recon *r)
 {
 	idset_init(&r->finished, FINISHED_IDS_MAX);
+	r->after_offset = -1;
 }
 
 /* The set holds finished ids with the low bit of the hash set, ids of the
@@ -159,6 +160,7 @@ recon_poll_soon(struct engine *e)
 void
 recon_catch_up(struct engine *e)
 {
+	recon_after_cursor(e);
 	request_history_list(e);
 	request_poll(e);
 }
@@ -472,9 +474,9 @@ history_outputs(
 }
 
 /* Reports a finished prompt read from a history entry. */
-static void
-apply_history_entry(struct engine *e, struct prompt *p,
-    const struct json_doc *d, int entry, int64_t now)
+void
+recon_apply_entry(struct engine *e, struct prompt *p, const struct json_doc *d,
+    int entry, int64_t now)
 {
 	int status = json_obj_get(d, entry, "status");
 	int msgs = status >= 0 ? json_obj_get(d, status, "messages") : -1;
@@ -528,7 +530,7 @@ on_history_id(struct engine *e, const char *id, const char *body, size_t len,
 	}
 	int entry = json_obj_get(&d, 0, id);
 	if (entry >= 0 && json_is_object(&d, entry)) {
-		apply_history_entry(e, p, &d, entry, now);
+		recon_apply_entry(e, p, &d, entry, now);
 		return;
 	}
 	if (p->queue_generation == e->recon.queue_generation
@@ -573,6 +575,18 @@ history_list_prompt(struct engine *e, const char *id, size_t il, bool *deaf)
 	return p;
 }
 
+/* The finish time of a history entry, 0 when it lists none. */
+int64_t
+recon_entry_end(const struct json_doc *d, int entry)
+{
+	int status = json_obj_get(d, entry, "status");
+	int msgs = status >= 0 ? json_obj_get(d, status, "messages") : -1;
+	struct history_end h = { NULL, -1, 0, 0 };
+	if (msgs >= 0 && json_is_array(d, msgs))
+		read_history_messages(d, msgs, &h);
+	return h.end_ts;
+}
+
 static void
 on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 {
@@ -593,12 +607,19 @@ on_history_list(struct engine *e, const char *body, size_t len, int64_t now)
 			continue;
 		if (baseline) {
 			baseline_add(e, id, (size_t) il);
+			/* the newest is accounted for: a restart replays what
+			 * finishes after it (an earlier run's cursor stays
+			 * until what followed it is published, so a crash
+			 * meanwhile loses nothing) */
+			if (i == n - 1 && !recon_catching_up(e))
+				retained_cursor(
+				    e, id, recon_entry_end(&d, k + 1), now);
 			continue;
 		}
 		struct prompt *p
 		    = history_list_prompt(e, id, (size_t) il, &deaf);
 		if (p)
-			apply_history_entry(e, p, &d, k + 1, now);
+			recon_apply_entry(e, p, &d, k + 1, now);
 	}
 	if (deaf)
 		orphaned(e, "a prompt finished");
@@ -640,6 +661,7 @@ on_queue_answer(struct engine *e, bool ok, int status, const char *body,
 	}
 	r->poll_failures = 0;
 	on_queue(e, body, len, now);
+	recon_after_cursor(e); /* a failed catch-up page is asked again */
 	if (r->poll_pending)
 		request_poll(e);
 }
@@ -675,6 +697,10 @@ recon_on_http(struct engine *e, enum engine_http_kind kind, const char *tag,
 		on_history_id_answer(e, tag, ok, status, body, len, now);
 		break;
 	case EHTTP_HISTORY_LIST:
+		if (tag && strcmp(tag, CATCHUP_TAG) == 0) {
+			recon_on_catch_up_page(e, ok, body, len, now);
+			break;
+		}
 		e->recon.list_inflight = false;
 		if (ok)
 			on_history_list(e, body, len, now);

@@ -21,6 +21,9 @@ republish(struct engine *e)
 		emit_global(e, TK_INFO, NULL, r->info.p, r->info.len, NULL);
 	if (r->queue.len)
 		emit_global(e, TK_QUEUE, NULL, r->queue.p, r->queue.len, NULL);
+	if (r->cursor.len)
+		emit_global(
+		    e, TK_CURSOR, NULL, r->cursor.p, r->cursor.len, NULL);
 	if (r->current.len)
 		emit_global(e, TK_CURRENT, r->current_id, r->current.p,
 		    r->current.len, NULL);
@@ -313,9 +316,41 @@ adopt_unfinished(struct engine *e, const struct old_state *s, int64_t now)
 }
 
 void
+retained_cursor(
+    struct engine *e, const char *id, int64_t finished_at, int64_t now)
+{
+	struct retained *r = &e->retained;
+	if (finished_at <= 0 || finished_at < r->mine_at)
+		return;
+	r->mine_at = finished_at;
+	emit_cursor(e, id, finished_at, now);
+}
+
+/* An earlier run's cursor: what finished after it is read from history
+ * (this run's own comes back through the subscription and is skipped). */
+static void
+on_cursor(struct engine *e, const void *payload, size_t len)
+{
+	struct retained *r = &e->retained;
+	struct old_state s;
+	if (!read_state(e, payload, len, &s) || s.run == e->rctx.run
+	    || s.finished_at <= 0 || r->old_at)
+		return;
+	memcpy(r->old_id, s.id, s.id_len + 1);
+	r->old_at = s.finished_at;
+	log_info("bridge", "history after %lld was accounted for by run %lld",
+	    (long long) s.finished_at, (long long) s.run);
+	recon_after_cursor(e);
+}
+
+void
 retained_on_state(struct engine *e, const char *topic, const void *payload,
     size_t len, int64_t now)
 {
+	if (len > 0 && strcmp(topic, e->retained.cursor_topic) == 0) {
+		on_cursor(e, payload, len);
+		return;
+	}
 	if (len == 0 || !is_state_topic(&e->retained, topic))
 		return;
 	struct old_state s;
@@ -348,6 +383,7 @@ retained_destroy(struct retained *r)
 	free(r->exp);
 	idset_free(&r->exp_levels);
 	buf_free(&r->info);
+	buf_free(&r->cursor);
 	buf_free(&r->queue);
 	buf_free(&r->current);
 }

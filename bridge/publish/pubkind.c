@@ -39,6 +39,8 @@ static const struct topic_kind_def kinds[TK_COUNT] = {
 	    TKX_NONE, NULL, "preview", TKC_TOPIC, false },
 	[TK_PREVIEW] = { "preview", false, MSG_PREVIEW, 0, true, TKX_NONE,
 	    NULL, "preview", TKC_TOPIC, false },
+	[TK_CURSOR] = { "bridge/cursor", false, MSG_CRITICAL, 1, true,
+	    TKX_NONE, JSON, "cursor", TKC_TOPIC, false },
 };
 
 /* Event types that are not plain lifecycle events at QoS 0. */

@@ -30,6 +30,7 @@ enum topic_kind {
 	TK_UPSTREAM_STATE, /* upstream/state */
 	TK_PROMPT_PREVIEW, /* prompt/<id>/preview */
 	TK_PREVIEW, /* preview */
+	TK_CURSOR, /* bridge/cursor */
 	TK_COUNT
 };
 

@@ -362,6 +362,18 @@ render_queue(struct jsonw *w, const struct render_ctx *c,
 }
 
 int
+render_cursor(struct jsonw *w, const struct render_ctx *c, const char *id,
+    int64_t finished_at, int64_t ts, uint64_t seq)
+{
+	jsonw_obj_begin(w);
+	jsonw_kint(w, "v", 1);
+	jsonw_kstr(w, "prompt_id", id);
+	jsonw_kint(w, "finished_at", finished_at);
+	w_tail(w, c, ts, seq);
+	return finish(w);
+}
+
+int
 render_info(struct jsonw *w, const struct render_ctx *c,
     const struct info_facts *f, int64_t ts, uint64_t seq)
 {

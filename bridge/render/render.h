@@ -117,6 +117,10 @@ struct info_facts {
 int render_info(struct jsonw *w, const struct render_ctx *c,
     const struct info_facts *f, int64_t ts, uint64_t seq);
 
+/* bridge/cursor: the newest finished prompt a run accounted for. */
+int render_cursor(struct jsonw *w, const struct render_ctx *c, const char *id,
+    int64_t finished_at, int64_t ts, uint64_t seq);
+
 /* The facts bridge/health shows, besides the adapters' (io, may be NULL). */
 struct health_facts {
 	const struct engine_counters *counters;

@@ -321,8 +321,11 @@ class Broker(Proc):
 class Sim(Proc):
     """The project's ComfyUI simulator (tests/sim/comfyui_sim.py)."""
 
-    def __init__(self, workdir, port=0, server_version=None, finish_running_as=None, extra_args=()):
+    def __init__(self, workdir, port=0, server_version=None, finish_running_as=None, extra_args=(), persist=True):
+        """persist=False: no --state-file (a simulator that is not restarted
+        takes hundreds of prompts quickly)."""
         super().__init__("sim", workdir)
+        self.persist = persist
         self.port = port
         self.server_version = server_version
         self.finish_running_as = finish_running_as
@@ -336,7 +339,9 @@ class Sim(Proc):
     def start(self, timeout=15):
         if not os.path.exists(SIM_SCRIPT):
             raise RuntimeError("ComfyUI simulator missing: %s" % SIM_SCRIPT)
-        argv = [PYTHON, SIM_SCRIPT, "--port", str(self.port), "--state-file", self.state_file]
+        argv = [PYTHON, SIM_SCRIPT, "--port", str(self.port)]
+        if self.persist:
+            argv += ["--state-file", self.state_file]
         if self.server_version:
             argv += ["--server-version", self.server_version]
         if self.finish_running_as:
@@ -748,6 +753,8 @@ def classify_topic(topic, prefix=PREFIX, instance=INSTANCE):
         return "bridge-info.schema.json", {}
     if rest == ["bridge", "health"]:
         return "bridge-health.schema.json", {}
+    if rest == ["bridge", "cursor"]:
+        return "bridge-cursor.schema.json", {}
     if rest == ["queue"]:
         return "queue.schema.json", {}
     if rest == ["completion"]:
@@ -887,8 +894,8 @@ def qos_retain_problems(collector, prefix=PREFIX, instance=INSTANCE, since=0):
             # contract §2: QoS 1 for queued, execution_start and the terminal types
             # of a prompt; QoS 0 for the rest and for events of no prompt
             want_qos = 1 if etype in QOS1_EVENT_TYPES and parts.get("prompt") is not None else 0
-        elif kind in ("availability.schema.json", "bridge-info.schema.json", "queue.schema.json",
-                      "state.schema.json"):
+        elif kind in ("availability.schema.json", "bridge-info.schema.json", "bridge-cursor.schema.json",
+                      "queue.schema.json", "state.schema.json"):
             want_retain, want_qos = True, 1
         elif kind == "bridge-health.schema.json":
             want_retain, want_qos = True, 0

@@ -23,7 +23,7 @@ PROGRESS_TYPES = {"progress", "progress_state", "progress_text", "crystools.moni
 # payload kind -> user property "type" (payloads.md); availability topics
 # carry their own name
 KIND_TYPE = {"state": "state", "current": "current", "completion": "completion", "queue": "queue",
-             "bridge/info": "info", "bridge/health": "health"}
+             "bridge/info": "info", "bridge/health": "health", "bridge/cursor": "cursor"}
 # fields that depend on the wall clock or on the run, not on the trace
 VOLATILE = {"ts", "seq", "run", "queued_at", "node_started_at", "node_ms"}
 
@@ -94,7 +94,8 @@ def property_problems(m):
     else:
         want_type = KIND_TYPE.get(kind)
         want_expiry = {"state": STATE_TTL, "bridge/health": 3 * HEALTH_INTERVAL}.get(kind)
-        want_pid = obj.get("prompt_id") if isinstance(obj, dict) else None
+        # bridge/cursor names a history entry, not a prompt the message is about
+        want_pid = obj.get("prompt_id") if isinstance(obj, dict) and kind != "bridge/cursor" else None
     if want_type is None or up.get("type") != want_type:
         problems.append("user property type %r, expected %r" % (up.get("type"), want_type))
     if up.get("prompt_id") != want_pid:

@@ -6,6 +6,8 @@ upstream/state of a start with ComfyUI up (contract §3.1-§3.3, §4.2, §5)."""
 import time
 import uuid
 
+import pytest
+
 import harness
 from harness import BASE, sanitize
 
@@ -254,3 +256,80 @@ def test_kill9_mid_run_then_restart_publishes_the_end(sim, broker, collector, ma
         starts = [t for t, _ in prompt_events(collector, p) if t == "execution_start"]
         assert len(starts) == 1, "%s: %d execution_start over both runs" % (p, len(starts))
     harness.assert_all_valid(collector, bridge=second)
+
+
+DOWN_EVENT = {"success": "execution_success", "error": "execution_error", "interrupt": "execution_interrupted"}
+DOWN_STATUS = {"success": "success", "error": "error", "interrupt": "interrupted"}
+
+
+@pytest.mark.parametrize("sim_args, n_down", [
+    ([], 3),
+    (["--history-fill", "300", "--ignore-max-items"], 3),
+    (["--history-fill", "300"], 300),
+], ids=["honours-max-items", "ignores-max-items", "more-than-a-page"])
+def test_stop_prompts_run_start_publishes_each_once_in_order(broker, make_sim, collector, make_bridge, sim_args,
+                                                             n_down):
+    """Prompts that ran while the bridge was stopped (successes, errors,
+    interrupts) get queued, start, terminal, state and completion from
+    history once each, in finishing order; the one published before the stop
+    is not published again. Also with a server that lists its whole history
+    whatever max_items says, and with more prompts than one history page
+    holds behind an old history (read in pages from the oldest entry)."""
+    sim = make_sim(extra_args=sim_args, persist=False)
+    first = make_bridge(sim.url, broker.url)
+    first.wait_connected(collector, sim)
+    before = pid()
+    sim.submit(client_id=OTHER, prompt_id=before, steps=1)
+    assert wait_terminal(collector, before, 10) == ["execution_success"], first.context()
+    # the cursor follows the terminal event, and the baseline's may come first
+    harness.wait_until(lambda: (last_json(collector, "bridge/cursor") or {}).get("prompt_id") == before, 5)
+    cursor = last_json(collector, "bridge/cursor")
+    assert cursor and cursor.get("prompt_id") == before, "bridge/cursor %r%s" % (cursor, first.context())
+    rc, _ = first.stop()
+    assert rc == 0, first.context()
+    down = [pid() for _ in range(n_down)]
+    outcomes = {p: ("success", "error", "interrupt")[i % 3] for i, p in enumerate(down)}
+    for p in down:
+        sim.submit(client_id=OTHER, prompt_id=p, outcome=outcomes[p], steps=1, step_ms=1)
+    assert harness.wait_until(lambda: sim.history(down[-1]).get(down[-1]), 30), "the simulator never finished"
+    since = collector.mark()
+    second = make_bridge(sim.url, broker.url)
+    second.wait_connected(collector, sim)
+    kinds = wait_terminal(collector, down[-1], 20, since)
+    assert kinds == [DOWN_EVENT[outcomes[down[-1]]]], "%s after the restart: %r%s" % (down[-1], kinds,
+                                                                                     second.context())
+    collector.wait_quiet(0.5)
+    for p in down:
+        types = [t for t, _ in prompt_events(collector, p)]
+        assert types == ["queued", "execution_start", DOWN_EVENT[outcomes[p]]], "%s: events %r over both runs" % (
+            p, types)
+        st = last_json(collector, "state", p)
+        assert st["status"] == DOWN_STATUS[outcomes[p]] and st["source"] == "history", st
+    comps = [o.get("prompt_id") for _m, o in collector.json_messages(BASE + "/completion", since)]
+    assert comps == down, "completions after the restart %r, finishing order %r" % (comps[:8], down[:8])
+    terminals = [o.get("prompt_id") for _m, o in collector.json_messages(BASE + "/prompt/*/event/*", since)
+                 if o.get("type") in harness.TERMINAL_TYPES]
+    assert terminals == down, "terminal events in order %r, finishing order %r" % (terminals[:8], down[:8])
+    assert not prompt_events(collector, before, since), "%s published again%s" % (before, second.context())
+    cursor = last_json(collector, "bridge/cursor")
+    assert cursor and cursor.get("prompt_id") == down[-1], "bridge/cursor %r after the catch-up" % cursor
+    harness.assert_all_valid(collector, bridge=second)
+
+
+def test_first_start_with_long_history_replays_nothing_and_is_quick(broker, make_sim, collector, make_bridge):
+    """A first start (nothing remembered) against 10,000 old history entries
+    publishes none of them, and within 2 s is connected and has read its
+    history baseline (the cursor it publishes then)."""
+    sim = make_sim(extra_args=["--history-fill", "10000", "--ignore-max-items"])
+    t0 = time.monotonic()
+    bridge = make_bridge(sim.url, broker.url)
+    bridge.wait_connected(collector, sim, timeout=2)
+    connected = time.monotonic() - t0
+    cursor = harness.wait_until(lambda: last_json(collector, "bridge/cursor"), max(0.0, t0 + 2 - time.monotonic()))
+    took = time.monotonic() - t0
+    assert cursor and took < 2, "no bridge/cursor (history baseline) within 2 s: %.2f s%s" % (took, bridge.context())
+    collector.wait_quiet(0.5)
+    replayed = collector.messages(BASE + "/prompt/*") + collector.messages(BASE + "/completion")
+    assert not replayed, "old history replayed: %r" % [m.topic for m in replayed[:5]]
+    print("first start with 10000 history entries: connected in %.3f s, baseline read in %.3f s" % (connected, took))
+    harness.assert_all_valid(collector, bridge=bridge)

@@ -41,12 +41,14 @@ CONTRACT_TOPICS = {
 }
 
 # Topics the bridge adds to contract §2 (documented in the README and in
-# schema/asyncapi.yaml): a fixed topic for the prompt running now.
-BRIDGE_EXTENSIONS = {"{prefix}/{instance}/current": (True, {1})}
+# schema/asyncapi.yaml): a fixed topic for the prompt running now, and the
+# history cursor remembered across the bridge's own restarts.
+BRIDGE_EXTENSIONS = {"{prefix}/{instance}/current": (True, {1}),
+                     "{prefix}/{instance}/bridge/cursor": (True, {1})}
 
 REQUIRED_SCHEMAS = {
     "envelope.schema.json", "state.schema.json", "completion.schema.json", "queue.schema.json",
-    "bridge-info.schema.json", "bridge-health.schema.json",
+    "bridge-info.schema.json", "bridge-health.schema.json", "bridge-cursor.schema.json",
 }
 
 
