@@ -57,6 +57,7 @@ struct req {
 	struct route route; /* borrowed strings until stored */
 	char corr_buf[COMMAND_CORRELATION_MAX * 6 + 3];
 	char topic_buf[COMMAND_TOPIC_MAX + 1];
+	char problem[200]; /* a refused Response Topic property: why */
 	const void *key_corr; /* the correlation the key uses */
 	size_t key_corr_len;
 };

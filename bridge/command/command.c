@@ -457,6 +457,9 @@ handle(struct command *c, struct req *q, const struct command_msg *m,
 	    = route_fields(c, q, &d, m->response_topic != NULL, &w);
 	if (e != CE_COUNT)
 		return fail(c, q->verb, &q->route, e, w);
+	if (q->problem[0] != '\0')
+		return fail(
+		    c, q->verb, &q->route, CE_BAD_RESPONSE_TOPIC, q->problem);
 	const struct verb_def *v = verb_find(verb, verb_len);
 	if (v == NULL) {
 		snprintf(why, sizeof(why),
@@ -515,15 +518,14 @@ command_on_message(
 		const char *p = command_topic_problem(
 		    m->response_topic, strlen(m->response_topic), c->own_tree);
 		if (p != NULL) {
-			char why[200];
-			snprintf(why, sizeof(why), "response topic %s", p);
-			/* the property goes with the topic it belongs to */
+			/* refused once the payload's correlation is known; the
+			 * property goes with the topic it belongs to */
+			snprintf(q.problem, sizeof(q.problem),
+			    "response topic %s", p);
 			q.route.prop = NULL;
 			q.route.prop_len = 0;
-			return fail(
-			    c, q.verb, &q.route, CE_BAD_RESPONSE_TOPIC, why);
-		}
-		q.route.topic = (char *) m->response_topic;
+		} else
+			q.route.topic = (char *) m->response_topic;
 	}
 	handle(c, &q, m, verb, verb_len, now_ms);
 }
