@@ -400,37 +400,83 @@ join_pending(struct command *c, struct req *q, uint64_t key, bool correlated,
 	return false;
 }
 
-/* Posts the checked command; answered by command_on_http. */
-static void
-submit(struct command *c, struct req *q, const struct verb_def *v,
-    const struct json_doc *d, uint64_t key, const struct command_msg *m)
+/* A free slot, or -1. */
+static int
+free_slot(const struct command *c)
 {
-	int free_slot = -1;
-	for (int i = COMMAND_MAX_PENDING - 1; i >= 0; i--)
+	for (int i = 0; i < COMMAND_MAX_PENDING; i++)
 		if (!c->slot[i].used)
-			free_slot = i;
-	if (free_slot < 0)
-		return fail(c, q->verb, &q->route, CE_BUSY,
-		    "16 commands already wait for ComfyUI; try again later");
-	struct slot *s = &c->slot[free_slot];
+			return i;
+	return -1;
+}
+
+/* Posts the checked command; answered by command_on_http. Returns
+ * CE_COUNT, or why it could not be posted (why set). */
+static enum command_error
+submit(struct command *c, struct req *q, const struct verb_def *v,
+    const struct json_doc *d, uint64_t key, const struct command_msg *m,
+    char *why, size_t cap)
+{
+	int n = free_slot(c);
+	if (n < 0)
+		return snprintf(why, cap,
+		           "%d commands already wait for "
+		           "ComfyUI; try again later",
+		           COMMAND_MAX_PENDING),
+		       CE_BUSY;
+	struct slot *s = &c->slot[n];
 	if (verb_body(v, d, c->client_id, &c->body) != 0
 	    || route_keep(&s->first, &q->route) != 0)
-		return fail(c, q->verb, &q->route, CE_BUSY,
-		    "out of memory for the command");
+		return snprintf(why, cap, "out of memory for the command"),
+		       CE_BUSY;
 	s->used = true;
 	memcpy(s->verb, q->verb, sizeof(s->verb));
 	s->key = key;
 	s->correlated = q->key_corr != NULL;
 	s->connection = m->connection;
-	int rc = c->io.post(c->io.ud, (unsigned) free_slot, verb_path(v),
-	    c->body.p, c->body.len);
-	if (rc != 0) {
-		char msg[700];
-		snprintf(msg, sizeof(msg), "cannot send to ComfyUI at %s (%s)",
-		    c->comfyui_public, br_strerror(rc));
-		fail(c, q->verb, &s->first, CE_COMFYUI_DOWN, msg);
-		cmd_slot_free(s);
-	}
+	int rc = c->io.post(
+	    c->io.ud, (unsigned) n, verb_path(v), c->body.p, c->body.len);
+	if (rc == 0)
+		return CE_COUNT;
+	cmd_slot_free(s);
+	snprintf(why, cap, "cannot send to ComfyUI at %s (%s)",
+	    c->comfyui_public, br_strerror(rc));
+	return CE_COMFYUI_DOWN;
+}
+
+/* The payload of m, parsed into d and checked: CE_COUNT, or why not
+ * (why set or pointing at a static text). */
+static enum command_error
+check(struct command *c, struct req *q, const struct command_msg *m,
+    const char *verb, size_t verb_len, struct json_doc *d,
+    const struct verb_def **v, char *why, size_t cap)
+{
+	if (m->len > c->max_bytes)
+		return snprintf(why, cap,
+		           "payload of %zu bytes is over --command-max-bytes "
+		           "(%zu)",
+		           m->len, c->max_bytes),
+		       CE_TOO_LARGE;
+	int rc = json_parse(c->parser, m->payload, m->len, true, d);
+	if (rc != 0)
+		return snprintf(why, cap, "payload is not a JSON object: %s",
+		           br_strerror(rc)),
+		       CE_BAD_JSON;
+	const char *w = NULL;
+	enum command_error e
+	    = route_fields(c, q, d, m->response_topic != NULL, &w);
+	if (e != CE_COUNT)
+		return snprintf(why, cap, "%s", w), e;
+	if (q->problem[0] != '\0')
+		return snprintf(why, cap, "%s", q->problem),
+		       CE_BAD_RESPONSE_TOPIC;
+	if ((*v = verb_find(verb, verb_len)) == NULL)
+		return snprintf(why, cap,
+		           "unknown verb \"%s\"; the verbs are prompt, "
+		           "interrupt, cancel, clear, free",
+		           q->verb),
+		       CE_UNKNOWN_VERB;
+	return verb_check(*v, d, why, cap) ? CE_COUNT : CE_BAD_FIELD;
 }
 
 /* Checks m and answers it, posts it or joins it to its first copy. */
@@ -438,54 +484,34 @@ static void
 handle(struct command *c, struct req *q, const struct command_msg *m,
     const char *verb, size_t verb_len, int64_t now_ms)
 {
-	char why[700];
-	if (m->len > c->max_bytes) {
-		snprintf(why, sizeof(why),
-		    "payload of %zu bytes is over --command-max-bytes (%zu)",
-		    m->len, c->max_bytes);
-		return fail(c, q->verb, &q->route, CE_TOO_LARGE, why);
-	}
+	char why[COMMAND_TOPIC_MAX + 256];
 	struct json_doc d;
-	int rc = json_parse(c->parser, m->payload, m->len, true, &d);
-	if (rc != 0) {
-		snprintf(why, sizeof(why), "payload is not a JSON object: %s",
-		    br_strerror(rc));
-		return fail(c, q->verb, &q->route, CE_BAD_JSON, why);
-	}
-	const char *w = NULL;
+	const struct verb_def *v = NULL;
 	enum command_error e
-	    = route_fields(c, q, &d, m->response_topic != NULL, &w);
+	    = check(c, q, m, verb, verb_len, &d, &v, why, sizeof(why));
+	if (e == CE_COUNT) {
+		bool correlated = q->key_corr != NULL;
+		uint64_t key = key_of(q, m);
+		struct dedup_hit hit;
+		if (dedup_find(c->dedup, key, correlated, m->connection,
+		        now_ms, &hit)) {
+			c->stats.duplicates++;
+			cmd_send_answer(c, q->verb, &q->route, hit.ok,
+			    hit.result, hit.len, true);
+			return;
+		}
+		if (join_pending(c, q, key, correlated, m))
+			return;
+		if (!m->connected) {
+			snprintf(why, sizeof(why),
+			    "the broker link is reconnecting; the command did "
+			    "not run, send it again");
+			e = CE_BROKER_RECONNECTING;
+		} else
+			e = submit(c, q, v, &d, key, m, why, sizeof(why));
+	}
 	if (e != CE_COUNT)
-		return fail(c, q->verb, &q->route, e, w);
-	if (q->problem[0] != '\0')
-		return fail(
-		    c, q->verb, &q->route, CE_BAD_RESPONSE_TOPIC, q->problem);
-	const struct verb_def *v = verb_find(verb, verb_len);
-	if (v == NULL) {
-		snprintf(why, sizeof(why),
-		    "unknown verb \"%s\"; the verbs are prompt, interrupt, "
-		    "cancel, clear, free",
-		    q->verb);
-		return fail(c, q->verb, &q->route, CE_UNKNOWN_VERB, why);
-	}
-	if (!verb_check(v, &d, why, sizeof(why)))
-		return fail(c, q->verb, &q->route, CE_BAD_FIELD, why);
-	bool correlated = q->key_corr != NULL;
-	uint64_t key = key_of(q, m);
-	struct dedup_hit hit;
-	if (dedup_find(
-	        c->dedup, key, correlated, m->connection, now_ms, &hit)) {
-		c->stats.duplicates++;
-		return cmd_send_answer(
-		    c, q->verb, &q->route, hit.ok, hit.result, hit.len, true);
-	}
-	if (join_pending(c, q, key, correlated, m))
-		return;
-	if (!m->connected)
-		return fail(c, q->verb, &q->route, CE_BROKER_RECONNECTING,
-		    "the broker link is reconnecting; the command did not "
-		    "run, send it again");
-	submit(c, q, v, &d, key, m);
+		fail(c, q->verb, &q->route, e, why);
 }
 
 void
