@@ -414,3 +414,28 @@ def test_headers_apply_and_credentials_stay_out(broker, collector, make_bridge, 
         assert "s3cret" not in open(bridge.stderr_path).read()
     finally:
         s.stop()
+
+
+def test_busy_beyond_16_pending(broker, make_sim, collector, make_bridge):
+    """A slow ComfyUI: 16 commands wait for it, the 17th is refused at once
+    (busy, not kept) and the 16 are answered when ComfyUI is done."""
+    sim = make_sim(extra_args=["--http-delay-ms", "300"])
+    bridge = start(make_bridge, sim, broker, collector)
+    s = Sender(broker.port)
+    try:
+        wait_subscribed(s, collector, bridge)
+        mark = collector.mark()
+        for i in range(17):
+            s.send("interrupt", {"prompt_id": "nope-%d" % i, "correlation": "b-%d" % i})
+        got = collector.wait_for(lambda ms: len(answers(collector, since=mark)) >= 17, timeout=30)
+        got_answers = {a["correlation"]: a for _, a in answers(collector, since=mark)}
+        assert got, got_answers
+        busy = [c for c, a in got_answers.items() if not a["ok"]]
+        assert busy == ["b-16"] and got_answers["b-16"]["error"]["type"] == "busy", got_answers
+        # the busy one was the first answered: nothing waited for it
+        assert answers(collector, since=mark)[0][1]["correlation"] == "b-16"
+        assert len([p for p in posts(sim) if p["path"] == "/interrupt"]) == 16
+        wait_health(collector, lambda c: c["failed"]["busy"] == 1 and c["ok"] == 16 and c["pending"] == 0,
+                    0, bridge)
+    finally:
+        s.stop()
