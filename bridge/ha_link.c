@@ -35,9 +35,7 @@ ha_link_cfg(const struct config *c, const char *instance,
 		.comfyui_url = comfyui_url,
 		.support_url = C2M_SUPPORT_URL,
 		.previews = c->previews,
-		/* TODO(integrator): .commands = c->commands once --commands
-		 * (struct config) is merged */
-		.commands = false,
+		.commands = c->commands,
 	};
 }
 
