@@ -1,5 +1,6 @@
-/* ComfyUI's answer to a command's POST: the answer's members, kept for
- * repeats when definitive (a 2xx or a 4xx). See command.h. */
+/* ComfyUI's answer to a command's POST (bridge/README.md#comfyui-post-api):
+ * the answer's members, kept for repeats when definitive (a 2xx or a 4xx).
+ * See command.h. */
 #include <stdio.h>
 #include <string.h>
 

@@ -1,4 +1,5 @@
-/* See verbs.h. */
+/* See verbs.h. The bodies are ComfyUI's own API calls
+ * (bridge/README.md#comfyui-post-api). */
 #include "verbs.h"
 
 #include <stdio.h>
@@ -72,7 +73,8 @@ body_clear(const struct json_doc *d, const char *client_id, struct jsonw *w)
 	return 0;
 }
 
-/* ComfyUI does nothing for a /free with neither flag: {} means both. */
+/* ComfyUI does nothing for a /free with neither flag
+ * (bridge/README.md#comfyui-post-api): {} means both. */
 static int
 body_free(const struct json_doc *d, const char *client_id, struct jsonw *w)
 {

@@ -371,3 +371,46 @@ def test_commands_off_by_default(broker, sim, collector, make_bridge):
         assert "commands" not in collector.last(BASE + "/bridge/health").json()
     finally:
         s.stop()
+
+
+class HeaderSim(harness.Sim):
+    """The simulator behind an authenticating proxy: every request needs the
+    header (else 401); the test's own requests send it."""
+
+    def __init__(self, workdir, header):
+        super().__init__(workdir, extra_args=["--require-header", header])
+        self.header = header
+
+    def req(self, method, path, body=None, timeout=60):
+        import urllib.request
+        data = None if body is None else json.dumps(body).encode()
+        r = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            r.add_header("Content-Type", "application/json")
+        name, _, value = self.header.partition(":")
+        r.add_header(name.strip(), value.strip())
+        with urllib.request.urlopen(r, timeout=timeout) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw else None
+
+
+def test_headers_apply_and_credentials_stay_out(broker, collector, make_bridge, procs, tmp_path):
+    secret = "Bearer s3cret-token-42"
+    sim = procs.add(HeaderSim(str(tmp_path / "hsim"), "Authorization: " + secret)).start()
+    bridge = start(make_bridge, sim, broker, collector, extra=["--comfyui-header", "Authorization: " + secret])
+    s = Sender(broker.port)
+    try:
+        wait_subscribed(s, collector, bridge)
+        s.send("free", {"correlation": "h-1"})
+        a = wait_answer(collector, by_corr("h-1"), bridge=bridge)[1]
+        assert a["ok"] is True, a  # a missing header would be ComfyUI's 401
+        assert sim.req("GET", "/_sim/clients")["unauthorized"] == 0
+        sim.stop()
+        s.send("free", {"correlation": "h-2"})
+        a = wait_answer(collector, by_corr("h-2"), timeout=40, bridge=bridge)[1]
+        assert a["error"]["type"] == "comfyui_down", a
+        leaked = [m for m in collector.messages() if b"s3cret" in m.payload]
+        assert not leaked, leaked
+        assert "s3cret" not in open(bridge.stderr_path).read()
+    finally:
+        s.stop()
