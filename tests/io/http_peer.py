@@ -14,6 +14,7 @@ stdout events (one per line):
   STEAL_ACCEPT          someone connected to the second listener
   STEAL_HDR <line>      a request line or header it received
   BODY <method> <path> <n>  a request with a Content-Length body of n bytes
+  STALL <path>          /post/stall arrived: its body is never read
 stdin commands:
   release <name>        answer /hold/<name>: 200, body "held <name>\\n"
   release-all           answer every held request
@@ -22,8 +23,9 @@ Location http://STEAL/steal?token=s3cr3t#frag) and /redirect/<code>u (the
 same with user:hunter2@ before the host); /post/echo (200, the request
 body verbatim); /post/headers (200, "method M", "len N", then each request
 header as "name: value", name lowercased); /post/status/<code> (that status
-with a ComfyUI-shaped JSON error body); others 404. A request body (by its
-Content-Length) is read before any route answers.
+with a ComfyUI-shaped JSON error body); /post/stall (never reads the body
+nor answers); others 404. A request body (by its Content-Length) is read
+before any other route answers.
 """
 import argparse
 import asyncio
@@ -105,6 +107,10 @@ class Peer:
         length = [v.strip() for k, v in headers
                   if k.strip().lower() == "content-length"]
         body = b""
+        if path == "/post/stall":
+            say("STALL %s" % path)
+            await asyncio.sleep(3600)
+            return
         if length:
             try:
                 body = await reader.readexactly(int(length[0]))

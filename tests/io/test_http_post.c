@@ -23,6 +23,8 @@
 
 #define N_RES    4
 #define BIG_BODY (3u << 20)
+/* more than loopback's socket buffers take while nobody reads */
+#define STALL_BODY (32u << 20)
 
 static struct loop *L;
 static struct helper_peer hpeer;
@@ -90,7 +92,8 @@ hp_drain(void)
 			sscanf(seen_line, "LISTENING %d", &seen_port);
 			size_t used = strlen(seen_log);
 			if (strncmp(seen_line, "REQ ", 4) == 0
-			    || strncmp(seen_line, "BODY ", 5) == 0)
+			    || strncmp(seen_line, "BODY ", 5) == 0
+			    || strncmp(seen_line, "STALL ", 6) == 0)
 				snprintf(seen_log + used,
 				    sizeof(seen_log) - used, "%s;", seen_line);
 		}
@@ -291,7 +294,7 @@ test_post_refused_bad_args_destroy(void)
 {
 	struct http_client *h;
 	struct url dead;
-	char *big = calloc(1, BIG_BODY);
+	char *big = calloc(1, STALL_BODY);
 
 	reset_results();
 	h = http_client_create(L, &base, NULL, 0, NULL, 1 << 20);
@@ -302,10 +305,14 @@ test_post_refused_bad_args_destroy(void)
 	    http_client_post(h, "/x", NULL, 2, 0, on_done, NULL), BR_EINVAL);
 	CHECK_INT(
 	    http_client_post(h, "/x", "{}", 2, 0, NULL, NULL), BR_EINVAL);
-	CHECK_INT(http_client_post(
-	              h, "/post/echo", big, BIG_BODY, 20000, on_done, &res[0]),
+	seen_log[0] = '\0';
+	CHECK_INT(http_client_post(h, "/post/stall", big, STALL_BODY, 20000,
+	              on_done, &res[0]),
 	    0);
-	helper_wait_for(L, NULL, NULL, 5); /* on the wire, mid-upload */
+	/* the peer has the headers and reads no further: mid-upload */
+	CHECK(helper_wait_for(L, pred_log_has, "STALL /post/stall;", 5000));
+	helper_wait_for(L, NULL, NULL, 50);
+	CHECK_INT(res[0].calls, 0);
 	http_client_destroy(h);
 	CHECK(!helper_wait_for(L, pred_called, &res[0], 300));
 	CHECK_INT(res[0].calls, 0);
