@@ -439,3 +439,23 @@ def test_busy_beyond_16_pending(broker, make_sim, collector, make_bridge):
                     0, bridge)
     finally:
         s.stop()
+
+
+def test_repeat_while_in_flight_waits_for_the_first(broker, make_sim, collector, make_bridge):
+    sim = make_sim(extra_args=["--http-delay-ms", "500"])
+    bridge = start(make_bridge, sim, broker, collector)
+    s = Sender(broker.port)
+    try:
+        wait_subscribed(s, collector, bridge)
+        before = len(posts(sim))
+        mark = collector.mark()
+        s.send("clear", {"correlation": "w-1"})
+        s.send("clear", {"correlation": "w-1"})
+        got = collector.wait_for(lambda ms: len(answers(collector, since=mark)) >= 2, timeout=15)
+        both = [a for _, a in answers(collector, since=mark)]
+        assert got, both
+        assert both == [{"v": 1, "command": "clear", "ok": True, "correlation": "w-1"},
+                        {"v": 1, "command": "clear", "ok": True, "correlation": "w-1", "duplicate": True}], both
+        assert [p["path"] for p in posts(sim)[before:]] == ["/queue"]
+    finally:
+        s.stop()
