@@ -35,6 +35,7 @@ ha_link_cfg(const struct config *c, const char *instance,
 		.comfyui_url = comfyui_url,
 		.support_url = C2M_SUPPORT_URL,
 		.previews = c->previews,
+		.commands = c->commands,
 	};
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "command_link.h"
 #include "err.h"
 #include "ha_link.h"
 #include "log.h"
@@ -23,6 +24,7 @@ struct instance {
 	 * link, created in attach_addons() and destroyed in
 	 * instance_destroy(). Each is NULL when its option is off. */
 	struct ha_link *ha; /* --ha-discovery */
+	struct command_link *cmd; /* --commands */
 };
 
 void
@@ -68,8 +70,9 @@ publish(void *ud, const struct out_msg *m)
 static void
 broker_health(void *ud, struct engine_health_io *h)
 {
+	struct instance *in = ud;
 	struct mqtt_link_stats s;
-	mqtt_link_get_stats(((struct instance *) ud)->mqtt, &s);
+	mqtt_link_get_stats(in->mqtt, &s);
 	h->mqtt_connected = s.connected;
 	h->mqtt_reconnects = s.connects > 0 ? s.connects - 1 : 0;
 	memcpy(h->published, s.published, sizeof(h->published));
@@ -77,6 +80,10 @@ broker_health(void *ud, struct engine_health_io *h)
 	memcpy(h->refused, s.refused_by, sizeof(h->refused));
 	h->queue_depth = s.queued;
 	h->queue_bytes = s.queued_bytes;
+	if (in->cmd != NULL) {
+		h->write_addons = command_link_write_health;
+		h->addons_ud = in->cmd;
+	}
 }
 
 /* The instance's own session: its will marks this instance, and only it,
@@ -117,6 +124,15 @@ attach_addons(struct instance *in, struct loop *l)
 			rc = mqtt_link_subscribe(in->mqtt,
 			    ha_link_status_topic(in->ha), ha_link_on_status,
 			    in->ha);
+	}
+	/* the bridge's own answers on command/response are ignored there */
+	if (rc == 0 && c->commands) {
+		rc = command_link_create(
+		    l, in->mqtt, c, in->server, in->comfy_public, &in->cmd);
+		if (rc == 0)
+			rc = mqtt_link_subscribe_meta(in->mqtt,
+			    command_link_filter(in->cmd),
+			    command_link_on_message, in->cmd);
 	}
 	return rc;
 }
@@ -198,6 +214,7 @@ instance_destroy(struct instance *in)
 		return;
 	upstream_destroy(in->up);
 	ha_link_destroy(in->ha);
+	command_link_destroy(in->cmd);
 	if (in->mqtt)
 		mqtt_link_destroy(in->mqtt);
 	free(in);

@@ -67,6 +67,8 @@ struct config {
 	int64_t state_ttl; /* seconds, default 86400 */
 	size_t queue_max_messages; /* default 100000 */
 	size_t queue_max_bytes; /* default 64 MiB */
+	bool commands; /* --commands: accept commands over MQTT */
+	size_t command_max_bytes; /* default 4 MiB */
 	bool ha_discovery;
 	bool ha_remove; /* publish empty discovery and exit */
 	char *ha_prefix; /* default "homeassistant" */

@@ -44,6 +44,17 @@ static const char tpl_last_error[]
       " (value_json.error.get('exception_message') or ''))[:255] }}"
       "{% else %}none{% endif %}";
 
+/* The command buttons (contract §6): what each press publishes on
+ * <p>/<i>/command/<verb>. */
+static const struct button {
+	const char *object, *name, *verb, *press, *icon;
+} buttons[] = {
+	{ "interrupt", "Interrupt", "interrupt", "{}", "mdi:stop-circle" },
+	{ "clear_queue", "Clear queue", "clear", "{}", "mdi:playlist-remove" },
+	{ "free_memory", "Free memory", "free",
+	    "{\"unload_models\":true,\"free_memory\":true}", "mdi:memory" },
+};
+
 static bool
 ha_id_char(unsigned char c)
 {
@@ -193,6 +204,22 @@ w_availability(struct jsonw *w, const struct discovery_cfg *c)
 }
 
 static void
+w_buttons(struct jsonw *w, const struct discovery_cfg *c, const char *node)
+{
+	for (size_t i = 0; i < sizeof(buttons) / sizeof(buttons[0]); i++) {
+		const struct button *b = &buttons[i];
+		char leaf[32];
+		snprintf(leaf, sizeof(leaf), "command/%s", b->verb);
+		component_begin(w, node, b->object, "button", b->name);
+		w_topic(w, c, "command_topic", leaf);
+		jsonw_kstr(w, "payload_press", b->press);
+		jsonw_kbool(w, "retain", false);
+		jsonw_kstr(w, "icon", b->icon);
+		jsonw_obj_end(w);
+	}
+}
+
+static void
 w_components(struct jsonw *w, const struct discovery_cfg *c, const char *node)
 {
 	jsonw_key(w, "components");
@@ -265,6 +292,8 @@ w_components(struct jsonw *w, const struct discovery_cfg *c, const char *node)
 		    c->preview_type ? c->preview_type : "image/jpeg");
 		jsonw_obj_end(w);
 	}
+	if (c->commands)
+		w_buttons(w, c, node);
 
 	jsonw_obj_end(w);
 }

@@ -18,6 +18,7 @@ struct discovery_cfg {
 	const char *support_url; /* origin support_url; NULL or "": omitted */
 	bool previews; /* add the image entity */
 	const char *preview_type; /* its content type; NULL: image/jpeg */
+	bool commands; /* --commands: add the command buttons */
 };
 
 /* Writes Home Assistant's id of the device of instance under prefix,
@@ -46,7 +47,9 @@ int discovery_status_topic(
  * "platform"), availability at the device level. Entities: queue remaining
  * (sensor), running (binary_sensor), progress % (sensor), current prompt
  * (sensor with JSON attributes), last duration (sensor), last error (sensor,
- * diagnostic), completion (event), preview (image, only with previews). State
+ * diagnostic), completion (event), preview (image, only with previews),
+ * and with commands the buttons Interrupt, Clear queue and Free memory
+ * (command topics <p>/<i>/command/interrupt, clear and free). State
  * topics: <p>/<i>/queue, <p>/<i>/current (retained snapshot of the prompt
  * running now or last), <p>/<i>/completion, <p>/<i>/preview. Availability on
  * <p>/<i>/bridge/state and <p>/<i>/upstream/state, availability_mode all. */

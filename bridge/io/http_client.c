@@ -1,4 +1,4 @@
-/* Asynchronous HTTP GETs to ComfyUI on the loop's lws context.
+/* Asynchronous HTTP GETs and POSTs to ComfyUI on the loop's lws context.
  *
  * Each request owns one wsi and lives until that wsi's WSI_DESTROY, even
  * after its callback ran, because lws may still call back with the request
@@ -13,7 +13,11 @@
  *
  * Redirects are never followed: lws would re-run the handshake, and with it
  * CLIENT_APPEND_HANDSHAKE_HEADER, against whatever host the Location names,
- * handing it the --comfyui headers and Basic credentials. */
+ * handing it the --comfyui headers and Basic credentials.
+ *
+ * A POST's body goes out in POST_CHUNK pieces, one per writable callback
+ * (bridge/README.md#lws-client-post), so a body of several MiB never holds
+ * the loop. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +33,7 @@
 #define HTTP_DEFAULT_TIMEOUT_MS 30000
 #define LOCATION_SHOWN_MAX      256 /* of a redirect's Location, escaped */
 #define BODY_INITIAL            4096 /* first allocation of a body */
+#define POST_CHUNK              16384 /* body bytes per writable callback */
 
 struct http_req {
 	struct glue_user tag; /* first: the lws user pointer is the request */
@@ -42,6 +47,9 @@ struct http_req {
 	http_done_cb done;
 	void *ud;
 	char *path;
+	const char *method; /* "GET" or "POST" */
+	char *tx; /* a POST's body (owned); NULL for a GET */
+	size_t tx_len, tx_sent;
 	struct buf body; /* the response body, or a redirect's error text */
 	int timeout_ms;
 	int status;
@@ -146,6 +154,7 @@ free_req(struct http_req *r)
 	lws_sul_cancel(&r->sul);
 	unlink_req(r);
 	free(r->path);
+	free(r->tx);
 	buf_free(&r->body);
 	free(r);
 }
@@ -189,7 +198,7 @@ start_req(struct http_req *r)
 	i.path = r->path;
 	i.host = h->host_hdr;
 	i.origin = NULL;
-	i.method = "GET";
+	i.method = r->method;
 	i.protocol = C2M_LWS_PROTO_HTTP;
 	i.local_protocol_name = C2M_LWS_PROTO_HTTP;
 	i.userdata = r;
@@ -261,6 +270,8 @@ deliver(struct http_req *r)
 		r->in_callback = false;
 	}
 	buf_free(&r->body);
+	free(r->tx);
+	r->tx = NULL;
 	kill_wsi(r);
 	maybe_free(r);
 }
@@ -273,7 +284,7 @@ req_sul(lws_sorted_usec_list_t *sul)
 	if (!r->finished) {
 		r->finished = true;
 		r->result = BR_ESTATE;
-		log_debug(LOG_SRC, "GET %s timed out", r->path);
+		log_debug(LOG_SRC, "%s %s timed out", r->method, r->path);
 	}
 	deliver(r);
 }
@@ -295,25 +306,29 @@ finish(struct http_req *r, int result)
 	deliver(r);
 }
 
-/* Queues or starts a GET; copies path_query. done runs once, later. */
-int
-http_client_get(struct http_client *h, const char *path_query, int timeout_ms,
-    http_done_cb done, void *ud)
+/* Queues or starts a request (tx: a POST body, taken over; NULL for a
+ * GET); copies path_query. done runs once, later. */
+static int
+submit(struct http_client *h, const char *method, const char *path_query,
+    char *tx, size_t tx_len, int timeout_ms, http_done_cb done, void *ud)
 {
 	struct http_req *r;
 
-	if (h == NULL || path_query == NULL || path_query[0] != '/'
-	    || done == NULL)
-		return BR_EINVAL;
 	r = calloc(1, sizeof(*r));
-	if (r == NULL)
+	if (r == NULL) {
+		free(tx);
 		return BR_ENOMEM;
+	}
 	r->tag.kind = GLUE_KIND_HTTP;
 	r->path = glue_asprintf("%s%s", h->base->path, path_query);
 	if (r->path == NULL) {
+		free(tx);
 		free(r);
 		return BR_ENOMEM;
 	}
+	r->method = method;
+	r->tx = tx;
+	r->tx_len = tx_len;
 	r->h = h;
 	r->ctx = h->ctx;
 	r->loop = h->loop;
@@ -333,6 +348,34 @@ http_client_get(struct http_client *h, const char *path_query, int timeout_ms,
 	h->q_tail = r;
 	pump(h);
 	return BR_OK;
+}
+
+int
+http_client_get(struct http_client *h, const char *path_query, int timeout_ms,
+    http_done_cb done, void *ud)
+{
+	if (h == NULL || path_query == NULL || path_query[0] != '/'
+	    || done == NULL)
+		return BR_EINVAL;
+	return submit(h, "GET", path_query, NULL, 0, timeout_ms, done, ud);
+}
+
+int
+http_client_post(struct http_client *h, const char *path, const char *body,
+    size_t len, int timeout_ms, http_done_cb done, void *ud)
+{
+	char *tx;
+
+	if (h == NULL || path == NULL || path[0] != '/' || done == NULL
+	    || (body == NULL && len > 0))
+		return BR_EINVAL;
+	/* one byte more: never a zero-size allocation */
+	tx = malloc(len + 1);
+	if (tx == NULL)
+		return BR_ENOMEM;
+	if (len > 0)
+		memcpy(tx, body, len);
+	return submit(h, "POST", path, tx, len, timeout_ms, done, ud);
 }
 
 int
@@ -439,7 +482,7 @@ redirect_refused(struct http_req *r, int status, const char *loc)
 	free(text);
 	if (h != NULL)
 		ratelog_msg(&h->redirect_log, LOG_LVL_WARN, LOG_SRC,
-		    "GET %s: %s", r->path,
+		    "%s %s: %s", r->method, r->path,
 		    r->body.p != NULL ? r->body.p : "redirect not followed");
 	r->closing = true;
 	finish(r, status);
@@ -493,6 +536,59 @@ read_body(struct lws *wsi)
 	return lws_http_client_read(wsi, &p, &n) < 0 ? -1 : 0;
 }
 
+/* In CLIENT_APPEND_HANDSHAKE_HEADER of a POST (in, len: that callback's):
+ * the body's type and length, and the body to follow. */
+static int
+post_headers(struct http_req *r, struct lws *wsi, void *in, size_t len)
+{
+	unsigned char **p = in, *end = *p + len;
+	char n[24];
+	int nlen = snprintf(n, sizeof n, "%zu", r->tx_len);
+
+	if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+	        (const unsigned char *) "application/json", 16, p, end)
+	        != 0
+	    || lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH,
+	           (const unsigned char *) n, nlen, p, end)
+	        != 0)
+		return -1;
+	if (r->tx_len > 0) {
+		lws_client_http_body_pending(wsi, 1);
+		lws_callback_on_writable(wsi);
+	}
+	return 0;
+}
+
+/* In CLIENT_HTTP_WRITEABLE of a POST: the next piece of the body, the
+ * last one marked final. lws keeps what the socket did not take and calls
+ * back only once it is written. */
+static int
+post_chunk(struct http_req *r, struct lws *wsi)
+{
+	unsigned char buf[LWS_PRE + POST_CHUNK];
+	size_t n = r->tx_len - r->tx_sent;
+	enum lws_write_protocol wp = LWS_WRITE_HTTP;
+
+	if (n == 0) /* lws may call back once more after the last piece */
+		return 0;
+	if (n > POST_CHUNK)
+		n = POST_CHUNK;
+	else
+		wp = LWS_WRITE_HTTP_FINAL;
+	memcpy(buf + LWS_PRE, r->tx + r->tx_sent, n);
+	if (lws_write(wsi, buf + LWS_PRE, n, wp) != (int) n) {
+		r->closing = true;
+		finish(r, BR_EIO);
+		return -1;
+	}
+	r->tx_sent += n;
+	if (wp == LWS_WRITE_HTTP_FINAL)
+		lws_client_http_body_pending(wsi, 0);
+	else
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
 int
 http_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
     void *user, void *in, size_t len)
@@ -511,14 +607,19 @@ http_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason,
 		 * the credentials stay home even if redirects ever get
 		 * followed */
 		if (++r->handshakes > 1) {
-			log_warn(LOG_SRC, "GET %s: second handshake refused",
-			    r->path);
+			log_warn(LOG_SRC, "%s %s: second handshake refused",
+			    r->method, r->path);
 			r->closing = true;
 			finish(r, BR_EIO);
 			return -1;
 		}
-		return glue_headers_append(
-		    wsi, r->h->headers, r->h->n_headers, in, len);
+		if (glue_headers_append(
+		        wsi, r->h->headers, r->h->n_headers, in, len)
+		    != 0)
+			return -1;
+		return r->tx != NULL ? post_headers(r, wsi, in, len) : 0;
+	case LWS_CALLBACK_CLIENT_HTTP_WRITEABLE:
+		return r->tx != NULL && !r->finished ? post_chunk(r, wsi) : 0;
 	case LWS_CALLBACK_CLIENT_HTTP_REDIRECT:
 		/* not reached with LCCSCF_HTTP_NO_FOLLOW_REDIRECT; refuse
 		 * anyway rather than follow */

@@ -1,4 +1,5 @@
-/* Asynchronous HTTP GET to ComfyUI inside the loop (never blocks it). */
+/* Asynchronous HTTP GET and POST to ComfyUI inside the loop (never blocks
+ * it). */
 #ifndef C2M_HTTP_CLIENT_H
 #define C2M_HTTP_CLIENT_H
 
@@ -43,6 +44,12 @@ void http_client_destroy(struct http_client *h);
  * (done is then not called). */
 int http_client_get(struct http_client *h, const char *path_query,
     int timeout_ms, http_done_cb done, void *ud);
+
+/* POST <prefix><path> with body (len bytes, copied) as application/json;
+ * otherwise as http_client_get: same FIFO, bound, timeout, headers, no
+ * redirects. A 4xx/5xx answer's body is delivered as body. */
+int http_client_post(struct http_client *h, const char *path, const char *body,
+    size_t len, int timeout_ms, http_done_cb done, void *ud);
 
 /* Requests whose callback is still to come: queued plus on the wire. */
 int http_client_pending(const struct http_client *h);

@@ -29,6 +29,8 @@ props_size(const struct out_props *o)
 		n += 2;
 	if (o->expiry_s != 0)
 		n += 5;
+	if (o->correlation != NULL)
+		n += 3 + o->correlation_len;
 	const char *names[] = { "instance", "type", "prompt_id" };
 	const char *values[] = { o->instance, o->type, o->prompt_id };
 	for (int i = 0; i < 3; i++)

@@ -111,18 +111,6 @@ on_log(struct mosquitto *mosq, void *obj, int level, const char *str)
 		    used > 0 ? "; " : "", str);
 }
 
-/* Subscribes filter at QoS 1. With MQTT 5 the broker does not send back
- * what this connection publishes itself (no local): the bridge reads its
- * own topics only for what an earlier connection left retained. */
-static int
-subscribe_route(struct mqtt_link *m, const char *filter)
-{
-	if (m->cfg.protocol != 5)
-		return mosquitto_subscribe(m->mosq, NULL, filter, 1);
-	return mosquitto_subscribe_v5(
-	    m->mosq, NULL, filter, 1, MQTT_SUB_OPT_NO_LOCAL, NULL);
-}
-
 /* Records an accepted CONNACK and subscribes every route. */
 static void
 record_connack(struct mqtt_link *m, int flags, const mosquitto_property *p)
@@ -136,8 +124,7 @@ record_connack(struct mqtt_link *m, int flags, const mosquitto_property *p)
 	m->f.session_present = (flags & 1) != 0;
 	m->f.max_packet = max_packet;
 	m->sent_at = loop_mono_ms(); /* libmosquitto resends now */
-	for (size_t i = 0; i < m->nroutes; i++)
-		subscribe_route(m, m->routes[i].filter);
+	mqtt_rx_resubscribe(m);
 }
 
 static void
@@ -190,35 +177,6 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
 	mids_release(&m->mids, mid);
 	if (m->f.inflight1 == 0)
 		m->f.resend_pending = false;
-}
-
-/* Keeps a received message for deliver(), which runs after the
- * loop call that read it: what one read of the socket holds
- * (a burst of retained states at subscribe may be thousands) all waits,
- * none is dropped. */
-static void
-on_message(struct mosquitto *mosq, void *obj,
-    const struct mosquitto_message *msg, const mosquitto_property *props)
-{
-	struct mqtt_link *m = obj;
-	size_t len = msg->payloadlen > 0 ? (size_t) msg->payloadlen : 0;
-	struct rx_msg *rx = malloc(sizeof(*rx) + len + 1);
-	char *topic = rx != NULL ? strdup(msg->topic) : NULL;
-	if (topic == NULL) {
-		free(rx);
-		return;
-	}
-	rx->next = NULL;
-	rx->topic = topic;
-	rx->len = len;
-	memcpy(rx->payload, msg->payload != NULL ? msg->payload : "", len);
-	rx->payload[len] = '\0';
-	if (m->f.rx_tail != NULL)
-		m->f.rx_tail->next = rx;
-	else
-		m->f.rx_head = rx;
-	m->f.rx_tail = rx;
-	m->f.rx_len++;
 }
 
 /* ---- driving libmosquitto from the loop -------------------------------- */
@@ -415,7 +373,7 @@ mqtt_link_new_client(struct mqtt_link *m, struct mosquitto **out)
 	mosquitto_connect_v5_callback_set(*out, on_connect);
 	mosquitto_disconnect_v5_callback_set(*out, on_disconnect);
 	mosquitto_publish_v5_callback_set(*out, on_publish);
-	mosquitto_message_v5_callback_set(*out, on_message);
+	mosquitto_message_v5_callback_set(*out, mqtt_rx_on_message);
 	return BR_OK;
 }
 
@@ -590,53 +548,7 @@ mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg)
 	return rc;
 }
 
-int
-mqtt_link_subscribe(
-    struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn, void *ud)
-{
-	if (m == NULL || filter == NULL || fn == NULL
-	    || mosquitto_sub_topic_check(filter) != MOSQ_ERR_SUCCESS)
-		return BR_EINVAL;
-	char *copy = strdup(filter);
-	if (copy == NULL)
-		return BR_ENOMEM;
-	struct route *grown
-	    = realloc(m->routes, (m->nroutes + 1) * sizeof(*grown));
-	if (grown == NULL) {
-		free(copy);
-		return BR_ENOMEM;
-	}
-	m->routes = grown;
-	m->routes[m->nroutes++] = (struct route) { copy, fn, ud };
-	/* not up: record_connack subscribes after the (re)connect */
-	if (m->f.up && subscribe_route(m, copy) == 0)
-		loop_fd_want_write(m->watch);
-	return BR_OK;
-}
-
 /* ---- news for the owner ------------------------------------------------- */
-
-static void
-deliver_messages(struct mqtt_link *m)
-{
-	struct rx_msg *rx = m->f.rx_head;
-	m->f.rx_head = m->f.rx_tail = NULL;
-	m->f.rx_len = 0;
-	while (rx != NULL) {
-		struct rx_msg *next = rx->next;
-		for (size_t i = 0; i < m->nroutes && !m->stopping; i++) {
-			bool match = false;
-			mosquitto_topic_matches_sub(
-			    m->routes[i].filter, rx->topic, &match);
-			if (match)
-				m->routes[i].fn(m->routes[i].ud, rx->topic,
-				    rx->payload, rx->len);
-		}
-		free(rx->topic);
-		free(rx);
-		rx = next;
-	}
-}
 
 static void
 report_connected(struct mqtt_link *m, bool session_present)
@@ -731,7 +643,7 @@ deliver(struct mqtt_link *m)
 		return;
 	m->delivering = true;
 	deliver_transitions(m);
-	deliver_messages(m);
+	mqtt_rx_deliver(m);
 	if (m->connected && !m->stopping)
 		feed_queue(m);
 	m->delivering = false;
@@ -747,6 +659,12 @@ mqtt_link_max_packet(const struct mqtt_link *m)
 		if (limits[i] > 0 && (least == 0 || limits[i] < least))
 			least = limits[i];
 	return least;
+}
+
+uint64_t
+mqtt_link_connection(const struct mqtt_link *m)
+{
+	return m->f.connacks;
 }
 
 bool
@@ -879,16 +797,7 @@ mqtt_link_destroy(struct mqtt_link *m)
 	loop_fd_close(m->watch);
 	if (m->mosq != NULL)
 		mosquitto_destroy(m->mosq);
-	struct rx_msg *rx = m->f.rx_head;
-	while (rx != NULL) {
-		struct rx_msg *next = rx->next;
-		free(rx->topic);
-		free(rx);
-		rx = next;
-	}
-	for (size_t i = 0; i < m->nroutes; i++)
-		free(m->routes[i].filter);
-	free(m->routes);
+	mqtt_rx_free(m);
 	outq_destroy(m->q);
 	mqtt_props_clear(&m->props);
 	mids_clear(&m->mids);

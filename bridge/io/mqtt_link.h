@@ -59,6 +59,22 @@ struct mqtt_link_cb {
 typedef void (*mqtt_link_msg_fn)(
     void *ud, const char *topic, const void *payload, size_t len);
 
+/* What MQTT 5 says about a received message (3.1.1: all absent). */
+struct mqtt_rx_meta {
+	const char *response_topic; /* MQTT 5 Response Topic; NULL: none */
+	const void *correlation; /* MQTT 5 Correlation Data; NULL: none */
+	size_t correlation_len;
+	/* the link's connection that delivered it: 1 after the first CONNACK,
+	 * +1 per reconnect (a broker redelivers QoS 1 only on a new
+	 * connection) */
+	uint64_t connection;
+	int qos;
+	bool retain;
+};
+/* As mqtt_link_msg_fn, with meta (borrowed for the call, as topic). */
+typedef void (*mqtt_link_meta_fn)(void *ud, const char *topic,
+    const void *payload, size_t len, const struct mqtt_rx_meta *meta);
+
 struct mqtt_link_stats {
 	bool connected;
 	uint64_t connects;
@@ -103,6 +119,11 @@ int mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg);
  * valid filter). */
 int mqtt_link_subscribe(
     struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn, void *ud);
+/* As mqtt_link_subscribe; fn also gets the message's meta. */
+int mqtt_link_subscribe_meta(
+    struct mqtt_link *m, const char *filter, mqtt_link_meta_fn fn, void *ud);
+/* The current connection number (0 before the first CONNACK). */
+uint64_t mqtt_link_connection(const struct mqtt_link *m);
 
 /* Largest packet the broker accepts: the smaller of cfg.max_packet and
  * the CONNACK maximum packet size (MQTT 5), or 0 when neither is known. */

@@ -1,5 +1,5 @@
-/* io-internal: the broker link's state, shared by mqtt_link.c and
- * mqtt_poison.c. Never included outside bridge/io. */
+/* io-internal: the broker link's state, shared by mqtt_link.c,
+ * mqtt_rx.c and mqtt_poison.c. Never included outside bridge/io. */
 #ifndef C2M_MQTT_LINK_INT_H
 #define C2M_MQTT_LINK_INT_H
 
@@ -16,16 +16,22 @@
 #define WHY_MAX    160
 #define DETAIL_MAX 320 /* libmosquitto's error lines (OpenSSL's) */
 
+/* A received message and what MQTT 5 said about it, in one allocation:
+ * data[] holds the payload (NUL-terminated), the topic, the response topic
+ * and the correlation data. */
 struct rx_msg {
 	struct rx_msg *next;
-	char *topic;
+	const char *topic;
 	size_t len;
+	struct mqtt_rx_meta meta;
 	char payload[];
 };
 
+/* A subscription: exactly one of fn and meta_fn is set. */
 struct route {
 	char *filter;
 	mqtt_link_msg_fn fn;
+	mqtt_link_meta_fn meta_fn;
 	void *ud;
 };
 
@@ -109,6 +115,17 @@ struct mqtt_link {
 #define POISON_SIG_BYTES 128 /* of the payload, in its signature */
 /* a poison smaller than this says nothing about the broker's limit */
 #define POISON_LEARN_MIN 1024
+
+/* Receiving (mqtt_rx.c). libmosquitto's message callback: keeps the
+ * message for mqtt_rx_deliver. */
+void mqtt_rx_on_message(struct mosquitto *mosq, void *obj,
+    const struct mosquitto_message *msg, const mosquitto_property *props);
+/* After an accepted CONNACK: subscribes every route. */
+void mqtt_rx_resubscribe(struct mqtt_link *m);
+/* Hands the kept messages to the routes that match, in order. */
+void mqtt_rx_deliver(struct mqtt_link *m);
+/* Frees the kept messages and the routes. */
+void mqtt_rx_free(struct mqtt_link *m);
 
 /* Creates a libmosquitto client for m with the link's callbacks. Returns
  * a br_err. */

@@ -235,6 +235,12 @@ build_props(const struct out_props *o, int *rc)
 		if (values[i] != NULL)
 			*rc = mosquitto_property_add_string_pair(
 			    &p, MQTT_PROP_USER_PROPERTY, names[i], values[i]);
+	if (*rc == MOSQ_ERR_SUCCESS && o->correlation != NULL)
+		*rc = o->correlation_len > UINT16_MAX
+		    ? MOSQ_ERR_INVAL
+		    : mosquitto_property_add_binary(&p,
+		        MQTT_PROP_CORRELATION_DATA, o->correlation,
+		        (uint16_t) o->correlation_len);
 	return p;
 }
 
@@ -263,6 +269,11 @@ mqtt_props_get(
 {
 	*owned = false;
 	*rc = MOSQ_ERR_SUCCESS;
+	/* correlation data is an answer's own: never worth caching */
+	if (o->correlation != NULL) {
+		*owned = true;
+		return build_props(o, rc);
+	}
 	struct mqtt_prop_entry *victim = &c->e[0];
 	for (int i = 0; i < MQTT_PROP_CACHE_SIZE; i++) {
 		struct mqtt_prop_entry *e = &c->e[i];

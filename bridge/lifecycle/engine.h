@@ -50,6 +50,10 @@ struct engine_health_io {
 	uint64_t refused[PR_COUNT]; /* by the broker, by enum pub_refusal */
 	size_t queue_depth;
 	size_t queue_bytes;
+	/* add-ons' members of bridge/health (w is a struct jsonw *), e.g.
+	 * "commands"; NULL: none */
+	void (*write_addons)(void *ud, void *w);
+	void *addons_ud;
 };
 
 struct engine_cfg {

@@ -137,7 +137,8 @@ msg_cost(const struct out_msg *m)
 {
 	const struct out_props *p = &m->props;
 	return slen(m->topic) + m->len + slen(p->content_type)
-	    + slen(p->instance) + slen(p->type) + slen(p->prompt_id);
+	    + slen(p->instance) + slen(p->type) + slen(p->prompt_id)
+	    + p->correlation_len;
 }
 
 /* Bytes of data[] needed to hold copies of every string plus the payload
@@ -146,7 +147,7 @@ static size_t
 msg_storage(const struct out_msg *m)
 {
 	const struct out_props *p = &m->props;
-	size_t n = m->len + 1 + slen(m->topic) + 1;
+	size_t n = m->len + 1 + slen(m->topic) + 1 + p->correlation_len;
 	const char *opt[] = { p->content_type, p->instance, p->type,
 		p->prompt_id, m->coalesce_key };
 	for (size_t i = 0; i < sizeof(opt) / sizeof(opt[0]); i++)
@@ -226,6 +227,10 @@ entry_fill(struct entry *e, const struct out_msg *m, size_t cost)
 	e->msg.props.type = copy_str(&cursor, m->props.type);
 	e->msg.props.prompt_id = copy_str(&cursor, m->props.prompt_id);
 	e->msg.coalesce_key = copy_str(&cursor, m->coalesce_key);
+	if (m->props.correlation != NULL) {
+		memcpy(cursor, m->props.correlation, m->props.correlation_len);
+		e->msg.props.correlation = cursor;
+	}
 	e->cost = cost;
 	e->hash
 	    = e->msg.coalesce_key != NULL ? hash_key(e->msg.coalesce_key) : 0;

@@ -46,6 +46,10 @@ struct out_props {
 	const char *instance; /* user property "instance"; NULL: absent */
 	const char *type; /* user property "type" */
 	const char *prompt_id; /* user property "prompt_id" */
+	/* correlation data (an answer to a request); NULL: none. Copied, and
+	 * counted in max_bytes like the strings. */
+	const void *correlation;
+	size_t correlation_len;
 };
 
 struct out_msg {
@@ -69,7 +73,8 @@ struct out_msg {
 struct outq;
 
 /* Creates a queue bounded by max_msgs messages and max_bytes bytes (topic
- * + payload + property strings; the coalesce key is not counted). 0 means
+ * + payload + property strings and correlation data; the coalesce key is
+ * not counted). 0 means
  * no bound of that kind. */
 struct outq *outq_create(size_t max_msgs, size_t max_bytes);
 void outq_destroy(struct outq *q);

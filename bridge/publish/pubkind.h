@@ -31,6 +31,9 @@ enum topic_kind {
 	TK_PROMPT_PREVIEW, /* prompt/<id>/preview */
 	TK_PREVIEW, /* preview */
 	TK_CURSOR, /* bridge/cursor */
+	/* command/response, or the request's own response topic in
+	 * pub_req.topic */
+	TK_COMMAND_RESPONSE,
 	TK_COUNT
 };
 

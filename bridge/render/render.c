@@ -461,6 +461,8 @@ render_health(struct jsonw *w, const struct render_ctx *c,
 	jsonw_kint(w, "recovered_from_history", (int64_t) n->recovered);
 	jsonw_kint(w, "lost", (int64_t) n->lost);
 	jsonw_kint(w, "http_failures", (int64_t) n->http_failures);
+	if (h && h->write_addons)
+		h->write_addons(h->addons_ud, w);
 	jsonw_key(w, "last_frame_age_s");
 	if (f->last_frame_at)
 		jsonw_double(w, (double) (ts - f->last_frame_at) / 1000.0);

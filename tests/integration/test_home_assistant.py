@@ -7,7 +7,7 @@ it without touching ComfyUI or a running bridge.
 
 The allowed keys below were read from Home Assistant's documentation
 (home-assistant.io, source/_integrations/{mqtt,sensor.mqtt,binary_sensor.mqtt,
-event.mqtt,image.mqtt}.markdown): the configuration variables of each
+event.mqtt,image.mqtt,button.mqtt}.markdown): the configuration variables of each
 platform, and the "Device discovery payload" section of the MQTT page for
 the shared root keys."""
 
@@ -72,6 +72,10 @@ PLATFORM_KEYS = {
     "image": ENTITY_COMMON | {
         "content_type", "image_encoding", "image_topic", "url_template", "url_topic",
     },
+    "button": ENTITY_COMMON | {
+        "command_template", "command_topic", "device_class", "payload_available", "payload_not_available",
+        "payload_press", "qos", "retain",
+    },
 }
 # Required per platform ("required: true"; unique_id is required with
 # device-based discovery; image needs image_topic or url_topic).
@@ -80,6 +84,7 @@ PLATFORM_REQUIRED = {
     "binary_sensor": {"state_topic", "unique_id"},
     "event": {"state_topic", "event_types", "unique_id"},
     "image": {"unique_id"},
+    "button": {"command_topic", "unique_id"},
 }
 SENSOR_STATE_CLASSES = {"measurement", "measurement_angle", "total", "total_increasing"}
 TOPIC_KEYS = ("state_topic", "json_attributes_topic", "image_topic", "url_topic")
@@ -562,3 +567,58 @@ def test_image_entity_content_type_follows_png_previews(broker, sim, collector, 
     assert again, "the PNG preview did not re-announce the device%s" % bridge.context()
     img = by_suffix(again[-1].json(), "preview") or {}
     assert img.get("content_type") == "image/png", "image entity content_type %r after a PNG preview" % img
+
+
+def test_buttons_with_commands_drive_comfyui(broker, sim, collector, make_bridge):
+    """With --commands the device has three buttons (documented keys only);
+    a press, published the way Home Assistant does (payload_press on
+    command_topic, the device's QoS), makes the ComfyUI call and is answered
+    on command/response. Without --commands there are none (see
+    test_no_image_entity_without_previews: seven entities)."""
+    bridge = make_bridge(sim.url, broker.url, extra_args=["--ha-discovery", "--commands"])
+    bridge.wait_connected(collector, sim)
+    ms = wait_discovery(collector)
+    assert ms, "no discovery message%s" % bridge.context()
+    payload = ms[-1].json()
+    assert not entity_key_problems(payload), entity_key_problems(payload)
+    assert len(components(payload)) == 10, sorted(components(payload))
+    want = {"interrupt": ("Interrupt", "interrupt"), "clear_queue": ("Clear queue", "clear"),
+            "free_memory": ("Free memory", "free")}
+    buttons = {}
+    for suffix, (name, verb) in want.items():
+        comp = by_suffix(payload, suffix)
+        assert comp is not None and comp.get("platform") == "button", (suffix, comp)
+        assert comp.get("name") == name and comp.get("command_topic") == BASE + "/command/" + verb, comp
+        buttons[verb] = comp
+
+    # something to interrupt and something to clear: one held prompt, one pending
+    running = sim.submit(client_id=bridge.client_id, hold=True)["prompt_id"]
+    pending = sim.submit(client_id=bridge.client_id)["prompt_id"]
+    harness.wait_until(lambda: running in sim.req("GET", "/_sim/state")["holding"], 10)
+    before = sim.req("GET", "/_sim/state")
+    assert pending in before["pending"], before
+
+    since = collector.mark()
+    for verb in ("clear", "free", "interrupt"):
+        comp = buttons[verb]
+        c = mqtt.Client(client_id="ha-button-" + verb, protocol=mqtt.MQTTv5)
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        try:
+            info = c.publish(comp["command_topic"], comp["payload_press"], qos=payload.get("qos", 0),
+                             retain=comp.get("retain", False))
+            info.wait_for_publish(timeout=5)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        got = collector.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/command/response"
+                                             and m.json().get("command") == verb], timeout=10, since=since)
+        assert got, "no answer to the %s button%s" % (verb, bridge.context())
+        assert got[-1].json()["ok"] is True, got[-1].json()
+    sim.release(running)
+    after = sim.req("GET", "/_sim/state")
+    assert pending not in after["pending"], after
+    assert len(after["interrupts"]) == len(before["interrupts"]) + 1, after["interrupts"]
+    frees = after["frees"][len(before["frees"]):]
+    assert len(frees) == 1 and frees[0].get("unload_models") and frees[0].get("free_memory"), frees
+

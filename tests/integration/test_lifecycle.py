@@ -159,7 +159,8 @@ def test_help_exits_0_and_lists_options():
     assert r.returncode == 0, "--help exited %d:\n%s%s" % (r.returncode, out, r.stderr.decode(errors="replace"))
     missing = [o for o in ("--comfyui", "--mqtt", "--client-id", "--instance", "--prefix", "--events",
                            "--previews", "--state-ttl", "--print", "--log-level", "--config",
-                           "--mqtt-password-file", "--mqtt-protocol", "--tls-ca", "--ha-discovery")
+                           "--mqtt-password-file", "--mqtt-protocol", "--tls-ca", "--ha-discovery",
+                           "--commands", "--command-max-bytes")
                if o not in out]
     assert not missing, "--help does not list %s:\n%s" % (missing, out)
 
@@ -170,7 +171,8 @@ def test_help_exits_0_and_lists_options():
     (["--mqtt-protocol", "4"], "--mqtt-protocol"),
     (["--instance", ""], "--instance"),
     (["--comfyui-header", "X-A: 1\r\nX-Injected: 2"], "--comfyui-header"),
-], ids=["unknown", "bad-number", "bad-enum", "empty-instance", "header-crlf"])
+    (["--command-max-bytes", "100"], "--command-max-bytes"),
+], ids=["unknown", "bad-number", "bad-enum", "empty-instance", "header-crlf", "command-max-bytes"])
 def test_bad_flag_exits_64_with_one_line(args, named):
     r = harness.run_bridge_once(args)
     err = r.stderr.decode("utf-8", "replace").strip()

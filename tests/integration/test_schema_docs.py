@@ -44,11 +44,17 @@ CONTRACT_TOPICS = {
 # schema/asyncapi.yaml): a fixed topic for the prompt running now, and the
 # history cursor remembered across the bridge's own restarts.
 BRIDGE_EXTENSIONS = {"{prefix}/{instance}/current": (True, {1}),
-                     "{prefix}/{instance}/bridge/cursor": (True, {1})}
+                     "{prefix}/{instance}/bridge/cursor": (True, {1}),
+                     "{prefix}/{instance}/command/response": (False, {1})}
+
+# Topics the bridge subscribes to (contract §2 lists them without QoS):
+# AsyncAPI receive operations.
+BRIDGE_RECEIVES = {"{prefix}/{instance}/command/{verb}"}
 
 REQUIRED_SCHEMAS = {
     "envelope.schema.json", "state.schema.json", "completion.schema.json", "queue.schema.json",
     "bridge-info.schema.json", "bridge-health.schema.json", "bridge-cursor.schema.json",
+    "command-answer.schema.json",
 }
 
 
@@ -168,6 +174,11 @@ def test_asyncapi_lists_every_contract_topic_with_qos_and_retain():
     channels = doc["channels"]
     # the contract writes Home Assistant's prefix as its default
     by_address = {c["address"].replace("{ha_prefix}", "homeassistant"): name for name, c in channels.items()}
+    for address in BRIDGE_RECEIVES:
+        name = by_address.pop(address, None)
+        assert name is not None, "asyncapi has no channel %s" % address
+        assert [o["action"] for o in doc["operations"].values()
+                if o["channel"]["$ref"] == "#/channels/" + name] == ["receive"], name
     assert set(by_address) == set(expected), "asyncapi channels %s\n!= contract topics %s" % (
         sorted(by_address), sorted(expected))
 
@@ -427,6 +438,8 @@ def test_harness_routes_topics_to_schemas():
         _msg(base + "/bridge/state", "online", retain=True),
         _msg(base + "/prompt/%s/state" % PID, b"", retain=True),
         _msg(base + "/prompt/%s/preview" % PID, b"\xff\xd8", props={"ContentType": "image/jpeg"}),
+        _msg(base + "/command/response", {"v": 1, "command": "clear", "ok": True, "correlation": None}),
+        _msg(base + "/command/prompt", b"{not json"),  # a client's command: not the bridge's
     ]
     for m in good:
         assert harness.message_problems(m) == [], (m, harness.message_problems(m))
@@ -440,6 +453,7 @@ def test_harness_routes_topics_to_schemas():
         _msg(base + "/nonsense", {}),
         _msg(base + "/completion", b'{"v":1,"x":NaN}'),
         _msg(base + "/prompt/%s/preview" % PID, b"\xff\xd8"),
+        _msg(base + "/command/response", {"v": 1, "command": "clear", "ok": False, "correlation": None}),
     ]
     for m in bad:
         assert harness.message_problems(m), "harness accepted %r" % m

@@ -13,12 +13,19 @@ stdout events (one per line):
   GONE <name>           /hold/<name>'s client left before the answer
   STEAL_ACCEPT          someone connected to the second listener
   STEAL_HDR <line>      a request line or header it received
+  BODY <method> <path> <n>  a request with a Content-Length body of n bytes
+  STALL <path>          /post/stall arrived: its body is never read
 stdin commands:
   release <name>        answer /hold/<name>: 200, body "held <name>\\n"
   release-all           answer every held request
 HTTP routes (also under /api): /hold/<name>; /redirect/<code> (that status,
 Location http://STEAL/steal?token=s3cr3t#frag) and /redirect/<code>u (the
-same with user:hunter2@ before the host); others 404.
+same with user:hunter2@ before the host); /post/echo (200, the request
+body verbatim); /post/headers (200, "method M", "len N", then each request
+header as "name: value", name lowercased); /post/status/<code> (that status
+with a ComfyUI-shaped JSON error body); /post/stall (never reads the body
+nor answers); others 404. A request body (by its Content-Length) is read
+before any other route answers.
 """
 import argparse
 import asyncio
@@ -91,10 +98,27 @@ class Peer:
             self.active -= 1
             writer.close()
             return
-        target = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")[1]
+        lines = head.decode("latin-1").split("\r\n")
+        method, target = lines[0].split(" ")[:2]
+        headers = [l.split(":", 1) for l in lines[1:] if ":" in l]
         path = target.split("?", 1)[0]
         if path.startswith("/api/"):
             path = path[4:]
+        length = [v.strip() for k, v in headers
+                  if k.strip().lower() == "content-length"]
+        body = b""
+        if path == "/post/stall":
+            say("STALL %s" % path)
+            await asyncio.sleep(3600)
+            return
+        if length:
+            try:
+                body = await reader.readexactly(int(length[0]))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self.active -= 1
+                writer.close()
+                return
+            say("BODY %s %s %d" % (method, path, len(body)))
         if path.startswith("/hold/"):
             await self.hold(path[6:], reader, writer)
         elif path.startswith("/redirect/"):
@@ -106,6 +130,20 @@ class Peer:
                 userinfo, self.steal[0], self.steal[1])
             await self.respond(writer, code, "Redirect", b"moved\n",
                                "Location: %s\r\n" % loc)
+        elif path == "/post/echo":
+            await self.respond(writer, 200, "OK", body)
+        elif path == "/post/headers":
+            text = "method %s\nlen %d\n" % (method, len(body))
+            text += "".join("%s: %s\n" % (k.strip().lower(), v.strip())
+                            for k, v in headers)
+            await self.respond(writer, 200, "OK", text.encode("latin-1"))
+        elif path.startswith("/post/status/"):
+            code = int(path[13:])
+            err = ('{"error": {"type": "invalid_prompt", "message": '
+                   '"Cannot execute because a node is missing the '
+                   'class_type property.", "details": "Node ID \'#1\'", '
+                   '"extra_info": {}}, "node_errors": {}}')
+            await self.respond(writer, code, "Status", err.encode())
         else:
             await self.respond(writer, 404, "Not Found", b"no route\n")
         writer.close()

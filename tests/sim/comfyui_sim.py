@@ -664,6 +664,10 @@ class Server:
         self.holding: List[str] = []
         self.interrupts: List[dict] = []  # every POST /interrupt, for tests
         self.frees: List[dict] = []  # every POST /free, for tests
+        # every ComfyUI POST (path, JSON body or None), for tests; GET
+        # /_sim/state shows them
+        self.posts: List[dict] = []
+        self.fail_posts: List[int] = []  # statuses the next POSTs answer
         self.tasks: List[asyncio.Task] = []
 
     # ---- protocol version gates -------------------------------------------
@@ -1564,6 +1568,7 @@ class Routes:
             ("POST", "/_sim/queue", self.sim_queue),
             ("POST", "/_sim/release", self.sim_release),
             ("POST", "/_sim/status", self.sim_status),
+            ("POST", "/_sim/fail_posts", self.sim_fail_posts),
         ]
         for method, path, handler in table:
             app.router.add_route(method, path, handler)
@@ -1889,7 +1894,7 @@ class Routes:
                       "running": [r.prompt_id for r in s.running],
                       "pending": [e.item[1] for e in sorted(s.pending)],
                       "history": history, "history_count": len(s.history),
-                      "number": s.number, "interrupts": s.interrupts, "frees": s.frees,
+                      "number": s.number, "interrupts": s.interrupts, "frees": s.frees, "posts": s.posts,
                       "queue_reads": s.queue_reads})
 
     async def sim_history(self, request: web.Request) -> web.Response:
@@ -1932,6 +1937,17 @@ class Routes:
         self.s.releases.setdefault(pid, asyncio.Event()).set()
         return reply({"released": was_holding})
 
+    async def sim_fail_posts(self, request: web.Request) -> web.Response:
+        """{"status": 503, "count": 2}: the next `count` ComfyUI POSTs answer
+        `status` with aiohttp's error text, as a crashing handler or a proxy
+        in front of a dead server does (recorded in posts all the same)."""
+        try:
+            body = await read_json(request, {})
+            self.s.fail_posts = [int(body["status"])] * int(body.get("count", 1))
+        except (ValueError, KeyError, TypeError) as exc:
+            return json_error("bad fail_posts request: %s" % exc)
+        return reply({"fail_posts": self.s.fail_posts})
+
     async def sim_status(self, request: web.Request) -> web.Response:
         self.s.broadcast_status()
         return reply({"queue_remaining": self.s.queue_remaining()})
@@ -1962,6 +1978,28 @@ def slow_middleware(delay_ms: float):
             await asyncio.sleep(delay_ms / 1000.0)
         return await handler(request)
     return slow
+
+
+def post_record_middleware(server: "Server"):
+    """Records every ComfyUI POST in server.posts and answers the statuses
+    /_sim/fail_posts queued instead of running the route."""
+    @web.middleware
+    async def record(request: web.Request, handler):
+        path = request.path[4:] if request.path.startswith("/api/") else request.path
+        if request.method != "POST" or path.startswith("/_sim/"):
+            return await handler(request)
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        server.posts.append({"path": path, "body": body, "at_ms": now_ms()})
+        if server.fail_posts:
+            status = server.fail_posts.pop(0)
+            return web.Response(status=status, text="%d Service Unavailable\n\n"
+                                "Server got itself in trouble" % status)
+        return await handler(request)
+    return record
 
 
 def require_header_middleware(server: "Server", name: str, value: str):
@@ -2039,6 +2077,7 @@ async def start_server(args: argparse.Namespace, index: int) -> tuple:
         server.fill_history(args.history_fill)
         server.save_state()
     middlewares = [not_found_middleware]
+    middlewares.insert(0, post_record_middleware(server))
     if args.http_delay_ms > 0:
         middlewares.insert(0, slow_middleware(args.http_delay_ms))
     if args.require_header is not None:

@@ -101,6 +101,8 @@ test_defaults(void)
 	CHECK_INT(c.state_ttl, 86400);
 	CHECK_INT(c.queue_max_messages, 100000);
 	CHECK_INT(c.queue_max_bytes, 64 * 1024 * 1024);
+	CHECK(!c.commands);
+	CHECK_INT(c.command_max_bytes, 4 * 1024 * 1024);
 	CHECK_INT(c.preview_max_bytes, 1024 * 1024);
 	CHECK_INT(c.max_frame_bytes, 16 * 1024 * 1024);
 	CHECK_INT(c.max_tokens, 8192);
@@ -299,6 +301,16 @@ test_sizes(void)
 	    load(&c, NULL, "--queue-max-bytes", "128kb", NULL), CONFIG_OK);
 	CHECK_INT(c.queue_max_bytes, 128 * 1024);
 	config_free(&c);
+	CHECK_INT(
+	    load(&c, NULL, "--commands", "--command-max-bytes", "1K", NULL),
+	    CONFIG_OK);
+	CHECK(c.commands);
+	CHECK_INT(c.command_max_bytes, 1024);
+	config_free(&c);
+	CHECK_INT(load_fail(NULL, "--command-max-bytes", "1023", NULL),
+	    CONFIG_USAGE);
+	CHECK_INT(
+	    load_fail(NULL, "--command-max-bytes", "65M", NULL), CONFIG_USAGE);
 
 	CHECK_INT(
 	    load_fail(NULL, "--queue-max-bytes", "63K", NULL), CONFIG_USAGE);
@@ -766,6 +778,8 @@ test_secrets_never_leak(void)
 	CHECK(contains(json, "\"comfyui_header\":[\"Authorization\"]"));
 	CHECK(contains(json, "\"mqtt_protocol\":\"5\""));
 	CHECK(contains(json, "\"queue_max_bytes\":67108864"));
+	CHECK(contains(json, "\"commands\":false"));
+	CHECK(contains(json, "\"command_max_bytes\":4194304"));
 	CHECK(contains(json, "\"events\":null"));
 	CHECK(contains(json, "\"mqtt_password_set\":true"));
 	config_free(&c);
@@ -818,6 +832,8 @@ test_help_lists_everything(void)
 		"state-ttl",
 		"queue-max-messages",
 		"queue-max-bytes",
+		"commands",
+		"command-max-bytes",
 		"ha-discovery",
 		"ha-remove",
 		"ha-prefix",

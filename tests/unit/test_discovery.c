@@ -208,6 +208,51 @@ test_preview_only_with_previews(void)
 	CHECK(component(&d, "queue_remaining", "sensor") >= 0);
 }
 
+/* With --commands three buttons appear, each publishing its press on its
+ * verb's command topic; without, none. Availability stays device-wide. */
+static void
+test_buttons_only_with_commands(void)
+{
+	static const char *const want[][4] = {
+		{ "interrupt", "Interrupt", "comfyui/gpu1/command/interrupt",
+		    "{}" },
+		{ "clear_queue", "Clear queue", "comfyui/gpu1/command/clear",
+		    "{}" },
+		{ "free_memory", "Free memory", "comfyui/gpu1/command/free",
+		    "{\"unload_models\":true,\"free_memory\":true}" },
+	};
+	struct json_doc d;
+	struct discovery_cfg c = cfg(false);
+	build(&c, &d);
+	CHECK_INT(json_size(&d, json_obj_get(&d, 0, "components")), 7);
+	for (int i = 0; i < 3; i++)
+		CHECK(component(&d, want[i][0], "button") < 0);
+
+	c.commands = true;
+	build(&c, &d);
+	CHECK_INT(json_size(&d, json_obj_get(&d, 0, "components")), 10);
+	for (int i = 0; i < 3; i++) {
+		int t = component(&d, want[i][0], "button");
+		CHECK(t >= 0);
+		CHECK(str_at(&d, t, "name", want[i][1]));
+		CHECK(str_at(&d, t, "command_topic", want[i][2]));
+		CHECK(str_at(&d, t, "payload_press", want[i][3]));
+		bool retain = true;
+		CHECK_INT(
+		    json_get_bool(&d, json_obj_get(&d, t, "retain"), &retain),
+		    0);
+		CHECK(!retain);
+	}
+	/* the device-level availability and QoS cover the buttons too */
+	CHECK(json_obj_get(&d, 0, "availability") >= 0);
+	CHECK(component(&d, "completion", "event") >= 0);
+	int a = json_obj_get(&d, 0, "availability_mode");
+	CHECK(a >= 0 && json_str_eq(&d, a, "all"));
+	/* everything on still fits ha.c's payload buffer (8 KiB) */
+	c.previews = true;
+	CHECK(build(&c, &d) < 8192);
+}
+
 /* Every unique id differs and every one is built from HA's id alphabet,
  * also for a prefix and instance that are not. */
 static void
@@ -417,6 +462,7 @@ main(void)
 	RUN(test_device_origin_availability);
 	RUN(test_entities);
 	RUN(test_preview_only_with_previews);
+	RUN(test_buttons_only_with_commands);
 	RUN(test_unique_ids);
 	RUN(test_escaping_and_truncation);
 	RUN(test_ha_topics_and_announce);

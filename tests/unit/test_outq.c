@@ -293,6 +293,33 @@ test_coalesce(void)
 	outq_destroy(q);
 }
 
+/* Correlation data is copied as bytes (a NUL inside included), counted in
+ * the bytes bound, and absent when not given. */
+static void
+test_correlation_copied_and_counted(void)
+{
+	struct outq *q = outq_create(10, 1000);
+	char corr[] = { 'k', 0, '\xfe', 'z' };
+	struct out_msg m = mk(MSG_CRITICAL, "a/b", "{}");
+	m.props.correlation = corr;
+	m.props.correlation_len = sizeof(corr);
+	CHECK_INT(outq_push(q, &m), BR_OK);
+	struct out_msg plain = mk(MSG_CRITICAL, "a/c", "{}");
+	CHECK_INT(outq_push(q, &plain), BR_OK);
+	corr[0] = 'X';
+	/* topics 3 + 3, payloads 2 + 2, correlation 4 */
+	CHECK_INT(outq_bytes(q), 14);
+	const struct out_msg *v = outq_peek(q);
+	CHECK_INT(v->props.correlation_len, 4);
+	CHECK(v->props.correlation != NULL
+	    && memcmp(v->props.correlation, "k\0\xfez", 4) == 0);
+	outq_pop(q);
+	v = outq_peek(q);
+	CHECK(v->props.correlation == NULL);
+	CHECK_INT(v->props.correlation_len, 0);
+	outq_destroy(q);
+}
+
 static void
 test_many_keys_hash_growth(void)
 {
@@ -541,5 +568,6 @@ main(void)
 	RUN(test_recycling_does_not_allocate);
 	RUN(test_randomized_against_model);
 	RUN(test_class_names);
+	RUN(test_correlation_copied_and_counted);
 	TEST_MAIN_END();
 }

@@ -112,6 +112,20 @@ test_fixed_kinds(void)
 	CHECK(m.qos == 0 && m.retain && m.cls == MSG_PREVIEW);
 	CHECK_STR(m.props.content_type, "image/png");
 	CHECK(!m.props.utf8);
+	/* a command's answer: on the request's own topic, critical, kept
+	 * apart from every other answer */
+	build(&m, &s,
+	    &(struct pub_req) {
+	        .kind = TK_COMMAND_RESPONSE, .topic = "app/x" });
+	CHECK(m.qos == 1 && !m.retain && m.cls == MSG_CRITICAL);
+	CHECK(m.coalesce_key == NULL && m.props.utf8);
+	CHECK_STR(m.topic, "app/x");
+	CHECK_STR(m.props.content_type, "application/json");
+	char t[128];
+	CHECK(
+	    pub_topic(t, sizeof(t), "p", "i", TK_COMMAND_RESPONSE, NULL, NULL)
+	    > 0);
+	CHECK_STR(t, "p/i/command/response");
 }
 
 static void

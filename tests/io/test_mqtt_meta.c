@@ -1,0 +1,472 @@
+/* mqtt_link's MQTT 5 request/response side against a real mosquitto: a
+ * received message's Response Topic and Correlation Data reach a
+ * mqtt_link_subscribe_meta callback (absent for a 3.1.1 link), the
+ * connection number grows with each new connection, and an outgoing
+ * message's correlation data reaches an MQTT 5 subscriber (queued or
+ * direct; dropped for 3.1.1). The link runs in the real event loop. */
+#include "mqtt_link.h"
+
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "helper_broker.h"
+#include "helper_loop.h"
+#include "test.h"
+
+static long
+mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Correlation data with a NUL inside: copied as bytes, never as a string. */
+static const char CORR[] = { 'c', 0, 'r', '\xff', '7' };
+
+/* ---- a plain MQTT 5 client (libmosquitto, its own thread) -------------- */
+
+#define PEER_MAX 16
+
+struct peer_msg {
+	char topic[64];
+	char payload[64];
+	bool has_corr;
+	char corr[16];
+	int corr_len;
+};
+
+struct peer {
+	struct mosquitto *mosq;
+	const char *filter; /* NULL: publishes only */
+	pthread_mutex_t mu;
+	bool ready; /* connected, and subscribed when filter is set */
+	struct peer_msg msgs[PEER_MAX];
+	int n;
+};
+
+static void
+peer_on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
+    const mosquitto_property *p)
+{
+	struct peer *s = obj;
+	if (rc != 0)
+		return;
+	if (s->filter != NULL) {
+		mosquitto_subscribe(mosq, NULL, s->filter, 1);
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	s->ready = true;
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void
+peer_on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n,
+    const int *granted, const mosquitto_property *p)
+{
+	struct peer *s = obj;
+	pthread_mutex_lock(&s->mu);
+	s->ready = true;
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void
+peer_on_message(struct mosquitto *mosq, void *obj,
+    const struct mosquitto_message *msg, const mosquitto_property *props)
+{
+	struct peer *s = obj;
+	void *corr = NULL;
+	uint16_t clen = 0;
+	mosquitto_property_read_binary(
+	    props, MQTT_PROP_CORRELATION_DATA, &corr, &clen, false);
+	pthread_mutex_lock(&s->mu);
+	if (s->n < PEER_MAX) {
+		struct peer_msg *m = &s->msgs[s->n++];
+		snprintf(m->topic, sizeof(m->topic), "%s", msg->topic);
+		snprintf(m->payload, sizeof(m->payload), "%.*s",
+		    msg->payloadlen, (const char *) msg->payload);
+		m->has_corr = corr != NULL;
+		m->corr_len = clen;
+		if (corr != NULL && clen <= sizeof(m->corr))
+			memcpy(m->corr, corr, clen);
+	}
+	pthread_mutex_unlock(&s->mu);
+	free(corr);
+}
+
+static struct peer *
+peer_start(int port, const char *filter)
+{
+	struct peer *s = calloc(1, sizeof(*s));
+	pthread_mutex_init(&s->mu, NULL);
+	s->filter = filter;
+	s->mosq = mosquitto_new(NULL, true, s);
+	mosquitto_int_option(
+	    s->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	mosquitto_connect_v5_callback_set(s->mosq, peer_on_connect);
+	mosquitto_subscribe_v5_callback_set(s->mosq, peer_on_subscribe);
+	mosquitto_message_v5_callback_set(s->mosq, peer_on_message);
+	mosquitto_reconnect_delay_set(s->mosq, 1, 1, false);
+	mosquitto_loop_start(s->mosq);
+	mosquitto_connect_async(s->mosq, "127.0.0.1", port, 30);
+	return s;
+}
+
+static bool
+peer_ready(struct peer *s)
+{
+	pthread_mutex_lock(&s->mu);
+	bool v = s->ready;
+	pthread_mutex_unlock(&s->mu);
+	return v;
+}
+
+static int
+peer_count(struct peer *s)
+{
+	pthread_mutex_lock(&s->mu);
+	int n = s->n;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+/* Publishes at QoS 1 with a Response Topic (rt) and Correlation Data
+ * (corr, clen) when given. */
+static int
+peer_publish(struct peer *s, const char *topic, const char *payload,
+    const char *rt, const void *corr, uint16_t clen)
+{
+	mosquitto_property *props = NULL;
+	if (rt != NULL)
+		mosquitto_property_add_string(
+		    &props, MQTT_PROP_RESPONSE_TOPIC, rt);
+	if (corr != NULL)
+		mosquitto_property_add_binary(
+		    &props, MQTT_PROP_CORRELATION_DATA, corr, clen);
+	int rc = mosquitto_publish_v5(s->mosq, NULL, topic,
+	    (int) strlen(payload), payload, 1, false, props);
+	mosquitto_property_free_all(&props);
+	return rc;
+}
+
+static void
+peer_stop(struct peer *s)
+{
+	mosquitto_disconnect(s->mosq);
+	mosquitto_loop_stop(s->mosq, false);
+	mosquitto_destroy(s->mosq);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+/* ---- the link in the event loop ---------------------------------------- */
+
+struct drv {
+	struct loop *loop;
+	struct mqtt_link *link;
+};
+
+static void
+pump(struct drv *d, int ms)
+{
+	helper_wait_for(d->loop, NULL, NULL, ms);
+}
+
+#define PUMP_UNTIL(d, cond, timeout_ms)                                       \
+	({                                                                    \
+		long until_ = mono_ms() + (timeout_ms);                       \
+		while (!(cond) && mono_ms() < until_)                         \
+			pump((d), 20);                                        \
+		(cond);                                                       \
+	})
+
+static struct drv *
+drv_start(int port, int protocol, const char *id)
+{
+	struct drv *d = calloc(1, sizeof(*d));
+	d->loop = loop_create_tls(false);
+	if (d->loop == NULL)
+		abort();
+	struct mqtt_link_cfg cfg = {
+		.host = "127.0.0.1",
+		.port = port,
+		.client_id = id,
+		.protocol = protocol,
+		.keepalive_s = 30,
+		.queue_max_messages = 1000,
+		.queue_max_bytes = 1 << 20,
+	};
+	CHECK_INT(
+	    mqtt_link_create(d->loop, &cfg, NULL, NULL, &d->link), BR_OK);
+	if (d->link == NULL)
+		abort();
+	return d;
+}
+
+static void
+drv_stop(struct drv *d)
+{
+	mqtt_link_destroy(d->link);
+	loop_destroy(d->loop);
+	free(d);
+}
+
+/* What a meta callback saw, copied out of the borrowed call. */
+#define GOT_MAX 8
+struct got_one {
+	char topic[64];
+	char payload[64];
+	bool has_rt, has_corr;
+	char rt[64];
+	char corr[16];
+	size_t corr_len;
+	uint64_t connection;
+	int qos;
+	bool retain;
+};
+struct got {
+	int n;
+	struct got_one m[GOT_MAX];
+};
+
+static void
+on_meta(void *ud, const char *topic, const void *payload, size_t len,
+    const struct mqtt_rx_meta *meta)
+{
+	struct got *g = ud;
+	if (g->n >= GOT_MAX)
+		return;
+	struct got_one *o = &g->m[g->n++];
+	snprintf(o->topic, sizeof(o->topic), "%s", topic);
+	snprintf(o->payload, sizeof(o->payload), "%.*s", (int) len,
+	    (const char *) payload);
+	o->has_rt = meta->response_topic != NULL;
+	if (o->has_rt)
+		snprintf(o->rt, sizeof(o->rt), "%s", meta->response_topic);
+	o->has_corr = meta->correlation != NULL;
+	o->corr_len = meta->correlation_len;
+	if (o->has_corr && o->corr_len <= sizeof(o->corr))
+		memcpy(o->corr, meta->correlation, o->corr_len);
+	o->connection = meta->connection;
+	o->qos = meta->qos;
+	o->retain = meta->retain;
+}
+
+static int plain_n;
+static char plain_last[64];
+
+static void
+on_plain(void *ud, const char *topic, const void *payload, size_t len)
+{
+	plain_n++;
+	snprintf(plain_last, sizeof(plain_last), "%s=%.*s", topic, (int) len,
+	    (const char *) payload);
+}
+
+/* ---- tests ---------------------------------------------------------------
+ */
+
+/* MQTT 5: the Response Topic and the Correlation Data a client sent reach
+ * the meta callback byte for byte, with the connection number, QoS and
+ * retain flag; a message without them gets NULLs; a plain subscription
+ * beside it still gets its messages. */
+static void
+test_meta_v5(void)
+{
+	struct broker *b = broker_create(NULL);
+	CHECK_INT(broker_start(b), 0);
+	struct drv *d = drv_start(broker_port(b), 5, "meta-v5");
+	struct got g = { 0 };
+	plain_n = 0;
+	CHECK_INT(mqtt_link_connection(d->link), 0);
+	CHECK_INT(
+	    mqtt_link_subscribe_meta(d->link, "m1/command/+", on_meta, &g),
+	    BR_OK);
+	CHECK_INT(mqtt_link_subscribe_meta(d->link, "m1/#/x", on_meta, &g),
+	    BR_EINVAL);
+	CHECK_INT(
+	    mqtt_link_subscribe(d->link, "m1/plain", on_plain, NULL), BR_OK);
+	CHECK_INT(mqtt_link_start(d->link), BR_OK);
+	CHECK(PUMP_UNTIL(d, mqtt_link_connected(d->link), 5000));
+	pump(d, 200); /* the SUBSCRIBEs are answered */
+	CHECK_INT(mqtt_link_connection(d->link), 1);
+	struct peer *p = peer_start(broker_port(b), NULL);
+	CHECK(PUMP_UNTIL(d, peer_ready(p), 5000));
+	CHECK_INT(peer_publish(p, "m1/command/prompt", "{\"a\":1}", "resp/me",
+	              CORR, sizeof(CORR)),
+	    0);
+	CHECK_INT(peer_publish(p, "m1/command/clear", "{}", NULL, NULL, 0), 0);
+	CHECK_INT(peer_publish(p, "m1/plain", "hello", "resp/x", NULL, 0), 0);
+	CHECK(PUMP_UNTIL(d, g.n >= 2 && plain_n >= 1, 5000));
+	pump(d, 100);
+	CHECK_INT(g.n, 2);
+	CHECK_STR(g.m[0].topic, "m1/command/prompt");
+	CHECK_STR(g.m[0].payload, "{\"a\":1}");
+	CHECK(g.m[0].has_rt);
+	CHECK_STR(g.m[0].rt, "resp/me");
+	CHECK(g.m[0].has_corr);
+	CHECK_INT(g.m[0].corr_len, sizeof(CORR));
+	CHECK(memcmp(g.m[0].corr, CORR, sizeof(CORR)) == 0);
+	CHECK_INT(g.m[0].connection, 1);
+	CHECK_INT(g.m[0].qos, 1);
+	CHECK(!g.m[0].retain);
+	CHECK_STR(g.m[1].topic, "m1/command/clear");
+	CHECK(!g.m[1].has_rt);
+	CHECK(!g.m[1].has_corr);
+	CHECK_INT(g.m[1].corr_len, 0);
+	CHECK_INT(plain_n, 1);
+	CHECK_STR(plain_last, "m1/plain=hello");
+	peer_stop(p);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+/* MQTT 3.1.1 carries no properties: the same request reaches a 3.1.1
+ * link's meta callback with both absent. */
+static void
+test_meta_311_absent(void)
+{
+	struct broker *b = broker_create(NULL);
+	CHECK_INT(broker_start(b), 0);
+	struct drv *d = drv_start(broker_port(b), 4, "meta-311");
+	struct got g = { 0 };
+	CHECK_INT(mqtt_link_subscribe_meta(d->link, "m2/#", on_meta, &g), 0);
+	CHECK_INT(mqtt_link_start(d->link), BR_OK);
+	CHECK(PUMP_UNTIL(d, mqtt_link_connected(d->link), 5000));
+	pump(d, 200);
+	struct peer *p = peer_start(broker_port(b), NULL);
+	CHECK(PUMP_UNTIL(d, peer_ready(p), 5000));
+	CHECK_INT(peer_publish(p, "m2/command/prompt", "{}", "resp/me", CORR,
+	              sizeof(CORR)),
+	    0);
+	CHECK(PUMP_UNTIL(d, g.n >= 1, 5000));
+	CHECK_STR(g.m[0].payload, "{}");
+	CHECK(!g.m[0].has_rt);
+	CHECK(!g.m[0].has_corr);
+	CHECK_INT(g.m[0].connection, 1);
+	peer_stop(p);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+/* Each new connection gets the next number: after a broker restart the
+ * link is on connection 2, and what it receives then says so. */
+static void
+test_connection_number_grows(void)
+{
+	struct broker *b = broker_create(NULL);
+	CHECK_INT(broker_start(b), 0);
+	struct drv *d = drv_start(broker_port(b), 5, "meta-conn");
+	struct got g = { 0 };
+	CHECK_INT(mqtt_link_subscribe_meta(d->link, "m3/#", on_meta, &g), 0);
+	CHECK_INT(mqtt_link_start(d->link), BR_OK);
+	CHECK(PUMP_UNTIL(d, mqtt_link_connected(d->link), 5000));
+	CHECK_INT(mqtt_link_connection(d->link), 1);
+	broker_stop(b);
+	CHECK(PUMP_UNTIL(d, !mqtt_link_connected(d->link), 5000));
+	CHECK_INT(mqtt_link_connection(d->link), 1); /* still the last one */
+	CHECK_INT(broker_start(b), 0);
+	CHECK(PUMP_UNTIL(d, mqtt_link_connected(d->link), 10000));
+	CHECK_INT(mqtt_link_connection(d->link), 2);
+	pump(d, 200); /* re-subscribed */
+	struct peer *p = peer_start(broker_port(b), NULL);
+	CHECK(PUMP_UNTIL(d, peer_ready(p), 5000));
+	CHECK_INT(peer_publish(p, "m3/x", "after", NULL, NULL, 0), 0);
+	CHECK(PUMP_UNTIL(d, g.n >= 1, 5000));
+	CHECK_STR(g.m[0].payload, "after");
+	CHECK_INT(g.m[0].connection, 2);
+	peer_stop(p);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+static struct out_msg
+answer(const char *topic, const char *payload, bool with_corr)
+{
+	return (struct out_msg) { .cls = MSG_CRITICAL,
+		.topic = topic,
+		.payload = payload,
+		.len = strlen(payload),
+		.qos = 1,
+		.props = { .content_type = "application/json",
+		    .utf8 = true,
+		    .correlation = with_corr ? CORR : NULL,
+		    .correlation_len = with_corr ? sizeof(CORR) : 0 } };
+}
+
+/* An answer's correlation data reaches an MQTT 5 subscriber byte for
+ * byte, whether it waited in the link's queue (published before the
+ * CONNACK) or went straight out; a message without it carries none; a
+ * 3.1.1 link drops it and still delivers the message. */
+static void
+test_correlation_out(void)
+{
+	struct broker *b = broker_create(NULL);
+	CHECK_INT(broker_start(b), 0);
+	struct peer *s = peer_start(broker_port(b), "m4/#");
+	long until = mono_ms() + 5000;
+	while (!peer_ready(s) && mono_ms() < until)
+		usleep(5000);
+	CHECK(peer_ready(s));
+	struct drv *d = drv_start(broker_port(b), 5, "meta-out");
+	CHECK_INT(mqtt_link_start(d->link), BR_OK);
+	struct out_msg q = answer("m4/queued", "{\"q\":1}", true);
+	CHECK_INT(mqtt_link_publish(d->link, &q), BR_OK); /* not up yet */
+	struct mqtt_link_stats st;
+	mqtt_link_get_stats(d->link, &st);
+	CHECK_INT(st.queued, 1);
+	CHECK(PUMP_UNTIL(d, mqtt_link_connected(d->link), 5000));
+	struct out_msg direct = answer("m4/direct", "{\"d\":1}", true);
+	CHECK_INT(mqtt_link_publish(d->link, &direct), BR_OK);
+	struct out_msg none = answer("m4/none", "{}", false);
+	CHECK_INT(mqtt_link_publish(d->link, &none), BR_OK);
+	CHECK(PUMP_UNTIL(d, peer_count(s) >= 3, 5000));
+	struct drv *d4 = drv_start(broker_port(b), 4, "meta-out-311");
+	CHECK_INT(mqtt_link_start(d4->link), BR_OK);
+	CHECK(PUMP_UNTIL(d4, mqtt_link_connected(d4->link), 5000));
+	struct out_msg old = answer("m4/v311", "{\"o\":1}", true);
+	CHECK_INT(mqtt_link_publish(d4->link, &old), BR_OK);
+	CHECK(PUMP_UNTIL(d4, peer_count(s) >= 4, 5000));
+	pthread_mutex_lock(&s->mu);
+	CHECK_INT(s->n, 4);
+	CHECK_STR(s->msgs[0].topic, "m4/queued");
+	CHECK_STR(s->msgs[0].payload, "{\"q\":1}");
+	CHECK(s->msgs[0].has_corr);
+	CHECK_INT(s->msgs[0].corr_len, sizeof(CORR));
+	CHECK(memcmp(s->msgs[0].corr, CORR, sizeof(CORR)) == 0);
+	CHECK_STR(s->msgs[1].topic, "m4/direct");
+	CHECK(s->msgs[1].has_corr);
+	CHECK(memcmp(s->msgs[1].corr, CORR, sizeof(CORR)) == 0);
+	CHECK_STR(s->msgs[2].topic, "m4/none");
+	CHECK(!s->msgs[2].has_corr);
+	CHECK_STR(s->msgs[3].topic, "m4/v311");
+	CHECK_STR(s->msgs[3].payload, "{\"o\":1}");
+	CHECK(!s->msgs[3].has_corr);
+	pthread_mutex_unlock(&s->mu);
+	drv_stop(d4);
+	drv_stop(d);
+	peer_stop(s);
+	broker_destroy(b);
+}
+
+int
+main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	mosquitto_lib_init();
+	RUN(test_meta_v5);
+	RUN(test_meta_311_absent);
+	RUN(test_connection_number_grows);
+	RUN(test_correlation_out);
+	mosquitto_lib_cleanup();
+	TEST_MAIN_END();
+}
