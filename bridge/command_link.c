@@ -149,6 +149,7 @@ command_link_on_message(void *ud, const char *topic, const void *payload,
 		.correlation_len = meta->correlation_len,
 		.connection = meta->connection,
 		.connected = mqtt_link_connected(cl->mqtt),
+		.retained = meta->retain,
 	};
 	command_on_message(cl->cmd, &m, loop_mono_ms());
 }

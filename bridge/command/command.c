@@ -27,6 +27,7 @@ const char *const cmd_error_names[CE_COUNT] = {
 	[CE_COMFYUI_ERROR] = "comfyui_error",
 	[CE_BROKER_RECONNECTING] = "broker_reconnecting",
 	[CE_BUSY] = "busy",
+	[CE_RETAINED] = "retained",
 	[CE_COMFYUI_REJECTED] = "comfyui_rejected",
 };
 
@@ -470,6 +471,14 @@ check(struct command *c, struct req *q, const struct command_msg *m,
 	if (q->problem[0] != '\0')
 		return snprintf(why, cap, "%s", q->problem),
 		       CE_BAD_RESPONSE_TOPIC;
+	if (m->retained)
+		return snprintf(why, cap,
+		           "a retained command is not run (the broker would "
+		           "deliver it again at every reconnect): publish "
+		           "commands without the retain flag, and remove this "
+		           "one with an empty retained message on %s",
+		           m->topic),
+		       CE_RETAINED;
 	if ((*v = verb_find(verb, verb_len)) == NULL)
 		return snprintf(why, cap,
 		           "unknown verb \"%s\"; the verbs are prompt, "

@@ -34,6 +34,7 @@ enum command_error {
 	CE_COMFYUI_ERROR, /* 3xx or 5xx, or a 2xx that cannot be read */
 	CE_BROKER_RECONNECTING,
 	CE_BUSY,
+	CE_RETAINED, /* a retained message: it would run at every subscribe */
 	/* ComfyUI answered 4xx: health only, the answer carries ComfyUI's
 	 * own error object */
 	CE_COMFYUI_REJECTED,
@@ -82,6 +83,7 @@ struct command_msg {
 	size_t correlation_len;
 	uint64_t connection; /* the link connection that delivered it */
 	bool connected; /* the broker link is up now */
+	bool retained; /* the broker kept it (delivered at subscribe) */
 };
 
 struct command;

@@ -459,3 +459,30 @@ def test_repeat_while_in_flight_waits_for_the_first(broker, make_sim, collector,
         assert [p["path"] for p in posts(sim)[before:]] == ["/queue"]
     finally:
         s.stop()
+
+
+def test_retained_command_is_not_run(broker, sim, collector, make_bridge):
+    """A command left retained would run again at every reconnect: it is
+    refused with `retained` (the broker delivers it at subscribe), and a
+    plain command after it still runs."""
+    s = Sender(broker.port)
+    try:
+        s.c.publish(CMD + "clear", json.dumps({"correlation": "kept"}).encode(), qos=1,
+                    retain=True).wait_for_publish(10)
+        before = posts(sim)
+        mark = collector.mark()
+        bridge = start(make_bridge, sim, broker, collector)
+        a = wait_answer(collector, by_corr("kept"), since=mark, bridge=bridge)[1]
+        assert a["ok"] is False and a["error"]["type"] == "retained", a
+        assert "retain" in a["error"]["message"] and "clear" in a["error"]["message"], a
+        c = wait_health(collector, lambda c: c["failed"]["retained"] >= 1, mark, bridge)
+        assert c["failed"]["retained"] == 1, c
+        assert posts(sim) == before, "a retained command reached ComfyUI"
+        s.send("clear", {"correlation": "live"})
+        a = wait_answer(collector, by_corr("live"), since=mark, bridge=bridge)[1]
+        assert a["ok"] is True, a
+        assert len(posts(sim)) == len(before) + 1
+        harness.assert_all_valid(collector, bridge=bridge)
+    finally:
+        s.c.publish(CMD + "clear", b"", qos=1, retain=True).wait_for_publish(10)
+        s.stop()

@@ -67,8 +67,8 @@ send(struct command *c, const char *verb, const char *payload, int64_t now)
 {
 	char topic[256];
 	snprintf(topic, sizeof(topic), P "%s", verb);
-	struct command_msg m
-	    = { topic, payload, strlen(payload), NULL, NULL, 0, 1, true };
+	struct command_msg m = { topic, payload, strlen(payload), NULL, NULL,
+		0, 1, true, false };
 	command_on_message(c, &m, now);
 }
 
@@ -301,7 +301,8 @@ test_busy_and_reconnecting(void)
 	command_destroy(c);
 
 	c = make(1024);
-	struct command_msg m = { P "clear", "{}", 2, NULL, NULL, 0, 1, false };
+	struct command_msg m
+	    = { P "clear", "{}", 2, NULL, NULL, 0, 1, false, false };
 	command_on_message(c, &m, 1000);
 	CHECK_INT(R.posts, 0);
 	CHECK(strstr(R.answer, "\"type\":\"broker_reconnecting\"") != NULL);
@@ -309,6 +310,17 @@ test_busy_and_reconnecting(void)
 	m.connected = true;
 	command_on_message(c, &m, 1001);
 	CHECK_INT(R.posts, 1);
+	/* retained: refused, never posted, whatever the verb */
+	m.retained = true;
+	m.payload = "{\"correlation\":\"r1\"}";
+	m.len = strlen(m.payload);
+	command_on_message(c, &m, 1002);
+	CHECK_INT(R.posts, 1);
+	CHECK(strstr(R.answer, "\"type\":\"retained\"") != NULL);
+	CHECK(strstr(R.answer, "\"correlation\":\"r1\"") != NULL);
+	struct command_stats st;
+	command_get_stats(c, &st);
+	CHECK_INT(st.failed[CE_RETAINED], 1);
 	command_destroy(c);
 }
 
@@ -319,7 +331,7 @@ test_routes(void)
 	/* 1: the MQTT 5 Response Topic with its Correlation Data */
 	struct command_msg m = { P "clear",
 		"{\"response_topic\":\"app/x\",\"correlation\":\"pc\"}", 0,
-		"app/answers", "\x01\x02", 2, 1, true };
+		"app/answers", "\x01\x02", 2, 1, true, false };
 	m.len = strlen(m.payload);
 	command_on_message(c, &m, 1000);
 	command_on_http(c, R.slot, 200, "", 0, 1001);
@@ -328,8 +340,8 @@ test_routes(void)
 	/* the payload's correlation wins the answer's field */
 	CHECK(strstr(R.answer, "\"correlation\":\"pc\"") != NULL);
 	/* the Correlation Data as a string when it is text */
-	struct command_msg m2
-	    = { P "clear", "{}", 2, "app/answers", "job-7", 5, 1, true };
+	struct command_msg m2 = { P "clear", "{}", 2, "app/answers", "job-7",
+		5, 1, true, false };
 	command_on_message(c, &m2, 1002);
 	command_on_http(c, R.slot, 200, "", 0, 1003);
 	CHECK(strstr(R.answer, "\"correlation\":\"job-7\"") != NULL);
@@ -360,7 +372,7 @@ test_topic_refusals(void)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct command *c = make(1024);
 		struct command_msg m
-		    = { P "clear", "{}", 2, bad[i], "k", 1, 1, true };
+		    = { P "clear", "{}", 2, bad[i], "k", 1, 1, true, false };
 		command_on_message(c, &m, 1000);
 		CHECK_INT(R.posts, 0);
 		CHECK_STR(R.topic, "");
@@ -429,7 +441,7 @@ test_dedup_uncorrelated(void)
 {
 	struct command *c = make(1024);
 	struct command_msg m
-	    = { P "interrupt", "{}", 2, NULL, NULL, 0, 1, true };
+	    = { P "interrupt", "{}", 2, NULL, NULL, 0, 1, true, false };
 	command_on_message(c, &m, 1000);
 	command_on_http(c, R.slot, 200, "", 0, 1001);
 	/* the same again on the same connection: a button pressed twice */
@@ -443,7 +455,8 @@ test_dedup_uncorrelated(void)
 	CHECK_INT(R.posts, 2);
 	CHECK(strstr(R.answer, "\"duplicate\":true") != NULL);
 	/* an in-flight one redelivered after a reconnect waits for it */
-	struct command_msg f = { P "free", "{}", 2, NULL, NULL, 0, 2, true };
+	struct command_msg f
+	    = { P "free", "{}", 2, NULL, NULL, 0, 2, true, false };
 	command_on_message(c, &f, 2000);
 	CHECK_INT(R.posts, 3);
 	int answers = R.answers;
@@ -454,7 +467,8 @@ test_dedup_uncorrelated(void)
 	command_on_http(c, R.slot, 200, "", 0, 2002);
 	CHECK_INT(R.answers, answers + 2);
 	/* a failure that may pass is not kept: the redelivery runs */
-	struct command_msg k = { P "clear", "{}", 2, NULL, NULL, 0, 3, true };
+	struct command_msg k
+	    = { P "clear", "{}", 2, NULL, NULL, 0, 3, true, false };
 	command_on_message(c, &k, 3000);
 	command_on_http(c, R.slot, BR_EIO, NULL, 0, 3001);
 	k.connection = 4;
