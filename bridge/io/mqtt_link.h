@@ -69,6 +69,10 @@ struct mqtt_rx_meta {
 	 * connection) */
 	uint64_t connection;
 	int qos;
+	/* the broker kept it: with MQTT 5 a meta subscription asks for the
+	 * flag as published (Retain As Published), so a retained message
+	 * sent while subscribed carries it too; 3.1.1 sets it only for what
+	 * the broker sends at subscribe */
 	bool retain;
 };
 /* As mqtt_link_msg_fn, with meta (borrowed for the call, as topic). */
@@ -119,7 +123,8 @@ int mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg);
  * valid filter). */
 int mqtt_link_subscribe(
     struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn, void *ud);
-/* As mqtt_link_subscribe; fn also gets the message's meta. */
+/* As mqtt_link_subscribe; fn also gets the message's meta, and with
+ * MQTT 5 the retain flag as published. */
 int mqtt_link_subscribe_meta(
     struct mqtt_link *m, const char *filter, mqtt_link_meta_fn fn, void *ud);
 /* The current connection number (0 before the first CONNACK). */

@@ -8,23 +8,27 @@
 #include "err.h"
 #include "mqtt_link_int.h"
 
-/* Subscribes filter at QoS 1. With MQTT 5 the broker does not send back
+/* Subscribes r at QoS 1. With MQTT 5 the broker does not send back
  * what this connection publishes itself (no local): the bridge reads its
- * own topics only for what an earlier connection left retained. */
+ * own topics only for what an earlier connection left retained. A meta
+ * route also gets the retain flag as published, so that a command left
+ * retained is known as such even when it arrives live. */
 static int
-subscribe_route(struct mqtt_link *m, const char *filter)
+subscribe_route(struct mqtt_link *m, const struct route *r)
 {
 	if (m->cfg.protocol != 5)
-		return mosquitto_subscribe(m->mosq, NULL, filter, 1);
-	return mosquitto_subscribe_v5(
-	    m->mosq, NULL, filter, 1, MQTT_SUB_OPT_NO_LOCAL, NULL);
+		return mosquitto_subscribe(m->mosq, NULL, r->filter, 1);
+	int opts = MQTT_SUB_OPT_NO_LOCAL;
+	if (r->meta_fn != NULL)
+		opts |= MQTT_SUB_OPT_RETAIN_AS_PUBLISHED;
+	return mosquitto_subscribe_v5(m->mosq, NULL, r->filter, 1, opts, NULL);
 }
 
 void
 mqtt_rx_resubscribe(struct mqtt_link *m)
 {
 	for (size_t i = 0; i < m->nroutes; i++)
-		subscribe_route(m, m->routes[i].filter);
+		subscribe_route(m, &m->routes[i]);
 }
 
 /* A copy of msg with the response topic rt and the correlation data
@@ -116,7 +120,7 @@ add_route(struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn,
 	m->routes = grown;
 	m->routes[m->nroutes++] = (struct route) { copy, fn, meta_fn, ud };
 	/* not up: record_connack subscribes after the (re)connect */
-	if (m->f.up && subscribe_route(m, copy) == 0)
+	if (m->f.up && subscribe_route(m, &m->routes[m->nroutes - 1]) == 0)
 		loop_fd_want_write(m->watch);
 	return BR_OK;
 }

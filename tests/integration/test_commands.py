@@ -482,7 +482,15 @@ def test_retained_command_is_not_run(broker, sim, collector, make_bridge):
         a = wait_answer(collector, by_corr("live"), since=mark, bridge=bridge)[1]
         assert a["ok"] is True, a
         assert len(posts(sim)) == len(before) + 1
+        # retained while the bridge is subscribed: MQTT 5 keeps the flag
+        # (Retain As Published), so it is refused too
+        s.c.publish(CMD + "interrupt", json.dumps({"correlation": "kept-live"}).encode(), qos=1,
+                    retain=True).wait_for_publish(10)
+        a = wait_answer(collector, by_corr("kept-live"), since=mark, bridge=bridge)[1]
+        assert a["ok"] is False and a["error"]["type"] == "retained", a
+        assert len(posts(sim)) == len(before) + 1, "a retained command reached ComfyUI"
         harness.assert_all_valid(collector, bridge=bridge)
     finally:
-        s.c.publish(CMD + "clear", b"", qos=1, retain=True).wait_for_publish(10)
+        for verb in ("clear", "interrupt"):
+            s.c.publish(CMD + verb, b"", qos=1, retain=True).wait_for_publish(10)
         s.stop()
