@@ -42,6 +42,7 @@
 
 #define DEFAULT_WINDOW     1000u
 #define MAX_WINDOW         60000u /* stays well below the 16-bit mid space */
+#define QOS1_WINDOW        128u /* of them awaiting an acknowledgement */
 #define FAIL_LOG_FIRST     3 /* failed attempts logged per reason */
 #define LAST_ACK_EXTRA_MS  100 /* how long `last` may wait past the bound */
 #define DISCONNECT_WAIT_MS 80
@@ -554,11 +555,15 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 	return mid;
 }
 
+/* Whether msg may be handed over now. Acknowledged messages are at most
+ * QOS1_WINDOW of the window: libmosquitto walks all of them for every
+ * acknowledgement (bridge/README.md#mosquitto-inflight-walk). */
 static bool
-window_open(const struct mqtt_link *m)
+window_open(const struct mqtt_link *m, const struct out_msg *msg)
 {
 	return !m->f.resend_pending
-	    && m->f.inflight0 + m->f.inflight1 < m->window;
+	    && m->f.inflight0 + m->f.inflight1 < m->window
+	    && (msg->qos <= 0 || m->f.inflight1 < QOS1_WINDOW);
 }
 
 /* Feeds queued messages while the link is up and the window has room. */
@@ -566,7 +571,8 @@ static void
 feed_queue(struct mqtt_link *m)
 {
 	const struct out_msg *msg;
-	while (m->f.up && window_open(m) && (msg = outq_peek(m->q)) != NULL) {
+	while (m->f.up && (msg = outq_peek(m->q)) != NULL
+	    && window_open(m, msg)) {
 		hand_over(m, msg);
 		outq_pop(m->q);
 	}
@@ -580,7 +586,7 @@ mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg)
 		return BR_EINVAL;
 	/* straight through only when nothing older waits (order) */
 	bool direct = m->started && !m->stopped && m->connected && m->f.up
-	    && window_open(m) && outq_count(m->q) == 0;
+	    && window_open(m, msg) && outq_count(m->q) == 0;
 	if (direct) {
 		hand_over(m, msg);
 		return BR_OK;
