@@ -502,7 +502,7 @@ register_mid(struct mqtt_link *m, int mid, int qos, const struct out_msg *msg,
 		return;
 	e->state = qos > 0 ? MID_QOS1 : MID_QOS0;
 	e->cls = (uint8_t) msg->cls;
-	e->kind = mqtt_guard_kind(&m->guard, msg->topic);
+	e->kind = mqtt_guard_kind(&m->guard, msg);
 	e->size = size > UINT32_MAX ? UINT32_MAX : (uint32_t) size;
 	/* the same bytes: the envelope's seq comes first */
 	e->sig = hash32(HASH32_INIT, msg->payload,
