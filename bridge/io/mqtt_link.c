@@ -33,7 +33,6 @@
 
 #include "backoff.h"
 #include "err.h"
-#include "hash.h"
 #include "log.h"
 #include "mqtt_guard.h"
 #include "mqtt_link_int.h"
@@ -42,7 +41,7 @@
 
 #define DEFAULT_WINDOW     1000u
 #define MAX_WINDOW         60000u /* stays well below the 16-bit mid space */
-#define QOS1_WINDOW        128u /* of them awaiting an acknowledgement */
+#define QOS1_WINDOW        256u /* of them awaiting an acknowledgement */
 #define FAIL_LOG_FIRST     3 /* failed attempts logged per reason */
 #define LAST_ACK_EXTRA_MS  100 /* how long `last` may wait past the bound */
 #define DISCONNECT_WAIT_MS 80
@@ -485,34 +484,6 @@ mqtt_link_start(struct mqtt_link *m)
 
 /* ---- publishing --------------------------------------------------------- */
 
-/* Registers a handed-over message's mid. */
-static void
-register_mid(struct mqtt_link *m, int mid, int qos, const struct out_msg *msg,
-    size_t size)
-{
-	/* A mid still marked would mean the 16-bit space wrapped onto a
-	 * message we never saw complete: retire it so counts stay exact. */
-	struct mid_info *e = mids_find(&m->mids, mid);
-	if (e != NULL && e->state == MID_QOS0)
-		m->f.inflight0--;
-	else if (e != NULL)
-		m->f.inflight1--;
-	/* out of memory: untracked, as a mid out of range would be */
-	if ((e = mids_claim(&m->mids, mid)) == NULL)
-		return;
-	e->state = qos > 0 ? MID_QOS1 : MID_QOS0;
-	e->cls = (uint8_t) msg->cls;
-	e->kind = mqtt_guard_kind(&m->guard, msg);
-	e->size = size > UINT32_MAX ? UINT32_MAX : (uint32_t) size;
-	/* the same bytes: the envelope's seq comes first */
-	e->sig = hash32(HASH32_INIT, msg->payload,
-	    msg->len < POISON_SIG_BYTES ? msg->len : POISON_SIG_BYTES);
-	if (qos > 0)
-		m->f.inflight1++;
-	else
-		m->f.inflight0++;
-}
-
 /* Hands msg to libmosquitto. Returns its mid (0 when unknown),
  * or -1 when libmosquitto refused it. */
 static int
@@ -545,7 +516,7 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 		return -1;
 	}
 	m->published[msg->cls]++;
-	register_mid(m, mid, qos, msg, size);
+	mqtt_track_mid(m, mid, qos, msg, size);
 	m->sent_at = loop_mono_ms();
 	m->last_mid = mid;
 	/* the first of a batch: written when the loop next finds the socket
@@ -618,6 +589,28 @@ mqtt_link_subscribe(
 	if (m->f.up && subscribe_route(m, copy) == 0)
 		loop_fd_want_write(m->watch);
 	return BR_OK;
+}
+
+int
+mqtt_link_unsubscribe(
+    struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn, void *ud)
+{
+	for (size_t i = 0; m != NULL && filter != NULL && i < m->nroutes;
+	     i++) {
+		struct route *r = &m->routes[i];
+		if (r->fn != fn || r->ud != ud
+		    || strcmp(r->filter, filter) != 0)
+			continue;
+		if (m->f.up
+		    && mosquitto_unsubscribe(m->mosq, NULL, r->filter)
+		        == MOSQ_ERR_SUCCESS)
+			loop_fd_want_write(m->watch);
+		free(r->filter);
+		memmove(r, r + 1, (m->nroutes - i - 1) * sizeof(*r));
+		m->nroutes--;
+		return BR_OK;
+	}
+	return BR_EINVAL;
 }
 
 /* ---- news for the owner ------------------------------------------------- */
