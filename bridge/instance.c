@@ -13,6 +13,10 @@
 #include "topic.h"
 #include "upstream.h"
 
+/* How long after each connection the retained states and cursor are read
+ * back; then their subscriptions end. */
+#define READBACK_MS 10000
+
 struct instance {
 	const struct config *cfg;
 	int server;
@@ -25,7 +29,44 @@ struct instance {
 	 * instance_destroy(). Each is NULL when its option is off. */
 	struct ha_link *ha; /* --ha-discovery */
 	struct command_link *cmd; /* --commands */
+
+	/* the read-back of what earlier runs left retained: subscribed at
+	 * every connection, for READBACK_MS (with MQTT 3.1.1 the broker
+	 * also sends back every state this run publishes, as long as it
+	 * lasts) */
+	struct loop_timer *readback_end;
+	bool readback;
 };
+
+/* the retained states an earlier run left: queued or running ones are
+ * followed again (their end is read from history); finished ones are
+ * cleared when their TTL passes (MQTT 3.1.1 has no message expiry). And
+ * what an earlier run accounted for in history (its cursor). */
+static int
+readback_start(struct instance *in)
+{
+	int rc = mqtt_link_subscribe(in->mqtt, upstream_state_filter(in->up),
+	    upstream_on_retained_state, in->up);
+	if (rc == 0)
+		rc = mqtt_link_subscribe(in->mqtt,
+		    upstream_cursor_topic(in->up), upstream_on_retained_state,
+		    in->up);
+	in->readback = rc == 0;
+	return rc;
+}
+
+static void
+readback_stop(void *ud)
+{
+	struct instance *in = ud;
+	if (!in->readback)
+		return;
+	in->readback = false;
+	mqtt_link_unsubscribe(in->mqtt, upstream_state_filter(in->up),
+	    upstream_on_retained_state, in->up);
+	mqtt_link_unsubscribe(in->mqtt, upstream_cursor_topic(in->up),
+	    upstream_on_retained_state, in->up);
+}
 
 void
 instance_broker_cfg(
@@ -52,6 +93,11 @@ mqtt_connected(void *ud, bool session_present)
 	struct instance *in = ud;
 	upstream_on_broker_connected(
 	    in->up, session_present, mqtt_link_max_packet(in->mqtt));
+	/* a broker restarted from an older database may hold older states */
+	if (!in->readback && readback_start(in) != 0)
+		log_warn("bridge", "cannot read back the retained states");
+	if (in->readback)
+		loop_timer_arm(in->readback_end, READBACK_MS);
 	if (in->ha)
 		ha_link_on_connected(in->ha);
 }
@@ -164,19 +210,14 @@ instance_create(struct loop *l, const struct config *c, int server,
 	/* the engine publishes its start-up state into the link's queue */
 	if (rc == 0)
 		rc = upstream_create(l, &uc, &uo, &in->up);
-	/* the retained states an earlier run left: queued or running ones
-	 * are followed again (their end is read from history); finished
-	 * ones are cleared when their TTL passes (MQTT 3.1.1 has no message
-	 * expiry) */
+	/* subscribed before the first connect, so the first CONNACK
+	 * subscribes them */
 	if (rc == 0)
-		rc = mqtt_link_subscribe(in->mqtt,
-		    upstream_state_filter(in->up), upstream_on_retained_state,
-		    in->up);
-	/* what an earlier run accounted for in history */
-	if (rc == 0)
-		rc = mqtt_link_subscribe(in->mqtt,
-		    upstream_cursor_topic(in->up), upstream_on_retained_state,
-		    in->up);
+		rc = readback_start(in);
+	if (rc == 0
+	    && (in->readback_end = loop_timer_create(l, readback_stop, in))
+	        == NULL)
+		rc = BR_ENOMEM;
 	if (rc != 0) {
 		instance_destroy(in);
 		return rc;
@@ -212,6 +253,8 @@ instance_destroy(struct instance *in)
 {
 	if (in == NULL)
 		return;
+	if (in->readback_end)
+		loop_timer_destroy(in->readback_end);
 	upstream_destroy(in->up);
 	ha_link_destroy(in->ha);
 	command_link_destroy(in->cmd);

@@ -79,3 +79,15 @@ buf_free(struct buf *b)
 	free(b->p);
 	memset(b, 0, sizeof(*b));
 }
+
+void
+buf_fit(struct buf *b)
+{
+	if (b->p == NULL || b->len + 1 >= b->cap)
+		return;
+	char *p = realloc(b->p, b->len + 1);
+	if (p == NULL)
+		return;
+	b->p = p;
+	b->cap = b->len + 1;
+}

@@ -24,6 +24,9 @@ int buf_puts(struct buf *b, const char *s);
 int buf_set(struct buf *b, const void *s, size_t n);
 /* Empties b and keeps its memory. */
 void buf_reset(struct buf *b);
+/* Gives back the room past the contents (a buffer kept long after its
+ * last change); on failure it stays as it was. */
+void buf_fit(struct buf *b);
 /* Frees the memory; b is an empty buffer again. */
 void buf_free(struct buf *b);
 

@@ -52,18 +52,30 @@ mqtt_packet_size(int protocol, const struct out_msg *msg)
 }
 
 uint8_t
-mqtt_guard_kind(struct mqtt_guard *g, const char *topic)
+mqtt_guard_kind(struct mqtt_guard *g, const struct out_msg *msg)
 {
-	const char *slash = strrchr(topic, '/');
-	const char *leaf = slash != NULL ? slash + 1 : topic;
+	/* a static name is found by its address, without reading it */
+	if (msg->kind != NULL)
+		for (unsigned i = 0; i < g->nkinds; i++)
+			if (g->kind_ptr[i] == msg->kind)
+				return (uint8_t) i;
+	const char *leaf = msg->kind;
+	if (leaf == NULL) {
+		const char *slash = strrchr(msg->topic, '/');
+		leaf = slash != NULL ? slash + 1 : msg->topic;
+	}
 	for (unsigned i = 0; i < g->nkinds; i++)
-		if (strcmp(g->kinds[i], leaf) == 0)
+		if (strcmp(g->kinds[i], leaf) == 0) {
+			if (g->kind_ptr[i] == NULL)
+				g->kind_ptr[i] = msg->kind;
 			return (uint8_t) i;
+		}
 	if (g->nkinds == GUARD_KINDS - 1 || strlen(leaf) >= GUARD_KIND_MAX) {
 		/* the last slot is "other" */
 		strcpy(g->kinds[GUARD_KINDS - 1], "other");
 		return GUARD_KINDS - 1;
 	}
+	g->kind_ptr[g->nkinds] = msg->kind;
 	strcpy(g->kinds[g->nkinds], leaf);
 	return (uint8_t) g->nkinds++;
 }
@@ -108,7 +120,7 @@ mqtt_guard_oversize(struct mqtt_guard *g, const struct out_msg *msg,
     size_t size, uint32_t limit)
 {
 	g->oversize[msg->cls]++;
-	uint8_t kind = mqtt_guard_kind(g, msg->topic);
+	uint8_t kind = mqtt_guard_kind(g, msg);
 	ratelog_msg(&g->over_log[kind], LOG_LVL_WARN, "mqtt",
 	    "dropped a %s message on %s: %zu bytes, over the broker's maximum "
 	    "packet of %u (--mqtt-max-packet); further ones of this kind are "

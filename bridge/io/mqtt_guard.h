@@ -28,6 +28,7 @@ struct mqtt_guard {
 	uint64_t refused[MSG_CLASS_COUNT]; /* by class */
 	uint64_t refused_by[PR_COUNT]; /* by reason */
 	char kinds[GUARD_KINDS][GUARD_KIND_MAX];
+	const char *kind_ptr[GUARD_KINDS]; /* out_msg.kind it came from */
 	unsigned nkinds;
 	struct ratelog reject_log;
 	struct ratelog critical_log; /* critical drops by the queue bound */
@@ -49,8 +50,9 @@ void mqtt_guard_queue_drops(struct mqtt_guard *g, const struct outq *q);
 /* The bytes of msg's PUBLISH packet for protocol (5 or 4). */
 size_t mqtt_packet_size(int protocol, const struct out_msg *msg);
 
-/* The index of topic's kind (its last level), added when new. */
-uint8_t mqtt_guard_kind(struct mqtt_guard *g, const char *topic);
+/* The index of msg's kind (msg->kind, found by address, else its topic's
+ * last level), added when new. */
+uint8_t mqtt_guard_kind(struct mqtt_guard *g, const struct out_msg *msg);
 
 /* msg (size bytes) exceeds limit: counts and logs it. */
 void mqtt_guard_oversize(struct mqtt_guard *g, const struct out_msg *msg,

@@ -33,7 +33,6 @@
 
 #include "backoff.h"
 #include "err.h"
-#include "hash.h"
 #include "log.h"
 #include "mqtt_guard.h"
 #include "mqtt_link_int.h"
@@ -42,6 +41,7 @@
 
 #define DEFAULT_WINDOW     1000u
 #define MAX_WINDOW         60000u /* stays well below the 16-bit mid space */
+#define QOS1_WINDOW        256u /* of them awaiting an acknowledgement */
 #define FAIL_LOG_FIRST     3 /* failed attempts logged per reason */
 #define LAST_ACK_EXTRA_MS  100 /* how long `last` may wait past the bound */
 #define DISCONNECT_WAIT_MS 80
@@ -442,34 +442,6 @@ mqtt_link_start(struct mqtt_link *m)
 
 /* ---- publishing --------------------------------------------------------- */
 
-/* Registers a handed-over message's mid. */
-static void
-register_mid(struct mqtt_link *m, int mid, int qos, const struct out_msg *msg,
-    size_t size)
-{
-	/* A mid still marked would mean the 16-bit space wrapped onto a
-	 * message we never saw complete: retire it so counts stay exact. */
-	struct mid_info *e = mids_find(&m->mids, mid);
-	if (e != NULL && e->state == MID_QOS0)
-		m->f.inflight0--;
-	else if (e != NULL)
-		m->f.inflight1--;
-	/* out of memory: untracked, as a mid out of range would be */
-	if ((e = mids_claim(&m->mids, mid)) == NULL)
-		return;
-	e->state = qos > 0 ? MID_QOS1 : MID_QOS0;
-	e->cls = (uint8_t) msg->cls;
-	e->kind = mqtt_guard_kind(&m->guard, msg->topic);
-	e->size = size > UINT32_MAX ? UINT32_MAX : (uint32_t) size;
-	/* the same bytes: the envelope's seq comes first */
-	e->sig = hash32(HASH32_INIT, msg->payload,
-	    msg->len < POISON_SIG_BYTES ? msg->len : POISON_SIG_BYTES);
-	if (qos > 0)
-		m->f.inflight1++;
-	else
-		m->f.inflight0++;
-}
-
 /* Hands msg to libmosquitto. Returns its mid (0 when unknown),
  * or -1 when libmosquitto refused it. */
 static int
@@ -502,7 +474,7 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 		return -1;
 	}
 	m->published[msg->cls]++;
-	register_mid(m, mid, qos, msg, size);
+	mqtt_track_mid(m, mid, qos, msg, size);
 	m->sent_at = loop_mono_ms();
 	m->last_mid = mid;
 	/* the first of a batch: written when the loop next finds the socket
@@ -512,11 +484,15 @@ hand_over(struct mqtt_link *m, const struct out_msg *msg)
 	return mid;
 }
 
+/* Whether msg may be handed over now. Acknowledged messages are at most
+ * QOS1_WINDOW of the window: libmosquitto walks all of them for every
+ * acknowledgement (bridge/README.md#mosquitto-inflight-walk). */
 static bool
-window_open(const struct mqtt_link *m)
+window_open(const struct mqtt_link *m, const struct out_msg *msg)
 {
 	return !m->f.resend_pending
-	    && m->f.inflight0 + m->f.inflight1 < m->window;
+	    && m->f.inflight0 + m->f.inflight1 < m->window
+	    && (msg->qos <= 0 || m->f.inflight1 < QOS1_WINDOW);
 }
 
 /* Feeds queued messages while the link is up and the window has room. */
@@ -524,7 +500,8 @@ static void
 feed_queue(struct mqtt_link *m)
 {
 	const struct out_msg *msg;
-	while (m->f.up && window_open(m) && (msg = outq_peek(m->q)) != NULL) {
+	while (m->f.up && (msg = outq_peek(m->q)) != NULL
+	    && window_open(m, msg)) {
 		hand_over(m, msg);
 		outq_pop(m->q);
 	}
@@ -538,7 +515,7 @@ mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg)
 		return BR_EINVAL;
 	/* straight through only when nothing older waits (order) */
 	bool direct = m->started && !m->stopped && m->connected && m->f.up
-	    && window_open(m) && outq_count(m->q) == 0;
+	    && window_open(m, msg) && outq_count(m->q) == 0;
 	if (direct) {
 		hand_over(m, msg);
 		return BR_OK;

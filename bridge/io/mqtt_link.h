@@ -130,6 +130,13 @@ int mqtt_link_subscribe_meta(
 /* The current connection number (0 before the first CONNACK). */
 uint64_t mqtt_link_connection(const struct mqtt_link *m);
 
+/* Ends the subscription mqtt_link_subscribe made with the same filter, fn
+ * and ud: the route goes, and the broker is told now when the link is up
+ * (a later connect does not subscribe it again). Returns 0 or
+ * BR_EINVAL when there is no such route. */
+int mqtt_link_unsubscribe(
+    struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn, void *ud);
+
 /* Largest packet the broker accepts: the smaller of cfg.max_packet and
  * the CONNACK maximum packet size (MQTT 5), or 0 when neither is known. */
 uint32_t mqtt_link_max_packet(const struct mqtt_link *m);

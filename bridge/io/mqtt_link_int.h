@@ -134,6 +134,11 @@ int mqtt_link_new_client(struct mqtt_link *m, struct mosquitto **out);
 /* At a loss after an accepted CONNACK (inside libmosquitto's loop):
  * counts a quick loss with the same suspect in flight. */
 void mqtt_poison_on_loss(struct mqtt_link *m);
+/* Records a handed-over message's mid: in flight (QoS 0 until written,
+ * else until acknowledged), with the class, kind, size and signature the
+ * poison check compares (mqtt_poison.c). */
+void mqtt_track_mid(struct mqtt_link *m, int mid, int qos,
+    const struct out_msg *msg, size_t size);
 /* Between attempts, once poison_hits reached POISON_HITS: replaces the
  * libmosquitto client (the only way to make it forget a message it
  * resends), dropping the poison message and counting the ones in flight

@@ -13,7 +13,9 @@
 #include <string.h>
 
 #include "err.h"
+#include "hash.h"
 #include "log.h"
+#include "mqtt_guard.h"
 #include "loop.h"
 #include "mqtt_link_int.h"
 
@@ -106,4 +108,32 @@ mqtt_poison_reset(struct mqtt_link *m)
 	mqtt_guard_poison(
 	    &m->guard, cls, kind, POISON_HITS, size, after, learned);
 	return true;
+}
+
+/* See mqtt_link_int.h. */
+void
+mqtt_track_mid(struct mqtt_link *m, int mid, int qos,
+    const struct out_msg *msg, size_t size)
+{
+	/* A mid still marked would mean the 16-bit space wrapped onto a
+	 * message we never saw complete: retire it so counts stay exact. */
+	struct mid_info *e = mids_find(&m->mids, mid);
+	if (e != NULL && e->state == MID_QOS0)
+		m->f.inflight0--;
+	else if (e != NULL)
+		m->f.inflight1--;
+	/* out of memory: untracked, as a mid out of range would be */
+	if ((e = mids_claim(&m->mids, mid)) == NULL)
+		return;
+	e->state = qos > 0 ? MID_QOS1 : MID_QOS0;
+	e->cls = (uint8_t) msg->cls;
+	e->kind = mqtt_guard_kind(&m->guard, msg);
+	e->size = size > UINT32_MAX ? UINT32_MAX : (uint32_t) size;
+	/* the same bytes: the envelope's seq comes first */
+	e->sig = hash32(HASH32_INIT, msg->payload,
+	    msg->len < POISON_SIG_BYTES ? msg->len : POISON_SIG_BYTES);
+	if (qos > 0)
+		m->f.inflight1++;
+	else
+		m->f.inflight0++;
 }

@@ -139,6 +139,28 @@ mqtt_link_subscribe_meta(
 	return add_route(m, filter, NULL, fn, ud);
 }
 
+int
+mqtt_link_unsubscribe(
+    struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn, void *ud)
+{
+	for (size_t i = 0; m != NULL && filter != NULL && i < m->nroutes;
+	     i++) {
+		struct route *r = &m->routes[i];
+		if (r->fn != fn || r->ud != ud
+		    || strcmp(r->filter, filter) != 0)
+			continue;
+		if (m->f.up
+		    && mosquitto_unsubscribe(m->mosq, NULL, r->filter)
+		        == MOSQ_ERR_SUCCESS)
+			loop_fd_want_write(m->watch);
+		free(r->filter);
+		memmove(r, r + 1, (m->nroutes - i - 1) * sizeof(*r));
+		m->nroutes--;
+		return BR_OK;
+	}
+	return BR_EINVAL;
+}
+
 void
 mqtt_rx_deliver(struct mqtt_link *m)
 {

@@ -277,13 +277,14 @@ mqtt_props_get(
 	struct mqtt_prop_entry *victim = &c->e[0];
 	for (int i = 0; i < MQTT_PROP_CACHE_SIZE; i++) {
 		struct mqtt_prop_entry *e = &c->e[i];
-		if (e->valid && e->content_type == o->content_type
-		    && e->utf8 == o->utf8 && e->expiry_s == o->expiry_s
+		if (e->valid && e->utf8 == o->utf8
+		    && e->expiry_s == o->expiry_s
 		    && prop_str_eq(e->has_type, e->type, o->type)
 		    && prop_str_eq(
 		        e->has_prompt_id, e->prompt_id, o->prompt_id)
-		    && prop_str_eq(
-		        e->has_instance, e->instance, o->instance)) {
+		    && prop_str_eq(e->has_instance, e->instance, o->instance)
+		    && prop_str_eq(e->has_content_type, e->content_type,
+		        o->content_type)) {
 			e->used = ++c->clock;
 			return e->props;
 		}
@@ -292,14 +293,16 @@ mqtt_props_get(
 	}
 	mosquitto_property *p = build_props(o, rc);
 	if (*rc != MOSQ_ERR_SUCCESS || !prop_str_fits(o->instance)
-	    || !prop_str_fits(o->type) || !prop_str_fits(o->prompt_id)) {
+	    || !prop_str_fits(o->type) || !prop_str_fits(o->prompt_id)
+	    || !prop_str_fits(o->content_type)) {
 		*owned = true;
 		return p;
 	}
 	if (victim->valid)
 		mosquitto_property_free_all(&victim->props);
 	victim->valid = true;
-	victim->content_type = o->content_type;
+	prop_str_set(
+	    &victim->has_content_type, victim->content_type, o->content_type);
 	victim->utf8 = o->utf8;
 	victim->expiry_s = o->expiry_s;
 	prop_str_set(&victim->has_instance, victim->instance, o->instance);

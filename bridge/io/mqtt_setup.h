@@ -53,12 +53,12 @@ int mqtt_setup_br_err(int mosq_rc);
 #define MQTT_PROP_STR_MAX    288
 struct mqtt_prop_entry {
 	bool valid;
-	const char *content_type; /* static strings: compared by address */
 	bool utf8;
 	uint32_t expiry_s;
-	char instance[MQTT_PROP_STR_MAX], type[MQTT_PROP_STR_MAX],
-	    prompt_id[MQTT_PROP_STR_MAX];
-	bool has_instance, has_type, has_prompt_id;
+	/* by value: a queued message's strings are the queue's copies */
+	char content_type[MQTT_PROP_STR_MAX], instance[MQTT_PROP_STR_MAX],
+	    type[MQTT_PROP_STR_MAX], prompt_id[MQTT_PROP_STR_MAX];
+	bool has_content_type, has_instance, has_type, has_prompt_id;
 	mosquitto_property *props;
 	uint64_t used;
 };

@@ -98,6 +98,8 @@ emit_state(struct engine *e, struct prompt *p, int64_t now)
 	p->state_dirty = false;
 	p->state_published_at = now;
 	if (p->terminal_sent) {
+		/* kept until its TTL, up to the table's capacity of them */
+		buf_fit(&p->state);
 		p->expire_at = now + e->cfg.state_ttl_s * 1000;
 		engine_schedule(e, p->expire_at);
 	}

@@ -64,6 +64,10 @@ struct out_msg {
 	 * key removes the older one (the newer is appended at the tail), e.g.
 	 * "progress/<prompt>/<node>". */
 	const char *coalesce_key;
+	/* A static string naming the topic's kind (pub_build: the event
+	 * type or the kind's "type" property), for the link's per-kind
+	 * counting and logs; NULL: the topic's last level is used. */
+	const char *kind;
 	/* Queued ahead of every older message (the bridge's own
 	 * availability, which must not wait behind a backlog); it is still
 	 * the last of its class to be dropped. */

@@ -45,23 +45,24 @@ static const struct topic_kind_def kinds[TK_COUNT] = {
 	    false, TKX_NONE, JSON, "command", TKC_NONE, false },
 };
 
-/* Event types that are not plain lifecycle events at QoS 0. */
-static const struct {
-	const char *type;
-	struct event_policy policy;
-} event_types[] = {
-	{ "queued", { MSG_LIFECYCLE, 1, false } },
-	{ "execution_start", { MSG_LIFECYCLE, 1, false } },
-	{ "execution_success", { MSG_LIFECYCLE, 1, false } },
-	{ "execution_error", { MSG_LIFECYCLE, 1, false } },
-	{ "execution_interrupted", { MSG_LIFECYCLE, 1, false } },
-	{ "cancelled", { MSG_LIFECYCLE, 1, false } },
-	{ "lost", { MSG_LIFECYCLE, 1, false } },
-	{ "progress", { MSG_PROGRESS, 0, true } },
-	{ "progress_state", { MSG_PROGRESS, 0, true } },
-	{ "progress_text", { MSG_PROGRESS, 0, true } },
-	{ "crystools.monitor", { MSG_PROGRESS, 0, true } },
-	{ "logs", { MSG_PROGRESS, 0, true } },
+/* Event types by policy; an unlisted type is a plain lifecycle event at
+ * QoS 0. */
+static const struct event_policy event_types[] = {
+	{ MSG_LIFECYCLE, 1, false, "queued" },
+	{ MSG_LIFECYCLE, 1, false, "execution_start" },
+	{ MSG_LIFECYCLE, 1, false, "execution_success" },
+	{ MSG_LIFECYCLE, 1, false, "execution_error" },
+	{ MSG_LIFECYCLE, 1, false, "execution_interrupted" },
+	{ MSG_LIFECYCLE, 1, false, "cancelled" },
+	{ MSG_LIFECYCLE, 1, false, "lost" },
+	{ MSG_LIFECYCLE, 0, false, "executing" },
+	{ MSG_LIFECYCLE, 0, false, "executed" },
+	{ MSG_LIFECYCLE, 0, false, "execution_cached" },
+	{ MSG_PROGRESS, 0, true, "progress" },
+	{ MSG_PROGRESS, 0, true, "progress_state" },
+	{ MSG_PROGRESS, 0, true, "progress_text" },
+	{ MSG_PROGRESS, 0, true, "crystools.monitor" },
+	{ MSG_PROGRESS, 0, true, "logs" },
 };
 
 const struct topic_kind_def *
@@ -73,11 +74,11 @@ topic_kind(enum topic_kind k)
 struct event_policy
 pub_event_policy(const char *type, bool per_prompt, bool terminal)
 {
-	struct event_policy p = { MSG_LIFECYCLE, 0, false };
+	struct event_policy p = { MSG_LIFECYCLE, 0, false, NULL };
 	for (size_t i = 0; i < sizeof(event_types) / sizeof(event_types[0]);
 	     i++)
-		if (strcmp(type, event_types[i].type) == 0) {
-			p = event_types[i].policy;
+		if (strcmp(type, event_types[i].name) == 0) {
+			p = event_types[i];
 			break;
 		}
 	if (terminal)
@@ -158,7 +159,7 @@ pub_build(const struct pub_env *env, const struct pub_req *r,
 {
 	const struct topic_kind_def *d = topic_kind(r->kind);
 	bool event = r->kind == TK_PROMPT_EVENT || r->kind == TK_EVENT;
-	struct event_policy ep = { d->cls, d->qos, false };
+	struct event_policy ep = { d->cls, d->qos, false, d->type_prop };
 	if (event)
 		ep = pub_event_policy(
 		    r->event_type, d->per_prompt, r->terminal);
@@ -179,5 +180,6 @@ pub_build(const struct pub_env *env, const struct pub_req *r,
 	m->props.prompt_id
 	    = mqtt_str(s->prompt, sizeof(s->prompt), r->prompt_id);
 	m->coalesce_key = key_of(d, r, ep.progress, s);
+	m->kind = ep.name;
 	m->urgent = d->urgent;
 }

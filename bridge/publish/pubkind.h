@@ -73,6 +73,7 @@ struct event_policy {
 	enum msg_class cls;
 	int qos;
 	bool progress;
+	const char *name; /* the type as a static string; NULL: unlisted */
 };
 struct event_policy pub_event_policy(
     const char *type, bool per_prompt, bool terminal);

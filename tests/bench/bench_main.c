@@ -566,18 +566,23 @@ main(int argc, char **argv)
 	snprintf(filter, sizeof(filter), "bench/b%x/#", o.tag);
 	if (bench_sub_start(&sub, o.broker_port, filter, o.lat_events) != 0) {
 		fprintf(stderr, "bench: subscriber failed\n");
+		bench_mix_free(&mix);
 		return 1;
 	}
 	struct bench_ws *ws = bench_ws_start(mix.hello, mix.hello_len);
-	if (ws == NULL)
+	if (ws == NULL) {
+		bench_mix_free(&mix);
 		return 1;
+	}
 	char alloc_file[64];
 	snprintf(alloc_file, sizeof(alloc_file), "/dev/shm/c2m-bench-%d",
 	    (int) getpid());
 	struct bench_alloc_counts *ac = map_alloc_counts(alloc_file);
 	pid_t pid = spawn_bridge(&o, bench_ws_port(ws), alloc_file);
-	if (pid < 0)
+	if (pid < 0) {
+		bench_mix_free(&mix);
 		return 1;
+	}
 	bool ok = bench_ws_wait_client(ws, 20000);
 	for (int i = 0; ok && i < 2000 && atomic_load(&sub.hello_seen) == 0;
 	     i++)
@@ -585,6 +590,7 @@ main(int argc, char **argv)
 	if (!ok || atomic_load(&sub.hello_seen) == 0) {
 		fprintf(stderr, "bench: the bridge never delivered hello\n");
 		stop_bridge(pid);
+		bench_mix_free(&mix);
 		return 1;
 	}
 

@@ -41,6 +41,10 @@ while [ $# -gt 0 ]; do
 done
 # --shim none: no allocation counting (sanitizer builds, whose runtime
 # must be the first preloaded library)
+# A sanitizer build is detected and counts no allocations.
+if ldd "$bridge" 2>/dev/null | grep -q libasan; then
+	shim=none
+fi
 shim_arg=(--shim "$shim")
 if [ "$shim" = none ]; then
 	shim_arg=()

@@ -7,6 +7,7 @@ topics and payloads, and no properties at all."""
 
 import json
 import struct
+import time
 import uuid
 
 import harness
@@ -272,3 +273,36 @@ def test_mqtt311_clears_states_an_earlier_run_left(broker, make_sim, collector, 
     assert cleared, "the state the first run left is still retained %d s after its TTL%s" % (
         ttl, second.context())
 
+
+
+def test_mqtt311_read_back_ends(tmp_path, procs, make_sim, make_bridge):
+    """MQTT 3.1.1 has no no-local option: as long as the bridge stays
+    subscribed to its own state topics, the broker sends back every state
+    it publishes. The read-back of what earlier runs left retained (states
+    and the cursor) ends 10 s after the connection: the broker counts two
+    subscriptions fewer then, and not before."""
+    broker = procs.add(harness.Broker(str(tmp_path / "sysbroker"), extra_conf=["sys_interval 1"]))
+    broker.start()
+    counts = harness.Collector(broker.port, topic="$SYS/broker/subscriptions/count")
+    counts.start()
+
+    def latest():
+        with counts.lock:
+            return int(counts.msgs[-1].payload) if counts.msgs else None
+
+    try:
+        assert harness.wait_until(lambda: latest() is not None, 10), "no $SYS subscription count"
+        base = latest()
+        bridge = make_bridge(make_sim().url, broker.url, extra_args=["--mqtt-protocol", "3.1.1"])
+        assert harness.wait_until(lambda: (latest() or 0) >= base + 2, 10), (
+            "the bridge never subscribed (count %s, %s before)%s" % (latest(), base, bridge.context()))
+        subscribed = latest()
+        t0 = time.monotonic()
+        assert harness.wait_until(lambda: latest() == subscribed - 2, 20), (
+            "still %s subscriptions 20 s later (%s while reading back)%s" % (latest(), subscribed, bridge.context()))
+        # $SYS counts come once a second: the window was at least 10 s
+        # minus the second the first count may have lagged
+        assert time.monotonic() - t0 >= 8, "the read-back ended after %.1f s" % (time.monotonic() - t0)
+        assert bridge.alive()
+    finally:
+        counts.stop()

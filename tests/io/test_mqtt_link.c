@@ -713,11 +713,13 @@ test_subscriptions_route_by_filter(void)
  * with the link's own messages coming back to it. A read used to end after
  * one packet (bridge/README.md#mosquitto-stale-eagain), so a busy bridge
  * read one acknowledgement per pass of the loop, its window filled with
- * messages the broker had long taken, and progress was coalesced away. */
+ * messages the broker had long taken, and progress was coalesced away.
+ * N stays below the link's 256 QoS 1 messages in flight, so the whole
+ * burst goes out in one pass. */
 static void
 test_burst_acks_read_together(void)
 {
-	enum { N = 900, PASSES = 10 };
+	enum { N = 250, PASSES = 10 };
 	struct broker *b = broker_create(NULL);
 	CHECK_INT(broker_start(b), 0);
 	struct sub *s = sub_start(broker_port(b), NULL, 5, "t20/#");
@@ -751,6 +753,68 @@ test_burst_acks_read_together(void)
 	CHECK_INT(own.n, N);
 	check_seq(s, N);
 	sub_stop(s);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+/* At most 256 QoS 1 messages wait for their acknowledgement in
+ * libmosquitto, which walks all of them for each one
+ * (bridge/README.md#mosquitto-inflight-walk); the rest wait in the queue
+ * and all arrive, in order. QoS 0 messages are not held back by it. */
+static void
+test_qos1_window(void)
+{
+	enum { N = 700 };
+	struct broker *b = broker_create(NULL);
+	CHECK_INT(broker_start(b), 0);
+	struct sub *s = sub_start(broker_port(b), NULL, 5, "t21/#");
+	struct link_opts lo = { .port = broker_port(b),
+		.id = "link-qos1-window",
+		.window = 1000 };
+	struct drv *d = drv_start(&lo);
+	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	for (int i = 0; i < N; i++)
+		CHECK_INT(publish_seq(d, "t21/x", MSG_CRITICAL, 1, i), BR_OK);
+	CHECK_INT(stats(d).inflight, 256);
+	CHECK_INT(stats(d).queued, N - 256);
+	CHECK(
+	    PUMP_UNTIL(d, sub_count(s) >= N && stats(d).inflight == 0, 10000));
+	CHECK_INT(sub_count(s), N);
+	check_seq(s, N);
+	sub_stop(s);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+/* An ended subscription: the broker is told (MQTT 3.1.1 would otherwise
+ * send back every message the link publishes on it), and a reconnect
+ * does not subscribe it again. */
+static void
+test_unsubscribe(void)
+{
+	struct broker *b = broker_create(NULL);
+	CHECK_INT(broker_start(b), 0);
+	struct link_opts lo = {
+		.port = broker_port(b), .protocol = 4, .id = "link-unsubscribe"
+	};
+	struct drv *d = drv_start(&lo);
+	struct route_rx own = { 0 }, other = { 0 };
+	CHECK_INT(mqtt_link_subscribe(d->link, "t22/#", route_fn, &own), 0);
+	CHECK_INT(mqtt_link_subscribe(d->link, "u22/#", route_fn, &other), 0);
+	CHECK(PUMP_UNTIL(d, stats(d).connected, 5000));
+	pump(d, 200);
+	CHECK_INT(publish_seq(d, "t22/x", MSG_CRITICAL, 1, 1), BR_OK);
+	CHECK(PUMP_UNTIL(d, own.n == 1, 5000));
+	CHECK_INT(mqtt_link_unsubscribe(d->link, "t22/#", route_fn, &own), 0);
+	CHECK_INT(mqtt_link_unsubscribe(d->link, "t22/#", route_fn, &own),
+	    BR_EINVAL);
+	pump(d, 200);
+	CHECK_INT(publish_seq(d, "t22/x", MSG_CRITICAL, 1, 2), BR_OK);
+	CHECK_INT(publish_seq(d, "u22/x", MSG_CRITICAL, 1, 3), BR_OK);
+	CHECK(PUMP_UNTIL(d, other.n == 1, 5000));
+	pump(d, 200);
+	CHECK_INT(own.n, 1);
+	CHECK_STR(other.last, "u22/x=00003");
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -1476,6 +1540,8 @@ main(void)
 	RUN(test_acks_stream);
 	RUN(test_subscriptions_route_by_filter);
 	RUN(test_burst_acks_read_together);
+	RUN(test_qos1_window);
+	RUN(test_unsubscribe);
 	RUN(test_queue_bound_during_outage);
 	RUN(test_qos0_lost_in_a_drop_is_counted);
 	RUN(test_v5_properties);

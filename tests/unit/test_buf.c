@@ -47,6 +47,24 @@ test_set_and_reset(void)
 }
 
 static void
+test_fit_keeps_the_contents(void)
+{
+	struct buf b = { 0 };
+	for (int i = 0; i < 100; i++)
+		CHECK_INT(buf_puts(&b, "0123456789"), 0);
+	CHECK(b.cap > b.len + 1);
+	buf_fit(&b);
+	CHECK_INT(b.cap, 1001);
+	CHECK_INT(b.len, 1000);
+	CHECK_INT(memcmp(b.p + 990, "0123456789", 11), 0);
+	CHECK_INT(buf_puts(&b, "x"), 0); /* grows again */
+	CHECK_STR(b.p + 1000, "x");
+	buf_free(&b);
+	buf_fit(&b); /* nothing held: nothing to do */
+	CHECK(b.p == NULL);
+}
+
+static void
 test_impossible_reservation_fails_cleanly(void)
 {
 	struct buf b = { 0 };
@@ -85,6 +103,7 @@ main(void)
 {
 	RUN(test_append_grows_and_terminates);
 	RUN(test_set_and_reset);
+	RUN(test_fit_keeps_the_contents);
 	RUN(test_impossible_reservation_fails_cleanly);
 	RUN(test_bounded_growth_stops_at_the_bound);
 	TEST_MAIN_END();

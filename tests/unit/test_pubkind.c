@@ -79,6 +79,30 @@ test_progress_event_message(void)
 	CHECK_STR(m.props.prompt_id, "p1");
 	CHECK_STR(m.props.instance, "gpu1");
 	CHECK_STR(m.coalesce_key, "c2m/gpu1/prompt/p1/event/progress|3");
+	/* the kind for the link's counting: a static string, the same
+	 * address for every message of the kind */
+	CHECK_STR(m.kind, "progress");
+	CHECK(m.kind == pub_event_policy("progress", true, false).name);
+	CHECK(m.kind != s.type);
+}
+
+static void
+test_kind_names(void)
+{
+	struct out_msg m;
+	struct pub_scratch s;
+	build(&m, &s,
+	    &(struct pub_req) { .kind = TK_PROMPT_EVENT,
+	        .topic = "c2m/gpu1/prompt/p1/event/my_type",
+	        .event_type = "my_type" });
+	CHECK(m.kind == NULL); /* unlisted: the topic's last level */
+	build(&m, &s,
+	    &(struct pub_req) { .kind = TK_STATE, .topic = "t", .len = 0 });
+	CHECK_STR(m.kind, "state");
+	build(&m, &s,
+	    &(struct pub_req) { .kind = TK_BRIDGE_STATE, .topic = "t" });
+	CHECK_STR(m.kind, "bridge/state");
+	CHECK_STR(pub_event_policy("executed", true, false).name, "executed");
 }
 
 static void
@@ -150,6 +174,7 @@ main(void)
 	RUN(test_topics);
 	RUN(test_event_qos);
 	RUN(test_progress_event_message);
+	RUN(test_kind_names);
 	RUN(test_fixed_kinds);
 	RUN(test_properties_cleaned);
 	TEST_MAIN_END();
