@@ -172,6 +172,10 @@ instance_create(struct loop *l, const struct config *c, int server,
 		rc = mqtt_link_subscribe(in->mqtt,
 		    upstream_state_filter(in->up), upstream_on_retained_state,
 		    in->up);
+	/* a prompt command's queued event carries its number */
+	if (rc == 0 && in->cmd != NULL)
+		command_link_on_accepted(
+		    in->cmd, upstream_on_submitted, in->up);
 	/* what an earlier run accounted for in history */
 	if (rc == 0)
 		rc = mqtt_link_subscribe(in->mqtt,
