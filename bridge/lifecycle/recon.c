@@ -258,9 +258,12 @@ recon_on_submitted(
 	if (tracker_find(e->tracker, id, len) == NULL
 	    && recon_finished_here(e, id, len))
 		return;
+	/* the number goes through a double, as a /queue entry's does */
+	bool exact
+	    = number > -(INT64_C(1) << 53) && number < (INT64_C(1) << 53);
 	struct queue_item qi = { .id_len = len,
-		.number = (double) number,
-		.has_number = true,
+		.number = exact ? (double) number : 0,
+		.has_number = exact,
 		.has_client_id = true };
 	memcpy(qi.id, id, len);
 	copy_str(qi.client_id, sizeof(qi.client_id), e->client_id);

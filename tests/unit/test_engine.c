@@ -1618,10 +1618,14 @@ test_submitted_prompt(void)
 	/* ids are sanitized as any other; an over-long one is dropped */
 	engine_on_submitted(e, "a/b+#c", 6, 9, t + 300);
 	CHECK_INT(total_queued, 3);
+	/* a number a double does not hold exactly is left out */
+	engine_on_submitted(e, "big", 3, INT64_MAX, t + 350);
+	CHECK(payload_has(last_topic("/prompt/big/event/queued"),
+	    "\"number\":null,\"client_id\":\"bridge-x\""));
 	char longid[300];
 	memset(longid, 'x', sizeof(longid));
 	engine_on_submitted(e, longid, sizeof(longid), 10, t + 400);
-	CHECK_INT(total_queued, 3);
+	CHECK_INT(total_queued, 4);
 	CHECK_INT(count_terminals(), 2);
 	check_invariants();
 	engine_destroy(e);
