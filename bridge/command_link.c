@@ -33,6 +33,8 @@ struct command_link {
 	char filter[TOPIC_MAX];
 	char default_topic[TOPIC_MAX];
 	struct post_ud uds[COMMAND_MAX_PENDING];
+	command_accepted_fn *accepted; /* NULL: nobody to tell */
+	void *accepted_ud;
 };
 
 static void
@@ -52,6 +54,14 @@ do_post(
 	log_debug("command", "POST %s (%zu bytes)", path, len);
 	return http_client_post(cl->http, path, body, len, POST_TIMEOUT_MS,
 	    post_done, &cl->uds[slot]);
+}
+
+static void
+do_accepted(void *ud, const char *prompt_id, size_t len, int64_t number)
+{
+	struct command_link *cl = ud;
+	if (cl->accepted != NULL)
+		cl->accepted(cl->accepted_ud, prompt_id, len, number);
 }
 
 static void
@@ -101,7 +111,7 @@ command_link_create(struct loop *l, struct mqtt_link *m,
 	                   : NULL;
 	struct command_cfg cc = { c->prefix, s->instance, s->client_id,
 		comfyui_public, c->command_max_bytes };
-	struct command_io io = { do_post, do_answer, cl };
+	struct command_io io = { do_post, do_answer, do_accepted, cl };
 	rc = cl->http != NULL ? command_create(&cc, &io, &cl->cmd) : BR_ENOMEM;
 	if (rc != 0) {
 		log_error(
@@ -127,6 +137,14 @@ command_link_destroy(struct command_link *cl)
 		http_client_destroy(cl->http);
 	command_destroy(cl->cmd);
 	free(cl);
+}
+
+void
+command_link_on_accepted(
+    struct command_link *cl, command_accepted_fn *fn, void *ud)
+{
+	cl->accepted = fn;
+	cl->accepted_ud = ud;
 }
 
 const char *

@@ -7,6 +7,7 @@
 #define C2M_COMMAND_LINK_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "loop.h"
@@ -21,6 +22,14 @@ int command_link_create(struct loop *l, struct mqtt_link *m,
     const struct config *c, int server, const char *comfyui_public,
     struct command_link **out);
 void command_link_destroy(struct command_link *cl);
+
+/* A prompt command ComfyUI took: its prompt id (len bytes, borrowed) and
+ * queue number (upstream_on_submitted takes them to the engine). */
+typedef void command_accepted_fn(
+    void *ud, const char *prompt_id, size_t len, int64_t number);
+/* Who is told of each accepted prompt (before its answer goes out). */
+void command_link_on_accepted(
+    struct command_link *cl, command_accepted_fn *fn, void *ud);
 
 /* <p>/<i>/command/+ (borrowed from cl): the owner subscribes to it with
  * command_link_on_message as the callback. */

@@ -218,6 +218,10 @@ instance_create(struct loop *l, const struct config *c, int server,
 	    && (in->readback_end = loop_timer_create(l, readback_stop, in))
 	        == NULL)
 		rc = BR_ENOMEM;
+	/* a prompt command's queued event carries its number */
+	if (rc == 0 && in->cmd != NULL)
+		command_link_on_accepted(
+		    in->cmd, upstream_on_submitted, in->up);
 	if (rc != 0) {
 		instance_destroy(in);
 		return rc;

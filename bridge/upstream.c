@@ -335,6 +335,15 @@ upstream_on_retained_state(
 	    u->engine, topic, payload, len, loop_now_ms());
 }
 
+void
+upstream_on_submitted(
+    void *ud, const char *prompt_id, size_t len, int64_t number)
+{
+	struct upstream *u = ud;
+	engine_on_submitted(u->engine, prompt_id, len, number, loop_now_ms());
+	arm_tick(u);
+}
+
 const char *
 upstream_state_filter(const struct upstream *u)
 {

@@ -69,6 +69,11 @@ void upstream_on_retained_state(
  * (MQTT 3.1.1): <prefix>/<instance>/prompt/+/state (borrowed from u). */
 const char *upstream_state_filter(const struct upstream *u);
 const char *upstream_cursor_topic(const struct upstream *u);
+/* ComfyUI accepted a prompt the bridge posted (a command): prompt_id
+ * (len bytes, borrowed) with its queue number, for the engine; ud is the
+ * upstream. */
+void upstream_on_submitted(
+    void *ud, const char *prompt_id, size_t len, int64_t number);
 /* The bridge/state offline message, for the will and the last publish at
  * shutdown (borrowed from u). */
 void upstream_offline_msg(struct upstream *u, struct out_msg *m);

@@ -17,6 +17,8 @@
 /* start of a 5xx body quoted in the answer's details */
 #define DETAILS_MAX       256
 #define PARSER_TOKENS_MAX (1u << 22)
+/* longest prompt id told to io.accepted, bytes */
+#define ACCEPTED_ID_MAX 1024
 
 /* Where and how one answer goes. */
 struct route {
@@ -49,6 +51,10 @@ struct command {
 	struct slot slot[COMMAND_MAX_PENDING];
 	struct command_stats stats;
 	struct ratelog log[CE_COUNT];
+	/* the prompt id and number of the 2xx being answered (result.c) */
+	char accepted_id[ACCEPTED_ID_MAX + 1];
+	size_t accepted_len; /* 0: none to tell */
+	int64_t accepted_number;
 };
 
 /* One command being handled. */

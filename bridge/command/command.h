@@ -62,6 +62,11 @@ struct command_io {
 	 * property (NULL: none). All borrowed for the call. */
 	void (*answer)(void *ud, const char *topic, const char *payload,
 	    size_t len, const void *correlation, size_t correlation_len);
+	/* ComfyUI took a prompt command: its prompt id (unescaped, no NUL,
+	 * len bytes, borrowed) and queue number, told before the answer
+	 * goes out. NULL: not wanted. */
+	void (*accepted)(
+	    void *ud, const char *prompt_id, size_t len, int64_t number);
 	void *ud;
 };
 

@@ -70,6 +70,10 @@ accepted_members(
 	int ne = json_obj_get(&d, 0, "node_errors");
 	if (id < 0 || !json_is_string(&d, id))
 		return false;
+	int n = json_str_get(&d, id, c->accepted_id, sizeof(c->accepted_id));
+	if (n > 0 && num >= 0
+	    && json_get_int64(&d, num, &c->accepted_number) == 0)
+		c->accepted_len = (size_t) n;
 	jsonw_key(w, "prompt_id");
 	emit_value(&d, id, w);
 	jsonw_key(w, "number");
@@ -131,6 +135,7 @@ result_of(struct command *c, const struct slot *s, int status,
 	bool ok2xx = status >= 200 && status < 300;
 	bool rejected = status >= 400 && status < 500;
 	*e = CE_COUNT;
+	c->accepted_len = 0;
 	if (ok2xx || rejected) {
 		size_t cap = len * 2 + 512;
 		buf_reset(&c->frag);
@@ -177,6 +182,11 @@ command_on_http(struct command *c, unsigned slot, int status, const char *body,
 	if (definitive)
 		dedup_put(c->dedup, s->key, s->correlated, s->connection,
 		    now_ms, ok, members, mlen);
+	/* the prompt's queued event then carries its number and our client
+	 * id, and comes before the answer */
+	if (ok && c->accepted_len > 0 && c->io.accepted != NULL)
+		c->io.accepted(c->io.ud, c->accepted_id, c->accepted_len,
+		    c->accepted_number);
 	cmd_send_answer(c, s->verb, &s->first, ok, members, mlen, false);
 	for (int i = 0; i < s->n_waiters; i++)
 		cmd_send_answer(

@@ -212,6 +212,13 @@ engine_on_broker_connected(struct engine *e, bool session_present, int64_t now)
 }
 
 void
+engine_on_submitted(struct engine *e, const char *prompt_id, size_t len,
+    int64_t number, int64_t now)
+{
+	recon_on_submitted(e, prompt_id, len, number, now);
+}
+
+void
 engine_on_retained_state(struct engine *e, const char *topic,
     const void *payload, size_t len, int64_t now)
 {

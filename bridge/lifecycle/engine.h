@@ -123,6 +123,14 @@ const char *engine_state_filter(const struct engine *e);
 /* The retained cursor topic, read back at start like the states. */
 const char *engine_cursor_topic(const struct engine *e);
 
+/* ComfyUI accepted a prompt the bridge posted with its own client id
+ * (a command): prompt_id (len bytes, borrowed) with its queue number.
+ * Recorded as a /queue poll's pending entry would be, so its queued
+ * event (published now unless it is out already) carries the number and
+ * the client id. */
+void engine_on_submitted(struct engine *e, const char *prompt_id, size_t len,
+    int64_t number, int64_t now_ms);
+
 /* Largest MQTT packet the broker takes (0: unknown). */
 void engine_set_max_packet(struct engine *e, uint32_t max_packet);
 

@@ -237,6 +237,10 @@ void emit_preview(struct engine *e, struct prompt *p, const char *mime,
 int64_t emit_preview_tick(struct engine *e, struct prompt *p, int64_t now);
 
 /* recon.c */
+/* ComfyUI took our own POST /prompt (id: len bytes, unescaped): recorded
+ * as a pending /queue entry with our client id. */
+void recon_on_submitted(
+    struct engine *e, const char *id, size_t len, int64_t number, int64_t now);
 /* A status frame: the queue is read again (and the history list when it
  * shrank). */
 void recon_on_status(struct engine *e, const struct comfy_event *ev);

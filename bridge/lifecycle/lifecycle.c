@@ -506,8 +506,16 @@ lc_on_event(struct engine *e, const struct json_doc *d,
 	env.data_tok = ev->data;
 	if (ev->has_node)
 		env.node = ev->node;
-	if (only_to_owner(ev->kind))
+	if (only_to_owner(ev->kind)) {
+		/* sent to the submitting client's socket alone: ours, so its
+		 * queued event (when this comes first) names our client id */
 		p->ours = true;
+		if (!p->has_client_id) {
+			copy_str(
+			    p->client_id, sizeof(p->client_id), e->client_id);
+			p->has_client_id = true;
+		}
+	}
 	if (p->terminal_sent && event_is_terminal(ev)) {
 		log_debug("bridge", "duplicate terminal %s for %s ignored",
 		    ev->type, p->tid);

@@ -206,9 +206,10 @@ cmp_items(const void *a, const void *b)
 	return strcmp(x->id, y->id);
 }
 
+/* gen: the /queue answer that lists it (see recon_on_submitted). */
 static void
-apply_queue_item(
-    struct engine *e, const struct queue_item *qi, bool running, int64_t now)
+apply_queue_item(struct engine *e, const struct queue_item *qi, bool running,
+    uint64_t gen, int64_t now)
 {
 	bool created;
 	struct prompt *p
@@ -217,7 +218,7 @@ apply_queue_item(
 		p->source = SRC_POLL;
 		p->queued_at = qi->create_time > 0 ? qi->create_time : now;
 	}
-	p->queue_generation = e->recon.queue_generation;
+	p->queue_generation = gen;
 	if (running)
 		p->listed_running = true;
 	if (qi->has_number) {
@@ -244,6 +245,34 @@ apply_queue_item(
 	}
 	if (changed)
 		emit_state(e, p, now);
+}
+
+void
+recon_on_submitted(
+    struct engine *e, const char *id, size_t len, int64_t number, int64_t now)
+{
+	struct recon *r = &e->recon;
+	if (len == 0 || len > PROMPT_ID_MAX || memchr(id, 0, len) != NULL)
+		return;
+	/* finished here and evicted since: nothing left to tell */
+	if (tracker_find(e->tracker, id, len) == NULL
+	    && recon_finished_here(e, id, len))
+		return;
+	/* the number goes through a double, as a /queue entry's does */
+	bool exact
+	    = number > -(INT64_C(1) << 53) && number < (INT64_C(1) << 53);
+	struct queue_item qi = { .id_len = len,
+		.number = exact ? (double) number : 0,
+		.has_number = exact,
+		.has_client_id = true };
+	memcpy(qi.id, id, len);
+	copy_str(qi.client_id, sizeof(qi.client_id), e->client_id);
+	/* a /queue answer on its way was read before ComfyUI took the
+	 * prompt: the one after it decides whether the prompt left the
+	 * queue (request_poll asks for it) */
+	apply_queue_item(e, &qi, false,
+	    r->queue_generation + (r->poll_inflight ? 1 : 0), now);
+	request_poll(e);
 }
 
 /* Publishes the queue when its ids changed. */
@@ -386,7 +415,8 @@ on_queue(struct engine *e, const char *body, size_t len, int64_t now)
 		return;
 	r->queue_generation++;
 	for (size_t i = 0; i < n; i++)
-		apply_queue_item(e, &items[i], i < nr, now);
+		apply_queue_item(
+		    e, &items[i], i < nr, r->queue_generation, now);
 	bool vanished = find_vanished(e, now);
 	if (vanished || (n < r->last_queue_total && !r->list_asked_by_status))
 		request_history_list(e);

@@ -46,6 +46,15 @@ do_answer(void *ud, const char *topic, const char *payload, size_t len,
 	(*(int *) ud)++;
 }
 
+/* An accepted prompt's id: non-empty, no NUL, within the bound. */
+static void
+do_accepted(void *ud, const char *id, size_t len, int64_t number)
+{
+	(void) number;
+	REQUIRE(len > 0 && len <= 1024 && memchr(id, 0, len) == NULL);
+	REQUIRE(*(int *) ud >= 0);
+}
+
 /* The next part of the input, up to a 0xff byte, NUL-terminated. */
 static char *
 part(const uint8_t **p, const uint8_t *end, size_t *len)
@@ -75,7 +84,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	int answers = 0;
 	struct command_cfg cfg = { "c", "i", "cid", "http://h:1", 4096 };
-	struct command_io io = { do_post, do_answer, &answers };
+	struct command_io io = { do_post, do_answer, do_accepted, &answers };
 	struct command *c = NULL;
 	REQUIRE(command_create(&cfg, &io, &c) == 0);
 	memset(posted, 0, sizeof(posted));

@@ -494,3 +494,66 @@ def test_retained_command_is_not_run(broker, sim, collector, make_bridge):
         for verb in ("clear", "interrupt"):
             s.c.publish(CMD + verb, b"", qos=1, retain=True).wait_for_publish(10)
         s.stop()
+
+
+def _own_prompt_events(col, pid, since):
+    return [(m, m.json()) for m in col.messages(BASE + "/prompt/%s/event/*" % pid, since)]
+
+
+def test_prompt_queued_event_carries_number_and_client_id(broker, make_sim, collector, make_bridge):
+    """A prompt submitted over MQTT is known from ComfyUI's answer: its
+    queued event carries the answer's number and the bridge's client id
+    and is out before the answer, even though ComfyUI's /queue answers late
+    (a slow server: the poll would see the prompt only after the answer,
+    or after it started). 1: a held prompt runs ahead, so the answer comes
+    before the start frame; 2: an empty queue, the start frame and the
+    answer race: the client id is the bridge's either way, the number too
+    when the answer came first (source poll)."""
+    sim = make_sim(extra_args=["--http-delay-ms", "1500"])
+    bridge = start(make_bridge, sim, broker, collector)
+    s = Sender(broker.port)
+    try:
+        wait_subscribed(s, collector, bridge)
+        held = sim.submit(hold=True, steps=1)["prompt_id"]
+        assert harness.wait_until(lambda: held in sim.req("GET", "/_sim/state")["holding"], 15)
+        wf = {"prompt": harness.default_workflow(), "extra_data": {"sim": {"steps": 2, "step_ms": 10}}}
+        mark = collector.mark()
+        s.send("prompt", dict(wf, correlation="q-1"))
+        am, a = wait_answer(collector, by_corr("q-1"), since=mark, timeout=20, bridge=bridge)
+        assert a["ok"] is True, a
+        pid, number = a["prompt_id"], a["number"]
+        queued = collector.messages(BASE + "/prompt/%s/event/queued" % pid, mark)
+        assert queued and queued[0].index < am.index, (
+            "no queued event before the answer\n" + collector.dump(BASE + "/prompt/*", mark) + bridge.context())
+        q = queued[0].json()
+        assert q["data"]["number"] == number and q["data"]["client_id"] == bridge.client_id, q
+        assert q["source"] == "poll", q
+        states = [m for m in collector.messages(BASE + "/prompt/%s/state" % pid, mark) if m.index < am.index]
+        assert states and states[-1].json()["status"] == "queued", collector.dump(BASE + "/prompt/*", mark)
+        sim.release(held)
+        done = collector.wait_for(lambda ms: any(
+            x.topic == "%s/prompt/%s/event/execution_success" % (BASE, pid) for x in ms), timeout=20, since=mark)
+        assert done, collector.dump(BASE + "/prompt/*", mark) + bridge.context()
+        types = [m.topic.rsplit("/", 1)[1] for m, _ in _own_prompt_events(collector, pid, mark)]
+        assert types[:2] == ["queued", "execution_start"] and types.count("queued") == 1, types
+        # 2: nothing ahead of it
+        mark = collector.mark()
+        s.send("prompt", dict(wf, correlation="q-2"))
+        am, a = wait_answer(collector, by_corr("q-2"), since=mark, timeout=20, bridge=bridge)
+        pid2, number2 = a["prompt_id"], a["number"]
+        done = collector.wait_for(lambda ms: any(
+            x.topic == "%s/prompt/%s/event/execution_success" % (BASE, pid2) for x in ms), timeout=20, since=mark)
+        assert done, collector.dump(BASE + "/prompt/*", mark) + bridge.context()
+        evs = _own_prompt_events(collector, pid2, mark)
+        types = [m.topic.rsplit("/", 1)[1] for m, _ in evs]
+        assert types[:2] == ["queued", "execution_start"] and types.count("queued") == 1, types
+        q = evs[0][1]
+        assert q["data"]["client_id"] == bridge.client_id, q
+        if q["source"] == "poll":
+            assert q["data"]["number"] == number2, q
+        # the terminal, once each
+        for p in (pid, pid2):
+            assert len(collector.messages(BASE + "/prompt/%s/event/execution_success" % p, 0)) == 1
+        harness.assert_all_valid(collector, bridge=bridge)
+    finally:
+        s.stop()

@@ -21,6 +21,10 @@ struct rec {
 	char corr[300];
 	size_t corr_len;
 	bool has_corr;
+	int accepted; /* io.accepted calls */
+	char accepted_id[300];
+	int64_t accepted_number;
+	int answers_at_accept; /* answers sent before it */
 };
 
 static struct rec R;
@@ -49,12 +53,21 @@ do_answer(void *ud, const char *topic, const char *payload, size_t len,
 		memcpy(R.corr, corr, corr_len);
 }
 
+static void
+do_accepted(void *ud, const char *id, size_t len, int64_t number)
+{
+	R.accepted++;
+	snprintf(R.accepted_id, sizeof(R.accepted_id), "%.*s", (int) len, id);
+	R.accepted_number = number;
+	R.answers_at_accept = R.answers;
+}
+
 static struct command *
 make(size_t max_bytes)
 {
 	struct command_cfg cfg = { "comfyui", "gpu", "comfy2mqtt-gpu",
 		"http://gpu:8188", max_bytes };
-	struct command_io io = { do_post, do_answer, NULL };
+	struct command_io io = { do_post, do_answer, do_accepted, NULL };
 	struct command *c = NULL;
 	CHECK_INT(command_create(&cfg, &io, &c), 0);
 	memset(&R, 0, sizeof(R));
@@ -201,10 +214,39 @@ test_prompt_answers(void)
 	send(c, "prompt", "{\"prompt\":{},\"correlation\":\"r1\"}", 1000);
 	const char *ok = "{\"prompt_id\": \"abc\", \"number\": 3, "
 	                 "\"node_errors\": {}}";
+	int answers = R.answers;
 	command_on_http(c, R.slot, 200, ok, strlen(ok), 1001);
 	CHECK_STR(R.answer,
 	    "{\"v\":1,\"command\":\"prompt\",\"ok\":true,\"correlation\":"
 	    "\"r1\",\"prompt_id\":\"abc\",\"number\":3,\"node_errors\":{}}");
+	/* the engine hears of it, unescaped, before the answer goes out */
+	CHECK_INT(R.accepted, 1);
+	CHECK_STR(R.accepted_id, "abc");
+	CHECK_INT(R.accepted_number, 3);
+	CHECK_INT(R.answers_at_accept, answers);
+	/* an escaped id arrives unescaped; a 2xx without a number, with a
+	 * NUL in the id, or to another verb tells nothing */
+	const char *esc = "{\"prompt_id\": \"a\\/b\", \"number\": -2}";
+	send(c, "prompt", "{\"prompt\":{\"9\":{}}}", 1001);
+	command_on_http(c, R.slot, 200, esc, strlen(esc), 1001);
+	CHECK_INT(R.accepted, 2);
+	CHECK_STR(R.accepted_id, "a/b");
+	CHECK_INT(R.accepted_number, -2);
+	static const char *const silent[]
+	    = { "{\"prompt_id\": \"x\", \"number\": null}",
+		      "{\"prompt_id\": \"x\\u0000y\", \"number\": 1}",
+		      "{\"prompt_id\": \"\", \"number\": 1}" };
+	for (int i = 0; i < 3; i++) {
+		char p[64];
+		snprintf(p, sizeof(p), "{\"prompt\":{\"%d\":{}}}", 20 + i);
+		send(c, "prompt", p, 1001);
+		command_on_http(
+		    c, R.slot, 200, silent[i], strlen(silent[i]), 1001);
+		CHECK(strstr(R.answer, "\"ok\":true") != NULL);
+	}
+	send(c, "interrupt", "{}", 1001);
+	command_on_http(c, R.slot, 200, ok, strlen(ok), 1001);
+	CHECK_INT(R.accepted, 2);
 	/* 0.3.64's two 400 shapes, copied unchanged */
 	const char *invalid
 	    = "{\"error\": {\"type\": \"invalid_prompt\", \"message\": "
@@ -239,8 +281,9 @@ test_prompt_answers(void)
 	    != NULL);
 	struct command_stats s;
 	command_get_stats(c, &s);
-	CHECK_INT(s.ok, 1);
+	CHECK_INT(s.ok, 6);
 	CHECK_INT(s.failed[CE_COMFYUI_REJECTED], 3);
+	CHECK_INT(R.accepted, 2);
 	command_destroy(c);
 }
 

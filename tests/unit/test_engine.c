@@ -1531,6 +1531,106 @@ test_big_batch_queued_once(void)
 	engine_destroy(e);
 }
 
+/* The frames of our own prompt id, run from start to success. */
+static void
+run_own_prompt(struct engine *e, const char *id, int64_t at)
+{
+	char f[3][256];
+	snprintf(f[0], sizeof(f[0]),
+	    "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	    "\"%s\", "
+	    "\"timestamp\": %lld}}",
+	    id, (long long) at);
+	snprintf(f[1], sizeof(f[1]),
+	    "{\"type\": \"executing\", \"data\": {\"node\": \"3\", "
+	    "\"prompt_id\": \"%s\"}}",
+	    id);
+	snprintf(f[2], sizeof(f[2]),
+	    "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	    "\"%s\", \"timestamp\": %lld}}",
+	    id, (long long) at + 20);
+	for (int i = 0; i < 3; i++)
+		engine_on_text(e, f[i], strlen(f[i]), at + i * 10);
+}
+
+/* A prompt command ComfyUI accepted: its queued event carries the number
+ * and our client id, whether the answer comes before the start frame or
+ * after it, and never a second queued event or terminal; a /queue answer
+ * read before ComfyUI took it does not make it vanish. */
+static void
+test_submitted_prompt(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms); /* a /queue poll in flight */
+	int64_t t = clock_ms + 100;
+	n_reqs = 0;
+	engine_on_submitted(e, "sub-1", 5, 7, t);
+	const struct msg *q = last_topic("/prompt/sub-1/event/queued");
+	CHECK(payload_has(q, "\"number\":7"));
+	CHECK(payload_has(q, "\"client_id\":\"bridge-x\""));
+	CHECK(payload_has(q, "\"source\":\"poll\""));
+	CHECK(payload_has(
+	    last_topic("/prompt/sub-1/state"), "\"status\":\"queued\""));
+	/* the poll in flight was read before: it does not list sub-1 */
+	static const char empty[]
+	    = "{\"queue_running\": [], \"queue_pending\": []}";
+	engine_on_http(
+	    e, EHTTP_QUEUE, NULL, 200, empty, strlen(empty), t + 10);
+	CHECK(find_req(EHTTP_QUEUE) >= 0); /* asked again after it */
+	engine_tick(e, t + 5000, NULL);
+	CHECK(find_req(EHTTP_HISTORY_ID) < 0);
+	static const char listed[]
+	    = "{\"queue_running\": [], \"queue_pending\": [[7, \"sub-1\", "
+	      "{}, {\"client_id\": \"bridge-x\"}, []]]}";
+	engine_on_http(
+	    e, EHTTP_QUEUE, NULL, 200, listed, strlen(listed), t + 5010);
+	run_own_prompt(e, "sub-1", t + 5100);
+	char order[512];
+	event_order("sub-1", order, sizeof(order));
+	CHECK_STR(order, "queued,execution_start,executing,execution_success");
+	CHECK(payload_has(
+	    last_topic("/prompt/sub-1/state"), "\"status\":\"success\""));
+
+	/* the start frame first: queued names our client id already; the
+	 * late answer adds no second queued event */
+	t += 6000;
+	static const char st[]
+	    = "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	      "\"sub-2\", \"timestamp\": 1800000006000}}";
+	engine_on_text(e, st, strlen(st), t);
+	q = last_topic("/prompt/sub-2/event/queued");
+	CHECK(payload_has(q, "\"client_id\":\"bridge-x\""));
+	engine_on_submitted(e, "sub-2", 5, 8, t + 5);
+	CHECK_INT(count_topic("/prompt/sub-2/event/queued"), 1);
+	CHECK(payload_has(
+	    last_topic("/prompt/sub-2/state"), "\"status\":\"running\""));
+	static const char ok2[]
+	    = "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
+	      "\"sub-2\", \"timestamp\": 1800000006100}}";
+	engine_on_text(e, ok2, strlen(ok2), t + 100);
+	event_order("sub-2", order, sizeof(order));
+	CHECK_STR(order, "queued,execution_start,execution_success");
+	/* an answer after the prompt finished changes nothing */
+	int before = n_msgs;
+	engine_on_submitted(e, "sub-2", 5, 8, t + 200);
+	engine_on_submitted(e, "sub-1", 5, 7, t + 200);
+	CHECK_INT(n_msgs, before);
+	/* ids are sanitized as any other; an over-long one is dropped */
+	engine_on_submitted(e, "a/b+#c", 6, 9, t + 300);
+	CHECK_INT(total_queued, 3);
+	/* a number a double does not hold exactly is left out */
+	engine_on_submitted(e, "big", 3, INT64_MAX, t + 350);
+	CHECK(payload_has(last_topic("/prompt/big/event/queued"),
+	    "\"number\":null,\"client_id\":\"bridge-x\""));
+	char longid[300];
+	memset(longid, 'x', sizeof(longid));
+	engine_on_submitted(e, longid, sizeof(longid), 10, t + 400);
+	CHECK_INT(total_queued, 4);
+	CHECK_INT(count_terminals(), 2);
+	check_invariants();
+	engine_destroy(e);
+}
+
 int
 main(void)
 {
@@ -1563,6 +1663,7 @@ main(void)
 	RUN(test_history_ignoring_max_items);
 	RUN(test_ttl_clears_beyond_the_table);
 	RUN(test_big_batch_queued_once);
+	RUN(test_submitted_prompt);
 	reset_capture();
 	json_parser_destroy(check_parser);
 	TEST_MAIN_END();
