@@ -180,7 +180,11 @@ parse_queue_item(const struct json_doc *d, int item, struct queue_item *qi)
 	if (n <= 0)
 		return BR_EINVAL;
 	qi->id_len = (size_t) n;
-	if (json_get_double(d, num, &qi->number) == 0)
+	/* a number a double cannot hold as an exact integer (or NaN) is
+	 * left out: converting it to int64_t would be undefined */
+	if (json_get_double(d, num, &qi->number) == 0
+	    && qi->number > -9007199254740992.0
+	    && qi->number < 9007199254740992.0)
 		qi->has_number = true;
 	if (json_size(d, item) < 4)
 		return 0;

@@ -793,6 +793,26 @@ test_pending_gone_after_reconnect_is_lost(void)
 	engine_destroy(e);
 }
 
+/* A /queue number a double cannot hold as an exact integer (1e300, a
+ * hostile or broken server) is left out instead of converted. */
+static void
+test_queue_number_out_of_range(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	engine_on_upstream(e, true, clock_ms);
+	static const char q[]
+	    = "{\"queue_running\": [], \"queue_pending\": [[1e300, \"big-1\", "
+	      "{}, {\"client_id\": \"other\"}, []], [-7, \"neg-1\", {}, "
+	      "{\"client_id\": \"other\"}, []]]}";
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, q, strlen(q), clock_ms);
+	CHECK(payload_has(
+	    last_topic("/prompt/big-1/event/queued"), "\"number\":null"));
+	CHECK(payload_has(
+	    last_topic("/prompt/neg-1/event/queued"), "\"number\":-7"));
+	check_invariants();
+	engine_destroy(e);
+}
+
 static void
 test_hostile_frames(void)
 {
@@ -1643,6 +1663,7 @@ main(void)
 	RUN(test_foreign_prompt_from_poll_and_history);
 	RUN(test_resync_after_reconnect);
 	RUN(test_pending_gone_after_reconnect_is_lost);
+	RUN(test_queue_number_out_of_range);
 	RUN(test_clientless_prompt_starts_first);
 	RUN(test_print_outcomes_from_history);
 	RUN(test_preview_burst_keeps_the_last);
