@@ -81,6 +81,13 @@ buf_free(struct buf *b)
 }
 
 void
+buf_trim(struct buf *b, size_t max)
+{
+	if (b->cap > max)
+		buf_free(b);
+}
+
+void
 buf_fit(struct buf *b)
 {
 	if (b->p == NULL || b->len + 1 >= b->cap)

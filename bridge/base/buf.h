@@ -27,6 +27,9 @@ void buf_reset(struct buf *b);
 /* Gives back the room past the contents (a buffer kept long after its
  * last change); on failure it stays as it was. */
 void buf_fit(struct buf *b);
+/* Frees the memory when b holds more than max bytes (a buffer reused per
+ * message that grew for a big one); b is then an empty buffer. */
+void buf_trim(struct buf *b, size_t max);
 /* Frees the memory; b is an empty buffer again. */
 void buf_free(struct buf *b);
 

@@ -74,6 +74,10 @@ struct json_parser *json_parser_create_growing(
  * memory a big document took is given back (no-op for a fixed parser or
  * one that has not grown). Invalidates every doc parsed with p. */
 void json_parser_trim(struct json_parser *p);
+/* json_parser_trim when the token array takes more than max_bytes: a
+ * parser reused per message keeps a usual document's array and gives back
+ * a big one's. */
+void json_parser_trim_over(struct json_parser *p, size_t max_bytes);
 /* Entries in p's token array now (tests, metrics). */
 unsigned json_parser_capacity(const struct json_parser *p);
 void json_parser_destroy(struct json_parser *p);

@@ -76,6 +76,13 @@ json_parser_trim(struct json_parser *p)
 	p->cap = p->initial;
 }
 
+void
+json_parser_trim_over(struct json_parser *p, size_t max_bytes)
+{
+	if (p && (size_t) p->cap * sizeof(*p->tok) > max_bytes)
+		json_parser_trim(p);
+}
+
 /* Doubles the token array, within p->max, keeping the tokens already made
  * (jsmn continues after them). false when it cannot grow. */
 static bool

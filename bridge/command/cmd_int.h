@@ -14,6 +14,9 @@
 /* repeats of one in-flight command answered with it; more are busy */
 #define MAX_WAITERS 4
 #define VERB_MAX    64
+/* a parser token array or buffer grown past this is trimmed after each
+ * command, so one big command does not keep its memory */
+#define KEEP_BYTES (64u << 10)
 /* start of a 5xx body quoted in the answer's details */
 #define DETAILS_MAX       256
 #define PARSER_TOKENS_MAX (1u << 22)
@@ -41,7 +44,7 @@ struct slot {
 
 struct command {
 	char *prefix, *instance, *client_id, *comfyui_public;
-	char *own_tree; /* "<p>/<i>/" */
+	char *ha_prefix; /* NULL: none */
 	char *cmd_prefix; /* "<p>/<i>/command/" */
 	size_t cmd_prefix_len, max_bytes;
 	struct command_io io;
@@ -50,6 +53,7 @@ struct command {
 	struct buf body, out, frag;
 	struct slot slot[COMMAND_MAX_PENDING];
 	struct command_stats stats;
+	bool stopping; /* command_stop was called */
 	struct ratelog log[CE_COUNT];
 	/* the prompt id and number of the 2xx being answered (result.c) */
 	char accepted_id[ACCEPTED_ID_MAX + 1];
@@ -79,6 +83,12 @@ int cmd_own_error(struct command *c, enum command_error e, const char *message,
 /* Counts and logs (rate-limited) a failure. */
 void cmd_count_failure(struct command *c, const char *verb,
     enum command_error e, const char *message);
+#define CMD_STOPPING_TEXT                                                     \
+	"the bridge stopped before ComfyUI answered; the command may have "   \
+	"run"
+
+/* Trims the parser and buffers that grew past KEEP_BYTES. */
+void cmd_trim(struct command *c);
 /* Frees a slot's routes; the slot is free again. */
 void cmd_slot_free(struct slot *s);
 

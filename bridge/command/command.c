@@ -29,6 +29,8 @@ const char *const cmd_error_names[CE_COUNT] = {
 	[CE_BUSY] = "busy",
 	[CE_RETAINED] = "retained",
 	[CE_COMFYUI_REJECTED] = "comfyui_rejected",
+	[CE_STALE] = "stale",
+	[CE_BRIDGE_STOPPING] = "bridge_stopping",
 };
 
 const char *
@@ -59,19 +61,19 @@ command_create(const struct command_cfg *cfg, const struct command_io *io,
 	c->instance = dup_str(cfg->instance);
 	c->client_id = dup_str(cfg->client_id);
 	c->comfyui_public = dup_str(cfg->comfyui_public);
+	c->ha_prefix = cfg->ha_prefix ? dup_str(cfg->ha_prefix) : NULL;
 	size_t n = strlen(cfg->prefix) + strlen(cfg->instance) + 16;
-	c->own_tree = malloc(n);
 	c->cmd_prefix = malloc(n);
 	c->parser = json_parser_create_growing(256, PARSER_TOKENS_MAX);
 	c->dedup = dedup_create(DEDUP_ENTRIES, DEDUP_BYTES, COMMAND_DEDUP_MS);
 	for (int i = 0; i < CE_COUNT; i++)
 		c->log[i] = (struct ratelog) RATELOG_INIT(5);
 	if (!c->prefix || !c->instance || !c->client_id || !c->comfyui_public
-	    || !c->own_tree || !c->cmd_prefix || !c->parser || !c->dedup) {
+	    || (cfg->ha_prefix && !c->ha_prefix) || !c->cmd_prefix
+	    || !c->parser || !c->dedup) {
 		command_destroy(c);
 		return BR_ENOMEM;
 	}
-	snprintf(c->own_tree, n, "%s/%s/", cfg->prefix, cfg->instance);
 	snprintf(
 	    c->cmd_prefix, n, "%s/%s/command/", cfg->prefix, cfg->instance);
 	c->cmd_prefix_len = strlen(c->cmd_prefix);
@@ -126,7 +128,7 @@ command_destroy(struct command *c)
 	free(c->instance);
 	free(c->client_id);
 	free(c->comfyui_public);
-	free(c->own_tree);
+	free(c->ha_prefix);
 	free(c->cmd_prefix);
 	json_parser_destroy(c->parser);
 	dedup_destroy(c->dedup);
@@ -136,10 +138,19 @@ command_destroy(struct command *c)
 	free(c);
 }
 
-const char *
-command_topic_problem(const char *topic, size_t len, const char *own_tree)
+/* true when topic[0..len) is tree or lies under "<tree>/". */
+static bool
+in_tree(const char *topic, size_t len, const char *tree)
 {
-	size_t own = strlen(own_tree);
+	size_t n = tree ? strlen(tree) : 0;
+	return n > 0 && len >= n && memcmp(topic, tree, n) == 0
+	    && (len == n || topic[n] == '/');
+}
+
+const char *
+command_topic_problem(
+    const char *topic, size_t len, const char *prefix, const char *ha_prefix)
+{
 	if (len == 0)
 		return "is empty";
 	if (len > COMMAND_TOPIC_MAX)
@@ -151,11 +162,14 @@ command_topic_problem(const char *topic, size_t len, const char *own_tree)
 		return "holds a wildcard (+ or #)";
 	if (topic[0] == '$')
 		return "starts with $ (the broker's own topics)";
-	/* "<p>/<i>" itself and everything under it */
-	if (own > 0 && len >= own - 1 && memcmp(topic, own_tree, own - 1) == 0
-	    && (len == own - 1 || topic[own - 1] == '/'))
-		return "is inside the bridge's own topics (an answer there "
-		       "could loop)";
+	/* every instance's topics, not only ours: an answer there could
+	 * loop or overwrite another instance's state */
+	if (in_tree(topic, len, prefix))
+		return "is inside the bridge's topics (an answer there could "
+		       "loop or land in another instance's topics)";
+	if (in_tree(topic, len, ha_prefix))
+		return "is inside the Home Assistant discovery prefix (an "
+		       "answer there would be read as a discovery config)";
 	return NULL;
 }
 
@@ -327,7 +341,7 @@ route_fields(struct command *c, struct req *q, const struct json_doc *d,
 			       CE_BAD_RESPONSE_TOPIC;
 		const char *p = n < 0 ? "holds a NUL"
 		                      : command_topic_problem(q->topic_buf,
-		                          (size_t) n, c->own_tree);
+		                          (size_t) n, c->prefix, c->ha_prefix);
 		if (p != NULL) {
 			snprintf(q->topic_buf, sizeof(q->topic_buf),
 			    "response topic %s", p);
@@ -362,8 +376,13 @@ key_of(const struct req *q, const struct command_msg *m)
 	static const char sep = '\0';
 	uint64_t h = HASH64_INIT;
 	if (q->key_corr != NULL) {
+		/* the answer route too: two clients using the same
+		 * correlation on their own topics are two commands (a response
+		 * topic is never empty, so "" is the default route) */
+		const char *rt = q->route.topic ? q->route.topic : "";
 		h = hash64(h, "c", 1);
 		h = hash64(h, q->verb, strlen(q->verb) + 1);
+		h = hash64(h, rt, strlen(rt) + 1);
 		return hash64(h, q->key_corr, q->key_corr_len);
 	}
 	h = hash64(h, "u", 1);
@@ -384,7 +403,8 @@ join_pending(struct command *c, struct req *q, uint64_t key, bool correlated,
 		struct slot *s = &c->slot[i];
 		if (!s->used || s->key != key || s->correlated != correlated)
 			continue;
-		if (!correlated && m->connection <= s->connection)
+		if (!correlated
+		    && (!m->resent || m->connection <= s->connection))
 			continue;
 		if (s->n_waiters == MAX_WAITERS) {
 			fail(c, q->verb, &q->route, CE_BUSY,
@@ -498,12 +518,12 @@ handle(struct command *c, struct req *q, const struct command_msg *m,
 	const struct verb_def *v = NULL;
 	enum command_error e
 	    = check(c, q, m, verb, verb_len, &d, &v, why, sizeof(why));
-	if (e == CE_COUNT) {
+	if (e == CE_COUNT && !c->stopping) {
 		bool correlated = q->key_corr != NULL;
 		uint64_t key = key_of(q, m);
 		struct dedup_hit hit;
-		if (dedup_find(c->dedup, key, correlated, m->connection,
-		        now_ms, &hit)) {
+		if (dedup_find(c->dedup, key, correlated, m->resent,
+		        m->connection, now_ms, &hit)) {
 			c->stats.duplicates++;
 			cmd_send_answer(c, q->verb, &q->route, hit.ok,
 			    hit.result, hit.len, true);
@@ -511,13 +531,23 @@ handle(struct command *c, struct req *q, const struct command_msg *m,
 		}
 		if (join_pending(c, q, key, correlated, m))
 			return;
-		if (!m->connected) {
+		if (m->resent) {
+			snprintf(why, sizeof(why),
+			    "sent while the bridge was offline (the broker "
+			    "kept "
+			    "it); not run: send it again if still wanted");
+			e = CE_STALE;
+		} else if (!m->connected) {
 			snprintf(why, sizeof(why),
 			    "the broker link is reconnecting; the command did "
 			    "not run, send it again");
 			e = CE_BROKER_RECONNECTING;
 		} else
 			e = submit(c, q, v, &d, key, m, why, sizeof(why));
+	}
+	if (c->stopping) {
+		snprintf(why, sizeof(why), "%s", CMD_STOPPING_TEXT);
+		e = CE_BRIDGE_STOPPING;
 	}
 	if (e != CE_COUNT)
 		fail(c, q->verb, &q->route, e, why);
@@ -550,8 +580,8 @@ command_on_message(
 		q.route.prop_len = m->correlation_len;
 	}
 	if (m->response_topic != NULL) {
-		const char *p = command_topic_problem(
-		    m->response_topic, strlen(m->response_topic), c->own_tree);
+		const char *p = command_topic_problem(m->response_topic,
+		    strlen(m->response_topic), c->prefix, c->ha_prefix);
 		if (p != NULL) {
 			/* refused once the payload's correlation is known; the
 			 * property goes with the topic it belongs to */
@@ -563,4 +593,5 @@ command_on_message(
 			q.route.topic = (char *) m->response_topic;
 	}
 	handle(c, &q, m, verb, verb_len, now_ms);
+	cmd_trim(c);
 }

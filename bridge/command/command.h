@@ -21,6 +21,8 @@
 #define COMMAND_TOPIC_MAX 1024
 /* How long a finished command's answer is kept for repeats. */
 #define COMMAND_DEDUP_MS (10 * 60 * 1000)
+/* How long the glue waits for ComfyUI's answer to a command's POST. */
+#define COMMAND_POST_TIMEOUT_MS 30000
 
 /* Why a command failed: the answer's error.type (the bridge's own
  * errors) and the health counters, one table (command_error_name). */
@@ -38,6 +40,10 @@ enum command_error {
 	/* ComfyUI answered 4xx: health only, the answer carries ComfyUI's
 	 * own error object */
 	CE_COMFYUI_REJECTED,
+	/* a resent command that is no repeat: the broker kept it while the
+	 * bridge was offline */
+	CE_STALE,
+	CE_BRIDGE_STOPPING, /* command_stop */
 	CE_COUNT
 };
 
@@ -76,6 +82,8 @@ struct command_cfg {
 	const char *client_id; /* the bridge's ComfyUI client id */
 	const char *comfyui_public; /* base URL without credentials */
 	size_t max_bytes; /* --command-max-bytes */
+	const char
+	    *ha_prefix; /* Home Assistant discovery prefix; NULL: none */
 };
 
 /* One received command message (all borrowed for the call). */
@@ -89,6 +97,10 @@ struct command_msg {
 	uint64_t connection; /* the link connection that delivered it */
 	bool connected; /* the broker link is up now */
 	bool retained; /* the broker kept it (delivered at subscribe) */
+	/* delivered before the SUBACK of the command subscription on this
+	 * connection: queued while the bridge was offline, or a resend from
+	 * an earlier connection */
+	bool resent;
 };
 
 struct command;
@@ -108,6 +120,12 @@ void command_on_message(
 void command_on_http(struct command *c, unsigned slot, int status,
     const char *body, size_t len, int64_t now_ms);
 
+/* The bridge stops: every command still waiting for ComfyUI (and its
+ * repeats) is answered bridge_stopping and its slot freed (a later
+ * command_on_http for it is ignored); every later command is answered
+ * bridge_stopping without being posted. */
+void command_stop(struct command *c);
+
 void command_get_stats(const struct command *c, struct command_stats *s);
 /* Commands posted and not answered yet. */
 unsigned command_pending(const struct command *c);
@@ -116,8 +134,9 @@ void command_write_health(const struct command *c, struct jsonw *w);
 
 /* Checks a response topic: a valid MQTT topic name (non-empty, UTF-8, no
  * wildcard, at most COMMAND_TOPIC_MAX bytes), not starting with '$', not
- * inside own_tree ("<p>/<i>/"). Returns NULL when usable, else why not. */
+ * prefix nor under "<prefix>/" (every instance's topics), not ha_prefix
+ * nor under it (NULL: none). Returns NULL when usable, else why not. */
 const char *command_topic_problem(
-    const char *topic, size_t len, const char *own_tree);
+    const char *topic, size_t len, const char *prefix, const char *ha_prefix);
 
 #endif

@@ -93,14 +93,14 @@ lookup(struct dedup *d, uint64_t key)
 }
 
 bool
-dedup_find(struct dedup *d, uint64_t key, bool correlated, uint64_t connection,
-    int64_t now_ms, struct dedup_hit *hit)
+dedup_find(struct dedup *d, uint64_t key, bool correlated, bool resent,
+    uint64_t connection, int64_t now_ms, struct dedup_hit *hit)
 {
 	expire(d, now_ms);
 	struct entry *e = lookup(d, key);
 	if (e == NULL || e->correlated != correlated)
 		return false;
-	if (!correlated && connection <= e->connection)
+	if (!correlated && (!resent || connection <= e->connection))
 		return false;
 	*hit = (struct dedup_hit) { e->ok, e->result, e->len };
 	return true;

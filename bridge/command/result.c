@@ -102,11 +102,18 @@ unusable(struct command *c, int status, const char *body, size_t len)
 		    "ComfyUI at %s answered more than "
 		    "the bridge reads",
 		    c->comfyui_public);
+	else if (status == BR_ESTATE)
+		/* the body may have gone out: running it again could run it
+		 * twice */
+		snprintf(msg, sizeof(msg),
+		    "ComfyUI did not answer within %d s; the command may "
+		    "have run: check %s/%s/queue before sending it again",
+		    COMMAND_POST_TIMEOUT_MS / 1000, c->prefix, c->instance);
 	else if (status < 0)
-		snprintf(msg, sizeof(msg), "ComfyUI at %s did not answer (%s)",
-		    c->comfyui_public,
-		    status == BR_ESTATE ? "timed out"
-		                        : "connect failed or connection lost");
+		snprintf(msg, sizeof(msg),
+		    "ComfyUI at %s did not answer (connect failed or "
+		    "connection lost)",
+		    c->comfyui_public);
 	else if (status >= 200 && status < 300)
 		snprintf(msg, sizeof(msg),
 		    "ComfyUI answered HTTP %d with a body that is not the "
@@ -192,4 +199,39 @@ command_on_http(struct command *c, unsigned slot, int status, const char *body,
 		cmd_send_answer(
 		    c, s->verb, &s->waiters[i], ok, members, mlen, true);
 	cmd_slot_free(s);
+	cmd_trim(c);
+}
+
+void
+command_stop(struct command *c)
+{
+	c->stopping = true;
+	if (cmd_own_error(c, CE_BRIDGE_STOPPING, CMD_STOPPING_TEXT, NULL, 0)
+	    != 0)
+		c->frag.len = 0;
+	const char *members = c->frag.len >= 2 ? c->frag.p + 1 : "";
+	size_t mlen = c->frag.len >= 2 ? c->frag.len - 2 : 0;
+	for (int i = 0; i < COMMAND_MAX_PENDING; i++) {
+		struct slot *s = &c->slot[i];
+		if (!s->used)
+			continue;
+		cmd_count_failure(
+		    c, s->verb, CE_BRIDGE_STOPPING, CMD_STOPPING_TEXT);
+		cmd_send_answer(
+		    c, s->verb, &s->first, false, members, mlen, false);
+		for (int w = 0; w < s->n_waiters; w++)
+			cmd_send_answer(c, s->verb, &s->waiters[w], false,
+			    members, mlen, true);
+		cmd_slot_free(s);
+	}
+	cmd_trim(c);
+}
+
+void
+cmd_trim(struct command *c)
+{
+	buf_trim(&c->body, KEEP_BYTES);
+	buf_trim(&c->out, KEEP_BYTES);
+	buf_trim(&c->frag, KEEP_BYTES);
+	json_parser_trim_over(c->parser, KEEP_BYTES);
 }

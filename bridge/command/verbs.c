@@ -153,13 +153,16 @@ typed(const struct json_doc *d, int i, enum ftype t)
 		return json_get_bool(d, i, &b) == 0;
 	case FT_STRING:
 		return json_is_string(d, i);
-	case FT_STRING_LIST:
+	case FT_STRING_LIST: {
 		if (!json_is_array(d, i) || json_size(d, i) == 0)
 			return false;
-		for (int n = 0; n < json_size(d, i); n++)
-			if (!json_is_string(d, json_child(d, i, n)))
+		/* one pass: json_child walks from the start each time */
+		int j = i + 1;
+		for (int n = json_size(d, i); n > 0; n--, j = json_skip(d, j))
+			if (!json_is_string(d, j))
 				return false;
 		return true;
+	}
 	default:
 		return false;
 	}
@@ -187,9 +190,10 @@ bool
 verb_check(
     const struct verb_def *v, const struct json_doc *d, char *why, size_t cap)
 {
-	int n = json_size(d, 0);
-	for (int k = 0; k < n; k++) {
-		int key = json_child(d, 0, k);
+	/* one pass over the keys: key, value key + 1 */
+	int key = 1;
+	for (int k = json_size(d, 0); k > 0;
+	     k--, key = json_skip(d, key + 1)) {
 		if (is_route_field(d, key))
 			continue;
 		const struct field *f = field_of(v, d, key);

@@ -42,7 +42,7 @@ do_answer(void *ud, const char *topic, const char *payload, size_t len,
 	struct json_doc d;
 	REQUIRE(json_parse(parser, payload, len, true, &d) == 0);
 	REQUIRE(topic == NULL
-	    || command_topic_problem(topic, strlen(topic), "c/i/") == NULL);
+	    || command_topic_problem(topic, strlen(topic), "c", "ha") == NULL);
 	(*(int *) ud)++;
 }
 
@@ -83,7 +83,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 4)
 		return 0;
 	int answers = 0;
-	struct command_cfg cfg = { "c", "i", "cid", "http://h:1", 4096 };
+	struct command_cfg cfg = { "c", "i", "cid", "http://h:1", 4096, "ha" };
 	struct command_io io = { do_post, do_answer, do_accepted, &answers };
 	struct command *c = NULL;
 	REQUIRE(command_create(&cfg, &io, &c) == 0);
@@ -97,12 +97,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char topic[64];
 	snprintf(topic, sizeof(topic), "c/i/command/%s",
 	    verbs[data[0] % (sizeof(verbs) / sizeof(verbs[0]))]);
-	/* the same message twice, on one or two connections, and answers */
+	/* the same message twice, on one or two connections, and answers
+	 * (or a stop between) */
 	for (int round = 0; round < 2; round++) {
 		struct command_msg m = { topic, payload, pl,
 			data[1] & 1 ? rt : NULL, data[1] & 2 ? corr : NULL, cl,
 			1 + (uint64_t) (round & (data[1] >> 2)),
-			!(data[1] & 16) };
+			!(data[1] & 16), (data[1] & 32) != 0,
+			(data[1] & 64) != 0 };
+		/* a stop between the rounds: the slots still posted are
+		 * answered, their late HTTP answers ignored */
+		if (round == 1 && (data[2] & 2))
+			command_stop(c);
 		command_on_message(c, &m, 1000 + round);
 		for (unsigned s = 0; s < COMMAND_MAX_PENDING; s++)
 			if (posted[s] && (round == 1 || (data[2] & 1))) {

@@ -271,7 +271,9 @@ BAD_INPUTS = [
     ("cancel", b'{"prompt_ids": []}', "bad_field", "non-empty array"),
     ("free", b'{"unload_model": true}', "bad_field", 'unknown field "unload_model"'),
     ("reboot", b"{}", "unknown_verb", 'unknown verb "reboot"'),
-    ("clear", b'{"response_topic": "comfyui/test/queue"}', "bad_response_topic", "own topics"),
+    ("clear", b'{"response_topic": "comfyui/test/queue"}', "bad_response_topic", "the bridge's topics"),
+    # another instance's topics
+    ("clear", b'{"response_topic": "comfyui/other/state"}', "bad_response_topic", "another instance"),
     ("clear", b'{"response_topic": "a/+/b"}', "bad_response_topic", "wildcard"),
     ("clear", b'{"response_topic": "$SYS/x"}', "bad_response_topic", "starts with $"),
     ("prompt", b'{"prompt": {}, "pad": "' + b"x" * 2048 + b'"}', "too_large", "--command-max-bytes (1024)"),

@@ -3,7 +3,9 @@
  * refusals, and the repeat rules (correlation, connection, expiry). */
 #include "test.h"
 
+#include "buf.h"
 #include "command.h"
+#include "json.h"
 #include "dedup.h"
 #include "err.h"
 
@@ -66,7 +68,7 @@ static struct command *
 make(size_t max_bytes)
 {
 	struct command_cfg cfg = { "comfyui", "gpu", "comfy2mqtt-gpu",
-		"http://gpu:8188", max_bytes };
+		"http://gpu:8188", max_bytes, "homeassistant" };
 	struct command_io io = { do_post, do_answer, do_accepted, NULL };
 	struct command *c = NULL;
 	CHECK_INT(command_create(&cfg, &io, &c), 0);
@@ -81,7 +83,7 @@ send(struct command *c, const char *verb, const char *payload, int64_t now)
 	char topic[256];
 	snprintf(topic, sizeof(topic), P "%s", verb);
 	struct command_msg m = { topic, payload, strlen(payload), NULL, NULL,
-		0, 1, true, false };
+		0, 1, true, false, false };
 	command_on_message(c, &m, now);
 }
 
@@ -299,7 +301,12 @@ test_comfyui_failures(void)
 	    != NULL);
 	send(c, "clear", "{}", 1002);
 	command_on_http(c, R.slot, BR_ESTATE, NULL, 0, 1003);
-	CHECK(strstr(R.answer, "did not answer (timed out)") != NULL);
+	/* the body may have gone out: the message says so */
+	CHECK(strstr(R.answer,
+	          "\"type\":\"comfyui_down\",\"message\":\"ComfyUI did not "
+	          "answer within 30 s; the command may have run: check "
+	          "comfyui/gpu/queue before sending it again\"")
+	    != NULL);
 	const char *body = "500 Internal Server Error\n\nServer got itself";
 	send(c, "clear", "{}", 1004);
 	command_on_http(c, R.slot, 503, body, strlen(body), 1005);
@@ -345,7 +352,7 @@ test_busy_and_reconnecting(void)
 
 	c = make(1024);
 	struct command_msg m
-	    = { P "clear", "{}", 2, NULL, NULL, 0, 1, false, false };
+	    = { P "clear", "{}", 2, NULL, NULL, 0, 1, false, false, false };
 	command_on_message(c, &m, 1000);
 	CHECK_INT(R.posts, 0);
 	CHECK(strstr(R.answer, "\"type\":\"broker_reconnecting\"") != NULL);
@@ -374,7 +381,7 @@ test_routes(void)
 	/* 1: the MQTT 5 Response Topic with its Correlation Data */
 	struct command_msg m = { P "clear",
 		"{\"response_topic\":\"app/x\",\"correlation\":\"pc\"}", 0,
-		"app/answers", "\x01\x02", 2, 1, true, false };
+		"app/answers", "\x01\x02", 2, 1, true, false, false };
 	m.len = strlen(m.payload);
 	command_on_message(c, &m, 1000);
 	command_on_http(c, R.slot, 200, "", 0, 1001);
@@ -384,7 +391,7 @@ test_routes(void)
 	CHECK(strstr(R.answer, "\"correlation\":\"pc\"") != NULL);
 	/* the Correlation Data as a string when it is text */
 	struct command_msg m2 = { P "clear", "{}", 2, "app/answers", "job-7",
-		5, 1, true, false };
+		5, 1, true, false, false };
 	command_on_message(c, &m2, 1002);
 	command_on_http(c, R.slot, 200, "", 0, 1003);
 	CHECK(strstr(R.answer, "\"correlation\":\"job-7\"") != NULL);
@@ -411,11 +418,14 @@ test_topic_refusals(void)
 	static const char *const bad[] = { "", "a/+/b", "a/#", "$SYS/x",
 		"comfyui/gpu/command/response", "comfyui/gpu", "comfyui/gpu/x",
 		"a\x01"
-		"b" };
+		"b",
+		/* another instance's topics, the prefix, Home Assistant's */
+		"comfyui/other/state", "comfyui",
+		"homeassistant/sensor/x/config", "homeassistant" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct command *c = make(1024);
-		struct command_msg m
-		    = { P "clear", "{}", 2, bad[i], "k", 1, 1, true, false };
+		struct command_msg m = { P "clear", "{}", 2, bad[i], "k", 1, 1,
+			true, false, false };
 		command_on_message(c, &m, 1000);
 		CHECK_INT(R.posts, 0);
 		CHECK_STR(R.topic, "");
@@ -425,7 +435,11 @@ test_topic_refusals(void)
 		/* the same in the payload */
 		char p[200];
 		snprintf(p, sizeof(p), "{\"response_topic\":\"%s\"}",
-		    i == 7 ? "a\\u0001b" : bad[i]);
+		    strcmp(bad[i],
+		        "a\x01"
+		        "b") == 0
+		        ? "a\\u0001b"
+		        : bad[i]);
 		send(c, "clear", p, 1001);
 		CHECK_INT(R.posts, 0);
 		CHECK_STR(R.topic, "");
@@ -433,14 +447,20 @@ test_topic_refusals(void)
 		    != NULL);
 		command_destroy(c);
 	}
-	CHECK(command_topic_problem("comfyui/gpuX/a", 14, "comfyui/gpu/")
-	    == NULL);
+	CHECK(
+	    command_topic_problem("comfyuiX/a", 10, "comfyui", "ha") == NULL);
+	CHECK(command_topic_problem("hab/a", 5, "comfyui", "ha") == NULL);
+	CHECK(command_topic_problem("ha/a", 4, "comfyui", NULL) == NULL);
+	const char *why = command_topic_problem("ha/a", 4, "comfyui", "ha");
+	CHECK(why != NULL && strstr(why, "Home Assistant") != NULL);
+	why = command_topic_problem("comfyui/x", 9, "comfyui", "ha");
+	CHECK(why != NULL && strstr(why, "another instance") != NULL);
 	char big[1100];
 	memset(big, 'a', sizeof(big));
 	big[1025] = '\0';
-	CHECK(command_topic_problem(big, 1025, "p/i/") != NULL);
+	CHECK(command_topic_problem(big, 1025, "p", NULL) != NULL);
 	big[1024] = '\0';
-	CHECK(command_topic_problem(big, 1024, "p/i/") == NULL);
+	CHECK(command_topic_problem(big, 1024, "p", NULL) == NULL);
 }
 
 static void
@@ -484,7 +504,7 @@ test_dedup_uncorrelated(void)
 {
 	struct command *c = make(1024);
 	struct command_msg m
-	    = { P "interrupt", "{}", 2, NULL, NULL, 0, 1, true, false };
+	    = { P "interrupt", "{}", 2, NULL, NULL, 0, 1, true, false, false };
 	command_on_message(c, &m, 1000);
 	command_on_http(c, R.slot, 200, "", 0, 1001);
 	/* the same again on the same connection: a button pressed twice */
@@ -492,32 +512,233 @@ test_dedup_uncorrelated(void)
 	CHECK_INT(R.posts, 2);
 	command_on_http(c, R.slot, 200, "", 0, 1003);
 	CHECK(strstr(R.answer, "duplicate") == NULL);
-	/* on a later connection: the broker's redelivery */
+	/* pressed again after a reconnect (not resent): it runs again */
 	m.connection = 2;
 	command_on_message(c, &m, 1004);
-	CHECK_INT(R.posts, 2);
+	CHECK_INT(R.posts, 3);
+	command_on_http(c, R.slot, 200, "", 0, 1005);
+	CHECK(strstr(R.answer, "duplicate") == NULL);
+	/* resent on a later connection: the broker's redelivery */
+	m.connection = 3;
+	m.resent = true;
+	command_on_message(c, &m, 1006);
+	CHECK_INT(R.posts, 3);
+	CHECK(strstr(R.answer, "\"ok\":true") != NULL);
 	CHECK(strstr(R.answer, "\"duplicate\":true") != NULL);
-	/* an in-flight one redelivered after a reconnect waits for it */
+	/* an in-flight one resent after a reconnect waits for it; not
+	 * resent, it runs again */
 	struct command_msg f
-	    = { P "free", "{}", 2, NULL, NULL, 0, 2, true, false };
+	    = { P "free", "{}", 2, NULL, NULL, 0, 3, true, false, false };
 	command_on_message(c, &f, 2000);
-	CHECK_INT(R.posts, 3);
+	CHECK_INT(R.posts, 4);
+	unsigned first = R.slot;
 	int answers = R.answers;
-	f.connection = 3;
+	f.connection = 4;
+	f.resent = true;
 	command_on_message(c, &f, 2001);
-	CHECK_INT(R.posts, 3);
+	CHECK_INT(R.posts, 4);
 	CHECK_INT(R.answers, answers);
-	command_on_http(c, R.slot, 200, "", 0, 2002);
-	CHECK_INT(R.answers, answers + 2);
-	/* a failure that may pass is not kept: the redelivery runs */
+	f.resent = false;
+	command_on_message(c, &f, 2002);
+	CHECK_INT(R.posts, 5);
+	command_on_http(c, R.slot, 200, "", 0, 2003);
+	command_on_http(c, first, 200, "", 0, 2003);
+	CHECK_INT(R.answers, answers + 3);
+	CHECK(strstr(R.answer, "\"duplicate\":true") != NULL);
+	command_destroy(c);
+}
+
+/* A resent command that repeats nothing: answered stale, never posted,
+ * never kept (a second resent copy is stale again, not a duplicate). */
+static void
+test_stale(void)
+{
+	struct command *c = make(1024);
 	struct command_msg k
-	    = { P "clear", "{}", 2, NULL, NULL, 0, 3, true, false };
+	    = { P "clear", "{}", 2, NULL, NULL, 0, 3, true, false, false };
+	/* a failure that may pass is not kept: the resent copy is stale */
 	command_on_message(c, &k, 3000);
 	command_on_http(c, R.slot, BR_EIO, NULL, 0, 3001);
+	CHECK_INT(R.posts, 1);
 	k.connection = 4;
-	command_on_message(c, &k, 3002);
-	CHECK_INT(R.posts, 5);
+	k.resent = true;
+	for (int i = 0; i < 2; i++) {
+		command_on_message(c, &k, 3002 + i);
+		CHECK_INT(R.posts, 1);
+		CHECK(strstr(R.answer,
+		          "\"ok\":false,\"correlation\":null,\"error\":{"
+		          "\"type\":\"stale\",\"message\":\"sent while the "
+		          "bridge was offline (the broker kept it); not run: "
+		          "send it again if still wanted\"")
+		    != NULL);
+		CHECK(strstr(R.answer, "duplicate") == NULL);
+	}
+	/* resent on the connection of the first copy: no repeat either */
+	struct command_msg u
+	    = { P "interrupt", "{}", 2, NULL, NULL, 0, 5, true, false, false };
+	command_on_message(c, &u, 3010);
+	command_on_http(c, R.slot, 200, "", 0, 3011);
+	u.resent = true;
+	command_on_message(c, &u, 3012);
+	CHECK_INT(R.posts, 2);
+	CHECK(strstr(R.answer, "\"type\":\"stale\"") != NULL);
+	/* correlated: a resent repeat of one that ran is its duplicate, a
+	 * resent new one is stale */
+	send(c, "clear", "{\"correlation\":\"c1\"}", 3020);
+	command_on_http(c, R.slot, 200, "", 0, 3021);
+	struct command_msg r = { P "clear", "{\"correlation\":\"c1\"}", 0,
+		NULL, NULL, 0, 6, true, false, true };
+	r.len = strlen(r.payload);
+	command_on_message(c, &r, 3022);
+	CHECK(strstr(R.answer, "\"ok\":true") != NULL);
+	CHECK(strstr(R.answer, "\"duplicate\":true") != NULL);
+	r.payload = "{\"correlation\":\"c2\"}";
+	command_on_message(c, &r, 3023);
+	CHECK(strstr(R.answer, "\"type\":\"stale\"") != NULL);
+	CHECK(strstr(R.answer, "\"correlation\":\"c2\"") != NULL);
+	CHECK_INT(R.posts, 3);
+	struct command_stats s;
+	command_get_stats(c, &s);
+	CHECK_INT(s.failed[CE_STALE], 4);
+	CHECK_INT(s.duplicates, 1);
 	command_destroy(c);
+}
+
+/* Two clients using the same correlation with their own response topics
+ * are two commands: B never gets A's result. */
+static void
+test_dedup_key_route(void)
+{
+	struct command *c = make(1024);
+	const char *a = "{\"prompt_id\":\"for-a\",\"number\":1}";
+	const char *b = "{\"prompt_id\":\"for-b\",\"number\":2}";
+	send(c, "prompt",
+	    "{\"prompt\":{},\"correlation\":\"1\",\"response_topic\":\"a/r\"}",
+	    1000);
+	command_on_http(c, R.slot, 200, a, strlen(a), 1001);
+	send(c, "prompt",
+	    "{\"prompt\":{},\"correlation\":\"1\",\"response_topic\":\"b/r\"}",
+	    1002);
+	CHECK_INT(R.posts, 2);
+	command_on_http(c, R.slot, 200, b, strlen(b), 1003);
+	CHECK_STR(R.topic, "b/r");
+	CHECK(strstr(R.answer, "for-b") != NULL);
+	/* the property route counts the same as the payload's */
+	struct command_msg m = { P "prompt", "{\"prompt\":{}}", 0, "a/r", "1",
+		1, 1, true, false, false };
+	m.len = strlen(m.payload);
+	command_on_message(c, &m, 1004);
+	CHECK_INT(R.posts, 2);
+	CHECK(strstr(R.answer, "for-a") != NULL);
+	/* the default route is a route of its own */
+	send(c, "prompt", "{\"prompt\":{},\"correlation\":\"1\"}", 1005);
+	CHECK_INT(R.posts, 3);
+	command_destroy(c);
+}
+
+/* command_stop: the waiting commands and their repeats are answered
+ * bridge_stopping, late HTTP answers ignored, new commands refused. */
+static void
+test_stop(void)
+{
+	struct command *c = make(1024);
+	send(c, "clear", "{\"correlation\":\"s1\"}", 1000);
+	unsigned s1 = R.slot;
+	send(c, "clear", "{\"correlation\":\"s1\"}", 1001); /* joins */
+	send(c, "free", "{}", 1002);
+	unsigned s2 = R.slot;
+	CHECK_INT(R.posts, 2);
+	CHECK_INT(R.answers, 0);
+	command_stop(c);
+	CHECK_INT(R.answers, 3);
+	CHECK_INT(command_pending(c), 0);
+	CHECK(strstr(R.answer,
+	          "\"ok\":false,\"correlation\":null,\"error\":{\"type\":"
+	          "\"bridge_stopping\",\"message\":\"the bridge stopped "
+	          "before ComfyUI answered; the command may have run\"")
+	    != NULL);
+	command_on_http(c, s1, 200, "", 0, 1003);
+	command_on_http(c, s2, 200, "", 0, 1003);
+	CHECK_INT(R.answers, 3);
+	/* a new one, even a repeat of a kept result, is not posted */
+	send(c, "interrupt", "{\"correlation\":\"n\"}", 1004);
+	CHECK_INT(R.posts, 2);
+	CHECK_INT(R.answers, 4);
+	CHECK(strstr(R.answer, "\"type\":\"bridge_stopping\"") != NULL);
+	CHECK(strstr(R.answer, "\"correlation\":\"n\"") != NULL);
+	struct command_stats st;
+	command_get_stats(c, &st);
+	CHECK_INT(st.failed[CE_BRIDGE_STOPPING], 3);
+	CHECK_INT(st.ok, 0);
+	command_destroy(c);
+}
+
+/* The one-pass walks: a long prompt_ids list (a bad entry first, in the
+ * middle, last) and many top-level keys. */
+static void
+test_long_lists(void)
+{
+	enum { N = 80000 };
+	size_t cap = N * 4 + 64;
+	char *p = malloc(cap);
+	CHECK(p != NULL);
+	struct command *c = make(cap);
+	for (int bad = -1; bad < 3; bad++) {
+		int at = bad == 0 ? 0 : bad == 1 ? N / 2 : N - 1;
+		size_t n = (size_t) snprintf(p, cap, "{\"prompt_ids\":[");
+		for (int i = 0; i < N; i++)
+			n += (size_t) snprintf(p + n, cap - n, "%s%s",
+			    i ? "," : "", bad >= 0 && i == at ? "1" : "\"\"");
+		n += (size_t) snprintf(p + n, cap - n, "]}");
+		int posts = R.posts;
+		send(c, "cancel", p, 1000 + bad);
+		if (bad < 0) {
+			CHECK_INT(R.posts, posts + 1);
+			CHECK_STR(R.path, "/queue");
+			CHECK(strncmp(R.body, "{\"delete\":[\"\",\"\",", 16)
+			    == 0);
+			command_on_http(c, R.slot, 200, "", 0, 1000);
+		} else {
+			CHECK_INT(R.posts, posts);
+			CHECK(strstr(R.answer, "non-empty array of strings")
+			    != NULL);
+		}
+	}
+	/* many repeated route keys, then an unknown one last */
+	size_t n = (size_t) snprintf(p, cap, "{");
+	for (int i = 0; i < N / 8; i++)
+		n += (size_t) snprintf(
+		    p + n, cap - n, "\"correlation\":\"x\",");
+	snprintf(p + n, cap - n, "\"last\":1}");
+	send(c, "clear", p, 2000);
+	CHECK(
+	    strstr(R.answer, "unknown field \\\"last\\\" for clear") != NULL);
+	command_destroy(c);
+	free(p);
+}
+
+/* The trims after a big command: a grown buffer or token array is given
+ * back, a small one kept. */
+static void
+test_trim(void)
+{
+	struct buf b = { 0 };
+	CHECK_INT(buf_reserve(&b, 100), 0);
+	buf_trim(&b, 1000);
+	CHECK(b.p != NULL);
+	CHECK_INT(buf_reserve(&b, 5000), 0);
+	buf_trim(&b, 1000);
+	CHECK(b.p == NULL && b.cap == 0 && b.len == 0);
+	struct json_parser *jp = json_parser_create_growing(4, 1u << 20);
+	struct json_doc d;
+	CHECK_INT(json_parse(jp, "[1,2,3,4,5,6,7,8,9]", 19, false, &d), 0);
+	unsigned grown = json_parser_capacity(jp);
+	CHECK(grown > 4);
+	json_parser_trim_over(jp, 100000);
+	CHECK_INT(json_parser_capacity(jp), grown);
+	json_parser_trim_over(jp, 16);
+	CHECK_INT(json_parser_capacity(jp), 4);
+	json_parser_destroy(jp);
 }
 
 static void
@@ -528,19 +749,19 @@ test_dedup_table(void)
 	for (uint64_t k = 1; k <= 5; k++)
 		CHECK_INT(dedup_put(d, k, true, 1, 10, true, "\"a\":1", 5), 0);
 	CHECK_INT(dedup_count(d), 4);
-	CHECK(!dedup_find(d, 1, true, 1, 11, &h)); /* the oldest went */
-	CHECK(dedup_find(d, 5, true, 1, 11, &h) && h.ok && h.len == 5);
-	CHECK(!dedup_find(d, 5, false, 2, 11, &h)); /* kind must match */
+	CHECK(!dedup_find(d, 1, true, false, 1, 11, &h)); /* the oldest went */
+	CHECK(dedup_find(d, 5, true, false, 1, 11, &h) && h.ok && h.len == 5);
+	CHECK(!dedup_find(d, 5, false, true, 2, 11, &h)); /* kind must match */
 	/* the byte bound */
 	char big[60];
 	memset(big, 'x', sizeof(big));
 	CHECK_INT(dedup_put(d, 9, true, 1, 12, false, big, 60), 0);
 	CHECK_INT(dedup_put(d, 10, true, 1, 12, false, big, 60), 0);
-	CHECK(!dedup_find(d, 9, true, 1, 13, &h));
-	CHECK(dedup_find(d, 10, true, 1, 13, &h) && !h.ok);
+	CHECK(!dedup_find(d, 9, true, false, 1, 13, &h));
+	CHECK(dedup_find(d, 10, true, false, 1, 13, &h) && !h.ok);
 	CHECK_INT(dedup_put(d, 11, true, 1, 12, false, big, 101), BR_EFULL);
 	/* expiry */
-	CHECK(!dedup_find(d, 10, true, 1, 1012, &h));
+	CHECK(!dedup_find(d, 10, true, false, 1, 1012, &h));
 	CHECK_INT(dedup_count(d), 0);
 	dedup_destroy(d);
 }
@@ -579,6 +800,11 @@ main(void)
 	RUN(test_topic_refusals);
 	RUN(test_dedup_correlated);
 	RUN(test_dedup_uncorrelated);
+	RUN(test_stale);
+	RUN(test_dedup_key_route);
+	RUN(test_stop);
+	RUN(test_long_lists);
+	RUN(test_trim);
 	RUN(test_dedup_table);
 	RUN(test_health);
 	TEST_MAIN_END();
