@@ -35,6 +35,7 @@ struct command_link {
 	struct post_ud uds[COMMAND_MAX_PENDING];
 	command_accepted_fn *accepted; /* NULL: nobody to tell */
 	void *accepted_ud;
+	bool stopped; /* command_link_stop ran */
 };
 
 static void
@@ -42,6 +43,9 @@ post_done(void *ud, int status, const char *body, size_t len)
 {
 	struct post_ud *p = ud;
 	log_debug("command", "ComfyUI answered %d (%zu bytes)", status, len);
+	/* its command was answered bridge_stopping */
+	if (p->cl->stopped)
+		return;
 	command_on_http(
 	    p->cl->cmd, p->slot, status, body, len, loop_mono_ms());
 }
@@ -51,6 +55,8 @@ do_post(
     void *ud, unsigned slot, const char *path, const char *body, size_t len)
 {
 	struct command_link *cl = ud;
+	if (cl->stopped)
+		return BR_ESTATE;
 	log_debug("command", "POST %s (%zu bytes)", path, len);
 	return http_client_post(cl->http, path, body, len, POST_TIMEOUT_MS,
 	    post_done, &cl->uds[slot]);
@@ -109,6 +115,7 @@ command_link_create(struct loop *l, struct mqtt_link *m,
 	cl->http = rc >= 0 ? http_client_create(l, &s->comfy, s->headers,
 	               s->n_headers, &tls, POST_MAX_BODY)
 	                   : NULL;
+	/* after wt-fixa: c->ha_prefix as the last member */
 	struct command_cfg cc = { c->prefix, s->instance, s->client_id,
 		comfyui_public, c->command_max_bytes };
 	struct command_io io = { do_post, do_answer, do_accepted, cl };
@@ -140,6 +147,13 @@ command_link_destroy(struct command_link *cl)
 }
 
 void
+command_link_stop(struct command_link *cl)
+{
+	cl->stopped = true;
+	/* after wt-fixa: command_stop(cl->cmd); */
+}
+
+void
 command_link_on_accepted(
     struct command_link *cl, command_accepted_fn *fn, void *ud)
 {
@@ -168,6 +182,7 @@ command_link_on_message(void *ud, const char *topic, const void *payload,
 		.connection = meta->connection,
 		.connected = mqtt_link_connected(cl->mqtt),
 		.retained = meta->retain,
+		/* after wt-fixa: .resent = meta->resent, */
 	};
 	command_on_message(cl->cmd, &m, loop_mono_ms());
 }

@@ -22,6 +22,9 @@ int command_link_create(struct loop *l, struct mqtt_link *m,
     const struct config *c, int server, const char *comfyui_public,
     struct command_link **out);
 void command_link_destroy(struct command_link *cl);
+/* At shutdown: every pending command is answered bridge_stopping, new
+ * ones are refused, and a POST's late answer is ignored. */
+void command_link_stop(struct command_link *cl);
 
 /* A prompt command ComfyUI took: its prompt id (len bytes, borrowed) and
  * queue number (upstream_on_submitted takes them to the engine). */

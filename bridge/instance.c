@@ -14,8 +14,13 @@
 #include "upstream.h"
 
 /* How long after each connection the retained states and cursor are read
- * back; then their subscriptions end. */
+ * back with MQTT 3.1.1; then their subscriptions end. */
 #define READBACK_MS 10000
+/* With --commands, the largest packet the bridge takes is the command
+ * limit (at least RX_PACKET_FLOOR, for the retained states read back) plus
+ * RX_PACKET_SLACK for the topic and properties. */
+#define RX_PACKET_FLOOR (1024u * 1024)
+#define RX_PACKET_SLACK (64u * 1024)
 
 struct instance {
 	const struct config *cfg;
@@ -31,9 +36,10 @@ struct instance {
 	struct command_link *cmd; /* --commands */
 
 	/* the read-back of what earlier runs left retained: subscribed at
-	 * every connection, for READBACK_MS (with MQTT 3.1.1 the broker
-	 * also sends back every state this run publishes, as long as it
-	 * lasts) */
+	 * every connection. With MQTT 3.1.1 it ends after READBACK_MS, as
+	 * the broker also sends back every state this run publishes while
+	 * it lasts; with MQTT 5 it stays (no local: nothing comes back, and
+	 * a state read late after a stall is still read) */
 	struct loop_timer *readback_end;
 	bool readback;
 };
@@ -85,6 +91,15 @@ instance_broker_cfg(
 		.keepalive_s = c->mqtt_keepalive,
 		.max_packet = (uint32_t) c->mqtt_max_packet,
 	};
+	/* a giant command is dropped by the broker, not allocated here */
+	if (c->commands && c->mqtt_protocol == 5) {
+		size_t rx = c->command_max_bytes > RX_PACKET_FLOOR
+		    ? c->command_max_bytes
+		    : RX_PACKET_FLOOR;
+		mc->rx_max_packet = rx < UINT32_MAX - RX_PACKET_SLACK
+		    ? (uint32_t) (rx + RX_PACKET_SLACK)
+		    : UINT32_MAX;
+	}
 }
 
 static void
@@ -96,7 +111,7 @@ mqtt_connected(void *ud, bool session_present)
 	/* a broker restarted from an older database may hold older states */
 	if (!in->readback && readback_start(in) != 0)
 		log_warn("bridge", "cannot read back the retained states");
-	if (in->readback)
+	if (in->readback && in->cfg->mqtt_protocol != 5)
 		loop_timer_arm(in->readback_end, READBACK_MS);
 	if (in->ha)
 		ha_link_on_connected(in->ha);
@@ -240,6 +255,9 @@ instance_start(struct instance *in)
 void
 instance_stop(struct instance *in, const char *line)
 {
+	/* before instance_shutdown: its flush publishes the answers */
+	if (in->cmd != NULL)
+		command_link_stop(in->cmd);
 	upstream_stop(in->up, line);
 }
 

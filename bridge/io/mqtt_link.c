@@ -374,6 +374,7 @@ mqtt_link_new_client(struct mqtt_link *m, struct mosquitto **out)
 	mosquitto_disconnect_v5_callback_set(*out, on_disconnect);
 	mosquitto_publish_v5_callback_set(*out, on_publish);
 	mosquitto_message_v5_callback_set(*out, mqtt_rx_on_message);
+	mosquitto_subscribe_v5_callback_set(*out, mqtt_rx_on_subscribe);
 	return BR_OK;
 }
 

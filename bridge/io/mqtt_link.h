@@ -44,6 +44,10 @@ struct mqtt_link_cfg {
 	/* largest packet the broker takes (--mqtt-max-packet); 0: unknown.
 	 * With MQTT 5 the broker's CONNACK limit applies when smaller. */
 	uint32_t max_packet;
+	/* MQTT 5: the largest packet this client takes, sent as the
+	 * CONNECT's Maximum Packet Size (the broker drops larger messages
+	 * instead of sending them); 0: none */
+	uint32_t rx_max_packet;
 };
 
 struct mqtt_link_cb {
@@ -74,6 +78,12 @@ struct mqtt_rx_meta {
 	 * sent while subscribed carries it too; 3.1.1 sets it only for what
 	 * the broker sends at subscribe */
 	bool retain;
+	/* it arrived on this connection before the SUBACK of the meta
+	 * subscription it matched: what the broker kept for a resumed
+	 * MQTT 5 session (queued while offline, or unacknowledged), which
+	 * it sends right after the CONNACK, before it handles the new
+	 * SUBSCRIBE (bridge/README.md#mqtt-resent-before-suback) */
+	bool resent;
 };
 /* As mqtt_link_msg_fn, with meta (borrowed for the call, as topic). */
 typedef void (*mqtt_link_meta_fn)(void *ud, const char *topic,

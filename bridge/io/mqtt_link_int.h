@@ -33,6 +33,10 @@ struct route {
 	mqtt_link_msg_fn fn;
 	mqtt_link_meta_fn meta_fn;
 	void *ud;
+	/* this connection's SUBSCRIBE for it: its mid (0: none sent) and
+	 * whether its SUBACK came (reset at each accepted CONNACK) */
+	int sub_mid;
+	bool subacked;
 };
 
 /* What libmosquitto's callbacks report, taken in by deliver(). */
@@ -120,6 +124,9 @@ struct mqtt_link {
  * message for mqtt_rx_deliver. */
 void mqtt_rx_on_message(struct mosquitto *mosq, void *obj,
     const struct mosquitto_message *msg, const mosquitto_property *props);
+/* libmosquitto's subscribe callback: the SUBACK of mid came. */
+void mqtt_rx_on_subscribe(struct mosquitto *mosq, void *obj, int mid,
+    int qos_count, const int *granted_qos, const mosquitto_property *props);
 /* After an accepted CONNACK: subscribes every route. */
 void mqtt_rx_resubscribe(struct mqtt_link *m);
 /* Hands the kept messages to the routes that match, in order. */

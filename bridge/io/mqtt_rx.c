@@ -14,14 +14,17 @@
  * route also gets the retain flag as published, so that a command left
  * retained is known as such even when it arrives live. */
 static int
-subscribe_route(struct mqtt_link *m, const struct route *r)
+subscribe_route(struct mqtt_link *m, struct route *r)
 {
+	r->sub_mid = 0;
+	r->subacked = false;
 	if (m->cfg.protocol != 5)
-		return mosquitto_subscribe(m->mosq, NULL, r->filter, 1);
+		return mosquitto_subscribe(m->mosq, &r->sub_mid, r->filter, 1);
 	int opts = MQTT_SUB_OPT_NO_LOCAL;
 	if (r->meta_fn != NULL)
 		opts |= MQTT_SUB_OPT_RETAIN_AS_PUBLISHED;
-	return mosquitto_subscribe_v5(m->mosq, NULL, r->filter, 1, opts, NULL);
+	return mosquitto_subscribe_v5(
+	    m->mosq, &r->sub_mid, r->filter, 1, opts, NULL);
 }
 
 void
@@ -29,6 +32,33 @@ mqtt_rx_resubscribe(struct mqtt_link *m)
 {
 	for (size_t i = 0; i < m->nroutes; i++)
 		subscribe_route(m, &m->routes[i]);
+}
+
+void
+mqtt_rx_on_subscribe(struct mosquitto *mosq, void *obj, int mid, int qos_count,
+    const int *granted_qos, const mosquitto_property *props)
+{
+	struct mqtt_link *m = obj;
+	for (size_t i = 0; i < m->nroutes; i++)
+		if (m->routes[i].sub_mid == mid)
+			m->routes[i].subacked = true;
+}
+
+/* Whether topic matches a meta route whose SUBACK has not come on this
+ * connection: then the broker sent it before handling the SUBSCRIBE. */
+static bool
+before_suback(const struct mqtt_link *m, const char *topic)
+{
+	for (size_t i = 0; i < m->nroutes; i++) {
+		const struct route *r = &m->routes[i];
+		bool match = false;
+		if (r->meta_fn != NULL && !r->subacked
+		    && mosquitto_topic_matches_sub(r->filter, topic, &match)
+		        == MOSQ_ERR_SUCCESS
+		    && match)
+			return true;
+	}
+	return false;
 }
 
 /* A copy of msg with the response topic rt and the correlation data
@@ -93,6 +123,7 @@ mqtt_rx_on_message(struct mosquitto *mosq, void *obj,
 	if (rx == NULL)
 		return;
 	rx->meta.connection = m->f.connacks;
+	rx->meta.resent = before_suback(m, msg->topic);
 	if (m->f.rx_tail != NULL)
 		m->f.rx_tail->next = rx;
 	else
@@ -118,7 +149,9 @@ add_route(struct mqtt_link *m, const char *filter, mqtt_link_msg_fn fn,
 		return BR_ENOMEM;
 	}
 	m->routes = grown;
-	m->routes[m->nroutes++] = (struct route) { copy, fn, meta_fn, ud };
+	m->routes[m->nroutes++] = (struct route) {
+		.filter = copy, .fn = fn, .meta_fn = meta_fn, .ud = ud
+	};
 	/* not up: record_connack subscribes after the (re)connect */
 	if (m->f.up && subscribe_route(m, &m->routes[m->nroutes - 1]) == 0)
 		loop_fd_want_write(m->watch);

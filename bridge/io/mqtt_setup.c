@@ -141,8 +141,14 @@ mqtt_setup_connect_props(struct mosquitto *mosq, const struct mqtt_link_cfg *c)
 	mosquitto_property *props = NULL;
 	int rc = mosquitto_property_add_int32(
 	    &props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, SESSION_EXPIRY_S);
-	if (rc != MOSQ_ERR_SUCCESS)
+	/* the broker drops what is larger instead of sending it */
+	if (rc == MOSQ_ERR_SUCCESS && c->rx_max_packet > 0)
+		rc = mosquitto_property_add_int32(
+		    &props, MQTT_PROP_MAXIMUM_PACKET_SIZE, c->rx_max_packet);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		mosquitto_property_free_all(&props);
 		return rc;
+	}
 	rc = mosquitto_connect_bind_v5(
 	    mosq, c->host, -1, c->keepalive_s, NULL, props);
 	mosquitto_property_free_all(&props);

@@ -41,7 +41,7 @@ static const struct topic_kind_def kinds[TK_COUNT] = {
 	    NULL, "preview", TKC_TOPIC, false },
 	[TK_CURSOR] = { "bridge/cursor", false, MSG_CRITICAL, 1, true,
 	    TKX_NONE, JSON, "cursor", TKC_TOPIC, false },
-	[TK_COMMAND_RESPONSE] = { "command/response", false, MSG_CRITICAL, 1,
+	[TK_COMMAND_RESPONSE] = { "command/response", false, MSG_LIFECYCLE, 1,
 	    false, TKX_NONE, JSON, "command", TKC_NONE, false },
 };
 

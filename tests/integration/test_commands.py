@@ -559,3 +559,61 @@ def test_prompt_queued_event_carries_number_and_client_id(broker, make_sim, coll
         harness.assert_all_valid(collector, bridge=bridge)
     finally:
         s.stop()
+
+
+def test_giant_command_dropped_by_the_broker(broker, sim, collector, make_bridge):
+    """With --commands the bridge's MQTT 5 CONNECT names its Maximum Packet
+    Size (the command limit, at least 1 MiB, plus 64 KiB): the broker drops
+    a 3 MiB command instead of sending it, so the bridge never allocates
+    it. No answer, nothing counted; the bridge keeps answering."""
+    bridge = start(make_bridge, sim, broker, collector, extra=["--command-max-bytes", "1K"])
+    s = Sender(broker.port)
+    try:
+        wait_subscribed(s, collector, bridge)
+        before = posts(sim)
+        mark = collector.mark()
+        s.send("clear", b'{"correlation": "giant", "pad": "' + b"x" * (3 << 20) + b'"}')
+        # one publisher's messages arrive in order: the small one's answer
+        # comes after the giant one's, had there been one
+        s.send("free", {"correlation": "small"})
+        a = wait_answer(collector, by_corr("small"), since=mark, bridge=bridge)[1]
+        assert a["ok"] is True, a
+        got = [a for _, a in answers(collector, since=mark)]
+        assert got == [a], "the giant command was answered: %s" % got
+        assert [p["path"] for p in posts(sim)[len(before):]] == ["/free"]
+        c = wait_health(collector, lambda c: True, collector.mark(), bridge)
+        assert c["failed"]["too_large"] == 0, c
+        assert bridge.alive()
+    finally:
+        s.stop()
+
+
+def test_command_queued_while_stopped_is_not_run(broker, sim, collector, make_bridge):
+    """A QoS 1 command published while the bridge is stopped is kept by the
+    broker for its MQTT 5 session and sent at the next connect, before the
+    SUBACK: it is answered `stale` and never reaches ComfyUI; a live command
+    after it runs. Passes only with the core's stale rule (wt-fixa)."""
+    extra = ["--mqtt-client-id", "c2m-stale-" + uuid.uuid4().hex[:8]]
+    first = start(make_bridge, sim, broker, collector, extra=extra)
+    s = Sender(broker.port)
+    try:
+        wait_subscribed(s, collector, first)
+        rc, _ = first.stop()
+        assert rc == 0, first.context()
+        before = posts(sim)
+        mark = collector.mark()
+        s.send("clear", {"correlation": "late"})
+        second = start(make_bridge, sim, broker, collector, extra=extra)
+        wait_subscribed(s, collector, second)
+        s.send("free", {"correlation": "live"})
+        # the kept one arrived first: its answer (if any) is out by now
+        a = wait_answer(collector, by_corr("live"), since=mark, bridge=second)[1]
+        assert a["ok"] is True, a
+        assert [p["path"] for p in posts(sim)[len(before):]] == ["/free"], (
+            "the command kept while the bridge was stopped reached ComfyUI: %s%s"
+            % (posts(sim)[len(before):], second.context()))
+        late = wait_answer(collector, by_corr("late"), since=mark, bridge=second)[1]
+        assert late["ok"] is False and late["error"]["type"] == "stale", late
+        assert second.alive()
+    finally:
+        s.stop()

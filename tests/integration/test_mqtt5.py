@@ -306,3 +306,32 @@ def test_mqtt311_read_back_ends(tmp_path, procs, make_sim, make_bridge):
         assert bridge.alive()
     finally:
         counts.stop()
+
+
+def test_mqtt5_read_back_stays(tmp_path, procs, make_sim, make_bridge):
+    """With MQTT 5 the read-back subscriptions use no local: nothing the
+    bridge publishes comes back, so they stay (a state read late after a
+    stall is still read). The broker's count does not drop past the 3.1.1
+    window."""
+    broker = procs.add(harness.Broker(str(tmp_path / "sysbroker"), extra_conf=["sys_interval 1"]))
+    broker.start()
+    counts = harness.Collector(broker.port, topic="$SYS/broker/subscriptions/count")
+    counts.start()
+
+    def latest():
+        with counts.lock:
+            return int(counts.msgs[-1].payload) if counts.msgs else None
+
+    try:
+        assert harness.wait_until(lambda: latest() is not None, 10), "no $SYS subscription count"
+        base = latest()
+        bridge = make_bridge(make_sim().url, broker.url)
+        assert harness.wait_until(lambda: (latest() or 0) >= base + 2, 10), (
+            "the bridge never subscribed (count %s, %s before)%s" % (latest(), base, bridge.context()))
+        subscribed = latest()
+        # the 3.1.1 window is 10 s; 15 s gives its end 5 counts to show
+        dropped = harness.wait_until(lambda: latest() < subscribed, 15)
+        assert not dropped, "the subscriptions ended (%s, %s before)%s" % (latest(), subscribed, bridge.context())
+        assert bridge.alive()
+    finally:
+        counts.stop()

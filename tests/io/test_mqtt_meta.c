@@ -3,7 +3,9 @@
  * mqtt_link_subscribe_meta callback (absent for a 3.1.1 link), the
  * connection number grows with each new connection, and an outgoing
  * message's correlation data reaches an MQTT 5 subscriber (queued or
- * direct; dropped for 3.1.1). The link runs in the real event loop. */
+ * direct; dropped for 3.1.1). What a resumed MQTT 5 session gets before
+ * the SUBACK is marked resent, a live message is not (nor with 3.1.1).
+ * The link runs in the real event loop. */
 #include "mqtt_link.h"
 
 #include <mosquitto.h>
@@ -232,6 +234,7 @@ struct got_one {
 	uint64_t connection;
 	int qos;
 	bool retain;
+	bool resent;
 };
 struct got {
 	int n;
@@ -259,6 +262,7 @@ on_meta(void *ud, const char *topic, const void *payload, size_t len,
 	o->connection = meta->connection;
 	o->qos = meta->qos;
 	o->retain = meta->retain;
+	o->resent = meta->resent;
 }
 
 static int plain_n;
@@ -319,7 +323,9 @@ test_meta_v5(void)
 	CHECK_INT(g.m[0].connection, 1);
 	CHECK_INT(g.m[0].qos, 1);
 	CHECK(!g.m[0].retain);
+	CHECK(!g.m[0].resent);
 	CHECK_STR(g.m[1].topic, "m1/command/clear");
+	CHECK(!g.m[1].resent);
 	CHECK(!g.m[1].has_rt);
 	CHECK(!g.m[1].has_corr);
 	CHECK_INT(g.m[1].corr_len, 0);
@@ -353,6 +359,7 @@ test_meta_311_absent(void)
 	CHECK(!g.m[0].has_rt);
 	CHECK(!g.m[0].has_corr);
 	CHECK_INT(g.m[0].connection, 1);
+	CHECK(!g.m[0].resent);
 	peer_stop(p);
 	drv_stop(d);
 	broker_destroy(b);
@@ -385,6 +392,57 @@ test_connection_number_grows(void)
 	CHECK_STR(g.m[0].payload, "after");
 	CHECK_INT(g.m[0].connection, 2);
 	peer_stop(p);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+/* A resumed MQTT 5 session: the broker sends the QoS 1 message it kept
+ * while the link was away right after the CONNACK, before the SUBACK of
+ * the new SUBSCRIBE, so it arrives resent; one published after the
+ * SUBACK does not. */
+static void
+test_resent_before_suback(void)
+{
+	struct broker *b = broker_create(NULL);
+	CHECK_INT(broker_start(b), 0);
+	struct peer *w = peer_start(broker_port(b), "m5/#"); /* a witness */
+	struct peer *p = peer_start(broker_port(b), NULL);
+	long until = mono_ms() + 5000;
+	while ((!peer_ready(w) || !peer_ready(p)) && mono_ms() < until)
+		usleep(5000);
+	CHECK(peer_ready(w) && peer_ready(p));
+	struct drv *d = drv_start(broker_port(b), 5, "meta-resent");
+	struct got g = { 0 };
+	CHECK_INT(mqtt_link_subscribe_meta(d->link, "m5/#", on_meta, &g), 0);
+	CHECK_INT(mqtt_link_start(d->link), BR_OK);
+	CHECK(PUMP_UNTIL(d, mqtt_link_connected(d->link), 5000));
+	/* subscribed once a message arrives */
+	CHECK_INT(peer_publish(p, "m5/first", "first", NULL, NULL, 0), 0);
+	CHECK(PUMP_UNTIL(d, g.n >= 1, 5000));
+	CHECK(!g.m[0].resent);
+	mqtt_link_shutdown(d->link, NULL, 1000);
+	drv_stop(d);
+	/* the broker holds it for the session once the witness has it */
+	CHECK_INT(peer_publish(p, "m5/x", "queued", NULL, NULL, 0), 0);
+	until = mono_ms() + 5000;
+	while (peer_count(w) < 2 && mono_ms() < until)
+		usleep(5000);
+	CHECK_INT(peer_count(w), 2);
+	d = drv_start(broker_port(b), 5, "meta-resent");
+	g = (struct got) { 0 };
+	CHECK_INT(mqtt_link_subscribe_meta(d->link, "m5/#", on_meta, &g), 0);
+	CHECK_INT(mqtt_link_start(d->link), BR_OK);
+	CHECK(PUMP_UNTIL(d, g.n >= 1, 5000));
+	CHECK_STR(g.m[0].payload, "queued");
+	CHECK_INT(g.m[0].connection, 1);
+	CHECK(g.m[0].resent);
+	/* after the SUBACK */
+	CHECK_INT(peer_publish(p, "m5/live", "live", NULL, NULL, 0), 0);
+	CHECK(PUMP_UNTIL(d, g.n >= 2, 5000));
+	CHECK_STR(g.m[1].payload, "live");
+	CHECK(!g.m[1].resent);
+	peer_stop(p);
+	peer_stop(w);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -467,6 +525,7 @@ main(void)
 	RUN(test_meta_311_absent);
 	RUN(test_connection_number_grows);
 	RUN(test_correlation_out);
+	RUN(test_resent_before_suback);
 	mosquitto_lib_cleanup();
 	TEST_MAIN_END();
 }
