@@ -12,8 +12,6 @@
 #include "pubkind.h"
 #include "topic.h"
 
-/* a 4 MiB workflow upload included */
-#define POST_TIMEOUT_MS 30000
 /* ComfyUI's answers are small; a 400 with node_errors stays far below */
 #define POST_MAX_BODY (4u * 1024 * 1024)
 
@@ -58,8 +56,8 @@ do_post(
 	if (cl->stopped)
 		return BR_ESTATE;
 	log_debug("command", "POST %s (%zu bytes)", path, len);
-	return http_client_post(cl->http, path, body, len, POST_TIMEOUT_MS,
-	    post_done, &cl->uds[slot]);
+	return http_client_post(cl->http, path, body, len,
+	    COMMAND_POST_TIMEOUT_MS, post_done, &cl->uds[slot]);
 }
 
 static void
@@ -115,9 +113,8 @@ command_link_create(struct loop *l, struct mqtt_link *m,
 	cl->http = rc >= 0 ? http_client_create(l, &s->comfy, s->headers,
 	               s->n_headers, &tls, POST_MAX_BODY)
 	                   : NULL;
-	/* after wt-fixa: c->ha_prefix as the last member */
 	struct command_cfg cc = { c->prefix, s->instance, s->client_id,
-		comfyui_public, c->command_max_bytes };
+		comfyui_public, c->command_max_bytes, c->ha_prefix };
 	struct command_io io = { do_post, do_answer, do_accepted, cl };
 	rc = cl->http != NULL ? command_create(&cc, &io, &cl->cmd) : BR_ENOMEM;
 	if (rc != 0) {
@@ -150,7 +147,7 @@ void
 command_link_stop(struct command_link *cl)
 {
 	cl->stopped = true;
-	/* after wt-fixa: command_stop(cl->cmd); */
+	command_stop(cl->cmd);
 }
 
 void
@@ -182,7 +179,7 @@ command_link_on_message(void *ud, const char *topic, const void *payload,
 		.connection = meta->connection,
 		.connected = mqtt_link_connected(cl->mqtt),
 		.retained = meta->retain,
-		/* after wt-fixa: .resent = meta->resent, */
+		.resent = meta->resent,
 	};
 	command_on_message(cl->cmd, &m, loop_mono_ms());
 }

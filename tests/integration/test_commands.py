@@ -617,3 +617,23 @@ def test_command_queued_while_stopped_is_not_run(broker, sim, collector, make_br
         assert second.alive()
     finally:
         s.stop()
+
+
+def test_pending_command_answered_at_shutdown(broker, make_sim, collector, make_bridge):
+    """A command still waiting for ComfyUI when the bridge stops is answered
+    (bridge_stopping, it may have run) in the final drain, not dropped."""
+    sim = make_sim(extra_args=["--http-delay-ms", "5000"])
+    bridge = start(make_bridge, sim, broker, collector)
+    s = Sender(broker.port)
+    try:
+        wait_subscribed(s, collector, bridge)
+        mark = collector.mark()
+        s.send("free", {}, response_topic="app/answers", correlation=b"stop-1")
+        wait_health(collector, lambda c: c["pending"] == 1, mark, bridge)
+        bridge.stop()
+        m, a = wait_answer(collector, lambda a: True, topic="app/answers", since=mark, bridge=bridge)
+        assert a["ok"] is False and a["error"]["type"] == "bridge_stopping", a
+        assert "may have run" in a["error"]["message"], a
+        assert m.props.get("CorrelationData") == b"stop-1", m.props
+    finally:
+        s.stop()
