@@ -150,6 +150,25 @@ test_many_ids_collide_safely(void)
 	tracker_destroy(t);
 }
 
+/* A set sized for many ids but holding few has an index for the few (its
+ * pages stay out of RSS), and every id is still found as it grows. */
+static void
+test_idset_index_grows_with_the_ids(void)
+{
+	struct idset s;
+	idset_init(&s, 32768);
+	for (uint64_t i = 0; i < 100; i++)
+		CHECK_INT(idset_add(&s, i * 0x9e3779b97f4a7c15ull), 0);
+	CHECK(s.mask + 1 <= 256);
+	for (uint64_t i = 100; i < 5000; i++)
+		CHECK_INT(idset_add(&s, i * 0x9e3779b97f4a7c15ull), 0);
+	CHECK(s.mask + 1 <= 16384);
+	for (uint64_t i = 0; i < 5000; i++)
+		CHECK(idset_has(&s, i * 0x9e3779b97f4a7c15ull));
+	CHECK(!idset_has(&s, 5000 * 0x9e3779b97f4a7c15ull));
+	idset_free(&s);
+}
+
 /* The finished-id set forgets the oldest id once full, and only it. */
 static void
 test_idset_bounded_fifo(void)
@@ -184,6 +203,7 @@ main(void)
 	RUN(test_find_and_get);
 	RUN(test_eviction_prefers_finished);
 	RUN(test_finished_kept_apart_from_live_limit);
+	RUN(test_idset_index_grows_with_the_ids);
 	RUN(test_many_ids_collide_safely);
 	RUN(test_idset_bounded_fifo);
 	RUN(test_live_prompts_grow_the_table);
