@@ -12,9 +12,15 @@
 #include "engine_int.h"
 #include "log.h"
 
-#define MAX_PAYLOAD      (256 * 1024)
-#define OUTBUF_CAP       (MAX_PAYLOAD + 16 * 1024)
-#define TRACKER_CAPACITY 1024
+#define MAX_PAYLOAD (256 * 1024)
+#define OUTBUF_CAP  (MAX_PAYLOAD + 16 * 1024)
+/* The prompt table keeps the newest TRACKER_CAPACITY finished prompts (each
+ * its record and its final state for the republish after a broker
+ * reconnect); an older one leaves with its TTL clear kept by retained.c and
+ * its id by recon.c, so only the republish of its final state is lost.
+ * Live prompts grow the table up to TRACKER_LIVE_MAX. */
+#define TRACKER_CAPACITY 256
+#define TRACKER_LIVE_MAX 4096
 /* HTTP bodies (/queue, /history) get a token array that starts small and
  * grows for a big body (a long queue of big workflows: 2.3 MB is about
  * 325k tokens), up to 4M tokens (80 MiB), and is trimmed after each body */
@@ -391,8 +397,9 @@ engine_create(
 	    = json_parser_create(cfg->max_tokens ? cfg->max_tokens : 8192);
 	e->http_parser = json_parser_create_growing(
 	    ht < HTTP_INITIAL_TOKENS ? ht : HTTP_INITIAL_TOKENS, ht);
-	e->tracker = tracker_create(
-	    cfg->max_prompts ? cfg->max_prompts : TRACKER_CAPACITY);
+	e->tracker = cfg->max_prompts
+	    ? tracker_create(cfg->max_prompts)
+	    : tracker_create_max(TRACKER_CAPACITY, TRACKER_LIVE_MAX);
 	e->obuf = malloc(OUTBUF_CAP);
 	if (!ok || !e->parser || !e->http_parser || !e->tracker || !e->obuf) {
 		engine_destroy(e);

@@ -66,7 +66,8 @@ struct engine_cfg {
 	int64_t state_ttl_s;
 	unsigned max_tokens;
 	unsigned http_max_tokens; /* for /queue and /history; 0: 4194304 */
-	unsigned max_prompts; /* prompts tracked at once; 0: 1024 */
+	unsigned max_prompts; /* finished prompts kept (live ones: 4 times
+	                         that); 0: 256 kept, 4096 live */
 	unsigned history_items;
 	int upstream_watchdog_s; /* silence before a liveness check; 0: 60 */
 	int health_interval_s;

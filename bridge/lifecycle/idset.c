@@ -52,23 +52,43 @@ unlink_slot(struct idset *s, unsigned i)
 	s->index[i] = 0;
 }
 
+/* The index for twice the ids held, doubled as the set fills (up to twice
+ * cap): a set sized for many ids but holding few keeps few pages, where
+ * one index for cap would have all its pages written by scattered
+ * hashes. The ring holds positions 0..n-1 until it is full. */
+static int
+grow_index(struct idset *s)
+{
+	unsigned want = 64;
+	while (want < (s->n + 1) * 2)
+		want *= 2;
+	if (s->index && want <= s->mask + 1)
+		return 0;
+	uint32_t *old = s->index;
+	s->index = calloc(want, sizeof(*s->index));
+	if (!s->index) {
+		s->index = old;
+		return BR_ENOMEM;
+	}
+	s->mask = want - 1;
+	for (unsigned pos = 0; pos < s->n; pos++)
+		s->index[slot_of(s, s->ring[pos])] = pos + 1;
+	free(old);
+	return 0;
+}
+
 int
 idset_add(struct idset *s, uint64_t h)
 {
-	if (!s->index) {
-		unsigned slots = 2;
-		while (slots < s->cap * 2)
-			slots *= 2;
+	if (!s->ring) {
 		s->ring = calloc(s->cap, sizeof(*s->ring));
-		s->index = calloc(slots, sizeof(*s->index));
-		if (!s->ring || !s->index) {
-			idset_free(s);
+		if (!s->ring)
 			return BR_ENOMEM;
-		}
-		s->mask = slots - 1;
 	}
 	if (idset_has(s, h))
 		return 0;
+	if (s->n < s->cap && grow_index(s) != 0)
+		return BR_ENOMEM;
 	if (s->n == s->cap)
 		unlink_slot(s, slot_of(s, s->ring[s->next]));
 	else

@@ -1,7 +1,7 @@
 /* A bounded set of prompt ids, kept as 64-bit hashes (tracker_hash): the
  * oldest id is forgotten once cap ids are held. 16 bytes per id (the hash
- * in insertion order, and a slot index at most half full); allocated on
- * the first add. Pure. */
+ * in insertion order, and a slot index at most half full); the ring is
+ * allocated on the first add, the index grows with the ids held. Pure. */
 #ifndef C2M_IDSET_H
 #define C2M_IDSET_H
 

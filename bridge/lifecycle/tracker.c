@@ -70,7 +70,8 @@ prompt_source_name(enum prompt_source s)
 
 /* Live prompts (queued or running) are never evicted to make room: the
  * table grows by chunks (which never move, so a struct prompt * stays valid)
- * up to TRACKER_GROWTH times its first size. Past that the oldest queued one
+ * up to its live limit (TRACKER_GROWTH times its first size unless given).
+ * Past that the oldest queued one
  * goes, and its id is kept in `announced`, so it never gets a second queued
  * event. */
 #define TRACKER_CHUNK     256
@@ -170,13 +171,21 @@ grow(struct tracker *t)
 struct tracker *
 tracker_create(unsigned capacity)
 {
+	capacity = capacity ? capacity : 1;
+	return tracker_create_max(capacity, capacity * TRACKER_GROWTH);
+}
+
+struct tracker *
+tracker_create_max(unsigned capacity, unsigned max_live)
+{
 	struct tracker *t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
 	capacity = capacity ? capacity : 1;
 	t->chunk = capacity < TRACKER_CHUNK ? capacity : TRACKER_CHUNK;
 	unsigned first = (capacity + t->chunk - 1) / t->chunk;
-	t->max_chunks = first * TRACKER_GROWTH;
+	unsigned most = (max_live + t->chunk - 1) / t->chunk;
+	t->max_chunks = most > first ? most : first;
 	t->chunks = calloc(t->max_chunks, sizeof(*t->chunks));
 	/* slots are handed out in order first (high_water), so untouched
 	 * pages of the table stay out of RSS */

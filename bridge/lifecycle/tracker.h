@@ -122,8 +122,14 @@ struct prompt {
 
 struct tracker;
 
-/* Creates a table for up to capacity prompts. */
+/* Creates a table for capacity prompts: finished ones are kept while
+ * there is room among them, live ones grow it up to four times that. */
 struct tracker *tracker_create(unsigned capacity);
+/* The same with the limit for live prompts (rounded up to whole chunks of
+ * capacity, at least capacity) apart from how many finished ones are kept:
+ * finished prompts cost memory until they leave, live ones are owed
+ * their events. */
+struct tracker *tracker_create_max(unsigned capacity, unsigned max_live);
 void tracker_destroy(struct tracker *t);
 
 /* The prompt with this raw id, or NULL. */

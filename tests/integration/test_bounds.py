@@ -94,7 +94,7 @@ def test_history_ignoring_max_items_finishes_each_prompt_once(broker, make_sim, 
 
 
 def test_batch_past_the_table_is_queued_once(broker, make_sim, collector, make_bridge):
-    """1,100 pending prompts (past the first table of 1,024) and a running one,
+    """1,100 pending prompts (past the table's first size, 256) and a running one,
     listed by four /queue polls: one queued event and one state each; the
     running one is never evicted, so its end is its one terminal."""
     sim = make_sim()

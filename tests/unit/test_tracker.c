@@ -97,6 +97,38 @@ test_live_prompts_grow_the_table(void)
 	tracker_destroy(t);
 }
 
+/* A table that keeps 4 finished prompts but holds up to 32 live ones (not
+ * the 16 of tracker_create(4)). */
+static void
+test_finished_kept_apart_from_live_limit(void)
+{
+	struct tracker *t = tracker_create_max(4, 32);
+	bool created;
+	char id[16];
+	for (int i = 0; i < 10; i++) {
+		snprintf(id, sizeof(id), "f%d", i);
+		struct prompt *p = tracker_get(t, id, strlen(id), &created);
+		p->terminal_sent = true;
+		p->finished_at = 100 + i;
+	}
+	CHECK_INT(tracker_count(t), 4);
+	CHECK(tracker_find(t, "f9", 2) != NULL);
+	CHECK(tracker_find(t, "f6", 2) != NULL);
+	CHECK(tracker_find(t, "f5", 2) == NULL);
+	for (int i = 0; i < 40; i++) {
+		snprintf(id, sizeof(id), "q%d", i);
+		tracker_get(t, id, strlen(id), &created)->queued_at = 200 + i;
+	}
+	/* the finished ones made room first, then the table grew to 32
+	 * live prompts, and past that the oldest queued ones went */
+	CHECK_INT(tracker_count(t), 32);
+	CHECK(tracker_find(t, "f9", 2) == NULL);
+	CHECK(tracker_find(t, "q7", 2) == NULL);
+	CHECK(tracker_find(t, "q8", 2) != NULL);
+	CHECK(tracker_find(t, "q39", 3) != NULL);
+	tracker_destroy(t);
+}
+
 static void
 test_many_ids_collide_safely(void)
 {
@@ -116,6 +148,25 @@ test_many_ids_collide_safely(void)
 	CHECK(tracker_find(t, "prompt-1488", 11) != NULL);
 	CHECK(tracker_find(t, "prompt-1487", 11) == NULL);
 	tracker_destroy(t);
+}
+
+/* A set sized for many ids but holding few has an index for the few (its
+ * pages stay out of RSS), and every id is still found as it grows. */
+static void
+test_idset_index_grows_with_the_ids(void)
+{
+	struct idset s;
+	idset_init(&s, 32768);
+	for (uint64_t i = 0; i < 100; i++)
+		CHECK_INT(idset_add(&s, i * 0x9e3779b97f4a7c15ull), 0);
+	CHECK(s.mask + 1 <= 256);
+	for (uint64_t i = 100; i < 5000; i++)
+		CHECK_INT(idset_add(&s, i * 0x9e3779b97f4a7c15ull), 0);
+	CHECK(s.mask + 1 <= 16384);
+	for (uint64_t i = 0; i < 5000; i++)
+		CHECK(idset_has(&s, i * 0x9e3779b97f4a7c15ull));
+	CHECK(!idset_has(&s, 5000 * 0x9e3779b97f4a7c15ull));
+	idset_free(&s);
 }
 
 /* The finished-id set forgets the oldest id once full, and only it. */
@@ -151,6 +202,8 @@ main(void)
 {
 	RUN(test_find_and_get);
 	RUN(test_eviction_prefers_finished);
+	RUN(test_finished_kept_apart_from_live_limit);
+	RUN(test_idset_index_grows_with_the_ids);
 	RUN(test_many_ids_collide_safely);
 	RUN(test_idset_bounded_fifo);
 	RUN(test_live_prompts_grow_the_table);
