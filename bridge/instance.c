@@ -16,9 +16,9 @@
 /* How long after each connection the retained states and cursor are read
  * back with MQTT 3.1.1; then their subscriptions end. */
 #define READBACK_MS 10000
-/* With --commands, the largest packet the bridge takes is the command
- * limit (at least RX_PACKET_FLOOR, for the retained states read back) plus
- * RX_PACKET_SLACK for the topic and properties. */
+/* With --commands, the largest packet the bridge takes is four times the
+ * command limit (at least RX_PACKET_FLOOR, for the retained states read
+ * back) plus RX_PACKET_SLACK for the topic and properties. */
 #define RX_PACKET_FLOOR (1024u * 1024)
 #define RX_PACKET_SLACK (64u * 1024)
 
@@ -91,11 +91,15 @@ instance_broker_cfg(
 		.keepalive_s = c->mqtt_keepalive,
 		.max_packet = (uint32_t) c->mqtt_max_packet,
 	};
-	/* a giant command is dropped by the broker, not allocated here */
+	/* a giant command is dropped by the broker, not allocated here; one
+	 * up to four times --command-max-bytes still arrives, so its sender
+	 * gets a too_large answer */
 	if (c->commands && c->mqtt_protocol == 5) {
-		size_t rx = c->command_max_bytes > RX_PACKET_FLOOR
-		    ? c->command_max_bytes
-		    : RX_PACKET_FLOOR;
+		size_t rx = c->command_max_bytes <= SIZE_MAX / 4
+		    ? 4 * c->command_max_bytes
+		    : SIZE_MAX;
+		if (rx < RX_PACKET_FLOOR)
+			rx = RX_PACKET_FLOOR;
 		mc->rx_max_packet = rx < UINT32_MAX - RX_PACKET_SLACK
 		    ? (uint32_t) (rx + RX_PACKET_SLACK)
 		    : UINT32_MAX;

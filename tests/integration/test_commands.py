@@ -563,7 +563,7 @@ def test_prompt_queued_event_carries_number_and_client_id(broker, make_sim, coll
 
 def test_giant_command_dropped_by_the_broker(broker, sim, collector, make_bridge):
     """With --commands the bridge's MQTT 5 CONNECT names its Maximum Packet
-    Size (the command limit, at least 1 MiB, plus 64 KiB): the broker drops
+    Size (four times the command limit, at least 1 MiB, plus 64 KiB): the broker drops
     a 3 MiB command instead of sending it, so the bridge never allocates
     it. No answer, nothing counted; the bridge keeps answering."""
     bridge = start(make_bridge, sim, broker, collector, extra=["--command-max-bytes", "1K"])
