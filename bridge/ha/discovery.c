@@ -44,8 +44,9 @@ static const char tpl_last_error[]
       " (value_json.error.get('exception_message') or ''))[:255] }}"
       "{% else %}none{% endif %}";
 
-/* The command buttons (contract §6): what each press publishes on
- * <p>/<i>/command/<verb>. */
+/* The command buttons: what each press publishes on
+ * <p>/<i>/command/<verb> (the calls they make:
+ * bridge/README.md#comfyui-post-api). */
 static const struct button {
 	const char *object, *name, *verb, *press, *icon;
 } buttons[] = {
