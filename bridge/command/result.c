@@ -16,6 +16,19 @@ emit_value(const struct json_doc *d, int i, struct jsonw *w)
 	json_emit(d, i, w, 0, &cut);
 }
 
+/* "node_errors": ComfyUI's value at ne (object or array), else {}. */
+static void
+node_errors_member(const struct json_doc *d, int ne, struct jsonw *w)
+{
+	jsonw_key(w, "node_errors");
+	if (ne >= 0 && (json_is_object(d, ne) || json_is_array(d, ne)))
+		emit_value(d, ne, w);
+	else {
+		jsonw_obj_begin(w);
+		jsonw_obj_end(w);
+	}
+}
+
 /* ComfyUI's 4xx: its error object (a plain string is wrapped) and its
  * node_errors, unchanged. */
 static void
@@ -47,13 +60,7 @@ rejected_members(struct command *c, int status, const char *body, size_t len,
 		}
 		jsonw_obj_end(w);
 	}
-	jsonw_key(w, "node_errors");
-	if (ne >= 0 && (json_is_object(&d, ne) || json_is_array(&d, ne)))
-		emit_value(&d, ne, w);
-	else {
-		jsonw_obj_begin(w);
-		jsonw_obj_end(w);
-	}
+	node_errors_member(&d, ne, w);
 }
 
 /* ComfyUI's 2xx to /prompt: its prompt id, number and node_errors.
@@ -81,13 +88,7 @@ accepted_members(
 		emit_value(&d, num, w);
 	else
 		jsonw_null(w);
-	jsonw_key(w, "node_errors");
-	if (ne >= 0 && (json_is_object(&d, ne) || json_is_array(&d, ne)))
-		emit_value(&d, ne, w);
-	else {
-		jsonw_obj_begin(w);
-		jsonw_obj_end(w);
-	}
+	node_errors_member(&d, ne, w);
 	return true;
 }
 
