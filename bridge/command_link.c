@@ -33,7 +33,6 @@ struct command_link {
 	struct post_ud uds[COMMAND_MAX_PENDING];
 	command_accepted_fn *accepted; /* NULL: nobody to tell */
 	void *accepted_ud;
-	bool stopped; /* command_link_stop ran */
 };
 
 static void
@@ -41,9 +40,8 @@ post_done(void *ud, int status, const char *body, size_t len)
 {
 	struct post_ud *p = ud;
 	log_debug("command", "ComfyUI answered %d (%zu bytes)", status, len);
-	/* its command was answered bridge_stopping */
-	if (p->cl->stopped)
-		return;
+	/* after command_stop the core ignores it: its slot was answered
+	 * bridge_stopping and freed, and no new command takes a slot */
 	command_on_http(
 	    p->cl->cmd, p->slot, status, body, len, loop_mono_ms());
 }
@@ -53,8 +51,6 @@ do_post(
     void *ud, unsigned slot, const char *path, const char *body, size_t len)
 {
 	struct command_link *cl = ud;
-	if (cl->stopped)
-		return BR_ESTATE;
 	log_debug("command", "POST %s (%zu bytes)", path, len);
 	return http_client_post(cl->http, path, body, len,
 	    COMMAND_POST_TIMEOUT_MS, post_done, &cl->uds[slot]);
@@ -146,7 +142,6 @@ command_link_destroy(struct command_link *cl)
 void
 command_link_stop(struct command_link *cl)
 {
-	cl->stopped = true;
 	command_stop(cl->cmd);
 }
 
