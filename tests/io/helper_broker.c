@@ -1,5 +1,6 @@
 /* Starts and stops a real mosquitto for the io tests. */
 #include "helper_broker.h"
+#include "loop.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,14 +49,6 @@ struct broker {
 	pid_t pid;
 };
 
-static long
-mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 int
 helper_free_port(void)
 {
@@ -90,8 +83,8 @@ port_accepts(int port)
 int
 helper_wait_port(int port, int timeout_ms)
 {
-	long deadline = mono_ms() + timeout_ms;
-	while (mono_ms() < deadline) {
+	int64_t deadline = loop_mono_ms() + timeout_ms;
+	while (loop_mono_ms() < deadline) {
 		if (port_accepts(port))
 			return 0;
 		struct timespec ts = { 0, 10 * 1000000L };
@@ -193,8 +186,8 @@ broker_start(struct broker *b)
 		_exit(127);
 	}
 	b->pid = pid;
-	long deadline = mono_ms() + 5000;
-	while (mono_ms() < deadline) {
+	int64_t deadline = loop_mono_ms() + 5000;
+	while (loop_mono_ms() < deadline) {
 		int status;
 		if (waitpid(pid, &status, WNOHANG) == pid) {
 			b->pid = 0;

@@ -16,6 +16,17 @@
 bool helper_wait_for(
     struct loop *l, bool (*pred)(void *ud), void *ud, int timeout_ms);
 
+/* Runs l in 20 ms slices until the expression cond holds or timeout_ms
+ * passes, and gives cond's last value: for conditions on state that
+ * helper_wait_for's predicate cannot reach. */
+#define HELPER_LOOP_UNTIL(l, cond, timeout_ms)                                \
+	({                                                                    \
+		int64_t until_ = loop_mono_ms() + (timeout_ms);               \
+		while (!(cond) && loop_mono_ms() < until_)                    \
+			helper_wait_for((l), NULL, NULL, 20);                 \
+		(cond);                                                       \
+	})
+
 /* Path of tests/io/ws_peer.py (under $C2M_SOURCE_DIR, else next to this
  * file's source); a static buffer the caller borrows. */
 const char *helper_peer_script(void);

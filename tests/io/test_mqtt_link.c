@@ -22,185 +22,8 @@
 #include "err.h"
 #include "helper_broker.h"
 #include "helper_loop.h"
+#include "helper_mqttc.h"
 #include "test.h"
-
-static long
-mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-/* ---- a subscriber (separate libmosquitto client) --------------------- */
-
-#define SUB_MAX 4096
-
-struct rx {
-	char payload[64];
-	char content_type[64];
-	int pfi; /* -1: absent */
-	long expiry; /* -1: absent */
-	char user[160]; /* "k=v;k=v;" */
-	bool retained;
-};
-
-struct sub {
-	struct mosquitto *mosq;
-	const char *topic;
-	pthread_mutex_t mu;
-	struct rx msgs[SUB_MAX];
-	int n;
-	bool subscribed;
-	int acked_mid;
-};
-
-static void
-sub_on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
-    const mosquitto_property *p)
-{
-	struct sub *s = obj;
-	if (rc == 0)
-		mosquitto_subscribe(mosq, NULL, s->topic, 1);
-}
-
-static void
-sub_on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n,
-    const int *granted, const mosquitto_property *p)
-{
-	struct sub *s = obj;
-	pthread_mutex_lock(&s->mu);
-	s->subscribed = true;
-	pthread_mutex_unlock(&s->mu);
-}
-
-static void
-sub_on_message(struct mosquitto *mosq, void *obj,
-    const struct mosquitto_message *msg, const mosquitto_property *props)
-{
-	struct sub *s = obj;
-	pthread_mutex_lock(&s->mu);
-	if (s->n < SUB_MAX) {
-		struct rx *r = &s->msgs[s->n++];
-		memset(r, 0, sizeof(*r));
-		snprintf(r->payload, sizeof(r->payload), "%.*s",
-		    msg->payloadlen, (const char *) msg->payload);
-		r->retained = msg->retain;
-		r->pfi = -1;
-		r->expiry = -1;
-		char *ct = NULL;
-		if (mosquitto_property_read_string(
-		        props, MQTT_PROP_CONTENT_TYPE, &ct, false)
-		    != NULL) {
-			snprintf(r->content_type, sizeof(r->content_type),
-			    "%s", ct);
-			free(ct);
-		}
-		uint8_t pfi;
-		if (mosquitto_property_read_byte(
-		        props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, &pfi, false)
-		    != NULL)
-			r->pfi = pfi;
-		uint32_t exp;
-		if (mosquitto_property_read_int32(
-		        props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, &exp, false)
-		    != NULL)
-			r->expiry = exp;
-		const mosquitto_property *p = props;
-		bool skip = false;
-		for (;;) {
-			char *k = NULL, *v = NULL;
-			p = mosquitto_property_read_string_pair(
-			    p, MQTT_PROP_USER_PROPERTY, &k, &v, skip);
-			if (p == NULL)
-				break;
-			size_t used = strlen(r->user);
-			snprintf(r->user + used, sizeof(r->user) - used,
-			    "%s=%s;", k, v);
-			free(k);
-			free(v);
-			skip = true;
-		}
-	}
-	pthread_mutex_unlock(&s->mu);
-}
-
-static void
-sub_on_publish(struct mosquitto *mosq, void *obj, int mid)
-{
-	struct sub *s = obj;
-	pthread_mutex_lock(&s->mu);
-	s->acked_mid = mid;
-	pthread_mutex_unlock(&s->mu);
-}
-
-/* Round trip through the broker: once our own QoS 1 publish is
- * acknowledged, the broker has also processed the PUBACKs this subscriber
- * sent before it (one connection is handled in order). */
-static bool
-sub_sync(struct sub *s)
-{
-	int mid = 0;
-	if (mosquitto_publish(s->mosq, &mid, "sync/x", 1, "x", 1, false) != 0)
-		return false;
-	long until = mono_ms() + 5000;
-	for (;;) {
-		pthread_mutex_lock(&s->mu);
-		bool done = s->acked_mid == mid;
-		pthread_mutex_unlock(&s->mu);
-		if (done || mono_ms() > until)
-			return done;
-		usleep(5000);
-	}
-}
-
-/* id NULL: clean session; otherwise a persistent 3.1.1 session. */
-static struct sub *
-sub_start(int port, const char *id, int protocol, const char *topic)
-{
-	struct sub *s = calloc(1, sizeof(*s));
-	pthread_mutex_init(&s->mu, NULL);
-	s->topic = topic;
-	s->mosq = mosquitto_new(id, id == NULL, s);
-	mosquitto_int_option(s->mosq, MOSQ_OPT_PROTOCOL_VERSION,
-	    protocol == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
-	mosquitto_connect_v5_callback_set(s->mosq, sub_on_connect);
-	mosquitto_subscribe_v5_callback_set(s->mosq, sub_on_subscribe);
-	mosquitto_message_v5_callback_set(s->mosq, sub_on_message);
-	mosquitto_publish_callback_set(s->mosq, sub_on_publish);
-	mosquitto_reconnect_delay_set(s->mosq, 1, 1, false);
-	mosquitto_loop_start(s->mosq);
-	mosquitto_connect_async(s->mosq, "127.0.0.1", port, 30);
-	return s;
-}
-
-static int
-sub_count(struct sub *s)
-{
-	pthread_mutex_lock(&s->mu);
-	int n = s->n;
-	pthread_mutex_unlock(&s->mu);
-	return n;
-}
-
-static bool
-sub_subscribed(struct sub *s)
-{
-	pthread_mutex_lock(&s->mu);
-	bool v = s->subscribed;
-	pthread_mutex_unlock(&s->mu);
-	return v;
-}
-
-static void
-sub_stop(struct sub *s)
-{
-	mosquitto_disconnect(s->mosq);
-	mosquitto_loop_stop(s->mosq, false);
-	mosquitto_destroy(s->mosq);
-	pthread_mutex_destroy(&s->mu);
-	free(s);
-}
 
 /* ---- the driver: the event loop ------------------------------------------
  */
@@ -237,12 +60,7 @@ pump(struct drv *d, int ms)
 }
 
 #define PUMP_UNTIL(d, cond, timeout_ms)                                       \
-	({                                                                    \
-		long until_ = mono_ms() + (timeout_ms);                       \
-		while (!(cond) && mono_ms() < until_)                         \
-			pump((d), 50);                                        \
-		(cond);                                                       \
-	})
+	HELPER_LOOP_UNTIL((d)->loop, cond, timeout_ms)
 
 static struct mqtt_link_stats
 stats(struct drv *d)
@@ -320,7 +138,7 @@ publish_seq(
 
 /* The subscriber got exactly payloads first..first+n-1, in order. */
 static void
-check_seq(struct sub *s, int n)
+check_seq(struct mqttc *s, int n)
 {
 	pthread_mutex_lock(&s->mu);
 	CHECK_INT(s->n, n);
@@ -340,12 +158,12 @@ check_seq(struct sub *s, int n)
 static void
 make_offline_session(int port, const char *id, const char *topic)
 {
-	struct sub *s = sub_start(port, id, 4, topic);
-	long until = mono_ms() + 5000;
-	while (!sub_subscribed(s) && mono_ms() < until)
+	struct mqttc *s = mqttc_start(port, id, 4, topic);
+	int64_t until = loop_mono_ms() + 5000;
+	while (!mqttc_ready(s) && loop_mono_ms() < until)
 		usleep(10000);
-	CHECK(sub_subscribed(s));
-	sub_stop(s);
+	CHECK(mqttc_ready(s));
+	mqttc_stop(s);
 }
 
 /* ---- the link's log lines (stderr) ----------------------------------- */
@@ -405,10 +223,10 @@ test_broker_down_at_start(void)
 	CHECK_INT(st.published[MSG_CRITICAL], 0);
 
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s
-	    = sub_start(broker_port(b), "sub-down-at-start", 4, "t1/#");
+	struct mqttc *s
+	    = mqttc_start(broker_port(b), "sub-down-at-start", 4, "t1/#");
 	CHECK(PUMP_UNTIL(
-	    d, sub_count(s) >= 50 && stats(d).inflight == 0, 15000));
+	    d, mqttc_count(s) >= 50 && stats(d).inflight == 0, 15000));
 	pump(d, 200); /* a quiet moment for stray duplicates to show up */
 	check_seq(s, 50);
 	st = stats(d);
@@ -416,7 +234,7 @@ test_broker_down_at_start(void)
 	CHECK_INT(st.connects, 1);
 	CHECK_INT(st.published[MSG_CRITICAL], 50);
 	CHECK_STR(d->events, "C");
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -424,7 +242,7 @@ test_broker_down_at_start(void)
 /* The subscriber got payloads 0..n-1, each at least once, first
  * occurrences in order; returns the number of duplicates. */
 static int
-check_seq_at_least_once(struct sub *s, int n)
+check_seq_at_least_once(struct mqttc *s, int n)
 {
 	pthread_mutex_lock(&s->mu);
 	int next = 0, dups = 0, bad = 0;
@@ -456,14 +274,15 @@ restart_midstream(bool quiescent)
 	struct broker_opts bo = { .persistence = true };
 	struct broker *b = broker_create(&bo);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), "sub-restart", 4, "t2/#");
+	struct mqttc *s
+	    = mqttc_start(broker_port(b), "sub-restart", 4, "t2/#");
 	unsigned window = 50;
 	struct link_opts lo = { .port = broker_port(b),
 		.protocol = 5,
 		.id = "link-restart",
 		.window = window };
 	struct drv *d = drv_start(&lo);
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 5000));
 	CHECK_STR(d->events, "C");
 
 	int i = 0;
@@ -474,12 +293,12 @@ restart_midstream(bool quiescent)
 	}
 	if (quiescent) {
 		CHECK(PUMP_UNTIL(d,
-		    sub_count(s) >= 300 && stats(d).inflight == 0
+		    mqttc_count(s) >= 300 && stats(d).inflight == 0
 		        && stats(d).queued == 0,
 		    10000));
 		/* else the subscriber's own unacknowledged deliveries come
 		 * back after the restart, which is not the link's doing */
-		CHECK(sub_sync(s));
+		CHECK(mqttc_sync(s));
 	} else {
 		CHECK(stats(d).inflight > 0);
 	}
@@ -500,7 +319,7 @@ restart_midstream(bool quiescent)
 			pump(d, 1);
 	}
 	CHECK(PUMP_UNTIL(d,
-	    sub_count(s) >= 900 && stats(d).queued == 0
+	    mqttc_count(s) >= 900 && stats(d).queued == 0
 	        && stats(d).inflight == 0,
 	    20000));
 	pump(d, 200); /* a quiet moment for stray duplicates to show up */
@@ -518,7 +337,7 @@ restart_midstream(bool quiescent)
 	CHECK_INT(st.disconnects, 1);
 	CHECK_INT(st.published[MSG_CRITICAL], 900);
 	CHECK_INT(st.dropped[MSG_CRITICAL], 0);
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -543,16 +362,15 @@ test_mixed_bursts_deliver_in_order(void)
 {
 	struct broker *b = broker_create(NULL);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s0 = sub_start(broker_port(b), NULL, 5, "t9/q0");
-	struct sub *s1 = sub_start(broker_port(b), NULL, 5, "t9/q1");
+	struct mqttc *s0 = mqttc_start(broker_port(b), NULL, 5, "t9/q0");
+	struct mqttc *s1 = mqttc_start(broker_port(b), NULL, 5, "t9/q1");
 	struct link_opts lo = { .port = broker_port(b),
 		.protocol = 5,
 		.id = "link-bursts",
 		.window = 200 };
 	struct drv *d = drv_start(&lo);
 	CHECK(PUMP_UNTIL(d,
-	    stats(d).connected && sub_subscribed(s0) && sub_subscribed(s1),
-	    5000));
+	    stats(d).connected && mqttc_ready(s0) && mqttc_ready(s1), 5000));
 	enum { N = 2000, BATCH = 150 };
 	int i0 = 0, i1 = 0;
 	for (int k = 0; k < 2 * N; k++) {
@@ -566,8 +384,8 @@ test_mixed_bursts_deliver_in_order(void)
 			pump(d, 0);
 	}
 	CHECK(PUMP_UNTIL(d,
-	    sub_count(s0) >= N && sub_count(s1) >= N && stats(d).queued == 0
-	        && stats(d).inflight == 0,
+	    mqttc_count(s0) >= N && mqttc_count(s1) >= N
+	        && stats(d).queued == 0 && stats(d).inflight == 0,
 	    20000));
 	check_seq(s0, N);
 	check_seq(s1, N);
@@ -575,21 +393,21 @@ test_mixed_bursts_deliver_in_order(void)
 	 * must not wait for its poll tick (5 in a row, so a tick that
 	 * happens to come soon cannot hide a missing wake-up) */
 	for (int r = 0; r < 5; r++) {
-		int before = sub_count(s1);
+		int before = mqttc_count(s1);
 		CHECK_INT(
 		    publish_seq(d, "t9/q1", MSG_CRITICAL, 1, N + r), BR_OK);
 		pump(d, 0);
-		long until = mono_ms() + 300;
-		while (sub_count(s1) <= before && mono_ms() < until)
+		int64_t until = loop_mono_ms() + 300;
+		while (mqttc_count(s1) <= before && loop_mono_ms() < until)
 			usleep(1000);
-		CHECK_INT(sub_count(s1), before + 1);
+		CHECK_INT(mqttc_count(s1), before + 1);
 	}
 	struct mqtt_link_stats st = stats(d);
 	CHECK_INT(st.published[MSG_CRITICAL], N + 5);
 	CHECK_INT(st.published[MSG_LIFECYCLE], N);
 	CHECK_INT(st.dropped[MSG_LIFECYCLE], 0);
-	sub_stop(s0);
-	sub_stop(s1);
+	mqttc_stop(s0);
+	mqttc_stop(s1);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -603,24 +421,24 @@ stream_acks(const struct broker_opts *bo)
 	enum { N = 3000 };
 	struct broker *b = broker_create(bo);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), NULL, 5, "t10/q1");
+	struct mqttc *s = mqttc_start(broker_port(b), NULL, 5, "t10/q1");
 	struct link_opts lo = { .port = broker_port(b),
 		.protocol = 5,
 		.id = "link-stream",
 		.window = 1000 };
 	struct drv *d = drv_start(&lo);
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 5000));
 	for (int i = 0; i < N; i++) {
 		CHECK_INT(publish_seq(d, "t10/q1", MSG_CRITICAL, 1, i), BR_OK);
 		pump(d, 0);
 	}
 	CHECK(PUMP_UNTIL(d,
-	    sub_count(s) >= N && stats(d).queued == 0
+	    mqttc_count(s) >= N && stats(d).queued == 0
 	        && stats(d).inflight == 0,
 	    20000));
 	check_seq(s, N);
 	CHECK_INT(stats(d).published[MSG_CRITICAL], N);
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -722,7 +540,7 @@ test_burst_acks_read_together(void)
 	enum { N = 250, PASSES = 10 };
 	struct broker *b = broker_create(NULL);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), NULL, 5, "t20/#");
+	struct mqttc *s = mqttc_start(broker_port(b), NULL, 5, "t20/#");
 	struct link_opts lo = { .port = broker_port(b),
 		.protocol = 4,
 		.id = "link-read-together",
@@ -730,7 +548,7 @@ test_burst_acks_read_together(void)
 	struct drv *d = drv_start(&lo);
 	struct route_rx own = { 0 };
 	CHECK_INT(mqtt_link_subscribe(d->link, "t20/#", route_fn, &own), 0);
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 5000));
 	pump(d, 200); /* the SUBSCRIBE is answered */
 	for (int i = 0; i < N; i++)
 		CHECK_INT(publish_seq(d, "t20/x", MSG_CRITICAL, 1, i), BR_OK);
@@ -738,11 +556,11 @@ test_burst_acks_read_together(void)
 	/* the loop stands still while the broker answers: once the other
 	 * subscriber's round trip is done, the broker has handled every
 	 * message and written every acknowledgement */
-	long until = mono_ms() + 10000;
-	while (sub_count(s) < N && mono_ms() < until)
+	int64_t until = loop_mono_ms() + 10000;
+	while (mqttc_count(s) < N && loop_mono_ms() < until)
 		usleep(1000);
-	CHECK_INT(sub_count(s), N);
-	CHECK(sub_sync(s));
+	CHECK_INT(mqttc_count(s), N);
+	CHECK(mqttc_sync(s));
 	int passes = 0;
 	while (stats(d).inflight > 0 && passes < PASSES) {
 		pump(d, 0);
@@ -752,7 +570,7 @@ test_burst_acks_read_together(void)
 	CHECK(PUMP_UNTIL(d, own.n >= N, 10000));
 	CHECK_INT(own.n, N);
 	check_seq(s, N);
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -767,21 +585,21 @@ test_qos1_window(void)
 	enum { N = 700 };
 	struct broker *b = broker_create(NULL);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), NULL, 5, "t21/#");
+	struct mqttc *s = mqttc_start(broker_port(b), NULL, 5, "t21/#");
 	struct link_opts lo = { .port = broker_port(b),
 		.id = "link-qos1-window",
 		.window = 1000 };
 	struct drv *d = drv_start(&lo);
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 5000));
 	for (int i = 0; i < N; i++)
 		CHECK_INT(publish_seq(d, "t21/x", MSG_CRITICAL, 1, i), BR_OK);
 	CHECK_INT(stats(d).inflight, 256);
 	CHECK_INT(stats(d).queued, N - 256);
-	CHECK(
-	    PUMP_UNTIL(d, sub_count(s) >= N && stats(d).inflight == 0, 10000));
-	CHECK_INT(sub_count(s), N);
+	CHECK(PUMP_UNTIL(
+	    d, mqttc_count(s) >= N && stats(d).inflight == 0, 10000));
+	CHECK_INT(mqttc_count(s), N);
 	check_seq(s, N);
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -825,13 +643,13 @@ test_queue_bound_during_outage(void)
 	struct broker_opts bo = { .persistence = true };
 	struct broker *b = broker_create(&bo);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), "sub-bound", 4, "t3/#");
+	struct mqttc *s = mqttc_start(broker_port(b), "sub-bound", 4, "t3/#");
 	struct link_opts lo = { .port = broker_port(b),
 		.protocol = 5,
 		.id = "link-bound",
 		.queue_max = 20 };
 	struct drv *d = drv_start(&lo);
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 5000));
 	broker_stop(b);
 	CHECK(PUMP_UNTIL(d, !stats(d).connected, 5000));
 
@@ -855,7 +673,7 @@ test_queue_bound_during_outage(void)
 
 	CHECK_INT(broker_start(b), 0);
 	CHECK(PUMP_UNTIL(
-	    d, sub_count(s) >= nexp && stats(d).inflight == 0, 15000));
+	    d, mqttc_count(s) >= nexp && stats(d).inflight == 0, 15000));
 	pump(d, 200);
 	pthread_mutex_lock(&s->mu);
 	CHECK_INT(s->n, nexp);
@@ -863,7 +681,7 @@ test_queue_bound_during_outage(void)
 	for (int i = 0; i < s->n && i < nexp; i++)
 		CHECK_STR(s->msgs[i].payload, expected[i]);
 	pthread_mutex_unlock(&s->mu);
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -920,11 +738,11 @@ test_v5_properties(void)
 	struct broker_opts bo = { .extra_conf = "max_packet_size 100000" };
 	struct broker *b = broker_create(&bo);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), NULL, 5, "t4/#");
+	struct mqttc *s = mqttc_start(broker_port(b), NULL, 5, "t4/#");
 	struct link_opts lo
 	    = { .port = broker_port(b), .protocol = 5, .id = "link-props" };
 	struct drv *d = drv_start(&lo);
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 5000));
 	CHECK_INT(mqtt_link_max_packet(d->link), 100000);
 
 	struct out_msg m = {
@@ -952,7 +770,7 @@ test_v5_properties(void)
 		.qos = 1,
 		.props = { .type = "queued" } };
 	CHECK_INT(mqtt_link_publish(d->link, &some), BR_OK);
-	CHECK(PUMP_UNTIL(d, sub_count(s) >= 3, 5000));
+	CHECK(PUMP_UNTIL(d, mqttc_count(s) >= 3, 5000));
 	pthread_mutex_lock(&s->mu);
 	CHECK_INT(s->n, 3);
 	CHECK_STR(s->msgs[0].payload, "{}");
@@ -973,7 +791,7 @@ test_v5_properties(void)
 	CHECK_INT(st.published[MSG_PREVIEW], 1);
 	CHECK_INT(st.published[MSG_LIFECYCLE], 1);
 	CHECK(PUMP_UNTIL(d, stats(d).inflight == 0, 5000));
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -983,11 +801,11 @@ test_mqtt311(void)
 {
 	struct broker *b = broker_create(NULL);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), NULL, 5, "t5/#");
+	struct mqttc *s = mqttc_start(broker_port(b), NULL, 5, "t5/#");
 	struct link_opts lo
 	    = { .port = broker_port(b), .protocol = 4, .id = "link-311" };
 	struct drv *d = drv_start(&lo);
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 5000));
 	CHECK_STR(d->events, "C");
 	CHECK_INT(mqtt_link_max_packet(d->link), 0);
 	struct out_msg m = {
@@ -1004,8 +822,8 @@ test_mqtt311(void)
 	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
 	for (int i = 0; i < 20; i++)
 		CHECK_INT(publish_seq(d, "t5/seq", MSG_PROGRESS, 0, i), BR_OK);
-	CHECK(
-	    PUMP_UNTIL(d, sub_count(s) >= 21 && stats(d).inflight == 0, 5000));
+	CHECK(PUMP_UNTIL(
+	    d, mqttc_count(s) >= 21 && stats(d).inflight == 0, 5000));
 	pthread_mutex_lock(&s->mu);
 	CHECK_INT(s->n, 21);
 	CHECK_STR(s->msgs[0].payload, "v311");
@@ -1014,7 +832,7 @@ test_mqtt311(void)
 	CHECK_INT(s->msgs[0].expiry, -1);
 	CHECK_STR(s->msgs[20].payload, "00019");
 	pthread_mutex_unlock(&s->mu);
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -1030,13 +848,13 @@ test_max_packet_311(void)
 	struct broker_opts bo = { .extra_conf = "max_packet_size 2048\n" };
 	struct broker *b = broker_create(&bo);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), NULL, 4, "mp/#");
+	struct mqttc *s = mqttc_start(broker_port(b), NULL, 4, "mp/#");
 	struct link_opts lo = { .port = broker_port(b),
 		.protocol = 4,
 		.id = "link-maxpkt",
 		.max_packet = 2048 };
 	struct drv *d = drv_start(&lo);
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 5000));
 	CHECK_INT(mqtt_link_max_packet(d->link), 2048);
 	static char big[6000];
 	memset(big, 'x', sizeof(big));
@@ -1048,8 +866,8 @@ test_max_packet_311(void)
 	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
 	for (int i = 0; i < 5; i++)
 		CHECK_INT(publish_seq(d, "mp/seq", MSG_CRITICAL, 1, i), BR_OK);
-	CHECK(
-	    PUMP_UNTIL(d, sub_count(s) >= 5 && stats(d).inflight == 0, 5000));
+	CHECK(PUMP_UNTIL(
+	    d, mqttc_count(s) >= 5 && stats(d).inflight == 0, 5000));
 	pump(d, 300);
 	check_seq(s, 5);
 	CHECK_STR(d->events, "C");
@@ -1059,9 +877,9 @@ test_max_packet_311(void)
 	/* a message that fits still goes */
 	m.len = 1500;
 	CHECK_INT(mqtt_link_publish(d->link, &m), BR_OK);
-	CHECK(PUMP_UNTIL(d, sub_count(s) >= 6, 5000));
+	CHECK(PUMP_UNTIL(d, mqttc_count(s) >= 6, 5000));
 	CHECK_STR(d->events, "C");
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -1077,11 +895,11 @@ test_poison_message_dropped(void)
 	struct broker_opts bo = { .extra_conf = "max_packet_size 2048\n" };
 	struct broker *b = broker_create(&bo);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), NULL, 4, "pz/#");
+	struct mqttc *s = mqttc_start(broker_port(b), NULL, 4, "pz/#");
 	struct link_opts lo
 	    = { .port = broker_port(b), .protocol = 4, .id = "link-poison" };
 	struct drv *d = drv_start(&lo);
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 5000));
 	static char big[6000];
 	memset(big, 'x', sizeof(big));
 	struct out_msg m = { .cls = MSG_CRITICAL,
@@ -1101,13 +919,13 @@ test_poison_message_dropped(void)
 	CHECK_INT(stats(d).oversize[MSG_CRITICAL], 1);
 	for (int i = 0; i < 5; i++)
 		CHECK_INT(publish_seq(d, "pz/seq", MSG_CRITICAL, 1, i), BR_OK);
-	CHECK(
-	    PUMP_UNTIL(d, sub_count(s) >= 5 && stats(d).inflight == 0, 10000));
+	CHECK(PUMP_UNTIL(
+	    d, mqttc_count(s) >= 5 && stats(d).inflight == 0, 10000));
 	pump(d, 300);
 	check_seq(s, 5);
 	CHECK(stats(d).connected);
 	CHECK_INT(stats(d).dropped[MSG_CRITICAL], 2);
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -1132,17 +950,17 @@ test_acl_refusal_counted(void)
 	struct broker_opts bo = { .extra_conf = conf };
 	struct broker *b = broker_create(&bo);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), NULL, 5, "ok/#");
+	struct mqttc *s = mqttc_start(broker_port(b), NULL, 5, "ok/#");
 	struct link_opts lo
 	    = { .port = broker_port(b), .protocol = 5, .id = "link-acl" };
 	struct drv *d = drv_start(&lo);
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 5000));
 	CHECK_INT(publish_seq(d, "ok/seq", MSG_CRITICAL, 1, 0), BR_OK);
 	CHECK_INT(publish_seq(d, "deny/p1/state", MSG_CRITICAL, 1, 1), BR_OK);
 	CHECK_INT(publish_seq(d, "deny/p2/state", MSG_CRITICAL, 1, 2), BR_OK);
 	CHECK_INT(publish_seq(d, "ok/seq", MSG_CRITICAL, 1, 1), BR_OK);
-	CHECK(
-	    PUMP_UNTIL(d, sub_count(s) >= 2 && stats(d).inflight == 0, 5000));
+	CHECK(PUMP_UNTIL(
+	    d, mqttc_count(s) >= 2 && stats(d).inflight == 0, 5000));
 	struct mqtt_link_stats st = stats(d);
 	CHECK_INT(st.refused[MSG_CRITICAL], 2);
 	CHECK_INT(st.refused_by[PR_NOT_AUTHORIZED], 2);
@@ -1151,7 +969,7 @@ test_acl_refusal_counted(void)
 	CHECK_INT(st.dropped[MSG_CRITICAL], 0);
 	CHECK_STR(d->events, "C");
 	check_seq(s, 2);
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 	unlink(acl);
@@ -1242,29 +1060,29 @@ test_silent_broker(void)
 		.id = "link-silent",
 		.keepalive = 5 };
 	struct drv *d = drv_start(&lo);
-	long t0 = mono_ms();
+	int64_t t0 = loop_mono_ms();
 	for (int i = 0; i < 5; i++)
 		CHECK_INT(publish_seq(d, "t6/x", MSG_CRITICAL, 1, i), BR_OK);
 	/* the silent peer keeps the link down; the attempt is given up
 	 * after keepalive, not hung for ever */
 	CHECK(PUMP_UNTIL(d, stats(d).connect_failures >= 1, 8000));
-	long gave_up = mono_ms() - t0;
+	int64_t gave_up = loop_mono_ms() - t0;
 	CHECK(gave_up >= 4500 && gave_up <= 7000);
 	CHECK(!stats(d).connected);
 	CHECK_INT(stats(d).queued, 5);
 	/* a real broker takes the silent one's place */
 	close(fd);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), NULL, 4, "t6/#");
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 20000));
+	struct mqttc *s = mqttc_start(broker_port(b), NULL, 4, "t6/#");
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 20000));
 	fprintf(stderr,
 	    "silent broker: gave up after %.1f s, connected %.1f s "
 	    "after start\n",
-	    gave_up / 1000.0, (mono_ms() - t0) / 1000.0);
-	CHECK(PUMP_UNTIL(d, sub_count(s) >= 5, 5000));
+	    gave_up / 1000.0, (loop_mono_ms() - t0) / 1000.0);
+	CHECK(PUMP_UNTIL(d, mqttc_count(s) >= 5, 5000));
 	check_seq(s, 5);
 	CHECK_STR(d->events, "C");
-	sub_stop(s);
+	mqttc_stop(s);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -1341,17 +1159,17 @@ test_tls_handshake_failure_keeps_retrying(void)
 		.id = "link-tls-fail",
 		.tls = true };
 	struct drv *d = drv_start(&lo);
-	long t0 = mono_ms();
+	int64_t t0 = loop_mono_ms();
 	CHECK(PUMP_UNTIL(
 	    d, __atomic_load_n(&g.conns, __ATOMIC_SEQ_CST) >= 4, 12000));
 	fprintf(stderr, "tls failure: 4 attempts in %.1f s\n",
-	    (mono_ms() - t0) / 1000.0);
+	    (loop_mono_ms() - t0) / 1000.0);
 	CHECK(PUMP_UNTIL(d, stats(d).connect_failures >= 3, 2000));
 	CHECK(!stats(d).connected);
 	CHECK_STR(d->events, "");
-	t0 = mono_ms();
+	t0 = loop_mono_ms();
 	mqtt_link_shutdown(d->link, NULL, 0);
-	CHECK(mono_ms() - t0 <= 300);
+	CHECK(loop_mono_ms() - t0 <= 300);
 	g.stop = true;
 	pthread_join(g.th, NULL);
 	close(g.fd);
@@ -1448,14 +1266,14 @@ test_shutdown_live(void)
 {
 	struct broker *b = broker_create(NULL);
 	CHECK_INT(broker_start(b), 0);
-	struct sub *s = sub_start(broker_port(b), NULL, 4, "t7/#");
+	struct mqttc *s = mqttc_start(broker_port(b), NULL, 4, "t7/#");
 	struct link_opts lo = { .port = broker_port(b),
 		.protocol = 5,
 		.id = "link-shutdown",
 		.window = 10,
 		.will_topic = "t7/state" };
 	struct drv *d = drv_start(&lo);
-	CHECK(PUMP_UNTIL(d, stats(d).connected && sub_subscribed(s), 5000));
+	CHECK(PUMP_UNTIL(d, stats(d).connected && mqttc_ready(s), 5000));
 	for (int i = 0; i < 300; i++)
 		CHECK_INT(publish_seq(d, "t7/x", MSG_CRITICAL, 1, i), BR_OK);
 	CHECK(stats(d).queued > 0); /* the small window made them wait */
@@ -1465,30 +1283,30 @@ test_shutdown_live(void)
 		.len = 7,
 		.qos = 1,
 		.retain = true };
-	long t0 = mono_ms();
+	int64_t t0 = loop_mono_ms();
 	mqtt_link_shutdown(d->link, &last, 2000);
-	long took = mono_ms() - t0;
+	int64_t took = loop_mono_ms() - t0;
 	CHECK(took <= 2200);
 	/* everything was flushed, then `last`; the will was not sent */
-	long until = mono_ms() + 5000;
-	while (sub_count(s) < 301 && mono_ms() < until)
+	int64_t until = loop_mono_ms() + 5000;
+	while (mqttc_count(s) < 301 && loop_mono_ms() < until)
 		usleep(10000);
 	pthread_mutex_lock(&s->mu);
 	CHECK_INT(s->n, 301);
 	CHECK_STR(s->msgs[299].payload, "00299");
 	CHECK_STR(s->msgs[300].payload, "offline");
 	pthread_mutex_unlock(&s->mu);
-	sub_stop(s);
-	struct sub *late = sub_start(broker_port(b), NULL, 4, "t7/state");
-	until = mono_ms() + 5000;
-	while (sub_count(late) < 1 && mono_ms() < until)
+	mqttc_stop(s);
+	struct mqttc *late = mqttc_start(broker_port(b), NULL, 4, "t7/state");
+	until = loop_mono_ms() + 5000;
+	while (mqttc_count(late) < 1 && loop_mono_ms() < until)
 		usleep(10000);
 	pthread_mutex_lock(&late->mu);
 	CHECK_INT(late->n, 1);
 	CHECK_STR(late->msgs[0].payload, "offline");
 	CHECK(late->msgs[0].retained);
 	pthread_mutex_unlock(&late->mu);
-	sub_stop(late);
+	mqttc_stop(late);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -1509,18 +1327,18 @@ test_shutdown_without_broker(void)
 		.len = 7,
 		.qos = 1,
 		.retain = true };
-	long t0 = mono_ms();
+	int64_t t0 = loop_mono_ms();
 	mqtt_link_shutdown(d->link, &last, 300);
-	long took = mono_ms() - t0;
+	int64_t took = loop_mono_ms() - t0;
 	CHECK(took >= 290);
 	CHECK(took <= 500);
 	/* and a silent peer: connected, never answering */
 	int fd = silent_listener(broker_port(b));
 	struct drv *d2 = drv_start(&lo);
 	pump(d2, 300);
-	t0 = mono_ms();
+	t0 = loop_mono_ms();
 	mqtt_link_shutdown(d2->link, &last, 300);
-	took = mono_ms() - t0;
+	took = loop_mono_ms() - t0;
 	CHECK(took <= 500);
 	close(fd);
 	drv_stop(d2);

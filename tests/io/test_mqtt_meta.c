@@ -21,154 +21,11 @@
 #include "err.h"
 #include "helper_broker.h"
 #include "helper_loop.h"
+#include "helper_mqttc.h"
 #include "test.h"
-
-static long
-mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
 
 /* Correlation data with a NUL inside: copied as bytes, never as a string. */
 static const char CORR[] = { 'c', 0, 'r', '\xff', '7' };
-
-/* ---- a plain MQTT 5 client (libmosquitto, its own thread) -------------- */
-
-#define PEER_MAX 16
-
-struct peer_msg {
-	char topic[64];
-	char payload[64];
-	bool has_corr;
-	char corr[16];
-	int corr_len;
-};
-
-struct peer {
-	struct mosquitto *mosq;
-	const char *filter; /* NULL: publishes only */
-	pthread_mutex_t mu;
-	bool ready; /* connected, and subscribed when filter is set */
-	struct peer_msg msgs[PEER_MAX];
-	int n;
-};
-
-static void
-peer_on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
-    const mosquitto_property *p)
-{
-	struct peer *s = obj;
-	if (rc != 0)
-		return;
-	if (s->filter != NULL) {
-		mosquitto_subscribe(mosq, NULL, s->filter, 1);
-		return;
-	}
-	pthread_mutex_lock(&s->mu);
-	s->ready = true;
-	pthread_mutex_unlock(&s->mu);
-}
-
-static void
-peer_on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n,
-    const int *granted, const mosquitto_property *p)
-{
-	struct peer *s = obj;
-	pthread_mutex_lock(&s->mu);
-	s->ready = true;
-	pthread_mutex_unlock(&s->mu);
-}
-
-static void
-peer_on_message(struct mosquitto *mosq, void *obj,
-    const struct mosquitto_message *msg, const mosquitto_property *props)
-{
-	struct peer *s = obj;
-	void *corr = NULL;
-	uint16_t clen = 0;
-	mosquitto_property_read_binary(
-	    props, MQTT_PROP_CORRELATION_DATA, &corr, &clen, false);
-	pthread_mutex_lock(&s->mu);
-	if (s->n < PEER_MAX) {
-		struct peer_msg *m = &s->msgs[s->n++];
-		snprintf(m->topic, sizeof(m->topic), "%s", msg->topic);
-		snprintf(m->payload, sizeof(m->payload), "%.*s",
-		    msg->payloadlen, (const char *) msg->payload);
-		m->has_corr = corr != NULL;
-		m->corr_len = clen;
-		if (corr != NULL && clen <= sizeof(m->corr))
-			memcpy(m->corr, corr, clen);
-	}
-	pthread_mutex_unlock(&s->mu);
-	free(corr);
-}
-
-static struct peer *
-peer_start(int port, const char *filter)
-{
-	struct peer *s = calloc(1, sizeof(*s));
-	pthread_mutex_init(&s->mu, NULL);
-	s->filter = filter;
-	s->mosq = mosquitto_new(NULL, true, s);
-	mosquitto_int_option(
-	    s->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
-	mosquitto_connect_v5_callback_set(s->mosq, peer_on_connect);
-	mosquitto_subscribe_v5_callback_set(s->mosq, peer_on_subscribe);
-	mosquitto_message_v5_callback_set(s->mosq, peer_on_message);
-	mosquitto_reconnect_delay_set(s->mosq, 1, 1, false);
-	mosquitto_loop_start(s->mosq);
-	mosquitto_connect_async(s->mosq, "127.0.0.1", port, 30);
-	return s;
-}
-
-static bool
-peer_ready(struct peer *s)
-{
-	pthread_mutex_lock(&s->mu);
-	bool v = s->ready;
-	pthread_mutex_unlock(&s->mu);
-	return v;
-}
-
-static int
-peer_count(struct peer *s)
-{
-	pthread_mutex_lock(&s->mu);
-	int n = s->n;
-	pthread_mutex_unlock(&s->mu);
-	return n;
-}
-
-/* Publishes at QoS 1 with a Response Topic (rt) and Correlation Data
- * (corr, clen) when given. */
-static int
-peer_publish(struct peer *s, const char *topic, const char *payload,
-    const char *rt, const void *corr, uint16_t clen)
-{
-	mosquitto_property *props = NULL;
-	if (rt != NULL)
-		mosquitto_property_add_string(
-		    &props, MQTT_PROP_RESPONSE_TOPIC, rt);
-	if (corr != NULL)
-		mosquitto_property_add_binary(
-		    &props, MQTT_PROP_CORRELATION_DATA, corr, clen);
-	int rc = mosquitto_publish_v5(s->mosq, NULL, topic,
-	    (int) strlen(payload), payload, 1, false, props);
-	mosquitto_property_free_all(&props);
-	return rc;
-}
-
-static void
-peer_stop(struct peer *s)
-{
-	mosquitto_disconnect(s->mosq);
-	mosquitto_loop_stop(s->mosq, false);
-	mosquitto_destroy(s->mosq);
-	pthread_mutex_destroy(&s->mu);
-	free(s);
-}
 
 /* ---- the link in the event loop ---------------------------------------- */
 
@@ -184,12 +41,7 @@ pump(struct drv *d, int ms)
 }
 
 #define PUMP_UNTIL(d, cond, timeout_ms)                                       \
-	({                                                                    \
-		long until_ = mono_ms() + (timeout_ms);                       \
-		while (!(cond) && mono_ms() < until_)                         \
-			pump((d), 20);                                        \
-		(cond);                                                       \
-	})
+	HELPER_LOOP_UNTIL((d)->loop, cond, timeout_ms)
 
 static struct drv *
 drv_start(int port, int protocol, const char *id)
@@ -303,13 +155,14 @@ test_meta_v5(void)
 	CHECK(PUMP_UNTIL(d, mqtt_link_connected(d->link), 5000));
 	pump(d, 200); /* the SUBSCRIBEs are answered */
 	CHECK_INT(mqtt_link_connection(d->link), 1);
-	struct peer *p = peer_start(broker_port(b), NULL);
-	CHECK(PUMP_UNTIL(d, peer_ready(p), 5000));
-	CHECK_INT(peer_publish(p, "m1/command/prompt", "{\"a\":1}", "resp/me",
+	struct mqttc *p = mqttc_start(broker_port(b), NULL, 5, NULL);
+	CHECK(PUMP_UNTIL(d, mqttc_ready(p), 5000));
+	CHECK_INT(mqttc_publish(p, "m1/command/prompt", "{\"a\":1}", "resp/me",
 	              CORR, sizeof(CORR)),
 	    0);
-	CHECK_INT(peer_publish(p, "m1/command/clear", "{}", NULL, NULL, 0), 0);
-	CHECK_INT(peer_publish(p, "m1/plain", "hello", "resp/x", NULL, 0), 0);
+	CHECK_INT(
+	    mqttc_publish(p, "m1/command/clear", "{}", NULL, NULL, 0), 0);
+	CHECK_INT(mqttc_publish(p, "m1/plain", "hello", "resp/x", NULL, 0), 0);
 	CHECK(PUMP_UNTIL(d, g.n >= 2 && plain_n >= 1, 5000));
 	pump(d, 100);
 	CHECK_INT(g.n, 2);
@@ -331,7 +184,7 @@ test_meta_v5(void)
 	CHECK_INT(g.m[1].corr_len, 0);
 	CHECK_INT(plain_n, 1);
 	CHECK_STR(plain_last, "m1/plain=hello");
-	peer_stop(p);
+	mqttc_stop(p);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -349,9 +202,9 @@ test_meta_311_absent(void)
 	CHECK_INT(mqtt_link_start(d->link), BR_OK);
 	CHECK(PUMP_UNTIL(d, mqtt_link_connected(d->link), 5000));
 	pump(d, 200);
-	struct peer *p = peer_start(broker_port(b), NULL);
-	CHECK(PUMP_UNTIL(d, peer_ready(p), 5000));
-	CHECK_INT(peer_publish(p, "m2/command/prompt", "{}", "resp/me", CORR,
+	struct mqttc *p = mqttc_start(broker_port(b), NULL, 5, NULL);
+	CHECK(PUMP_UNTIL(d, mqttc_ready(p), 5000));
+	CHECK_INT(mqttc_publish(p, "m2/command/prompt", "{}", "resp/me", CORR,
 	              sizeof(CORR)),
 	    0);
 	CHECK(PUMP_UNTIL(d, g.n >= 1, 5000));
@@ -360,7 +213,7 @@ test_meta_311_absent(void)
 	CHECK(!g.m[0].has_corr);
 	CHECK_INT(g.m[0].connection, 1);
 	CHECK(!g.m[0].resent);
-	peer_stop(p);
+	mqttc_stop(p);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -385,13 +238,13 @@ test_connection_number_grows(void)
 	CHECK(PUMP_UNTIL(d, mqtt_link_connected(d->link), 10000));
 	CHECK_INT(mqtt_link_connection(d->link), 2);
 	pump(d, 200); /* re-subscribed */
-	struct peer *p = peer_start(broker_port(b), NULL);
-	CHECK(PUMP_UNTIL(d, peer_ready(p), 5000));
-	CHECK_INT(peer_publish(p, "m3/x", "after", NULL, NULL, 0), 0);
+	struct mqttc *p = mqttc_start(broker_port(b), NULL, 5, NULL);
+	CHECK(PUMP_UNTIL(d, mqttc_ready(p), 5000));
+	CHECK_INT(mqttc_publish(p, "m3/x", "after", NULL, NULL, 0), 0);
 	CHECK(PUMP_UNTIL(d, g.n >= 1, 5000));
 	CHECK_STR(g.m[0].payload, "after");
 	CHECK_INT(g.m[0].connection, 2);
-	peer_stop(p);
+	mqttc_stop(p);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -405,29 +258,30 @@ test_resent_before_suback(void)
 {
 	struct broker *b = broker_create(NULL);
 	CHECK_INT(broker_start(b), 0);
-	struct peer *w = peer_start(broker_port(b), "m5/#"); /* a witness */
-	struct peer *p = peer_start(broker_port(b), NULL);
-	long until = mono_ms() + 5000;
-	while ((!peer_ready(w) || !peer_ready(p)) && mono_ms() < until)
+	struct mqttc *w
+	    = mqttc_start(broker_port(b), NULL, 5, "m5/#"); /* a witness */
+	struct mqttc *p = mqttc_start(broker_port(b), NULL, 5, NULL);
+	int64_t until = loop_mono_ms() + 5000;
+	while ((!mqttc_ready(w) || !mqttc_ready(p)) && loop_mono_ms() < until)
 		usleep(5000);
-	CHECK(peer_ready(w) && peer_ready(p));
+	CHECK(mqttc_ready(w) && mqttc_ready(p));
 	struct drv *d = drv_start(broker_port(b), 5, "meta-resent");
 	struct got g = { 0 };
 	CHECK_INT(mqtt_link_subscribe_meta(d->link, "m5/#", on_meta, &g), 0);
 	CHECK_INT(mqtt_link_start(d->link), BR_OK);
 	CHECK(PUMP_UNTIL(d, mqtt_link_connected(d->link), 5000));
 	/* subscribed once a message arrives */
-	CHECK_INT(peer_publish(p, "m5/first", "first", NULL, NULL, 0), 0);
+	CHECK_INT(mqttc_publish(p, "m5/first", "first", NULL, NULL, 0), 0);
 	CHECK(PUMP_UNTIL(d, g.n >= 1, 5000));
 	CHECK(!g.m[0].resent);
 	mqtt_link_shutdown(d->link, NULL, 1000);
 	drv_stop(d);
 	/* the broker holds it for the session once the witness has it */
-	CHECK_INT(peer_publish(p, "m5/x", "queued", NULL, NULL, 0), 0);
-	until = mono_ms() + 5000;
-	while (peer_count(w) < 2 && mono_ms() < until)
+	CHECK_INT(mqttc_publish(p, "m5/x", "queued", NULL, NULL, 0), 0);
+	until = loop_mono_ms() + 5000;
+	while (mqttc_count(w) < 2 && loop_mono_ms() < until)
 		usleep(5000);
-	CHECK_INT(peer_count(w), 2);
+	CHECK_INT(mqttc_count(w), 2);
 	d = drv_start(broker_port(b), 5, "meta-resent");
 	g = (struct got) { 0 };
 	CHECK_INT(mqtt_link_subscribe_meta(d->link, "m5/#", on_meta, &g), 0);
@@ -437,12 +291,12 @@ test_resent_before_suback(void)
 	CHECK_INT(g.m[0].connection, 1);
 	CHECK(g.m[0].resent);
 	/* after the SUBACK */
-	CHECK_INT(peer_publish(p, "m5/live", "live", NULL, NULL, 0), 0);
+	CHECK_INT(mqttc_publish(p, "m5/live", "live", NULL, NULL, 0), 0);
 	CHECK(PUMP_UNTIL(d, g.n >= 2, 5000));
 	CHECK_STR(g.m[1].payload, "live");
 	CHECK(!g.m[1].resent);
-	peer_stop(p);
-	peer_stop(w);
+	mqttc_stop(p);
+	mqttc_stop(w);
 	drv_stop(d);
 	broker_destroy(b);
 }
@@ -470,11 +324,11 @@ test_correlation_out(void)
 {
 	struct broker *b = broker_create(NULL);
 	CHECK_INT(broker_start(b), 0);
-	struct peer *s = peer_start(broker_port(b), "m4/#");
-	long until = mono_ms() + 5000;
-	while (!peer_ready(s) && mono_ms() < until)
+	struct mqttc *s = mqttc_start(broker_port(b), NULL, 5, "m4/#");
+	int64_t until = loop_mono_ms() + 5000;
+	while (!mqttc_ready(s) && loop_mono_ms() < until)
 		usleep(5000);
-	CHECK(peer_ready(s));
+	CHECK(mqttc_ready(s));
 	struct drv *d = drv_start(broker_port(b), 5, "meta-out");
 	CHECK_INT(mqtt_link_start(d->link), BR_OK);
 	struct out_msg q = answer("m4/queued", "{\"q\":1}", true);
@@ -487,13 +341,13 @@ test_correlation_out(void)
 	CHECK_INT(mqtt_link_publish(d->link, &direct), BR_OK);
 	struct out_msg none = answer("m4/none", "{}", false);
 	CHECK_INT(mqtt_link_publish(d->link, &none), BR_OK);
-	CHECK(PUMP_UNTIL(d, peer_count(s) >= 3, 5000));
+	CHECK(PUMP_UNTIL(d, mqttc_count(s) >= 3, 5000));
 	struct drv *d4 = drv_start(broker_port(b), 4, "meta-out-311");
 	CHECK_INT(mqtt_link_start(d4->link), BR_OK);
 	CHECK(PUMP_UNTIL(d4, mqtt_link_connected(d4->link), 5000));
 	struct out_msg old = answer("m4/v311", "{\"o\":1}", true);
 	CHECK_INT(mqtt_link_publish(d4->link, &old), BR_OK);
-	CHECK(PUMP_UNTIL(d4, peer_count(s) >= 4, 5000));
+	CHECK(PUMP_UNTIL(d4, mqttc_count(s) >= 4, 5000));
 	pthread_mutex_lock(&s->mu);
 	CHECK_INT(s->n, 4);
 	CHECK_STR(s->msgs[0].topic, "m4/queued");
@@ -512,7 +366,7 @@ test_correlation_out(void)
 	pthread_mutex_unlock(&s->mu);
 	drv_stop(d4);
 	drv_stop(d);
-	peer_stop(s);
+	mqttc_stop(s);
 	broker_destroy(b);
 }
 
