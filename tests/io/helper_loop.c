@@ -246,3 +246,62 @@ helper_peer_base(struct url *u, int port)
 	u->port = port;
 	snprintf(u->path, sizeof(u->path), "/api");
 }
+
+int
+helper_peer_spawn_named(struct helper_peer *p, const char *name)
+{
+	char script[1024];
+	snprintf(script, sizeof(script), "%s", helper_peer_script());
+	*strrchr(script, '/') = '\0';
+	strncat(script, "/", sizeof(script) - strlen(script) - 1);
+	strncat(script, name, sizeof(script) - strlen(script) - 1);
+	const char *argv[] = { "python3", script, NULL };
+	return helper_peer_spawn(p, argv);
+}
+
+void
+helper_peer_read_lines(struct helper_peer *p,
+    void (*on_line)(void *ud, const char *line), void *ud)
+{
+	char buf[4096];
+	ssize_t n;
+	while ((n = read(p->out_fd, buf, sizeof(buf))) > 0)
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] != '\n') {
+				if (p->line_len < sizeof(p->line) - 1)
+					p->line[p->line_len++] = buf[i];
+				continue;
+			}
+			p->line[p->line_len] = '\0';
+			p->line_len = 0;
+			on_line(ud, p->line);
+		}
+}
+
+bool
+helper_peer_await(struct helper_peer *p,
+    void (*on_line)(void *ud, const char *line), bool (*ready)(void *ud),
+    void *ud, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = p->out_fd, .events = POLLIN };
+	int64_t deadline = loop_mono_ms() + timeout_ms;
+	while (!ready(ud) && loop_mono_ms() < deadline) {
+		if (poll(&pfd, 1, 100) > 0)
+			helper_peer_read_lines(p, on_line, ud);
+		if (pfd.revents & POLLHUP)
+			break;
+	}
+	if (ready(ud))
+		return true;
+	helper_peer_kill(p);
+	helper_peer_close(p);
+	return false;
+}
+
+void
+helper_peer_cmd(struct helper_peer *p, const char *cmd)
+{
+	size_t len = strlen(cmd);
+	if (write(p->in_fd, cmd, len) != (ssize_t) len)
+		fprintf(stderr, "peer: short write of %s", cmd);
+}

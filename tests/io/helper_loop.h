@@ -36,6 +36,8 @@ struct helper_peer {
 	int in_fd; /* the peer's stdin (commands), -1 when closed */
 	int out_fd; /* the peer's stdout (events), non-blocking, -1 closed */
 	int port; /* from LISTENING */
+	char line[1024]; /* the line helper_peer_read_lines is reading */
+	size_t line_len;
 };
 
 /* Starts /usr/bin/python3 ws_peer.py on port (0: any free one), serving
@@ -52,6 +54,22 @@ int helper_peer_spawn(struct helper_peer *p, const char **argv);
 /* SIGKILL and reap. The pipes stay open so the caller can still read what
  * the peer wrote before it died; helper_peer_close releases them. */
 void helper_peer_kill(struct helper_peer *p);
+/* Starts /usr/bin/python3 with the script name from ws_peer.py's folder
+ * and no arguments, as helper_peer_spawn does. */
+int helper_peer_spawn_named(struct helper_peer *p, const char *name);
+/* Reads what the peer has written so far (its stdout is non-blocking) and
+ * hands each whole line to on_line, without its newline. */
+void helper_peer_read_lines(struct helper_peer *p,
+    void (*on_line)(void *ud, const char *line), void *ud);
+/* Reads lines as helper_peer_read_lines does until ready(ud) holds, the
+ * peer hangs up or timeout_ms passes. True if ready; otherwise the peer is
+ * killed and closed. */
+bool helper_peer_await(struct helper_peer *p,
+    void (*on_line)(void *ud, const char *line), bool (*ready)(void *ud),
+    void *ud, int timeout_ms);
+/* Writes the command line cmd to the peer's stdin; a short write is
+ * reported on stderr. */
+void helper_peer_cmd(struct helper_peer *p, const char *cmd);
 /* Closes both pipe ends p owns (kill first). */
 void helper_peer_close(struct helper_peer *p);
 

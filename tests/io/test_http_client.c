@@ -294,8 +294,6 @@ static struct url hbase;
 
 /* What http_peer.py reported, parsed from its stdout. */
 struct hp_seen {
-	char line[1024];
-	size_t len;
 	int port; /* LISTENING */
 	char steal_host[64];
 	int steal_port;
@@ -308,7 +306,7 @@ struct hp_seen {
 static struct hp_seen seen;
 
 static void
-hp_line(const char *l)
+hp_line(void *ud, const char *l)
 {
 	int n;
 
@@ -337,26 +335,10 @@ hp_line(const char *l)
 	}
 }
 
-/* Reads whatever the peer has written so far (its stdout is non-blocking).
- */
 static void
 hp_drain(void)
 {
-	char buf[4096];
-	ssize_t n, i;
-
-	while ((n = read(hpeer.out_fd, buf, sizeof(buf))) > 0) {
-		for (i = 0; i < n; i++) {
-			if (buf[i] != '\n') {
-				if (seen.len < sizeof(seen.line) - 1)
-					seen.line[seen.len++] = buf[i];
-				continue;
-			}
-			seen.line[seen.len] = '\0';
-			hp_line(seen.line);
-			seen.len = 0;
-		}
-	}
+	helper_peer_read_lines(&hpeer, hp_line, NULL);
 }
 
 /* Forgets the counts, keeps the addresses. */
@@ -371,45 +353,26 @@ hp_reset(void)
 static void
 hp_cmd(const char *cmd)
 {
-	size_t len = strlen(cmd);
-
-	if (write(hpeer.in_fd, cmd, len) != (ssize_t) len)
-		fprintf(stderr, "http_peer: short write of %s", cmd);
+	helper_peer_cmd(&hpeer, cmd);
 }
 
-/* Starts http_peer.py (next to ws_peer.py) the way helper_peer_start starts
- * ws_peer.py, and reads up to its LISTENING line. 0 or -1. */
+static bool
+hp_listening(void *ud)
+{
+	return seen.port > 0 && seen.steal_port > 0;
+}
+
+/* Starts http_peer.py and reads up to its LISTENING lines. 0 or -1. */
 static int
 hp_start(void)
 {
-	const char *argv[] = { "python3", NULL, NULL };
-	char script[1024];
-	int64_t deadline;
-	struct pollfd pfd;
-
-	snprintf(script, sizeof(script), "%s", helper_peer_script());
-	*strrchr(script, '/') = '\0';
-	strncat(script, "/http_peer.py", sizeof(script) - strlen(script) - 1);
-	argv[1] = script;
-	if (helper_peer_spawn(&hpeer, argv) != 0)
+	if (helper_peer_spawn_named(&hpeer, "http_peer.py") != 0
+	    || !helper_peer_await(
+	        &hpeer, hp_line, hp_listening, NULL, HP_START_MS))
 		return -1;
-	pfd.fd = hpeer.out_fd;
-	pfd.events = POLLIN;
-	deadline = loop_mono_ms() + HP_START_MS;
-	while (seen.port == 0 && loop_mono_ms() < deadline) {
-		if (poll(&pfd, 1, 100) > 0)
-			hp_drain();
-		if (pfd.revents & POLLHUP)
-			break;
-	}
-	if (seen.port > 0 && seen.steal_port > 0) {
-		hpeer.port = seen.port;
-		helper_peer_base(&hbase, seen.port);
-		return 0;
-	}
-	helper_peer_kill(&hpeer);
-	helper_peer_close(&hpeer);
-	return -1;
+	hpeer.port = seen.port;
+	helper_peer_base(&hbase, seen.port);
+	return 0;
 }
 
 static bool

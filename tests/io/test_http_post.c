@@ -69,73 +69,44 @@ reset_results(void)
 
 /* ---- http_peer.py: its port, and its REQ/BODY lines in order ---- */
 
-static char seen_line[512];
-static size_t seen_len;
 static int seen_port;
 static char seen_log[4096]; /* "REQ a;REQ b;BODY POST /hold/p 2;" */
 
 static void
+hp_line(void *ud, const char *line)
+{
+	sscanf(line, "LISTENING %d", &seen_port);
+	size_t used = strlen(seen_log);
+	if (strncmp(line, "REQ ", 4) == 0 || strncmp(line, "BODY ", 5) == 0
+	    || strncmp(line, "STALL ", 6) == 0)
+		snprintf(
+		    seen_log + used, sizeof(seen_log) - used, "%s;", line);
+}
+
+static void
 hp_drain(void)
 {
-	char buf[4096];
-	ssize_t n;
-
-	while ((n = read(hpeer.out_fd, buf, sizeof(buf))) > 0)
-		for (ssize_t i = 0; i < n; i++) {
-			if (buf[i] != '\n') {
-				if (seen_len < sizeof(seen_line) - 1)
-					seen_line[seen_len++] = buf[i];
-				continue;
-			}
-			seen_line[seen_len] = '\0';
-			seen_len = 0;
-			sscanf(seen_line, "LISTENING %d", &seen_port);
-			size_t used = strlen(seen_log);
-			if (strncmp(seen_line, "REQ ", 4) == 0
-			    || strncmp(seen_line, "BODY ", 5) == 0
-			    || strncmp(seen_line, "STALL ", 6) == 0)
-				snprintf(seen_log + used,
-				    sizeof(seen_log) - used, "%s;", seen_line);
-		}
+	helper_peer_read_lines(&hpeer, hp_line, NULL);
 }
 
 static void
 hp_cmd(const char *cmd)
 {
-	size_t len = strlen(cmd);
+	helper_peer_cmd(&hpeer, cmd);
+}
 
-	if (write(hpeer.in_fd, cmd, len) != (ssize_t) len)
-		fprintf(stderr, "http_peer: short write of %s", cmd);
+static bool
+hp_listening(void *ud)
+{
+	return seen_port > 0;
 }
 
 static int
 hp_start(void)
 {
-	const char *argv[] = { "python3", NULL, NULL };
-	char script[1024];
-	struct pollfd pfd;
-	int64_t deadline;
-
-	snprintf(script, sizeof(script), "%s", helper_peer_script());
-	*strrchr(script, '/') = '\0';
-	strncat(script, "/http_peer.py", sizeof(script) - strlen(script) - 1);
-	argv[1] = script;
-	if (helper_peer_spawn(&hpeer, argv) != 0)
+	if (helper_peer_spawn_named(&hpeer, "http_peer.py") != 0
+	    || !helper_peer_await(&hpeer, hp_line, hp_listening, NULL, 10000))
 		return -1;
-	pfd.fd = hpeer.out_fd;
-	pfd.events = POLLIN;
-	deadline = loop_mono_ms() + 10000;
-	while (seen_port == 0 && loop_mono_ms() < deadline) {
-		if (poll(&pfd, 1, 100) > 0)
-			hp_drain();
-		if (pfd.revents & POLLHUP)
-			break;
-	}
-	if (seen_port <= 0) {
-		helper_peer_kill(&hpeer);
-		helper_peer_close(&hpeer);
-		return -1;
-	}
 	helper_peer_base(&base, seen_port);
 	return 0;
 }
