@@ -102,11 +102,11 @@ struct recon {
 };
 
 /* Retained states waiting for their TTL to pass (where message expiry is
- * not honoured) beyond the prompt table: of an earlier run, or of prompts
- * evicted from the table. 36 bytes each for a UUID id (its heap record,
- * expiry.h, and its hash in the dedupe set), so 1.1 MiB at most. Once
- * full, the state due first is cleared early, so that none is ever left
- * behind on the broker. */
+ * not honoured) beyond the prompt table: of prompts evicted from the
+ * table (24 bytes each for a UUID id: its heap record, expiry.h), or of an
+ * earlier run (36: the record and its hash in the dedupe set), so 768 KiB
+ * to 1.1 MiB at most. Once full, the state due first is cleared early, so
+ * that none is ever left behind on the broker. */
 #define EXPIRY_MAX 32768
 
 struct retained {
@@ -114,7 +114,7 @@ struct retained {
 	char current_id[PROMPT_ID_MAX + 1];
 	bool broker_ever_connected;
 	struct expiry_heap exp;
-	struct idset exp_levels; /* hashes of the levels ever queued */
+	struct idset exp_levels; /* hashes of the levels read back queued */
 	uint64_t early_clears;
 	struct ratelog full_log;
 	char state_filter[TOPIC_MAX];

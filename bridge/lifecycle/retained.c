@@ -107,14 +107,20 @@ pop_expiry(struct engine *e)
 	clear_state(e, e->topic, NULL);
 }
 
-/* Remembers to clear the state at level (len bytes) at due, once. Once
- * EXPIRY_MAX wait, the state due first is cleared ahead of its time. */
+/* Remembers to clear the state at level (len bytes) at due. Once
+ * EXPIRY_MAX wait, the state due first is cleared ahead of its time.
+ * read_back: a state read from the broker, which a reconnect brings again
+ * (queued once: its hash goes into exp_levels); a prompt evicted from the
+ * table leaves it once (lc_finish publishes one terminal per id), and the
+ * broker's copy of its state is this run's, which retained_on_state
+ * leaves to this run. */
 static void
-push_expiry(struct engine *e, const char *level, size_t len, int64_t due)
+push_expiry(struct engine *e, const char *level, size_t len, int64_t due,
+    bool read_back)
 {
 	struct retained *r = &e->retained;
 	uint64_t hash = tracker_hash(level, len);
-	if (idset_has(&r->exp_levels, hash))
+	if (read_back && idset_has(&r->exp_levels, hash))
 		return; /* read again after a reconnect */
 	if (expiry_full(&r->exp)) {
 		r->early_clears++;
@@ -127,7 +133,8 @@ push_expiry(struct engine *e, const char *level, size_t len, int64_t due)
 	if (expiry_push(&r->exp, level, len, due) != BR_OK)
 		return; /* out of memory: read again at the next connect */
 	/* out of memory here: a second read queues a second clear */
-	(void) idset_add(&r->exp_levels, hash);
+	if (read_back)
+		(void) idset_add(&r->exp_levels, hash);
 	engine_schedule(e, due);
 }
 
@@ -145,7 +152,7 @@ on_evict(void *ud, const struct prompt *p)
 	if (n < 0 || (size_t) n <= base + strlen("/state"))
 		return;
 	push_expiry(e, topic + base, (size_t) n - base - strlen("/state"),
-	    p->expire_at);
+	    p->expire_at, false);
 }
 
 void
@@ -320,8 +327,8 @@ retained_on_state(struct engine *e, const char *topic, const void *payload,
 		return;
 	}
 	size_t base = level_at(&e->retained);
-	push_expiry(
-	    e, topic + base, strlen(topic) - base - strlen("/state"), due);
+	push_expiry(e, topic + base, strlen(topic) - base - strlen("/state"),
+	    due, true);
 }
 
 void
