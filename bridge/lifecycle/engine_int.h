@@ -36,7 +36,7 @@
 
 /* Finished prompt ids remembered, so that no terminal event goes out twice
  * whatever /history lists: ComfyUI keeps at most 10,000 history entries,
- * and a server that ignores max_items lists them all. 16 bytes each. */
+ * and a server that ignores max_items lists them all. 12 bytes each. */
 #define FINISHED_IDS_MAX 32768
 
 enum reject_reason {
