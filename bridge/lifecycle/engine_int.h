@@ -25,6 +25,7 @@
 #include "console.h"
 #include "engine.h"
 #include "event.h"
+#include "expiry.h"
 #include "idset.h"
 #include "json.h"
 #include "pubkind.h"
@@ -35,7 +36,7 @@
 
 /* Finished prompt ids remembered, so that no terminal event goes out twice
  * whatever /history lists: ComfyUI keeps at most 10,000 history entries,
- * and a server that ignores max_items lists them all. 16 bytes each. */
+ * and a server that ignores max_items lists them all. 12 bytes each. */
 #define FINISHED_IDS_MAX 32768
 
 enum reject_reason {
@@ -100,28 +101,20 @@ struct recon {
 	unsigned watchdog_mismatches;
 };
 
-/* A retained state to clear when its TTL has passed: of an earlier run,
- * or of a prompt evicted from the table. The level is the topic level
- * between <prefix>/<instance>/prompt/ and /state. */
-struct expiry {
-	int64_t due;
-	char *level;
-};
-
 /* Retained states waiting for their TTL to pass (where message expiry is
- * not honoured) beyond the prompt table: 64 bytes each for a UUID id (the
- * heap entry, the id copy, its hash in the dedupe set), so 2 MiB at most.
- * Once full, the state due first is cleared early, so that none is ever
- * left behind on the broker. */
+ * not honoured) beyond the prompt table: of prompts evicted from the
+ * table (24 bytes each for a UUID id: its heap record, expiry.h), or of an
+ * earlier run (36: the record and its hash in the dedupe set), so 768 KiB
+ * to 1.1 MiB at most. Once full, the state due first is cleared early, so
+ * that none is ever left behind on the broker. */
 #define EXPIRY_MAX 32768
 
 struct retained {
 	struct buf info, queue, current, cursor; /* payloads to republish */
 	char current_id[PROMPT_ID_MAX + 1];
 	bool broker_ever_connected;
-	struct expiry *exp; /* a min-heap on due */
-	size_t n_exp, cap_exp;
-	struct idset exp_levels; /* hashes of the levels ever queued */
+	struct expiry_heap exp;
+	struct idset exp_levels; /* hashes of the levels read back queued */
 	uint64_t early_clears;
 	struct ratelog full_log;
 	char state_filter[TOPIC_MAX];

@@ -12,13 +12,42 @@ idset_init(struct idset *s, unsigned cap)
 	s->cap = cap ? cap : 1;
 }
 
+static bool
+wide(const struct idset *s)
+{
+	return s->cap >= IDSET_WIDE;
+}
+
+static size_t
+slot_size(const struct idset *s)
+{
+	return wide(s) ? sizeof(uint32_t) : sizeof(uint16_t);
+}
+
+/* Index slot i: a ring position + 1, 0 when free. */
+static unsigned
+at(const struct idset *s, unsigned i)
+{
+	return wide(s) ? ((const uint32_t *) s->index)[i]
+	               : ((const uint16_t *) s->index)[i];
+}
+
+static void
+set_at(struct idset *s, unsigned i, unsigned v)
+{
+	if (wide(s))
+		((uint32_t *) s->index)[i] = v;
+	else
+		((uint16_t *) s->index)[i] = (uint16_t) v;
+}
+
 /* The index slot holding ring position pos + 1, or of the free slot
  * where hash h would go. */
 static unsigned
 slot_of(const struct idset *s, uint64_t h)
 {
 	unsigned i = (unsigned) h & s->mask;
-	while (s->index[i] && s->ring[s->index[i] - 1] != h)
+	while (at(s, i) && s->ring[at(s, i) - 1] != h)
 		i = (i + 1) & s->mask;
 	return i;
 }
@@ -26,7 +55,14 @@ slot_of(const struct idset *s, uint64_t h)
 bool
 idset_has(const struct idset *s, uint64_t h)
 {
-	return s->index != NULL && s->index[slot_of(s, h)] != 0;
+	return s->index != NULL && at(s, slot_of(s, h)) != 0;
+}
+
+size_t
+idset_bytes(const struct idset *s)
+{
+	return (s->ring ? s->cap * sizeof(*s->ring) : 0)
+	    + (s->index ? (s->mask + 1) * slot_size(s) : 0);
 }
 
 /* Empties slot i and moves later entries of its probe run back, so that
@@ -37,19 +73,19 @@ unlink_slot(struct idset *s, unsigned i)
 	unsigned j = i;
 	for (;;) {
 		j = (j + 1) & s->mask;
-		if (!s->index[j])
+		if (!at(s, j))
 			break;
-		unsigned home = (unsigned) s->ring[s->index[j] - 1] & s->mask;
+		unsigned home = (unsigned) s->ring[at(s, j) - 1] & s->mask;
 		/* the entry at j may move to i when its home is not in
 		 * the cyclic range (i, j] */
 		bool in_range = i <= j ? (home > i && home <= j)
 		                       : (home > i || home <= j);
 		if (in_range)
 			continue;
-		s->index[i] = s->index[j];
+		set_at(s, i, at(s, j));
 		i = j;
 	}
-	s->index[i] = 0;
+	set_at(s, i, 0);
 }
 
 /* The index for twice the ids held, doubled as the set fills (up to twice
@@ -64,15 +100,15 @@ grow_index(struct idset *s)
 		want *= 2;
 	if (s->index && want <= s->mask + 1)
 		return 0;
-	uint32_t *old = s->index;
-	s->index = calloc(want, sizeof(*s->index));
+	void *old = s->index;
+	s->index = calloc(want, slot_size(s));
 	if (!s->index) {
 		s->index = old;
 		return BR_ENOMEM;
 	}
 	s->mask = want - 1;
 	for (unsigned pos = 0; pos < s->n; pos++)
-		s->index[slot_of(s, s->ring[pos])] = pos + 1;
+		set_at(s, slot_of(s, s->ring[pos]), pos + 1);
 	free(old);
 	return 0;
 }
@@ -94,7 +130,7 @@ idset_add(struct idset *s, uint64_t h)
 	else
 		s->n++;
 	s->ring[s->next] = h;
-	s->index[slot_of(s, h)] = s->next + 1;
+	set_at(s, slot_of(s, h), s->next + 1);
 	s->next = (s->next + 1) % s->cap;
 	return 0;
 }

@@ -91,96 +91,50 @@ level_at(const struct retained *r)
 	return strlen(r->state_filter) - strlen("+/state");
 }
 
-static void
-clear_expiry(struct engine *e, const struct expiry *x)
-{
-	struct retained *r = &e->retained;
-	size_t base = level_at(r);
-	if (base + strlen(x->level) + strlen("/state") < sizeof(e->topic)) {
-		memcpy(e->topic, r->state_filter, base);
-		strcpy(e->topic + base, x->level);
-		strcat(e->topic, "/state");
-		clear_state(e, e->topic, NULL);
-	}
-	free(x->level);
-}
-
-static void
-heap_swap(struct expiry *h, size_t i, size_t j)
-{
-	struct expiry t = h[i];
-	h[i] = h[j];
-	h[j] = t;
-}
-
 /* Removes the entry due first (the heap's root) after clearing it. */
 static void
 pop_expiry(struct engine *e)
 {
 	struct retained *r = &e->retained;
-	struct expiry *h = r->exp;
-	clear_expiry(e, &h[0]);
-	h[0] = h[--r->n_exp];
-	for (size_t i = 0;;) {
-		size_t l = 2 * i + 1, m = i;
-		if (l < r->n_exp && h[l].due < h[m].due)
-			m = l;
-		if (l + 1 < r->n_exp && h[l + 1].due < h[m].due)
-			m = l + 1;
-		if (m == i)
-			break;
-		heap_swap(h, i, m);
-		i = m;
-	}
+	size_t base = level_at(r);
+	char *level = e->topic + base;
+	int len = expiry_pop(&r->exp, level, sizeof(e->topic) - base);
+	if (len < 0
+	    || base + (size_t) len + strlen("/state") >= sizeof(e->topic))
+		return;
+	memcpy(e->topic, r->state_filter, base);
+	memcpy(level + len, "/state", sizeof("/state"));
+	clear_state(e, e->topic, NULL);
 }
 
-/* Makes room for one more entry: grows the heap, or once it holds
- * EXPIRY_MAX, clears the state due first ahead of its time. */
-static bool
-expiry_room(struct engine *e)
+/* Remembers to clear the state at level (len bytes) at due. Once
+ * EXPIRY_MAX wait, the state due first is cleared ahead of its time.
+ * read_back: a state read from the broker, which a reconnect brings again
+ * (queued once: its hash goes into exp_levels); a prompt evicted from the
+ * table leaves it once (lc_finish publishes one terminal per id), and the
+ * broker's copy of its state is this run's, which retained_on_state
+ * leaves to this run. */
+static void
+push_expiry(struct engine *e, const char *level, size_t len, int64_t due,
+    bool read_back)
 {
 	struct retained *r = &e->retained;
-	if (r->n_exp == EXPIRY_MAX) {
+	uint64_t hash = tracker_hash(level, len);
+	if (read_back && idset_has(&r->exp_levels, hash))
+		return; /* read again after a reconnect */
+	if (expiry_full(&r->exp)) {
 		r->early_clears++;
 		ratelog_msg(&r->full_log, LOG_LVL_WARN, "mqtt",
 		    "more than %u retained states wait for their TTL: "
 		    "clearing the one due first now (%llu so far)",
 		    EXPIRY_MAX, (unsigned long long) r->early_clears);
 		pop_expiry(e);
-		return true;
 	}
-	if (r->n_exp < r->cap_exp)
-		return true;
-	size_t cap = r->cap_exp ? r->cap_exp * 2 : 256;
-	if (cap > EXPIRY_MAX)
-		cap = EXPIRY_MAX;
-	struct expiry *h = realloc(r->exp, cap * sizeof(*h));
-	if (!h)
-		return false;
-	r->exp = h;
-	r->cap_exp = cap;
-	return true;
-}
-
-/* Remembers to clear the state at level (len bytes) at due, once. */
-static void
-push_expiry(struct engine *e, const char *level, size_t len, int64_t due)
-{
-	struct retained *r = &e->retained;
-	uint64_t hash = tracker_hash(level, len);
-	if (idset_has(&r->exp_levels, hash))
-		return; /* read again after a reconnect */
-	char *copy = expiry_room(e) ? strndup(level, len) : NULL;
-	if (copy == NULL || idset_add(&r->exp_levels, hash) != BR_OK) {
-		free(copy);
+	if (expiry_push(&r->exp, level, len, due) != BR_OK)
 		return; /* out of memory: read again at the next connect */
-	}
-	size_t i = r->n_exp++;
-	r->exp[i] = (struct expiry) { due, copy };
-	while (i > 0 && r->exp[(i - 1) / 2].due > r->exp[i].due) {
-		heap_swap(r->exp, i, (i - 1) / 2);
-		i = (i - 1) / 2;
-	}
+	/* out of memory here: a second read queues a second clear */
+	if (read_back)
+		(void) idset_add(&r->exp_levels, hash);
 	engine_schedule(e, due);
 }
 
@@ -198,13 +152,14 @@ on_evict(void *ud, const struct prompt *p)
 	if (n < 0 || (size_t) n <= base + strlen("/state"))
 		return;
 	push_expiry(e, topic + base, (size_t) n - base - strlen("/state"),
-	    p->expire_at);
+	    p->expire_at, false);
 }
 
 void
 retained_init(struct engine *e)
 {
 	idset_init(&e->retained.exp_levels, EXPIRY_MAX);
+	expiry_init(&e->retained.exp, EXPIRY_MAX);
 	e->retained.full_log = (struct ratelog) RATELOG_INIT(1);
 	tracker_on_evict(e->tracker, on_evict, e);
 }
@@ -213,9 +168,10 @@ int64_t
 retained_tick(struct engine *e, int64_t now)
 {
 	struct retained *r = &e->retained;
-	while (r->n_exp && now >= r->exp[0].due)
+	int64_t due;
+	while (expiry_next(&r->exp, &due) && now >= due)
 		pop_expiry(e);
-	return r->n_exp ? r->exp[0].due : 0;
+	return expiry_next(&r->exp, &due) ? due : 0;
 }
 
 /* Whether topic is <prefix>/<instance>/prompt/<one level>/state. */
@@ -371,16 +327,14 @@ retained_on_state(struct engine *e, const char *topic, const void *payload,
 		return;
 	}
 	size_t base = level_at(&e->retained);
-	push_expiry(
-	    e, topic + base, strlen(topic) - base - strlen("/state"), due);
+	push_expiry(e, topic + base, strlen(topic) - base - strlen("/state"),
+	    due, true);
 }
 
 void
 retained_destroy(struct retained *r)
 {
-	for (size_t i = 0; i < r->n_exp; i++)
-		free(r->exp[i].level);
-	free(r->exp);
+	expiry_free(&r->exp);
 	idset_free(&r->exp_levels);
 	buf_free(&r->info);
 	buf_free(&r->cursor);

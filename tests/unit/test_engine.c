@@ -1441,19 +1441,75 @@ test_history_ignoring_max_items(void)
 
 /* Prompt p-<i> starts and succeeds (live frames) at now. */
 static void
-run_prompt(struct engine *e, int i, int64_t now)
+run_named(struct engine *e, const char *id, int64_t now)
 {
-	char f[256];
+	char f[512];
 	snprintf(f, sizeof(f),
 	    "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
-	    "\"p-%d\", \"timestamp\": %lld}}",
-	    i, (long long) now);
+	    "\"%s\", \"timestamp\": %lld}}",
+	    id, (long long) now);
 	engine_on_text(e, f, strlen(f), now);
 	snprintf(f, sizeof(f),
 	    "{\"type\": \"execution_success\", \"data\": {\"prompt_id\": "
-	    "\"p-%d\", \"timestamp\": %lld}}",
-	    i, (long long) now);
+	    "\"%s\", \"timestamp\": %lld}}",
+	    id, (long long) now);
 	engine_on_text(e, f, strlen(f), now);
+}
+
+static void
+run_prompt(struct engine *e, int i, int64_t now)
+{
+	char id[32];
+	snprintf(id, sizeof(id), "p-%d", i);
+	run_named(e, id, now);
+}
+
+/* The id of prompt i of kind k: a lowercase UUID (kept packed while its
+ * clear waits), an uppercase one, one 17 bytes long, a long other one. */
+static void
+odd_id(char *id, size_t size, int i, int k)
+{
+	static const char *const fmt[] = {
+		"%08x-0c1d-4e2f-8a3b-%012x",
+		"%08X-0C1D-4E2F-8A3B-%012X",
+		"seventeen-b%06x",
+		"a-prompt-id-longer-than-a-uuid-%08x-%012x",
+	};
+	if (k == 2)
+		snprintf(id, size, fmt[k], (unsigned) i);
+	else
+		snprintf(id, size, fmt[k], (unsigned) i * 2654435761u,
+		    (unsigned) i);
+}
+
+/* States of prompts evicted from the table wait for their TTL, however
+ * their ids are kept: each is cleared once, at its time, on its own
+ * exact topic. */
+static void
+test_ttl_clears_keep_every_id(void)
+{
+	struct engine *e = make_engine("bridge-x");
+	int64_t now = clock_ms;
+	char id[128], topic[256];
+	for (int i = 0; i < 800; i++) {
+		odd_id(id, sizeof(id), i, i % 4);
+		run_named(e, id, now + i);
+	}
+	CHECK_INT(total_completions, 800);
+	reset_capture();
+	engine_tick(e, now + 3600 * 1000 + 399, NULL);
+	CHECK_INT(total_clears, 400);
+	engine_tick(e, now + 3600 * 1000 + 799, NULL);
+	CHECK_INT(total_clears, 800);
+	for (int i = 0; i < 800; i++) {
+		odd_id(id, sizeof(id), i, i % 4);
+		snprintf(
+		    topic, sizeof(topic), "comfyui/t/prompt/%s/state", id);
+		CHECK_INT(count_clears(topic), 1);
+	}
+	for (int i = 1; i < n_msgs; i++)
+		CHECK(strcmp(msgs[i - 1].topic, msgs[i].topic) != 0);
+	engine_destroy(e);
 }
 
 /* Every retained state is cleared when its TTL (3600 s) passes, however
@@ -1683,6 +1739,7 @@ main(void)
 	RUN(test_unfinished_states_of_an_earlier_run_resolved);
 	RUN(test_history_ignoring_max_items);
 	RUN(test_ttl_clears_beyond_the_table);
+	RUN(test_ttl_clears_keep_every_id);
 	RUN(test_big_batch_queued_once);
 	RUN(test_submitted_prompt);
 	reset_capture();
