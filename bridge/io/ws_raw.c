@@ -213,7 +213,10 @@ on_data(void *ud, const void *p, size_t n, bool first, bool final, bool bin)
 	struct ws_raw *r = ud;
 	struct ws_client *c = r->c;
 
-	if (r->close_got || r->hangup || !c->up || c->cb.on_chunk == NULL)
+	/* destroy_pending: ws_client_destroy() ran in an earlier piece's
+	 * on_chunk, and what on_chunk would reach may be gone */
+	if (r->close_got || r->hangup || !c->up || c->destroy_pending
+	    || c->cb.on_chunk == NULL)
 		return;
 	c->cb.on_chunk(c->ud, p, n, first, final, bin);
 }
