@@ -28,6 +28,8 @@ rec_add(struct rec *r, const char *s, size_t n)
 {
 	if (n > sizeof(r->log) - r->loglen)
 		n = sizeof(r->log) - r->loglen;
+	if (n == 0)
+		return;
 	memcpy(r->log + r->loglen, s, n);
 	r->loglen += n;
 }
