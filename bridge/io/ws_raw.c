@@ -15,7 +15,6 @@
 #include <string.h>
 
 #include "buf.h"
-#include "log.h"
 #include "ws_client_int.h"
 #include "wsframe.h"
 
