@@ -175,18 +175,25 @@ ws_chunk(
     void *ud, const void *buf, size_t len, bool first, bool final, bool binary)
 {
 	struct upstream *u = ud;
-	int rc = reasm_feed(u->reasm, buf, len, first, final, binary);
+	const uint8_t *msg = buf;
+	size_t n = len;
+	bool bin = binary;
+	int rc;
+
+	/* a message in one chunk goes to the engine from the read buffer */
+	if (first && final)
+		rc = reasm_whole(u->reasm, len);
+	else if ((rc = reasm_feed(u->reasm, buf, len, first, final, binary))
+	    == REASM_DONE)
+		msg = reasm_msg(u->reasm, &n, &bin);
 	if (rc == REASM_DONE) {
-		size_t n;
-		bool bin;
-		const uint8_t *msg = reasm_msg(u->reasm, &n, &bin);
 		if (bin)
 			engine_on_binary(u->engine, msg, n, loop_now_ms());
 		else
 			engine_on_text(
 			    u->engine, (const char *) msg, n, loop_now_ms());
 		/* give a huge buffer back once it is consumed: flat RSS */
-		if (n > 4 * REASM_INITIAL)
+		if (n > 4 * REASM_INITIAL && msg != buf)
 			reasm_reset(u->reasm);
 		arm_tick(u);
 	} else if (rc == BR_EFULL || rc == BR_ENOMEM) {

@@ -102,6 +102,15 @@ reasm_feed(struct reasm *r, const void *chunk, size_t len, bool first,
 	return REASM_DONE;
 }
 
+int
+reasm_whole(struct reasm *r, size_t len)
+{
+	r->ready = false;
+	r->state = REASM_IDLE;
+	buf_reset(&r->b);
+	return len > r->max_msg ? BR_EFULL : REASM_DONE;
+}
+
 const uint8_t *
 reasm_msg(const struct reasm *r, size_t *len, bool *binary)
 {

@@ -33,6 +33,12 @@ void reasm_destroy(struct reasm *r);
 int reasm_feed(struct reasm *r, const void *chunk, size_t len, bool first,
     bool final, bool binary);
 
+/* A message that arrives whole in one chunk (first && final) of len bytes:
+ * the caller uses its own bytes, uncopied. Any partial message is
+ * abandoned, as a first chunk does in reasm_feed. Returns REASM_DONE, or
+ * BR_EFULL when len exceeds max_msg (dropped, reported once). */
+int reasm_whole(struct reasm *r, size_t len);
+
 /* The completed message after REASM_DONE (borrowed, valid until the next
  * feed or reset). The buffer has one extra NUL byte after len. */
 const uint8_t *reasm_msg(const struct reasm *r, size_t *len, bool *binary);

@@ -71,6 +71,8 @@ static const struct lws_protocols protocols[] = {
 	{ PROTO_BASE, base_cb, 0, 0, 0, NULL, 0 },
 	{ C2M_LWS_PROTO_WS, ws_client_lws_cb, 0, 65536, 0, NULL, 0 },
 	{ C2M_LWS_PROTO_HTTP, http_client_lws_cb, 0, 0, 0, NULL, 0 },
+	/* ws:// (bridge/README.md#lws-raw-tls): reads are LOOP_READ_BUF */
+	{ C2M_LWS_PROTO_RAW, ws_client_lws_cb, 0, 0, 0, NULL, 0 },
 	{ PROTO_SIGNAL, signal_cb, 0, 0, 0, NULL, 0 },
 	{ PROTO_FD, fd_cb, 0, 0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 },

@@ -13,6 +13,7 @@
 
 #define C2M_LWS_PROTO_WS   "comfy-ws"
 #define C2M_LWS_PROTO_HTTP "comfy-http"
+#define C2M_LWS_PROTO_RAW  "comfy-ws-raw"
 
 /* Every user pointer handed to lws (connect info .userdata) starts with this
  * tag. lws 4.1 delivers LWS_CALLBACK_WSI_DESTROY to protocols[0] of the

@@ -15,62 +15,7 @@
 #include "buf.h"
 #include "err.h"
 #include "log.h"
-#include "lws_glue.h"
-#include "ratelog.h"
-#include "ws_client.h"
-
-#define LOG_SRC "ws"
-/* a series of failed attempts logs its first and every Nth at warn */
-#define FAIL_LOG_EVERY 10
-#define FAIL_LOG_INIT  RATELOG_INIT_EVERY(1, FAIL_LOG_EVERY)
-
-struct ws_client {
-	struct glue_user tag; /* first: the lws user pointer is the client */
-	struct loop *loop;
-	struct lws_context *ctx;
-	struct lws_vhost *vhost;
-	struct ws_client_cb cb;
-	void *ud;
-
-	char *address; /* host for connect() and SNI */
-	char *host_hdr; /* host:port */
-	char *path; /* <prefix>/ws?clientId=<urlencoded> */
-	char *url_log; /* ws(s)://host:port<path> for log lines */
-	int port;
-	int ssl_flags;
-	bool insecure;
-	struct glue_header *headers;
-	int n_headers;
-	char *first_frame;
-	/* lws_write() masks the payload in place: each connect sends a fresh
-	 * copy from here (LWS_PRE bytes of headroom first) */
-	unsigned char *first_buf;
-	size_t first_len;
-
-	lws_retry_bo_t retry;
-	int handshake_timeout_s;
-	int stable_s;
-
-	lws_sorted_usec_list_t sul_connect;
-	lws_sorted_usec_list_t sul_handshake;
-	lws_sorted_usec_list_t sul_stable;
-	uint16_t retry_count;
-
-	struct lws *wsi;
-	bool running; /* started and not stopped: keep reconnecting */
-	bool wsi_alive; /* a wsi exists that WSI_DESTROY has not ended */
-	bool up; /* upgrade done, on_up called, on_down not yet */
-	bool was_up; /* the current attempt reached ESTABLISHED */
-	int in_cb; /* depth of ws_client_lws_cb() calls for this client */
-	bool destroy_pending; /* ws_client_destroy() ran inside one */
-	bool send_first; /* first frame still to be written */
-	bool send_close; /* close frame wanted at the next writable */
-	uint64_t reconnects;
-	bool ever_up; /* some attempt reached ESTABLISHED */
-	uint64_t returns; /* links that came back after one dropped */
-	struct ratelog fail_log; /* failed attempts since the last link */
-	char why[256];
-};
+#include "ws_client_int.h"
 
 static void connect_now(lws_sorted_usec_list_t *sul);
 
@@ -106,6 +51,7 @@ free_client(struct ws_client *c)
 	free(c->first_frame);
 	free(c->first_buf);
 	glue_headers_free(c->headers, c->n_headers);
+	ws_raw_free(c->raw);
 	free(c);
 }
 
@@ -154,9 +100,13 @@ ws_client_create(struct loop *l, const struct ws_client_cfg *cfg,
 	c->vhost = loop_lws_client_vhost(l, cfg->base->tls ? &cfg->tls : NULL);
 	if (c->vhost == NULL)
 		goto fail;
+	/* ws:// goes RAW; wss:// cannot (bridge/README.md#lws-raw-tls) */
+	if (!cfg->base->tls && (c->raw = ws_raw_create(c)) == NULL)
+		goto fail;
 
-	ping = cfg->ping_interval_s > 0 ? cfg->ping_interval_s : 20;
-	pong = cfg->pong_timeout_s > 0 ? cfg->pong_timeout_s : 10;
+	ping = c->ping_s
+	    = cfg->ping_interval_s > 0 ? cfg->ping_interval_s : 20;
+	pong = c->pong_s = cfg->pong_timeout_s > 0 ? cfg->pong_timeout_s : 10;
 	c->retry.retry_ms_table = backoff_upstream.steps_ms;
 	c->retry.retry_ms_table_count = backoff_upstream.n_steps;
 	c->retry.conceal_count = LWS_RETRY_CONCEAL_ALWAYS;
@@ -165,6 +115,9 @@ ws_client_create(struct loop *l, const struct ws_client_cfg *cfg,
 	c->retry.secs_since_valid_ping = (uint16_t) ping;
 	c->retry.secs_since_valid_hangup = (uint16_t) (ping + pong);
 	c->retry.jitter_percent = backoff_upstream.jitter_pct;
+	c->raw_retry = c->retry;
+	c->raw_retry.secs_since_valid_ping = 0;
+	c->raw_retry.secs_since_valid_hangup = 0;
 	c->handshake_timeout_s
 	    = cfg->handshake_timeout_s > 0 ? cfg->handshake_timeout_s : 10;
 	c->stable_s = cfg->stable_s > 0 ? cfg->stable_s : 60;
@@ -175,8 +128,8 @@ fail:
 	return NULL;
 }
 
-static void
-set_why(struct ws_client *c, const char *why)
+void
+ws_set_why(struct ws_client *c, const char *why)
 {
 	if (c->why[0] == '\0')
 		snprintf(c->why, sizeof(c->why), "%s", why);
@@ -184,8 +137,8 @@ set_why(struct ws_client *c, const char *why)
 
 /* Arms the next attempt unless one is armed, a wsi still exists (its
  * WSI_DESTROY calls us again) or we were stopped. */
-static void
-schedule_retry(struct ws_client *c)
+void
+ws_schedule_retry(struct ws_client *c)
 {
 	if (!c->running || c->wsi_alive
 	    || !lws_dll2_is_detached(&c->sul_connect.list))
@@ -195,8 +148,8 @@ schedule_retry(struct ws_client *c)
 }
 
 /* The up->down edge: exactly one on_down per on_up. */
-static void
-link_down(struct ws_client *c)
+void
+ws_link_down(struct ws_client *c)
 {
 	if (!c->up)
 		return;
@@ -228,20 +181,20 @@ log_failure(struct ws_client *c)
 }
 
 /* The wsi of the current attempt is gone for good. */
-static void
-attempt_over(struct ws_client *c)
+void
+ws_attempt_over(struct ws_client *c)
 {
 	c->wsi = NULL;
 	c->wsi_alive = false;
 	c->send_close = false;
 	lws_sul_cancel(&c->sul_handshake);
 	if (c->was_up) {
-		link_down(c);
+		ws_link_down(c);
 	} else if (c->running) {
 		c->reconnects++;
 		log_failure(c);
 	}
-	schedule_retry(c);
+	ws_schedule_retry(c);
 }
 
 static void
@@ -252,7 +205,7 @@ handshake_expired(lws_sorted_usec_list_t *sul)
 
 	if (!c->wsi_alive || c->up || c->wsi == NULL)
 		return;
-	set_why(c, "no answer to the upgrade request");
+	ws_set_why(c, "no answer to the upgrade request");
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_AWAITING_SERVER_RESPONSE,
 	    LWS_TO_KILL_ASYNC);
 }
@@ -294,6 +247,8 @@ connect_now(lws_sorted_usec_list_t *sul)
 	i.userdata = c;
 	i.pwsi = &c->wsi;
 	i.retry_and_idle_policy = &c->retry;
+	if (c->raw != NULL)
+		ws_raw_connect_info(c, &i);
 	if (c->insecure)
 		log_warn(
 		    LOG_SRC, "TLS verification is off for %s", c->url_log);
@@ -306,8 +261,8 @@ connect_now(lws_sorted_usec_list_t *sul)
 	w = lws_client_connect_via_info(&i);
 	if (w == NULL && c->wsi_alive) {
 		/* freed without WSI_DESTROY (e.g. failed before binding) */
-		set_why(c, "connect failed");
-		attempt_over(c);
+		ws_set_why(c, "connect failed");
+		ws_attempt_over(c);
 	}
 }
 
@@ -333,7 +288,11 @@ close_current(struct ws_client *c, const char *why)
 {
 	if (!c->wsi_alive || c->wsi == NULL)
 		return;
-	set_why(c, why);
+	ws_set_why(c, why);
+	if (c->up && c->raw != NULL) {
+		ws_raw_close(c);
+		return;
+	}
 	if (c->up) {
 		c->send_close = true;
 		lws_callback_on_writable(c->wsi);
@@ -407,8 +366,8 @@ ws_client_returns(const struct ws_client *c)
 	return c != NULL ? c->returns : 0;
 }
 
-static void
-established(struct ws_client *c, struct lws *wsi)
+void
+ws_established(struct ws_client *c, struct lws *wsi)
 {
 	lws_sul_cancel(&c->sul_handshake);
 	c->up = true;
@@ -449,7 +408,7 @@ writable(struct ws_client *c, struct lws *wsi)
 	n = lws_write(
 	    wsi, c->first_buf + LWS_PRE, c->first_len, LWS_WRITE_TEXT);
 	if (n < (int) c->first_len) {
-		set_why(c, "cannot send the first frame");
+		ws_set_why(c, "cannot send the first frame");
 		return -1;
 	}
 	return 0;
@@ -467,7 +426,7 @@ dispatch(struct ws_client *c, struct lws *wsi,
 		    wsi, c->headers, c->n_headers, in, len);
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
 		c->wsi = wsi;
-		established(c, wsi);
+		ws_established(c, wsi);
 		return 0;
 	case LWS_CALLBACK_CLIENT_WRITEABLE:
 		return writable(c, wsi);
@@ -484,9 +443,9 @@ dispatch(struct ws_client *c, struct lws *wsi,
 			const unsigned char *p = in;
 			snprintf(msg, sizeof(msg), "peer closed (code %d)",
 			    (p[0] << 8) | p[1]);
-			set_why(c, msg);
+			ws_set_why(c, msg);
 		} else {
-			set_why(c, "peer closed");
+			ws_set_why(c, "peer closed");
 		}
 		return 0;
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
@@ -503,22 +462,22 @@ dispatch(struct ws_client *c, struct lws *wsi,
 		else
 			snprintf(msg, sizeof(msg), "%s",
 			    in != NULL ? (const char *) in : "");
-		set_why(c, msg[0] ? msg : "connection error");
-		schedule_retry(c);
+		ws_set_why(c, msg[0] ? msg : "connection error");
+		ws_schedule_retry(c);
 		return 0;
 	}
 	case LWS_CALLBACK_CLIENT_CLOSED:
-		set_why(c, "connection closed");
-		link_down(c);
-		schedule_retry(c);
+		ws_set_why(c, "connection closed");
+		ws_link_down(c);
+		ws_schedule_retry(c);
 		return 0;
 	case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
 		/* the only close callback a handshake timeout delivers */
-		set_why(c, "closed during the upgrade");
-		schedule_retry(c);
+		ws_set_why(c, "closed during the upgrade");
+		ws_schedule_retry(c);
 		return 0;
 	case LWS_CALLBACK_WSI_DESTROY:
-		attempt_over(c);
+		ws_attempt_over(c);
 		return 0;
 	default:
 		break;
@@ -546,7 +505,10 @@ ws_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		return 0;
 	}
 	c->in_cb++;
-	rc = dispatch(c, wsi, reason, in, len);
+	if (c->raw != NULL)
+		rc = ws_raw_dispatch(c, wsi, reason, in, len);
+	else
+		rc = dispatch(c, wsi, reason, in, len);
 	c->in_cb--;
 	if (c->in_cb == 0 && c->destroy_pending) {
 		lws_sul_cancel(&c->sul_connect);

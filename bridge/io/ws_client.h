@@ -1,7 +1,9 @@
 /* The ComfyUI WebSocket client: /ws?clientId=..., reconnect with backoff
  * for ever (0.25 s doubling to 30 s, jitter, reset after a stable minute),
  * ping every 20 s and drop after 10 s without pong, handshake timeout, no
- * Origin header, no permessage-deflate. Hands raw chunks to the caller. */
+ * Origin header, no permessage-deflate. Hands raw chunks to the caller.
+ * ws:// runs over a RAW connection (ws_raw.c), wss:// over the lws client
+ * (bridge/README.md#lws-raw-tls). */
 #ifndef C2M_WS_CLIENT_H
 #define C2M_WS_CLIENT_H
 

@@ -185,9 +185,10 @@ void bench_rawpub_stop(struct bench_rawpub *r);
 /* ---- the libwebsockets floor (bench_wsfloor.c) -------------------- */
 
 /* An lws client set up like the bridge's that only counts the messages
- * it receives from the load source on port (own thread). */
+ * it receives from the load source on port (own thread); raw: the
+ * bridge's ws:// path (an lws RAW connection and input/wsframe.c). */
 struct bench_wsfloor;
-struct bench_wsfloor *bench_wsfloor_start(int port);
+struct bench_wsfloor *bench_wsfloor_start(int port, bool raw);
 /* true once the WebSocket is established (and not closed since) */
 bool bench_wsfloor_up(const struct bench_wsfloor *f);
 /* Borrowed: valid until bench_wsfloor_stop(). */

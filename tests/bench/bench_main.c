@@ -402,14 +402,16 @@ baseline_throughput(const struct opts *o, publish_prompt_fn publish, void *pub,
  * the phase (-1: unknown). */
 static bool
 floor_throughput(const struct opts *o, struct bench_mix *mix, unsigned tag,
-    struct phase *ph, int64_t *cpu_ns, int64_t *user_ns, int64_t *sys_ns)
+    bool raw, struct phase *ph, int64_t *cpu_ns, int64_t *user_ns,
+    int64_t *sys_ns)
 {
 	*cpu_ns = -1;
 	struct floor_source fs
 	    = { bench_ws_start(mix->hello, mix->hello_len), mix };
 	if (fs.ws == NULL)
 		return false;
-	struct bench_wsfloor *fl = bench_wsfloor_start(bench_ws_port(fs.ws));
+	struct bench_wsfloor *fl
+	    = bench_wsfloor_start(bench_ws_port(fs.ws), raw);
 	bool ok = fl != NULL && bench_ws_wait_client(fs.ws, 20000);
 	/* the hello (status, feature_flags) must be in before counting */
 	struct bench_counter *c = ok ? bench_wsfloor_counter(fl) : NULL;
@@ -670,8 +672,14 @@ main(int argc, char **argv)
 	/* the libwebsockets floor: no broker, no subscriber */
 	struct phase ft = { 0 };
 	int64_t floor_cpu = -1, floor_user = -1, floor_sys = -1;
-	bool ft_ok = floor_throughput(
-	    &o, &mix, o.tag + 6, &ft, &floor_cpu, &floor_user, &floor_sys);
+	bool ft_ok = floor_throughput(&o, &mix, o.tag + 6, false, &ft,
+	    &floor_cpu, &floor_user, &floor_sys);
+	/* the ws:// path's floor: lws RAW and input/wsframe.c */
+	struct phase rf = { 0 };
+	int64_t rfloor_cpu = -1, rfloor_user = -1, rfloor_sys = -1;
+	ft_ok = floor_throughput(&o, &mix, o.tag + 7, true, &rf, &rfloor_cpu,
+	            &rfloor_user, &rfloor_sys)
+	    && ft_ok;
 
 	unsigned long long alloc_total = 0;
 	printf("frames_per_prompt=%llu prompt_block_bytes=%zu "
@@ -733,6 +741,15 @@ main(int argc, char **argv)
 	    " ws_floor_user_us_per_event=%.3f ws_floor_sys_us_per_event=%.3f",
 	    floor_user >= 0 ? (double) floor_user * ft_per : -1.0,
 	    floor_sys >= 0 ? (double) floor_sys * ft_per : -1.0);
+	double rf_per = rf.got ? 1e-3 / (double) rf.got : 0;
+	printf(" ws_raw_floor_events=%llu/%llu ws_raw_floor_eps=%.0f "
+	       "ws_raw_floor_cpu_us_per_event=%.3f "
+	       "ws_raw_floor_user_us_per_event=%.3f "
+	       "ws_raw_floor_sys_us_per_event=%.3f",
+	    (unsigned long long) rf.got, (unsigned long long) rf.expected,
+	    rf.eps, rfloor_cpu >= 0 ? (double) rfloor_cpu * rf_per : -1.0,
+	    rfloor_user >= 0 ? (double) rfloor_user * rf_per : -1.0,
+	    rfloor_sys >= 0 ? (double) rfloor_sys * rf_per : -1.0);
 	printf(" rss_start_kib=%ld rss_peak_kib=%ld rss_end_kib=%ld",
 	    p0.rss_kib, p2.hwm_kib, p2.rss_kib);
 	static const char *mods[] = { "exe", "mosq", "lws", "libc", "other" };

@@ -5,7 +5,12 @@
  * costs before the bridge does any work of its own: the share of the
  * bridge's CPU no change to the bridge's code can remove while it receives
  * through libwebsockets (whose client frame parser takes the payload one
- * byte at a time: lib/roles/ws/client-ws.c, lws_ws_client_rx_sm). */
+ * byte at a time: lib/roles/ws/client-ws.c, lws_ws_client_rx_sm).
+ *
+ * With raw set it is the floor of the bridge's ws:// path instead
+ * (bridge/io/ws_raw.c): an lws RAW connection whose upgrade and frames go
+ * through input/wsframe.c, counting the messages it parses. The wss://
+ * path is still the lws client above. */
 #include <libwebsockets.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -14,6 +19,7 @@
 #include <sys/resource.h>
 
 #include "bench.h"
+#include "wsframe.h"
 
 #define FLOOR_READ_BUF (32 * 1024) /* = bridge/io/loop.c LOOP_READ_BUF */
 #define FLOOR_RX_BUF   65536 /* = the bridge's ws protocol rx_buffer_size */
@@ -28,7 +34,15 @@ struct bench_wsfloor {
 	struct bench_counter count;
 	struct rusage ru; /* the thread's, taken when it ends */
 	bool ru_ok;
+	bool raw; /* the RAW connection and input/wsframe.c */
+	bool upgraded;
+	struct wsf_parser fp;
+	struct wsh_resp hs;
 };
+
+/* RFC 6455's example key and its accept: the load source checks nothing */
+#define RAW_KEY    "dGhlIHNhbXBsZSBub25jZQ=="
+#define RAW_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 static int
 floor_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
@@ -59,8 +73,75 @@ floor_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	}
 }
 
+static void
+raw_data(void *ud, const void *p, size_t n, bool first, bool final, bool bin)
+{
+	struct bench_wsfloor *f = ud;
+	(void) p;
+	(void) n;
+	(void) first;
+	(void) bin;
+	if (final) {
+		atomic_fetch_add(&f->count.events, 1);
+		atomic_store(&f->count.last_ns, bench_now_ns());
+	}
+}
+
+static int
+raw_rx(struct bench_wsfloor *f, const uint8_t *in, size_t len)
+{
+	struct wsf_cb cb = { raw_data, NULL, f };
+	size_t used = 0;
+
+	if (!f->upgraded) {
+		int rc = wsh_resp_feed(&f->hs, in, len, RAW_ACCEPT, &used);
+		if (rc == WSH_MORE)
+			return 0;
+		if (rc == WSH_ERROR) {
+			fprintf(stderr, "bench: raw floor: %s\n", f->hs.error);
+			return -1;
+		}
+		f->upgraded = true;
+		atomic_store(&f->state, 1);
+	}
+	return wsf_feed(&f->fp, in + used, len - used, &cb);
+}
+
+static int
+raw_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+    size_t len)
+{
+	struct bench_wsfloor *f = lws_context_user(lws_get_context(wsi));
+	unsigned char req[LWS_PRE + 512];
+	size_t n;
+	(void) user;
+	switch (reason) {
+	case LWS_CALLBACK_RAW_CONNECTED:
+		wsf_parser_init(&f->fp);
+		wsh_resp_init(&f->hs);
+		lws_callback_on_writable(wsi);
+		return 0;
+	case LWS_CALLBACK_RAW_WRITEABLE:
+		n = wsh_request((char *) req + LWS_PRE, sizeof req - LWS_PRE,
+		    "127.0.0.1", "/ws?clientId=bench-floor", RAW_KEY, NULL, 0);
+		return lws_write(wsi, req + LWS_PRE, n, LWS_WRITE_RAW)
+		        < (int) n
+		    ? -1
+		    : 0;
+	case LWS_CALLBACK_RAW_RX:
+		return raw_rx(f, in, len);
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+	case LWS_CALLBACK_RAW_CLOSE:
+		atomic_store(&f->state, -1);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
 static const struct lws_protocols floor_protocols[] = {
 	{ "c2m-bench-floor", floor_cb, 0, FLOOR_RX_BUF, 0, NULL, 0 },
+	{ "c2m-bench-rawfloor", raw_cb, 0, 0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
@@ -75,7 +156,9 @@ floor_main(void *arg)
 	ci.port = f->port;
 	ci.path = "/ws?clientId=bench-floor";
 	ci.host = "127.0.0.1";
-	ci.local_protocol_name = floor_protocols[0].name;
+	ci.local_protocol_name = floor_protocols[f->raw ? 1 : 0].name;
+	if (f->raw)
+		ci.method = "RAW";
 	if (lws_client_connect_via_info(&ci) == NULL)
 		atomic_store(&f->state, -1);
 	while (!atomic_load(&f->stop) && atomic_load(&f->state) >= 0)
@@ -85,12 +168,13 @@ floor_main(void *arg)
 }
 
 struct bench_wsfloor *
-bench_wsfloor_start(int port)
+bench_wsfloor_start(int port, bool raw)
 {
 	struct bench_wsfloor *f = calloc(1, sizeof(*f));
 	if (f == NULL)
 		return NULL;
 	f->port = port;
+	f->raw = raw;
 	lws_set_log_level(LLL_ERR, NULL);
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));

@@ -126,6 +126,8 @@ printf '%-34s %14s %14s\n' "  baseline: publish / net thread" "" "$(median base_
 printf '%-34s %14s\n' "  context switches per event" "$(median ctxsw_per_event)"
 printf '%-34s %14s\n' "  libwebsockets alone (receive)" "$(median ws_floor_cpu_us_per_event)"
 printf '%-34s %14s\n' "    user / sys" "$(median ws_floor_user_us_per_event) / $(median ws_floor_sys_us_per_event)"
+printf '%-34s %14s\n' "  lws RAW + wsframe (ws:// path)" "$(median ws_raw_floor_cpu_us_per_event)"
+printf '%-34s %14s\n' "    user / sys" "$(median ws_raw_floor_user_us_per_event) / $(median ws_raw_floor_sys_us_per_event)"
 printf '%-34s %14s\n' "  core alone (no sockets)" "$(median core_us_per_event)"
 printf '%-34s %14s\n' "    json_parse / jsmn_parse alone" "$(median json_parse_us_per_event) / $(median jsmn_us_per_event)"
 printf '%-34s %14s %14s %s\n' "bridge RSS KiB before the first event" "$(median rss_start_kib)" "-"

@@ -25,6 +25,10 @@
 #define BIG_LEN    (5 * 1024 * 1024)
 #define MAX_LINES  4096
 #define MAX_STAMPS 64
+/* the request's header names in order, with one extra header X-Test */
+#define WS_REQUEST_HEADERS                                                    \
+	"REQUEST Pragma,Cache-Control,Host,Upgrade,Connection,"               \
+	"Sec-WebSocket-Key,Sec-WebSocket-Version,X-Test"
 
 /* ---- the peer process ---- */
 
@@ -382,6 +386,8 @@ test_connect_first_frame_and_headers(void)
 	    "host=127.0.0.1:%d",
 	    P.proc.port);
 	CHECK_STR(last_line("CONNECT "), expect);
+	/* ws:// writes the request as lws does for wss:// (test_wss) */
+	CHECK_STR(last_line("REQUEST "), WS_REQUEST_HEADERS);
 	CHECK_INT(ws_client_reconnects(c), 0);
 
 	/* stop: a close frame, on_down once, no reconnect afterwards */
@@ -681,6 +687,7 @@ static void
 test_wss(void)
 {
 	char dir[] = "/tmp/c2m-wss-XXXXXX", cmd[1024], cert[256], key[256];
+	char *hdrs[] = { "X-Test: hello-1" };
 	struct ws_client_cfg cfg = default_cfg();
 	struct ws_client *c;
 	struct peer tp;
@@ -706,10 +713,14 @@ test_wss(void)
 	/* trusted through the CA file */
 	reset_counters();
 	cfg.tls.ca = cert;
+	cfg.headers = hdrs;
+	cfg.n_headers = 1;
 	c = ws_client_create(L, &cfg, &cbs, NULL);
 	CHECK(c != NULL);
 	CHECK_INT(ws_client_start(c), 0);
 	CHECK(wait_ups(1, 10000));
+	peer_poll(&tp); /* the lws client's request, as the raw one's */
+	CHECK_STR(last_line("REQUEST "), WS_REQUEST_HEADERS);
 	ws_client_stop(c);
 	CHECK(wait_downs(1, 5000));
 	ws_client_destroy(c);

@@ -7,14 +7,23 @@ Run with Debian's /usr/bin/python3. Prints `LISTENING <port>` once bound.
 
 stdout events (one per line):
   CONNECT id=<clientId> origin=<Origin|-> xtest=<X-Test|-> host=<Host>
+  REQUEST <header names in order, comma-separated>
   RECV <len> <text>          a text frame from the client
-  DISCONNECT                 a WebSocket ended
+  PING <len> / PONG <payload> a ping / pong from the client
+  DISCONNECT code=<close code|None>  a WebSocket ended
   SENT <what> [<len>]       a command was carried out
 stdin commands:
   big <n> <frag>   text message of n pattern bytes, as raw frames of frag
+  fragping <n> <frag>  the same with a ping ("p<i>") between the frames
   bin <n>          binary message of n pattern bytes, one frame
-  mode drop|normal drop: accept the upgrade, then close at once
+  raw <hex>        these bytes as they are, to every WebSocket
+  ping <text>      a ping with this payload
+  mode drop|normal|refuse|badaccept|nopong  drop: accept the upgrade, then
+                   close at once; refuse: answer 403 Forbidden; badaccept:
+                   101 with a wrong Sec-WebSocket-Accept; nopong: pings from
+                   the client go unanswered
   close            close every WebSocket
+Pings are answered by hand (autoping off) so that they can be reported.
 HTTP routes (also under /api): /big?n=N (pattern bytes), /status/<code>,
 /slow (answers after 60 s), /headers (the request headers, one per line).
 
@@ -62,7 +71,19 @@ class Peer:
         self.mode = "normal"
 
     async def ws(self, request):
-        ws = web.WebSocketResponse(autoping=True)
+        say("REQUEST " + ",".join(request.headers.keys()))
+        if self.mode == "refuse":
+            return web.Response(status=403, text="no\n")
+        if self.mode == "badaccept":
+            request.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\n"
+                b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n")
+            while not request.transport.is_closing():
+                await asyncio.sleep(0.05)
+            say("DISCONNECT code=None")
+            return web.Response()
+        ws = web.WebSocketResponse(autoping=False)
         await ws.prepare(request)
         h = request.headers
         say("CONNECT id=%s origin=%s xtest=%s host=%s" % (
@@ -77,26 +98,42 @@ class Peer:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     say("RECV %d %s" % (len(msg.data), msg.data[:200]))
+                elif msg.type == WSMsgType.PING:
+                    say("PING %d" % len(msg.data))
+                    if self.mode != "nopong":
+                        await ws.pong(msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    say("PONG %s" % msg.data.decode("latin-1"))
         finally:
             self.sockets.discard(ws)
-            say("DISCONNECT")
+            say("DISCONNECT code=%s" % ws.close_code)
         return ws
 
     def command(self, line):
         parts = line.split()
         if not parts:
             return
-        if parts[0] == "big":
+        if parts[0] in ("big", "fragping"):
             n, frag = int(parts[1]), int(parts[2])
             data = pattern(n)
             for ws in list(self.sockets):
                 out = bytearray()
                 for off in range(0, n, frag):
+                    if off > 0 and parts[0] == "fragping":
+                        out += raw_frame(0x9, b"p%d" % off, True)
                     chunk = data[off:off + frag]
                     out += raw_frame(0x1 if off == 0 else 0x0, chunk,
                                      off + frag >= n)
                 ws._writer.transport.write(bytes(out))
-            say("SENT big %d" % n)
+            say("SENT %s %d" % (parts[0], n))
+        elif parts[0] == "raw":
+            for ws in list(self.sockets):
+                ws._writer.transport.write(bytes.fromhex(parts[1]))
+            say("SENT raw")
+        elif parts[0] == "ping":
+            for ws in list(self.sockets):
+                asyncio.ensure_future(ws.ping(parts[1].encode()))
+            say("SENT ping")
         elif parts[0] == "bin":
             n = int(parts[1])
             data = pattern(n)

@@ -280,10 +280,34 @@ test_cap_boundary(void)
 	reasm_destroy(r);
 }
 
+/* A whole message in one chunk: not copied, capped, and it abandons a
+ * partial message like a first chunk does. */
+static void
+test_whole_message(void)
+{
+	struct reasm *r = reasm_create(16, 100);
+	size_t len;
+
+	CHECK_INT(reasm_feed(r, "par", 3, true, false, false), REASM_MORE);
+	CHECK_INT(reasm_whole(r, 100), REASM_DONE);
+	CHECK(reasm_msg(r, &len, NULL) == NULL); /* the caller's bytes */
+	CHECK_INT(len, 0);
+	/* the partial message is gone: a continuation has no start */
+	CHECK_INT(reasm_feed(r, "x", 1, false, true, false), BR_ESTATE);
+	CHECK_INT(reasm_whole(r, 101), BR_EFULL);
+	CHECK_INT(reasm_feed(r, "ab", 2, true, true, true), REASM_DONE);
+	bool bin = false;
+	const uint8_t *m = reasm_msg(r, &len, &bin);
+	CHECK_MEM(m, len, "ab", 2);
+	CHECK(bin);
+	reasm_destroy(r);
+}
+
 int
 main(void)
 {
 	RUN(test_single_chunk);
+	RUN(test_whole_message);
 	RUN(test_multi_chunk);
 	RUN(test_lws_rx_buffer_split);
 	RUN(test_binary_latched_on_first_chunk);
