@@ -241,6 +241,41 @@ put_quoted(struct jsonw *w, const char *s, size_t n, const char *tail,
 	put(w, tail, tail_len);
 }
 
+/* Writes "s" then tail (':' after a key, 0: none) for a NUL-terminated s:
+ * what put_quoted(w, s, strlen(s), ...) writes, in one pass over s when s
+ * needs no escaping and fits, as keys and names mostly do. */
+static void
+put_quoted_cstr(struct jsonw *w, const char *s, char tail)
+{
+	if (w->err)
+		return;
+	size_t tl = tail ? 1 : 0;
+	/* bytes before the NUL's slot (cap > 0: jsonw_reset made a
+	 * zero-capacity writer's error sticky) */
+	size_t room = w->cap - 1 - w->len;
+	char *o = w->buf + w->len;
+	size_t i = 0;
+	unsigned char c;
+	while ((c = (unsigned char) s[i]) != '\0') {
+		/* what utf8_json_plain_run lets through */
+		if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\'
+		    || i + 2 + tl > room)
+			break;
+		o[1 + i++] = (char) c;
+	}
+	if (c == '\0' && i + 2 + tl <= room) {
+		o[0] = '"';
+		o[1 + i] = '"';
+		o[2 + i] = tail;
+		o[2 + i + tl] = '\0';
+		w->len += i + 2 + tl;
+		return;
+	}
+	/* o[0] is still the NUL: the bytes copied after it are not part of
+	 * the output */
+	put_quoted(w, s, i + strlen(s + i), tail ? ":" : "", tl);
+}
+
 void
 jsonw_key(struct jsonw *w, const char *k)
 {
@@ -253,7 +288,7 @@ jsonw_key(struct jsonw *w, const char *k)
 	if (w->has_items[w->depth] & JSONW_HAS_ITEMS)
 		put_char(w, ',');
 	w->has_items[w->depth] |= JSONW_HAS_ITEMS;
-	put_quoted(w, k, strlen(k), ":", 1);
+	put_quoted_cstr(w, k, ':');
 	w->after_key = true;
 }
 
@@ -278,7 +313,8 @@ jsonw_key_raw(struct jsonw *w, const char *escaped, size_t n)
 void
 jsonw_str(struct jsonw *w, const char *s)
 {
-	jsonw_strn(w, s, strlen(s));
+	if (begin_value(w))
+		put_quoted_cstr(w, s, 0);
 }
 
 void

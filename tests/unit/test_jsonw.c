@@ -408,6 +408,49 @@ test_raw_reserve_commit(void)
 	CHECK_INT(room, 0);
 }
 
+/* jsonw_str (NUL-terminated) and jsonw_key write what the counted forms
+ * write at every capacity: the same bytes, length and error, whether the
+ * string is plain (one pass) or needs escaping, fits or is cut. */
+static void
+test_cstr_matches_counted(void)
+{
+	static const char *const strs[] = { "", "ts", "prompt_id", "a\"b",
+		"tab\there", "caf\xc3\xa9", "\xff", "x\x7f" };
+	for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++) {
+		const char *str = strs[k];
+		for (size_t cap = 1; cap < 32; cap++) {
+			char a[32], b[32];
+			struct jsonw wa, wb;
+			jsonw_init(&wa, a, cap);
+			jsonw_init(&wb, b, cap);
+			jsonw_arr_begin(&wa);
+			jsonw_arr_begin(&wb);
+			jsonw_str(&wa, str);
+			jsonw_strn(&wb, str, strlen(str));
+			CHECK_INT((long) wa.len, (long) wb.len);
+			CHECK_INT(wa.err, wb.err);
+			CHECK_STR(a, b);
+			/* a key: the same bytes plus the colon as
+			 * jsonw_key_raw of the escaped form writes */
+			char esc[32];
+			struct jsonw we;
+			jsonw_init(&we, esc, sizeof(esc));
+			jsonw_strn(&we, str, strlen(str));
+			jsonw_init(&wa, a, cap);
+			jsonw_init(&wb, b, cap);
+			jsonw_obj_begin(&wa);
+			jsonw_obj_begin(&wb);
+			jsonw_key(&wa, str);
+			jsonw_key_raw(&wb, esc + 1, we.len - 2);
+			if (wa.err == 0 || wb.err == 0) {
+				CHECK_INT((long) wa.len, (long) wb.len);
+				CHECK_STR(a, b);
+			}
+			CHECK_INT(wa.err == 0, wb.err == 0);
+		}
+	}
+}
+
 int
 main(void)
 {
@@ -424,5 +467,6 @@ main(void)
 	RUN(test_strn_max);
 	RUN(test_raw_pieces_and_rewind);
 	RUN(test_raw_reserve_commit);
+	RUN(test_cstr_matches_counted);
 	TEST_MAIN_END();
 }
