@@ -253,17 +253,18 @@ put_quoted_cstr(struct jsonw *w, const char *s, char tail)
 	/* bytes before the NUL's slot (cap > 0: jsonw_reset made a
 	 * zero-capacity writer's error sticky) */
 	size_t room = w->cap - 1 - w->len;
+	/* the most bytes of s that leave room for the quotes and tail */
+	size_t max = room >= 2 + tl ? room - 2 - tl : 0;
 	char *o = w->buf + w->len;
 	size_t i = 0;
 	unsigned char c;
-	while ((c = (unsigned char) s[i]) != '\0') {
-		/* what utf8_json_plain_run lets through */
-		if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\'
-		    || i + 2 + tl > room)
-			break;
+	/* what utf8_json_plain_run lets through: 0x20..0x7F but '"', '\\'
+	 * (a NUL ends the loop as a byte below 0x20) */
+	while (i < max
+	    && (unsigned char) ((c = (unsigned char) s[i]) - 0x20) < 0x60
+	    && c != '"' && c != '\\')
 		o[1 + i++] = (char) c;
-	}
-	if (c == '\0' && i + 2 + tl <= room) {
+	if (s[i] == '\0' && i + 2 + tl <= room) {
 		o[0] = '"';
 		o[1 + i] = '"';
 		o[2 + i] = tail;
@@ -349,11 +350,28 @@ jsonw_str_raw(struct jsonw *w, const char *escaped, size_t n)
 static char *
 format_u64(char *end, uint64_t v)
 {
+	/* two digits per division: timestamps have 13 */
+	static const char pairs[201]
+	    = "0001020304050607080910111213141516171819"
+	      "2021222324252627282930313233343536373839"
+	      "4041424344454647484950515253545556575859"
+	      "6061626364656667686970717273747576777879"
+	      "8081828384858687888990919293949596979899";
 	char *p = end;
-	do {
-		*--p = (char) ('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
+	while (v >= 100) {
+		unsigned r = (unsigned) (v % 100);
+		v /= 100;
+		p -= 2;
+		p[0] = pairs[2 * r];
+		p[1] = pairs[2 * r + 1];
+	}
+	if (v >= 10) {
+		p -= 2;
+		p[0] = pairs[2 * v];
+		p[1] = pairs[2 * v + 1];
+	} else {
+		*--p = (char) ('0' + v);
+	}
 	return p;
 }
 

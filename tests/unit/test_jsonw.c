@@ -251,6 +251,26 @@ test_ints(void)
 	jsonw_uint(&w, 7);
 	jsonw_arr_end(&w);
 	CHECK_STR(buf, "[-9223372036854775808,0,7]");
+	/* every digit count, each side of a power of ten, as printf writes */
+	uint64_t v = 1;
+	for (int k = 0; k < 20; k++, v *= 10) {
+		const uint64_t around[] = { v - 1, v, v + 1, v * 7 + 3 };
+		for (size_t j = 0; j < 4; j++) {
+			char want[48];
+			jsonw_init(&w, buf, sizeof(buf));
+			jsonw_arr_begin(&w);
+			jsonw_uint(&w, around[j]);
+			jsonw_int(&w, -(int64_t) (around[j] >> 1));
+			jsonw_arr_end(&w);
+			snprintf(want, sizeof(want),
+			    "[%" PRIu64 ",%" PRId64 "]", around[j],
+			    -(int64_t) (around[j] >> 1));
+			CHECK_STR(buf, want);
+		}
+	}
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_uint(&w, UINT64_MAX);
+	CHECK_STR(buf, "18446744073709551615");
 }
 
 /* Writes a document of every kind of value into exactly cap bytes followed
