@@ -20,9 +20,11 @@
 static bool
 id_char_allowed(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
-	    || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':'
-	    || c == '-';
+	/* one bit per ASCII byte: [-.0-9:] in the first word, [A-Z_a-z] in
+	 * the second (one test per byte of every id of every topic) */
+	static const uint64_t allowed[2]
+	    = { 0x07ff600000000000u, 0x07fffffe87fffffeu };
+	return c < 128 && (allowed[c >> 6] >> (c & 63) & 1u);
 }
 
 size_t
