@@ -142,9 +142,19 @@ put_str(struct topic_buf *tb, const char *s)
 static void
 put_id(struct topic_buf *tb, const char *id, size_t len)
 {
+	if (id == NULL) {
+		id = "";
+		len = 0;
+	}
+	/* with room for the longest id (and the NUL) it is sanitized in
+	 * place: the same bytes as through a TOPIC_ID_MAX + 1 buffer */
+	if (!tb->overflow && tb->cap - tb->len > TOPIC_ID_MAX) {
+		tb->len += topic_sanitize(
+		    tb->dst + tb->len, TOPIC_ID_MAX + 1, id, len);
+		return;
+	}
 	char clean[TOPIC_ID_MAX + 1];
-	size_t n = topic_sanitize(
-	    clean, sizeof(clean), id != NULL ? id : "", id != NULL ? len : 0);
+	size_t n = topic_sanitize(clean, sizeof(clean), id, len);
 	put(tb, clean, n);
 }
 
@@ -191,7 +201,7 @@ topic_prompt(char *dst, size_t cap, const char *prefix, const char *instance,
 {
 	struct topic_buf tb = { dst, cap, 0, cap == 0 };
 	put_base(&tb, prefix, instance);
-	put_str(&tb, "/prompt/");
+	put(&tb, "/prompt/", 8);
 	put_id(&tb, prompt_id, id_len);
 	put(&tb, "/", 1);
 	put_str(&tb, leaf);
@@ -208,7 +218,7 @@ topic_event(char *dst, size_t cap, const char *prefix, const char *instance,
 {
 	struct topic_buf tb = { dst, cap, 0, cap == 0 };
 	put_base(&tb, prefix, instance);
-	put_str(&tb, "/event/");
+	put(&tb, "/event/", 7);
 	put_id(&tb, type, type_len);
 	return finish(&tb);
 }
