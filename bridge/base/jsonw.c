@@ -258,11 +258,22 @@ put_quoted_cstr(struct jsonw *w, const char *s, char tail)
 	char *o = w->buf + w->len;
 	size_t i = 0;
 	unsigned char c;
-	/* what utf8_json_plain_run lets through: 0x20..0x7F but '"', '\\'
-	 * (a NUL ends the loop as a byte below 0x20) */
-	while (i < max
-	    && (unsigned char) ((c = (unsigned char) s[i]) - 0x20) < 0x60
-	    && c != '"' && c != '\\')
+	/* what utf8_json_plain_run lets through: '1' for 0x20..0x7F but
+	 * '"' and '\\' (a NUL ends the loop as a byte below 0x20) */
+	static const char plain[256] = "0000000000000000" /* 0x00 */
+	                               "0000000000000000" /* 0x10 */
+	                               "1101111111111111" /* 0x20 */
+	                               "1111111111111111" /* 0x30 */
+	                               "1111111111111111" /* 0x40 */
+	                               "1111111111110111" /* 0x50 */
+	                               "1111111111111111" /* 0x60 */
+	                               "1111111111111111" /* 0x70 */
+	                               /* 0x80..0xff */
+	                               "00000000000000000000000000000000"
+	                               "00000000000000000000000000000000"
+	                               "00000000000000000000000000000000"
+	                               "00000000000000000000000000000000";
+	while (i < max && plain[c = (unsigned char) s[i]] == '1')
 		o[1 + i++] = (char) c;
 	if (s[i] == '\0' && i + 2 + tl <= room) {
 		o[0] = '"';

@@ -469,6 +469,16 @@ test_cstr_matches_counted(void)
 			CHECK_INT(wa.err == 0, wb.err == 0);
 		}
 	}
+	/* every byte value inside a string */
+	for (int b = 1; b < 256; b++) {
+		char str[4] = { 'a', (char) b, 'z', 0 }, a[32], c[32];
+		struct jsonw wa, wc;
+		jsonw_init(&wa, a, sizeof(a));
+		jsonw_init(&wc, c, sizeof(c));
+		jsonw_str(&wa, str);
+		jsonw_strn(&wc, str, 3);
+		CHECK_STR(a, c);
+	}
 }
 
 int
