@@ -340,7 +340,7 @@ enum want {
 	W_COLON, /* after a key */
 	W_NEXT, /* after a member: ',' or the container's closer */
 	W_END, /* after the root: whitespace only */
-	W_FAILED /* a grammar error at fail_at: only the nesting is counted */
+	W_FAILED /* after a grammar error: only the nesting is measured */
 };
 
 /* The one walk over the input (see scan_doc). */
@@ -349,7 +349,6 @@ struct scan {
 	size_t len;
 	int depth;
 	enum want want;
-	long fail_at; /* the first byte the grammar refuses */
 	int ntok; /* tokens jsmn makes of the bytes walked so far */
 	int nonfinite; /* the first NaN/Infinity/-Infinity token, or -1 */
 	struct bad_string bad;
@@ -358,12 +357,9 @@ struct scan {
 };
 
 static void
-grammar_fail(struct scan *s, size_t at)
+grammar_fail(struct scan *s)
 {
-	if (s->want != W_FAILED) {
-		s->want = W_FAILED;
-		s->fail_at = (long) at;
-	}
+	s->want = W_FAILED;
 }
 
 static bool
@@ -379,15 +375,15 @@ value_done(struct scan *s)
 	s->want = s->depth == 0 ? W_END : W_NEXT;
 }
 
-/* '{' or '[' at byte at. */
+/* '{' or '['. */
 static int
-scan_open(struct scan *s, size_t at, bool obj)
+scan_open(struct scan *s, bool obj)
 {
 	if (s->depth == JSON_MAX_DEPTH)
 		return BR_EDEPTH;
 	if (s->want != W_FAILED) {
 		if (!wants_value(s)) {
-			grammar_fail(s, at);
+			grammar_fail(s);
 		} else {
 			s->is_obj[s->depth] = obj;
 			s->want = obj ? W_KEY_OR_CLOSE : W_VALUE_OR_CLOSE;
@@ -398,9 +394,9 @@ scan_open(struct scan *s, size_t at, bool obj)
 	return BR_OK;
 }
 
-/* '}' or ']' at byte at. */
+/* '}' or ']'. */
 static int
-scan_close(struct scan *s, size_t at, bool obj)
+scan_close(struct scan *s, bool obj)
 {
 	if (s->depth == 0)
 		return BR_ESYNTAX;
@@ -410,15 +406,15 @@ scan_close(struct scan *s, size_t at, bool obj)
 	bool empty_ok
 	    = obj ? s->want == W_KEY_OR_CLOSE : s->want == W_VALUE_OR_CLOSE;
 	if (s->is_obj[s->depth] != obj || !(s->want == W_NEXT || empty_ok))
-		grammar_fail(s, at);
+		grammar_fail(s);
 	else
 		value_done(s);
 	return BR_OK;
 }
 
-/* A string whose opening quote is at byte at: a key or a value. */
+/* A string's opening quote: a key or a value. */
 static void
-scan_string_token(struct scan *s, size_t at)
+scan_string_token(struct scan *s)
 {
 	if (s->want == W_KEY_OR_CLOSE || s->want == W_KEY) {
 		s->want = W_COLON;
@@ -427,7 +423,7 @@ scan_string_token(struct scan *s, size_t at)
 		value_done(s);
 		s->ntok++;
 	} else {
-		grammar_fail(s, at);
+		grammar_fail(s);
 	}
 }
 
@@ -440,7 +436,7 @@ scan_primitive(struct scan *s, size_t from, size_t to)
 		return;
 	const char *p = s->buf + from;
 	if (!wants_value(s) || !json_primitive_ok(p, to - from)) {
-		grammar_fail(s, from);
+		grammar_fail(s);
 		return;
 	}
 	if (s->nonfinite < 0 && json_nonfinite_text(p))
@@ -449,16 +445,16 @@ scan_primitive(struct scan *s, size_t from, size_t to)
 	value_done(s);
 }
 
-/* One separator (',' or ':') at byte at. */
+/* One separator (',' or ':'). */
 static void
-scan_separator(struct scan *s, size_t at, char c)
+scan_separator(struct scan *s, char c)
 {
 	if (c == ':' && s->want == W_COLON)
 		s->want = W_VALUE;
 	else if (c == ',' && s->want == W_NEXT)
 		s->want = s->is_obj[s->depth - 1] ? W_KEY : W_VALUE;
 	else
-		grammar_fail(s, at);
+		grammar_fail(s);
 }
 
 /* The one walk over every byte, before jsmn runs. It splits the input
@@ -472,11 +468,12 @@ scan_separator(struct scan *s, size_t at, char c)
  *   failing, once per closer. So deeper than JSON_MAX_DEPTH is rejected
  *   (BR_EDEPTH), and so is a closer at depth 0 (BR_ESYNTAX), which valid
  *   JSON never has; then every walk is bounded and parsing stays linear.
- * - checks the grammar (RFC 8259 plus NaN, Infinity and -Infinity): the
- *   first byte it refuses is kept in fail_at, and from there on only the
- *   nesting is measured. Nothing that jsmn tolerates (missing commas,
- *   `{a:1}`, `{}{}`, ...) survives that, and on what it accepts jsmn's
- *   tokens are the document's tree, in the order the walk counts them.
+ * - checks the grammar (RFC 8259 plus NaN, Infinity and -Infinity); from
+ *   the first byte it refuses on only the nesting is measured. Nothing
+ *   that jsmn tolerates (missing commas, `{a:1}`, `{}{}`, ...) survives
+ *   that, and on what it accepts jsmn's tokens are the document's tree,
+ *   in the order the walk counts them. Which error a refused input
+ *   reports is json_check_tokens' business.
  * - checks string contents (scan_string).
  * Returns BR_OK, or the nesting's error, which comes before all others. */
 static int
@@ -494,19 +491,19 @@ scan_doc(struct scan *s)
 		int rc = BR_OK;
 		switch (c) {
 		case '\0':
-			grammar_fail(s, at);
+			grammar_fail(s);
 			return BR_OK; /* jsmn stops here */
 		case '{':
 		case '[':
-			rc = scan_open(s, at, c == '{');
+			rc = scan_open(s, c == '{');
 			break;
 		case '}':
 		case ']':
-			rc = scan_close(s, at, c == '}');
+			rc = scan_close(s, c == '}');
 			break;
 		case '"':
 			if (s->want != W_FAILED)
-				scan_string_token(s, at);
+				scan_string_token(s);
 			i = scan_string(buf, len, i, &s->bad, &s->lone);
 			break;
 		case ' ':
@@ -517,7 +514,7 @@ scan_doc(struct scan *s)
 		case ',':
 		case ':':
 			if (s->want != W_FAILED)
-				scan_separator(s, at, c);
+				scan_separator(s, c);
 			break;
 		default:
 			while (i < len && !ends_primitive(buf[i]))
@@ -529,19 +526,15 @@ scan_doc(struct scan *s)
 			return rc;
 	}
 	if (s->want != W_END)
-		grammar_fail(s, len);
+		grammar_fail(s);
 	return BR_OK;
 }
 
-/* What the walk found, in the input's order: the grammar error, or the
- * first bad string when it starts before that. */
-static int
-scan_result(const struct scan *s)
+/* The walk found a grammar error or a bad string. */
+static bool
+scan_refused(const struct scan *s)
 {
-	if (s->bad.start >= 0
-	    && (s->want != W_FAILED || s->bad.start < s->fail_at))
-		return s->bad.reason;
-	return s->want == W_FAILED ? BR_ESYNTAX : BR_OK;
+	return s->want == W_FAILED || s->bad.start >= 0;
 }
 
 int
@@ -567,7 +560,6 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 	s.len = len;
 	s.depth = 0;
 	s.want = W_VALUE;
-	s.fail_at = -1;
 	s.ntok = 0;
 	s.nonfinite = -1;
 	s.bad.start = -1;
@@ -590,7 +582,7 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 	}
 	if (r <= 0)
 		return BR_ESYNTAX;
-	if (scan_result(&s) != BR_OK) {
+	if (scan_refused(&s)) {
 		/* which error: the one a walk over jsmn's tokens meets first
 		 * (json_check.c); an input the walk refused never passes */
 		size_t last = len;
