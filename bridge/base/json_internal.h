@@ -18,6 +18,23 @@ json_digit(char c)
 	return c >= '0' && c <= '9';
 }
 
+static inline bool
+json_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* A jsmn primitive's bytes: a number (RFC 8259), true, false, null, NaN,
+ * Infinity or -Infinity? (json_parse.c) */
+bool json_primitive_ok(const char *p, size_t n);
+
+/* The error a walk over jsmn's tokens of buf (the value spanning
+ * [first, last) without whitespace around it) meets first; bad_start: where
+ * the content of the first string that is not valid starts (-1: none),
+ * bad_reason: what is wrong with it (json_check.c). */
+int json_check_tokens(const char *buf, int first, int last,
+    const jsmntok_t *tok, int ntok, long bad_start, int bad_reason);
+
 /* First bytes of a validated primitive: NaN, Infinity or -Infinity? */
 static inline bool
 json_nonfinite_text(const char *p)

@@ -1,15 +1,12 @@
 /* json_parse: the one translation unit holding jsmn's implementation, the
  * parser's token array, and the validation jsmn leaves out.
  *
- * Validation is one pass over the tokens in order. jsmn's tokens are
- * sorted by start offset, so walking them while keeping a stack of open
- * containers re-derives the document's grammar: every byte of the input is
- * either inside a token (checked as a string or a primitive), an opening or
- * closing bracket, or in a gap between two of those, which must be
- * whitespace plus exactly the separator the grammar wants there. Nothing
- * that jsmn tolerates (missing commas, `{a:1}`, `{}{}`, ...) survives that,
- * and the token tree is checked against jsmn's parent links and sizes so the
- * accessors in json_read.c can trust it. */
+ * Validation is one walk over the input's bytes before jsmn runs
+ * (scan_doc): it splits the input as jsmn does and checks the grammar,
+ * string contents and the nesting on the way, so jsmn's tokens need no
+ * second look. Nothing that jsmn tolerates (missing commas, `{a:1}`,
+ * `{}{}`, ...) survives that, and on what it accepts jsmn's tokens are the
+ * document's tree, so the accessors in json_read.c can trust them. */
 #include <jsmn.h>
 
 #include "json.h"
@@ -115,12 +112,6 @@ json_parser_destroy(struct json_parser *p)
 /* ---------------------------------------------------------------------- */
 /* validation                                                              */
 
-static bool
-is_ws(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
 /* RFC 8259: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
 static bool
 is_number(const char *p, size_t n)
@@ -156,8 +147,8 @@ is_word(const char *p, size_t n, const char *word)
 	return n == strlen(word) && memcmp(p, word, n) == 0;
 }
 
-static bool
-is_primitive(const char *p, size_t n)
+bool
+json_primitive_ok(const char *p, size_t n)
 {
 	if (n == 0)
 		return false;
@@ -261,227 +252,11 @@ json_escape_len(const char *s, size_t n, uint32_t *cp)
 }
 
 /* First string (by where its content starts, as jsmn's token does) whose
- * content is not valid: what validate() reports when it gets there. */
+ * content is not valid. */
 struct bad_string {
-	int start; /* -1: none */
+	long start; /* -1: none */
 	int reason;
 };
-
-/* true when buf[from..to) is whitespace around exactly one `sep`, or only
- * whitespace when sep is 0. */
-static bool
-gap_ok(const char *buf, int from, int to, char sep)
-{
-	int i = from;
-	while (i < to && is_ws(buf[i]))
-		i++;
-	if (sep) {
-		if (i >= to || buf[i] != sep)
-			return false;
-		i++;
-		while (i < to && is_ws(buf[i]))
-			i++;
-	}
-	return i == to;
-}
-
-enum frame_state { FRAME_EMPTY, FRAME_AFTER_KEY, FRAME_AFTER_VALUE };
-
-struct frame {
-	int tok; /* the container */
-	int last_key; /* objects: the key whose value comes next */
-	int members; /* elements or keys seen */
-	enum frame_state state;
-};
-
-/* Pops the top frame after checking the bytes up to its closing bracket. */
-static int
-close_frame(const char *buf, const jsmntok_t *tok, struct frame *f, int *pos)
-{
-	const jsmntok_t *t = &tok[f->tok];
-	int close = t->end - 1;
-	char want = t->type == JSMN_OBJECT ? '}' : ']';
-	if (close < *pos || buf[close] != want || f->state == FRAME_AFTER_KEY)
-		return BR_ESYNTAX;
-	if (!gap_ok(buf, *pos, close, 0) || t->size != f->members)
-		return BR_ESYNTAX;
-	*pos = close + 1;
-	return BR_OK;
-}
-
-/* Places token i in the innermost open container f: checks the separator
- * before it, its role (key or value) and jsmn's parent link. */
-static int
-place_token(
-    const char *buf, const jsmntok_t *tok, int i, struct frame *f, int pos)
-{
-	const jsmntok_t *t = &tok[i];
-	bool is_obj = tok[f->tok].type == JSMN_OBJECT;
-	char sep = f->state == FRAME_EMPTY ? 0
-	    : f->state == FRAME_AFTER_KEY  ? ':'
-	                                   : ',';
-	if (!gap_ok(buf, pos, json_outer_start(t), sep))
-		return BR_ESYNTAX;
-	if (is_obj && f->state != FRAME_AFTER_KEY) {
-		if (t->type != JSMN_STRING || t->parent != f->tok
-		    || t->size != 1)
-			return BR_ESYNTAX;
-		f->last_key = i;
-		f->members++;
-		f->state = FRAME_AFTER_KEY;
-		return BR_OK;
-	}
-	int parent = is_obj ? f->last_key : f->tok;
-	if (t->parent != parent)
-		return BR_ESYNTAX;
-	if (!is_obj)
-		f->members++;
-	f->state = FRAME_AFTER_VALUE;
-	return BR_OK;
-}
-
-/* The walk's state: the containers open around the next token and the
- * first byte not yet checked. */
-struct validator {
-	const char *buf;
-	const jsmntok_t *tok;
-	int ntok;
-	const struct bad_string *bad; /* what prescan() found in strings */
-	int finite_prefix; /* see struct json_doc */
-	int pos;
-	int depth;
-	struct frame stack[JSON_MAX_DEPTH];
-};
-
-/* true when the innermost open container ends at or before byte
- * `before`. */
-static bool
-top_ends_by(const struct validator *v, int before)
-{
-	return v->depth > 0
-	    && v->tok[v->stack[v->depth - 1].tok].end <= before;
-}
-
-/* Closes the open containers that end at or before byte `before`. */
-static int
-close_frames(struct validator *v, int before)
-{
-	while (top_ends_by(v, before)) {
-		int rc = close_frame(
-		    v->buf, v->tok, &v->stack[v->depth - 1], &v->pos);
-		if (rc != BR_OK)
-			return rc;
-		v->depth--;
-	}
-	return BR_OK;
-}
-
-/* Opens the object or array at token i. */
-static int
-open_frame(struct validator *v, int i)
-{
-	const jsmntok_t *t = &v->tok[i];
-	if (v->buf[t->start] != (t->type == JSMN_OBJECT ? '{' : '['))
-		return BR_ESYNTAX;
-	if (v->depth == JSON_MAX_DEPTH)
-		return BR_EDEPTH;
-	struct frame *f = &v->stack[v->depth++];
-	f->tok = i;
-	f->last_key = -1;
-	f->members = 0;
-	f->state = FRAME_EMPTY;
-	v->pos = t->start + 1;
-	return BR_OK;
-}
-
-/* Checks token i's own bytes, then moves pos past the token (or into the
- * container it opens). */
-static int
-check_token(struct validator *v, int i)
-{
-	const jsmntok_t *t = &v->tok[i];
-	switch (t->type) {
-	case JSMN_STRING:
-		/* content checked by prescan() */
-		if (t->start == v->bad->start)
-			return v->bad->reason;
-		v->pos = json_outer_end(t);
-		return BR_OK;
-	case JSMN_PRIMITIVE:
-		if (!is_primitive(
-		        v->buf + t->start, (size_t) (t->end - t->start)))
-			return BR_ESYNTAX;
-		if (v->finite_prefix == v->ntok
-		    && json_nonfinite_text(v->buf + t->start))
-			v->finite_prefix = i;
-		v->pos = t->end;
-		return BR_OK;
-	case JSMN_OBJECT:
-	case JSMN_ARRAY:
-		return open_frame(v, i);
-	default:
-		return BR_ESYNTAX;
-	}
-}
-
-/* Checks the token at i in order: the containers it comes after are
- * closed, it sits where the grammar allows (the root alone at the start,
- * or a key or value of the innermost container), and its bytes are
- * valid. */
-static int
-visit_token(struct validator *v, int i)
-{
-	const jsmntok_t *t = &v->tok[i];
-	if (t->start < 0 || t->end < t->start)
-		return BR_ESYNTAX;
-	int start = json_outer_start(t);
-	int rc;
-	/* most tokens close nothing: test before the call */
-	if (top_ends_by(v, start)) {
-		rc = close_frames(v, start);
-		if (rc != BR_OK)
-			return rc;
-	}
-	if (v->depth == 0) {
-		/* the root, and nothing after it */
-		if (i != 0 || start != v->pos || t->parent != -1)
-			return BR_ESYNTAX;
-	} else {
-		rc = place_token(
-		    v->buf, v->tok, i, &v->stack[v->depth - 1], v->pos);
-		if (rc != BR_OK)
-			return rc;
-	}
-	return check_token(v, i);
-}
-
-/* Checks the tokens of buf, whose value spans [first, last) without the
- * surrounding whitespace. bad: what prescan() found wrong in strings.
- * Sets *finite_prefix (see struct json_doc) on success. */
-static int
-validate(const char *buf, int first, int last, const jsmntok_t *tok, int ntok,
-    const struct bad_string *bad, int *finite_prefix)
-{
-	/* fields one by one: the stack needs no clearing */
-	struct validator v;
-	v.buf = buf;
-	v.tok = tok;
-	v.ntok = ntok;
-	v.bad = bad;
-	v.finite_prefix = ntok;
-	v.pos = first;
-	v.depth = 0;
-	for (int i = 0; i < ntok; i++) {
-		int rc = visit_token(&v, i);
-		if (rc != BR_OK)
-			return rc;
-	}
-	int rc = close_frames(&v, INT_MAX);
-	if (rc != BR_OK)
-		return rc;
-	*finite_prefix = v.finite_prefix;
-	return v.pos == last ? BR_OK : BR_ESYNTAX;
-}
 
 /* jsmn's primitive delimiters (and a NUL, where jsmn stops). */
 static bool
@@ -550,61 +325,216 @@ scan_string(
 		i += k;
 	}
 	if (reason != BR_OK && bad->start < 0) {
-		bad->start = (int) content;
+		bad->start = (long) content;
 		bad->reason = reason;
 	}
 	return i + 1;
 }
 
-/* jsmn closes a bracket by walking up the parent links from the last
- * token to the innermost open container. That walk is as long as the
- * nesting (quadratic for [[[[...]]]]: 16k levels cost 0.4 s), and a closer
- * with nothing open walks the whole chain without failing, once per closer.
- * So before jsmn runs, a scan that splits the input exactly as jsmn does
- * (quoted strings with backslash escapes, unquoted runs ending at jsmn's
- * delimiters, a NUL ending everything) measures the nesting: deeper than
- * JSON_MAX_DEPTH is rejected, and so is a closer at depth 0, which valid
- * JSON never has. Then every walk is bounded and parsing stays linear.
- * The same walk checks string contents (see scan_string), so validate()
- * need not read them again: every string token jsmn makes starts where
- * this scan saw a string start. *lone: some string holds an unpaired
- * surrogate. */
-static int
-prescan(const char *buf, size_t len, struct bad_string *bad, bool *lone)
+/* What the grammar wants next (see scan_doc). */
+enum want {
+	W_VALUE, /* the root, after ':', after ',' in an array */
+	W_VALUE_OR_CLOSE, /* after '[' */
+	W_KEY_OR_CLOSE, /* after '{' */
+	W_KEY, /* after ',' in an object */
+	W_COLON, /* after a key */
+	W_NEXT, /* after a member: ',' or the container's closer */
+	W_END, /* after the root: whitespace only */
+	W_FAILED /* after a grammar error: only the nesting is measured */
+};
+
+/* The one walk over the input (see scan_doc). */
+struct scan {
+	const char *buf;
+	size_t len;
+	int depth;
+	enum want want;
+	int ntok; /* tokens jsmn makes of the bytes walked so far */
+	int nonfinite; /* the first NaN/Infinity/-Infinity token, or -1 */
+	struct bad_string bad;
+	bool lone; /* some string holds an unpaired surrogate */
+	bool is_obj[JSON_MAX_DEPTH]; /* the containers open now */
+};
+
+static void
+grammar_fail(struct scan *s)
 {
-	int depth = 0;
-	size_t i = 0;
+	s->want = W_FAILED;
+}
+
+static bool
+wants_value(const struct scan *s)
+{
+	return s->want == W_VALUE || s->want == W_VALUE_OR_CLOSE;
+}
+
+/* A value ended: the root, or a member of the innermost container. */
+static void
+value_done(struct scan *s)
+{
+	s->want = s->depth == 0 ? W_END : W_NEXT;
+}
+
+/* '{' or '['. */
+static int
+scan_open(struct scan *s, bool obj)
+{
+	if (s->depth == JSON_MAX_DEPTH)
+		return BR_EDEPTH;
+	if (s->want != W_FAILED) {
+		if (!wants_value(s)) {
+			grammar_fail(s);
+		} else {
+			s->is_obj[s->depth] = obj;
+			s->want = obj ? W_KEY_OR_CLOSE : W_VALUE_OR_CLOSE;
+			s->ntok++;
+		}
+	}
+	s->depth++;
+	return BR_OK;
+}
+
+/* '}' or ']'. */
+static int
+scan_close(struct scan *s, bool obj)
+{
+	if (s->depth == 0)
+		return BR_ESYNTAX;
+	s->depth--;
+	if (s->want == W_FAILED)
+		return BR_OK;
+	bool empty_ok
+	    = obj ? s->want == W_KEY_OR_CLOSE : s->want == W_VALUE_OR_CLOSE;
+	if (s->is_obj[s->depth] != obj || !(s->want == W_NEXT || empty_ok))
+		grammar_fail(s);
+	else
+		value_done(s);
+	return BR_OK;
+}
+
+/* A string's opening quote: a key or a value. */
+static void
+scan_string_token(struct scan *s)
+{
+	if (s->want == W_KEY_OR_CLOSE || s->want == W_KEY) {
+		s->want = W_COLON;
+		s->ntok++;
+	} else if (wants_value(s)) {
+		value_done(s);
+		s->ntok++;
+	} else {
+		grammar_fail(s);
+	}
+}
+
+/* An unquoted run buf[from..to): a value when it is a literal or a number
+ * (json_primitive_ok). */
+static void
+scan_primitive(struct scan *s, size_t from, size_t to)
+{
+	if (s->want == W_FAILED)
+		return;
+	const char *p = s->buf + from;
+	if (!wants_value(s) || !json_primitive_ok(p, to - from)) {
+		grammar_fail(s);
+		return;
+	}
+	if (s->nonfinite < 0 && json_nonfinite_text(p))
+		s->nonfinite = s->ntok;
+	s->ntok++;
+	value_done(s);
+}
+
+/* One separator (',' or ':'). */
+static void
+scan_separator(struct scan *s, char c)
+{
+	if (c == ':' && s->want == W_COLON)
+		s->want = W_VALUE;
+	else if (c == ',' && s->want == W_NEXT)
+		s->want = s->is_obj[s->depth - 1] ? W_KEY : W_VALUE;
+	else
+		grammar_fail(s);
+}
+
+/* The one walk over every byte, before jsmn runs. It splits the input
+ * exactly as jsmn does (quoted strings with backslash escapes, unquoted
+ * runs ending at jsmn's delimiters, a NUL ending everything) and on the
+ * way:
+ * - measures the nesting. jsmn closes a bracket by walking up the parent
+ *   links from the last token to the innermost open container: that walk
+ *   is as long as the nesting (quadratic for [[[[...]]]]: 16k levels cost
+ *   0.4 s), and a closer with nothing open walks the whole chain without
+ *   failing, once per closer. So deeper than JSON_MAX_DEPTH is rejected
+ *   (BR_EDEPTH), and so is a closer at depth 0 (BR_ESYNTAX), which valid
+ *   JSON never has; then every walk is bounded and parsing stays linear.
+ * - checks the grammar (RFC 8259 plus NaN, Infinity and -Infinity); from
+ *   the first byte it refuses on only the nesting is measured. Nothing
+ *   that jsmn tolerates (missing commas, `{a:1}`, `{}{}`, ...) survives
+ *   that, and on what it accepts jsmn's tokens are the document's tree,
+ *   in the order the walk counts them. Which error a refused input
+ *   reports is json_check_tokens' business.
+ * - checks string contents (scan_string).
+ * Returns BR_OK, or the nesting's error, which comes before all others. */
+static int
+scan_doc(struct scan *s)
+{
+	const char *buf = s->buf;
+	size_t len = s->len, i = 0;
 	while (i < len) {
-		switch (buf[i++]) {
+		size_t at = i;
+		char c = buf[i++];
+		/* the most common byte outside strings (", " and ": "), before
+		 * the switch */
+		if (c == ' ')
+			continue;
+		int rc = BR_OK;
+		switch (c) {
 		case '\0':
+			grammar_fail(s);
 			return BR_OK; /* jsmn stops here */
 		case '{':
 		case '[':
-			if (++depth > JSON_MAX_DEPTH)
-				return BR_EDEPTH;
+			rc = scan_open(s, c == '{');
 			break;
 		case '}':
 		case ']':
-			if (depth-- == 0)
-				return BR_ESYNTAX;
+			rc = scan_close(s, c == '}');
 			break;
 		case '"':
-			i = scan_string(buf, len, i, bad, lone);
+			if (s->want != W_FAILED)
+				scan_string_token(s);
+			i = scan_string(buf, len, i, &s->bad, &s->lone);
 			break;
 		case ' ':
 		case '\t':
 		case '\r':
 		case '\n':
+			break;
 		case ',':
 		case ':':
+			if (s->want != W_FAILED)
+				scan_separator(s, c);
 			break;
 		default:
 			while (i < len && !ends_primitive(buf[i]))
 				i++;
+			scan_primitive(s, at, i);
 			break;
 		}
+		if (rc != BR_OK)
+			return rc;
 	}
+	if (s->want != W_END)
+		grammar_fail(s);
 	return BR_OK;
+}
+
+/* The walk found a grammar error or a bad string. */
+static bool
+scan_refused(const struct scan *s)
+{
+	return s->want == W_FAILED || s->bad.start >= 0;
 }
 
 int
@@ -619,17 +549,23 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 	out->no_lone_surrogates = false;
 	if (len > INT_MAX)
 		return BR_ESYNTAX; /* jsmn counts in int */
-	size_t first = 0, last = len;
-	while (first < len && is_ws(buf[first]))
+	size_t first = 0;
+	while (first < len && json_ws(buf[first]))
 		first++;
 	if (first == len)
 		return BR_EEMPTY;
-	while (last > first && is_ws(buf[last - 1]))
-		last--;
 
-	struct bad_string bad = { -1, BR_OK };
-	bool lone = false;
-	int rc = prescan(buf, len, &bad, &lone);
+	struct scan s;
+	s.buf = buf;
+	s.len = len;
+	s.depth = 0;
+	s.want = W_VALUE;
+	s.ntok = 0;
+	s.nonfinite = -1;
+	s.bad.start = -1;
+	s.bad.reason = BR_OK;
+	s.lone = false;
+	int rc = scan_doc(&s);
 	if (rc != BR_OK)
 		return rc;
 	jsmn_parser jp;
@@ -646,15 +582,24 @@ json_parse(struct json_parser *p, const char *buf, size_t len,
 	}
 	if (r <= 0)
 		return BR_ESYNTAX;
-	int finite_prefix;
-	rc = validate(
-	    buf, (int) first, (int) last, p->tok, r, &bad, &finite_prefix);
-	if (rc != BR_OK)
-		return rc;
+	if (scan_refused(&s)) {
+		/* which error: the one a walk over jsmn's tokens meets first
+		 * (json_check.c); an input the walk refused never passes */
+		size_t last = len;
+		while (last > first && json_ws(buf[last - 1]))
+			last--;
+		rc = json_check_tokens(buf, (int) first, (int) last, p->tok, r,
+		    s.bad.start, s.bad.reason);
+		return rc != BR_OK ? rc : BR_ESYNTAX;
+	}
+	/* jsmn made the tokens the walk counted (a guard: it always does on
+	 * what the grammar accepts) */
+	if (r != s.ntok)
+		return BR_ESYNTAX;
 	if (require_object && p->tok[0].type != JSMN_OBJECT)
 		return BR_ETYPE;
 	out->ntok = r;
-	out->finite_prefix = finite_prefix;
-	out->no_lone_surrogates = !lone;
+	out->finite_prefix = s.nonfinite >= 0 ? s.nonfinite : r;
+	out->no_lone_surrogates = !s.lone;
 	return BR_OK;
 }

@@ -241,6 +241,53 @@ put_quoted(struct jsonw *w, const char *s, size_t n, const char *tail,
 	put(w, tail, tail_len);
 }
 
+/* Writes "s" then tail (':' after a key, 0: none) for a NUL-terminated s:
+ * what put_quoted(w, s, strlen(s), ...) writes, in one pass over s when s
+ * needs no escaping and fits, as keys and names mostly do. */
+static void
+put_quoted_cstr(struct jsonw *w, const char *s, char tail)
+{
+	if (w->err)
+		return;
+	size_t tl = tail ? 1 : 0;
+	/* bytes before the NUL's slot (cap > 0: jsonw_reset made a
+	 * zero-capacity writer's error sticky) */
+	size_t room = w->cap - 1 - w->len;
+	/* the most bytes of s that leave room for the quotes and tail */
+	size_t max = room >= 2 + tl ? room - 2 - tl : 0;
+	char *o = w->buf + w->len;
+	size_t i = 0;
+	unsigned char c;
+	/* what utf8_json_plain_run lets through: '1' for 0x20..0x7F but
+	 * '"' and '\\' (a NUL ends the loop as a byte below 0x20) */
+	static const char plain[256] = "0000000000000000" /* 0x00 */
+	                               "0000000000000000" /* 0x10 */
+	                               "1101111111111111" /* 0x20 */
+	                               "1111111111111111" /* 0x30 */
+	                               "1111111111111111" /* 0x40 */
+	                               "1111111111110111" /* 0x50 */
+	                               "1111111111111111" /* 0x60 */
+	                               "1111111111111111" /* 0x70 */
+	                               /* 0x80..0xff */
+	                               "00000000000000000000000000000000"
+	                               "00000000000000000000000000000000"
+	                               "00000000000000000000000000000000"
+	                               "00000000000000000000000000000000";
+	while (i < max && plain[c = (unsigned char) s[i]] == '1')
+		o[1 + i++] = (char) c;
+	if (s[i] == '\0' && i + 2 + tl <= room) {
+		o[0] = '"';
+		o[1 + i] = '"';
+		o[2 + i] = tail;
+		o[2 + i + tl] = '\0';
+		w->len += i + 2 + tl;
+		return;
+	}
+	/* o[0] is still the NUL: the bytes copied after it are not part of
+	 * the output */
+	put_quoted(w, s, i + strlen(s + i), tail ? ":" : "", tl);
+}
+
 void
 jsonw_key(struct jsonw *w, const char *k)
 {
@@ -253,7 +300,7 @@ jsonw_key(struct jsonw *w, const char *k)
 	if (w->has_items[w->depth] & JSONW_HAS_ITEMS)
 		put_char(w, ',');
 	w->has_items[w->depth] |= JSONW_HAS_ITEMS;
-	put_quoted(w, k, strlen(k), ":", 1);
+	put_quoted_cstr(w, k, ':');
 	w->after_key = true;
 }
 
@@ -278,7 +325,8 @@ jsonw_key_raw(struct jsonw *w, const char *escaped, size_t n)
 void
 jsonw_str(struct jsonw *w, const char *s)
 {
-	jsonw_strn(w, s, strlen(s));
+	if (begin_value(w))
+		put_quoted_cstr(w, s, 0);
 }
 
 void
@@ -313,11 +361,28 @@ jsonw_str_raw(struct jsonw *w, const char *escaped, size_t n)
 static char *
 format_u64(char *end, uint64_t v)
 {
+	/* two digits per division: timestamps have 13 */
+	static const char pairs[201]
+	    = "0001020304050607080910111213141516171819"
+	      "2021222324252627282930313233343536373839"
+	      "4041424344454647484950515253545556575859"
+	      "6061626364656667686970717273747576777879"
+	      "8081828384858687888990919293949596979899";
 	char *p = end;
-	do {
-		*--p = (char) ('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
+	while (v >= 100) {
+		unsigned r = (unsigned) (v % 100);
+		v /= 100;
+		p -= 2;
+		p[0] = pairs[2 * r];
+		p[1] = pairs[2 * r + 1];
+	}
+	if (v >= 10) {
+		p -= 2;
+		p[0] = pairs[2 * v];
+		p[1] = pairs[2 * v + 1];
+	} else {
+		*--p = (char) ('0' + v);
+	}
 	return p;
 }
 

@@ -71,6 +71,28 @@ render_state_of(struct engine *e, const struct prompt *p, int64_t now)
 	return (long) w.len;
 }
 
+/* The state just rendered (kept in p->state) with current's own seq, in
+ * e->obuf: what rendering it again writes, without rendering it again.
+ * Returns its length or -1. */
+static long
+current_of(struct engine *e, const struct prompt *p, int64_t now)
+{
+	size_t n;
+	if (p->state.p == NULL)
+		return render_state_of(e, p, now);
+	int rc = render_state_reseq(e->obuf, e->rctx.max_payload + 1024,
+	    p->state.p, p->state.len, ++e->seq, &n);
+	if (rc == BR_EINVAL) {
+		e->seq--;
+		return render_state_of(e, p, now);
+	}
+	if (rc != 0) {
+		health_unfit(e, MSG_CRITICAL, "state", p->tid);
+		return -1;
+	}
+	return (long) n;
+}
+
 static void
 emit_prompt_msg(struct engine *e, enum topic_kind k, const struct prompt *p,
     const void *payload, size_t len)
@@ -107,7 +129,7 @@ emit_state(struct engine *e, struct prompt *p, int64_t now)
 	 * finish): a fixed topic for dashboards and Home Assistant. Its own
 	 * seq, so consumers never see one seq twice. */
 	if (strcmp(e->running_id, p->id) == 0 || p->terminal_sent) {
-		len = render_state_of(e, p, now);
+		len = current_of(e, p, now);
 		if (len < 0)
 			return;
 		copy_str(e->retained.current_id,

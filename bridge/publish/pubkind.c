@@ -77,7 +77,9 @@ pub_event_policy(const char *type, bool per_prompt, bool terminal)
 	struct event_policy p = { MSG_LIFECYCLE, 0, false, NULL };
 	for (size_t i = 0; i < sizeof(event_types) / sizeof(event_types[0]);
 	     i++)
-		if (strcmp(type, event_types[i].name) == 0) {
+		/* the first byte first: most names differ there */
+		if (type[0] == event_types[i].name[0]
+		    && strcmp(type, event_types[i].name) == 0) {
 			p = event_types[i];
 			break;
 		}

@@ -17,13 +17,21 @@
 /* '_' + 8 hex digits appended to cut ids. */
 #define TOPIC_HASH_SUFFIX_LEN 9
 
-static bool
-id_char_allowed(unsigned char c)
-{
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
-	    || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':'
-	    || c == '-';
-}
+/* Each byte as an id keeps it in a topic: itself when allowed, else '_'
+ * (one load per byte of every id of every topic). */
+static const char id_byte[256] = "________________" /* 0x00 */
+                                 "________________" /* 0x10 */
+                                 "_____________-._" /* 0x20 */
+                                 "0123456789:_____" /* 0x30 */
+                                 "_ABCDEFGHIJKLMNO" /* 0x40 */
+                                 "PQRSTUVWXYZ_____" /* 0x50 */
+                                 "_abcdefghijklmno" /* 0x60 */
+                                 "pqrstuvwxyz_____" /* 0x70 */
+                                 /* 0x80..0xff: never allowed */
+                                 "________________________________"
+                                 "________________________________"
+                                 "________________________________"
+                                 "________________________________";
 
 size_t
 topic_sanitize(char *dst, size_t cap, const char *id, size_t len)
@@ -49,8 +57,7 @@ topic_sanitize(char *dst, size_t cap, const char *id, size_t len)
 		keep = hashed ? limit - TOPIC_HASH_SUFFIX_LEN : limit;
 	}
 	for (size_t i = 0; i < keep; i++) {
-		unsigned char c = (unsigned char) id[i];
-		dst[i] = id_char_allowed(c) ? (char) c : '_';
+		dst[i] = id_byte[(unsigned char) id[i]];
 	}
 	/* Explicit although '$' is already outside the allowed set: a
 	 * leading '$' would put the topic in the broker's system tree. */
@@ -140,9 +147,19 @@ put_str(struct topic_buf *tb, const char *s)
 static void
 put_id(struct topic_buf *tb, const char *id, size_t len)
 {
+	if (id == NULL) {
+		id = "";
+		len = 0;
+	}
+	/* with room for the longest id (and the NUL) it is sanitized in
+	 * place: the same bytes as through a TOPIC_ID_MAX + 1 buffer */
+	if (!tb->overflow && tb->cap - tb->len > TOPIC_ID_MAX) {
+		tb->len += topic_sanitize(
+		    tb->dst + tb->len, TOPIC_ID_MAX + 1, id, len);
+		return;
+	}
 	char clean[TOPIC_ID_MAX + 1];
-	size_t n = topic_sanitize(
-	    clean, sizeof(clean), id != NULL ? id : "", id != NULL ? len : 0);
+	size_t n = topic_sanitize(clean, sizeof(clean), id, len);
 	put(tb, clean, n);
 }
 
@@ -189,7 +206,7 @@ topic_prompt(char *dst, size_t cap, const char *prefix, const char *instance,
 {
 	struct topic_buf tb = { dst, cap, 0, cap == 0 };
 	put_base(&tb, prefix, instance);
-	put_str(&tb, "/prompt/");
+	put(&tb, "/prompt/", 8);
 	put_id(&tb, prompt_id, id_len);
 	put(&tb, "/", 1);
 	put_str(&tb, leaf);
@@ -206,7 +223,7 @@ topic_event(char *dst, size_t cap, const char *prefix, const char *instance,
 {
 	struct topic_buf tb = { dst, cap, 0, cap == 0 };
 	put_base(&tb, prefix, instance);
-	put_str(&tb, "/event/");
+	put(&tb, "/event/", 7);
 	put_id(&tb, type, type_len);
 	return finish(&tb);
 }

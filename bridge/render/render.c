@@ -15,6 +15,10 @@ w_tail(struct jsonw *w, const struct render_ctx *c, int64_t ts, uint64_t seq)
 	jsonw_kint(w, "run", c->run);
 }
 
+/* The key render_state_reseq finds: the last one in every payload w_tail
+ * ends (only "run" and the truncation mark follow it). */
+static const char seq_key[] = ",\"seq\":";
+
 static void
 w_nullable_int(struct jsonw *w, const char *k, int64_t v)
 {
@@ -303,6 +307,45 @@ render_state(struct jsonw *w, const struct render_ctx *c,
 	else
 		jsonw_knull(w, "outputs");
 	return w_outcome_tail(w, c, p, ts, seq, truncated);
+}
+
+int
+render_state_reseq(char *dst, size_t cap, const char *state, size_t len,
+    uint64_t seq, size_t *out_len)
+{
+	const size_t kn = sizeof(seq_key) - 1;
+	size_t at = len;
+	while (at >= kn && memcmp(state + at - kn, seq_key, kn) != 0)
+		at--;
+	if (at < kn)
+		return BR_EINVAL;
+	size_t end = at; /* after the old seq's digits */
+	if (end < len && state[end] == '-')
+		end++;
+	while (end < len && state[end] >= '0' && state[end] <= '9')
+		end++;
+	/* as w_tail writes it: (int64_t) seq */
+	int64_t v = (int64_t) seq;
+	uint64_t mag = v < 0 ? 0 - (uint64_t) v : (uint64_t) v;
+	char tmp[24];
+	char *digits_end = tmp + sizeof(tmp), *d = digits_end;
+	do {
+		*--d = (char) ('0' + mag % 10);
+		mag /= 10;
+	} while (mag != 0);
+	if (v < 0)
+		*--d = '-';
+	size_t dn = (size_t) (digits_end - d);
+	size_t n = at + dn + (len - end);
+	/* jsonw keeps one byte for the NUL */
+	if (cap == 0 || n > cap - 1)
+		return BR_ETRUNC;
+	memcpy(dst, state, at);
+	memcpy(dst + at, d, dn);
+	memcpy(dst + at + dn, state + end, len - end);
+	dst[n] = '\0';
+	*out_len = n;
+	return 0;
 }
 
 const char *

@@ -81,6 +81,12 @@ double render_percent(double value, double max);
 /* The prompt snapshot for prompt/<id>/state and current. */
 int render_state(struct jsonw *w, const struct render_ctx *c,
     const struct prompt *p, int64_t ts, uint64_t seq);
+/* The state rendered by render_state with seq instead of its own: the
+ * bytes of state (len) copied into dst (cap bytes incl. a NUL) with the
+ * tail's seq replaced, what render_state with seq writes. Sets *out_len;
+ * BR_ETRUNC when it does not fit, BR_EINVAL when state has no tail. */
+int render_state_reseq(char *dst, size_t cap, const char *state, size_t len,
+    uint64_t seq, size_t *out_len);
 /* The message on completion for a finished prompt. */
 int render_completion(struct jsonw *w, const struct render_ctx *c,
     const struct prompt *p, int64_t ts, uint64_t seq);

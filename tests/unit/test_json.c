@@ -392,6 +392,56 @@ test_reason_order(void)
 	check_bad_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
+/* The rules the one walk before jsmn applies to string bytes (RFC 8259
+ * strings of RFC 3629 UTF-8), each at its boundary: the last
+ * value refused and the first accepted, so that dropping or loosening a
+ * rule fails here. */
+static void
+test_utf8_rules(void)
+{
+	static const struct bad_case bad[] = {
+		/* overlong forms of U+002F, U+07FF, U+FFFF */
+		{ "[\"\xc0\xaf\"]", 0, BR_EUTF8 },
+		{ "[\"\xc1\xbf\"]", 0, BR_EUTF8 },
+		{ "[\"\xe0\x9f\xbf\"]", 0, BR_EUTF8 },
+		{ "[\"\xf0\x8f\xbf\xbf\"]", 0, BR_EUTF8 },
+		/* UTF-16 surrogates encoded in UTF-8 */
+		{ "[\"\xed\xa0\x80\"]", 0, BR_EUTF8 },
+		{ "[\"\xed\xbf\xbf\"]", 0, BR_EUTF8 },
+		/* above U+10FFFF */
+		{ "[\"\xf4\x90\x80\x80\"]", 0, BR_EUTF8 },
+		{ "[\"\xf5\x80\x80\x80\"]", 0, BR_EUTF8 },
+		/* raw control characters, in values and keys */
+		{ "[\"\x1f\"]", 0, BR_EUTF8 },
+		{ "{\"a\x0b\":1}", 0, BR_EUTF8 },
+		/* a NUL, raw, in a string or between tokens */
+		{ "[\"a\0\"]", 5, BR_ESYNTAX },
+		{ "[1,\0 2]", 7, BR_ESYNTAX },
+		/* a bad string counts only once the walk over jsmn's tokens
+		 * gets to it: a key with no single value fails first */
+		{ "{\"\xff\":1 2}", 0, BR_ESYNTAX },
+		{ "{\"a\":\"\xff\" 2}", 0, BR_ESYNTAX },
+		{ "{\"\xff\"::1}", 0, BR_EUTF8 },
+	};
+	check_bad_cases(bad, sizeof(bad) / sizeof(bad[0]));
+	static const char *const good[] = {
+		"[\"\xc2\x80\xdf\xbf\"]", /* U+0080, U+07FF */
+		"[\"\xe0\xa0\x80\xed\x9f\xbf\"]", /* U+0800, U+D7FF */
+		"[\"\xee\x80\x80\xef\xbf\xbf\"]", /* U+E000, U+FFFF */
+		"[\"\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\"]", /* U+10000.. */
+		"[\" \x7f\"]", /* DEL is no control character in JSON */
+	};
+	for (size_t k = 0; k < sizeof(good) / sizeof(good[0]); k++) {
+		struct json_doc d;
+		CHECK_INT(json_parse(big, good[k], strlen(good[k]), false, &d),
+		    BR_OK);
+	}
+	struct json_doc d;
+	const char *nf = "[1,\"x\",NaN,2]";
+	CHECK_INT(json_parse(big, nf, strlen(nf), false, &d), BR_OK);
+	CHECK_INT(d.finite_prefix, 3);
+}
+
 static void
 test_accepts(void)
 {
@@ -1362,6 +1412,7 @@ main(void)
 	RUN(test_traces);
 	RUN(test_rejects);
 	RUN(test_reason_order);
+	RUN(test_utf8_rules);
 	RUN(test_accepts);
 	RUN(test_require_object);
 	RUN(test_depth);

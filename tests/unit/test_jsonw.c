@@ -251,6 +251,26 @@ test_ints(void)
 	jsonw_uint(&w, 7);
 	jsonw_arr_end(&w);
 	CHECK_STR(buf, "[-9223372036854775808,0,7]");
+	/* every digit count, each side of a power of ten, as printf writes */
+	uint64_t v = 1;
+	for (int k = 0; k < 20; k++, v *= 10) {
+		const uint64_t around[] = { v - 1, v, v + 1, v * 7 + 3 };
+		for (size_t j = 0; j < 4; j++) {
+			char want[48];
+			jsonw_init(&w, buf, sizeof(buf));
+			jsonw_arr_begin(&w);
+			jsonw_uint(&w, around[j]);
+			jsonw_int(&w, -(int64_t) (around[j] >> 1));
+			jsonw_arr_end(&w);
+			snprintf(want, sizeof(want),
+			    "[%" PRIu64 ",%" PRId64 "]", around[j],
+			    -(int64_t) (around[j] >> 1));
+			CHECK_STR(buf, want);
+		}
+	}
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_uint(&w, UINT64_MAX);
+	CHECK_STR(buf, "18446744073709551615");
 }
 
 /* Writes a document of every kind of value into exactly cap bytes followed
@@ -408,6 +428,59 @@ test_raw_reserve_commit(void)
 	CHECK_INT(room, 0);
 }
 
+/* jsonw_str (NUL-terminated) and jsonw_key write what the counted forms
+ * write at every capacity: the same bytes, length and error, whether the
+ * string is plain (one pass) or needs escaping, fits or is cut. */
+static void
+test_cstr_matches_counted(void)
+{
+	static const char *const strs[] = { "", "ts", "prompt_id", "a\"b",
+		"tab\there", "caf\xc3\xa9", "\xff", "x\x7f" };
+	for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++) {
+		const char *str = strs[k];
+		for (size_t cap = 1; cap < 32; cap++) {
+			char a[32], b[32];
+			struct jsonw wa, wb;
+			jsonw_init(&wa, a, cap);
+			jsonw_init(&wb, b, cap);
+			jsonw_arr_begin(&wa);
+			jsonw_arr_begin(&wb);
+			jsonw_str(&wa, str);
+			jsonw_strn(&wb, str, strlen(str));
+			CHECK_INT((long) wa.len, (long) wb.len);
+			CHECK_INT(wa.err, wb.err);
+			CHECK_STR(a, b);
+			/* a key: the same bytes plus the colon as
+			 * jsonw_key_raw of the escaped form writes */
+			char esc[32];
+			struct jsonw we;
+			jsonw_init(&we, esc, sizeof(esc));
+			jsonw_strn(&we, str, strlen(str));
+			jsonw_init(&wa, a, cap);
+			jsonw_init(&wb, b, cap);
+			jsonw_obj_begin(&wa);
+			jsonw_obj_begin(&wb);
+			jsonw_key(&wa, str);
+			jsonw_key_raw(&wb, esc + 1, we.len - 2);
+			if (wa.err == 0 || wb.err == 0) {
+				CHECK_INT((long) wa.len, (long) wb.len);
+				CHECK_STR(a, b);
+			}
+			CHECK_INT(wa.err == 0, wb.err == 0);
+		}
+	}
+	/* every byte value inside a string */
+	for (int b = 1; b < 256; b++) {
+		char str[4] = { 'a', (char) b, 'z', 0 }, a[32], c[32];
+		struct jsonw wa, wc;
+		jsonw_init(&wa, a, sizeof(a));
+		jsonw_init(&wc, c, sizeof(c));
+		jsonw_str(&wa, str);
+		jsonw_strn(&wc, str, 3);
+		CHECK_STR(a, c);
+	}
+}
+
 int
 main(void)
 {
@@ -424,5 +497,6 @@ main(void)
 	RUN(test_strn_max);
 	RUN(test_raw_pieces_and_rewind);
 	RUN(test_raw_reserve_commit);
+	RUN(test_cstr_matches_counted);
 	TEST_MAIN_END();
 }

@@ -35,6 +35,58 @@ test_state_node_lists(void)
 	tracker_destroy(t);
 }
 
+/* Renders p's state with seq into buf; returns its length. */
+static size_t
+state_with(char *buf, size_t cap, const struct prompt *p, uint64_t seq)
+{
+	struct jsonw w;
+	jsonw_init(&w, buf, cap);
+	CHECK_INT(render_state(&w, &ctx, p, 3000, seq), 0);
+	return w.len;
+}
+
+/* render_state_reseq writes what render_state writes with the other seq,
+ * also when the digits grow or shrink, when the error object holds a
+ * "seq" member and after the truncation mark; it refuses what does not
+ * fit, as the writer does. */
+static void
+test_state_reseq(void)
+{
+	static char a[4096], b[4096], c[4096];
+	struct tracker *t = tracker_create(4);
+	bool created;
+	struct prompt *p = tracker_get(t, "p1", 2, &created);
+	p->status = PS_ERROR;
+	p->terminal_sent = true;
+	p->started_at = 2000;
+	p->finished_at = 2500;
+	p->outputs_truncated = true;
+	CHECK_INT(buf_set(&p->error, "{\"x\":1,\"seq\":5}", 15), 0);
+	static const uint64_t pairs[][2] = { { 7, 8 }, { 9, 10 }, { 99, 100 },
+		{ 1000, 999 }, { 0, UINT64_MAX }, { UINT64_MAX, 5 } };
+	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		size_t na = state_with(a, sizeof(a), p, pairs[i][0]);
+		size_t nb = state_with(b, sizeof(b), p, pairs[i][1]);
+		size_t nc = 0;
+		CHECK_INT(
+		    render_state_reseq(c, sizeof(c), a, na, pairs[i][1], &nc),
+		    0);
+		CHECK_INT((long) nc, (long) nb);
+		CHECK(memcmp(b, c, nb + 1) == 0);
+	}
+	CHECK(strstr(b, "\"truncated\":true}") != NULL);
+	size_t na = state_with(a, sizeof(a), p, 9), nc = 0;
+	/* 10 needs one byte more, plus the NUL */
+	CHECK_INT(render_state_reseq(c, na + 2, a, na, 10, &nc), 0);
+	CHECK_INT(render_state_reseq(c, na + 1, a, na, 10, &nc), BR_ETRUNC);
+	struct jsonw w;
+	jsonw_init(&w, b, na + 1);
+	CHECK_INT(render_state(&w, &ctx, p, 3000, 10), BR_ETRUNC);
+	CHECK_INT(
+	    render_state_reseq(c, sizeof(c), "{}", 2, 1, &nc), BR_EINVAL);
+	tracker_destroy(t);
+}
+
 static void
 test_completion(void)
 {
@@ -134,6 +186,7 @@ int
 main(void)
 {
 	RUN(test_state_node_lists);
+	RUN(test_state_reseq);
 	RUN(test_completion);
 	RUN(test_envelope_and_percent);
 	RUN(test_queue);
