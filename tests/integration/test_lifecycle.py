@@ -225,11 +225,6 @@ def test_print_human_lines_flushed(broker, sim, collector, make_bridge):
     bridge.wait_connected(collector, sim)
     sim.replay(TRACE_A, bridge.client_id)
     success = re.compile(r"^\[SUCCESS\] Prompt %s \(\d+ ms\)$" % re.escape(PID_A), re.M)
-    # Read while the bridge still runs: lines must be flushed one by one.
-    harness.wait_until(lambda: success.search(bridge.stdout_text()), 15)
-    out = bridge.stdout_text()
-    assert bridge.alive(), "bridge exited%s" % bridge.context()
-    lines = out.splitlines()
     expected = [
         "Connecting to ComfyUI WebSocket...",
         "Connected! Listening for events...",
@@ -241,6 +236,13 @@ def test_print_human_lines_flushed(broker, sim, collector, make_bridge):
         "  → Produced 1 image(s)",
         "[EXECUTING] Prompt %s completed" % PID_A,
     ]
+    # Read while the bridge still runs: lines must be flushed one by one
+    # (the trace's `executing` null comes after its success).
+    harness.wait_until(lambda: success.search(bridge.stdout_text())
+                       and all(e in bridge.stdout_text().splitlines() for e in expected), 15)
+    out = bridge.stdout_text()
+    assert bridge.alive(), "bridge exited%s" % bridge.context()
+    lines = out.splitlines()
     missing = [e for e in expected if e not in lines]
     assert not missing and success.search(out), \
         "--print output (read while running) lacks %s%s:\n%s%s" % (

@@ -244,7 +244,8 @@ def test_kill9_mid_run_then_restart_publishes_the_end(sim, broker, collector, ma
     for p in (runner, waiting):
         kinds = wait_terminal(collector, p, 10, since)
         assert kinds == ["execution_success"], "%s after the restart: %r%s" % (p, kinds, second.context())
-        assert completion_of(collector, p, since), "no completion for %s" % p
+        # completion follows the terminal event, its state and current
+        assert harness.wait_until(lambda: completion_of(collector, p, since), 10), "no completion for %s" % p
         assert not [t for t, _ in prompt_events(collector, p, since) if t == "queued"], \
             "%s: queued published again" % p
         st = last_json(collector, "state", p)
