@@ -23,6 +23,15 @@ fail(struct wsf_parser *p, const char *why)
 	return -1;
 }
 
+/* What a close frame may carry (RFC 6455 7.4): 1004-1006 and 1015 are
+ * reserved, 1016-2999 unassigned, 3000-4999 for applications. */
+static bool
+close_code_ok(unsigned code)
+{
+	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014)
+	    || (code >= 3000 && code <= 4999);
+}
+
 static bool
 is_control(unsigned op)
 {
@@ -93,6 +102,9 @@ frame_end(struct wsf_parser *p, const struct wsf_cb *cb)
 	}
 	if (op == WSF_CLOSE && p->ctl_len == 1)
 		return fail(p, "close frame with a 1-byte payload");
+	if (op == WSF_CLOSE && p->ctl_len >= 2
+	    && !close_code_ok((unsigned) (p->ctl[0] << 8 | p->ctl[1])))
+		return fail(p, "close code not allowed on the wire");
 	if (cb->on_control != NULL)
 		cb->on_control(cb->ud, (int) op, p->ctl, p->ctl_len);
 	return 0;

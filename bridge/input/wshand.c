@@ -147,9 +147,10 @@ header_line(struct wsh_resp *r, const char *s, size_t n, const char *accept,
 			return refuse(r, "Upgrade header is '%s'", text);
 		seen->upgrade = true;
 	} else if (span_eq(s, nl, "Connection")) {
-		if (!has_token(v, vl, "upgrade"))
-			return refuse(r, "Connection header is '%s'", text);
-		seen->connection = true;
+		/* repeated, it is one comma-separated list (RFC 7230
+		 * 3.2.2): "upgrade" may be in any of them */
+		if (has_token(v, vl, "upgrade"))
+			seen->connection = true;
 	} else if (span_eq(s, nl, "Sec-WebSocket-Accept")) {
 		if (vl != strlen(accept) || memcmp(v, accept, vl) != 0)
 			return refuse(r,

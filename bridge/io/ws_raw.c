@@ -246,8 +246,13 @@ on_control(void *ud, int op, const uint8_t *p, size_t n)
 			snprintf(why, sizeof why, "peer closed");
 		ws_set_why(r->c, why);
 		if (r->close_sent) {
-			/* it answered ours: the link is done */
-			r->hangup_now = true;
+			/* it answered ours: the link is done once ours is out
+			 * too (a stop from a callback may have queued it in
+			 * this read) */
+			if (r->out.len > LWS_PRE)
+				r->hangup = true;
+			else
+				r->hangup_now = true;
 			return;
 		}
 		/* echo its code, then hang up */

@@ -51,8 +51,8 @@ peer_cmd(const char *fmt, ...)
 	n = vsnprintf(b, sizeof b - 1, fmt, ap);
 	va_end(ap);
 	b[n++] = '\n';
-	if (write(P.in_fd, b, (size_t) n) != n)
-		fprintf(stderr, "peer_cmd: short write\n");
+	b[n] = '\0';
+	helper_peer_cmd(&P, b);
 }
 
 /* ---- stderr (the log) into a file, read back ---- */
@@ -116,10 +116,17 @@ on_down(void *ud, const char *w)
 	snprintf(why, sizeof why, "%s", w);
 }
 
+/* set: on_chunk stops this client (as an engine callback may) */
+static struct ws_client *stop_in_chunk;
+
 static void
 on_chunk(void *ud, const void *b, size_t n, bool first, bool final, bool bin)
 {
 	chunks++;
+	if (stop_in_chunk != NULL) {
+		ws_client_stop(stop_in_chunk);
+		stop_in_chunk = NULL;
+	}
 	if (first)
 		msg_len = 0;
 	if (msg_len + n <= sizeof msg)
@@ -377,6 +384,24 @@ test_server_close(void)
 	stop(c, true);
 }
 
+/* A stop from inside on_chunk while the same read holds the peer's close:
+ * our close, queued by the stop, still goes out before the socket does
+ * (the peer reports the code it carries, not an abnormal end). */
+static void
+test_stop_in_callback_with_peer_close(void)
+{
+	struct ws_client *c = start(0, 0);
+
+	CHECK(wait_int(&ups, 1, 10000));
+	stop_in_chunk = c;
+	peer_cmd("raw 810161880203e8"); /* text "a", then close 1000 */
+	CHECK(wait_int(&downs, 1, 5000));
+	CHECK(stop_in_chunk == NULL);
+	CHECK(wait_peer("DISCONNECT code=1000", 5000));
+	CHECK_INT(ups, 1);
+	stop(c, false);
+}
+
 int
 main(void)
 {
@@ -396,6 +421,7 @@ main(void)
 	RUN(test_rsv_bits);
 	RUN(test_pong_timeout);
 	RUN(test_server_close);
+	RUN(test_stop_in_callback_with_peer_close);
 
 	helper_peer_kill(&P);
 	helper_peer_close(&P);

@@ -297,6 +297,10 @@ test_protocol_errors(void)
 	check_error(0x89, 126, "", 0, "control frame longer than 125 bytes");
 	check_error(0x09, 0x01, "", 0, "fragmented control frame");
 	check_error(0x88, 0x01, "", 0, "close frame with a 1-byte payload");
+	/* the payload "xx" is code 30840 */
+	check_error(0x88, 0x02, "", 0, "close code not allowed on the wire");
+	check_error(0x88, 0x02, "\x88\x02\x03\xed", 4,
+	    "close code not allowed on the wire"); /* 1005 */
 	/* what came before the error was delivered */
 	check_error(0x81, 0x81, "\x81\x02ok", 4,
 	    "Mt2:ok;E:masked frame from the server");
@@ -483,6 +487,16 @@ test_response(void)
 	           "Upgrade: websocket\r\n"
 	           "Sec-WebSocket-Accept: " ACCEPT "\r\n\r\n",
 	    WSH_ERROR, "no 'Connection: upgrade' in the response");
+	check_head("HTTP/1.1 101 Switching Protocols\r\n"
+	           "Upgrade: websocket\r\n"
+	           "Connection: keep-alive\r\n"
+	           "Sec-WebSocket-Accept: " ACCEPT "\r\n\r\n",
+	    WSH_ERROR, "no 'Connection: upgrade' in the response");
+	check_head("HTTP/1.1 101 Switching Protocols\r\n"
+	           "Upgrade: websocket\r\n"
+	           "Connection: keep-alive\r\nConnection: Upgrade\r\n"
+	           "Sec-WebSocket-Accept: " ACCEPT "\r\n\r\n",
+	    WSH_DONE, "");
 	check_head("HTTP/1.1 101 Switching Protocols\r\n"
 	           "Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
 	    WSH_ERROR, "no Sec-WebSocket-Accept in the response");
