@@ -81,6 +81,8 @@ on_tick(void *ud)
 	memset(&h, 0, sizeof(h));
 	u->out.broker_health(u->out.ud, &h);
 	h.comfyui_reconnects = ws_client_returns(u->ws);
+	h.upstream_pauses = ws_client_pauses(u->ws);
+	h.upstream_paused_ms = ws_client_paused_ms(u->ws);
 	engine_tick(u->engine, loop_now_ms(), &h);
 	u->tick_armed_for = 0;
 	arm_tick(u);
@@ -367,4 +369,11 @@ void
 upstream_offline_msg(struct upstream *u, struct out_msg *m)
 {
 	engine_offline_msg(u->engine, m);
+}
+
+void
+upstream_pause(struct upstream *u, bool on)
+{
+	if (u != NULL)
+		ws_client_pause(u->ws, on);
 }

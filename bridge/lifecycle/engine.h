@@ -45,6 +45,9 @@ struct engine_health_io {
 	bool mqtt_connected;
 	uint64_t mqtt_reconnects;
 	uint64_t comfyui_reconnects;
+	/* reading ComfyUI paused for a slow broker: times, and ms in all */
+	uint64_t upstream_pauses;
+	uint64_t upstream_paused_ms;
 	uint64_t published[MSG_CLASS_COUNT];
 	uint64_t dropped[MSG_CLASS_COUNT];
 	uint64_t refused[PR_COUNT]; /* by the broker, by enum pub_refusal */
