@@ -291,6 +291,10 @@ close_current(struct ws_client *c, const char *why)
 	if (!c->wsi_alive || c->wsi == NULL)
 		return;
 	ws_set_why(c, why);
+	/* a paused link is read to its end (the peer's close); the next
+	 * link starts paused again */
+	if (c->paused && c->up)
+		lws_rx_flow_control(c->wsi, 1);
 	if (c->up && c->raw != NULL) {
 		ws_raw_close(c);
 		return;
