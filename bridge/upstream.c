@@ -164,6 +164,14 @@ ws_up(void *ud)
 }
 
 static void
+ws_pause(void *ud, bool paused)
+{
+	struct upstream *u = ud;
+	engine_on_upstream_paused(u->engine, paused, loop_now_ms());
+	arm_tick(u);
+}
+
+static void
 ws_down(void *ud, const char *why)
 {
 	struct upstream *u = ud;
@@ -255,8 +263,10 @@ create_ws(struct upstream *u, struct loop *l, const struct upstream_cfg *uc,
 		.handshake_timeout_s = 10,
 		.stable_s = 60,
 	};
-	struct ws_client_cb wcb
-	    = { .on_up = ws_up, .on_down = ws_down, .on_chunk = ws_chunk };
+	struct ws_client_cb wcb = { .on_up = ws_up,
+		.on_down = ws_down,
+		.on_chunk = ws_chunk,
+		.on_pause = ws_pause };
 	return ws_client_create(l, &wc, &wcb, u);
 }
 

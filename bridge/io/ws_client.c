@@ -374,6 +374,8 @@ resume(struct ws_client *c)
 	c->paused_ms += (uint64_t) (c->resumed_at - c->paused_at);
 	if (c->up)
 		ws_apply_pause(c, c->wsi);
+	if (c->cb.on_pause != NULL)
+		c->cb.on_pause(c->ud, false);
 }
 
 static void
@@ -420,6 +422,8 @@ ws_client_pause(struct ws_client *c, bool on)
 	    (lws_usec_t) WS_PAUSE_MAX_MS * 1000);
 	if (c->up)
 		ws_apply_pause(c, c->wsi);
+	if (c->cb.on_pause != NULL)
+		c->cb.on_pause(c->ud, true);
 }
 
 uint64_t

@@ -38,6 +38,9 @@ struct ws_client_cb {
 	/* one received chunk (borrowed): first/final of the message, binary */
 	void (*on_chunk)(void *ud, const void *buf, size_t len, bool first,
 	    bool final, bool binary);
+	/* reading paused or went on again (ws_client_pause, or its guard);
+	 * may be NULL */
+	void (*on_pause)(void *ud, bool paused);
 };
 
 /* Creates a client (copies cfg strings it keeps). Not connected yet. */

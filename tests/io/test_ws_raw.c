@@ -145,7 +145,7 @@ on_chunk(void *ud, const void *b, size_t n, bool first, bool final, bool bin)
 	}
 }
 
-static const struct ws_client_cb cbs = { on_up, on_down, on_chunk };
+static const struct ws_client_cb cbs = { on_up, on_down, on_chunk, NULL };
 
 /* ---- waiting ---- */
 
