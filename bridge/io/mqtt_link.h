@@ -62,8 +62,12 @@ struct mqtt_link_cb {
 	void (*on_backlog)(void *ud, bool high);
 };
 
-/* The backlog watermarks, in queued bytes (outq_bytes). */
-#define MQTT_BACKLOG_HIGH (512u * 1024u)
+/* The backlog watermarks, in queued bytes (outq_bytes): the high mark is
+ * what the queue may hold of the bridge's peak RSS target while the broker
+ * is slower than ComfyUI; the low mark leaves room for three quarters of
+ * it to drain before reading pauses again, so a pause is not one message
+ * long (bridge/README.md#backpressure). */
+#define MQTT_BACKLOG_HIGH (1024u * 1024u)
 #define MQTT_BACKLOG_LOW  (MQTT_BACKLOG_HIGH / 4u)
 
 /* A message on a subscribed topic (topic and payload borrowed for the
