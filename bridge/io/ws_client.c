@@ -413,7 +413,8 @@ ws_client_pause(struct ws_client *c, bool on)
 	if (c->resumed_at == 0
 	    || c->paused_at - c->resumed_at >= WS_PAUSE_CALM_MS) {
 		ratelog_reset(&c->pause_log, LOG_SRC, "pauses of reading");
-		ratelog_reset(&c->guard_log, LOG_SRC, "ended pauses");
+		ratelog_reset(
+		    &c->guard_log, LOG_SRC, "pauses ended by the guard");
 	}
 	ratelog_msg(&c->pause_log, LOG_LVL_INFO, LOG_SRC,
 	    "the broker is slower than ComfyUI: reading paused until it "
