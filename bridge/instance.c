@@ -132,6 +132,15 @@ publish(void *ud, const struct out_msg *m)
 		ha_link_on_preview(in->ha, ct);
 }
 
+/* The broker is slower than ComfyUI: read ComfyUI no faster than it
+ * takes messages (bridge/README.md#backpressure). */
+static void
+mqtt_backlog(void *ud, bool high)
+{
+	struct instance *in = ud;
+	upstream_pause(in->up, high);
+}
+
 static void
 broker_health(void *ud, struct engine_health_io *h)
 {
@@ -169,7 +178,8 @@ create_link(struct instance *in, struct loop *l)
 	mc.window = 1000;
 	mc.queue_max_messages = c->queue_max_messages;
 	mc.queue_max_bytes = c->queue_max_bytes;
-	struct mqtt_link_cb mcb = { .on_connected = mqtt_connected };
+	struct mqtt_link_cb mcb
+	    = { .on_connected = mqtt_connected, .on_backlog = mqtt_backlog };
 	/* mqtt_link_create logs what failed (e.g. which --tls-* file) */
 	return mqtt_link_create(l, &mc, &mcb, in, &in->mqtt);
 }

@@ -81,6 +81,8 @@ on_tick(void *ud)
 	memset(&h, 0, sizeof(h));
 	u->out.broker_health(u->out.ud, &h);
 	h.comfyui_reconnects = ws_client_returns(u->ws);
+	h.upstream_pauses = ws_client_pauses(u->ws);
+	h.upstream_paused_ms = ws_client_paused_ms(u->ws);
 	engine_tick(u->engine, loop_now_ms(), &h);
 	u->tick_armed_for = 0;
 	arm_tick(u);
@@ -158,6 +160,14 @@ ws_up(void *ud)
 	struct upstream *u = ud;
 	reasm_reset(u->reasm);
 	engine_on_upstream(u->engine, true, loop_now_ms());
+	arm_tick(u);
+}
+
+static void
+ws_pause(void *ud, bool paused)
+{
+	struct upstream *u = ud;
+	engine_on_upstream_paused(u->engine, paused, loop_now_ms());
 	arm_tick(u);
 }
 
@@ -253,8 +263,10 @@ create_ws(struct upstream *u, struct loop *l, const struct upstream_cfg *uc,
 		.handshake_timeout_s = 10,
 		.stable_s = 60,
 	};
-	struct ws_client_cb wcb
-	    = { .on_up = ws_up, .on_down = ws_down, .on_chunk = ws_chunk };
+	struct ws_client_cb wcb = { .on_up = ws_up,
+		.on_down = ws_down,
+		.on_chunk = ws_chunk,
+		.on_pause = ws_pause };
 	return ws_client_create(l, &wc, &wcb, u);
 }
 
@@ -367,4 +379,11 @@ void
 upstream_offline_msg(struct upstream *u, struct out_msg *m)
 {
 	engine_offline_msg(u->engine, m);
+}
+
+void
+upstream_pause(struct upstream *u, bool on)
+{
+	if (u != NULL)
+		ws_client_pause(u->ws, on);
 }

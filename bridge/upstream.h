@@ -59,6 +59,9 @@ void upstream_stop(struct upstream *u, const char *line);
 void upstream_destroy(struct upstream *u);
 
 /* The broker accepted the session this upstream publishes on. */
+/* Backpressure from the broker link: pauses reading ComfyUI or reads
+ * again (ws_client_pause; bridge/README.md#backpressure). */
+void upstream_pause(struct upstream *u, bool on);
 void upstream_on_broker_connected(
     struct upstream *u, bool session_present, uint32_t max_packet);
 /* A retained prompt state read back from the broker on the subscription

@@ -183,6 +183,7 @@ on_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
 
 static void deliver(struct mqtt_link *m);
 static void on_fd(void *ud, int event);
+static void on_backlog_timer(void *ud);
 
 /* Starts a connection attempt with a clean slate. */
 static void
@@ -349,6 +350,12 @@ on_fd(void *ud, int event)
 }
 
 static void
+on_backlog_timer(void *ud)
+{
+	deliver(ud);
+}
+
+static void
 on_timer(void *ud)
 {
 	struct mqtt_link *m = ud;
@@ -404,8 +411,10 @@ mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
 	mqtt_guard_init(&m->guard);
 	m->q = outq_create(cfg->queue_max_messages, cfg->queue_max_bytes);
 	m->timer = loop_timer_create(l, on_timer, m);
+	m->backlog_timer = loop_timer_create(l, on_backlog_timer, m);
 	int rc = BR_ENOMEM;
-	if (ok && m->q != NULL && m->timer != NULL) {
+	if (ok && m->q != NULL && m->timer != NULL
+	    && m->backlog_timer != NULL) {
 		mosquitto_lib_init(); /* idempotent */
 		rc = mqtt_link_new_client(m, &m->mosq);
 	}
@@ -523,6 +532,11 @@ mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg)
 	}
 	int rc = outq_push(m->q, msg);
 	mqtt_guard_queue_drops(&m->guard, m->q);
+	/* the edge is reported from the loop, not from inside this call */
+	if (m->connected && !m->backlog_high
+	    && outq_bytes(m->q) >= MQTT_BACKLOG_HIGH
+	    && !loop_timer_pending(m->backlog_timer))
+		loop_timer_arm(m->backlog_timer, 0);
 	return rc;
 }
 
@@ -611,6 +625,26 @@ deliver_transitions(struct mqtt_link *m)
 	}
 }
 
+/* The backlog's edges (bridge/README.md#backpressure): high at
+ * MQTT_BACKLOG_HIGH queued bytes while connected, low at MQTT_BACKLOG_LOW
+ * or when the link is down. */
+static void
+report_backlog(struct mqtt_link *m)
+{
+	size_t bytes = outq_bytes(m->q);
+	bool high = m->backlog_high;
+	if (!m->connected || bytes <= MQTT_BACKLOG_LOW)
+		high = false;
+	else if (bytes >= MQTT_BACKLOG_HIGH)
+		high = true;
+	if (high == m->backlog_high)
+		return;
+	m->backlog_high = high;
+	m->backlog_highs += high;
+	if (m->cb.on_backlog != NULL)
+		m->cb.on_backlog(m->ud, high);
+}
+
 /* Turns what the callbacks recorded into the owner's callbacks and feeds
  * the queue. Runs after every round of libmosquitto's loop, never inside
  * one (so an owner's callback may publish), and never during shutdown. */
@@ -624,6 +658,7 @@ deliver(struct mqtt_link *m)
 	mqtt_rx_deliver(m);
 	if (m->connected && !m->stopping)
 		feed_queue(m);
+	report_backlog(m);
 	m->delivering = false;
 }
 
@@ -671,6 +706,8 @@ mqtt_link_get_stats(const struct mqtt_link *m, struct mqtt_link_stats *s)
 	memcpy(s->refused_by, m->guard.refused_by, sizeof(s->refused_by));
 	s->inflight = m->f.inflight0 + m->f.inflight1;
 	s->connect_failures = m->f.failures;
+	s->backlog_high = m->backlog_high;
+	s->backlog_highs = m->backlog_highs;
 }
 
 /* ---- shutdown ----------------------------------------------------------- */
@@ -756,6 +793,7 @@ mqtt_link_shutdown(
 		publish_last(m, last, deadline + LAST_ACK_EXTRA_MS);
 	say_goodbye(m);
 	loop_timer_cancel(m->timer);
+	loop_timer_cancel(m->backlog_timer);
 	loop_fd_close(m->watch);
 	m->watch = NULL;
 	m->fd = -1;
@@ -772,6 +810,7 @@ mqtt_link_destroy(struct mqtt_link *m)
 	if (m->started && !m->stopped)
 		mqtt_link_shutdown(m, NULL, 0);
 	loop_timer_destroy(m->timer);
+	loop_timer_destroy(m->backlog_timer);
 	loop_fd_close(m->watch);
 	if (m->mosq != NULL)
 		mosquitto_destroy(m->mosq);

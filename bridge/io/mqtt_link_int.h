@@ -93,6 +93,11 @@ struct mqtt_link {
 	struct outq *q;
 	struct mqtt_prop_cache props;
 	bool connected; /* as reported through cb */
+	bool backlog_high; /* as reported through cb.on_backlog */
+	uint64_t backlog_highs;
+	/* a publish crossed MQTT_BACKLOG_HIGH: deliver() reports it soon,
+	 * from the loop */
+	struct loop_timer *backlog_timer;
 	uint64_t seen_connacks, seen_losses, seen_failures;
 	uint64_t connects, disconnects;
 	uint64_t published[MSG_CLASS_COUNT];

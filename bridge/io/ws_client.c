@@ -71,6 +71,8 @@ ws_client_create(struct loop *l, const struct ws_client_cfg *cfg,
 		return NULL;
 	c->tag.kind = GLUE_KIND_WS;
 	c->fail_log = (struct ratelog) FAIL_LOG_INIT;
+	c->pause_log = (struct ratelog) RATELOG_INIT(1);
+	c->guard_log = (struct ratelog) RATELOG_INIT(1);
 	c->loop = l;
 	c->ctx = loop_lws_context(l);
 	c->cb = *cb;
@@ -289,6 +291,10 @@ close_current(struct ws_client *c, const char *why)
 	if (!c->wsi_alive || c->wsi == NULL)
 		return;
 	ws_set_why(c, why);
+	/* a paused link is read to its end (the peer's close); the next
+	 * link starts paused again */
+	if (c->paused && c->up)
+		lws_rx_flow_control(c->wsi, 1);
 	if (c->up && c->raw != NULL) {
 		ws_raw_close(c);
 		return;
@@ -334,6 +340,7 @@ ws_client_destroy(struct ws_client *c)
 	lws_sul_cancel(&c->sul_connect);
 	lws_sul_cancel(&c->sul_handshake);
 	lws_sul_cancel(&c->sul_stable);
+	lws_sul_cancel(&c->sul_pause);
 	if (c->wsi_alive && c->wsi != NULL) {
 		lws_set_wsi_user(c->wsi, NULL);
 		lws_set_timeout(
@@ -346,6 +353,90 @@ ws_client_destroy(struct ws_client *c)
 		return;
 	}
 	free_client(c);
+}
+
+/* ---- backpressure (bridge/README.md#backpressure) ---- */
+
+void
+ws_apply_pause(struct ws_client *c, struct lws *wsi)
+{
+	if (wsi != NULL)
+		lws_rx_flow_control(wsi, c->paused ? 0 : 1);
+}
+
+/* Reading goes on again; the pause's time is counted. */
+static void
+resume(struct ws_client *c)
+{
+	c->paused = false;
+	lws_sul_cancel(&c->sul_pause);
+	c->resumed_at = loop_mono_ms();
+	c->paused_ms += (uint64_t) (c->resumed_at - c->paused_at);
+	if (c->up)
+		ws_apply_pause(c, c->wsi);
+	if (c->cb.on_pause != NULL)
+		c->cb.on_pause(c->ud, false);
+}
+
+static void
+pause_expired(lws_sorted_usec_list_t *sul)
+{
+	struct ws_client *c
+	    = lws_container_of(sul, struct ws_client, sul_pause);
+
+	if (!c->paused)
+		return;
+	c->pause_expired = true;
+	resume(c);
+	ratelog_msg(&c->guard_log, LOG_LVL_INFO, LOG_SRC,
+	    "the broker took too little for %d ms: reading ComfyUI again, "
+	    "its messages queue",
+	    WS_PAUSE_MAX_MS);
+}
+
+void
+ws_client_pause(struct ws_client *c, bool on)
+{
+	if (c == NULL)
+		return;
+	if (!on)
+		c->pause_expired = false;
+	if (on == c->paused || (on && c->pause_expired))
+		return;
+	if (!on) {
+		resume(c);
+		return;
+	}
+	c->paused = true;
+	c->paused_at = loop_mono_ms();
+	c->pauses++;
+	if (c->resumed_at == 0
+	    || c->paused_at - c->resumed_at >= WS_PAUSE_CALM_MS) {
+		ratelog_reset(&c->pause_log, LOG_SRC, "pauses of reading");
+		ratelog_reset(
+		    &c->guard_log, LOG_SRC, "pauses ended by the guard");
+	}
+	ratelog_msg(&c->pause_log, LOG_LVL_INFO, LOG_SRC,
+	    "the broker is slower than ComfyUI: reading paused until it "
+	    "catches up");
+	lws_sul_schedule(c->ctx, 0, &c->sul_pause, pause_expired,
+	    (lws_usec_t) WS_PAUSE_MAX_MS * 1000);
+	if (c->up)
+		ws_apply_pause(c, c->wsi);
+	if (c->cb.on_pause != NULL)
+		c->cb.on_pause(c->ud, true);
+}
+
+uint64_t
+ws_client_pauses(const struct ws_client *c)
+{
+	return c != NULL ? c->pauses : 0;
+}
+
+uint64_t
+ws_client_paused_ms(const struct ws_client *c)
+{
+	return c != NULL ? c->paused_ms : 0;
 }
 
 bool
@@ -384,6 +475,7 @@ ws_established(struct ws_client *c, struct lws *wsi)
 	c->fail_log = (struct ratelog) FAIL_LOG_INIT;
 	lws_sul_schedule(c->ctx, 0, &c->sul_stable, link_stable,
 	    (lws_usec_t) c->stable_s * LWS_US_PER_SEC);
+	ws_apply_pause(c, wsi);
 	if (c->first_frame != NULL) {
 		c->send_first = true;
 		lws_callback_on_writable(wsi);
@@ -514,6 +606,7 @@ ws_client_lws_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		lws_sul_cancel(&c->sul_connect);
 		lws_sul_cancel(&c->sul_handshake);
 		lws_sul_cancel(&c->sul_stable);
+		lws_sul_cancel(&c->sul_pause);
 		free_client(c);
 		return -1;
 	}

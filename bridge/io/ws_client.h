@@ -38,6 +38,9 @@ struct ws_client_cb {
 	/* one received chunk (borrowed): first/final of the message, binary */
 	void (*on_chunk)(void *ud, const void *buf, size_t len, bool first,
 	    bool final, bool binary);
+	/* reading paused or went on again (ws_client_pause, or its guard);
+	 * may be NULL */
+	void (*on_pause)(void *ud, bool paused);
 };
 
 /* Creates a client (copies cfg strings it keeps). Not connected yet. */
@@ -52,6 +55,15 @@ void ws_client_stop(struct ws_client *c);
  * (used after a detected orphaned socket). */
 void ws_client_reconnect(struct ws_client *c);
 void ws_client_destroy(struct ws_client *c);
+
+/* Backpressure: on stops reading the link (lws_rx_flow_control), off
+ * reads again. Kept across reconnects. A pause ends by itself after
+ * WS_PAUSE_MAX_MS, and reading then stays on until the next off
+ * (bridge/README.md#backpressure). */
+void ws_client_pause(struct ws_client *c, bool on);
+/* Pauses so far, and the milliseconds spent paused (ended pauses). */
+uint64_t ws_client_pauses(const struct ws_client *c);
+uint64_t ws_client_paused_ms(const struct ws_client *c);
 
 bool ws_client_is_up(const struct ws_client *c);
 /* Connection attempts that failed or links that dropped. */

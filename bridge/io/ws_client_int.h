@@ -16,6 +16,12 @@
 /* a series of failed attempts logs its first and every Nth at warn */
 #define FAIL_LOG_EVERY 10
 #define FAIL_LOG_INIT  RATELOG_INIT_EVERY(1, FAIL_LOG_EVERY)
+/* Backpressure (bridge/README.md#backpressure): a pause ends by itself
+ * after this long, far below the pong timeout (10 s) and lws's hang-up
+ * (ping + pong, 30 s), so keepalive needs no special case */
+#define WS_PAUSE_MAX_MS 2000
+/* no pause for this long: the next one is logged at info again */
+#define WS_PAUSE_CALM_MS 60000
 
 struct ws_client {
 	struct glue_user tag; /* first: the lws user pointer is the client */
@@ -67,7 +73,19 @@ struct ws_client {
 	struct ratelog fail_log; /* failed attempts since the last link */
 	char why[256];
 	struct ws_raw *raw; /* ws:// only: the RAW transport's state */
+
+	/* backpressure (ws_client_pause) */
+	bool paused; /* reading is off (on the current wsi, if any) */
+	bool pause_expired; /* the guard ended a pause: no other until off */
+	lws_sorted_usec_list_t sul_pause; /* the guard */
+	int64_t paused_at, resumed_at; /* loop_mono_ms() */
+	uint64_t pauses, paused_ms;
+	struct ratelog pause_log; /* pauses, per calm period */
+	struct ratelog guard_log; /* pauses the guard ended, per calm period */
 };
+
+/* Applies c->paused to wsi (a new link starts paused if it is on). */
+void ws_apply_pause(struct ws_client *c, struct lws *wsi);
 
 /* the lifecycle, for the transports */
 void ws_set_why(struct ws_client *c, const char *why);

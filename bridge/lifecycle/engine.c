@@ -270,6 +270,14 @@ engine_offline_msg(struct engine *e, struct out_msg *m)
 }
 
 void
+engine_on_upstream_paused(struct engine *e, bool paused, int64_t now)
+{
+	if (!paused && e->upstream_paused)
+		e->upstream_resumed_at = now;
+	e->upstream_paused = paused;
+}
+
+void
 engine_on_upstream(struct engine *e, bool up, int64_t now)
 {
 	if (e->upstream_known && up == e->upstream_up)

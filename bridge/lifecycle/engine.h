@@ -45,6 +45,9 @@ struct engine_health_io {
 	bool mqtt_connected;
 	uint64_t mqtt_reconnects;
 	uint64_t comfyui_reconnects;
+	/* reading ComfyUI paused for a slow broker: times, and ms in all */
+	uint64_t upstream_pauses;
+	uint64_t upstream_paused_ms;
 	uint64_t published[MSG_CLASS_COUNT];
 	uint64_t dropped[MSG_CLASS_COUNT];
 	uint64_t refused[PR_COUNT]; /* by the broker, by enum pub_refusal */
@@ -103,6 +106,8 @@ void engine_on_oversize(struct engine *e, size_t len_so_far, bool binary);
 
 /* The ComfyUI WebSocket went up/down. */
 void engine_on_upstream(struct engine *e, bool up, int64_t now_ms);
+/* Reading the WebSocket paused (backpressure) or went on again. */
+void engine_on_upstream_paused(struct engine *e, bool paused, int64_t now_ms);
 /* An HTTP answer (status < 0: no answer, an enum br_err). */
 void engine_on_http(struct engine *e, enum engine_http_kind kind,
     const char *tag, int status, const char *body, size_t len, int64_t now_ms);

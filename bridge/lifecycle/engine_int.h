@@ -153,6 +153,11 @@ struct engine {
 	bool upstream_known;
 	int64_t upstream_known_by;
 	int64_t upstream_up_at;
+	/* reading the WebSocket is paused (backpressure), and when it last
+	 * went on again: our prompts' history lookups wait for the frames
+	 * still unread (bridge/README.md#backpressure) */
+	bool upstream_paused;
+	int64_t upstream_resumed_at;
 	int64_t last_frame_at;
 	char comfyui_version[64];
 	bool stats_requested;

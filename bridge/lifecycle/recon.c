@@ -798,6 +798,12 @@ recon_prompt_tick(struct engine *e, struct prompt *p, int64_t now)
 		return 0;
 	if (now < p->history_due)
 		return p->history_due;
+	/* our prompt's frames may wait unread while reading is paused: the
+	 * grace runs again from the resume */
+	if (p->ours && e->upstream_paused)
+		return now + HISTORY_GRACE_MS;
+	if (p->ours && now < e->upstream_resumed_at + HISTORY_GRACE_MS)
+		return e->upstream_resumed_at + HISTORY_GRACE_MS;
 	p->history_due = 0;
 	request_history(e, p);
 	return 0;

@@ -500,6 +500,11 @@ render_health(struct jsonw *w, const struct render_ctx *c,
 	jsonw_kint(w, "comfyui", h ? (int64_t) h->comfyui_reconnects : 0);
 	jsonw_kint(w, "mqtt", h ? (int64_t) h->mqtt_reconnects : 0);
 	jsonw_obj_end(w);
+	jsonw_key(w, "backpressure");
+	jsonw_obj_begin(w);
+	jsonw_kint(w, "pauses", h ? (int64_t) h->upstream_pauses : 0);
+	jsonw_kint(w, "paused_ms", h ? (int64_t) h->upstream_paused_ms : 0);
+	jsonw_obj_end(w);
 	jsonw_kint(w, "resyncs", (int64_t) n->resyncs);
 	jsonw_kint(w, "recovered_from_history", (int64_t) n->recovered);
 	jsonw_kint(w, "lost", (int64_t) n->lost);

@@ -426,6 +426,60 @@ def test_broker_restart_mid_run_persistent_subscriber(tmp_path, procs, sim, make
 
 
 # --------------------------------------------------------------------------
+# backpressure: a connected broker slower than ComfyUI (bridge/README.md#backpressure)
+
+
+def test_stopped_broker_flood_pauses_reading_and_loses_nothing(broker, sim, collector, make_bridge):
+    """The broker stops reading (SIGSTOP, its sockets stay open) while our
+    prompts run: the link's queue passes its high mark and the bridge stops
+    reading ComfyUI for a while; once the broker reads again (SIGCONT) every
+    lifecycle event arrives, nothing is dropped and the bridge stayed up,
+    with the pause in bridge/health."""
+    import signal as sig
+    # past the window of messages handed to libmosquitto (1000), then
+    # past the 512 KiB high mark
+    n = 250
+    bridge = make_bridge(sim.url, broker.url, extra_args=HEALTH)
+    bridge.wait_connected(collector, sim)
+    collector.wait_quiet(quiet=0.5, timeout=5)
+    since = collector.mark()
+    broker.signal(sig.SIGSTOP)
+    try:
+        pids = [sim.submit(client_id=bridge.client_id, steps=3, step_ms=0)["prompt_id"] for _ in range(n)]
+        paused = harness.wait_until(lambda: count_in_log(bridge, "reading paused") > 0, 10)
+        # stopped past the 2 s guard: reading goes on, the queue holds the rest
+        harness.wait_until(lambda: count_in_log(bridge, "reading ComfyUI again") > 0, 5)
+    finally:
+        broker.signal(sig.SIGCONT)
+    if not paused:
+        collector.wait_quiet(quiet=1, timeout=10)
+        most = max([h["queue"]["bytes"] for h in healths(collector, since)] or [0])
+        assert paused, "reading ComfyUI never paused for the stopped broker (queue at most %d bytes)%s" % (
+            most, bridge.context())
+    collector.wait_for(lambda _m: all(finished(collector, p, since) for p in pids), timeout=60)
+    health = wait_health(collector, lambda o: o["queue"]["depth"] == 0 and o["backpressure"]["pauses"] >= 1,
+                         timeout=15)
+    collector.wait_quiet(quiet=0.5, timeout=5)
+    assert bridge.alive(), "the bridge exited%s" % bridge.context()
+    problems = []
+    if not health:
+        problems.append("no bridge/health with an empty queue and backpressure.pauses >= 1")
+    elif any(health["dropped"].values()):
+        problems.append("dropped %r: the queue's bound was never near" % health["dropped"])
+    if count_in_log(bridge, "connection to 127.0.0.1:%d lost" % broker.port):
+        problems.append("the broker link dropped: the pause must not outlast keepalive")
+    for p in pids:
+        problems += finish_problems(collector, broker, p, "execution_success", ("live",), since)
+        got = lifecycle_counts(collector, p, since)
+        if got != FULL_RUN:
+            problems.append("prompt %s: lifecycle events %r, expected %r" % (p, got, FULL_RUN))
+    problems += order_problems(collector, bridge_run(collector))
+    assert not problems, "stopped broker flood:\n  %s\nhealth: %r%s" % (
+        "\n  ".join(problems[:20]), health, bridge.context())
+    common_checks(collector, bridge)
+
+
+# --------------------------------------------------------------------------
 # the bound of the offline queue (contract §4.3)
 
 

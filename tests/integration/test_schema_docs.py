@@ -286,7 +286,8 @@ HEALTH = {"v": 1, "uptime_s": 120, "comfyui_connected": True, "mqtt_connected": 
           "published": {"critical": 3, "lifecycle": 20, "progress": 30, "preview": 0},
           "queue": {"depth": 0, "bytes": 0}, "dropped": {"critical": 0, "lifecycle": 0, "progress": 0, "preview": 0},
           "refused": {r: 0 for r in REFUSALS},
-          "rejected": {r: 0 for r in REASONS}, "reconnects": {"comfyui": 0, "mqtt": 0}, "resyncs": 1,
+          "rejected": {r: 0 for r in REASONS}, "reconnects": {"comfyui": 0, "mqtt": 0},
+          "backpressure": {"pauses": 0, "paused_ms": 0}, "resyncs": 1,
           "recovered_from_history": 0, "lost": 0, "last_frame_age_s": 1.5, **META}
 
 GOOD = {

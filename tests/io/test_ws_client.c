@@ -230,7 +230,7 @@ on_chunk(
 	}
 }
 
-static const struct ws_client_cb cbs = { on_up, on_down, on_chunk };
+static const struct ws_client_cb cbs = { on_up, on_down, on_chunk, NULL };
 
 /* ---- waiting: the loop runs until pred() or the deadline ---- */
 

@@ -3,8 +3,10 @@
  * message with pings between its frames, a bad Sec-WebSocket-Accept, a
  * refused upgrade, a masked server frame and RSV bits (each a logged reason
  * and a reconnect, nothing delivered), the close handshake on stop, a peer
- * that never answers pings. Log lines are read back from stderr, which
- * runs into a file while a test watches it. */
+ * that never answers pings, pausing reading (backpressure: nothing is
+ * delivered while paused, everything in order after; kept across a
+ * reconnect; the guard ends a pause by itself). Log lines are read back from
+ * stderr, which runs into a file while a test watches it. */
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -99,6 +101,8 @@ log_release(void)
 /* ---- the client's callbacks ---- */
 
 static int ups, downs, chunks, msgs;
+/* "seq:<i>" messages: the next i expected, and those out of order */
+static int seq_next, seq_bad;
 static char why[160];
 static char msg[1 << 16];
 static size_t msg_len, done_len;
@@ -135,10 +139,20 @@ on_chunk(void *ud, const void *b, size_t n, bool first, bool final, bool bin)
 	if (final) {
 		done_len = msg_len;
 		msgs++;
+		if (msg_len > 4 && msg_len < 32
+		    && memcmp(msg, "seq:", 4) == 0) {
+			char num[32];
+			memcpy(num, msg + 4, msg_len - 4);
+			num[msg_len - 4] = '\0';
+			if (atoi(num) == seq_next)
+				seq_next++;
+			else
+				seq_bad++;
+		}
 	}
 }
 
-static const struct ws_client_cb cbs = { on_up, on_down, on_chunk };
+static const struct ws_client_cb cbs = { on_up, on_down, on_chunk, NULL };
 
 /* ---- waiting ---- */
 
@@ -214,7 +228,7 @@ start(int ping_s, int pong_s)
 	cfg.client_id = "raw-test";
 	cfg.ping_interval_s = ping_s;
 	cfg.pong_timeout_s = pong_s;
-	ups = downs = chunks = msgs = 0;
+	ups = downs = chunks = msgs = seq_next = seq_bad = 0;
 	why[0] = '\0';
 	plen = 0;
 	c = ws_client_create(L, &cfg, &cbs, NULL);
@@ -402,6 +416,77 @@ test_stop_in_callback_with_peer_close(void)
 	stop(c, false);
 }
 
+/* Paused: the peer's messages wait in the socket; resumed: all arrive,
+ * in order. A pause survives a reconnect. */
+static void
+test_pause_resume(void)
+{
+	struct ws_client *c = start(0, 0);
+
+	CHECK(wait_int(&ups, 1, 10000));
+	ws_client_pause(c, true);
+	peer_cmd("seq 0 20000");
+	CHECK(wait_peer("SENT seq", 5000));
+	helper_wait_for(L, NULL, NULL, 500);
+	CHECK_INT(msgs, 0);
+	ws_client_pause(c, false);
+	CHECK(wait_int(&seq_next, 20000, 5000));
+	CHECK_INT(seq_bad, 0);
+	CHECK_INT(ws_client_pauses(c), 1);
+	CHECK(ws_client_paused_ms(c) >= 500);
+
+	/* kept across a reconnect: the old link is read to its end, the new
+	 * one starts paused */
+	ws_client_pause(c, true);
+	ws_client_reconnect(c);
+	CHECK(wait_int(&ups, 2, 10000));
+	peer_cmd("seq 20000 100");
+	CHECK(wait_peer("SENT seq 100", 5000));
+	helper_wait_for(L, NULL, NULL, 300);
+	CHECK_INT(seq_next, 20000);
+	ws_client_pause(c, false);
+	CHECK(wait_int(&seq_next, 20100, 5000));
+	CHECK_INT(seq_bad, 0);
+	stop(c, true);
+}
+
+/* A pause that nobody ends ends after WS_PAUSE_MAX_MS (2 s); reading then
+ * stays on until the next resume, after which a pause holds again. */
+static void
+test_pause_guard(void)
+{
+	struct ws_client *c = start(0, 0);
+	int64_t t0;
+
+	CHECK(wait_int(&ups, 1, 10000));
+	log_capture();
+	t0 = loop_mono_ms();
+	ws_client_pause(c, true);
+	peer_cmd("seq 0 1000");
+	CHECK(wait_peer("SENT seq", 5000));
+	CHECK(wait_int(&seq_next, 1000, 5000));
+	CHECK(loop_mono_ms() - t0 >= 1900);
+	CHECK(loop_mono_ms() - t0 < 4000);
+	CHECK(wait_log("reading ComfyUI again", 1000));
+	CHECK(strstr(log_text(), "reading paused") != NULL);
+	/* after the guard: another pause is ignored until a resume */
+	ws_client_pause(c, true);
+	peer_cmd("seq 1000 100");
+	CHECK(wait_int(&seq_next, 1100, 1000));
+	ws_client_pause(c, false);
+	ws_client_pause(c, true);
+	peer_cmd("seq 1100 100");
+	CHECK(wait_peer("SENT seq 100\nSENT seq 100", 5000));
+	helper_wait_for(L, NULL, NULL, 300);
+	CHECK_INT(seq_next, 1100);
+	ws_client_pause(c, false);
+	CHECK(wait_int(&seq_next, 1200, 5000));
+	CHECK_INT(seq_bad, 0);
+	CHECK_INT(ws_client_pauses(c), 2);
+	log_release();
+	stop(c, true);
+}
+
 int
 main(void)
 {
@@ -422,6 +507,8 @@ main(void)
 	RUN(test_pong_timeout);
 	RUN(test_server_close);
 	RUN(test_stop_in_callback_with_peer_close);
+	RUN(test_pause_resume);
+	RUN(test_pause_guard);
 
 	helper_peer_kill(&P);
 	helper_peer_close(&P);

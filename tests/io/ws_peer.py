@@ -16,6 +16,9 @@ stdin commands:
   big <n> <frag>   text message of n pattern bytes, as raw frames of frag
   fragping <n> <frag>  the same with a ping ("p<i>") between the frames
   bin <n>          binary message of n pattern bytes, one frame
+  seq <first> <n>  n text messages "seq:<i>", i from first, one frame each,
+                   written at once (the socket buffers what the client
+                   does not read yet)
   raw <hex>        these bytes as they are, to every WebSocket
   ping <text>      a ping with this payload
   mode drop|normal|refuse|badaccept|nopong  drop: accept the upgrade, then
@@ -126,6 +129,13 @@ class Peer:
                                      off + frag >= n)
                 ws._writer.transport.write(bytes(out))
             say("SENT %s %d" % (parts[0], n))
+        elif parts[0] == "seq":
+            first, n = int(parts[1]), int(parts[2])
+            out = b"".join(raw_frame(0x1, b"seq:%d" % i, True)
+                           for i in range(first, first + n))
+            for ws in list(self.sockets):
+                ws._writer.transport.write(out)
+            say("SENT seq %d" % n)
         elif parts[0] == "raw":
             for ws in list(self.sockets):
                 ws._writer.transport.write(bytes.fromhex(parts[1]))

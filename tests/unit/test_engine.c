@@ -960,6 +960,49 @@ test_dropped_terminal_resolved_by_history(void)
 	}
 }
 
+/* Our prompt left the queue with its terminal frame still unread: the
+ * history lookup waits the grace (1.5 s), and while reading the WebSocket
+ * is paused (backpressure) it waits on, the grace running again from the
+ * resume. */
+static void
+test_history_lookup_waits_while_paused(void)
+{
+	static const char start[]
+	    = "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	      "\"" ERR_ID "\", \"timestamp\": 1778578200000}}";
+	static const char idle[]
+	    = "{\"queue_running\": [], \"queue_pending\": []}";
+	for (int paused = 0; paused <= 1; paused++) {
+		struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-");
+		int64_t t = clock_ms;
+		engine_on_upstream(e, true, t);
+		engine_on_text(e, start, strlen(start), t);
+		if (paused)
+			engine_on_upstream_paused(e, true, t + 1);
+		n_reqs = 0;
+		engine_on_http(
+		    e, EHTTP_QUEUE, NULL, 200, idle, strlen(idle), t + 2);
+		engine_tick(e, t + 1000, NULL);
+		CHECK_INT(find_req(EHTTP_HISTORY_ID), -1);
+		engine_tick(e, t + 1600, NULL);
+		if (!paused) {
+			CHECK(find_req(EHTTP_HISTORY_ID) >= 0);
+			engine_destroy(e);
+			continue;
+		}
+		CHECK_INT(find_req(EHTTP_HISTORY_ID), -1);
+		engine_tick(e, t + 2500, NULL);
+		CHECK_INT(find_req(EHTTP_HISTORY_ID), -1);
+		engine_on_upstream_paused(e, false, t + 2600);
+		engine_tick(e, t + 3500, NULL);
+		CHECK_INT(find_req(EHTTP_HISTORY_ID), -1);
+		CHECK(engine_due(e) >= t + 4100);
+		engine_tick(e, t + 4100, NULL);
+		CHECK(find_req(EHTTP_HISTORY_ID) >= 0);
+		engine_destroy(e);
+	}
+}
+
 /* A prompt queued, run and finished between two polls of an idle queue:
  * the status frame that says the queue shrank asks for the history list
  * (once: the poll it also triggers does not ask again). */
@@ -1728,6 +1771,7 @@ main(void)
 	RUN(test_execution_blocked_not_terminal);
 	RUN(test_state_ttl_clears);
 	RUN(test_dropped_terminal_resolved_by_history);
+	RUN(test_history_lookup_waits_while_paused);
 	RUN(test_queue_shrink_reads_history_list);
 	RUN(test_retained_republished_on_every_reconnect);
 	RUN(test_faults_logged_on_change);
