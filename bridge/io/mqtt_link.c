@@ -410,6 +410,10 @@ mqtt_link_create(struct loop *l, const struct mqtt_link_cfg *cfg,
 		m->window = MAX_WINDOW;
 	mqtt_guard_init(&m->guard);
 	m->q = outq_create(cfg->queue_max_messages, cfg->queue_max_bytes);
+	m->backlog_bytes = cfg->queue_max_bytes / 2 < MQTT_BACKLOG_HIGH
+	    ? cfg->queue_max_bytes / 2
+	    : MQTT_BACKLOG_HIGH;
+	m->backlog_msgs = cfg->queue_max_messages / 2;
 	m->timer = loop_timer_create(l, on_timer, m);
 	m->backlog_timer = loop_timer_create(l, on_backlog_timer, m);
 	int rc = BR_ENOMEM;
@@ -505,6 +509,14 @@ window_open(const struct mqtt_link *m, const struct out_msg *msg)
 	    && (msg->qos <= 0 || m->f.inflight1 < QOS1_WINDOW);
 }
 
+/* The queue holds a high mark's worth. */
+static bool
+backlog_over(const struct mqtt_link *m)
+{
+	return outq_bytes(m->q) >= m->backlog_bytes
+	    || outq_count(m->q) >= m->backlog_msgs;
+}
+
 /* Feeds queued messages while the link is up and the window has room. */
 static void
 feed_queue(struct mqtt_link *m)
@@ -533,8 +545,7 @@ mqtt_link_publish(struct mqtt_link *m, const struct out_msg *msg)
 	int rc = outq_push(m->q, msg);
 	mqtt_guard_queue_drops(&m->guard, m->q);
 	/* the edge is reported from the loop, not from inside this call */
-	if (m->connected && !m->backlog_high
-	    && outq_bytes(m->q) >= MQTT_BACKLOG_HIGH
+	if (m->connected && !m->backlog_high && backlog_over(m)
 	    && !loop_timer_pending(m->backlog_timer))
 		loop_timer_arm(m->backlog_timer, 0);
 	return rc;
@@ -625,17 +636,18 @@ deliver_transitions(struct mqtt_link *m)
 	}
 }
 
-/* The backlog's edges (bridge/README.md#backpressure): high at
- * MQTT_BACKLOG_HIGH queued bytes while connected, low at MQTT_BACKLOG_LOW
- * or when the link is down. */
+/* The backlog's edges (bridge/README.md#backpressure): high when the
+ * queue reaches a high mark (bytes or messages) while connected, low when
+ * it is under a quarter of both or the link is down. */
 static void
 report_backlog(struct mqtt_link *m)
 {
-	size_t bytes = outq_bytes(m->q);
 	bool high = m->backlog_high;
-	if (!m->connected || bytes <= MQTT_BACKLOG_LOW)
+	if (!m->connected
+	    || (outq_bytes(m->q) <= m->backlog_bytes / 4
+	        && outq_count(m->q) <= m->backlog_msgs / 4))
 		high = false;
-	else if (bytes >= MQTT_BACKLOG_HIGH)
+	else if (backlog_over(m))
 		high = true;
 	if (high == m->backlog_high)
 		return;

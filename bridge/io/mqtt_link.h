@@ -57,18 +57,20 @@ struct mqtt_link_cb {
 	void (*on_disconnected)(void *ud, const char *why);
 	/* Backpressure, on edges only (bridge/README.md#backpressure): high
 	 * when the link is up and the bytes queued for window room reach
-	 * MQTT_BACKLOG_HIGH; low when they fall to MQTT_BACKLOG_LOW or the
-	 * link goes down (then the offline queue applies as ever). */
+	 * a high mark (see MQTT_BACKLOG_HIGH); low when they fall to a
+	 * quarter of it or the link goes down (then the offline queue applies
+	 * as ever). */
 	void (*on_backlog)(void *ud, bool high);
 };
 
-/* The backlog watermarks, in queued bytes (outq_bytes): the high mark is
- * what the queue may hold of the bridge's peak RSS target while the broker
- * is slower than ComfyUI; the low mark leaves room for three quarters of
- * it to drain before reading pauses again, so a pause is not one message
- * long (bridge/README.md#backpressure). */
+/* The backlog's high mark in queued bytes (outq_bytes): what the queue
+ * may hold of the bridge's peak RSS target while the broker is slower
+ * than ComfyUI. A queue bound below twice that lowers it to half the
+ * bound, and half the message bound is a second mark. The low mark is a
+ * quarter of each, leaving room for three quarters to drain before
+ * reading pauses again, so a pause is not one message long
+ * (bridge/README.md#backpressure). */
 #define MQTT_BACKLOG_HIGH (1024u * 1024u)
-#define MQTT_BACKLOG_LOW  (MQTT_BACKLOG_HIGH / 4u)
 
 /* A message on a subscribed topic (topic and payload borrowed for the
  * call; the payload is followed by a NUL not counted in len). The

@@ -94,8 +94,12 @@ struct mqtt_link {
 	struct mqtt_prop_cache props;
 	bool connected; /* as reported through cb */
 	bool backlog_high; /* as reported through cb.on_backlog */
+	/* the high marks: MQTT_BACKLOG_HIGH bytes, or half the queue's own
+	 * bounds when they are smaller, so a lowered bound still pauses
+	 * reading before it drops */
+	size_t backlog_bytes, backlog_msgs;
 	uint64_t backlog_highs;
-	/* a publish crossed MQTT_BACKLOG_HIGH: deliver() reports it soon,
+	/* a publish crossed a high mark: deliver() reports it soon,
 	 * from the loop */
 	struct loop_timer *backlog_timer;
 	uint64_t seen_connacks, seen_losses, seen_failures;

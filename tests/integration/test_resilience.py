@@ -437,7 +437,7 @@ def test_stopped_broker_flood_pauses_reading_and_loses_nothing(broker, sim, coll
     with the pause in bridge/health."""
     import signal as sig
     # past the window of messages handed to libmosquitto (1000), then
-    # past the 512 KiB high mark
+    # past the 1 MiB high mark
     n = 250
     bridge = make_bridge(sim.url, broker.url, extra_args=HEALTH)
     bridge.wait_connected(collector, sim)

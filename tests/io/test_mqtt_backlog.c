@@ -45,7 +45,7 @@ stats(struct drv *d)
 #define PUMP_UNTIL(d, cond, ms) HELPER_LOOP_UNTIL((d)->loop, cond, ms)
 
 static struct drv *
-drv_start(int port)
+drv_start_bounded(int port, size_t max_msgs, size_t max_bytes)
 {
 	struct drv *d = calloc(1, sizeof(*d));
 	d->loop = loop_create_tls(false);
@@ -57,8 +57,8 @@ drv_start(int port)
 		.client_id = "link-backlog",
 		.protocol = 5,
 		.keepalive_s = 30,
-		.queue_max_messages = 100000,
-		.queue_max_bytes = 64 * 1024 * 1024,
+		.queue_max_messages = max_msgs,
+		.queue_max_bytes = max_bytes,
 	};
 	struct mqtt_link_cb cb = { .on_backlog = on_backlog };
 	CHECK_INT(mqtt_link_create(d->loop, &cfg, &cb, d, &d->link), BR_OK);
@@ -66,6 +66,12 @@ drv_start(int port)
 		abort();
 	CHECK_INT(mqtt_link_start(d->link), BR_OK);
 	return d;
+}
+
+static struct drv *
+drv_start(int port)
+{
+	return drv_start_bounded(port, 100000, 64 * 1024 * 1024);
 }
 
 static void
@@ -128,7 +134,7 @@ test_stopped_broker_high_then_low(void)
 	broker_signal(b, SIGCONT);
 	CHECK(PUMP_UNTIL(d, d->nedges >= 2, 10000));
 	CHECK(edges_are(d, "HL"));
-	CHECK(stats(d).queued_bytes <= MQTT_BACKLOG_LOW);
+	CHECK(stats(d).queued_bytes <= MQTT_BACKLOG_HIGH / 4);
 	CHECK(PUMP_UNTIL(d, mqttc_count(s) >= N_MSGS, 10000));
 	pthread_mutex_lock(&s->mu);
 	CHECK_INT(s->n, N_MSGS);
@@ -175,10 +181,48 @@ test_disconnect_while_high_gives_low(void)
 	broker_destroy(b);
 }
 
+/* A queue bound below twice the high mark lowers the mark to half the
+ * bound (bytes or messages): the high edge comes before the queue drops
+ * anything. */
+static void
+check_small_bound(size_t max_msgs, size_t max_bytes)
+{
+	struct broker_opts bo = { 0 };
+	struct broker *b = broker_create(&bo);
+	CHECK_INT(broker_start(b), 0);
+	struct drv *d = drv_start_bounded(broker_port(b), max_msgs, max_bytes);
+	CHECK(PUMP_UNTIL(d, stats(d).connected, 5000));
+	broker_signal(b, SIGSTOP);
+	int i;
+	for (i = 0; i < 5000 && d->nedges == 0
+	     && stats(d).dropped[MSG_LIFECYCLE] == 0;
+	     i++) {
+		publish_range(d, i, 1);
+		helper_wait_for(d->loop, NULL, NULL, 1);
+	}
+	fprintf(stderr,
+	    "  bound %zu msgs / %zu bytes: edge after %d, "
+	    "queued %zu\n",
+	    max_msgs, max_bytes, i, stats(d).queued);
+	CHECK(edges_are(d, "H"));
+	CHECK_INT(stats(d).dropped[MSG_LIFECYCLE], 0);
+	broker_signal(b, SIGCONT);
+	drv_stop(d);
+	broker_destroy(b);
+}
+
+static void
+test_small_bound_lowers_the_mark(void)
+{
+	check_small_bound(400, 64 * 1024 * 1024);
+	check_small_bound(100000, 256 * 1024);
+}
+
 int
 main(void)
 {
 	RUN(test_stopped_broker_high_then_low);
 	RUN(test_disconnect_while_high_gives_low);
+	RUN(test_small_bound_lowers_the_mark);
 	TEST_MAIN_END();
 }
