@@ -291,10 +291,11 @@ close_current(struct ws_client *c, const char *why)
 	if (!c->wsi_alive || c->wsi == NULL)
 		return;
 	ws_set_why(c, why);
-	/* a paused link is read to its end (the peer's close); the next
-	 * link starts paused again */
-	if (c->paused && c->up)
-		lws_rx_flow_control(c->wsi, 1);
+	/* a closing link is read to its end (the peer's close), even when a
+	 * pause comes later; the next link starts paused again */
+	c->closing = true;
+	if (c->up)
+		ws_apply_pause(c, c->wsi);
 	if (c->up && c->raw != NULL) {
 		ws_raw_close(c);
 		return;
@@ -361,7 +362,7 @@ void
 ws_apply_pause(struct ws_client *c, struct lws *wsi)
 {
 	if (wsi != NULL)
-		lws_rx_flow_control(wsi, c->paused ? 0 : 1);
+		lws_rx_flow_control(wsi, c->paused && !c->closing ? 0 : 1);
 }
 
 /* Reading goes on again; the pause's time is counted. */
@@ -462,6 +463,7 @@ ws_established(struct ws_client *c, struct lws *wsi)
 {
 	lws_sul_cancel(&c->sul_handshake);
 	c->up = true;
+	c->closing = false;
 	c->was_up = true;
 	c->returns += c->ever_up;
 	c->ever_up = true;

@@ -67,6 +67,7 @@ struct ws_client {
 	bool destroy_pending; /* ws_client_destroy() ran inside one */
 	bool send_first; /* first frame still to be written */
 	bool send_close; /* close frame wanted at the next writable */
+	bool closing; /* close_current ran on this link: read it to its end */
 	uint64_t reconnects;
 	bool ever_up; /* some attempt reached ESTABLISHED */
 	uint64_t returns; /* links that came back after one dropped */

@@ -18,6 +18,9 @@
 #include "url.h"
 
 #define HISTORY_GRACE_MS 1500
+/* pauses never hold a lookup back longer than this past its due time:
+ * each pause ends within 2 s, but back-to-back pauses restart the grace */
+#define HISTORY_DEFER_MAX_MS 30000
 
 /* The delay before the next try after failures failures in a row. */
 static int64_t
@@ -799,10 +802,11 @@ recon_prompt_tick(struct engine *e, struct prompt *p, int64_t now)
 	if (now < p->history_due)
 		return p->history_due;
 	/* our prompt's frames may wait unread while reading is paused: the
-	 * grace runs again from the resume */
-	if (p->ours && e->upstream_paused)
+	 * grace runs again from the resume, up to a limit */
+	bool defer = p->ours && now < p->history_due + HISTORY_DEFER_MAX_MS;
+	if (defer && e->upstream_paused)
 		return now + HISTORY_GRACE_MS;
-	if (p->ours && now < e->upstream_resumed_at + HISTORY_GRACE_MS)
+	if (defer && now < e->upstream_resumed_at + HISTORY_GRACE_MS)
 		return e->upstream_resumed_at + HISTORY_GRACE_MS;
 	p->history_due = 0;
 	request_history(e, p);

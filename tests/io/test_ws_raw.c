@@ -487,6 +487,24 @@ test_pause_guard(void)
 	stop(c, true);
 }
 
+/* A pause that comes after a stop does not hold up the close: the peer's
+ * answer is still read, so the link ends well before the 2 s guard. */
+static void
+test_pause_after_stop(void)
+{
+	struct ws_client *c = start(0, 0);
+
+	CHECK(wait_int(&ups, 1, 10000));
+	int64_t t0 = loop_mono_ms();
+	ws_client_stop(c);
+	ws_client_pause(c, true);
+	CHECK(wait_int(&downs, 1, 5000));
+	CHECK(loop_mono_ms() - t0 < 1500);
+	CHECK(wait_peer("DISCONNECT code=1000", 5000));
+	ws_client_pause(c, false);
+	stop(c, false);
+}
+
 int
 main(void)
 {
@@ -509,6 +527,7 @@ main(void)
 	RUN(test_stop_in_callback_with_peer_close);
 	RUN(test_pause_resume);
 	RUN(test_pause_guard);
+	RUN(test_pause_after_stop);
 
 	helper_peer_kill(&P);
 	helper_peer_close(&P);

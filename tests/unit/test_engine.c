@@ -1003,6 +1003,34 @@ test_history_lookup_waits_while_paused(void)
 	}
 }
 
+/* Pauses back to back (1 s paused, 1 s reading) keep restarting the
+ * grace, but hold the lookup back 30 s past its due time at the most. */
+static void
+test_history_lookup_not_deferred_for_ever(void)
+{
+	static const char start[]
+	    = "{\"type\": \"execution_start\", \"data\": {\"prompt_id\": "
+	      "\"" ERR_ID "\", \"timestamp\": 1778578200000}}";
+	static const char idle[]
+	    = "{\"queue_running\": [], \"queue_pending\": []}";
+	struct engine *e = make_engine("5f0c2a8e-3b1d-4c7e-9a62-");
+	int64_t t = clock_ms, asked = -1;
+	engine_on_upstream(e, true, t);
+	engine_on_text(e, start, strlen(start), t);
+	n_reqs = 0;
+	engine_on_http(e, EHTTP_QUEUE, NULL, 200, idle, strlen(idle), t + 2);
+	for (int64_t now = t + 100; now < t + 60000 && asked < 0; now += 100) {
+		engine_on_upstream_paused(e, (now / 1000) % 2 == 0, now);
+		engine_tick(e, now, NULL);
+		if (find_req(EHTTP_HISTORY_ID) >= 0)
+			asked = now - t;
+	}
+	fprintf(stderr, "  history lookup after %lld ms\n", (long long) asked);
+	CHECK(asked >= 30000);
+	CHECK(asked <= 32000);
+	engine_destroy(e);
+}
+
 /* A prompt queued, run and finished between two polls of an idle queue:
  * the status frame that says the queue shrank asks for the history list
  * (once: the poll it also triggers does not ask again). */
@@ -1772,6 +1800,7 @@ main(void)
 	RUN(test_state_ttl_clears);
 	RUN(test_dropped_terminal_resolved_by_history);
 	RUN(test_history_lookup_waits_while_paused);
+	RUN(test_history_lookup_not_deferred_for_ever);
 	RUN(test_queue_shrink_reads_history_list);
 	RUN(test_retained_republished_on_every_reconnect);
 	RUN(test_faults_logged_on_change);
