@@ -275,12 +275,10 @@ def test_mqtt311_clears_states_an_earlier_run_left(broker, make_sim, collector, 
 
 
 
-def test_mqtt311_read_back_ends(tmp_path, procs, make_sim, make_bridge):
-    """MQTT 3.1.1 has no no-local option: as long as the bridge stays
-    subscribed to its own state topics, the broker sends back every state
-    it publishes. The read-back of what earlier runs left retained (states
-    and the cursor) ends 10 s after the connection: the broker counts two
-    subscriptions fewer then, and not before."""
+def sys_subscription_count(tmp_path, procs):
+    """A broker that reports its subscription count every second, a
+    collector of that count (started; the caller stops it) and a function
+    giving its latest value, once one has arrived."""
     broker = procs.add(harness.Broker(str(tmp_path / "sysbroker"), extra_conf=["sys_interval 1"]))
     broker.start()
     counts = harness.Collector(broker.port, topic="$SYS/broker/subscriptions/count")
@@ -290,8 +288,20 @@ def test_mqtt311_read_back_ends(tmp_path, procs, make_sim, make_bridge):
         with counts.lock:
             return int(counts.msgs[-1].payload) if counts.msgs else None
 
+    if not harness.wait_until(lambda: latest() is not None, 10):
+        counts.stop()
+        raise AssertionError("no $SYS subscription count")
+    return broker, counts, latest
+
+
+def test_mqtt311_read_back_ends(tmp_path, procs, make_sim, make_bridge):
+    """MQTT 3.1.1 has no no-local option: as long as the bridge stays
+    subscribed to its own state topics, the broker sends back every state
+    it publishes. The read-back of what earlier runs left retained (states
+    and the cursor) ends 10 s after the connection: the broker counts two
+    subscriptions fewer then, and not before."""
+    broker, counts, latest = sys_subscription_count(tmp_path, procs)
     try:
-        assert harness.wait_until(lambda: latest() is not None, 10), "no $SYS subscription count"
         base = latest()
         bridge = make_bridge(make_sim().url, broker.url, extra_args=["--mqtt-protocol", "3.1.1"])
         assert harness.wait_until(lambda: (latest() or 0) >= base + 2, 10), (
@@ -313,17 +323,8 @@ def test_mqtt5_read_back_stays(tmp_path, procs, make_sim, make_bridge):
     bridge publishes comes back, so they stay (a state read late after a
     stall is still read). The broker's count does not drop past the 3.1.1
     window."""
-    broker = procs.add(harness.Broker(str(tmp_path / "sysbroker"), extra_conf=["sys_interval 1"]))
-    broker.start()
-    counts = harness.Collector(broker.port, topic="$SYS/broker/subscriptions/count")
-    counts.start()
-
-    def latest():
-        with counts.lock:
-            return int(counts.msgs[-1].payload) if counts.msgs else None
-
+    broker, counts, latest = sys_subscription_count(tmp_path, procs)
     try:
-        assert harness.wait_until(lambda: latest() is not None, 10), "no $SYS subscription count"
         base = latest()
         bridge = make_bridge(make_sim().url, broker.url)
         assert harness.wait_until(lambda: (latest() or 0) >= base + 2, 10), (
