@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "log.h"
 #include "wsframe.h"
 
 size_t
@@ -59,19 +60,6 @@ refuse(struct wsh_resp *r, const char *fmt, ...)
 	return WSH_ERROR;
 }
 
-/* A span of the head as log-safe text: printable ASCII, at most 60. */
-static void
-printable(char *out, size_t cap, const char *s, size_t n)
-{
-	size_t i;
-
-	if (n > 60)
-		n = 60;
-	for (i = 0; i < n && i + 1 < cap; i++)
-		out[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
-	out[i] = '\0';
-}
-
 static bool
 span_eq(const char *s, size_t n, const char *lit)
 {
@@ -113,7 +101,8 @@ status_line(struct wsh_resp *r, const char *s, size_t n)
 	r->status = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
 	if (r->status == 101)
 		return 0;
-	printable(reason, sizeof reason, s + 12 + (n > 12), n - 12 - (n > 12));
+	log_excerpt(
+	    reason, sizeof reason, s + 12 + (n > 12), n - 12 - (n > 12));
 	return refuse(r, "upgrade refused: HTTP %d%s%s", r->status,
 	    reason[0] ? " " : "", reason);
 }
@@ -141,7 +130,7 @@ header_line(struct wsh_resp *r, const char *s, size_t n, const char *accept,
 		v++, vl--;
 	while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
 		vl--;
-	printable(text, sizeof text, v, vl);
+	log_excerpt(text, sizeof text, v, vl);
 	if (span_eq(s, nl, "Upgrade")) {
 		if (!span_eq(v, vl, "websocket"))
 			return refuse(r, "Upgrade header is '%s'", text);
