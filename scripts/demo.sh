@@ -26,6 +26,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# an earlier demo still running would take the replay's events
+if (exec 3<>/dev/tcp/127.0.0.1/18188) 2>/dev/null; then
+	echo "127.0.0.1:18188 is in use (an earlier demo still running?): stop it first" >&2
+	exit 1
+fi
 /usr/bin/python3 tests/sim/comfyui_sim.py --port 18188 >"$work/sim.log" 2>&1 &
 pids+=($!)
 build/comfy2mqtt --comfyui http://127.0.0.1:18188 --client-id comfy2mqtt-demo \
